@@ -1,0 +1,60 @@
+# callscribe: two commands do everything: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PATH := $(abspath $(BIN)):$(PATH)
+export XDG_RUNTIME_DIR ?= /tmp
+
+.PHONY: help venv demo test test-fast lint ui up down status constraints clean
+
+help:
+	@echo "make demo   - install, start embedded services, transcribe sample calls end to end"
+	@echo "make test   - install, start what the tests need, run the whole suite"
+	@echo "make lint   - ruff (including Airflow's AIR rules)"
+	@echo "make ui     - Airflow UI (airflow standalone) on http://127.0.0.1:8080"
+	@echo "make up | down | status - the embedded services"
+
+# The virtualenv, rebuilt when the pins or the package metadata change.
+$(STAMP): requirements.txt constraints.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip wheel
+	$(BIN)/pip install --quiet -c constraints.txt -r requirements.txt
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/callscribe demo
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+up: $(STAMP)
+	$(BIN)/callscribe services up
+down: $(STAMP)
+	$(BIN)/callscribe services down
+status: $(STAMP)
+	$(BIN)/callscribe services status
+
+ui: $(STAMP)
+	$(BIN)/callscribe ui
+
+# Re-resolve the pins (needs the package registries), then commit constraints.txt.
+constraints:
+	rm -rf /tmp/callscribe-resolve && $(PYTHON) -m venv /tmp/callscribe-resolve
+	/tmp/callscribe-resolve/bin/pip install --quiet -r requirements.txt
+	/tmp/callscribe-resolve/bin/pip freeze --exclude-editable | grep -v '^callscribe' > constraints.txt
+
+clean:
+	-$(BIN)/callscribe services down
+	rm -rf $(VENV) .callscribe .pytest_cache .ruff_cache

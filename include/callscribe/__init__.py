@@ -1,0 +1,3 @@
+"""callscribe: nightly bulk transcription of call-center recordings."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,68 @@
+"""Decoding and resampling: any supported file in, float32 16 kHz channels out."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+TARGET_SR = 16_000
+# Extensions the pipeline treats as recordings; anything else is quarantined at discovery.
+AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac", ".ogg", ".opus")
+
+
+class DecodeError(ValueError):
+    """The bytes are not audio we can decode; retrying will not help."""
+
+
+@dataclass(frozen=True)
+class Decoded:
+    channels: list[np.ndarray]  # one float32 array per channel, at TARGET_SR
+    source_rate: int
+    duration_s: float
+    codec: str
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.channels)
+
+
+def decode(data: bytes, name: str = "<bytes>") -> Decoded:
+    """Decode a whole recording and resample each channel to 16 kHz."""
+    if not data:
+        raise DecodeError(f"{name}: empty object (0 bytes)")
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            rate, codec = f.samplerate, f.subtype
+            frames = f.read(dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise DecodeError(f"{name}: cannot decode audio ({exc})") from exc
+    if rate <= 0 or frames.shape[1] == 0:
+        raise DecodeError(f"{name}: no audio channels")
+    duration = frames.shape[0] / rate
+    channels = [resample(np.ascontiguousarray(frames[:, c]), rate) for c in range(frames.shape[1])]
+    return Decoded(channels, rate, duration, codec)
+
+
+def resample(x: np.ndarray, rate: int, target: int = TARGET_SR) -> np.ndarray:
+    if rate == target:
+        return x.astype(np.float32, copy=False)
+    return soxr.resample(x, rate, target, quality="HQ").astype(np.float32, copy=False)
+
+
+def to_int16(x: np.ndarray) -> np.ndarray:
+    return (np.clip(x, -1.0, 1.0) * 32767.0).astype(np.int16)
+
+
+def encode_flac(samples: np.ndarray, rate: int = TARGET_SR) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, samples, rate, format="FLAC", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def decode_flac(data: bytes) -> np.ndarray:
+    x, _ = sf.read(io.BytesIO(data), dtype="float32")
+    return x

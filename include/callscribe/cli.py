@@ -1,0 +1,263 @@
+"""The `callscribe` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+from callscribe import services
+
+log = logging.getLogger("callscribe")
+
+
+def _profile(args) -> services.Profile:
+    return services.profile(args.profile)
+
+
+def _use_services(args) -> None:
+    """Point at configured services, or at the embedded ones when nothing is configured."""
+    if os.environ.get("AIRFLOW_CONN_CALLSCRIBE_POSTGRES") or os.environ.get("CALLSCRIBE_PG_HOST"):
+        return
+    p = _profile(args)
+    if not (p.root / "secrets.json").exists():
+        sys.exit(f"no services configured and no embedded services in {p.root}: run `callscribe services up`")
+    services.apply_environment(p)
+
+
+def _day(s: str) -> date:
+    try:
+        return date.fromisoformat(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {s!r}") from None
+
+
+def _print_table(rows: list[dict], columns: list[str]) -> None:
+    widths = {c: max(len(c), *(len(_fmt(r.get(c))) for r in rows)) if rows else len(c) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    for r in rows:
+        print("  ".join(_fmt(r.get(c)).ljust(widths[c]) for c in columns))
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.2f}"
+    return str(v)
+
+
+def _json_default(v):
+    if isinstance(v, (date, datetime)):
+        return v.isoformat()
+    raise TypeError(type(v).__name__)
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_services(args) -> int:
+    p = _profile(args)
+    if args.action == "up":
+        services.up(p, airflow=not args.no_airflow)
+        for k, v in services.status(p).items():
+            print(f"{k:13} {v}")
+    elif args.action == "down":
+        services.down(p)
+        print("stopped")
+    elif args.action == "env":
+        for k, v in services.environment(p).items():
+            print(f"export {k}={_shell_quote(v)}")
+    else:
+        for k, v in services.status(p).items():
+            print(f"{k:13} {v}")
+    return 0
+
+
+def _shell_quote(v: str) -> str:
+    import shlex
+
+    return shlex.quote(v)
+
+
+def cmd_transcribe(args) -> int:
+    from callscribe import engines
+    from callscribe.audio import DecodeError, decode
+    from callscribe.transcription import as_channels, transcribe_decoded
+
+    engine = engines.create(args.engine)
+    rc = 0
+    for f in args.files:
+        path = Path(f)
+        try:
+            decoded = decode(path.read_bytes(), str(path))
+        except (OSError, DecodeError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            rc = 1
+            continue
+        segs = transcribe_decoded(decoded, engine)
+        channels = as_channels(segs, decoded.n_channels)
+        if args.json:
+            print(json.dumps({"file": str(path), "duration_s": round(decoded.duration_s, 3),
+                              "engine": engine.name, "channels": channels}))
+        else:
+            print(f"== {path} ({decoded.duration_s:.1f} s, {decoded.n_channels} ch)")
+            for s in sorted((s for c in channels for s in [dict(x, speaker=c["speaker"]) for x in c["segments"]]),
+                            key=lambda s: s["start"]):
+                print(f"[{s['start']:7.2f}-{s['end']:7.2f}] {s['speaker']:>8}: {s['text']}")
+    return rc
+
+
+def cmd_upload(args) -> int:
+    from callscribe.discovery import day_prefix
+    from callscribe.storage import store
+
+    _use_services(args)
+    st = store()
+    prefix = day_prefix(args.prefix, args.date)
+    for f in args.files:
+        path = Path(f)
+        uri = st.uri(prefix + path.name)
+        meta = {"agent-id": args.agent_id} if args.agent_id else None
+        st.put_bytes(uri, path.read_bytes(), metadata=meta)
+        print(uri)
+    return 0
+
+
+def run_day(day: date, conf: dict | None = None):
+    """Run the DAG for one day in-process (dag.test); returns the DagRun."""
+    dag = get_dag()
+    logical = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+    return dag.test(logical_date=logical, run_conf=conf or {})
+
+
+def get_dag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    folder = os.environ.get("AIRFLOW__CORE__DAGS_FOLDER", str(Path.cwd() / "dags"))
+    bag = DagBag(dag_folder=folder)
+    if bag.import_errors:
+        raise RuntimeError(f"DAG import errors: {bag.import_errors}")
+    return bag.get_dag("transcribe_calls")
+
+
+def cmd_run(args) -> int:
+    _use_services(args)
+    if os.environ.get("CALLSCRIBE_PROFILE"):
+        services.airflow_db_ready(_profile(args))
+    conf = {"reprocess": args.reprocess, "engine": args.engine}
+    if args.max_recordings:
+        conf["max_recordings"] = args.max_recordings
+    dr = run_day(args.date, conf)
+    state = str(getattr(dr, "state", "unknown"))
+    print(f"run {dr.run_id}: {state}")
+    return 0 if state.endswith("success") else 1
+
+
+def cmd_status(args) -> int:
+    from callscribe.db import engine_from_env
+    from callscribe.reporting import day_status
+
+    _use_services(args)
+    rows = day_status(engine_from_env(), args.date)
+    if args.json:
+        for r in rows:
+            print(json.dumps({"key": r["object_key"], "status": r["status"], "error": r["last_error"],
+                              "duration_s": r["duration_s"], "segments": r["segments"]}, default=_json_default))
+    else:
+        for r in rows:
+            r["key"] = r["object_key"]
+            r["error"] = r["last_error"]
+        _print_table(rows, ["key", "status", "error", "duration_s", "segments"])
+    return 0
+
+
+def cmd_search(args) -> int:
+    from callscribe.db import engine_from_env
+    from callscribe.search import search
+
+    _use_services(args)
+    hits = search(engine_from_env(), args.query, speaker=args.speaker, limit=args.limit)
+    for h in hits:
+        out = {"key": h["object_key"], "call_date": h["call_date"], "channel": h["channel"],
+               "speaker": h["speaker"], "start": round(h["start_s"], 2), "end": round(h["end_s"], 2),
+               "snippet": h["snippet"]}
+        if args.json:
+            print(json.dumps(out, default=_json_default))
+        else:
+            print(f"{out['key']}  {out['speaker']:>8} {out['start']:7.2f}-{out['end']:7.2f}  {out['snippet']}")
+    if not hits and not args.json:
+        print("no matches")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from callscribe.demo import run_demo
+
+    return run_demo(_profile(args), args.date)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from callscribe.engines import DEFAULT_ENGINE, available
+
+    ap = argparse.ArgumentParser(prog="callscribe", description="Bulk call transcription: pipeline and tools.")
+    ap.add_argument("--profile", default=os.environ.get("CALLSCRIBE_PROFILE", "dev"),
+                    choices=sorted(services.PROFILES), help="which embedded services to use")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("services", help="start, stop or show the embedded services")
+    s.add_argument("action", choices=["up", "down", "status", "env"])
+    s.add_argument("--no-airflow", action="store_true", help="skip the Airflow metadata database")
+    s.set_defaults(func=cmd_services)
+
+    s = sub.add_parser("transcribe", help="transcribe local files with the pipeline's own path")
+    s.add_argument("files", nargs="+")
+    s.add_argument("--engine", default=DEFAULT_ENGINE, choices=available())
+    s.add_argument("--json", action="store_true", help="one JSON object per file per line")
+    s.set_defaults(func=cmd_transcribe)
+
+    s = sub.add_parser("upload", help="put files under a day's prefix in the bucket")
+    s.add_argument("files", nargs="+")
+    s.add_argument("--date", type=_day, required=True)
+    s.add_argument("--prefix", default="calls/")
+    s.add_argument("--agent-id", help="stored as the objects' agent-id metadata")
+    s.set_defaults(func=cmd_upload)
+
+    s = sub.add_parser("run", help="run the DAG for one day (dag.test) against the configured services")
+    s.add_argument("--date", type=_day, required=True)
+    s.add_argument("--engine", default=DEFAULT_ENGINE, choices=available())
+    s.add_argument("--reprocess", action="store_true")
+    s.add_argument("--max-recordings", type=int)
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("status", help="one row per recording of a day")
+    s.add_argument("--date", type=_day, required=True)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("search", help="full-text search over transcripts")
+    s.add_argument("query")
+    s.add_argument("--speaker")
+    s.add_argument("--limit", type=int, default=20)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_search)
+
+    s = sub.add_parser("demo", help="start services, upload samples, run one day, show results")
+    s.add_argument("--date", type=_day, default=date(2026, 11, 24))
+    s.set_defaults(func=cmd_demo)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("CALLSCRIBE_LOG_LEVEL", "WARNING"),
+                        format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

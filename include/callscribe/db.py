@@ -1,0 +1,87 @@
+"""Postgres access: engines, migrations (Alembic), named SQL files and COPY."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Sequence
+from functools import cache, lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from callscribe.config import pg_settings
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# Serialises concurrent `migrate` calls (several tasks may start at once).
+_MIGRATION_LOCK_ID = 0x63616C6C
+
+
+@lru_cache(maxsize=8)
+def engine_for(url: str) -> Engine:
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4, future=True)
+
+
+def engine_from_env() -> Engine:
+    return engine_for(pg_settings().sqlalchemy_url())
+
+
+@cache
+def sql(name: str) -> str:
+    """The text of include/callscribe/sql/<name>.sql."""
+    return resources.files("callscribe").joinpath("sql", f"{name}.sql").read_text()
+
+
+def q(name: str) -> sa.TextClause:
+    return sa.text(sql(name))
+
+
+def alembic_config(engine: Engine):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def migrate(engine: Engine, revision: str = "head") -> None:
+    from alembic import command
+
+    with engine.begin() as conn:
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_ID})
+        cfg = alembic_config(engine)
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
+def set_analyst_password(engine: Engine, password: str, user: str = "analyst") -> None:
+    """Development helper: a login user in the read-only analyst role."""
+    with engine.begin() as conn:
+        exists = conn.execute(sa.text("SELECT 1 FROM pg_roles WHERE rolname = :u"), {"u": user}).first()
+        verb = "ALTER" if exists else "CREATE"
+        pw = conn.exec_driver_sql("SELECT quote_literal(%(p)s)", {"p": password}).scalar_one()
+        conn.exec_driver_sql(f'{verb} ROLE "{user}" LOGIN PASSWORD {pw}')
+        conn.exec_driver_sql(f'GRANT callscribe_analyst TO "{user}"')
+
+
+def copy_rows(conn: Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+    """COPY rows into ``table`` (CSV through psycopg2); returns the row count."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    n = 0
+    for row in rows:
+        w.writerow(["\\N" if v is None else v for v in row])
+        n += 1
+    if n == 0:
+        return 0
+    buf.seek(0)
+    raw = conn.connection.driver_connection
+    with raw.cursor() as cur:
+        cur.copy_expert(
+            f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')", buf
+        )
+    return n

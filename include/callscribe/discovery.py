@@ -1,0 +1,74 @@
+"""Find a day's recordings in the bucket and register the ones not seen before."""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+from datetime import date
+
+from sqlalchemy.engine import Engine
+
+from callscribe import db
+from callscribe.audio import AUDIO_EXTENSIONS
+from callscribe.storage import ObjectInfo, Store
+
+log = logging.getLogger(__name__)
+MAX_ATTEMPTS = 3
+
+
+def day_prefix(base_prefix: str, day: date) -> str:
+    """'calls/' + 2026-11-24 -> 'calls/2026/11/24/'."""
+    base = base_prefix if not base_prefix or base_prefix.endswith("/") else base_prefix + "/"
+    return f"{base}{day:%Y/%m/%d}/"
+
+
+def call_id_for(key: str) -> str:
+    return posixpath.splitext(posixpath.basename(key))[0]
+
+
+def listing_row(obj: ObjectInfo) -> tuple:
+    """A row for the listing table: objects without an audio extension are quarantined at once."""
+    ext = posixpath.splitext(obj.key)[1].lower()
+    if ext in AUDIO_EXTENSIONS:
+        status, error = "pending", None
+    else:
+        status, error = "quarantined", f"not a recording: extension {ext or '(none)'!r} is not audio"
+    return (obj.bucket, obj.key, obj.etag, obj.size, call_id_for(obj.key), status, error)
+
+
+def register(engine: Engine, objects: list[ObjectInfo], day: date) -> int:
+    """Insert objects not yet in ``recordings``; returns how many were new."""
+    with engine.begin() as conn:
+        conn.execute(db.q("discover_listing"))
+        db.copy_rows(conn, "listing", ["bucket", "object_key", "etag", "size_bytes", "call_id", "status",
+                                       "last_error"], (listing_row(o) for o in objects))
+        return conn.execute(db.q("discover_register"), {"call_date": day}).rowcount
+
+
+def claim(engine: Engine, bucket: str, prefix: str, day: date, run_id: str, reprocess: bool = False,
+          max_recordings: int | None = None) -> list[int]:
+    """Stamp the recordings this run should process with its run id; returns their ids."""
+    with engine.begin() as conn:
+        rows = conn.execute(
+            db.q("discover_claim"),
+            {"bucket": bucket, "prefix": prefix, "call_date": day, "run_id": run_id,
+             "reprocess": reprocess, "max_attempts": MAX_ATTEMPTS, "max_recordings": max_recordings or None},
+        ).all()
+    return sorted(r.id for r in rows)
+
+
+def discover(store: Store, engine: Engine, day: date, base_prefix: str, run_id: str,
+             reprocess: bool = False, max_recordings: int | None = None) -> list[int]:
+    prefix = day_prefix(base_prefix, day)
+    objects = list(store.list(prefix))
+    new = register(engine, objects, day)
+    ids = claim(engine, store.bucket, prefix, day, run_id, reprocess, max_recordings)
+    log.info("%s: %d objects listed, %d new, %d to process", prefix, len(objects), new, len(ids))
+    return ids
+
+
+def groups(ids: list[int], size: int) -> list[list[int]]:
+    """Bounded groups of recording ids, one mapped chunk task each."""
+    if size <= 0:
+        raise ValueError("group size must be positive")
+    return [ids[i : i + size] for i in range(0, len(ids), size)]

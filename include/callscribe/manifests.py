@@ -1,0 +1,96 @@
+"""What crosses process boundaries: chunk manifests, job manifests and transcript shards.
+
+Only URIs of these travel through XCom. Chunk manifests and shards are Parquet (one row
+per chunk or segment, with the per-recording and per-batch facts in the file's key-value
+metadata); job manifests are JSON, read by the worker container.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, Field
+
+CHUNK_COLUMNS = ["recording_id", "channel", "index", "speaker", "start_s", "end_s", "pack_offset", "n_samples"]
+SEGMENT_COLUMNS = ["recording_id", "channel", "seq", "speaker", "start_s", "end_s", "text"]
+_META_KEY = b"callscribe"
+
+
+class RecordingEntry(BaseModel):
+    recording_id: int
+    n_channels: int
+    pack_uri: str | None = None  # None when the recording holds no speech
+    audio_s: float = 0.0  # speech audio in its chunks
+
+
+class ChunkRef(BaseModel):
+    recording_id: int
+    channel: int
+    index: int
+    speaker: str
+    start_s: float  # in the recording
+    end_s: float
+    pack_offset: int  # first sample in the pack (16 kHz)
+    n_samples: int
+
+
+class JobManifest(BaseModel):
+    """One worker invocation: a set of whole recordings and where to write the result."""
+
+    version: int = 1
+    job_id: str
+    run_id: str
+    engine: str
+    batch_audio_s: float = Field(gt=0)
+    shard_uri: str
+    recordings: list[RecordingEntry]
+    chunks: list[ChunkRef]
+
+    @property
+    def audio_s(self) -> float:
+        return sum(c.n_samples for c in self.chunks) / 16_000
+
+
+class BatchMetric(BaseModel):
+    batch_index: int
+    n_chunks: int
+    audio_s: float
+    model_s: float
+    wall_s: float
+    device: str
+    peak_mem_bytes: int | None = None
+
+
+class ShardInfo(BaseModel):
+    job_id: str
+    run_id: str
+    engine: str
+    recordings: list[RecordingEntry]
+    batches: list[BatchMetric]
+
+
+def to_parquet(df: pd.DataFrame, meta: BaseModel | dict) -> bytes:
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    payload = meta.model_dump_json() if isinstance(meta, BaseModel) else json.dumps(meta)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), _META_KEY: payload.encode()})
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
+def from_parquet(data: bytes) -> tuple[pd.DataFrame, dict]:
+    table = pq.read_table(io.BytesIO(data))
+    meta = json.loads((table.schema.metadata or {}).get(_META_KEY, b"{}"))
+    return table.to_pandas(), meta
+
+
+def chunks_frame(chunks: list[ChunkRef]) -> pd.DataFrame:
+    return pd.DataFrame([c.model_dump() for c in chunks], columns=CHUNK_COLUMNS)
+
+
+def chunks_from_frame(df: pd.DataFrame) -> list[ChunkRef]:
+    return [ChunkRef(**row) for row in df[CHUNK_COLUMNS].to_dict("records")]

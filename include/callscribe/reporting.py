@@ -1,0 +1,35 @@
+"""Per-run report and per-day status, read back from Postgres."""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+
+from sqlalchemy.engine import Engine
+
+from callscribe import db
+
+log = logging.getLogger(__name__)
+
+
+def report_run(engine: Engine, run_id: str, dag_id: str, day: date, engine_name: str) -> dict:
+    """Count this run's recordings by outcome, store the figures and return them."""
+    with engine.begin() as conn:
+        figures = dict(conn.execute(db.q("report_run"), {"run_id": run_id}).one()._mapping)
+        conn.execute(db.q("report_upsert"), {"run_id": run_id, "dag_id": dag_id, "call_date": day,
+                                             "engine": engine_name, **figures})
+        failures = [dict(r._mapping) for r in conn.execute(db.q("report_failures"), {"run_id": run_id})]
+    figures["audio_h"] = round(figures["audio_s"] / 3600, 4)
+    figures["failures"] = failures
+    log.info("run %s (%s): %d found, %d done, %d failed, %d quarantined, %.3f h of audio, %d segments",
+             run_id, day, figures["recordings_found"], figures["recordings_done"],
+             figures["recordings_failed"], figures["recordings_quarantined"], figures["audio_h"],
+             figures["segments"])
+    for f in failures:
+        log.warning("%s %s: %s", f["status"], f["object_key"], f["last_error"])
+    return figures
+
+
+def day_status(engine: Engine, day: date) -> list[dict]:
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(db.q("status_day"), {"call_date": day})]

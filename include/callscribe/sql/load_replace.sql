@@ -1,0 +1,26 @@
+-- Replace the transcripts of the recordings in :ids with the staged segments, in the
+-- caller's transaction: readers see the old transcript until the commit.
+DELETE FROM segments WHERE recording_id = ANY(:ids);
+
+INSERT INTO segments (recording_id, channel, seq, speaker, start_s, end_s, text)
+SELECT recording_id, channel, seq, speaker, start_s, end_s, text
+FROM stage_segments
+WHERE recording_id = ANY(:ids);
+
+DELETE FROM transcripts WHERE recording_id = ANY(:ids);
+
+INSERT INTO transcripts (recording_id, channel, speaker, text, n_segments, engine)
+SELECT r.id, ch.channel,
+       COALESCE(max(s.speaker), CASE WHEN r.channels = 1 THEN 'mixed' ELSE 'channel' || ch.channel END),
+       COALESCE(string_agg(s.text, ' ' ORDER BY s.seq), ''),
+       count(s.seq),
+       :engine
+FROM recordings AS r
+CROSS JOIN LATERAL generate_series(0, GREATEST(COALESCE(r.channels, 1), 1) - 1) AS ch(channel)
+LEFT JOIN stage_segments AS s ON s.recording_id = r.id AND s.channel = ch.channel
+WHERE r.id = ANY(:ids)
+GROUP BY r.id, ch.channel, r.channels;
+
+UPDATE recordings
+SET status = 'done', last_error = NULL, transcribed_at = now(), updated_at = now()
+WHERE id = ANY(:ids);

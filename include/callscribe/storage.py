@@ -1,0 +1,114 @@
+"""The object store, through the plain S3 API (minio SDK): MinIO, SeaweedFS or AWS S3 alike."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+
+from minio import Minio
+
+from callscribe.config import S3Settings, s3_settings
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    bucket: str
+    key: str
+    etag: str
+    size: int
+
+
+def parse_uri(uri: str) -> tuple[str, str]:
+    """'s3://bucket/some/key' -> ('bucket', 'some/key')."""
+    if not uri.startswith("s3://"):
+        raise ValueError(f"not an s3:// URI: {uri!r}")
+    bucket, _, key = uri[5:].partition("/")
+    if not bucket or not key:
+        raise ValueError(f"an s3:// URI needs a bucket and a key: {uri!r}")
+    return bucket, key
+
+
+def make_uri(bucket: str, key: str) -> str:
+    return f"s3://{bucket}/{key}"
+
+
+class Store:
+    """A thin, typed wrapper over one bucket-aware S3 client."""
+
+    def __init__(self, settings: S3Settings):
+        self.settings = settings
+        self.bucket = settings.bucket
+        self.client = Minio(
+            settings.endpoint,
+            access_key=settings.access_key,
+            secret_key=settings.secret_key,
+            secure=settings.secure,
+            region=settings.region,
+        )
+
+    def list(self, prefix: str, bucket: str | None = None) -> Iterator[ObjectInfo]:
+        b = bucket or self.bucket
+        for obj in self.client.list_objects(b, prefix=prefix, recursive=True):
+            if obj.is_dir:
+                continue
+            yield ObjectInfo(b, obj.object_name, (obj.etag or "").strip('"'), obj.size or 0)
+
+    def get_bytes(self, uri: str) -> bytes:
+        bucket, key = parse_uri(uri)
+        resp = self.client.get_object(bucket, key)
+        try:
+            return resp.read()
+        finally:
+            resp.close()
+            resp.release_conn()
+
+    def put_bytes(self, uri: str, data: bytes, content_type: str = "application/octet-stream",
+                  metadata: dict[str, str] | None = None) -> str:
+        bucket, key = parse_uri(uri)
+        self.client.put_object(bucket, key, io.BytesIO(data), len(data), content_type=content_type,
+                               metadata=metadata)
+        return uri
+
+    def put_json(self, uri: str, obj: dict) -> str:
+        return self.put_bytes(uri, json.dumps(obj, separators=(",", ":")).encode(), "application/json")
+
+    def get_json(self, uri: str) -> dict:
+        return json.loads(self.get_bytes(uri))
+
+    def stat_metadata(self, bucket: str, key: str) -> dict[str, str]:
+        """User metadata (x-amz-meta-*) of an object, keys lower-cased without the prefix."""
+        st = self.client.stat_object(bucket, key)
+        out = {}
+        for k, v in (st.metadata or {}).items():
+            lk = k.lower()
+            if lk.startswith("x-amz-meta-"):
+                out[lk[len("x-amz-meta-"):]] = v
+        return out
+
+    def delete_prefix(self, prefix: str) -> int:
+        from minio.deleteobjects import DeleteObject
+
+        objs = [DeleteObject(o.key) for o in self.list(prefix)]
+        errors = list(self.client.remove_objects(self.bucket, objs))
+        if errors:
+            raise RuntimeError(f"could not delete {len(errors)} objects under {prefix}")
+        return len(objs)
+
+    def ensure_bucket(self) -> None:
+        if not self.client.bucket_exists(self.bucket):
+            self.client.make_bucket(self.bucket)
+
+    def uri(self, key: str) -> str:
+        return make_uri(self.bucket, key)
+
+
+@lru_cache(maxsize=4)
+def _store_for(settings: S3Settings) -> Store:
+    return Store(settings)
+
+
+def store(settings: S3Settings | None = None) -> Store:
+    return _store_for(settings or s3_settings())
