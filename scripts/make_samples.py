@@ -1,6 +1,10 @@
-"""Regenerate the labelled sample calls in include/callscribe/samples/ (needs espeak-ng).
+"""Regenerate the labelled sample calls in include/callscribe/samples/.
 
-The samples are synthetic dialogues spoken by espeak-ng, stored the way call centers
+Needs Festival with two Debian voices: apt-get install festival festvox-us-slt-hts
+festvox-kallpc16k (espeak-ng was tried first: at 8 kHz Whisper tiny.en misheard a third
+of its words, which made accuracy checks meaningless).
+
+The samples are synthetic dialogues spoken by Festival, stored the way call centers
 store calls: 8 kHz stereo mu-law WAV (agent left, customer right), 8 kHz mono A-law WAV
 and mono MP3. labels.json keeps what was said, per channel, to measure accuracy.
 Run: .venv/bin/python scripts/make_samples.py
@@ -20,7 +24,7 @@ import soxr
 
 OUT = Path(__file__).resolve().parents[1] / "include" / "callscribe" / "samples"
 RATE = 8000
-VOICES = {"agent": "en-us", "customer": "en-us+f3"}
+VOICES = {"agent": "voice_kal_diphone", "customer": "voice_cmu_us_slt_arctic_hts"}
 
 CALLS = {
     "call-0001.wav": {
@@ -61,7 +65,7 @@ CALLS = {
 
 def speak(text: str, voice: str) -> np.ndarray:
     with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
-        subprocess.run(["espeak-ng", "-v", voice, "-s", "155", "-w", tmp.name, text], check=True)
+        subprocess.run(["text2wave", "-eval", f"({voice})", "-o", tmp.name], input=text.encode(), check=True)
         x, rate = sf.read(tmp.name, dtype="float32")
     return soxr.resample(x, rate, RATE).astype(np.float32)
 
