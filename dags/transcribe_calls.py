@@ -13,9 +13,7 @@ from __future__ import annotations
 import os
 from datetime import datetime, timedelta
 
-from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
-from airflow.sdk import TriggerRule
-
+from airflow.sdk import CronDataIntervalTimetable, Param, TriggerRule, dag, get_current_context, task
 from callscribe.engines import DEFAULT_ENGINE, available
 
 # Deployment settings, read when the DAG is parsed (not secrets: those are connections).

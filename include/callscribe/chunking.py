@@ -28,6 +28,9 @@ class ChunkingParams:
     min_speech_s: float = 0.12  # shorter blips are noise
 
 
+DEFAULT_CHUNKING = ChunkingParams()
+
+
 @dataclass(frozen=True)
 class Chunk:
     channel: int
@@ -105,7 +108,7 @@ def plan_chunks(regions: list[tuple[int, int]], energy: np.ndarray, params: Chun
     return [(max(0, a - pad), min(n_frames, b + pad)) for a, b in chunks]
 
 
-def chunk_channel(x: np.ndarray, channel: int, params: ChunkingParams = ChunkingParams()) -> list[Chunk]:
+def chunk_channel(x: np.ndarray, channel: int, params: ChunkingParams = DEFAULT_CHUNKING) -> list[Chunk]:
     flags = speech_frames(x, params.vad_aggressiveness)
     n = flags.size
     if n == 0:
@@ -122,7 +125,7 @@ def chunk_channel(x: np.ndarray, channel: int, params: ChunkingParams = Chunking
     ]
 
 
-def chunk_recording(decoded: Decoded, params: ChunkingParams = ChunkingParams()) -> list[Chunk]:
+def chunk_recording(decoded: Decoded, params: ChunkingParams = DEFAULT_CHUNKING) -> list[Chunk]:
     out: list[Chunk] = []
     for c, x in enumerate(decoded.channels):
         out.extend(chunk_channel(x, c, params))

@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import sys
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 from callscribe import services
@@ -131,7 +131,7 @@ def cmd_upload(args) -> int:
 def run_day(day: date, conf: dict | None = None):
     """Run the DAG for one day in-process (dag.test); returns the DagRun."""
     dag = get_dag()
-    logical = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+    logical = datetime(day.year, day.month, day.day, tzinfo=UTC)
     return dag.test(logical_date=logical, run_conf=conf or {})
 
 

@@ -36,13 +36,13 @@ def listing_row(obj: ObjectInfo) -> tuple:
     return (obj.bucket, obj.key, obj.etag, obj.size, call_id_for(obj.key), status, error)
 
 
-def register(engine: Engine, objects: list[ObjectInfo], day: date) -> int:
+def register(engine: Engine, objects: list[ObjectInfo], day: date, run_id: str) -> int:
     """Insert objects not yet in ``recordings``; returns how many were new."""
     with engine.begin() as conn:
         conn.execute(db.q("discover_listing"))
         db.copy_rows(conn, "listing", ["bucket", "object_key", "etag", "size_bytes", "call_id", "status",
                                        "last_error"], (listing_row(o) for o in objects))
-        return conn.execute(db.q("discover_register"), {"call_date": day}).rowcount
+        return conn.execute(db.q("discover_register"), {"call_date": day, "run_id": run_id}).rowcount
 
 
 def claim(engine: Engine, bucket: str, prefix: str, day: date, run_id: str, reprocess: bool = False,
@@ -61,7 +61,7 @@ def discover(store: Store, engine: Engine, day: date, base_prefix: str, run_id: 
              reprocess: bool = False, max_recordings: int | None = None) -> list[int]:
     prefix = day_prefix(base_prefix, day)
     objects = list(store.list(prefix))
-    new = register(engine, objects, day)
+    new = register(engine, objects, day, run_id)
     ids = claim(engine, store.bucket, prefix, day, run_id, reprocess, max_recordings)
     log.info("%s: %d objects listed, %d new, %d to process", prefix, len(objects), new, len(ids))
     return ids

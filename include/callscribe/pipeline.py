@@ -13,7 +13,7 @@ import re
 import subprocess
 import sys
 import tempfile
-from datetime import date, timezone
+from datetime import UTC, date
 
 import numpy as np
 import pandas as pd
@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 from callscribe import db
 from callscribe.audio import TARGET_SR, DecodeError, decode, encode_flac, to_int16
 from callscribe.batching import plan_jobs as group_recordings
-from callscribe.chunking import ChunkingParams, chunk_recording
+from callscribe.chunking import DEFAULT_CHUNKING, ChunkingParams, chunk_recording
 from callscribe.config import S3Settings, speaker_for
 from callscribe.manifests import (
     ChunkRef,
@@ -54,7 +54,7 @@ def _work_uri(store: Store, *parts: str) -> str:
 
 
 def chunk_one(store: Store, engine: Engine, recording_id: int,
-              params: ChunkingParams = ChunkingParams()) -> tuple[RecordingEntry, list[ChunkRef]] | None:
+              params: ChunkingParams = DEFAULT_CHUNKING) -> tuple[RecordingEntry, list[ChunkRef]] | None:
     """Decode and chunk one recording, write its speech pack; None when it failed."""
     with engine.connect() as conn:
         rec = conn.execute(db.q("recording_get"), {"id": recording_id}).one()
@@ -195,4 +195,4 @@ def call_day(context) -> date:
     if explicit:
         return date.fromisoformat(explicit)
     moment = context.get("logical_date") or context["data_interval_start"]
-    return moment.astimezone(timezone.utc).date()
+    return moment.astimezone(UTC).date()

@@ -14,7 +14,7 @@ import numpy as np
 
 from callscribe.audio import TARGET_SR, Decoded
 from callscribe.batching import plan_batches
-from callscribe.chunking import Chunk, ChunkingParams, chunk_recording
+from callscribe.chunking import DEFAULT_CHUNKING, Chunk, ChunkingParams, chunk_recording
 from callscribe.config import speaker_for
 from callscribe.engines import Engine, Segment
 from callscribe.manifests import BatchMetric
@@ -74,7 +74,7 @@ def order_segments(segs: list[PlacedSegment]) -> list[PlacedSegment]:
 
 
 def transcribe_decoded(
-    decoded: Decoded, engine: Engine, params: ChunkingParams = ChunkingParams(),
+    decoded: Decoded, engine: Engine, params: ChunkingParams = DEFAULT_CHUNKING,
     budget_s: float = DEFAULT_BATCH_AUDIO_S,
 ) -> list[PlacedSegment]:
     """Chunk a decoded recording, recognise it and return its segments in time order per channel."""

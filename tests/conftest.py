@@ -1,0 +1,48 @@
+"""Test session set-up: the project's own embedded services, on the `test` profile.
+
+Airflow reads its settings when first imported, so the environment is set here, at
+import time, before any test module imports Airflow. The test profile's data folder is
+wiped first: every session starts from empty databases and an empty bucket.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from callscribe import services
+
+REPO = Path(__file__).resolve().parents[1]
+PROFILE = services.profile("test", root=REPO / ".callscribe")
+
+services.wipe(PROFILE)
+services.apply_environment(PROFILE, repo_root=REPO)
+os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
+
+
+@pytest.fixture(scope="session")
+def stack() -> services.Profile:
+    """Embedded Postgres, object store and Airflow metadata database, started once."""
+    services.up(PROFILE)
+    yield PROFILE
+    # Close Airflow's pooled connections before the database goes away.
+    if "airflow.settings" in sys.modules:
+        sys.modules["airflow.settings"].dispose_orm()
+    services.down(PROFILE)
+
+
+@pytest.fixture(scope="session")
+def pg(stack):
+    from callscribe.db import engine_from_env
+
+    return engine_from_env()
+
+
+@pytest.fixture(scope="session")
+def s3(stack):
+    from callscribe.storage import store
+
+    return store()

@@ -1,0 +1,44 @@
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from callscribe.audio import TARGET_SR, DecodeError, decode, decode_flac, encode_flac, to_int16
+
+
+def _wav(x: np.ndarray, rate: int, subtype: str = "PCM_16") -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, x, rate, format="WAV", subtype=subtype)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("rate", [8000, 11025, 22050, 44100, 48000])
+def test_resampled_to_16k_with_the_right_duration(rate):
+    t = np.arange(rate * 2) / rate
+    x = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    d = decode(_wav(x, rate), "tone.wav")
+    assert d.source_rate == rate and d.n_channels == 1
+    assert abs(len(d.channels[0]) - 2 * TARGET_SR) <= 2
+    assert d.duration_s == pytest.approx(2.0)
+
+
+def test_stereo_mulaw_keeps_channels_apart():
+    rate = 8000
+    left = np.zeros(rate, np.float32)
+    right = (0.5 * np.sin(np.arange(rate) / 5)).astype(np.float32)
+    d = decode(_wav(np.stack([left, right], axis=1), rate, "ULAW"), "call.wav")
+    assert d.n_channels == 2 and d.codec == "ULAW"
+    assert np.abs(d.channels[0]).max() < 0.01 < np.abs(d.channels[1]).max()
+
+
+@pytest.mark.parametrize("data", [b"", b"this is not audio at all" * 10, b"RIFF\x00\x00\x00\x00WAVEfmt "])
+def test_undecodable_bytes_raise_a_clear_error(data):
+    with pytest.raises(DecodeError, match="bad.wav"):
+        decode(data, "bad.wav")
+
+
+def test_flac_pack_round_trip_is_16_bit_exact():
+    x = np.linspace(-0.9, 0.9, 1000, dtype=np.float32)
+    back = decode_flac(encode_flac(to_int16(x)))
+    assert np.max(np.abs(back - x)) < 1e-4

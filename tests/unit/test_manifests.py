@@ -1,0 +1,44 @@
+import pandas as pd
+
+from callscribe.manifests import (
+    BatchMetric,
+    ChunkRef,
+    JobManifest,
+    RecordingEntry,
+    ShardInfo,
+    chunks_frame,
+    chunks_from_frame,
+    from_parquet,
+    to_parquet,
+)
+
+
+def _chunk(i: int) -> ChunkRef:
+    return ChunkRef(recording_id=7, channel=i % 2, index=i, speaker="agent", start_s=i * 1.5, end_s=i * 1.5 + 1,
+                    pack_offset=i * 16000, n_samples=16000)
+
+
+def test_chunk_manifest_round_trip_keeps_metadata():
+    chunks = [_chunk(i) for i in range(5)]
+    meta = {"recordings": [RecordingEntry(recording_id=7, n_channels=2, pack_uri="s3://b/p.flac",
+                                          audio_s=5.0).model_dump()]}
+    df, back_meta = from_parquet(to_parquet(chunks_frame(chunks), meta))
+    assert chunks_from_frame(df) == chunks
+    assert back_meta == meta
+
+
+def test_job_manifest_json_round_trip():
+    job = JobManifest(job_id="job-00000", run_id="r", engine="whisper-tiny", batch_audio_s=240,
+                      shard_uri="s3://b/s.parquet",
+                      recordings=[RecordingEntry(recording_id=7, n_channels=2, pack_uri="s3://b/p.flac")],
+                      chunks=[_chunk(0), _chunk(1)])
+    assert JobManifest.model_validate_json(job.model_dump_json()) == job
+    assert job.audio_s == 2.0
+
+
+def test_shard_info_round_trip():
+    info = ShardInfo(job_id="j", run_id="r", engine="e", recordings=[],
+                     batches=[BatchMetric(batch_index=0, n_chunks=3, audio_s=9, model_s=1, wall_s=1.2, device="cpu")])
+    df = pd.DataFrame({"recording_id": [1], "text": ["hi"]})
+    _, meta = from_parquet(to_parquet(df, info))
+    assert ShardInfo(**meta) == info
