@@ -5,7 +5,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
-export XDG_RUNTIME_DIR ?= /tmp
 
 .PHONY: help venv demo test test-fast lint ui up down status constraints clean
 

@@ -20,7 +20,6 @@ PROFILE = services.profile("test", root=REPO / ".callscribe")
 
 services.wipe(PROFILE)
 services.apply_environment(PROFILE, repo_root=REPO)
-os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
 
 
 @pytest.fixture(scope="session")

@@ -25,9 +25,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 PROFILES = {
-    # name: (postgres port, base port of the object store)
-    "dev": (15432, 18330),
-    "test": (15442, 18350),
+    # name: (postgres port, base port of the object store, Airflow API server port)
+    "dev": (15432, 18330, 8080),
+    "test": (15442, 18350, 18380),
 }
 APP_DB = "callscribe"
 AIRFLOW_DB = "airflow"
@@ -40,6 +40,7 @@ class Profile:
     root: Path
     pg_port: int
     s3_base_port: int
+    api_port: int
 
     @property
     def pg_data(self) -> Path:
@@ -67,8 +68,8 @@ def state_root() -> Path:
 
 
 def profile(name: str = "dev", root: Path | None = None) -> Profile:
-    pg_port, s3_port = PROFILES[name]
-    return Profile(name, (root or state_root()) / name, pg_port, s3_port)
+    pg_port, s3_port, api_port = PROFILES[name]
+    return Profile(name, (root or state_root()) / name, pg_port, s3_port, api_port)
 
 
 # ---------------------------------------------------------------- helpers
@@ -122,6 +123,7 @@ def _load_or_make_secrets(p: Profile) -> dict[str, str]:
         "s3_secret_key": secrets.token_urlsafe(24),
         "pg_password": secrets.token_urlsafe(18),
         "analyst_password": secrets.token_urlsafe(18),
+        "airflow_jwt_secret": secrets.token_urlsafe(32),
     }
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -323,13 +325,26 @@ def environment(p: Profile, repo_root: Path | None = None) -> dict[str, str]:
             f"postgresql+psycopg2://callscribe:{pw}@127.0.0.1:{p.pg_port}/{AIRFLOW_DB}"
         ),
         "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__PORT": str(p.s3_base_port - 10000 if p.name != "dev" else 8080),
+        "AIRFLOW__API__PORT": str(p.api_port),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{p.api_port}/execution/",
+        # Every component must sign and check task tokens with the same key.
+        "AIRFLOW__API_AUTH__JWT_SECRET": sec.get("airflow_jwt_secret") or sec["pg_password"],
+        # Loopback-only development UI: every visitor is an admin, no login page.
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(p.airflow_home / "logs"),
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
         "AIRFLOW_CONN_CALLSCRIBE_S3": json.dumps(s3_conn),
         "AIRFLOW_CONN_CALLSCRIBE_POSTGRES": json.dumps(pg_conn),
         "CALLSCRIBE_ANALYST_PASSWORD": sec["analyst_password"],
+        "XDG_RUNTIME_DIR": str(_runtime_dir(p)),
     }
+
+
+def _runtime_dir(p: Profile) -> Path:
+    # Some libraries want a private runtime folder; machines without a login session lack one.
+    path = p.root / "run"
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
 
 
 def apply_environment(p: Profile, repo_root: Path | None = None) -> dict[str, str]:
@@ -338,20 +353,22 @@ def apply_environment(p: Profile, repo_root: Path | None = None) -> dict[str, st
     return env
 
 
-def airflow_db_ready(p: Profile) -> None:
-    """Migrate the Airflow metadata database (idempotent)."""
-    p.airflow_home.mkdir(parents=True, exist_ok=True)
+def airflow_command(p: Profile, *args: str, **popen) -> subprocess.Popen:
+    """Start an Airflow component (``api-server``, ``scheduler``, ...) against this profile."""
     env = {**os.environ, **environment(p)}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return subprocess.Popen([str(Path(sys.executable).parent / "airflow"), *args], env=env, **popen)
+
+
+def airflow_db_ready(p: Profile) -> None:
+    """Migrate the Airflow metadata database (once per data folder)."""
+    p.airflow_home.mkdir(parents=True, exist_ok=True)
     marker = p.airflow_home / ".migrated"
     if marker.exists():
         return
-    subprocess.run(
-        [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    rc = airflow_command(p, "db", "migrate", stdout=subprocess.DEVNULL).wait()
+    if rc != 0:
+        raise RuntimeError(f"airflow db migrate failed with code {rc}")
     marker.write_text("ok")
 
 
