@@ -14,6 +14,7 @@ import os
 from datetime import datetime, timedelta
 
 from airflow.sdk import CronDataIntervalTimetable, Param, TriggerRule, dag, get_current_context, task
+
 from callscribe.engines import DEFAULT_ENGINE, available
 
 # Deployment settings, read when the DAG is parsed (not secrets: those are connections).
@@ -79,7 +80,7 @@ def transcribe_calls():
         from callscribe.storage import store
 
         ctx = get_current_context()
-        return pipeline.plan_jobs(store(), list(manifests), ctx["run_id"], ctx["params"]["engine"])
+        return pipeline.plan_jobs(store(), list(manifests[:]), ctx["run_id"], ctx["params"]["engine"])
 
     jobs = plan_jobs(chunk.expand(group=discover()))
 
@@ -104,7 +105,8 @@ def transcribe_calls():
         from callscribe.loading import load_shards
         from callscribe.storage import store
 
-        result = load_shards(store(), engine_from_env(), [u for u in shard_uris if u])
+        # A slice reads the mapped results in one call instead of probing item by item.
+        result = load_shards(store(), engine_from_env(), [u for u in shard_uris[:] if u])
         return {"shards": result.shards, "recordings": result.recordings, "segments": result.segments}
 
     @task(trigger_rule=TriggerRule.ALL_DONE)

@@ -7,7 +7,6 @@ wiped first: every session starts from empty databases and an empty bucket.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 

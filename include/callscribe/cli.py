@@ -198,7 +198,21 @@ def cmd_search(args) -> int:
 def cmd_demo(args) -> int:
     from callscribe.demo import run_demo
 
+    # Task logs stay in the Airflow log folder; the demo prints its own summary.
+    os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
     return run_demo(_profile(args), args.date)
+
+
+def cmd_ui(args) -> int:
+    p = _profile(args)
+    services.up(p)
+    print(f"Airflow UI: http://127.0.0.1:{p.api_port}  (loopback only; Ctrl+C stops Airflow, not the services)")
+    proc = services.airflow_command(p, "standalone")
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        return proc.wait()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -246,6 +260,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_search)
 
+    s = sub.add_parser("ui", help="the Airflow UI on the embedded services (airflow standalone)")
+    s.set_defaults(func=cmd_ui)
+
     s = sub.add_parser("demo", help="start services, upload samples, run one day, show results")
     s.add_argument("--date", type=_day, default=date(2026, 11, 24))
     s.set_defaults(func=cmd_demo)
@@ -253,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Some libraries warn without a private runtime folder (no login session on servers).
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        os.environ["XDG_RUNTIME_DIR"] = str(services._runtime_dir(services.profile(os.environ.get(
+            "CALLSCRIBE_PROFILE", "dev"))))
     logging.basicConfig(level=os.environ.get("CALLSCRIBE_LOG_LEVEL", "WARNING"),
                         format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)

@@ -44,7 +44,7 @@ def run_demo(profile: services.Profile, day: date) -> int:
         Next:
           .venv/bin/callscribe status --date {day}
           .venv/bin/callscribe search 'discount OR refund'
-          make ui      # Airflow UI on http://127.0.0.1:8080 (user and password are printed on start)
+          make ui      # Airflow UI on http://127.0.0.1:8080 (loopback only, no login)
           make down    # stop the embedded services (data stays in .callscribe/)
         """))
     return 0 if str(dr.state).endswith("success") else 1

@@ -138,9 +138,18 @@ def _pg_running(p: Profile) -> bool:
     return (p.pg_data / "postmaster.pid").exists() and _port_open(p.pg_port)
 
 
+def _port_free_or_fail(port: int, what: str) -> None:
+    if _port_open(port):
+        raise RuntimeError(
+            f"127.0.0.1:{port} is taken by another process, so the embedded {what} cannot start there; "
+            "stop that process (or an embedded service whose data folder was deleted) and retry"
+        )
+
+
 def postgres_up(p: Profile, sec: dict[str, str]) -> None:
     if _pg_running(p):
         return
+    _port_free_or_fail(p.pg_port, "PostgreSQL")
     sock = p.root / "postgres" / "sock"
     if not (p.pg_data / "PG_VERSION").exists():
         p.pg_data.mkdir(parents=True, exist_ok=True)
@@ -231,9 +240,22 @@ def _s3_pidfile(p: Profile) -> Path:
     return p.s3_dir / "weed.pid"
 
 
+def _s3_running(p: Profile) -> bool:
+    pidfile = _s3_pidfile(p)
+    if not pidfile.exists():
+        return False
+    try:
+        os.kill(int(pidfile.read_text()), 0)
+    except (ProcessLookupError, ValueError):
+        return False
+    return _port_open(p.s3_base_port)
+
+
 def s3_up(p: Profile, sec: dict[str, str]) -> None:
-    if _port_open(p.s3_base_port):
+    if _s3_running(p):
         return
+    for offset in range(5):
+        _port_free_or_fail(p.s3_base_port + offset, "object store")
     (p.s3_dir / "data").mkdir(parents=True, exist_ok=True)
     (p.s3_dir / "logs").mkdir(parents=True, exist_ok=True)
     base = p.s3_base_port
@@ -394,7 +416,7 @@ def down(p: Profile) -> None:
 def status(p: Profile) -> dict[str, str]:
     return {
         "postgres": f"up on 127.0.0.1:{p.pg_port}" if _pg_running(p) else "down",
-        "object store": f"up on {p.s3_endpoint}" if _port_open(p.s3_base_port) else "down",
+        "object store": f"up on {p.s3_endpoint}" if _s3_running(p) else "down",
         "data": str(p.root),
     }
 

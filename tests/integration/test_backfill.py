@@ -64,7 +64,7 @@ def airflow(stack):
         _wait("the DAG to be parsed", lambda: _api(stack.api_port, "GET", f"/dags/{DAG_ID}"), 240, logs)
         yield stack, logs
     finally:
-        for proc, out in procs:
+        for proc, _ in procs:
             proc.terminate()
         for proc, out in procs:
             try:
