@@ -203,16 +203,30 @@ def cmd_demo(args) -> int:
     return run_demo(_profile(args), args.date)
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_ui(args) -> int:
+    import signal
+    import time
+
     p = _profile(args)
     services.up(p)
-    print(f"Airflow UI: http://127.0.0.1:{p.api_port}  (loopback only; Ctrl+C stops Airflow, not the services)")
-    proc = services.airflow_command(p, "standalone")
+    procs = services.airflow_up(p)
+    # Stop the components on `kill` as on Ctrl+C.
+    signal.signal(signal.SIGTERM, _interrupt)
+    print(f"Airflow UI: http://127.0.0.1:{p.api_port}  (loopback only, no login)")
+    print(f"component logs: {p.airflow_home / 'component-logs'}; Ctrl+C stops Airflow (not the services)")
     try:
-        return proc.wait()
+        while all(proc.poll() is None for proc in procs):
+            time.sleep(1)
+        print("an Airflow component exited; see its log", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
-        proc.terminate()
-        return proc.wait()
+        return 0
+    finally:
+        services.airflow_down(procs)
 
 
 def build_parser() -> argparse.ArgumentParser:

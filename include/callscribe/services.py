@@ -382,6 +382,38 @@ def airflow_command(p: Profile, *args: str, **popen) -> subprocess.Popen:
     return subprocess.Popen([str(Path(sys.executable).parent / "airflow"), *args], env=env, **popen)
 
 
+# Airflow's components, as `airflow standalone` runs them, but with the log servers off:
+# they listen on every interface, and with one machine the API server reads the log files.
+AIRFLOW_COMPONENTS = (
+    ("api-server", "--workers", "1"),
+    ("scheduler", "--skip-serve-logs"),
+    ("dag-processor",),
+    ("triggerer", "--skip-serve-logs"),
+)
+
+
+def airflow_up(p: Profile, logdir: Path | None = None) -> list[subprocess.Popen]:
+    """Start the Airflow components in the background, logging to files; returns the processes."""
+    logdir = logdir or p.airflow_home / "component-logs"
+    logdir.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for component in AIRFLOW_COMPONENTS:
+        with open(logdir / f"{component[0]}.log", "ab") as out:
+            procs.append(airflow_command(p, *component, stdout=out, stderr=subprocess.STDOUT))
+    return procs
+
+
+def airflow_down(procs: list[subprocess.Popen], timeout: float = 30) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def airflow_db_ready(p: Profile) -> None:
     """Migrate the Airflow metadata database (once per data folder)."""
     p.airflow_home.mkdir(parents=True, exist_ok=True)

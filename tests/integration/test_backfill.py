@@ -7,7 +7,6 @@ embedded services, then checks that every day's recordings are transcribed exact
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 import urllib.request
 from datetime import date
@@ -51,11 +50,7 @@ def _wait(what: str, check, timeout: float, logs) -> object:
 @pytest.fixture(scope="module")
 def airflow(stack):
     logdir = stack.airflow_home / "component-logs"
-    logdir.mkdir(parents=True, exist_ok=True)
-    procs = []
-    for component in (["api-server", "--workers", "1"], ["scheduler"], ["dag-processor"]):
-        out = open(logdir / f"{component[0]}.log", "wb")  # noqa: SIM115 (closed with the process)
-        procs.append((services.airflow_command(stack, *component, stdout=out, stderr=subprocess.STDOUT), out))
+    procs = services.airflow_up(stack, logdir)
 
     def logs() -> str:
         return "\n".join(f"--- {f.name}\n{f.read_text(errors='replace')[-3000:]}" for f in logdir.glob("*.log"))
@@ -64,14 +59,7 @@ def airflow(stack):
         _wait("the DAG to be parsed", lambda: _api(stack.api_port, "GET", f"/dags/{DAG_ID}"), 240, logs)
         yield stack, logs
     finally:
-        for proc, _ in procs:
-            proc.terminate()
-        for proc, out in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            out.close()
+        services.airflow_down(procs)
 
 
 def test_three_day_backfill_transcribes_each_day_exactly_once(airflow, s3, pg):
