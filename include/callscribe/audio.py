@@ -63,6 +63,6 @@ def encode_flac(samples: np.ndarray, rate: int = TARGET_SR) -> bytes:
     return buf.getvalue()
 
 
-def decode_flac(data: bytes) -> np.ndarray:
-    x, _ = sf.read(io.BytesIO(data), dtype="float32")
+def decode_flac(data: bytes, dtype: str = "float32") -> np.ndarray:
+    x, _ = sf.read(io.BytesIO(data), dtype=dtype)
     return x

@@ -63,6 +63,7 @@ class BatchMetric(BaseModel):
     wall_s: float
     device: str
     peak_mem_bytes: int | None = None
+    oom_splits: int = 0
 
 
 class ShardInfo(BaseModel):

@@ -1,6 +1,9 @@
 """The recognition path shared by the worker and `callscribe transcribe`.
 
-Chunks in, batched through an engine, segments out with times in the recording.
+Chunks in, length-sorted batches through an engine, segments out with times in the
+recording. A background thread prepares the next batch (conversion, padding, pinned
+memory: whatever the engine's ``prepare`` does) while the engine runs the current one.
+A batch that runs out of device memory is split in halves and retried; no chunk is dropped.
 """
 
 from __future__ import annotations
@@ -8,7 +11,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -16,7 +21,7 @@ from callscribe.audio import TARGET_SR, Decoded
 from callscribe.batching import plan_batches
 from callscribe.chunking import DEFAULT_CHUNKING, Chunk, ChunkingParams, chunk_recording
 from callscribe.config import speaker_for
-from callscribe.engines import Engine, Segment
+from callscribe.engines import Engine, EngineOutOfMemory, Segment
 from callscribe.manifests import BatchMetric
 
 log = logging.getLogger(__name__)
@@ -31,31 +36,68 @@ class PlacedSegment:
     text: str
 
 
+def as_float(x: np.ndarray) -> np.ndarray:
+    """Chunks travel as int16 (half the memory); engines take float32 in [-1, 1]."""
+    if x.dtype == np.int16:
+        return x.astype(np.float32) / 32768.0
+    return x.astype(np.float32, copy=False)
+
+
+def _prepare(engine: Engine, audios: Sequence[np.ndarray], idx: list[int]) -> Any:
+    return engine.prepare([as_float(audios[i]) for i in idx])
+
+
+def _run_splitting(engine: Engine, audios: Sequence[np.ndarray], idx: list[int], prepared: Any,
+                   results: list, splits: list[int]) -> None:
+    """Run one batch; on out-of-memory, halve it and run the halves (recursively)."""
+    try:
+        out = engine.run(prepared)
+    except EngineOutOfMemory:
+        if len(idx) == 1:
+            raise
+        splits[0] += 1
+        half = len(idx) // 2
+        log.warning("out of memory on a batch of %d chunks; retrying as %d + %d", len(idx), half, len(idx) - half)
+        for part in (idx[:half], idx[half:]):
+            _run_splitting(engine, audios, part, _prepare(engine, audios, part), results, splits)
+        return
+    if len(out) != len(idx):
+        raise RuntimeError(f"engine {engine.name} returned {len(out)} results for {len(idx)} chunks")
+    for i, segs in zip(idx, out, strict=True):
+        results[i] = segs
+
+
 def run_batches(
-    engine: Engine, audios: Sequence[np.ndarray], budget_s: float = DEFAULT_BATCH_AUDIO_S
+    engine: Engine, audios: Sequence[np.ndarray], budget_s: float = DEFAULT_BATCH_AUDIO_S,
 ) -> tuple[list[list[Segment]], list[BatchMetric]]:
     """Recognise every chunk in length-sorted batches; results come back in input order."""
     lengths = [len(a) / TARGET_SR for a in audios]
+    plan = plan_batches(lengths, budget_s)
     results: list[list[Segment] | None] = [None] * len(audios)
     metrics: list[BatchMetric] = []
     done_s, total_s, t0 = 0.0, sum(lengths), time.perf_counter()
-    for b, idx in enumerate(plan_batches(lengths, budget_s)):
-        start = time.perf_counter()
-        out = engine.transcribe([audios[i] for i in idx])
-        took = time.perf_counter() - start
-        if len(out) != len(idx):
-            raise RuntimeError(f"engine {engine.name} returned {len(out)} results for {len(idx)} chunks")
-        for i, segs in zip(idx, out, strict=True):
-            results[i] = segs
-        audio_s = sum(lengths[i] for i in idx)
-        metrics.append(BatchMetric(batch_index=b, n_chunks=len(idx), audio_s=audio_s, model_s=took,
-                                   wall_s=took, device=engine.device))
-        done_s += audio_s
-        elapsed = time.perf_counter() - t0
-        rtfx = done_s / elapsed if elapsed > 0 else 0.0
-        eta = (total_s - done_s) / rtfx if rtfx > 0 else float("nan")
-        log.info("batch %d: %d chunks, %.1f s audio | %.0f/%.0f s done, RTFx %.1f, ETA %.0f s",
-                 b, len(idx), audio_s, done_s, total_s, rtfx, eta)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-reader") as reader:
+        pending = reader.submit(_prepare, engine, audios, plan[0]) if plan else None
+        for b, idx in enumerate(plan):
+            wall_start = time.perf_counter()
+            prepared = pending.result()  # time spent here is the engine waiting for input
+            pending = reader.submit(_prepare, engine, audios, plan[b + 1]) if b + 1 < len(plan) else None
+            model_start = time.perf_counter()
+            splits = [0]
+            _run_splitting(engine, audios, idx, prepared, results, splits)
+            now = time.perf_counter()
+            audio_s = sum(lengths[i] for i in idx)
+            metrics.append(BatchMetric(
+                batch_index=b, n_chunks=len(idx), audio_s=audio_s, model_s=now - model_start,
+                wall_s=now - wall_start, device=engine.device, peak_mem_bytes=engine.peak_memory_bytes(),
+                oom_splits=splits[0],
+            ))
+            done_s += audio_s
+            elapsed = now - t0
+            rtfx = done_s / elapsed if elapsed > 0 else 0.0
+            eta = (total_s - done_s) / rtfx if rtfx > 0 else float("nan")
+            log.info("batch %d/%d: %d chunks, %.1f s audio | %.0f/%.0f s done (%.0f%%), RTFx %.1f, ETA %.0f s",
+                     b + 1, len(plan), len(idx), audio_s, done_s, total_s, 100 * done_s / total_s, rtfx, eta)
     return [r or [] for r in results], metrics
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from callscribe.engines.base import Engine, Segment
+from callscribe.engines.base import BaseEngine, Engine, EngineOutOfMemory, Segment
 
-__all__ = ["Engine", "Segment", "available", "create"]
+__all__ = ["BaseEngine", "Engine", "EngineOutOfMemory", "Segment", "available", "create"]
 
 
 def _whisper_tiny(**kw) -> Engine:

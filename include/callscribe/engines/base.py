@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import resource
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -17,10 +18,41 @@ class Segment:
     text: str
 
 
+class EngineOutOfMemory(RuntimeError):
+    """The batch did not fit on the device; the caller splits it and tries again."""
+
+
 class Engine(Protocol):
     name: str
     device: str
 
-    def transcribe(self, batch: list[np.ndarray]) -> list[list[Segment]]:
-        """Recognise a batch of 16 kHz mono float32 chunks; one segment list per chunk, in order."""
+    def prepare(self, batch: list[np.ndarray]) -> Any:
+        """CPU-side work for a batch of 16 kHz mono float32 chunks (runs in a background thread)."""
         ...
+
+    def run(self, prepared: Any) -> list[list[Segment]]:
+        """Recognise a prepared batch: one segment list per chunk, in input order."""
+        ...
+
+    def peak_memory_bytes(self) -> int | None:
+        """High-water mark of the memory the engine computes in (device memory on a GPU)."""
+        ...
+
+
+class BaseEngine:
+    """Defaults: nothing to prepare, peak memory is the process's peak resident size."""
+
+    name = "base"
+    device = "cpu"
+
+    def prepare(self, batch: list[np.ndarray]) -> Any:
+        return batch
+
+    def run(self, prepared: Any) -> list[list[Segment]]:
+        raise NotImplementedError
+
+    def transcribe(self, batch: list[np.ndarray]) -> list[list[Segment]]:
+        return self.run(self.prepare(batch))
+
+    def peak_memory_bytes(self) -> int | None:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from callscribe.engines.base import Segment
+from callscribe.engines.base import BaseEngine, Segment
 
 
 def _bundled_model_dir() -> Path:
@@ -32,7 +32,7 @@ def _bundled_model_dir() -> Path:
     return path
 
 
-class WhisperTinyEngine:
+class WhisperTinyEngine(BaseEngine):
     name = "whisper-tiny"
     device = "cpu"
 
@@ -48,14 +48,15 @@ class WhisperTinyEngine:
             local_files_only=True,
         )
 
-    def transcribe(self, batch: list[np.ndarray]) -> list[list[Segment]]:
+    def run(self, prepared: list[np.ndarray]) -> list[list[Segment]]:
+        # One call per chunk; chunks are already cut at speech, hence no VAD filter.
         out = []
-        for audio in batch:
+        for audio in prepared:
             segments, _info = self.model.transcribe(
                 audio,
                 language="en",
                 beam_size=1,
-                vad_filter=False,  # chunks are already cut at speech
+                vad_filter=False,
                 condition_on_previous_text=False,
             )
             dur = len(audio) / 16_000

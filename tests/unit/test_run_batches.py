@@ -1,0 +1,79 @@
+"""The batch runner with a scripted engine: order, budget, out-of-memory splits, overlap."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from callscribe.engines import BaseEngine, EngineOutOfMemory, Segment
+from callscribe.transcription import run_batches
+
+SR = 16_000
+
+
+class EchoEngine(BaseEngine):
+    """Returns each chunk's length as its text; runs out of memory above max_items per batch."""
+
+    name = "echo"
+
+    def __init__(self, max_items: int | None = None, run_s: float = 0.0, prepare_s: float = 0.0):
+        self.max_items, self.run_s, self.prepare_s = max_items, run_s, prepare_s
+        self.batches: list[int] = []
+        self.events: list[tuple[str, float, float]] = []
+        self.prepare_threads: set[str] = set()
+
+    def prepare(self, batch):
+        t = time.perf_counter()
+        time.sleep(self.prepare_s)
+        self.prepare_threads.add(threading.current_thread().name)
+        self.events.append(("prepare", t, time.perf_counter()))
+        return batch
+
+    def run(self, prepared):
+        t = time.perf_counter()
+        if self.max_items is not None and len(prepared) > self.max_items:
+            raise EngineOutOfMemory("CUDA out of memory (scripted)")
+        time.sleep(self.run_s)
+        self.batches.append(len(prepared))
+        self.events.append(("run", t, time.perf_counter()))
+        return [[Segment(0.0, len(a) / SR, str(len(a)))] for a in prepared]
+
+
+def _chunks(seconds: list[float]) -> list[np.ndarray]:
+    return [np.zeros(int(s * SR), dtype=np.int16) for s in seconds]
+
+
+def test_results_in_input_order_and_budget_respected():
+    seconds = [3.0, 29.0, 0.5, 12.0, 29.0, 8.0, 1.0, 15.0]
+    eng = EchoEngine()
+    results, metrics = run_batches(eng, _chunks(seconds), budget_s=60)
+    assert [int(r[0].text) for r in results] == [int(s * SR) for s in seconds]
+    assert sum(m.n_chunks for m in metrics) == len(seconds)
+    assert sum(m.audio_s for m in metrics) == pytest.approx(sum(seconds))
+    assert all(m.device == "cpu" and m.model_s <= m.wall_s for m in metrics)
+
+
+def test_out_of_memory_batches_are_split_and_nothing_is_dropped():
+    seconds = [2.0] * 10
+    eng = EchoEngine(max_items=3)
+    results, metrics = run_batches(eng, _chunks(seconds), budget_s=1000)
+    assert all(r and r[0].text == str(2 * SR) for r in results)
+    assert max(eng.batches) <= 3 and sum(eng.batches) == 10
+    assert metrics[0].oom_splits >= 2
+
+
+def test_a_single_chunk_that_does_not_fit_is_an_error_not_a_silent_drop():
+    with pytest.raises(EngineOutOfMemory):
+        run_batches(EchoEngine(max_items=0), _chunks([1.0]), budget_s=10)
+
+
+def test_the_next_batch_is_prepared_while_the_engine_runs():
+    eng = EchoEngine(run_s=0.05, prepare_s=0.05)
+    run_batches(eng, _chunks([1.0] * 4), budget_s=1.0)  # four batches of one chunk
+    assert eng.prepare_threads and all(n.startswith("batch-reader") for n in eng.prepare_threads)
+    runs = [e for e in eng.events if e[0] == "run"]
+    preps = [e for e in eng.events if e[0] == "prepare"]
+    # Batch k+1's preparation starts before batch k's run ends.
+    overlapping = sum(1 for (_, rs, re_), (_, ps, _) in zip(runs, preps[1:], strict=False) if ps < re_)
+    assert overlapping >= 2
