@@ -15,9 +15,16 @@ def _whisper_tiny(**kw) -> Engine:
     return WhisperTinyEngine(**kw)
 
 
+def _granite_nar(**kw) -> Engine:
+    from callscribe.engines.granite import GraniteNarEngine
+
+    return GraniteNarEngine(**kw)
+
+
 # Engines selectable in the DAG's Params and the CLI.
 _FACTORIES: dict[str, Callable[..., Engine]] = {
     "whisper-tiny": _whisper_tiny,
+    "granite-nar": _granite_nar,
 }
 DEFAULT_ENGINE = "whisper-tiny"
 
