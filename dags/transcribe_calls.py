@@ -19,7 +19,8 @@ from callscribe.engines import DEFAULT_ENGINE, available
 
 # Deployment settings, read when the DAG is parsed (not secrets: those are connections).
 TRANSCRIBE_MODE = os.environ.get("CALLSCRIBE_TRANSCRIBE_MODE", "local")  # local | kubernetes
-GPU_POOL = os.environ.get("CALLSCRIBE_GPU_POOL", "default_pool")
+# Local mode runs the worker on the Airflow worker itself: default_pool unless told otherwise.
+LOCAL_POOL = os.environ.get("CALLSCRIBE_LOCAL_POOL", "default_pool")
 
 
 @dag(
@@ -87,10 +88,10 @@ def transcribe_calls():
     if TRANSCRIBE_MODE == "kubernetes":
         from callscribe.kubernetes import transcribe_pod_operator
 
-        shards = transcribe_pod_operator(pool=GPU_POOL).expand(arguments=jobs.map(worker_arguments))
+        shards = transcribe_pod_operator().expand(arguments=jobs.map(worker_arguments)).output
     else:
 
-        @task(pool=GPU_POOL, retries=1)
+        @task(pool=LOCAL_POOL, retries=1)
         def transcribe(job_uri: str) -> str:
             from callscribe import pipeline
             from callscribe.config import s3_settings

@@ -229,6 +229,20 @@ def cmd_ui(args) -> int:
         services.airflow_down(procs)
 
 
+def cmd_pod_spec(args) -> int:
+    import contextlib
+
+    import yaml
+
+    from callscribe.kubernetes import render_pod
+
+    # Airflow logs to stdout; keep stdout for the manifest alone.
+    with contextlib.redirect_stdout(sys.stderr):
+        pod = render_pod(args.job)
+    print(yaml.safe_dump(pod, sort_keys=False), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from callscribe.engines import DEFAULT_ENGINE, available
 
@@ -273,6 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, default=20)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_search)
+
+    s = sub.add_parser("pod-spec", help="print the worker pod manifest the DAG would create (no cluster needed)")
+    s.add_argument("--job", default="s3://calls/_callscribe/runs/example/jobs/job-00000.json")
+    s.set_defaults(func=cmd_pod_spec)
 
     s = sub.add_parser("ui", help="the Airflow UI on the embedded services (airflow standalone)")
     s.set_defaults(func=cmd_ui)

@@ -1,30 +1,124 @@
 """The transcribe step as a KubernetesPodOperator (``CALLSCRIBE_TRANSCRIBE_MODE=kubernetes``).
 
-The pod runs the same command as local mode (``python -m callscribe.worker --job URI``);
-object-store credentials reach it from a Kubernetes secret, never through arguments.
+The pod runs the same command as local mode (``python -m callscribe.worker --job URI``) on
+one H100: a GPU limit, an H100 node selector and tolerations, the model on a read-only
+PVC, object-store credentials from a Kubernetes secret (``envFrom``: never in arguments,
+never in logs), a non-root read-only container, XCom through the sidecar. Deferrable, so
+waiting pods hold no worker slot; the GPU pool counts deferred tasks so its slots match
+the GPUs. All of it is configuration: ``CALLSCRIBE_K8S_*`` variables, read by
+:func:`settings_from_env`.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+POD_TEMPLATE = Path(__file__).resolve().parents[2] / "docker" / "k8s" / "worker-pod-template.yaml"
+MODEL_MOUNT = "/models"
 
 
-def transcribe_pod_operator(pool: str):
-    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+@dataclass(frozen=True)
+class KubeSettings:
+    image: str = "callscribe/worker-gpu:0.1.0"
+    namespace: str = "callscribe"
+    pool: str = "callscribe_gpu"
+    gpus: int = 1
+    cpu: str = "8"
+    memory: str = "64Gi"
+    node_selector: dict[str, str] = field(default_factory=lambda: {
+        "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"})
+    tolerations: list[dict] = field(default_factory=lambda: [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}])
+    model_pvc: str = "granite-speech-models"
+    model_subdir: str = "granite-speech-4.1-2b-nar"
+    s3_secret: str = "callscribe-s3"
+    service_account: str | None = None
+    startup_timeout_s: int = 1800  # image pulls of several GB and GPU node scale-up
+    active_deadline_s: int = 4 * 3600
+    pod_template: str = str(POD_TEMPLATE)
+    kubernetes_conn_id: str = "kubernetes_default"
+
+
+def _json_env(name: str, default):
+    raw = os.environ.get(name)
+    return json.loads(raw) if raw else default
+
+
+def settings_from_env() -> KubeSettings:
+    d = KubeSettings()
+    env = os.environ.get
+    return KubeSettings(
+        image=env("CALLSCRIBE_WORKER_IMAGE", d.image),
+        namespace=env("CALLSCRIBE_K8S_NAMESPACE", d.namespace),
+        pool=env("CALLSCRIBE_GPU_POOL", d.pool),
+        gpus=int(env("CALLSCRIBE_K8S_GPUS", d.gpus)),
+        cpu=env("CALLSCRIBE_K8S_CPU", d.cpu),
+        memory=env("CALLSCRIBE_K8S_MEMORY", d.memory),
+        node_selector=_json_env("CALLSCRIBE_K8S_NODE_SELECTOR", d.node_selector),
+        tolerations=_json_env("CALLSCRIBE_K8S_TOLERATIONS", d.tolerations),
+        model_pvc=env("CALLSCRIBE_K8S_MODEL_PVC", d.model_pvc),
+        model_subdir=env("CALLSCRIBE_K8S_MODEL_SUBDIR", d.model_subdir),
+        s3_secret=env("CALLSCRIBE_K8S_S3_SECRET", d.s3_secret),
+        service_account=env("CALLSCRIBE_K8S_SERVICE_ACCOUNT") or None,
+        startup_timeout_s=int(env("CALLSCRIBE_K8S_STARTUP_TIMEOUT_S", d.startup_timeout_s)),
+        active_deadline_s=int(env("CALLSCRIBE_K8S_ACTIVE_DEADLINE_S", d.active_deadline_s)),
+        pod_template=env("CALLSCRIBE_K8S_POD_TEMPLATE", d.pod_template),
+        kubernetes_conn_id=env("CALLSCRIBE_K8S_CONN_ID", d.kubernetes_conn_id),
+    )
+
+
+def operator_kwargs(s: KubeSettings) -> dict:
+    """Everything the operator needs except the task id and the per-job arguments."""
     from kubernetes.client import models as k8s
 
-    return KubernetesPodOperator.partial(
-        task_id="transcribe",
+    resources = {"nvidia.com/gpu": str(s.gpus), "cpu": s.cpu, "memory": s.memory}
+    return dict(
+        kubernetes_conn_id=s.kubernetes_conn_id,
+        namespace=s.namespace,
         name="callscribe-worker",
-        namespace=os.environ.get("CALLSCRIBE_K8S_NAMESPACE", "callscribe"),
-        image=os.environ.get("CALLSCRIBE_WORKER_IMAGE", "callscribe-worker:latest"),
+        image=s.image,
         cmds=["python", "-m", "callscribe.worker"],
-        env_from=[k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(
-            name=os.environ.get("CALLSCRIBE_K8S_S3_SECRET", "callscribe-s3")))],
-        container_resources=k8s.V1ResourceRequirements(limits={"nvidia.com/gpu": "1"}),
+        pod_template_file=s.pod_template,
+        env_vars=[k8s.V1EnvVar(name="CALLSCRIBE_GRANITE_MODEL_DIR", value=f"{MODEL_MOUNT}/{s.model_subdir}")],
+        env_from=[k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=s.s3_secret))],
+        container_resources=k8s.V1ResourceRequirements(requests=resources, limits=resources),
+        node_selector=s.node_selector,
+        tolerations=[k8s.V1Toleration(**t) for t in s.tolerations],
+        volumes=[k8s.V1Volume(name="models", persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(
+            claim_name=s.model_pvc, read_only=True))],
+        volume_mounts=[k8s.V1VolumeMount(name="models", mount_path=MODEL_MOUNT, read_only=True)],
+        service_account_name=s.service_account,
+        labels={"app.kubernetes.io/name": "callscribe-worker", "callscribe/pool": s.pool},
         do_xcom_push=True,
+        xcom_sidecar_container_security_context={
+            "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}},
         get_logs=True,
+        logging_interval=30,
+        deferrable=True,
         on_finish_action="delete_succeeded_pod",
-        startup_timeout_seconds=900,
-        pool=pool,
+        startup_timeout_seconds=s.startup_timeout_s,
+        active_deadline_seconds=s.active_deadline_s,
+        pool=s.pool,
+        retries=2,
     )
+
+
+def transcribe_pod_operator(settings: KubeSettings | None = None):
+    """A partial operator for the DAG, mapped over job arguments."""
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+    return KubernetesPodOperator.partial(task_id="transcribe", **operator_kwargs(settings or settings_from_env()))
+
+
+def render_pod(job_uri: str, settings: KubeSettings | None = None) -> dict:
+    """The pod manifest the operator would create for one job, as a Kubernetes dict (camelCase)."""
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from kubernetes.client import ApiClient
+
+    transcribe = KubernetesPodOperator(task_id="transcribe", arguments=["--job", job_uri],
+                                       **operator_kwargs(settings or settings_from_env()))
+    pod = transcribe.build_pod_request_obj(dry_run=True)
+    return ApiClient().sanitize_for_serialization(pod)

@@ -46,3 +46,17 @@ def test_ruff_air_rules_clean():
     out = subprocess.run([sys.executable, "-m", "ruff", "check", "--select", "AIR", str(REPO)],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_kubernetes_mode_wires_the_pod_operator(stack, monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+    monkeypatch.setenv("CALLSCRIBE_TRANSCRIBE_MODE", "kubernetes")
+    monkeypatch.setenv("CALLSCRIBE_GPU_POOL", "h100_gpus")
+    bag = DagBag(dag_folder=str(REPO / "dags"))
+    assert bag.import_errors == {}
+    t = bag.get_dag("transcribe_calls").get_task("transcribe")
+    assert t.operator_class is KubernetesPodOperator or issubclass(t.operator_class, KubernetesPodOperator)
+    assert t.pool == "h100_gpus"
+    assert t.partial_kwargs["deferrable"] is True

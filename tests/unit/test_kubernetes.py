@@ -1,0 +1,99 @@
+"""The worker pod, rendered without a cluster and validated against the Kubernetes schema."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from callscribe.kubernetes import POD_TEMPLATE, KubeSettings, operator_kwargs, render_pod, settings_from_env
+
+K8S_VERSION = "1.33.0"
+JOB = "s3://calls/_callscribe/runs/r/jobs/job-00003.json"
+
+
+@pytest.fixture(scope="module")
+def pod():
+    return render_pod(JOB, KubeSettings())
+
+
+def _worker(pod) -> dict:
+    return next(c for c in pod["spec"]["containers"] if c["name"] == "base")
+
+
+def test_rendered_pod_and_template_pass_the_schema(pod):
+    kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+    kubernetes_validate.validate(yaml.safe_load(POD_TEMPLATE.read_text()), K8S_VERSION, strict=True)
+
+
+def test_gpu_selector_tolerations(pod):
+    c = _worker(pod)
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert pod["spec"]["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["spec"]["tolerations"]
+    assert pod["spec"]["activeDeadlineSeconds"] == 4 * 3600
+    assert pod["metadata"]["labels"]["callscribe/pool"] == "callscribe_gpu"
+
+
+def test_model_on_a_read_only_pvc(pod):
+    vols = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert vols["models"]["persistentVolumeClaim"] == {"claimName": "granite-speech-models", "readOnly": True}
+    mount = next(m for m in _worker(pod)["volumeMounts"] if m["name"] == "models")
+    assert mount["readOnly"] is True
+    env = {e["name"]: e.get("value") for e in _worker(pod)["env"]}
+    assert env["CALLSCRIBE_GRANITE_MODEL_DIR"].startswith(mount["mountPath"])
+    assert env["HF_HUB_OFFLINE"] == "1"
+
+
+def test_credentials_only_by_secret_reference(pod):
+    c = _worker(pod)
+    assert c["envFrom"] == [{"secretRef": {"name": "callscribe-s3"}}]
+    assert c["command"] == ["python", "-m", "callscribe.worker"] and c["args"] == ["--job", JOB]
+    text = json.dumps(pod).lower()
+    for word in ("secret_key", "password", "access_key"):
+        assert word not in text
+
+
+def test_non_root_read_only_and_xcom_sidecar(pod):
+    spec = pod["spec"]
+    assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] != 0
+    for c in spec["containers"]:
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True, c["name"]
+        assert c["securityContext"]["allowPrivilegeEscalation"] is False, c["name"]
+    assert any(c["name"] == "airflow-xcom-sidecar" for c in spec["containers"])
+    assert any(m["mountPath"] == "/airflow/xcom" for m in _worker(pod)["volumeMounts"])
+
+
+def test_operator_is_deferrable_pooled_and_cleans_up():
+    kw = operator_kwargs(KubeSettings(pool="h100"))
+    assert kw["deferrable"] is True and kw["pool"] == "h100"
+    assert kw["on_finish_action"] == "delete_succeeded_pod" and kw["do_xcom_push"] is True
+    assert kw["startup_timeout_seconds"] >= 600
+
+
+def test_settings_from_environment(monkeypatch):
+    monkeypatch.setenv("CALLSCRIBE_WORKER_IMAGE", "registry.local/worker:9")
+    monkeypatch.setenv("CALLSCRIBE_K8S_NODE_SELECTOR", '{"gpu": "h100"}')
+    monkeypatch.setenv("CALLSCRIBE_K8S_GPUS", "2")
+    s = settings_from_env()
+    assert (s.image, s.node_selector, s.gpus) == ("registry.local/worker:9", {"gpu": "h100"}, 2)
+
+
+def test_pod_spec_command_prints_valid_yaml():
+    out = subprocess.run([sys.executable, "-m", "callscribe.cli", "pod-spec", "--job", JOB],
+                         capture_output=True, text=True, check=True, env={**os.environ})
+    pod = yaml.safe_load(out.stdout)
+    assert pod["kind"] == "Pod" and _worker(pod)["args"] == ["--job", JOB]
+    kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+
+
+def test_dockerfiles_pass_hadolint():
+    repo = Path(__file__).resolve().parents[2]
+    files = sorted(str(p) for p in (repo / "docker").glob("*.Dockerfile"))
+    assert files
+    out = subprocess.run([str(Path(sys.executable).parent / "hadolint"), *files], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
