@@ -243,6 +243,16 @@ def cmd_pod_spec(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from callscribe.bench import as_json, as_table, run_bench
+    from callscribe.samples import sample_dir
+
+    result = run_bench(args.engine, Path(args.dir) if args.dir else sample_dir(), repeat=args.repeat,
+                       batch_audio_s=args.batch_audio_s)
+    print(as_json(result) if args.json else as_table(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from callscribe.engines import DEFAULT_ENGINE, available
 
@@ -287,6 +297,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, default=20)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_search)
+
+    s = sub.add_parser("bench", help="speed and accuracy of an engine on a labelled sample")
+    s.add_argument("--engine", default=DEFAULT_ENGINE, choices=available())
+    s.add_argument("--dir", help="folder of audio files and labels.json (default: the shipped samples)")
+    s.add_argument("--repeat", type=int, default=1, help="use the sample this many times (bigger batches)")
+    s.add_argument("--batch-audio-s", type=float, default=240.0, help="audio seconds per batch")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("pod-spec", help="print the worker pod manifest the DAG would create (no cluster needed)")
     s.add_argument("--job", default="s3://calls/_callscribe/runs/example/jobs/job-00000.json")

@@ -59,6 +59,7 @@ class BatchMetric(BaseModel):
     batch_index: int
     n_chunks: int
     audio_s: float
+    padded_audio_s: float = 0.0  # longest chunk x chunks: what a padded batch costs
     model_s: float
     wall_s: float
     device: str

@@ -88,7 +88,8 @@ def run_batches(
             now = time.perf_counter()
             audio_s = sum(lengths[i] for i in idx)
             metrics.append(BatchMetric(
-                batch_index=b, n_chunks=len(idx), audio_s=audio_s, model_s=now - model_start,
+                batch_index=b, n_chunks=len(idx), audio_s=audio_s,
+                padded_audio_s=max(lengths[i] for i in idx) * len(idx), model_s=now - model_start,
                 wall_s=now - wall_start, device=engine.device, peak_mem_bytes=engine.peak_memory_bytes(),
                 oom_splits=splits[0],
             ))

@@ -6,8 +6,8 @@ import json
 import subprocess
 import sys
 
+from callscribe.evaluation import wer
 from callscribe.samples import labels, sample_dir
-from tests.textnorm import wer
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -40,3 +40,18 @@ def test_bad_file_gives_a_clear_error_and_exit_code(tmp_path):
     out = _run("transcribe", str(bad))
     assert out.returncode == 1
     assert "bad.wav" in out.stderr and "cannot decode" in out.stderr
+
+
+def test_bench_reports_speed_accuracy_and_batches():
+    out = _run("bench", "--json", "--batch-audio-s", "60")
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert r["engine"] == "whisper-tiny" and r["files"] == len(labels())
+    assert r["speech_audio_s"] <= r["recording_audio_s"] * 2  # stereo counts both channels
+    assert r["rtfx_e2e"] > 0 and r["rtfx_model"] > 0 and r["model_s"] <= r["e2e_s"]
+    assert 0 <= r["wer"] <= 0.3
+    assert r["batches"] >= 2 and 0 < r["batch_fill"] <= 1  # 60 s budget: several batches
+    assert r["peak_mem_bytes"] > 0
+    assert {f["file"] for f in r["per_file"]} == set(labels())
+    table = _run("bench", "--batch-audio-s", "60")
+    assert "RTFx end to end" in table.stdout and "WER" in table.stdout

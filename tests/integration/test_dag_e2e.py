@@ -11,8 +11,8 @@ import pytest
 import sqlalchemy as sa
 
 from callscribe.discovery import day_prefix
+from callscribe.evaluation import corpus_wer, wer
 from callscribe.samples import labels, sample_files
-from tests.textnorm import wer
 
 pytestmark = pytest.mark.integration
 DAY = date(2026, 11, 10)
@@ -72,7 +72,7 @@ def test_transcripts_match_what_was_said(first_run, pg):
                 assert e <= CHANNEL_WER_BOUND, f"{name} channel {row.channel}: WER {e:.2f}: {row.text!r}"
                 refs.append(ch["text"])
                 hyps.append(row.text)
-    assert wer(" ".join(refs), " ".join(hyps)) <= OVERALL_WER_BOUND
+    assert corpus_wer(zip(refs, hyps, strict=True)) <= OVERALL_WER_BOUND
 
 
 def test_segments_are_in_order_with_speakers_per_channel(first_run, pg):

@@ -103,7 +103,8 @@ def test_compose_file_has_the_real_services_and_no_secrets():
     repo = Path(__file__).resolve().parents[2]
     text = (repo / "docker" / "compose.yaml").read_text()
     compose = yaml.safe_load(text)
-    assert {"postgres", "minio", "airflow-api", "airflow-scheduler", "airflow-dag-processor"} <= set(compose["services"])
+    wanted = {"postgres", "minio", "airflow-api", "airflow-scheduler", "airflow-dag-processor"}
+    assert wanted <= set(compose["services"])
     for svc in compose["services"].values():
         for port in svc.get("ports", []):
             assert port.startswith("127.0.0.1:"), port  # published on loopback only

@@ -1,4 +1,4 @@
-"""Batch out-of-memory splits and a per-run throughput view (RTFx, GPU-seconds per audio hour).
+"""Batch padding and out-of-memory splits, and a per-run throughput view (RTFx, GPU-seconds per audio hour).
 
 Revision ID: 0002
 Revises: 0001
@@ -15,6 +15,7 @@ depends_on = None
 
 def upgrade() -> None:
     op.execute("ALTER TABLE batch_metrics ADD COLUMN oom_splits integer NOT NULL DEFAULT 0")
+    op.execute("ALTER TABLE batch_metrics ADD COLUMN padded_audio_s double precision")
     # model_s is time inside the engine; wall_s adds waiting for input. Per run, summed over
     # all jobs: RTFx = audio seconds / engine seconds, and the engine-seconds (GPU-seconds
     # on GPU workers, one GPU per pod) spent per hour of audio.
@@ -33,6 +34,7 @@ def upgrade() -> None:
                sum(audio_s) / NULLIF(sum(model_s), 0)        AS rtfx_model,
                sum(audio_s) / NULLIF(sum(wall_s), 0)         AS rtfx_wall,
                sum(wall_s) / NULLIF(sum(audio_s) / 3600, 0)  AS device_s_per_audio_hour,
+               sum(audio_s) / NULLIF(sum(padded_audio_s), 0) AS batch_fill,
                max(peak_mem_bytes)                           AS peak_mem_bytes,
                sum(oom_splits)                               AS oom_splits
         FROM batch_metrics
@@ -44,4 +46,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.execute("DROP VIEW IF EXISTS run_throughput")
-    op.execute("ALTER TABLE batch_metrics DROP COLUMN IF EXISTS oom_splits")
+    op.execute("ALTER TABLE batch_metrics DROP COLUMN IF EXISTS oom_splits, DROP COLUMN IF EXISTS padded_audio_s")

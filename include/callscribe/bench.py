@@ -1,0 +1,148 @@
+"""`callscribe bench`: an engine over a labelled sample, for speed and accuracy.
+
+The same path as the worker (decode, chunk, length-sorted batches through the engine,
+stitch), timed in phases: RTFx end to end (decode to stitched text, model load excluded)
+and model only (audio seconds per second inside the engine), WER after Whisper-style
+normalisation, batch statistics and peak memory. Benchmark on your own audio before
+committing to an engine or a GPU size.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from callscribe import engines
+from callscribe.audio import decode
+from callscribe.chunking import chunk_recording
+from callscribe.evaluation import corpus_wer
+from callscribe.transcription import DEFAULT_BATCH_AUDIO_S, as_channels, order_segments, place, run_batches
+
+
+@dataclass
+class BenchResult:
+    engine: str
+    device: str
+    files: int
+    recording_audio_s: float
+    speech_audio_s: float
+    chunks: int
+    load_s: float
+    prep_s: float  # decode + resample + chunk
+    model_s: float
+    e2e_s: float
+    rtfx_e2e: float
+    rtfx_model: float
+    wer: float | None
+    batches: int
+    chunks_per_batch_median: float
+    batch_fill: float  # real audio / padded audio
+    oom_splits: int
+    peak_mem_bytes: int | None
+    per_file: list[dict] = field(default_factory=list)
+    machine: dict = field(default_factory=dict)
+
+
+def load_labelled(folder: Path) -> tuple[list[Path], dict]:
+    labels_path = folder / "labels.json"
+    labels = json.loads(labels_path.read_text()) if labels_path.exists() else {}
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".wav", ".mp3", ".flac", ".ogg"))
+    if not files:
+        raise FileNotFoundError(f"no audio files in {folder}")
+    return files, labels
+
+
+def machine_info(device: str) -> dict:
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu": platform.processor(),
+            "device": device}
+    try:
+        import os
+
+        info["cpus"] = os.cpu_count()
+    except Exception:  # noqa: BLE001 (informational only)
+        pass
+    if device.startswith("cuda"):
+        import torch
+
+        info.update(gpu=torch.cuda.get_device_name(), torch=torch.__version__, cuda=torch.version.cuda)
+    return info
+
+
+def run_bench(engine_name: str, folder: Path, repeat: int = 1, batch_audio_s: float = DEFAULT_BATCH_AUDIO_S,
+              engine: engines.Engine | None = None) -> BenchResult:
+    files, labels = load_labelled(folder)
+    t = time.perf_counter()
+    eng = engine or engines.create(engine_name)
+    load_s = time.perf_counter() - t
+
+    t0 = time.perf_counter()
+    decoded, items = [], []  # items: (file index, chunk)
+    for _ in range(repeat):
+        for f in files:
+            d = decode(f.read_bytes(), f.name)
+            decoded.append((f, d))
+            items.extend((len(decoded) - 1, c) for c in chunk_recording(d))
+    audios = [decoded[i][1].channels[c.channel][c.start : c.end] for i, c in items]
+    prep_s = time.perf_counter() - t0
+
+    results, metrics = run_batches(eng, audios, batch_audio_s)
+    placed: dict[int, list] = {}
+    for (i, c), segs in zip(items, results, strict=True):
+        placed.setdefault(i, []).extend(place(c.start_s, c.end_s, c.channel, segs))
+    per_file, pairs = [], []
+    for i, (f, d) in enumerate(decoded):
+        channels = as_channels(order_segments(placed.get(i, [])), d.n_channels)
+        refs = labels.get(f.name, {}).get("channels")
+        file_pairs = [(r["text"], c["text"]) for r, c in zip(refs, channels, strict=True)] if refs else []
+        pairs.extend(file_pairs)
+        if i < len(files):  # one row per distinct file
+            per_file.append({"file": f.name, "duration_s": round(d.duration_s, 3),
+                             "wer": round(corpus_wer(file_pairs), 4) if file_pairs else None})
+    e2e_s = time.perf_counter() - t0
+
+    model_s = sum(m.model_s for m in metrics)
+    speech_s = sum(len(a) for a in audios) / 16_000
+    recording_s = sum(d.duration_s for _, d in decoded)
+    return BenchResult(
+        engine=eng.name, device=eng.device, files=len(decoded), recording_audio_s=round(recording_s, 3),
+        speech_audio_s=round(speech_s, 3), chunks=len(audios), load_s=round(load_s, 3), prep_s=round(prep_s, 3),
+        model_s=round(model_s, 3), e2e_s=round(e2e_s, 3),
+        rtfx_e2e=round(recording_s / e2e_s, 2) if e2e_s else 0.0,
+        rtfx_model=round(speech_s / model_s, 2) if model_s else 0.0,
+        wer=round(corpus_wer(pairs), 4) if pairs else None,
+        batches=len(metrics),
+        chunks_per_batch_median=statistics.median(m.n_chunks for m in metrics) if metrics else 0,
+        batch_fill=round(sum(m.audio_s for m in metrics) / (sum(m.padded_audio_s for m in metrics) or 1), 4),
+        oom_splits=sum(m.oom_splits for m in metrics),
+        peak_mem_bytes=max((m.peak_mem_bytes or 0 for m in metrics), default=None),
+        per_file=per_file, machine=machine_info(eng.device),
+    )
+
+
+def as_table(r: BenchResult) -> str:
+    rows = [
+        ("engine / device", f"{r.engine} / {r.device}"),
+        ("files (recording audio)", f"{r.files} ({r.recording_audio_s:.1f} s)"),
+        ("speech chunks (audio)", f"{r.chunks} ({r.speech_audio_s:.1f} s)"),
+        ("model load", f"{r.load_s:.2f} s"),
+        ("decode + chunk", f"{r.prep_s:.2f} s"),
+        ("inside the engine", f"{r.model_s:.2f} s"),
+        ("end to end", f"{r.e2e_s:.2f} s"),
+        ("RTFx end to end", f"{r.rtfx_e2e:.1f}"),
+        ("RTFx model only", f"{r.rtfx_model:.1f}"),
+        ("WER (Whisper normaliser)", "n/a" if r.wer is None else f"{100 * r.wer:.1f} %"),
+        ("batches (median chunks)", f"{r.batches} ({r.chunks_per_batch_median})"),
+        ("batch fill", f"{100 * r.batch_fill:.1f} %"),
+        ("OOM splits", str(r.oom_splits)),
+        ("peak memory", "n/a" if not r.peak_mem_bytes else f"{r.peak_mem_bytes / 2**20:.0f} MiB"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def as_json(r: BenchResult) -> str:
+    return json.dumps(asdict(r))
