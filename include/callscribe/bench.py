@@ -56,15 +56,21 @@ def load_labelled(folder: Path) -> tuple[list[Path], dict]:
     return files, labels
 
 
-def machine_info(device: str) -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu": platform.processor(),
-            "device": device}
+def cpu_model() -> str:
     try:
-        import os
-
-        info["cpus"] = os.cpu_count()
-    except Exception:  # noqa: BLE001 (informational only)
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
         pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(device: str) -> dict:
+    import os
+
+    info = {"platform": platform.platform(), "python": platform.python_version(), "cpu": cpu_model(),
+            "cpus": os.cpu_count(), "device": device}
     if device.startswith("cuda"):
         import torch
 
