@@ -178,14 +178,16 @@ def cmd_status(args) -> int:
 
 def cmd_search(args) -> int:
     from callscribe.db import engine_from_env
-    from callscribe.search import search
+    from callscribe.search import SearchFilters, highlight, search
 
     _use_services(args)
-    hits = search(engine_from_env(), args.query, speaker=args.speaker, limit=args.limit)
+    filters = SearchFilters(from_date=args.from_date, to_date=args.to_date, agent=args.agent,
+                            min_duration_s=args.min_duration, fuzzy=args.fuzzy)
+    hits = search(engine_from_env(), args.query, speaker=args.speaker, limit=args.limit, filters=filters)
     for h in hits:
-        out = {"key": h["object_key"], "call_date": h["call_date"], "channel": h["channel"],
-               "speaker": h["speaker"], "start": round(h["start_s"], 2), "end": round(h["end_s"], 2),
-               "snippet": h["snippet"]}
+        out = {"key": h["object_key"], "call_date": h["call_date"], "agent_id": h["agent_id"],
+               "channel": h["channel"], "speaker": h["speaker"], "start": round(h["start_s"], 2),
+               "end": round(h["end_s"], 2), "snippet": highlight(h["snippet"]), "match": h["match"]}
         if args.json:
             print(json.dumps(out, default=_json_default))
         else:
@@ -291,9 +293,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_status)
 
-    s = sub.add_parser("search", help="full-text search over transcripts")
-    s.add_argument("query")
-    s.add_argument("--speaker")
+    s = sub.add_parser("search", help="full-text search over transcripts (websearch syntax)")
+    s.add_argument("query", help='words, "a phrase", OR, -excluded')
+    s.add_argument("--speaker", help="agent, customer, mixed ...")
+    s.add_argument("--agent", help="agent id")
+    s.add_argument("--from", dest="from_date", type=_day, help="first call date")
+    s.add_argument("--to", dest="to_date", type=_day, help="last call date")
+    s.add_argument("--min-duration", type=float, help="calls at least this long (seconds)")
+    s.add_argument("--fuzzy", action="store_true", help="also match misspellings and names (trigrams)")
     s.add_argument("--limit", type=int, default=20)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_search)

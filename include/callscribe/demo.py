@@ -16,7 +16,7 @@ def run_demo(profile: services.Profile, day: date) -> int:
     from callscribe.cli import run_day
     from callscribe.discovery import day_prefix
     from callscribe.samples import sample_files
-    from callscribe.search import search
+    from callscribe.search import highlight, search
     from callscribe.storage import store
 
     print(f"1/4 starting embedded services in {profile.root} ...")
@@ -39,7 +39,7 @@ def run_demo(profile: services.Profile, day: date) -> int:
             print(textwrap.indent(textwrap.fill(r.text or "(no speech)", 96), "      "))
     print(f"\nsearch {DEMO_QUERY}:")
     for h in search(engine, DEMO_QUERY, limit=5):
-        print(f"  {h['object_key']} {h['speaker']} {h['start_s']:.2f}-{h['end_s']:.2f}s: {h['snippet']}")
+        print(f"  {h['object_key']} {h['speaker']} {h['start_s']:.2f}-{h['end_s']:.2f}s: {highlight(h['snippet'])}")
     print(textwrap.dedent(f"""
         Next:
           .venv/bin/callscribe status --date {day}

@@ -1,16 +1,42 @@
-"""Full-text search over transcript segments."""
+"""Full-text search over transcript segments, through the analysts' `analytics.search`."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
 
 from sqlalchemy.engine import Engine
 
 from callscribe import db
 
+# analytics.search marks matched words with these control characters; each interface
+# turns them into its own highlighting (brackets in a terminal, <mark> in the page).
+MARK_OPEN, MARK_CLOSE = "\x02", "\x03"
 
-def search(engine: Engine, query: str, speaker: str | None = None, limit: int = 20) -> list[dict]:
-    """Hits for a websearch-style query; every hit carries the key, channel, speaker and times."""
+
+@dataclass(frozen=True)
+class SearchFilters:
+    from_date: date | None = None
+    to_date: date | None = None
+    speaker: str | None = None
+    agent: str | None = None
+    min_duration_s: float | None = None
+    fuzzy: bool = False
+
+
+def search(engine: Engine, query: str, speaker: str | None = None, limit: int = 20,
+           filters: SearchFilters | None = None) -> list[dict]:
+    """Hits for a websearch-style query; each carries the key, channel, speaker, times and a snippet."""
     if not query.strip():
         raise ValueError("empty search query")
+    f = filters or SearchFilters()
+    params = {
+        "query": query, "from_date": f.from_date, "to_date": f.to_date, "speaker": speaker or f.speaker,
+        "agent": f.agent, "min_duration_s": f.min_duration_s, "fuzzy": f.fuzzy, "limit": limit,
+    }
     with engine.connect() as conn:
-        rows = conn.execute(db.q("search_segments"), {"query": query, "speaker": speaker, "limit": limit})
-        return [dict(r._mapping) for r in rows]
+        return [dict(r._mapping) for r in conn.execute(db.q("search_segments"), params)]
+
+
+def highlight(snippet: str, open_: str = "[", close: str = "]") -> str:
+    return snippet.replace(MARK_OPEN, open_).replace(MARK_CLOSE, close)

@@ -51,10 +51,10 @@ def test_analyst_role_reads_but_cannot_write(stack):
                             password=os.environ["CALLSCRIBE_ANALYST_PASSWORD"])
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM segments")
+            cur.execute("SELECT count(*) FROM analytics.segments")
             assert cur.fetchone()[0] >= 0
             with pytest.raises(psycopg2.errors.InsufficientPrivilege):
-                cur.execute("DELETE FROM segments")
+                cur.execute("DELETE FROM analytics.segments")
         conn.rollback()
         with conn.cursor() as cur, pytest.raises(psycopg2.errors.InsufficientPrivilege):
             cur.execute("CREATE TABLE mine (x int)")

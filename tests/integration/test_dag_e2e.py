@@ -104,7 +104,7 @@ def test_search_finds_the_moment(first_run, pg):
     assert hits, "phrase not found"
     top = hits[0]
     assert top["object_key"].endswith("call-0001.wav") and top["speaker"] == "customer"
-    assert top["start_s"] < top["end_s"] and "[cancel]" in top["snippet"]
+    assert top["start_s"] < top["end_s"] and "\x02cancel\x03" in top["snippet"]
     assert search(pg, "discount", speaker="agent")
     assert not search(pg, "discount", speaker="nobody")
 

@@ -2,8 +2,10 @@
 -- caller's transaction: readers see the old transcript until the commit.
 DELETE FROM segments WHERE recording_id = ANY(:ids);
 
-INSERT INTO segments (recording_id, channel, seq, speaker, start_s, end_s, text)
-SELECT recording_id, channel, seq, speaker, start_s, end_s, text
+-- next_text lets search find a phrase that runs on into the speaker's next segment.
+INSERT INTO segments (recording_id, channel, seq, speaker, start_s, end_s, text, next_text)
+SELECT recording_id, channel, seq, speaker, start_s, end_s, text,
+       lead(text) OVER (PARTITION BY recording_id, channel ORDER BY seq)
 FROM stage_segments
 WHERE recording_id = ANY(:ids);
 

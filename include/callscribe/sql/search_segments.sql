@@ -1,12 +1,6 @@
--- Full-text search over segments (websearch syntax); every hit says where to listen.
-SELECT r.object_key, r.call_date, s.channel, s.speaker, s.start_s, s.end_s,
-       ts_headline('english', s.text, q, 'StartSel=[, StopSel=], MaxFragments=2, MinWords=4, MaxWords=18')
-           AS snippet,
-       ts_rank(s.tsv, q) AS rank
-FROM segments AS s
-JOIN recordings AS r ON r.id = s.recording_id,
-     websearch_to_tsquery('english', :query) AS q
-WHERE s.tsv @@ q
-  AND (CAST(:speaker AS text) IS NULL OR s.speaker = :speaker)
-ORDER BY rank DESC, r.call_date DESC, r.object_key, s.start_s
-LIMIT :limit
+-- Full-text search through the analyst function: redacted text, one hit per moment.
+SELECT object_key, bucket, call_date, agent_id, channel, speaker, start_s, end_s, snippet, rank, match
+FROM analytics.search(
+    CAST(:query AS text), CAST(:from_date AS date), CAST(:to_date AS date), CAST(:speaker AS text),
+    CAST(:agent AS text), CAST(:min_duration_s AS double precision), CAST(:fuzzy AS boolean),
+    CAST(:limit AS integer))

@@ -1,0 +1,179 @@
+"""Analyst search, views and redaction against the real Postgres, loaded through the real loader."""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+
+import pandas as pd
+import psycopg2
+import pytest
+import sqlalchemy as sa
+
+from callscribe.loading import load_shards
+from callscribe.manifests import SEGMENT_COLUMNS, RecordingEntry, ShardInfo, to_parquet
+from callscribe.search import SearchFilters, search
+
+pytestmark = pytest.mark.integration
+
+CALLS = {
+    "a": dict(day=date(2026, 10, 1), agent="a1", duration=120.0, segments=[
+        (0, "agent", 0.5, 4.0, "Thank you for calling Acme, this is Siobhan speaking."),
+        (1, "customer", 10.0, 12.0, "Yes hello, I want to cancel"),
+        (1, "customer", 12.5, 15.0, "my account today please."),
+        (1, "customer", 20.0, 26.0, "My card number is 4111 1111 1111 1111 and it expires soon."),
+        (0, "agent", 25.0, 30.0, "The refund will arrive in five days."),
+    ]),
+    "b": dict(day=date(2026, 10, 2), agent="a2", duration=30.0, segments=[
+        (1, "customer", 1.0, 4.0, "Please cancel my account now."),
+        (0, "agent", 5.0, 8.0, "I can offer you a discount instead."),
+    ]),
+    "c": dict(day=date(2026, 10, 3), agent="a1", duration=600.0, segments=[
+        (1, "customer", 3.0, 9.0, "I want a refund, not a discount."),
+        (1, "customer", 10.0, 16.0, "My account number is four five six seven eight nine."),
+        (0, "agent", 17.0, 19.0, "The price is 12.99 per month."),
+    ]),
+}
+
+
+@pytest.fixture(scope="module")
+def loaded(pg, s3) -> dict[str, int]:
+    ids = {}
+    with pg.begin() as c:
+        for name, call in CALLS.items():
+            ids[name] = c.execute(sa.text(
+                "INSERT INTO recordings (bucket, object_key, etag, call_date, call_id, agent_id, status, channels, "
+                "duration_s) VALUES ('calls', :k, 'e', :d, :n, :a, 'chunked', 2, :dur) RETURNING id"),
+                {"k": f"calls/{call['day']:%Y/%m/%d}/analyst-{name}.wav", "d": call["day"], "n": name,
+                 "a": call["agent"], "dur": call["duration"]}).scalar_one()
+    rows = []
+    for name, call in CALLS.items():
+        seq = {0: 0, 1: 0}
+        for ch, speaker, start, end, text in call["segments"]:
+            rows.append((ids[name], ch, seq[ch], speaker, start, end, text))
+            seq[ch] += 1
+    info = ShardInfo(job_id="analysts", run_id="analysts", engine="test", batches=[],
+                     recordings=[RecordingEntry(recording_id=i, n_channels=2) for i in ids.values()])
+    uri = s3.uri("_callscribe/tests/analysts.parquet")
+    s3.put_bytes(uri, to_parquet(pd.DataFrame(rows, columns=SEGMENT_COLUMNS), info))
+    load_shards(s3, pg, [uri])
+    return ids
+
+
+def _keys(hits) -> list[str]:
+    return sorted({h["object_key"].rsplit("-", 1)[1].removesuffix(".wav") for h in hits
+                   if "analyst-" in h["object_key"]})
+
+
+def _q(pg, query, **kw):
+    limit = kw.pop("limit", 50)
+    return search(pg, query, limit=limit, filters=SearchFilters(**kw))
+
+
+def test_phrase_found_within_and_across_segments(pg, loaded):
+    hits = [h for h in _q(pg, '"cancel my account"') if "analyst-" in h["object_key"]]
+    assert _keys(hits) == ["a", "b"]
+    across = next(h for h in hits if h["object_key"].endswith("analyst-a.wav"))
+    assert across["match"] == "across segments"
+    assert (across["start_s"], across["end_s"]) == (10.0, 15.0)  # from the first part to the end of the second
+    assert "\x02cancel\x03" in across["snippet"] and "\x02account\x03" in across["snippet"]
+    own = next(h for h in hits if h["object_key"].endswith("analyst-b.wav"))
+    assert own["match"] == "text" and (own["start_s"], own["end_s"]) == (1.0, 4.0)
+
+
+def test_or_and_exclusion(pg, loaded):
+    assert _keys(_q(pg, "refund OR discount")) == ["a", "b", "c"]
+    assert _keys(_q(pg, "discount -refund")) == ["b"]
+
+
+def test_speaker_agent_date_and_duration_filters(pg, loaded):
+    assert _keys(_q(pg, "refund", speaker="customer")) == ["c"]
+    assert _keys(_q(pg, "refund OR discount", agent="a2")) == ["b"]
+    assert _keys(_q(pg, "refund OR discount", from_date=date(2026, 10, 2))) == ["b", "c"]
+    assert _keys(_q(pg, "refund OR discount", to_date=date(2026, 10, 1))) == ["a"]
+    assert _keys(_q(pg, "refund OR discount", min_duration_s=100)) == ["a", "c"]
+
+
+def test_every_hit_says_where_to_listen(pg, loaded):
+    for h in _q(pg, "refund OR discount OR cancel"):
+        assert h["object_key"] and h["speaker"] and h["channel"] in (0, 1)
+        assert 0 <= h["start_s"] <= h["end_s"]
+
+
+def test_fuzzy_names_and_misspellings(pg, loaded):
+    assert _keys(_q(pg, "Siobahn")) == []
+    hits = _q(pg, "Siobahn", fuzzy=True)
+    assert _keys(hits) == ["a"] and hits[0]["match"] == "fuzzy"
+    assert _keys(_q(pg, "discont", fuzzy=True)) == ["b", "c"]
+
+
+@pytest.mark.parametrize("evil", [
+    "'; DELETE FROM recordings; --",
+    "\") OR 1=1 --",
+    "refund' OR '1'='1",
+    "<script>alert(1)</script>",
+    "!!! & | ( :* ",
+    "%_\\",
+])
+def test_injection_strings_are_just_text(pg, loaded, evil):
+    with pg.connect() as c:
+        before = c.execute(sa.text("SELECT count(*) FROM recordings")).scalar_one()
+    for fuzzy in (False, True):
+        hits = _q(pg, evil, fuzzy=fuzzy)
+        assert all("analyst-" not in h["object_key"] or "refund" in h["snippet"].lower() for h in hits)
+    with pg.connect() as c:
+        assert c.execute(sa.text("SELECT count(*) FROM recordings")).scalar_one() == before
+
+
+def _login(stack, pg, role: str):
+    password = os.environ["CALLSCRIBE_ANALYST_PASSWORD"]
+    user = "analyst" if role == "analyst" else "privileged_test"
+    if user != "analyst":
+        with pg.begin() as c:
+            c.exec_driver_sql(f"DROP ROLE IF EXISTS {user}")
+            c.exec_driver_sql(f"CREATE ROLE {user} LOGIN PASSWORD '{password}' IN ROLE callscribe_privileged")
+    return psycopg2.connect(host="127.0.0.1", port=stack.pg_port, dbname="callscribe", user=user,
+                            password=password)
+
+
+def test_redaction_for_analysts_raw_text_for_privileged(stack, pg, loaded):
+    analyst = _login(stack, pg, "analyst")
+    try:
+        with analyst.cursor() as cur:
+            cur.execute("SELECT text FROM analytics.segments WHERE recording_id = %s ORDER BY start_s",
+                        (loaded["a"],))
+            texts = [r[0] for r in cur.fetchall()]
+            assert "My card number is [redacted] and it expires soon." in texts
+            assert not any("4111" in t for t in texts)
+            cur.execute("SELECT text FROM analytics.segments WHERE recording_id = %s", (loaded["c"],))
+            texts = " ".join(r[0] for r in cur.fetchall())
+            assert "[redacted]" in texts and "four five six" not in texts
+            assert "12.99" in texts  # prices are not account numbers
+            cur.execute("SELECT text FROM analytics.transcripts WHERE recording_id = %s AND channel = 1",
+                        (loaded["a"],))
+            assert "4111" not in cur.fetchone()[0]
+            cur.execute("SELECT count(*) FROM analytics.search('4111')")
+            assert cur.fetchone()[0] == 0  # numbers are not in the index either
+            with pytest.raises(psycopg2.errors.InsufficientPrivilege):
+                cur.execute("SELECT text FROM public.segments")
+    finally:
+        analyst.close()
+    privileged = _login(stack, pg, "privileged")
+    try:
+        with privileged.cursor() as cur:
+            cur.execute("SELECT text FROM public.segments WHERE recording_id = %s AND text LIKE %s",
+                        (loaded["a"], "%4111%"))
+            assert cur.fetchone()[0].startswith("My card number is 4111 1111 1111 1111")
+    finally:
+        privileged.close()
+
+
+def test_calls_view_talk_time_silence_and_overlap(pg, loaded):
+    with pg.connect() as c:
+        row = c.execute(sa.text("SELECT * FROM analytics.calls WHERE recording_id = :r"), {"r": loaded["a"]}).one()
+    # agent: 3.5 + 5.0 s; customer: 2 + 2.5 + 6 s; agent and customer overlap 25-26 s.
+    assert float(row.agent_talk_s) == pytest.approx(8.5)
+    assert float(row.customer_talk_s) == pytest.approx(10.5)
+    assert float(row.overlap_s) == pytest.approx(1.0)
+    assert float(row.silence_share) == pytest.approx(1 - 18.0 / 120.0, abs=1e-3)
+    assert row.segments == 5 and row.status == "done"
