@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help venv demo test test-fast lint ui up down status constraints clean
+.PHONY: help venv system-deps demo test test-fast lint ui up down status constraints clean
 
 help:
 	@echo "make demo   - install, start embedded services, transcribe sample calls end to end"
@@ -25,10 +25,16 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 
 venv: $(STAMP)
 
+# Debian's Chromium for the search page's browser test (the only system package needed).
+system-deps:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; fi; }
+
 demo: $(STAMP)
 	$(BIN)/callscribe demo
 
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(BIN)/ruff check .
 	$(BIN)/pytest -q
 

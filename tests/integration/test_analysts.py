@@ -5,60 +5,13 @@ from __future__ import annotations
 import os
 from datetime import date
 
-import pandas as pd
 import psycopg2
 import pytest
 import sqlalchemy as sa
 
-from callscribe.loading import load_shards
-from callscribe.manifests import SEGMENT_COLUMNS, RecordingEntry, ShardInfo, to_parquet
 from callscribe.search import SearchFilters, search
 
 pytestmark = pytest.mark.integration
-
-CALLS = {
-    "a": dict(day=date(2026, 10, 1), agent="a1", duration=120.0, segments=[
-        (0, "agent", 0.5, 4.0, "Thank you for calling Acme, this is Siobhan speaking."),
-        (1, "customer", 10.0, 12.0, "Yes hello, I want to cancel"),
-        (1, "customer", 12.5, 15.0, "my account today please."),
-        (1, "customer", 20.0, 26.0, "My card number is 4111 1111 1111 1111 and it expires soon."),
-        (0, "agent", 25.0, 30.0, "The refund will arrive in five days."),
-    ]),
-    "b": dict(day=date(2026, 10, 2), agent="a2", duration=30.0, segments=[
-        (1, "customer", 1.0, 4.0, "Please cancel my account now."),
-        (0, "agent", 5.0, 8.0, "I can offer you a discount instead."),
-    ]),
-    "c": dict(day=date(2026, 10, 3), agent="a1", duration=600.0, segments=[
-        (1, "customer", 3.0, 9.0, "I want a refund, not a discount."),
-        (1, "customer", 10.0, 16.0, "My account number is four five six seven eight nine."),
-        (0, "agent", 17.0, 19.0, "The price is 12.99 per month."),
-    ]),
-}
-
-
-@pytest.fixture(scope="module")
-def loaded(pg, s3) -> dict[str, int]:
-    ids = {}
-    with pg.begin() as c:
-        for name, call in CALLS.items():
-            ids[name] = c.execute(sa.text(
-                "INSERT INTO recordings (bucket, object_key, etag, call_date, call_id, agent_id, status, channels, "
-                "duration_s) VALUES ('calls', :k, 'e', :d, :n, :a, 'chunked', 2, :dur) RETURNING id"),
-                {"k": f"calls/{call['day']:%Y/%m/%d}/analyst-{name}.wav", "d": call["day"], "n": name,
-                 "a": call["agent"], "dur": call["duration"]}).scalar_one()
-    rows = []
-    for name, call in CALLS.items():
-        seq = {0: 0, 1: 0}
-        for ch, speaker, start, end, text in call["segments"]:
-            rows.append((ids[name], ch, seq[ch], speaker, start, end, text))
-            seq[ch] += 1
-    info = ShardInfo(job_id="analysts", run_id="analysts", engine="test", batches=[],
-                     recordings=[RecordingEntry(recording_id=i, n_channels=2) for i in ids.values()])
-    uri = s3.uri("_callscribe/tests/analysts.parquet")
-    s3.put_bytes(uri, to_parquet(pd.DataFrame(rows, columns=SEGMENT_COLUMNS), info))
-    load_shards(s3, pg, [uri])
-    return ids
-
 
 def _keys(hits) -> list[str]:
     return sorted({h["object_key"].rsplit("-", 1)[1].removesuffix(".wav") for h in hits

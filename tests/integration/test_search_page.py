@@ -1,0 +1,108 @@
+"""The search page in the Airflow API server, driven in headless Chromium (Debian's, via Playwright)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from callscribe import services
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def api_server(stack, loaded):
+    logdir = stack.airflow_home / "page-test-logs"
+    logdir.mkdir(parents=True, exist_ok=True)
+    with open(logdir / "api-server.log", "ab") as out:
+        proc = services.airflow_command(stack, "api-server", "--workers", "1", stdout=out, stderr=out)
+    base = f"http://127.0.0.1:{stack.api_port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{base}/callscribe/", timeout=5) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(1)
+    else:
+        proc.terminate()
+        pytest.fail("API server did not serve the plugin:\n" + (logdir / "api-server.log").read_text()[-3000:])
+    yield base
+    services.airflow_down([proc])
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is missing: `make test` installs Debian's chromium package")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def test_plugin_is_registered_in_the_ui(api_server):
+    with urllib.request.urlopen(f"{api_server}/api/v2/plugins", timeout=10) as r:
+        plugins = json.loads(r.read())["plugins"]
+    ours = next(p for p in plugins if p["name"] == "callscribe_search")
+    assert ours["external_views"][0]["href"] == "/callscribe/"
+    assert ours["fastapi_apps"][0]["url_prefix"] == "/callscribe"
+
+
+def test_search_click_shows_moments_with_playable_links(api_server, browser, stack):
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto(f"{api_server}/callscribe/")
+    page.fill("#q", '"cancel my account"')
+    page.select_option("#speaker", "customer")
+    page.click("#go")
+    page.wait_for_selector("tr.hit")
+    rows = page.locator("tr.hit")
+    texts = [rows.nth(i).inner_text() for i in range(rows.count())]
+    assert any("analyst-a.wav" in t for t in texts) and any("analyst-b.wav" in t for t in texts)
+    across = next(i for i, t in enumerate(texts) if "analyst-a.wav" in t)
+    row = rows.nth(across)
+    assert row.locator(".speaker").inner_text() == "customer"
+    assert row.locator(".when").inner_text() == "0:10–0:15"
+    assert row.locator("mark").count() >= 2  # "cancel" and "account" highlighted
+    assert "two segments" in row.inner_text()
+    href = row.locator("a.play").get_attribute("href")
+    assert "X-Amz-Signature=" in href and href.endswith("#t=10.0")
+    with urllib.request.urlopen(href.split("#")[0], timeout=10) as r:  # the link really plays the call
+        assert r.status == 200 and r.read(4) == b"RIFF"
+    shots = stack.root / "screenshots"
+    shots.mkdir(exist_ok=True)
+    page.screenshot(path=str(shots / "search-page.png"), full_page=True)
+    assert not dialogs
+    page.close()
+
+
+def test_filters_and_injection_in_the_page(api_server, browser):
+    page = browser.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto(f"{api_server}/callscribe/")
+    page.fill("#q", "refund OR discount")
+    page.fill("#agent", "a2")
+    page.click("#go")
+    page.wait_for_selector("tr.hit")
+    assert all("analyst-b.wav" in page.locator("tr.hit").nth(i).inner_text()
+               for i in range(page.locator("tr.hit").count()))
+    page.fill("#agent", "")
+    page.fill("#q", "<img src=x onerror=alert(1)> '; DROP TABLE segments; --")
+    page.click("#go")
+    page.wait_for_function("document.getElementById('status').textContent.includes('found')")
+    assert page.locator("#results img").count() == 0 and not dialogs
+    page.close()
