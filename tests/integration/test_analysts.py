@@ -130,3 +130,23 @@ def test_calls_view_talk_time_silence_and_overlap(pg, loaded):
     assert float(row.overlap_s) == pytest.approx(1.0)
     assert float(row.silence_share) == pytest.approx(1 - 18.0 / 120.0, abs=1e-3)
     assert row.segments == 5 and row.status == "done"
+
+
+def test_the_documented_example_queries_run_as_the_analyst(stack, pg, loaded):
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "analysts.md").read_text()
+    queries = re.findall(r"```sql\n(.*?)```", doc, flags=re.S)
+    assert len(queries) >= 5
+    conn = _login(stack, pg, "analyst")
+    try:
+        with conn.cursor() as cur:
+            for sql in queries:
+                cur.execute(sql)
+                cur.fetchall()
+            cur.execute(queries[1])  # per agent and day: the loaded cancel calls are counted
+            counted = {(str(d), a): n for d, a, n in cur.fetchall()}
+            assert counted[("2026-10-01", "a1")] >= 1 and counted[("2026-10-02", "a2")] >= 1
+    finally:
+        conn.close()
