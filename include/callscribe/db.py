@@ -56,6 +56,8 @@ def migrate(engine: Engine, revision: str = "head") -> None:
         cfg = alembic_config(engine)
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
+    # Database-level settings from migrations apply to new sessions only.
+    engine.dispose()
 
 
 def set_analyst_password(engine: Engine, password: str, user: str = "analyst") -> None:

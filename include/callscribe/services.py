@@ -28,6 +28,7 @@ PROFILES = {
     # name: (postgres port, base port of the object store, Airflow API server port)
     "dev": (15432, 18330, 8080),
     "test": (15442, 18350, 18380),
+    "bench": (15462, 18400, 18430),
 }
 APP_DB = "callscribe"
 AIRFLOW_DB = "airflow"

@@ -100,12 +100,11 @@ CREATE FUNCTION analytics.search(
     object_key text, bucket text, call_date date, agent_id text, channel smallint, speaker text,
     start_s real, end_s real, snippet text, rank real, match text
 )
-LANGUAGE sql STABLE SECURITY INVOKER
-SET search_path = analytics, public, pg_catalog
--- Lower than pg_trgm's default 0.6 so one swapped letter in a name still matches.
-SET pg_trgm.word_similarity_threshold = 0.45 AS $$
+-- No SET clauses: PostgreSQL then inlines the function into the calling query, so the
+-- filters left NULL disappear from the plan and the indexes are used.
+LANGUAGE sql STABLE SECURITY INVOKER AS $$
 WITH q AS (SELECT websearch_to_tsquery('english', query) AS tsq),
-scope AS (
+scope AS NOT MATERIALIZED (  -- used twice, but must stay a filter the indexes can serve
     SELECT s.* FROM analytics.segments AS s
     WHERE (from_date IS NULL OR s.call_date >= from_date)
       AND (to_date IS NULL OR s.call_date <= to_date)
@@ -114,39 +113,41 @@ scope AS (
       AND (min_duration_s IS NULL OR s.call_duration_s >= min_duration_s)
 ),
 fts AS (
-    SELECT s.*, q.tsq, s.tsv @@ q.tsq AS own,
-           ts_rank_cd(s.tsv_pair, q.tsq) AS score
+    SELECT s.*, s.tsv @@ q.tsq AS own, ts_rank_cd(s.tsv_pair, q.tsq) AS score
     FROM scope AS s, q
     WHERE s.tsv_pair @@ q.tsq
 ),
-fts_hits AS (
-    SELECT f.object_key, f.bucket, f.call_date, f.agent_id, f.channel, f.speaker, f.start_s,
+hits AS (
+    SELECT f.segment_id, f.object_key, f.bucket, f.call_date, f.agent_id, f.channel, f.speaker, f.start_s,
            CASE WHEN f.own THEN f.end_s ELSE COALESCE(nx.end_s, f.end_s) END AS end_s,
-           ts_headline('english',
-                       CASE WHEN f.own THEN f.text ELSE f.text || ' ' || COALESCE(f.next_text, '') END,
-                       f.tsq, 'StartSel=' || chr(2) || ', StopSel=' || chr(3) || ', MaxWords=30, MinWords=8')
-               AS snippet,
+           CASE WHEN f.own THEN f.text ELSE f.text || ' ' || COALESCE(f.next_text, '') END AS hit_text,
            f.score AS rank,
            CASE WHEN f.own THEN 'text' ELSE 'across segments' END AS match
-    FROM fts AS f
+    FROM q CROSS JOIN fts AS f
     LEFT JOIN analytics.segments AS nx
            ON nx.recording_id = f.recording_id AND nx.channel = f.channel AND nx.seq = f.seq + 1
-    WHERE f.own OR nx.segment_id IS NULL OR NOT (nx.tsv @@ f.tsq)
-),
-fuzzy_hits AS (
-    SELECT s.object_key, s.bucket, s.call_date, s.agent_id, s.channel, s.speaker, s.start_s, s.end_s,
-           s.text AS snippet, (word_similarity(query, s.text) / 10)::real AS rank, 'fuzzy' AS match
+    WHERE f.own OR nx.segment_id IS NULL OR NOT (nx.tsv @@ q.tsq)
+    UNION ALL
+    SELECT s.segment_id, s.object_key, s.bucket, s.call_date, s.agent_id, s.channel, s.speaker, s.start_s,
+           s.end_s, s.text, (word_similarity(query, s.text) / 10)::real, 'fuzzy'
     FROM scope AS s
     WHERE fuzzy AND query <% s.text
       AND NOT EXISTS (SELECT 1 FROM fts AS f WHERE f.segment_id = s.segment_id)
+),
+top AS (
+    SELECT * FROM hits
+    ORDER BY (match = 'fuzzy'), rank DESC, call_date DESC, object_key, start_s
+    LIMIT max_hits
 )
-SELECT * FROM (
-    SELECT * FROM fts_hits
-    UNION ALL
-    SELECT * FROM fuzzy_hits
-) AS hits
-ORDER BY (match = 'fuzzy'), rank DESC, call_date DESC, object_key, start_s
-LIMIT max_hits
+-- Snippets only for the hits returned: ts_headline is the costly part.
+SELECT t.object_key, t.bucket, t.call_date, t.agent_id, t.channel, t.speaker, t.start_s, t.end_s,
+       CASE WHEN t.match = 'fuzzy' THEN t.hit_text
+            ELSE ts_headline('english', t.hit_text, q.tsq,
+                             'StartSel=' || chr(2) || ', StopSel=' || chr(3) || ', MaxWords=30, MinWords=8')
+       END AS snippet,
+       t.rank, t.match
+FROM top AS t, q
+ORDER BY (t.match = 'fuzzy'), t.rank DESC, t.call_date DESC, t.object_key, t.start_s
 $$
 """
 
@@ -182,6 +183,15 @@ def upgrade() -> None:
     op.execute("CREATE VIEW analytics.run_throughput AS SELECT * FROM public.run_throughput")
     op.execute("CREATE VIEW analytics.pipeline_runs AS SELECT * FROM public.pipeline_runs")
     _raw(SEARCH_FUNCTION)
+    # For fuzzy search: lower than pg_trgm's default 0.6, so one swapped letter in a name
+    # still matches (set on the database, since a SET clause would stop inlining).
+    op.execute(
+        """
+        DO $$ BEGIN
+            EXECUTE format('ALTER DATABASE %I SET pg_trgm.word_similarity_threshold = 0.45', current_database());
+        END $$
+        """
+    )
 
     # Analysts: the analytics schema only. Privileged: the raw tables too.
     op.execute("REVOKE ALL ON recordings, transcripts, segments, pipeline_runs, batch_metrics, run_throughput "

@@ -1,0 +1,239 @@
+"""One function per pipeline stage; each returns its measured runs (and notes).
+
+All run against the embedded services of the `bench` profile, on generated data.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from benchmarks.data import encode, sentence, tiled_call
+from callscribe import db, discovery, pipeline
+from callscribe.engines.null import NullEngine
+from callscribe.loading import load_shards
+from callscribe.manifests import SEGMENT_COLUMNS, JobManifest, RecordingEntry, ShardInfo, to_parquet
+from callscribe.search import SearchFilters, search
+from callscribe.storage import Store
+from callscribe.worker import run_job
+
+
+def _register(engine, bucket: str, key: str, day: date, etag: str = "bench") -> int:
+    with engine.begin() as c:
+        c.execute(sa.text("DELETE FROM recordings WHERE bucket = :b AND object_key = :k"), {"b": bucket, "k": key})
+        return c.execute(sa.text(
+            "INSERT INTO recordings (bucket, object_key, etag, call_date, call_id, status) "
+            "VALUES (:b, :k, :e, :d, :c, 'pending') RETURNING id"),
+            {"b": bucket, "k": key, "e": etag, "d": day, "c": key.rsplit("/", 1)[-1]}).scalar_one()
+
+
+def _one_core():
+    """Pin to a single CPU while measuring CPU time per audio second on one core."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(before)})
+    return before
+
+
+# ---------------------------------------------------------------- chunking
+
+
+def chunking(store: Store, engine, seconds: float, runs: int) -> dict:
+    """Audio seconds chunked (decode, resample, VAD split, pack write) per CPU second, one core."""
+    day = date(2025, 1, 1)
+    inputs = {
+        "wav_ulaw_stereo": ("bench-ulaw-stereo.wav", encode(tiled_call(seconds, True), 8000, "WAV", "ULAW")),
+        "mp3": ("bench-32k.mp3", encode(tiled_call(seconds, False), 8000, "MP3", "MPEG_LAYER_III",
+                                              bitrate_mode="CONSTANT", compression_level=0.75)),
+    }
+    out: dict = {"figures": {}, "jobs": {}}
+    for name, (fname, data) in inputs.items():
+        key = f"bench/{day:%Y/%m/%d}/{fname}"
+        store.put_bytes(store.uri(key), data)
+        rid = _register(engine, store.bucket, key, day)
+        values = []
+        saved = _one_core()
+        try:
+            for _ in range(runs):
+                t = time.process_time()
+                result = pipeline.chunk_one(store, engine, rid)
+                values.append(seconds / (time.process_time() - t))
+        finally:
+            os.sched_setaffinity(0, saved)
+        assert result is not None, f"{name} failed to chunk"
+        kbps = len(data) * 8 / seconds / 1000
+        out["figures"][name] = {"runs": values, "input_kbps": round(kbps, 1)}
+        out["jobs"][name] = result
+    return out
+
+
+# ---------------------------------------------------------------- worker data path
+
+
+def worker_null(store: Store, chunked: dict, runs: int) -> list[float]:
+    """The worker's data path with a no-op engine: fetch packs, batch, write the shard."""
+    entries = [entry for entry, _ in chunked.values()]
+    refs = [r for _, rs in chunked.values() for r in rs]
+    job = JobManifest(job_id="bench-null", run_id="bench", engine="null", batch_audio_s=240.0,
+                      shard_uri=store.uri("_callscribe/bench/shards/null.parquet"), recordings=entries, chunks=refs)
+    values = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        run_job(job, store, engine=NullEngine())
+        values.append(job.audio_s / (time.perf_counter() - t))
+    return values
+
+
+# ---------------------------------------------------------------- loading
+
+
+def loading(store: Store, engine, n_segments: int, runs: int, per_recording: int = 100) -> list[float]:
+    """Segments per second through load_shards (S3 read, COPY to staging, replace, commit)."""
+    rng = random.Random(1)
+    values = []
+    with engine.begin() as c:  # earlier invocations' rows (segments go with them)
+        c.execute(sa.text("DELETE FROM recordings WHERE object_key LIKE 'bench-load/%'"))
+    for run in range(runs):
+        n_rec = max(1, n_segments // per_recording)
+        day = date(2025, 2, 1) + timedelta(days=run)
+        with engine.begin() as c:
+            ids = [c.execute(sa.text(
+                "INSERT INTO recordings (bucket, object_key, etag, call_date, call_id, status, channels) "
+                "VALUES ('calls', :k, 'e', :d, :k, 'chunked', 2) RETURNING id"),
+                {"k": f"bench-load/{day}/{i}.wav", "d": day}).scalar_one() for i in range(n_rec)]
+        rows = []
+        for rid in ids:
+            for seq in range(per_recording):
+                ch = seq % 2
+                rows.append((rid, ch, seq // 2, "agent" if ch == 0 else "customer", seq * 3.0, seq * 3.0 + 2.5,
+                             sentence(rng)))
+        info = ShardInfo(job_id=f"bench-load-{run}", run_id="bench-load", engine="null", batches=[],
+                         recordings=[RecordingEntry(recording_id=i, n_channels=2) for i in ids])
+        uri = store.uri(f"_callscribe/bench/load-{run}.parquet")
+        store.put_bytes(uri, to_parquet(pd.DataFrame(rows, columns=SEGMENT_COLUMNS), info))
+        t = time.perf_counter()
+        result = load_shards(store, engine, [uri])
+        values.append(result.segments / (time.perf_counter() - t))
+    return values
+
+
+# ---------------------------------------------------------------- discovery
+
+
+def discovery_stage(store: Store, engine, n_objects: int, runs: int) -> dict:
+    """Seconds to list a day of n objects and diff it against `recordings` (fresh day, then a re-run)."""
+    day = date(2025, 3, 1)
+    prefix = discovery.day_prefix("bench-disc/", day)
+    existing = sum(1 for _ in store.list(prefix))
+    if existing < n_objects:
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            list(pool.map(lambda i: store.put_bytes(store.uri(f"{prefix}call-{i:06d}.wav"), b"RIFF"),
+                          range(existing, n_objects)))
+    fresh, rerun = [], []
+    for run in range(runs):
+        with engine.begin() as c:
+            c.execute(sa.text("DELETE FROM recordings WHERE call_date = :d"), {"d": day})
+        t = time.perf_counter()
+        ids = discovery.discover(store, engine, day, "bench-disc/", f"bench-disc-{run}")
+        fresh.append(time.perf_counter() - t)
+        assert len(ids) == n_objects, (len(ids), n_objects)
+        t = time.perf_counter()
+        discovery.discover(store, engine, day, "bench-disc/", f"bench-disc-{run}-again")
+        rerun.append(time.perf_counter() - t)
+    return {"fresh": fresh, "rerun": rerun}
+
+
+# ---------------------------------------------------------------- search
+
+
+SEARCHES = [  # (query, speaker, filters): what analysts type most
+    ('"cancel my account"', None, SearchFilters()),
+    ("refund OR discount", None, SearchFilters()),
+    ("router -internet", None, SearchFilters()),
+    ("bill", "customer", SearchFilters()),
+    ("payment card", None, SearchFilters(from_date=date(2025, 4, 10), to_date=date(2025, 4, 12))),
+    ("upgrade plan", None, SearchFilters(agent="agent-07")),
+    ("Siobahn", None, SearchFilters(fuzzy=True)),
+]
+
+
+def fill_segments(engine, n_segments: int, per_recording: int = 200, days: int = 30) -> None:
+    """COPY n synthetic segments (with agents and days) straight into the tables."""
+    with engine.connect() as c:
+        have = c.execute(sa.text("SELECT count(*) FROM segments s JOIN recordings r ON r.id = s.recording_id "
+                                 "WHERE r.object_key LIKE 'bench-search/%'")).scalar_one()
+    if have >= n_segments:
+        return
+    rng = random.Random(2)
+    n_rec = n_segments // per_recording
+    batch = 200
+    for start in range(0, n_rec, batch):
+        with engine.begin() as c:
+            ids = [c.execute(sa.text(
+                "INSERT INTO recordings (bucket, object_key, etag, call_date, call_id, agent_id, status, channels, "
+                "duration_s) VALUES ('calls', :k, 'e', :d, :k, :a, 'done', 2, 900) RETURNING id"),
+                {"k": f"bench-search/{i}.wav", "d": date(2025, 4, 1) + timedelta(days=i % days),
+                 "a": f"agent-{i % 40:02d}"}).scalar_one() for i in range(start, min(n_rec, start + batch))]
+            rows = []
+            for rid in ids:
+                texts = [sentence(rng) for _ in range(per_recording)]
+                for seq, text in enumerate(texts):
+                    ch = seq % 2
+                    nxt = texts[seq + 2] if seq + 2 < per_recording else None
+                    rows.append((rid, ch, seq // 2, "agent" if ch == 0 else "customer", seq * 4.0, seq * 4.0 + 3.5,
+                                 text, nxt))
+            db.copy_rows(c, "segments", ["recording_id", "channel", "seq", "speaker", "start_s", "end_s", "text",
+                                         "next_text"], rows)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+        c.exec_driver_sql("VACUUM ANALYZE segments")
+        c.exec_driver_sql("VACUUM ANALYZE recordings")
+
+
+def search_latency(engine, n_segments: int, runs: int, repeats: int = 10) -> dict:
+    fill_segments(engine, n_segments)
+    p95s, per_query = [], {}
+    for _ in range(runs):
+        latencies = []
+        for query, speaker, filters in SEARCHES:
+            for _ in range(repeats):
+                t = time.perf_counter()
+                search(engine, query, speaker=speaker, limit=20, filters=filters)
+                ms = (time.perf_counter() - t) * 1000
+                latencies.append(ms)
+                per_query.setdefault(query, []).append(ms)
+        p95s.append(float(np.percentile(latencies, 95)))
+    return {"p95": p95s, "per_query_median_ms": {q: round(statistics.median(v), 2) for q, v in per_query.items()}}
+
+
+# ---------------------------------------------------------------- end to end
+
+
+def end_to_end(store: Store, engine, seconds_per_call: float, calls: int, runs: int) -> list[dict]:
+    """Share of a dag.test() run's wall time spent outside the embedded engine."""
+    from callscribe.cli import run_day
+
+    out = []
+    for run in range(runs):
+        day = date(2026, 11, 2) + timedelta(days=run)  # inside the DAG's schedule
+        audio = encode(tiled_call(seconds_per_call, True), 8000, "WAV", "ULAW")
+        for i in range(calls):
+            store.put_bytes(store.uri(discovery.day_prefix("calls/", day) + f"e2e-{i}.wav"), audio)
+        with engine.begin() as c:
+            c.execute(sa.text("DELETE FROM recordings WHERE call_date = :d"), {"d": day})
+        t = time.perf_counter()
+        dr = run_day(day)
+        wall = time.perf_counter() - t
+        assert str(dr.state).endswith("success"), dr.state
+        with engine.connect() as c:
+            model_s = c.execute(sa.text("SELECT COALESCE(sum(model_s), 0) FROM batch_metrics WHERE run_id = :r"),
+                                {"r": dr.run_id}).scalar_one()
+        out.append({"wall_s": wall, "engine_s": model_s, "share": 1 - model_s / wall,
+                    "audio_s": seconds_per_call * calls, "at": datetime.now().isoformat()})
+    return out
