@@ -33,7 +33,7 @@ def encode(audio: np.ndarray, rate: int, fmt: str, subtype: str, **kw) -> bytes:
     return buf.getvalue()
 
 
-_SYLLABLES = "ba be bi bo bu ka ke ki ko ku la le li lo lu ma me mi mo mu na ne ni no nu ra re ri ro ru ta te ti to tu".split()
+_SYLLABLES = [c + v for c in "bklmnrt" for v in "aeiou"]
 
 
 def _vocabulary(n: int = 6000) -> list[str]:

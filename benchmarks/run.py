@@ -29,7 +29,8 @@ SIZES = {
 
 # name: (unit, target, "min" when higher is better / "max" when lower is better, what it measures)
 TARGETS = {
-    "chunk_rtf_per_core": ("audio s / CPU s", 3000, "min", "decode, resample, split, write; one core; worse of the two inputs"),
+    "chunk_rtf_per_core": ("audio s / CPU s", 3000, "min",
+                           "decode, resample, split, write; one core; worse of the two inputs"),
     "chunk_rtf_per_core_wav_ulaw_stereo": ("audio s / CPU s", 3000, "min", "8 kHz mu-law stereo WAV"),
     "chunk_rtf_per_core_mp3": ("audio s / CPU s", 3000, "min", "8 kHz mono MP3"),
     "worker_null_rtf": ("audio s / wall s", 5000, "min", "fetch packs, batch, write shard; no-op engine"),
