@@ -50,7 +50,9 @@ def decode(data: bytes, name: str = "<bytes>") -> Decoded:
 def resample(x: np.ndarray, rate: int, target: int = TARGET_SR) -> np.ndarray:
     if rate == target:
         return x.astype(np.float32, copy=False)
-    return soxr.resample(x, rate, target, quality="HQ").astype(np.float32, copy=False)
+    # Medium quality: its passband reaches past a telephone channel's 3.4 kHz, at 60% of
+    # the cost of "HQ" (measured by `make bench`).
+    return soxr.resample(x, rate, target, quality="MQ").astype(np.float32, copy=False)
 
 
 def to_int16(x: np.ndarray) -> np.ndarray:
@@ -59,7 +61,8 @@ def to_int16(x: np.ndarray) -> np.ndarray:
 
 def encode_flac(samples: np.ndarray, rate: int = TARGET_SR) -> bytes:
     buf = io.BytesIO()
-    sf.write(buf, samples, rate, format="FLAC", subtype="PCM_16")
+    # Fastest FLAC level: packs are short-lived and CPU, not bytes, limits chunking.
+    sf.write(buf, samples, rate, format="FLAC", subtype="PCM_16", compression_level=0.0)
     return buf.getvalue()
 
 
