@@ -6,12 +6,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help venv system-deps demo test test-fast lint ui up down status constraints clean
+.PHONY: help venv system-deps demo test test-fast lint bench ui up down status constraints clean
 
 help:
 	@echo "make demo   - install, start embedded services, transcribe sample calls end to end"
 	@echo "make test   - install, start what the tests need, run the whole suite"
 	@echo "make lint   - ruff (including Airflow's AIR rules)"
+	@echo "make bench  - benchmark every stage, write docs/benchmarks.md"
 	@echo "make ui     - Airflow UI (airflow standalone) on http://127.0.0.1:8080"
 	@echo "make up | down | status - the embedded services"
 
@@ -43,6 +44,11 @@ test-fast: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# Every pipeline stage on generated data (about 15 minutes on 2 cores); writes
+# benchmarks/results.json and the stage table in docs/benchmarks.md.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run
 
 up: $(STAMP)
 	$(BIN)/callscribe services up

@@ -60,11 +60,17 @@ def test_plugin_is_registered_in_the_ui(api_server):
     assert ours["fastapi_apps"][0]["url_prefix"] == "/callscribe"
 
 
-def test_search_click_shows_moments_with_playable_links(api_server, browser, stack):
+def _open(browser, api_server):
+    """The search page, with a list that records any JavaScript dialog (an XSS would open one)."""
     page = browser.new_page(viewport={"width": 1280, "height": 720})
     dialogs: list[str] = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     page.goto(f"{api_server}/callscribe/")
+    return page, dialogs
+
+
+def test_search_click_shows_moments_with_playable_links(api_server, browser, stack):
+    page, dialogs = _open(browser, api_server)
     page.fill("#q", '"cancel my account"')
     page.select_option("#speaker", "customer")
     page.click("#go")
@@ -90,10 +96,7 @@ def test_search_click_shows_moments_with_playable_links(api_server, browser, sta
 
 
 def test_filters_and_injection_in_the_page(api_server, browser):
-    page = browser.new_page()
-    dialogs: list[str] = []
-    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    page.goto(f"{api_server}/callscribe/")
+    page, dialogs = _open(browser, api_server)
     page.fill("#q", "refund OR discount")
     page.fill("#agent", "a2")
     page.click("#go")
