@@ -24,6 +24,7 @@ class Decoded:
     source_rate: int
     duration_s: float
     codec: str
+    warning: str | None = None  # set when only part of the file could be decoded
 
     @property
     def n_channels(self) -> int:
@@ -34,17 +35,31 @@ def decode(data: bytes, name: str = "<bytes>") -> Decoded:
     """Decode a whole recording and resample each channel to 16 kHz."""
     if not data:
         raise DecodeError(f"{name}: empty object (0 bytes)")
+    blocks: list[np.ndarray] = []
+    warning = None
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
             rate, codec = f.samplerate, f.subtype
-            frames = f.read(dtype="float32", always_2d=True)
+            # Block by block, so a file damaged part-way still yields what comes before.
+            while True:
+                try:
+                    block = f.read(rate * 10, dtype="float32", always_2d=True)
+                except (sf.LibsndfileError, RuntimeError) as exc:
+                    if not blocks:
+                        raise
+                    warning = f"decoded the first {sum(len(b) for b in blocks) / rate:.1f} s only ({exc})"
+                    break
+                if len(block) == 0:
+                    break
+                blocks.append(block)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         raise DecodeError(f"{name}: cannot decode audio ({exc})") from exc
-    if rate <= 0 or frames.shape[1] == 0:
-        raise DecodeError(f"{name}: no audio channels")
+    if rate <= 0 or not blocks or blocks[0].shape[1] == 0:
+        raise DecodeError(f"{name}: no audio in the file")
+    frames = np.concatenate(blocks)
     duration = frames.shape[0] / rate
     channels = [resample(np.ascontiguousarray(frames[:, c]), rate) for c in range(frames.shape[1])]
-    return Decoded(channels, rate, duration, codec)
+    return Decoded(channels, rate, duration, codec, warning)
 
 
 def resample(x: np.ndarray, rate: int, target: int = TARGET_SR) -> np.ndarray:

@@ -42,7 +42,9 @@ def register(engine: Engine, objects: list[ObjectInfo], day: date, run_id: str) 
         conn.execute(db.q("discover_listing"))
         db.copy_rows(conn, "listing", ["bucket", "object_key", "etag", "size_bytes", "call_id", "status",
                                        "last_error"], (listing_row(o) for o in objects))
-        return conn.execute(db.q("discover_register"), {"call_date": day, "run_id": run_id}).rowcount
+        new = conn.execute(db.q("discover_register"), {"call_date": day, "run_id": run_id}).rowcount
+        conn.execute(db.q("discover_supersede"), {"call_date": day})
+        return new
 
 
 def claim(engine: Engine, bucket: str, prefix: str, day: date, run_id: str, reprocess: bool = False,

@@ -59,8 +59,13 @@ def chunk_one(store: Store, engine: Engine, recording_id: int,
     with engine.connect() as conn:
         rec = conn.execute(db.q("recording_get"), {"id": recording_id}).one()
     try:
+        etag, meta = store.stat(rec.bucket, rec.object_key)
+        if etag != rec.etag:
+            # Re-uploaded since discovery: this version's content is gone; the next run
+            # registers the new one and supersedes this row.
+            _mark(engine, recording_id, "failed", f"object changed since discovery (etag {etag})")
+            return None
         data = store.get_bytes(f"s3://{rec.bucket}/{rec.object_key}")
-        meta = store.stat_metadata(rec.bucket, rec.object_key)
         decoded = decode(data, rec.object_key)
     except DecodeError as exc:
         _mark(engine, recording_id, "quarantined", str(exc))
@@ -69,6 +74,9 @@ def chunk_one(store: Store, engine: Engine, recording_id: int,
         _mark(engine, recording_id, "failed", f"{type(exc).__name__}: {exc}")
         return None
 
+    if decoded.warning:
+        log.warning("recording %d: %s", recording_id, decoded.warning)
+        meta = {**meta, "decode_warning": decoded.warning}
     chunks = chunk_recording(decoded, params)
     refs: list[ChunkRef] = []
     offset = 0

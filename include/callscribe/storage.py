@@ -78,15 +78,15 @@ class Store:
     def get_json(self, uri: str) -> dict:
         return json.loads(self.get_bytes(uri))
 
-    def stat_metadata(self, bucket: str, key: str) -> dict[str, str]:
-        """User metadata (x-amz-meta-*) of an object, keys lower-cased without the prefix."""
+    def stat(self, bucket: str, key: str) -> tuple[str, dict[str, str]]:
+        """An object's etag and user metadata (x-amz-meta-*, keys lower-cased without the prefix)."""
         st = self.client.stat_object(bucket, key)
-        out = {}
+        meta = {}
         for k, v in (st.metadata or {}).items():
             lk = k.lower()
             if lk.startswith("x-amz-meta-"):
-                out[lk[len("x-amz-meta-"):]] = v
-        return out
+                meta[lk[len("x-amz-meta-"):]] = v
+        return (st.etag or "").strip('"'), meta
 
     def delete_prefix(self, prefix: str) -> int:
         from minio.deleteobjects import DeleteObject
