@@ -177,7 +177,8 @@ def postgres_up(p: Profile, sec: dict[str, str]) -> None:
         _as_postgres_user(
             [
                 _pg_bin("pg_ctl"), "-D", str(p.pg_data), "-l", str(log), "-w", "-t", "60", "start",
-                "-o", f"-c listen_addresses=127.0.0.1 -p {p.pg_port} -k {sock} -c max_connections=200",
+                "-o", f"-c listen_addresses=127.0.0.1 -p {p.pg_port} -k {sock} -c max_connections=200 "
+                "-c shared_buffers=512MB -c work_mem=16MB",
             ]
         ),
         check=True,

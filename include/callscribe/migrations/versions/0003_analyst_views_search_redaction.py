@@ -86,6 +86,19 @@ JOIN recordings AS r ON r.id = s.recording_id
 
 # One hit per moment: a segment whose own text matches, or a segment and the next one
 # of the same speaker when only the pair does (a phrase split across two chunks).
+SEARCH_VIEWS = """
+CREATE VIEW analytics.recordings AS
+SELECT id AS recording_id, bucket, object_key, call_id, call_date, agent_id, status, duration_s, channels
+FROM recordings;
+
+CREATE VIEW analytics.segment_search AS
+SELECT s.id AS segment_id, s.recording_id, s.channel, s.seq, s.speaker, s.start_s, s.end_s,
+       s.text_redacted AS text, s.tsv, s.tsv_pair
+FROM segments AS s;
+"""
+
+# Ranks every match on the index-only view, then reads text, the next segment and
+# snippets for the top hits alone: most matches never leave the index.
 SEARCH_FUNCTION = """
 CREATE FUNCTION analytics.search(
     query text,
@@ -100,54 +113,58 @@ CREATE FUNCTION analytics.search(
     object_key text, bucket text, call_date date, agent_id text, channel smallint, speaker text,
     start_s real, end_s real, snippet text, rank real, match text
 )
--- No SET clauses: PostgreSQL then inlines the function into the calling query, so the
--- filters left NULL disappear from the plan and the indexes are used.
 LANGUAGE sql STABLE SECURITY INVOKER AS $$
 WITH q AS (SELECT websearch_to_tsquery('english', query) AS tsq),
-scope AS NOT MATERIALIZED (  -- used twice, but must stay a filter the indexes can serve
-    SELECT s.* FROM analytics.segments AS s
-    WHERE (from_date IS NULL OR s.call_date >= from_date)
-      AND (to_date IS NULL OR s.call_date <= to_date)
-      AND (speaker_filter IS NULL OR s.speaker = speaker_filter)
-      AND (agent_filter IS NULL OR s.agent_id = agent_filter)
-      AND (min_duration_s IS NULL OR s.call_duration_s >= min_duration_s)
+scope AS NOT MATERIALIZED (
+    SELECT s.* FROM analytics.segment_search AS s
+    WHERE (speaker_filter IS NULL OR s.speaker = speaker_filter)
+      AND ((from_date IS NULL AND to_date IS NULL AND agent_filter IS NULL AND min_duration_s IS NULL)
+           OR EXISTS (SELECT 1 FROM analytics.recordings AS r
+                      WHERE r.recording_id = s.recording_id
+                        AND (from_date IS NULL OR r.call_date >= from_date)
+                        AND (to_date IS NULL OR r.call_date <= to_date)
+                        AND (agent_filter IS NULL OR r.agent_id = agent_filter)
+                        AND (min_duration_s IS NULL OR r.duration_s >= min_duration_s)))
 ),
-fts AS (
-    SELECT s.*, s.tsv @@ q.tsq AS own, ts_rank_cd(s.tsv_pair, q.tsq) AS score
+candidates AS (
+    SELECT s.segment_id, s.recording_id, s.channel, s.seq, s.tsv @@ q.tsq AS own,
+           ts_rank_cd(s.tsv_pair, q.tsq) AS rank, false AS is_fuzzy
     FROM scope AS s, q
     WHERE s.tsv_pair @@ q.tsq
-),
-hits AS (
-    SELECT f.segment_id, f.object_key, f.bucket, f.call_date, f.agent_id, f.channel, f.speaker, f.start_s,
-           CASE WHEN f.own THEN f.end_s ELSE COALESCE(nx.end_s, f.end_s) END AS end_s,
-           CASE WHEN f.own THEN f.text ELSE f.text || ' ' || COALESCE(f.next_text, '') END AS hit_text,
-           f.score AS rank,
-           CASE WHEN f.own THEN 'text' ELSE 'across segments' END AS match
-    FROM q CROSS JOIN fts AS f
-    LEFT JOIN analytics.segments AS nx
-           ON nx.recording_id = f.recording_id AND nx.channel = f.channel AND nx.seq = f.seq + 1
-    WHERE f.own OR nx.segment_id IS NULL OR NOT (nx.tsv @@ q.tsq)
     UNION ALL
-    SELECT s.segment_id, s.object_key, s.bucket, s.call_date, s.agent_id, s.channel, s.speaker, s.start_s,
-           s.end_s, s.text, (word_similarity(query, s.text) / 10)::real, 'fuzzy'
-    FROM scope AS s
-    WHERE fuzzy AND query <% s.text
-      AND NOT EXISTS (SELECT 1 FROM fts AS f WHERE f.segment_id = s.segment_id)
+    SELECT s.segment_id, s.recording_id, s.channel, s.seq, true, (word_similarity(query, s.text) / 10)::real, true
+    FROM scope AS s, q
+    WHERE fuzzy AND query <% s.text AND NOT (s.tsv_pair @@ q.tsq)
 ),
 top AS (
-    SELECT * FROM hits
-    ORDER BY (match = 'fuzzy'), rank DESC, call_date DESC, object_key, start_s
-    LIMIT max_hits
+    -- Room for pair matches dropped below in favour of the next segment's own match.
+    SELECT * FROM candidates ORDER BY is_fuzzy, rank DESC, segment_id DESC LIMIT 2 * max_hits + 10
+),
+detail AS (
+    SELECT t.*, seg.object_key, seg.bucket, seg.call_date, seg.agent_id, seg.speaker, seg.start_s, seg.end_s,
+           seg.text, seg.next_text, nx.end_s AS next_end, COALESCE(nx.tsv @@ q.tsq, false) AS next_own, q.tsq
+    FROM top AS t
+    CROSS JOIN q
+    JOIN analytics.segments AS seg ON seg.segment_id = t.segment_id
+    LEFT JOIN analytics.segment_search AS nx
+           ON nx.recording_id = t.recording_id AND nx.channel = t.channel AND nx.seq = t.seq + 1
 )
--- Snippets only for the hits returned: ts_headline is the costly part.
-SELECT t.object_key, t.bucket, t.call_date, t.agent_id, t.channel, t.speaker, t.start_s, t.end_s,
-       CASE WHEN t.match = 'fuzzy' THEN t.hit_text
-            ELSE ts_headline('english', t.hit_text, q.tsq,
-                             'StartSel=' || chr(2) || ', StopSel=' || chr(3) || ', MaxWords=30, MinWords=8')
-       END AS snippet,
-       t.rank, t.match
-FROM top AS t, q
-ORDER BY (t.match = 'fuzzy'), t.rank DESC, t.call_date DESC, t.object_key, t.start_s
+-- One hit per moment: a segment whose own text matches, or a segment and the next one of
+-- the same speaker when only the pair does (a phrase split across two chunks).
+-- Snippets only for the hits returned: ts_headline is costly.
+SELECT d.object_key, d.bucket, d.call_date, d.agent_id, d.channel, d.speaker, d.start_s,
+       CASE WHEN d.own THEN d.end_s ELSE COALESCE(d.next_end, d.end_s) END,
+       CASE WHEN d.is_fuzzy THEN d.text
+            ELSE ts_headline('english',
+                             CASE WHEN d.own THEN d.text ELSE d.text || ' ' || COALESCE(d.next_text, '') END,
+                             d.tsq, 'StartSel=' || chr(2) || ', StopSel=' || chr(3) || ', MaxWords=30, MinWords=8')
+       END,
+       d.rank,
+       CASE WHEN d.is_fuzzy THEN 'fuzzy' WHEN d.own THEN 'text' ELSE 'across segments' END
+FROM detail AS d
+WHERE d.is_fuzzy OR d.own OR NOT d.next_own
+ORDER BY d.is_fuzzy, d.rank DESC, d.call_date DESC, d.object_key, d.start_s
+LIMIT max_hits
 $$
 """
 
@@ -182,6 +199,7 @@ def upgrade() -> None:
     op.execute(SEGMENTS_VIEW)
     op.execute("CREATE VIEW analytics.run_throughput AS SELECT * FROM public.run_throughput")
     op.execute("CREATE VIEW analytics.pipeline_runs AS SELECT * FROM public.pipeline_runs")
+    _raw(SEARCH_VIEWS)
     _raw(SEARCH_FUNCTION)
     # For fuzzy search: lower than pg_trgm's default 0.6, so one swapped letter in a name
     # still matches (set on the database, since a SET clause would stop inlining).
