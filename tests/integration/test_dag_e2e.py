@@ -156,8 +156,8 @@ def test_cli_status_and_search_json(first_run, stack):
     rows = [json.loads(line) for line in out.splitlines()]
     assert {r["status"] for r in rows} == {"done", "quarantined"}
     assert all({"key", "status", "error", "duration_s", "segments"} <= r.keys() for r in rows)
-    out = subprocess.run([*env_cli, "search", "internet connection", "--json", "--limit", "3"], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run([*env_cli, "search", "internet connection", "--json", "--limit", "3", "--from", str(DAY),
+                          "--to", str(DAY)], capture_output=True, text=True, check=True).stdout
     hits = [json.loads(line) for line in out.splitlines()]
-    assert hits and hits[0]["key"].endswith("call-0002.mp3")
+    assert hits and hits[0]["key"] == f"calls/{DAY:%Y/%m/%d}/call-0002.mp3"
     assert {"key", "channel", "speaker", "start", "end", "snippet"} <= hits[0].keys()

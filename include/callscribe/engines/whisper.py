@@ -56,6 +56,7 @@ class WhisperTinyEngine(BaseEngine):
                 audio,
                 language="en",
                 beam_size=1,
+                temperature=0.0,  # no sampling fallback: the same audio gives the same text
                 vad_filter=False,
                 condition_on_previous_text=False,
             )
