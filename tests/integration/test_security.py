@@ -1,0 +1,59 @@
+"""Secrets stay out of XCom, task logs and worker arguments; the embedded services bind to loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import psutil
+import pytest
+import sqlalchemy as sa
+
+pytestmark = pytest.mark.integration
+
+
+def _secrets(stack) -> list[str]:
+    values = json.loads((stack.root / "secrets.json").read_text())
+    return [v for v in values.values() if len(v) >= 8]
+
+
+def test_embedded_services_listen_on_loopback_only(stack):
+    ports = {stack.pg_port, *range(stack.s3_base_port, stack.s3_base_port + 5)}
+    seen = []
+    for conn in psutil.net_connections(kind="inet"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.port in ports | {p + 10000 for p in ports}:
+            seen.append(conn.laddr)
+    assert seen, "no listening sockets found for the embedded services"
+    assert all(addr.ip in ("127.0.0.1", "::1") for addr in seen), seen
+
+
+def test_no_secret_in_xcom_or_task_logs(stack, s3, capfd):
+    from datetime import date
+
+    from callscribe.cli import run_day
+    from callscribe.discovery import day_prefix
+    from callscribe.samples import sample_dir
+
+    day = date(2026, 11, 20)
+    s3.put_bytes(s3.uri(day_prefix("calls/", day) + "call-0003.wav"), (sample_dir() / "call-0003.wav").read_bytes())
+    capfd.readouterr()
+    dr = run_day(day)  # every task runs, the worker included; dag.test logs to the terminal
+    output = "".join(capfd.readouterr())
+    assert str(dr.state).endswith("success")
+    assert "worker:" in output and "segments written" in output  # the worker's log is in there
+    secrets = _secrets(stack)
+    meta = sa.create_engine(os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+    with meta.connect() as c:
+        values = [str(v) for (v,) in c.execute(sa.text("SELECT value FROM xcom"))]
+    meta.dispose()
+    assert values, "expected XCom rows from the DAG runs"
+    for secret in secrets:
+        assert not any(secret in v for v in values)
+        assert secret not in output
+
+
+def test_worker_command_carries_no_credentials():
+    from callscribe.pipeline import worker_command
+
+    cmd = worker_command("s3://calls/_callscribe/runs/r/jobs/job-00000.json")
+    assert cmd == ["python", "-m", "callscribe.worker", "--job", "s3://calls/_callscribe/runs/r/jobs/job-00000.json"]
