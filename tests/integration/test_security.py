@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import psutil
@@ -27,7 +28,7 @@ def test_embedded_services_listen_on_loopback_only(stack):
     assert all(addr.ip in ("127.0.0.1", "::1") for addr in seen), seen
 
 
-def test_no_secret_in_xcom_or_task_logs(stack, s3, capfd):
+def test_no_secret_in_xcom_or_task_logs(stack, s3, capfd, caplog):
     from datetime import date
 
     from callscribe.cli import run_day
@@ -37,8 +38,10 @@ def test_no_secret_in_xcom_or_task_logs(stack, s3, capfd):
     day = date(2026, 11, 20)
     s3.put_bytes(s3.uri(day_prefix("calls/", day) + "call-0003.wav"), (sample_dir() / "call-0003.wav").read_bytes())
     capfd.readouterr()
+    caplog.set_level(logging.INFO)
     dr = run_day(day)  # every task runs, the worker included; dag.test logs to the terminal
-    output = "".join(capfd.readouterr())
+    # Task logs reach the terminal or, once pytest's logging capture holds them, caplog.
+    output = "".join(capfd.readouterr()) + caplog.text
     assert str(dr.state).endswith("success")
     assert "worker:" in output and "segments written" in output  # the worker's log is in there
     secrets = _secrets(stack)
