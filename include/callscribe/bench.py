@@ -18,9 +18,8 @@ from pathlib import Path
 
 from callscribe import engines
 from callscribe.audio import decode
-from callscribe.chunking import chunk_recording
 from callscribe.evaluation import corpus_wer
-from callscribe.transcription import DEFAULT_BATCH_AUDIO_S, as_channels, order_segments, place, run_batches
+from callscribe.transcription import DEFAULT_BATCH_AUDIO_S, as_channels, chunk_all, recognize_chunks
 
 
 @dataclass
@@ -86,22 +85,14 @@ def run_bench(engine_name: str, folder: Path, repeat: int = 1, batch_audio_s: fl
     load_s = time.perf_counter() - t
 
     t0 = time.perf_counter()
-    decoded, items = [], []  # items: (file index, chunk)
-    for _ in range(repeat):
-        for f in files:
-            d = decode(f.read_bytes(), f.name)
-            decoded.append((f, d))
-            items.extend((len(decoded) - 1, c) for c in chunk_recording(d))
-    audios = [decoded[i][1].channels[c.channel][c.start : c.end] for i, c in items]
+    decoded = [(f, decode(f.read_bytes(), f.name)) for _ in range(repeat) for f in files]
+    items, audios = chunk_all([d for _, d in decoded])
     prep_s = time.perf_counter() - t0
 
-    results, metrics = run_batches(eng, audios, batch_audio_s)
-    placed: dict[int, list] = {}
-    for (i, c), segs in zip(items, results, strict=True):
-        placed.setdefault(i, []).extend(place(c.start_s, c.end_s, c.channel, segs))
+    placed, metrics = recognize_chunks(eng, len(decoded), items, audios, batch_audio_s)
     per_file, pairs = [], []
     for i, (f, d) in enumerate(decoded):
-        channels = as_channels(order_segments(placed.get(i, [])), d.n_channels)
+        channels = as_channels(placed[i], d.n_channels)
         refs = labels.get(f.name, {}).get("channels")
         file_pairs = [(r["text"], c["text"]) for r, c in zip(refs, channels, strict=True)] if refs else []
         pairs.extend(file_pairs)

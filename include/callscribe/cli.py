@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -71,17 +72,11 @@ def cmd_services(args) -> int:
         print("stopped")
     elif args.action == "env":
         for k, v in services.environment(p).items():
-            print(f"export {k}={_shell_quote(v)}")
+            print(f"export {k}={shlex.quote(v)}")
     else:
         for k, v in services.status(p).items():
             print(f"{k:13} {v}")
     return 0
-
-
-def _shell_quote(v: str) -> str:
-    import shlex
-
-    return shlex.quote(v)
 
 
 def cmd_transcribe(args) -> int:
@@ -181,9 +176,9 @@ def cmd_search(args) -> int:
     from callscribe.search import SearchFilters, highlight, search
 
     _use_services(args)
-    filters = SearchFilters(from_date=args.from_date, to_date=args.to_date, agent=args.agent,
+    filters = SearchFilters(from_date=args.from_date, to_date=args.to_date, speaker=args.speaker, agent=args.agent,
                             min_duration_s=args.min_duration, fuzzy=args.fuzzy)
-    hits = search(engine_from_env(), args.query, speaker=args.speaker, limit=args.limit, filters=filters)
+    hits = search(engine_from_env(), args.query, limit=args.limit, filters=filters)
     for h in hits:
         out = {"key": h["object_key"], "call_date": h["call_date"], "agent_id": h["agent_id"],
                "channel": h["channel"], "speaker": h["speaker"], "start": round(h["start_s"], 2),

@@ -24,14 +24,13 @@ class SearchFilters:
     fuzzy: bool = False
 
 
-def search(engine: Engine, query: str, speaker: str | None = None, limit: int = 20,
-           filters: SearchFilters | None = None) -> list[dict]:
+def search(engine: Engine, query: str, limit: int = 20, filters: SearchFilters | None = None) -> list[dict]:
     """Hits for a websearch-style query; each carries the key, channel, speaker, times and a snippet."""
     if not query.strip():
         raise ValueError("empty search query")
     f = filters or SearchFilters()
     params = {
-        "query": query, "from_date": f.from_date, "to_date": f.to_date, "speaker": speaker or f.speaker,
+        "query": query, "from_date": f.from_date, "to_date": f.to_date, "speaker": f.speaker,
         "agent": f.agent, "min_duration_s": f.min_duration_s, "fuzzy": f.fuzzy, "limit": limit,
     }
     with engine.connect() as conn:

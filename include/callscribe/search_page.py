@@ -85,9 +85,9 @@ def create_app(require_login: bool = True) -> FastAPI:
 
         if not q.strip():
             raise HTTPException(status_code=422, detail="empty query")
-        filters = SearchFilters(from_date=date_from, to_date=date_to, agent=agent or None,
+        filters = SearchFilters(from_date=date_from, to_date=date_to, speaker=speaker or None, agent=agent or None,
                                 min_duration_s=min_duration, fuzzy=fuzzy)
-        hits = search(engine_from_env(), q, speaker=speaker or None, limit=limit, filters=filters)
+        hits = search(engine_from_env(), q, limit=limit, filters=filters)
         return {"query": q, "hits": [hit_json(h) for h in hits]}
 
     return app

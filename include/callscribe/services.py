@@ -170,8 +170,6 @@ def postgres_up(p: Profile, sec: dict[str, str]) -> None:
         pwfile.unlink()
     sock.mkdir(parents=True, exist_ok=True)
     _chown_for_postgres(p.root / "postgres")
-    # A pid file left by a killed server would stop pg_ctl; postgres itself checks
-    # whether that pid is alive, so only remove it when the port is closed.
     log = p.root / "postgres" / "server.log"
     subprocess.run(
         _as_postgres_user(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -72,12 +71,6 @@ class Store:
                                metadata=metadata)
         return uri
 
-    def put_json(self, uri: str, obj: dict) -> str:
-        return self.put_bytes(uri, json.dumps(obj, separators=(",", ":")).encode(), "application/json")
-
-    def get_json(self, uri: str) -> dict:
-        return json.loads(self.get_bytes(uri))
-
     def stat(self, bucket: str, key: str) -> tuple[str, dict[str, str]]:
         """An object's etag and user metadata (x-amz-meta-*, keys lower-cased without the prefix)."""
         st = self.client.stat_object(bucket, key)
@@ -87,19 +80,6 @@ class Store:
             if lk.startswith("x-amz-meta-"):
                 meta[lk[len("x-amz-meta-"):]] = v
         return (st.etag or "").strip('"'), meta
-
-    def delete_prefix(self, prefix: str) -> int:
-        from minio.deleteobjects import DeleteObject
-
-        objs = [DeleteObject(o.key) for o in self.list(prefix)]
-        errors = list(self.client.remove_objects(self.bucket, objs))
-        if errors:
-            raise RuntimeError(f"could not delete {len(errors)} objects under {prefix}")
-        return len(objs)
-
-    def ensure_bucket(self) -> None:
-        if not self.client.bucket_exists(self.bucket):
-            self.client.make_bucket(self.bucket)
 
     def uri(self, key: str) -> str:
         return make_uri(self.bucket, key)

@@ -116,18 +116,33 @@ def order_segments(segs: list[PlacedSegment]) -> list[PlacedSegment]:
     return sorted(segs, key=lambda s: (s.channel, s.start, s.end))
 
 
+def chunk_all(decoded: Sequence[Decoded], params: ChunkingParams = DEFAULT_CHUNKING,
+              ) -> tuple[list[tuple[int, Chunk]], list[np.ndarray]]:
+    """Speech chunks of several recordings: (recording index, chunk) pairs and their audio."""
+    items = [(i, c) for i, d in enumerate(decoded) for c in chunk_recording(d, params)]
+    return items, [decoded[i].channels[c.channel][c.start : c.end] for i, c in items]
+
+
+def recognize_chunks(
+    engine: Engine, n_recordings: int, items: list[tuple[int, Chunk]], audios: Sequence[np.ndarray],
+    budget_s: float = DEFAULT_BATCH_AUDIO_S,
+) -> tuple[list[list[PlacedSegment]], list[BatchMetric]]:
+    """Recognise chunks of several recordings in shared batches; segments per recording, in time order."""
+    results, metrics = run_batches(engine, audios, budget_s)
+    placed: list[list[PlacedSegment]] = [[] for _ in range(n_recordings)]
+    for (i, c), segs in zip(items, results, strict=True):
+        placed[i].extend(place(c.start_s, c.end_s, c.channel, segs))
+    return [order_segments(p) for p in placed], metrics
+
+
 def transcribe_decoded(
     decoded: Decoded, engine: Engine, params: ChunkingParams = DEFAULT_CHUNKING,
     budget_s: float = DEFAULT_BATCH_AUDIO_S,
 ) -> list[PlacedSegment]:
     """Chunk a decoded recording, recognise it and return its segments in time order per channel."""
-    chunks: list[Chunk] = chunk_recording(decoded, params)
-    audios = [decoded.channels[c.channel][c.start : c.end] for c in chunks]
-    results, _ = run_batches(engine, audios, budget_s)
-    placed: list[PlacedSegment] = []
-    for c, segs in zip(chunks, results, strict=True):
-        placed.extend(place(c.start_s, c.end_s, c.channel, segs))
-    return order_segments(placed)
+    items, audios = chunk_all([decoded], params)
+    placed, _ = recognize_chunks(engine, 1, items, audios, budget_s)
+    return placed[0]
 
 
 def as_channels(segments: list[PlacedSegment], n_channels: int,

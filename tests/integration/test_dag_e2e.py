@@ -98,15 +98,15 @@ def test_segments_are_in_order_with_speakers_per_channel(first_run, pg):
 
 
 def test_search_finds_the_moment(first_run, pg):
-    from callscribe.search import search
+    from callscribe.search import SearchFilters, search
 
     hits = search(pg, '"cancel my account"')
     assert hits, "phrase not found"
     top = hits[0]
     assert top["object_key"].endswith("call-0001.wav") and top["speaker"] == "customer"
     assert top["start_s"] < top["end_s"] and "\x02cancel\x03" in top["snippet"]
-    assert search(pg, "discount", speaker="agent")
-    assert not search(pg, "discount", speaker="nobody")
+    assert search(pg, "discount", filters=SearchFilters(speaker="agent"))
+    assert not search(pg, "discount", filters=SearchFilters(speaker="nobody"))
 
 
 def test_rerunning_the_day_adds_nothing(first_run, pg):
