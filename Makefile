@@ -6,12 +6,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: help venv system-deps demo test test-fast lint bench ui up down status constraints clean
+.PHONY: help venv system-deps demo test chaos test-fast lint bench ui up down status constraints clean
 
 help:
 	@echo "make demo   - install, start embedded services, transcribe sample calls end to end"
 	@echo "make test   - install, start what the tests need, run the whole suite"
 	@echo "make lint   - ruff (including Airflow's AIR rules)"
+	@echo "make chaos  - bad input, faults and races; prints recordings lost and duplicated"
 	@echo "make bench  - benchmark every stage, write docs/benchmarks.md"
 	@echo "make ui     - Airflow UI (airflow standalone) on http://127.0.0.1:8080"
 	@echo "make up | down | status - the embedded services"
@@ -37,10 +38,16 @@ demo: $(STAMP)
 
 test: $(STAMP) system-deps
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not chaos"
+
+# Bad input, injected faults, races and reruns, including the slow cases `make test` skips
+# (an hours-long recording); prints how many recordings were lost or duplicated (must be 0).
+chaos: $(STAMP)
+	$(BIN)/pytest -q tests/integration/test_faults.py tests/integration/test_bad_input.py \
+	  tests/integration/test_security.py tests/integration/test_backfill.py
 
 test-fast: $(STAMP)
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -m "not slow and not chaos"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -21,13 +21,18 @@ from callscribe.engines import DEFAULT_ENGINE, available
 TRANSCRIBE_MODE = os.environ.get("CALLSCRIBE_TRANSCRIBE_MODE", "local")  # local | kubernetes
 # Local mode runs the worker on the Airflow worker itself: default_pool unless told otherwise.
 LOCAL_POOL = os.environ.get("CALLSCRIBE_LOCAL_POOL", "default_pool")
+# First wait before a failed task is tried again (doubling after that): outages of the
+# store or the database, and killed worker pods, are ridden out by retries.
+# The first day a run (or backfill) may cover: Airflow creates no tasks for earlier days.
+START_DATE = datetime.fromisoformat(os.environ.get("CALLSCRIBE_START_DATE", "2026-11-01T00:00:00+00:00"))
+RETRY_DELAY = timedelta(seconds=float(os.environ.get("CALLSCRIBE_RETRY_DELAY_S", 120)))
 
 
 @dag(
     dag_id="transcribe_calls",
     description="Transcribe one day of call recordings into Postgres",
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-    start_date=datetime(2026, 11, 1),
+    start_date=START_DATE,
     catchup=False,
     max_active_runs=3,
     max_active_tasks=8,
@@ -35,7 +40,7 @@ LOCAL_POOL = os.environ.get("CALLSCRIBE_LOCAL_POOL", "default_pool")
     default_args={
         "owner": "callscribe",
         "retries": 2,
-        "retry_delay": timedelta(minutes=2),
+        "retry_delay": RETRY_DELAY,
         "retry_exponential_backoff": True,
     },
     tags=["callscribe", "transcription", "daily"],
@@ -91,7 +96,7 @@ def transcribe_calls():
         shards = transcribe_pod_operator().expand(arguments=jobs.map(worker_arguments)).output
     else:
 
-        @task(pool=LOCAL_POOL, retries=1)
+        @task(pool=LOCAL_POOL)
         def transcribe(job_uri: str) -> str:
             from callscribe import pipeline
             from callscribe.config import s3_settings

@@ -44,3 +44,16 @@ def s3(stack):
     from callscribe.storage import store
 
     return store()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The fault scenarios' summary: inputs tried, faults injected, recordings lost, duplicates."""
+    from tests import chaos
+
+    lines = chaos.summary()
+    if not lines:
+        return
+    terminalreporter.section("reliability: recordings lost and duplicated after each fault")
+    for line in lines:
+        terminalreporter.write_line(line)
+    chaos.write(REPO / ".callscribe" / "chaos-summary.json")

@@ -123,11 +123,21 @@ def cmd_upload(args) -> int:
     return 0
 
 
-def run_day(day: date, conf: dict | None = None):
-    """Run the DAG for one day in-process (dag.test); returns the DagRun."""
+def run_day(day: date, conf: dict | None = None, logical_date: datetime | None = None):
+    """Run the DAG for one day in-process (dag.test); returns the DagRun.
+
+    With a ``logical_date`` other than the day's midnight, the day goes in the ``date``
+    Param, as when someone triggers a run for a day by hand.
+    """
     dag = get_dag()
-    logical = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    return dag.test(logical_date=logical, run_conf=conf or {})
+    conf = dict(conf or {})
+    if logical_date is None:
+        logical_date = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    else:
+        conf["date"] = day.isoformat()
+        if logical_date.tzinfo is None:
+            logical_date = logical_date.replace(tzinfo=UTC)
+    return dag.test(logical_date=logical_date, run_conf=conf)
 
 
 def get_dag():
@@ -147,7 +157,7 @@ def cmd_run(args) -> int:
     conf = {"reprocess": args.reprocess, "engine": args.engine}
     if args.max_recordings:
         conf["max_recordings"] = args.max_recordings
-    dr = run_day(args.date, conf)
+    dr = run_day(args.date, conf, args.logical_date)
     state = str(getattr(dr, "state", "unknown"))
     print(f"run {dr.run_id}: {state}")
     return 0 if state.endswith("success") else 1
@@ -169,6 +179,26 @@ def cmd_status(args) -> int:
             r["error"] = r["last_error"]
         _print_table(rows, ["key", "status", "error", "duration_s", "segments"])
     return 0
+
+
+def cmd_audit(args) -> int:
+    from callscribe.audit import audit_day
+    from callscribe.db import engine_from_env
+    from callscribe.storage import store
+
+    _use_services(args)
+    result = audit_day(store(), engine_from_env(), args.date, args.prefix)
+    if args.json:
+        print(json.dumps(result.as_dict()))
+    else:
+        states = ", ".join(f"{n} {s}" for s, n in sorted(result.states.items())) or "none"
+        print(f"{result.day}: {result.objects} objects; recordings: {states}")
+        for label, items in (("lost", result.lost), ("duplicated", result.duplicated),
+                             ("unfinished", result.unfinished)):
+            print(f"{label}: {len(items)}")
+            for item in items:
+                print(f"  {item}")
+    return 0 if result.clean else 1
 
 
 def cmd_search(args) -> int:
@@ -281,12 +311,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--engine", default=DEFAULT_ENGINE, choices=available())
     s.add_argument("--reprocess", action="store_true")
     s.add_argument("--max-recordings", type=int)
+    s.add_argument("--logical-date", type=datetime.fromisoformat,
+                   help="the run's logical date (default: the day's midnight UTC); another one runs the day "
+                        "again beside an existing run, as a manual trigger with the date Param does")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("status", help="one row per recording of a day")
     s.add_argument("--date", type=_day, required=True)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("audit", help="reconcile a day's bucket listing with Postgres (exit 1 if anything is off)")
+    s.add_argument("--date", type=_day, required=True)
+    s.add_argument("--prefix", default="calls/")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_audit)
 
     s = sub.add_parser("search", help="full-text search over transcripts (websearch syntax)")
     s.add_argument("query", help='words, "a phrase", OR, -excluded')

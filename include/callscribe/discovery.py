@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import posixpath
 from datetime import date
 
@@ -14,6 +15,9 @@ from callscribe.storage import ObjectInfo, Store
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
+# How long a run's claim on a recording holds if the run dies without releasing it; as long
+# as the DAG's run timeout, so a live run never loses its recordings to another.
+CLAIM_LEASE_S = float(os.environ.get("CALLSCRIBE_CLAIM_LEASE_S", 12 * 3600))
 
 
 def day_prefix(base_prefix: str, day: date) -> str:
@@ -48,15 +52,29 @@ def register(engine: Engine, objects: list[ObjectInfo], day: date, run_id: str) 
 
 
 def claim(engine: Engine, bucket: str, prefix: str, day: date, run_id: str, reprocess: bool = False,
-          max_recordings: int | None = None) -> list[int]:
-    """Stamp the recordings this run should process with its run id; returns their ids."""
+          max_recordings: int | None = None, lease_s: float = CLAIM_LEASE_S) -> list[int]:
+    """Lease the recordings this run should process to its run id; returns their ids.
+
+    Recordings another live run holds are left to it (and logged), so two runs of the same
+    day, a daily run and an overlapping backfill say, never transcribe the same recording.
+    """
+    params = {"bucket": bucket, "prefix": prefix, "call_date": day, "run_id": run_id}
     with engine.begin() as conn:
         rows = conn.execute(
             db.q("discover_claim"),
-            {"bucket": bucket, "prefix": prefix, "call_date": day, "run_id": run_id,
-             "reprocess": reprocess, "max_attempts": MAX_ATTEMPTS, "max_recordings": max_recordings or None},
+            {**params, "reprocess": reprocess, "max_attempts": MAX_ATTEMPTS,
+             "max_recordings": max_recordings or None, "lease_s": lease_s},
         ).all()
+        held = conn.execute(db.q("discover_held"), params).scalar_one()
+    if held:
+        log.warning("%d unfinished recordings of %s are held by another live run; left to it", held, day)
     return sorted(r.id for r in rows)
+
+
+def release(engine: Engine, run_id: str) -> int:
+    """End a run's leases (its report task does this, whatever the run's outcome)."""
+    with engine.begin() as conn:
+        return conn.execute(db.q("claims_release"), {"run_id": run_id}).rowcount
 
 
 def discover(store: Store, engine: Engine, day: date, base_prefix: str, run_id: str,

@@ -33,7 +33,7 @@ from callscribe.manifests import (
     from_parquet,
     to_parquet,
 )
-from callscribe.storage import Store
+from callscribe.storage import Store, unavailable
 
 log = logging.getLogger(__name__)
 WORK_PREFIX = "_callscribe"
@@ -70,7 +70,11 @@ def chunk_one(store: Store, engine: Engine, recording_id: int,
     except DecodeError as exc:
         _mark(engine, recording_id, "quarantined", str(exc))
         return None
-    except Exception as exc:  # storage hiccups: retried by a later run
+    except Exception as exc:
+        if unavailable(exc):
+            # An outage, not this recording's fault: fail the task so Airflow retries it,
+            # without spending one of the recording's attempts.
+            raise
         _mark(engine, recording_id, "failed", f"{type(exc).__name__}: {exc}")
         return None
 

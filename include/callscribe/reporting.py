@@ -8,12 +8,19 @@ from datetime import date
 from sqlalchemy.engine import Engine
 
 from callscribe import db
+from callscribe.discovery import release
 
 log = logging.getLogger(__name__)
 
 
 def report_run(engine: Engine, run_id: str, dag_id: str, day: date, engine_name: str) -> dict:
-    """Count this run's recordings by outcome, store the figures and return them."""
+    """Count this run's recordings by outcome, store the figures and return them.
+
+    Also ends the run's leases: whatever it left undone is free for the next run.
+    """
+    released = release(engine, run_id)
+    if released:
+        log.warning("run %s released %d recordings it did not finish", run_id, released)
     with engine.begin() as conn:
         figures = dict(conn.execute(db.q("report_run"), {"run_id": run_id}).one()._mapping)
         conn.execute(db.q("report_upsert"), {"run_id": run_id, "dag_id": dag_id, "call_date": day,

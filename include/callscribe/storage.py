@@ -7,7 +7,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
+import urllib3
 from minio import Minio
+from minio.error import S3Error, ServerError
 
 from callscribe.config import S3Settings, s3_settings
 
@@ -83,6 +85,18 @@ class Store:
 
     def uri(self, key: str) -> str:
         return make_uri(self.bucket, key)
+
+
+# S3 error codes that say "try again later", not "this object is bad".
+TRANSIENT_CODES = frozenset({"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout"})
+
+
+def unavailable(exc: BaseException) -> bool:
+    """True when the store could not be reached or asked us to back off: an outage, worth a
+    retry of the whole task, never a reason to fail or quarantine a recording."""
+    if isinstance(exc, S3Error):
+        return exc.code in TRANSIENT_CODES
+    return isinstance(exc, (urllib3.exceptions.HTTPError, ServerError, ConnectionError, TimeoutError))
 
 
 @lru_cache(maxsize=4)

@@ -19,8 +19,10 @@ import soundfile as sf
 import soxr
 import sqlalchemy as sa
 
+from callscribe.audit import audit_day
 from callscribe.discovery import day_prefix
 from callscribe.samples import sample_dir
+from tests import chaos
 
 pytestmark = pytest.mark.integration
 DAY = date(2026, 11, 14)
@@ -97,7 +99,7 @@ def first_run(stack, s3, pg):
     return cases, dr
 
 
-def test_every_input_ends_in_its_expected_state_with_a_reason(first_run, pg):
+def test_every_input_ends_in_its_expected_state_with_a_reason(first_run, s3, pg):
     cases, dr = first_run
     assert str(dr.state).endswith("success")
     states = _states(pg)
@@ -107,6 +109,8 @@ def test_every_input_ends_in_its_expected_state_with_a_reason(first_run, pg):
         assert got["status"] == expected, (name, got)
         if expected != "done":
             assert got["last_error"], name
+    entry = chaos.record("bad and odd input, one day", [audit_day(s3, pg, DAY)], len(cases), 0)
+    assert entry["lost"] == 0 and entry["duplicates"] == 0, entry["details"]
 
 
 def test_what_each_odd_input_gives(first_run, pg):
@@ -146,6 +150,8 @@ def test_reupload_with_new_content_supersedes_atomically(first_run, s3, pg):
         live = c.execute(sa.text("SELECT count(*) FROM analytics.calls WHERE object_key LIKE :k AND status = 'done'"),
                          {"k": f"%/{name}"}).scalar_one()
     assert live == 1
+    entry = chaos.record("re-upload with new content", [audit_day(s3, pg, DAY)], 1, 0)
+    assert entry["lost"] == 0 and entry["duplicates"] == 0, entry["details"]
 
 
 def test_status_command_shows_states_and_reasons(first_run):

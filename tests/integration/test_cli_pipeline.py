@@ -1,4 +1,4 @@
-"""The installed CLI against the embedded services: upload, run, status; and the analyst role."""
+"""The installed CLI against the embedded services: upload, run, status, audit; and the analyst role."""
 
 from __future__ import annotations
 
@@ -37,6 +37,11 @@ def test_upload_run_status(stack, pg):
     with pg.connect() as c:
         assert c.execute(sa.text("SELECT agent_id FROM recordings WHERE call_date = :d"), {"d": DAY}).scalar_one() \
             == "agent-7"
+
+    audit = _cli("audit", "--date", DAY)
+    assert audit.returncode == 0, audit.stdout
+    assert audit.stdout.splitlines()[0] == f"{DAY}: 1 objects; recordings: 1 done"
+    assert "lost: 0" in audit.stdout and "duplicated: 0" in audit.stdout
 
 
 def test_run_rejects_a_bad_date():

@@ -1,5 +1,9 @@
--- The day's recordings this run should process; stamps them with the run id.
-UPDATE recordings SET last_run_id = :run_id, updated_at = now()
+-- The day's recordings this run should process: stamps them with the run id and a lease.
+-- Recordings leased by another live run are skipped; SKIP LOCKED keeps two runs claiming
+-- at the same moment from taking the same rows, and the lease keeps a later run from
+-- taking rows an earlier one committed to but has not finished.
+UPDATE recordings
+SET last_run_id = :run_id, lease_until = now() + make_interval(secs => :lease_s), updated_at = now()
 WHERE id IN (
     SELECT id FROM recordings
     WHERE bucket = :bucket
@@ -10,7 +14,9 @@ WHERE id IN (
           OR (status = 'failed' AND attempts < :max_attempts)
           OR (CAST(:reprocess AS boolean) AND status = 'done')
       )
+      AND (lease_until IS NULL OR lease_until < now() OR last_run_id = :run_id)
     ORDER BY id
     LIMIT :max_recordings
+    FOR UPDATE SKIP LOCKED
 )
 RETURNING id

@@ -24,7 +24,8 @@ WHERE r.id = ANY(:ids)
 GROUP BY r.id, ch.channel, r.channels;
 
 UPDATE recordings
-SET status = 'done', last_error = NULL, transcribed_at = now(), updated_at = now()
+SET status = 'done', last_error = NULL, transcribed_at = now(), updated_at = now(),
+    loads = loads + 1, lease_until = NULL
 WHERE id = ANY(:ids);
 
 -- An object uploaded again with new content is a new version: the older versions'
