@@ -30,6 +30,13 @@ def record(case: str, audits: list[DayAudit], inputs: int, faults: int, loads_ex
     return entry
 
 
+def record_counts(case: str, inputs: int, faults: int, lost: int, duplicates: int) -> dict:
+    """A scenario judged by its own counts rather than a day's audit."""
+    entry = {"case": case, "inputs": inputs, "faults": faults, "lost": lost, "duplicates": duplicates, "details": []}
+    LEDGER.append(entry)
+    return entry
+
+
 def summary() -> list[str]:
     if not LEDGER:
         return []

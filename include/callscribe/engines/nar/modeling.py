@@ -1,0 +1,432 @@
+"""Granite Speech NAR in plain PyTorch, written from the published description.
+
+audio -> log-mel (50 Hz) -> Conformer encoder --(BPE CTC on 12.5 Hz pooled frames)--> draft
+                                     \\--(layers 4, 8, 12, last)--> windowed Q-Former -> audio embeddings (10 Hz)
+[audio embeddings ; blank, t1, blank, t2, ..., blank] -> bidirectional Granite editor (one pass)
+-> argmax on the text slots -> CTC collapse -> token ids
+
+Every stage is computed per item as if the item were alone (padding is masked or zeroed),
+so an item's output never depends on the rest of its batch. Module names are our own;
+checkpoint.py maps them to the published checkpoint's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from callscribe.engines.nar.config import EditorConfig, EncoderConfig, NarConfig, ProjectorConfig
+from callscribe.engines.nar.features import LogMelFeatures
+from callscribe.engines.nar.packed import cu_seqlens_for, varlen_attention
+
+MASKED = -1e30  # a finite "minus infinity": fully padded rows stay finite instead of NaN
+
+
+def ctc_collapse(ids: torch.Tensor, blank: int) -> torch.Tensor:
+    """Greedy CTC: merge repeats, drop blanks."""
+    ids = torch.unique_consecutive(ids)
+    return ids[ids != blank]
+
+
+def lengths_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
+    return torch.arange(size, device=lengths.device)[None, :] < lengths[:, None]
+
+
+# ------------------------------------------------------------------------------- encoder
+
+
+def relative_distances(context: int, max_rel: int) -> torch.Tensor:
+    """(context, context) indices into the relative-position table: i - j, shifted to be >= 0."""
+    pos = torch.arange(context)
+    return (pos[:, None] - pos[None, :]).clamp(-context, context) + max_rel
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, mult: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.up = nn.Linear(dim, dim * mult)
+        self.down = nn.Linear(dim * mult, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.silu(self.up(self.norm(x))))
+
+
+class BlockAttention(nn.Module):
+    """Self-attention inside fixed blocks of ``context`` frames, with Shaw relative positions."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        inner = cfg.heads * cfg.head_dim
+        self.heads, self.head_dim, self.context = cfg.heads, cfg.head_dim, cfg.context
+        self.scale = cfg.head_dim ** -0.5
+        self.norm = nn.LayerNorm(cfg.hidden)
+        self.q = nn.Linear(cfg.hidden, inner, bias=False)
+        self.kv = nn.Linear(cfg.hidden, 2 * inner, bias=False)
+        self.out = nn.Linear(inner, cfg.hidden)
+        self.rel_pos = nn.Embedding(2 * cfg.max_rel + 1, cfg.head_dim)
+        self.register_buffer("dists", relative_distances(cfg.context, cfg.max_rel), persistent=False)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        c = self.context
+        blocks = math.ceil(t / c)
+        pad = blocks * c - t
+        x = F.pad(self.norm(x), (0, 0, 0, pad))
+        valid = F.pad(valid, (0, pad))
+
+        def split(y: torch.Tensor) -> torch.Tensor:
+            return y.reshape(b * blocks, c, self.heads, self.head_dim).transpose(1, 2)
+
+        k, v = self.kv(x).chunk(2, dim=-1)
+        q, k, v = split(self.q(x)), split(k), split(v)
+        bias = torch.einsum("bhqd,qkd->bhqk", q, self.rel_pos(self.dists)) * self.scale
+        keys_valid = valid.reshape(b * blocks, 1, 1, c)
+        bias = bias.masked_fill(~keys_valid, MASKED)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=self.scale)
+        y = y.transpose(1, 2).reshape(b, blocks * c, -1)[:, :t]
+        return self.out(y)
+
+
+class ConvModule(nn.Module):
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        inner = cfg.hidden * cfg.conv_expansion
+        self.norm = nn.LayerNorm(cfg.hidden)
+        self.pointwise_in = nn.Conv1d(cfg.hidden, 2 * inner, 1)
+        self.depthwise = nn.Conv1d(inner, inner, cfg.conv_kernel, groups=inner, bias=False)
+        self.batch_norm = nn.BatchNorm1d(inner)
+        self.pointwise_out = nn.Conv1d(inner, cfg.hidden, 1)
+        k = cfg.conv_kernel
+        self.padding = (k // 2, k // 2 - (k + 1) % 2)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        y = F.glu(self.pointwise_in(self.norm(x).transpose(1, 2)), dim=1)
+        # Frames past an item's end are zeros, as the convolution's own padding would be.
+        y = y.masked_fill(~valid[:, None, :], 0.0)
+        y = self.depthwise(F.pad(y, self.padding))
+        return self.pointwise_out(F.silu(self.batch_norm(y))).transpose(1, 2)
+
+
+class ConformerBlock(nn.Module):
+    """Macaron Conformer: half feed-forward, attention, convolution, half feed-forward, norm."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.ffn1 = FeedForward(cfg.hidden, cfg.ff_mult)
+        self.attn = BlockAttention(cfg)
+        self.conv = ConvModule(cfg)
+        self.ffn2 = FeedForward(cfg.hidden, cfg.ff_mult)
+        self.norm_out = nn.LayerNorm(cfg.hidden)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        x = x + 0.5 * self.ffn1(x)
+        x = x + self.attn(x, valid)
+        x = x + self.conv(x, valid)
+        x = x + 0.5 * self.ffn2(x)
+        return self.norm_out(x)
+
+
+@dataclass
+class EncoderOutput:
+    exported: torch.Tensor  # (B, T, len(export_layers) * hidden): the projector's input
+    bpe_logits: torch.Tensor  # (B, ceil(T / pool_window), bpe_vocab)
+    bpe_lengths: torch.Tensor  # (B,)
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.input_proj = nn.Linear(cfg.input_dim, cfg.hidden)
+        self.blocks = nn.ModuleList(ConformerBlock(cfg) for _ in range(cfg.layers))
+        self.char_ctc = nn.Linear(cfg.hidden, cfg.char_vocab)
+        self.char_feedback = nn.Linear(cfg.char_vocab, cfg.hidden)
+        self.bpe_ctc = nn.Linear(cfg.hidden, cfg.bpe_vocab)
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> EncoderOutput:
+        cfg = self.cfg
+        valid = lengths_mask(lengths, feats.shape[1])
+        x = self.input_proj(feats.to(self.input_proj.weight.dtype))
+        wanted = {(i if i >= 0 else cfg.layers + 1 + i) for i in cfg.export_layers}
+        exported = {0: x} if 0 in wanted else {}
+        blank_prob = None
+        for i, block in enumerate(self.blocks, start=1):
+            x = block(x, valid)
+            if i in wanted:
+                exported[i] = x
+            if i == cfg.self_cond_layer:
+                # Self-conditioning: the character CTC posteriors are fed back into the stream,
+                # and their blank probability later weights the pooling.
+                probs = self.char_ctc(x).float().softmax(-1)
+                blank_prob = probs[..., 0]
+                x = x + self.char_feedback(probs.to(x.dtype))
+        exported[cfg.layers] = x
+        order = sorted(wanted)
+        pooled = self._pool(x.float(), (1.0 - blank_prob) * valid).to(x.dtype)
+        w = cfg.pool_window
+        return EncoderOutput(
+            exported=torch.cat([exported[i] for i in order], dim=-1),
+            bpe_logits=self.bpe_ctc(pooled),
+            bpe_lengths=(lengths + w - 1) // w,
+        )
+
+    def _pool(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Average each window of frames, weighted by how likely each frame carries a symbol."""
+        w = self.cfg.pool_window
+        pad = -x.shape[1] % w
+        x = F.pad(x, (0, 0, 0, pad)).unflatten(1, (-1, w))
+        weight = F.pad(weight, (0, pad)).unflatten(1, (-1, w))
+        weight = weight / weight.sum(-1, keepdim=True).clamp_min(1e-8)
+        return (weight[..., None] * x).sum(-2)
+
+
+# ------------------------------------------------------------------------------- projector
+
+
+class QFormerLayer(nn.Module):
+    """Learned queries cross-attend to one window of frames (no self-attention), then an MLP."""
+
+    def __init__(self, cfg: ProjectorConfig):
+        super().__init__()
+        d = cfg.hidden
+        self.heads = cfg.heads
+        self.attn_norm = nn.LayerNorm(d, eps=cfg.eps)
+        self.q = nn.Linear(d, d, bias=cfg.attn_bias)
+        self.k = nn.Linear(d, d, bias=cfg.attn_bias)
+        self.v = nn.Linear(d, d, bias=cfg.attn_bias)
+        self.o = nn.Linear(d, d, bias=cfg.attn_bias)
+        self.mlp_norm = nn.LayerNorm(d, eps=cfg.eps)
+        self.fc1 = nn.Linear(d, d * cfg.mlp_ratio, bias=cfg.mlp_bias)
+        self.fc2 = nn.Linear(d * cfg.mlp_ratio, d, bias=cfg.mlp_bias)
+        self.act = {"silu": F.silu, "gelu": F.gelu}[cfg.mlp_act]
+
+    def forward(self, h: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+        n, nq, d = h.shape
+
+        def heads(y: torch.Tensor) -> torch.Tensor:
+            return y.unflatten(-1, (self.heads, d // self.heads)).transpose(1, 2)
+
+        a = self.attn_norm(h)
+        y = F.scaled_dot_product_attention(heads(self.q(a)), heads(self.k(window)), heads(self.v(window)))
+        h = h + self.o(y.transpose(1, 2).reshape(n, nq, d))
+        return h + self.fc2(self.act(self.fc1(self.mlp_norm(h))))
+
+
+class Projector(nn.Module):
+    def __init__(self, enc: EncoderConfig, cfg: ProjectorConfig, out_dim: int):
+        super().__init__()
+        self.cfg, self.enc_hidden = cfg, enc.hidden
+        n_layers = len(enc.export_layers)
+        self.queries_per_window = cfg.window // cfg.downsample
+        self.layer_norms = nn.ModuleList(nn.LayerNorm(enc.hidden, eps=cfg.eps) for _ in range(n_layers))
+        self.fuse = nn.Linear(n_layers * enc.hidden, cfg.hidden)
+        self.queries = nn.Parameter(torch.zeros(1, self.queries_per_window, cfg.hidden))
+        self.window_pos = nn.Parameter(torch.zeros(1, cfg.window, cfg.hidden))
+        self.layers = nn.ModuleList(QFormerLayer(cfg) for _ in range(cfg.layers))
+        self.out_norm = nn.LayerNorm(cfg.hidden, eps=cfg.eps)
+        self.out = nn.Linear(cfg.hidden, out_dim)
+
+    def forward(self, exported: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> audio embeddings (B, windows * queries, out_dim) and their lengths (B,)."""
+        cfg = self.cfg
+        b, t, _ = exported.shape
+        parts = exported.split(self.enc_hidden, dim=-1)
+        x = torch.cat([norm(p) for norm, p in zip(self.layer_norms, parts, strict=True)], dim=-1)
+        x = F.gelu(self.fuse(x))
+        # Past an item's end the window holds zeros, exactly as when the item is alone.
+        x = x.masked_fill(~lengths_mask(lengths, t)[..., None], 0.0)
+        windows = math.ceil(t / cfg.window)
+        x = F.pad(x, (0, 0, 0, windows * cfg.window - t)).reshape(b * windows, cfg.window, cfg.hidden)
+        # Each query starts as the mean of its own stretch of frames.
+        h = self.queries + x.unflatten(1, (self.queries_per_window, -1)).mean(2)
+        kv = x + self.window_pos
+        for layer in self.layers:
+            h = layer(h, kv)
+        h = self.out(self.out_norm(h)).reshape(b, windows * self.queries_per_window, -1)
+        return h, lengths // cfg.downsample
+
+
+# ------------------------------------------------------------------------------- editor
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x.float()
+        y = y * torch.rsqrt(y.square().mean(-1, keepdim=True) + self.eps)
+        return self.weight * y.to(x.dtype)
+
+
+def rope_tables(positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype):
+    inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32) / head_dim))
+    angles = positions.float()[:, None] * inv[None, :]
+    angles = torch.cat([angles, angles], dim=-1)
+    return angles.cos().to(dtype)[:, None, :], angles.sin().to(dtype)[:, None, :]
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+class EditorLayer(nn.Module):
+    def __init__(self, cfg: EditorConfig):
+        super().__init__()
+        self.cfg = cfg
+        d, hd = cfg.hidden, cfg.head_dim
+        self.attn_norm = RMSNorm(d, cfg.rms_eps)
+        self.q = nn.Linear(d, cfg.heads * hd, bias=False)
+        self.k = nn.Linear(d, cfg.kv_heads * hd, bias=False)
+        self.v = nn.Linear(d, cfg.kv_heads * hd, bias=False)
+        self.o = nn.Linear(cfg.heads * hd, d, bias=False)
+        self.mlp_norm = RMSNorm(d, cfg.rms_eps)
+        self.gate = nn.Linear(d, cfg.intermediate, bias=False)
+        self.up = nn.Linear(d, cfg.intermediate, bias=False)
+        self.down = nn.Linear(cfg.intermediate, d, bias=False)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], cu_seqlens: torch.Tensor,
+                max_len: int) -> torch.Tensor:
+        cfg = self.cfg
+        a = self.attn_norm(x)
+        q = apply_rope(self.q(a).unflatten(-1, (cfg.heads, cfg.head_dim)), *rope)
+        k = apply_rope(self.k(a).unflatten(-1, (cfg.kv_heads, cfg.head_dim)), *rope)
+        v = self.v(a).unflatten(-1, (cfg.kv_heads, cfg.head_dim))
+        y = varlen_attention(q, k, v, cu_seqlens, max_len, cfg.attention_multiplier)
+        x = x + cfg.residual_multiplier * self.o(y.flatten(1))
+        m = self.mlp_norm(x)
+        return x + cfg.residual_multiplier * self.down(F.silu(self.gate(m)) * self.up(m))
+
+
+class Editor(nn.Module):
+    """The bidirectional Granite language model, over one packed sequence of items."""
+
+    def __init__(self, cfg: EditorConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab, cfg.hidden)
+        self.layers = nn.ModuleList(EditorLayer(cfg) for _ in range(cfg.layers))
+        self.norm = RMSNorm(cfg.hidden, cfg.rms_eps)
+
+    def forward(self, embeds: torch.Tensor, positions: torch.Tensor, cu_seqlens: torch.Tensor,
+                max_len: int) -> torch.Tensor:
+        """(N, hidden) packed inputs -> (N, hidden) hidden states (before the final norm)."""
+        x = embeds * self.cfg.embedding_multiplier
+        rope = rope_tables(positions, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)
+        for layer in self.layers:
+            x = layer(x, rope, cu_seqlens, max_len)
+        return x
+
+    def text_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The tied LM head, applied only to the rows it is given (the text slots)."""
+        return (self.norm(hidden) @ self.embed.weight.T) / self.cfg.logits_scaling
+
+
+# ------------------------------------------------------------------------------- the model
+
+
+@dataclass
+class NarOutput:
+    tokens: list[list[int]]  # final transcript ids per item
+    drafts: list[list[int]]  # the encoder's CTC draft per item
+    logits: list[torch.Tensor] | None = None  # editor logits on each item's text slots (when asked)
+
+
+class GraniteNar(nn.Module):
+    def __init__(self, cfg: NarConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.features = LogMelFeatures(cfg.features)
+        self.encoder = Encoder(cfg.encoder)
+        self.projector = Projector(cfg.encoder, cfg.projector, cfg.editor.hidden)
+        self.editor = Editor(cfg.editor)
+
+    def slots(self, draft: torch.Tensor) -> torch.Tensor:
+        """[a, b] -> [blank, a, blank, b, blank], padded with blanks to at least min_slots."""
+        n = draft.numel()
+        out = draft.new_full((max(2 * n + 1, self.cfg.min_slots),), self.cfg.blank_id)
+        out[1 : 2 * n : 2] = draft
+        return out
+
+    def draft(self, enc: EncoderOutput) -> list[torch.Tensor]:
+        best = enc.bpe_logits.argmax(-1)
+        return [ctc_collapse(best[i, : int(n)], self.cfg.blank_id) for i, n in enumerate(enc.bpe_lengths.tolist())]
+
+    def _hold(self, draft: torch.Tensor, n: int) -> torch.Tensor:
+        """Exactly n draft tokens: cut, or filled with arbitrary non-blank ids."""
+        if draft.numel() >= n:
+            return draft[:n]
+        vocab = self.cfg.editor.vocab
+        fill = (torch.arange(n - draft.numel(), device=draft.device) * 7919 + 1) % vocab
+        fill = torch.where(fill == self.cfg.blank_id, (fill + 1) % vocab, fill)
+        return torch.cat([draft, fill.to(draft.dtype)])
+
+    @torch.inference_mode()
+    def transcribe(self, waves: list[torch.Tensor], draft_tokens_per_s: float | None = None,
+                   return_logits: bool = False, lm_head_rows: int = 8192) -> NarOutput:
+        """Waveforms (16 kHz mono) -> token ids, in one editor pass over the packed batch.
+
+        ``draft_tokens_per_s`` holds each draft at that many tokens per second of audio: random
+        weights draft nonsense lengths, and the editor's cost depends on the draft length.
+        """
+        cfg = self.cfg
+        feats, lengths = self.features(waves)
+        enc = self.encoder(feats, lengths)
+        drafts = self.draft(enc)
+        if draft_tokens_per_s is not None:
+            sr = cfg.features.sample_rate
+            drafts = [self._hold(d, max(1, round(w.numel() / sr * draft_tokens_per_s)))
+                      for d, w in zip(drafts, waves, strict=True)]
+        audio, audio_lengths = self.projector(enc.exported, lengths)
+        if cfg.scale_projected_embeddings:
+            audio = audio / cfg.editor.embedding_multiplier
+        slot_ids = [self.slots(d) for d in drafts]
+        text_embeds = self.editor.embed(torch.cat(slot_ids)).split([s.numel() for s in slot_ids])
+        pieces, seq_lens, text_rows = [], [], []
+        offset = 0
+        for i, n_audio in enumerate(audio_lengths.tolist()):
+            pieces += [audio[i, :n_audio], text_embeds[i]]
+            n_text = slot_ids[i].numel()
+            text_rows.append(torch.arange(offset + n_audio, offset + n_audio + n_text, device=audio.device))
+            seq_lens.append(n_audio + n_text)
+            offset += n_audio + n_text
+        packed = torch.cat(pieces).to(audio.dtype)
+        positions = torch.cat([torch.arange(n, device=audio.device) for n in seq_lens])
+        hidden = self.editor(packed, positions, cu_seqlens_for(seq_lens, audio.device), max(seq_lens))
+        rows = torch.cat(text_rows)
+        text_hidden = hidden[rows]
+        best, logits = [], []
+        for part in text_hidden.split(lm_head_rows):  # bounded memory: vocab-wide rows, a slice at a time
+            lg = self.editor.text_logits(part)
+            best.append(lg.argmax(-1))
+            if return_logits:
+                logits.append(lg.float())
+        best_ids = torch.cat(best).split([s.numel() for s in slot_ids])
+        tokens = [ctc_collapse(b, cfg.blank_id).tolist() for b in best_ids]
+        per_item = list(torch.cat(logits).split([s.numel() for s in slot_ids])) if return_logits else None
+        return NarOutput(tokens=tokens, drafts=[d.tolist() for d in drafts], logits=per_item)
+
+
+def random_model(cfg: NarConfig, seed: int = 0, dtype: torch.dtype = torch.float32,
+                 device: str = "cpu") -> GraniteNar:
+    """A model with random weights (for tests and throughput benchmarks without the checkpoint)."""
+    torch.manual_seed(seed)
+    model = GraniteNar(cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim >= 2 or name.endswith(("queries", "window_pos")):
+                nn.init.normal_(p, std=0.02)
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm1d):  # realistic running statistics, not identity
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    return model.to(device=device, dtype=dtype).eval()
