@@ -73,7 +73,8 @@ NAME_MAP: list[tuple[str, str]] = [
 ]
 # Checkpoint tensors the native model does not need: the untied copy of the LM head (if
 # present, it equals the embedding) and BatchNorm's training counter.
-IGNORED = re.compile(r"^(language_model\.lm_head\.weight|lm_head\.weight|.*\.num_batches_tracked|.*rotary_emb\.inv_freq)$")
+IGNORED = re.compile(
+    r"^(language_model\.lm_head\.weight|lm_head\.weight|.*\.num_batches_tracked|.*rotary_emb\.inv_freq)$")
 LEAVES = r"(?:\.(?P<leaf>weight|bias|running_mean|running_var|num_batches_tracked))?"
 
 
