@@ -143,3 +143,76 @@ def as_table(r: BenchResult) -> str:
 
 def as_json(r: BenchResult) -> str:
     return json.dumps(asdict(r))
+
+
+# ---------------------------------------------------------------- fixed-shape throughput
+
+
+@dataclass
+class ThroughputResult:
+    engine: str
+    source: str
+    device: str
+    batch: int
+    chunk_s: float
+    batches_timed: int
+    warmup: int
+    seconds_per_batch: list[float]
+    median_s: float
+    rtfx: float  # audio seconds per second of the median batch
+    peak_mem_bytes: int | None
+    machine: dict = field(default_factory=dict)
+
+
+def speech_chunks(n: int, chunk_s: float, sr: int = 16_000) -> list:
+    """n chunks of chunk_s seconds cut from the shipped sample calls' speech, looped."""
+    import numpy as np
+
+    from callscribe.samples import sample_files
+
+    pieces = []
+    for f in sample_files():
+        d = decode(f.read_bytes(), f.name)
+        pieces.extend(d.channels)
+    speech = np.concatenate(pieces).astype(np.float32)
+    size = int(chunk_s * sr)
+    reps = -(-size * n // len(speech)) + 1
+    looped = np.tile(speech, reps)
+    return [looped[i * size : (i + 1) * size] for i in range(n)]
+
+
+def run_throughput(engine: engines.Engine, batch: int = 128, chunk_s: float = 30.0, batches: int = 3,
+                   warmup: int = 1) -> ThroughputResult:
+    """The leaderboard's way: fixed batches of equal chunks, audio already in memory, timer
+    around features + model + decoding, warm-up batches first; RTFx from the median batch."""
+    chunks = speech_chunks(batch, chunk_s)
+    times = []
+    for i in range(warmup + batches):
+        t = time.perf_counter()
+        engine.run(engine.prepare(chunks))
+        if engine.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    median = statistics.median(times)
+    return ThroughputResult(
+        engine=engine.name, source=getattr(engine, "source", ""), device=engine.device, batch=batch, chunk_s=chunk_s,
+        batches_timed=batches, warmup=warmup, seconds_per_batch=[round(x, 3) for x in times],
+        median_s=round(median, 3), rtfx=round(batch * chunk_s / median, 2),
+        peak_mem_bytes=engine.peak_memory_bytes(), machine=machine_info(engine.device),
+    )
+
+
+def throughput_table(r: ThroughputResult) -> str:
+    rows = [
+        ("engine / device", f"{r.engine} / {r.device}"),
+        ("weights", r.source or "as loaded"),
+        ("batch", f"{r.batch} chunks of {r.chunk_s:g} s"),
+        ("seconds per batch", ", ".join(f"{x:.2f}" for x in r.seconds_per_batch) + f" (median {r.median_s:.2f})"),
+        ("RTFx", f"{r.rtfx:.2f}"),
+        ("peak memory", "n/a" if not r.peak_mem_bytes else f"{r.peak_mem_bytes / 2**20:.0f} MiB"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)

@@ -274,9 +274,30 @@ def cmd_bench(args) -> int:
     from callscribe.bench import as_json, as_table, run_bench
     from callscribe.samples import sample_dir
 
+    if args.random_weights or args.batch:
+        return _bench_throughput(args)
     result = run_bench(args.engine, Path(args.dir) if args.dir else sample_dir(), repeat=args.repeat,
                        batch_audio_s=args.batch_audio_s)
     print(as_json(result) if args.json else as_table(result))
+    return 0
+
+
+def _bench_throughput(args) -> int:
+    """Fixed batches of equal chunks: the published RTFx method (no WER)."""
+    from dataclasses import asdict
+
+    from callscribe import engines
+    from callscribe.bench import run_throughput, throughput_table
+
+    options = {}
+    if args.random_weights:
+        if args.engine != "granite-nar-native":
+            sys.exit("--random-weights needs --engine granite-nar-native")
+        options = {"random_weights": True, "size": args.config}
+    engine = engines.create(args.engine, **options)
+    result = run_throughput(engine, batch=args.batch or 128, chunk_s=args.chunk_s, batches=args.batches,
+                            warmup=args.warmup)
+    print(json.dumps(asdict(result)) if args.json else throughput_table(result))
     return 0
 
 
@@ -345,6 +366,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--repeat", type=int, default=1, help="use the sample this many times (bigger batches)")
     s.add_argument("--batch-audio-s", type=float, default=240.0, help="audio seconds per batch")
     s.add_argument("--json", action="store_true")
+    g = s.add_argument_group("throughput at a fixed shape (no WER): --batch or --random-weights")
+    g.add_argument("--batch", type=int, help="chunks per batch (default 128 with --random-weights)")
+    g.add_argument("--chunk-s", type=float, default=30.0, help="seconds per chunk")
+    g.add_argument("--batches", type=int, default=3, help="timed batches (the median is reported)")
+    g.add_argument("--warmup", type=int, default=1, help="untimed batches first")
+    g.add_argument("--random-weights", action="store_true",
+                   help="granite-nar-native only: the architecture with random weights, no checkpoint needed")
+    g.add_argument("--config", choices=["tiny", "full"], default="full", help="model size for --random-weights")
     s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("pod-spec", help="print the worker pod manifest the DAG would create (no cluster needed)")

@@ -21,10 +21,17 @@ def _granite_nar(**kw) -> Engine:
     return GraniteNarEngine(**kw)
 
 
+def _granite_nar_native(**kw) -> Engine:
+    from callscribe.engines.granite_native import GraniteNarNativeEngine
+
+    return GraniteNarNativeEngine(**kw)
+
+
 # Engines selectable in the DAG's Params and the CLI.
 _FACTORIES: dict[str, Callable[..., Engine]] = {
     "whisper-tiny": _whisper_tiny,
     "granite-nar": _granite_nar,
+    "granite-nar-native": _granite_nar_native,
 }
 DEFAULT_ENGINE = "whisper-tiny"
 

@@ -72,9 +72,8 @@ NAME_MAP: list[tuple[str, str]] = [
     ("editor.layers.{i}.down", "language_model.model.layers.{i}.mlp.down_proj"),
 ]
 # Checkpoint tensors the native model does not need: the untied copy of the LM head (if
-# present, it equals the embedding) and BatchNorm's training counter.
-IGNORED = re.compile(
-    r"^(language_model\.lm_head\.weight|lm_head\.weight|.*\.num_batches_tracked|.*rotary_emb\.inv_freq)$")
+# present, it equals the embedding) and rotary tables (computed).
+IGNORED = re.compile(r"^(language_model\.lm_head\.weight|lm_head\.weight|.*rotary_emb\.inv_freq)$")
 LEAVES = r"(?:\.(?P<leaf>weight|bias|running_mean|running_var|num_batches_tracked))?"
 
 
@@ -155,7 +154,9 @@ def load_model(path: Path, device: str = "cpu", dtype: torch.dtype = torch.float
     cfg = NarConfig.from_checkpoint_config(json.loads((path / "config.json").read_text()))
     with torch.device("meta"):
         model = GraniteNar(cfg)
-    state = native_state_dict(read_safetensors(path))
+    # BatchNorm's training counter plays no part in inference: not required, not loaded.
+    state = {k: v for k, v in native_state_dict(read_safetensors(path)).items()
+             if not k.endswith("num_batches_tracked")}
     expected = {k for k in model.state_dict() if not k.endswith("num_batches_tracked")}
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
     if missing or unexpected:

@@ -1,0 +1,220 @@
+"""The native Granite NAR implementation on a CPU: tiny random models, end to end.
+
+What is checked here holds for any size: audio to token ids; an item's output does not
+depend on its batch; the packed editor attention equals attention computed item by item
+on a padded batch; the checkpoint name mapping round-trips; features match an independent
+mel filterbank. Numbers against the real checkpoint need the weights: `callscribe parity`.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from callscribe.engines.nar import checkpoint as ck
+from callscribe.engines.nar.config import NarConfig
+from callscribe.engines.nar.features import LogMelFeatures, mel_filterbank
+from callscribe.engines.nar.modeling import GraniteNar, ctc_collapse, random_model
+from callscribe.engines.nar.packed import cu_seqlens_for, per_item_attention, varlen_attention
+
+
+@pytest.fixture(scope="module")
+def tiny() -> GraniteNar:
+    return random_model(NarConfig.tiny(), seed=1)
+
+
+def _waves(seconds: list[float], seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(int(s * 16_000), generator=g) * 0.1 for s in seconds]
+
+
+# ---------------------------------------------------------------- end to end
+
+
+def test_tiny_model_turns_audio_into_token_ids(tiny):
+    cfg = tiny.cfg
+    out = tiny.transcribe(_waves([3.0, 7.5, 0.4]), return_logits=True)
+    assert len(out.tokens) == len(out.drafts) == 3
+    for tokens, draft, logits in zip(out.tokens, out.drafts, out.logits, strict=True):
+        assert all(0 <= t < cfg.editor.vocab and t != cfg.blank_id for t in tokens)
+        assert all(t != cfg.blank_id for t in draft)
+        assert logits.shape == (max(2 * len(draft) + 1, cfg.min_slots), cfg.editor.vocab)
+        assert torch.isfinite(logits).all()
+
+
+def test_a_held_draft_has_the_asked_length(tiny):
+    out = tiny.transcribe(_waves([2.0, 5.0]), draft_tokens_per_s=4.0, return_logits=True)
+    assert [len(d) for d in out.drafts] == [8, 20]
+    assert [lg.shape[0] for lg in out.logits] == [17, 41]  # 2n + 1 text slots
+
+
+def test_an_items_output_does_not_depend_on_its_batch(tiny):
+    waves = _waves([1.3, 9.7, 4.1, 0.5])
+    together = tiny.transcribe(waves, return_logits=True)
+    for i, w in enumerate(waves):
+        alone = tiny.transcribe([w], return_logits=True)
+        assert alone.drafts[0] == together.drafts[i]
+        assert alone.tokens[0] == together.tokens[i]
+        torch.testing.assert_close(alone.logits[0], together.logits[i], atol=1e-5, rtol=1e-4)
+    reordered = tiny.transcribe(waves[::-1], return_logits=True)
+    torch.testing.assert_close(reordered.logits[0], together.logits[3], atol=1e-5, rtol=1e-4)
+
+
+def test_padding_is_masked_in_the_encoder(tiny):
+    """Without the masks an item's last frames would see its batch neighbours' padding."""
+    short, long_ = _waves([1.0, 6.0], seed=3)
+    feats, lengths = tiny.features([short, long_])
+    alone_feats, alone_len = tiny.features([short])
+    with torch.no_grad():
+        batched = tiny.encoder(feats, lengths)
+        alone = tiny.encoder(alone_feats, alone_len)
+    n = int(alone_len[0])
+    torch.testing.assert_close(batched.exported[0, :n], alone.exported[0, :n], atol=1e-5, rtol=1e-4)
+
+
+def test_slots_interleave_blanks_and_keep_a_minimum():
+    model = GraniteNar(NarConfig.tiny())
+    b = model.cfg.blank_id
+    assert model.slots(torch.tensor([5, 7])).tolist() == [b, 5, b, 7, b, b, b, b]
+    ten = torch.arange(1, 11)
+    slots = model.slots(ten)
+    assert slots.numel() == 21 and slots[1::2].tolist() == ten.tolist() and set(slots[0::2].tolist()) == {b}
+    assert ctc_collapse(torch.tensor([b, 3, 3, b, 3, 4, 4, b]), b).tolist() == [3, 3, 4]
+
+
+# ---------------------------------------------------------------- packed attention
+
+
+def _padded_reference(q, k, v, lengths, scale):
+    """Attention item by item on a zero-padded batch with a key mask: an independent path."""
+    n_items, longest = len(lengths), max(lengths)
+    heads, kv_heads, d = q.shape[1], k.shape[1], q.shape[2]
+    qp = torch.zeros(n_items, heads, longest, d)
+    kp = torch.zeros(n_items, heads, longest, d)
+    vp = torch.zeros(n_items, heads, longest, d)
+    mask = torch.zeros(n_items, 1, longest, longest, dtype=torch.bool)
+    start = 0
+    for i, n in enumerate(lengths):
+        qp[i, :, :n] = q[start : start + n].transpose(0, 1)
+        kp[i, :, :n] = k[start : start + n].transpose(0, 1).repeat_interleave(heads // kv_heads, 0)
+        vp[i, :, :n] = v[start : start + n].transpose(0, 1).repeat_interleave(heads // kv_heads, 0)
+        mask[i, :, :, :n] = True
+        start += n
+    scores = (qp @ kp.transpose(-1, -2)) * scale
+    out = scores.masked_fill(~mask, float("-inf")).softmax(-1) @ vp
+    return torch.cat([out[i, :, :n].transpose(0, 1) for i, n in enumerate(lengths)])
+
+
+@pytest.mark.parametrize("lengths", [[5], [3, 11, 1, 7], [16, 16]])
+def test_packed_attention_equals_a_per_item_reference(lengths):
+    g = torch.Generator().manual_seed(len(lengths))
+    total = sum(lengths)
+    q = torch.randn(total, 8, 16, generator=g)
+    k = torch.randn(total, 2, 16, generator=g)  # grouped queries: 4 query heads per key head
+    v = torch.randn(total, 2, 16, generator=g)
+    cu = cu_seqlens_for(lengths)
+    got = varlen_attention(q, k, v, cu, max(lengths), scale=0.25)
+    torch.testing.assert_close(got, _padded_reference(q, k, v, lengths, 0.25), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(per_item_attention(q, k, v, cu, 0.25), got)
+    assert cu.tolist() == [0, *np.cumsum(lengths).tolist()]
+
+
+def test_packing_keeps_items_apart():
+    """Changing one item's keys changes no other item's output."""
+    q, k, v = (torch.randn(12, 4, 8) for _ in range(3))
+    cu = cu_seqlens_for([5, 7])
+    before = varlen_attention(q, k, v, cu, 7, 0.3)
+    k2 = k.clone()
+    k2[5:] += torch.randn(7, 4, 8)
+    after = varlen_attention(q, k2, v, cu, 7, 0.3)
+    torch.testing.assert_close(after[:5], before[:5])
+    assert not torch.allclose(after[5:], before[5:])
+
+
+# ---------------------------------------------------------------- checkpoint names
+
+
+def test_the_name_mapping_round_trips_every_tensor(tiny):
+    native = list(tiny.state_dict())
+    mapped = [ck.to_checkpoint_name(n) for n in native]
+    assert len(set(mapped)) == len(native)  # a bijection
+    assert [ck.to_native_name(m) for m in mapped] == native
+    # Names of the published layout (pinned revision), spot-checked.
+    for name in ("encoder.layers.0.attn.to_kv.weight", "encoder.layers.3.conv.depth_conv.conv.weight",
+                 "encoder.layers.1.conv.batch_norm.running_var", "encoder.out_bpe.bias", "encoder.out_mid.weight",
+                 "projector.qformer.layers.1.cross_attention.o_proj.bias", "projector.window_positions",
+                 "projector.query", "projector.layer_norms.3.weight", "language_model.model.embed_tokens.weight",
+                 "language_model.model.layers.1.mlp.gate_proj.weight", "language_model.model.norm.weight"):
+        assert name in mapped, name
+    assert ck.to_native_name("language_model.lm_head.weight") is None  # tied to the embedding
+    with pytest.raises(KeyError):
+        ck.to_native_name("encoder.layers.0.attn.something_new.weight")
+
+
+def test_a_saved_checkpoint_loads_back_identically(tiny, tmp_path):
+    ck.save_checkpoint(tiny, tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert NarConfig.from_checkpoint_config(cfg) == tiny.cfg
+    loaded = ck.load_model(tmp_path)
+    waves = _waves([2.2, 0.9])
+    a, b = tiny.transcribe(waves, return_logits=True), loaded.transcribe(waves, return_logits=True)
+    assert a.tokens == b.tokens
+    for x, y in zip(a.logits, b.logits, strict=True):
+        torch.testing.assert_close(x, y, atol=0, rtol=0)
+
+
+def test_a_checkpoint_that_does_not_fit_says_what_is_wrong(tiny, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    ck.save_checkpoint(tiny, tmp_path)
+    tensors = load_file(str(tmp_path / "model.safetensors"))
+    del tensors["projector.query"]
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    with pytest.raises(ck.CheckpointMismatch, match="projector.queries"):
+        ck.load_model(tmp_path)
+
+
+def test_the_full_config_has_the_published_sizes():
+    with torch.device("meta"):
+        model = GraniteNar(NarConfig.full())
+    count = {part: sum(p.numel() for p in getattr(model, part).parameters())
+             for part in ("encoder", "projector", "editor")}
+    assert 0.50e9 < count["encoder"] < 0.58e9  # ~543M
+    assert 0.07e9 < count["projector"] < 0.09e9  # ~80M
+    assert 1.5e9 < count["editor"] < 1.7e9  # ~1.6B
+
+
+# ---------------------------------------------------------------- features
+
+
+def test_mel_filters_match_an_independent_implementation():
+    from transformers.audio_utils import mel_filter_bank
+
+    ref = mel_filter_bank(num_frequency_bins=257, num_mel_filters=80, min_frequency=0.0, max_frequency=8000.0,
+                          sampling_rate=16_000, norm=None, mel_scale="htk")
+    np.testing.assert_allclose(mel_filterbank(16_000, 512, 80).numpy(), ref, atol=1e-5)
+
+
+def test_features_are_the_same_alone_or_batched():
+    feats = LogMelFeatures(NarConfig().features)
+    a, b = _waves([1.0, 3.7], seed=5)
+    x, lengths = feats([a, b])
+    assert lengths.tolist() == [feats.frames_for(a.numel()), feats.frames_for(b.numel())] == [50, 185]
+    assert x.shape == (2, 185, 160)
+    alone, _ = feats([a])
+    torch.testing.assert_close(x[0, :50], alone[0])
+    # The per-utterance ceiling: nothing more than 8 (log10 units) below the item's maximum.
+    assert float(alone.max() - alone.min()) <= 8 / 4 + 1e-5
+
+
+def test_features_of_a_tone_peak_in_its_mel_band():
+    feats = LogMelFeatures(NarConfig().features)
+    t = torch.arange(16_000) / 16_000
+    x, _ = feats([torch.sin(2 * torch.pi * 1000 * t)])
+    mels = x[0, 10, :80]  # first of the two stacked frames
+    centre = F.pad(mel_filterbank(16_000, 512, 80), (0, 0))[32]  # the 1000 Hz FFT bin
+    assert int(mels.argmax()) == int(centre.argmax())
