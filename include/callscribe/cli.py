@@ -282,6 +282,34 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_parity(args) -> int:
+    from callscribe.engines.granite import GraniteNarEngine
+    from callscribe.engines.granite_native import GraniteNarNativeEngine
+    from callscribe.parity import run_parity
+    from callscribe.samples import sample_dir
+
+    path = Path(args.model)
+    reference = GraniteNarEngine(path=path, device=args.device)
+    native = GraniteNarNativeEngine(path=path, device=args.device)
+    report = run_parity(reference, native, Path(args.dir) if args.dir else sample_dir(), batch=args.batch)
+    if args.json:
+        print(json.dumps(report.as_dict()))
+    else:
+        def pct(x):
+            return "n/a" if x is None else f"{100 * x:.2f} %"
+
+        print(f"chunks                     {report.chunks}")
+        print(f"identical token ids        {pct(report.exact_match)}")
+        print(f"token agreement            {pct(report.token_agreement)}")
+        print(f"WER native vs reference    {pct(report.wer_between)}")
+        print(f"WER vs labels (ref / nat)  {pct(report.wer_reference)} / {pct(report.wer_native)}")
+        print(f"largest logit difference   {report.max_logit_diff if report.max_logit_diff is not None else 'n/a'}"
+              f" ({report.logits_compared} chunks compared)")
+        for w in report.worst:
+            print(f"  chunk {w['chunk']}: {w['token_edits']} edits\n    ref: {w['reference']}\n    nat: {w['native']}")
+    return 0
+
+
 def _bench_throughput(args) -> int:
     """Fixed batches of equal chunks: the published RTFx method (no WER)."""
     from dataclasses import asdict
@@ -375,6 +403,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="granite-nar-native only: the architecture with random weights, no checkpoint needed")
     g.add_argument("--config", choices=["tiny", "full"], default="full", help="model size for --random-weights")
     s.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("parity", help="native Granite NAR against the reference engine on the same audio")
+    s.add_argument("--model", required=True, help="the checkpoint folder (pinned revision)")
+    s.add_argument("--dir", help="folder of audio files and labels.json (default: the shipped samples)")
+    s.add_argument("--batch", type=int, default=16, help="chunks per batch, the same for both engines")
+    s.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_parity)
 
     s = sub.add_parser("pod-spec", help="print the worker pod manifest the DAG would create (no cluster needed)")
     s.add_argument("--job", default="s3://calls/_callscribe/runs/example/jobs/job-00000.json")

@@ -218,3 +218,81 @@ def test_features_of_a_tone_peak_in_its_mel_band():
     mels = x[0, 10, :80]  # first of the two stacked frames
     centre = F.pad(mel_filterbank(16_000, 512, 80), (0, 0))[32]  # the 1000 Hz FFT bin
     assert int(mels.argmax()) == int(centre.argmax())
+
+
+# ---------------------------------------------------------------- the engine, the bench and parity
+
+
+def _tiny_checkpoint(folder, seed: int = 1):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    model = random_model(NarConfig.tiny(), seed=seed)
+    ck.save_checkpoint(model, folder)
+    vocab = {f"w{i}": i for i in range(63)} | {"<eos>": 63}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="w0"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.add_special_tokens(["<eos>"])
+    tok.save(str(folder / "tokenizer.json"))
+    return model
+
+
+def test_the_engine_loads_a_checkpoint_folder_and_decodes_text(tmp_path):
+    from callscribe.engines import create
+    from callscribe.samples import sample_files
+
+    model = _tiny_checkpoint(tmp_path)
+    engine = create("granite-nar-native", path=tmp_path, device="cpu")
+    import soundfile as sf
+    import soxr
+
+    x, sr = sf.read(str(sample_files()[0]), dtype="float32", always_2d=True)
+    chunk = soxr.resample(x[: sr * 4, 0], sr, 16_000).astype(np.float32)
+    segments = engine.transcribe([chunk, chunk[:16_000]])
+    expected = model.transcribe([torch.from_numpy(chunk), torch.from_numpy(chunk[:16_000])])
+    for segs, ids, dur in zip(segments, expected.tokens, (4.0, 1.0), strict=True):
+        text = " ".join(f"w{i}" for i in ids)
+        assert [s.text for s in segs] == ([text] if text else [])
+        assert all(s.start == 0.0 and abs(s.end - dur) < 0.01 for s in segs)
+
+
+def test_the_engine_names_what_a_model_folder_lacks(tmp_path):
+    from callscribe.engines import create
+    from callscribe.engines.granite import ModelDirError
+
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ModelDirError, match="tokenizer.json.*model.safetensors"):
+        create("granite-nar-native", path=tmp_path)
+
+
+def test_parity_of_a_model_with_itself_and_with_another(tmp_path):
+    from callscribe.engines.granite_native import GraniteNarNativeEngine
+    from callscribe.parity import run_parity
+    from callscribe.samples import sample_dir
+
+    _tiny_checkpoint(tmp_path / "a", seed=1)
+    _tiny_checkpoint(tmp_path / "b", seed=2)
+    a = GraniteNarNativeEngine(path=tmp_path / "a", device="cpu")
+    a2 = GraniteNarNativeEngine(path=tmp_path / "a", device="cpu")
+    b = GraniteNarNativeEngine(path=tmp_path / "b", device="cpu")
+    same = run_parity(a, a2, sample_dir(), batch=4)
+    assert same.chunks > 3 and same.exact_match == 1.0 and same.token_agreement == 1.0
+    assert same.max_logit_diff == 0.0 and same.logits_compared == same.chunks and same.wer_between == 0.0
+    assert same.wer_reference == same.wer_native is not None  # the labels are there; both read the same
+    other = run_parity(a, b, sample_dir(), batch=4)
+    assert other.exact_match < 1.0 and other.token_agreement < 1.0
+    assert other.max_logit_diff is None or other.max_logit_diff > 0
+
+
+def test_bench_runs_the_random_weight_architecture():
+    import json as _json
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "callscribe.cli", "bench", "--engine", "granite-nar-native", "--random-weights",
+         "--config", "tiny", "--batch", "3", "--chunk-s", "6", "--batches", "2", "--json"],
+        capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = _json.loads(out.stdout)
+    assert result["source"] == "random weights (tiny)" and result["batch"] == 3 and result["chunk_s"] == 6
+    assert len(result["seconds_per_batch"]) == 2 and result["rtfx"] > 0

@@ -133,6 +133,21 @@ class GraniteNarEngine(BaseEngine):
             raise EngineOutOfMemory(str(exc)) from exc
         return [[Segment(0.0, d, t.strip())] if t.strip() else [] for t, d in zip(texts, durations, strict=True)]
 
+    def token_outputs(self, batch: list[np.ndarray]):
+        """Token ids and text per chunk, and logits when the remote code returns them (parity)."""
+        from callscribe.parity import ItemOutput
+
+        tensors, _ = self.prepare(batch)
+        with self.torch.inference_mode():
+            inputs = self.processor([t.to(self.device) for t in tensors], device=self.device)
+            out = self.model.transcribe(**inputs)
+        ids = [[int(x) for x in p] for p in out.preds]
+        texts = [t.strip() for t in self.processor.batch_decode(out.preds)]
+        logits = getattr(out, "logits", None)
+        per_item = list(logits) if isinstance(logits, list | tuple) and len(logits) == len(ids) else [None] * len(ids)
+        return [ItemOutput(i, t, lg.float().cpu() if lg is not None else None)
+                for i, t, lg in zip(ids, texts, per_item, strict=True)]
+
     def peak_memory_bytes(self) -> int | None:
         if self.device.startswith("cuda"):
             return int(self.torch.cuda.max_memory_allocated())

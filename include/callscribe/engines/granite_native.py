@@ -97,6 +97,15 @@ class GraniteNarNativeEngine(BaseEngine):
         texts = [self.decode(ids) for ids in out.tokens]
         return [[Segment(0.0, d, t)] if t else [] for t, d in zip(texts, durations, strict=True)]
 
+    def token_outputs(self, batch: list[np.ndarray]):
+        """Token ids, text and editor logits per chunk (for `callscribe parity`)."""
+        from callscribe.parity import ItemOutput
+
+        tensors, _ = self.prepare(batch)
+        waves = [t.to(self.device) for t in tensors]
+        out = self.model.transcribe(waves, draft_tokens_per_s=self.draft_tokens_per_s, return_logits=True)
+        return [ItemOutput(ids, self.decode(ids), lg.cpu()) for ids, lg in zip(out.tokens, out.logits, strict=True)]
+
     def decode(self, ids: list[int]) -> str:
         if self.tokenizer is None:  # random weights: no vocabulary to speak of
             return ""

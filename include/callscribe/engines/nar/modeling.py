@@ -380,6 +380,9 @@ class GraniteNar(nn.Module):
         """
         cfg = self.cfg
         feats, lengths = self.features(waves)
+        # Round frames up to whole attention blocks: a handful of encoder shapes (compiled
+        # kernels are reused), and the padding is masked, so results do not change.
+        feats = F.pad(feats, (0, 0, 0, -feats.shape[1] % cfg.encoder.context))
         enc = self.encoder(feats, lengths)
         drafts = self.draft(enc)
         if draft_tokens_per_s is not None:
