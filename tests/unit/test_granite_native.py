@@ -296,3 +296,86 @@ def test_bench_runs_the_random_weight_architecture():
     result = _json.loads(out.stdout)
     assert result["source"] == "random weights (tiny)" and result["batch"] == 3 and result["chunk_s"] == 6
     assert len(result["seconds_per_batch"]) == 2 and result["rtfx"] > 0
+
+
+def test_compiled_model_gives_the_same_logits():
+    """torch.compile (CALLSCRIBE_NAR_COMPILE=1) changes speed, not results; ~40 s of compiling on 2 cores."""
+    from callscribe.engines.granite_native import GraniteNarNativeEngine
+
+    eager = GraniteNarNativeEngine(random_weights=True, size="tiny", device="cpu", compile=False)
+    compiled = GraniteNarNativeEngine(random_weights=True, size="tiny", device="cpu", compile=True)
+    waves = _waves([5.0, 2.5, 4.0], seed=9)
+    a = eager.model.transcribe(waves, draft_tokens_per_s=4.0, return_logits=True)
+    b = compiled.model.transcribe(waves, draft_tokens_per_s=4.0, return_logits=True)
+    assert a.tokens == b.tokens
+    for x, y in zip(a.logits, b.logits, strict=True):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4)
+
+
+# ---------------------------------------------------------------- against transformers' own parts
+# The NAR model's encoder blocks are those of Granite Speech (AR), and its editor is a
+# Granite LM run without the causal mask: both are in transformers, so our code and our
+# checkpoint names are checked against independent implementations.
+
+
+def test_the_encoder_matches_transformers_granite_speech_encoder():
+    from transformers.models.granite_speech.configuration_granite_speech import GraniteSpeechEncoderConfig
+    from transformers.models.granite_speech.modeling_granite_speech import GraniteSpeechCTCEncoder
+
+    from callscribe.engines.nar.config import EncoderConfig
+    from callscribe.engines.nar.modeling import Encoder
+
+    torch.manual_seed(0)
+    cfg = EncoderConfig(hidden=32, layers=4, heads=2, head_dim=16, context=20, max_rel=32, char_vocab=12,
+                        self_cond_layer=2, bpe_vocab=64, export_layers=(-1,))
+    ours = Encoder(cfg).eval()
+    for m in ours.modules():
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    theirs = GraniteSpeechCTCEncoder(GraniteSpeechEncoderConfig(
+        input_dim=160, hidden_dim=32, num_layers=4, num_heads=2, dim_head=16, context_size=20, max_pos_emb=32,
+        output_dim=12, feedforward_mult=4, conv_kernel_size=15, conv_expansion_factor=2)).eval()
+    state = {ck.to_checkpoint_name(f"encoder.{k}").removeprefix("encoder."): v
+             for k, v in ours.state_dict().items() if not k.startswith("bpe_ctc")}
+    result = theirs.load_state_dict(state, strict=False)
+    assert not result.missing_keys and not result.unexpected_keys
+    x = torch.randn(1, 47, 160)  # not a whole number of attention blocks
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x, torch.tensor([47])).exported, theirs(x).last_hidden_state,
+                                   atol=1e-5, rtol=1e-4)
+
+
+def test_the_editor_matches_transformers_granite_without_the_causal_mask():
+    from transformers import GraniteConfig
+    from transformers.models.granite.modeling_granite import GraniteModel
+
+    from callscribe.engines.nar.config import EditorConfig
+    from callscribe.engines.nar.modeling import Editor
+
+    torch.manual_seed(0)
+    c = EditorConfig(vocab=64, hidden=48, layers=2, heads=4, kv_heads=2, head_dim=12, intermediate=96,
+                     max_positions=1024)
+    ours = Editor(c).eval()
+    for p in ours.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    theirs = GraniteModel(GraniteConfig(
+        vocab_size=64, hidden_size=48, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=12,
+        intermediate_size=96, rms_norm_eps=c.rms_eps, rope_theta=c.rope_theta, max_position_embeddings=1024,
+        embedding_multiplier=c.embedding_multiplier, attention_multiplier=c.attention_multiplier,
+        residual_multiplier=c.residual_multiplier, logits_scaling=c.logits_scaling,
+        attn_implementation="eager")).eval()
+    prefix = "language_model.model."
+    state = {ck.to_checkpoint_name(f"editor.{k}").removeprefix(prefix): v for k, v in ours.state_dict().items()}
+    result = theirs.load_state_dict(state, strict=False)
+    assert not result.missing_keys and not result.unexpected_keys
+    lengths = [13, 6]
+    embeds = torch.randn(sum(lengths), 48) * 0.1
+    positions = torch.cat([torch.arange(n) for n in lengths])
+    with torch.no_grad():
+        packed = ours.norm(ours(embeds, positions, cu_seqlens_for(lengths), max(lengths)))
+        for item, start in zip(embeds.split(lengths), (0, 13), strict=True):
+            n = item.shape[0]
+            bidirectional = torch.zeros(1, 1, n, n)  # an explicit all-visible mask replaces the causal one
+            expected = theirs(inputs_embeds=item[None], attention_mask=bidirectional).last_hidden_state[0]
+            torch.testing.assert_close(packed[start : start + n], expected, atol=1e-5, rtol=1e-4)
