@@ -379,3 +379,13 @@ def test_the_editor_matches_transformers_granite_without_the_causal_mask():
             bidirectional = torch.zeros(1, 1, n, n)  # an explicit all-visible mask replaces the causal one
             expected = theirs(inputs_embeds=item[None], attention_mask=bidirectional).last_hidden_state[0]
             torch.testing.assert_close(packed[start : start + n], expected, atol=1e-5, rtol=1e-4)
+
+
+def test_the_gpu_benchmark_script_runs_on_a_cpu(tmp_path, monkeypatch, capsys):
+    from benchmarks import granite
+
+    monkeypatch.setattr(granite, "OUT", tmp_path / "granite-results.json")
+    assert granite.main(["--config", "tiny", "--batch", "2", "--chunk-s", "3", "--batches", "2", "--warmup", "0"]) == 0
+    saved = json.loads((tmp_path / "granite-results.json").read_text())["results"]
+    assert [r["engine"] for r in saved] == ["granite-nar-native"] and saved[0]["batch"] == 2
+    assert "| granite-nar-native | random weights (tiny) |" in capsys.readouterr().out
