@@ -39,7 +39,7 @@ def test_transcribe_calls_shape(dagbag):
     assert not dag.catchup
     assert dag.get_task("report").trigger_rule == "all_done"
     # The benchmark-only engines must never be selectable from the UI.
-    assert set(dag.params.get_param("engine").schema["enum"]) == {"whisper-tiny", "granite-nar"}
+    assert set(dag.params.get_param("engine").schema["enum"]) == {"whisper-tiny", "granite-nar", "granite-nar-native"}
 
 
 def test_ruff_air_rules_clean():
