@@ -60,3 +60,29 @@ def test_worker_command_carries_no_credentials():
 
     cmd = worker_command("s3://calls/_callscribe/runs/r/jobs/job-00000.json")
     assert cmd == ["python", "-m", "callscribe.worker", "--job", "s3://calls/_callscribe/runs/r/jobs/job-00000.json"]
+
+
+def test_failed_logins_do_not_echo_credentials(stack):
+    """The errors an operator sees when a password or key is wrong never contain it."""
+    from callscribe.config import PgSettings, S3Settings
+    from callscribe.db import engine_for
+    from callscribe.storage import Store
+
+    wrong_password = "Wr0ng-pg-p4ssw0rd-7d1e"
+    engine = engine_for(PgSettings("127.0.0.1", stack.pg_port, "callscribe", wrong_password).sqlalchemy_url())
+    with pytest.raises(sa.exc.OperationalError) as pg_err:
+        with engine.connect():
+            pass
+    engine.dispose()
+    assert "password authentication failed" in str(pg_err.value)
+    assert wrong_password not in str(pg_err.value) and wrong_password not in repr(pg_err.value)
+    assert wrong_password not in repr(engine.url)
+
+    wrong_secret = "Wr0ng-s3-s3cr3t-k3y-91fa"
+    settings = S3Settings(stack.s3_endpoint, "callscribe-wrong-key", wrong_secret)
+    assert wrong_secret not in repr(settings)
+    from minio.error import S3Error
+
+    with pytest.raises(S3Error) as s3_err:
+        list(Store(settings).list("calls/"))
+    assert wrong_secret not in str(s3_err.value) and wrong_secret not in repr(s3_err.value)
