@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from callscribe.engines.base import BaseEngine, EngineOutOfMemory, Segment
+from callscribe.engines.base import EngineOutOfMemory, Segment, TorchEngine
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def choose_attention(device: str, flash_available: bool | None = None) -> str:
     return "sdpa"
 
 
-class GraniteNarEngine(BaseEngine):
+class GraniteNarEngine(TorchEngine):
     name = "granite-nar"
 
     def __init__(self, path: Path | None = None, device: str | None = None):
@@ -111,13 +111,6 @@ class GraniteNarEngine(BaseEngine):
         if self.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         log.info("Granite NAR loaded from %s on %s (%s, %s)", self.path, self.device, dtype, self.attention)
-
-    def prepare(self, batch: list[np.ndarray]) -> Any:
-        # Pinned host memory makes the copy to the GPU asynchronous.
-        tensors = [self.torch.from_numpy(np.ascontiguousarray(x)) for x in batch]
-        if self.device.startswith("cuda"):
-            tensors = [t.pin_memory() for t in tensors]
-        return tensors, [len(x) / 16_000 for x in batch]
 
     def run(self, prepared: Any) -> list[list[Segment]]:
         tensors, durations = prepared
@@ -147,8 +140,3 @@ class GraniteNarEngine(BaseEngine):
         per_item = list(logits) if isinstance(logits, list | tuple) and len(logits) == len(ids) else [None] * len(ids)
         return [ItemOutput(i, t, lg.float().cpu() if lg is not None else None)
                 for i, t, lg in zip(ids, texts, per_item, strict=True)]
-
-    def peak_memory_bytes(self) -> int | None:
-        if self.device.startswith("cuda"):
-            return int(self.torch.cuda.max_memory_allocated())
-        return super().peak_memory_bytes()

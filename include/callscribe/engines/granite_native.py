@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from callscribe.engines.base import BaseEngine, EngineOutOfMemory, Segment
+from callscribe.engines.base import EngineOutOfMemory, Segment, TorchEngine
 from callscribe.engines.granite import HUB_ID, PINNED_REVISION, ModelDirError, model_dir
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ def missing_native_files(path: Path) -> list[str]:
     return missing
 
 
-class GraniteNarNativeEngine(BaseEngine):
+class GraniteNarNativeEngine(TorchEngine):
     name = "granite-nar-native"
 
     def __init__(self, path: Path | None = None, device: str | None = None, random_weights: bool = False,
@@ -79,12 +79,6 @@ class GraniteNarNativeEngine(BaseEngine):
             torch.cuda.reset_peak_memory_stats()
         log.info("Granite NAR native on %s (%s) from %s", self.device, dtype, self.source)
 
-    def prepare(self, batch: list[np.ndarray]) -> Any:
-        tensors = [self.torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) for x in batch]
-        if self.device.startswith("cuda"):
-            tensors = [t.pin_memory() for t in tensors]
-        return tensors, [len(x) / 16_000 for x in batch]
-
     def run(self, prepared: Any) -> list[list[Segment]]:
         tensors, durations = prepared
         torch = self.torch
@@ -110,8 +104,3 @@ class GraniteNarNativeEngine(BaseEngine):
         if self.tokenizer is None:  # random weights: no vocabulary to speak of
             return ""
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip()
-
-    def peak_memory_bytes(self) -> int | None:
-        if self.device.startswith("cuda"):
-            return int(self.torch.cuda.max_memory_allocated())
-        return super().peak_memory_bytes()
