@@ -41,10 +41,12 @@ test: $(STAMP) system-deps
 	$(BIN)/pytest -q -m "not chaos"
 
 # Bad input, injected faults, races and reruns, including the slow cases `make test` skips
-# (an hours-long recording); prints how many recordings were lost or duplicated (must be 0).
+# (an 8-hour recording); prints how many recordings were lost or duplicated (must be 0)
+# and puts that summary in the README's reliability section.
 chaos: $(STAMP)
 	$(BIN)/pytest -q tests/integration/test_faults.py tests/integration/test_bad_input.py \
 	  tests/integration/test_security.py tests/integration/test_backfill.py
+	$(BIN)/python -m tests.chaos README.md
 
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not slow and not chaos"

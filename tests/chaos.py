@@ -53,3 +53,39 @@ def summary() -> list[str]:
 def write(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(LEDGER, indent=2, default=str))
+
+
+def markdown(entries: list[dict], machine: str, when: str) -> str:
+    lines = [f"Measured {when} on {machine}.", "",
+             "| case | inputs | faults | lost | duplicates |", "|---|---:|---:|---:|---:|"]
+    for e in entries:
+        lines.append(f"| {e['case']} | {e['inputs']} | {e['faults']} | {e['lost']} | {e['duplicates']} |")
+    total = {k: sum(e[k] for e in entries) for k in ("inputs", "faults", "lost", "duplicates")}
+    lines.append(f"| **total** | **{total['inputs']}** | **{total['faults']}** | **{total['lost']}** | "
+                 f"**{total['duplicates']}** |")
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, summary: Path) -> None:
+    """Put the last run's summary between the README's chaos-summary markers."""
+    import os
+    import platform
+    from datetime import UTC, datetime
+
+    start, end = "<!-- chaos-summary:start -->", "<!-- chaos-summary:end -->"
+    entries = json.loads(summary.read_text())
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.machine())
+    table = markdown(entries, f"{cpu}, {os.cpu_count()} CPUs", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
+    text = readme.read_text()
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{start}\n{table}\n{end}{tail}")
+
+
+if __name__ == "__main__":
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    update_readme(root / sys.argv[1] if len(sys.argv) > 1 else root / "README.md",
+                  root / ".callscribe" / "chaos-summary.json")

@@ -412,3 +412,39 @@ def test_the_audit_catches_lost_and_doubled_recordings(stack, s3, pg):
     entry = chaos.record("audit self-check (planted faults, not counted)", [result], 0, 0)
     chaos.LEDGER.remove(entry)
     assert entry["lost"] == 2 and entry["duplicates"] == 2
+
+
+# ---------------------------------------------------------------- every task run again
+
+
+def test_running_any_task_again_changes_nothing(stack, s3, pg):
+    """Each stage run a second time with the same inputs, as clearing a task in the UI does."""
+    day = date(2026, 11, 18)
+    n = _upload_day(s3, day)
+    run = "rerun-each"
+    ids = discovery.discover(s3, pg, day, "calls/", run)
+    manifest = pipeline.chunk_group(s3, pg, ids, run, 0)
+    jobs = pipeline.plan_jobs(s3, [manifest], run, "whisper-tiny")
+    shards = [pipeline.run_worker_local(j, s3_settings()) for j in jobs]
+    load_shards(s3, pg, shards)
+
+    def snapshot():
+        with pg.connect() as c:
+            return (
+                c.execute(sa.text("SELECT id, status, last_error FROM recordings WHERE call_date = :d ORDER BY id"),
+                          {"d": day}).all(),
+                c.execute(sa.text("SELECT recording_id, channel, seq, speaker, start_s, end_s, text FROM segments "
+                                  "WHERE recording_id = ANY(:ids) ORDER BY 1, 2, 3"), {"ids": ids}).all(),
+                c.execute(sa.text("SELECT count(*) FROM analytics.calls WHERE call_date = :d"), {"d": day}).scalar(),
+            )
+
+    before = snapshot()
+    assert discovery.discover(s3, pg, day, "calls/", run) == []  # nothing left to claim
+    assert pipeline.chunk_group(s3, pg, ids, run, 0) == manifest
+    assert snapshot() == before  # re-chunking leaves done recordings done, transcripts in place
+    assert pipeline.plan_jobs(s3, [manifest], run, "whisper-tiny") == jobs
+    assert [pipeline.run_worker_local(j, s3_settings()) for j in jobs] == shards
+    load_shards(s3, pg, shards)
+    assert snapshot() == before
+    discovery.release(pg, run)
+    _record_clean("every task run a second time", s3, pg, day, n, 5, loads_expected=2)

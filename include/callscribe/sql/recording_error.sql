@@ -1,3 +1,8 @@
+-- A recording failed or was quarantined. One already `done` keeps its state and transcript:
+-- a re-run task that meets an object changed since is not a reason to hide the transcript
+-- (the next run registers the new version, which supersedes this one when it loads).
 UPDATE recordings
-SET status = :status, attempts = attempts + 1, last_error = :error, updated_at = now()
+SET status = CASE WHEN status = 'done' THEN 'done' ELSE :status END,
+    last_error = CASE WHEN status = 'done' THEN last_error ELSE :error END,
+    attempts = attempts + 1, updated_at = now()
 WHERE id = :id
