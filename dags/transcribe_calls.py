@@ -21,10 +21,10 @@ from callscribe.engines import DEFAULT_ENGINE, available
 TRANSCRIBE_MODE = os.environ.get("CALLSCRIBE_TRANSCRIBE_MODE", "local")  # local | kubernetes
 # Local mode runs the worker on the Airflow worker itself: default_pool unless told otherwise.
 LOCAL_POOL = os.environ.get("CALLSCRIBE_LOCAL_POOL", "default_pool")
-# First wait before a failed task is tried again (doubling after that): outages of the
-# store or the database, and killed worker pods, are ridden out by retries.
 # The first day a run (or backfill) may cover: Airflow creates no tasks for earlier days.
 START_DATE = datetime.fromisoformat(os.environ.get("CALLSCRIBE_START_DATE", "2026-11-01T00:00:00+00:00"))
+# First wait before a failed task is tried again (doubling after that): outages of the
+# store or the database, and killed worker pods, are ridden out by retries.
 RETRY_DELAY = timedelta(seconds=float(os.environ.get("CALLSCRIBE_RETRY_DELAY_S", 120)))
 
 

@@ -69,14 +69,14 @@ def markdown(entries: list[dict], machine: str, when: str) -> str:
 def update_readme(readme: Path, summary: Path) -> None:
     """Put the last run's summary between the README's chaos-summary markers."""
     import os
-    import platform
     from datetime import UTC, datetime
+
+    from callscribe.bench import cpu_model
 
     start, end = "<!-- chaos-summary:start -->", "<!-- chaos-summary:end -->"
     entries = json.loads(summary.read_text())
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.machine())
-    table = markdown(entries, f"{cpu}, {os.cpu_count()} CPUs", datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
+    table = markdown(entries, f"{cpu_model()}, {os.cpu_count()} CPUs",
+                     datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
     text = readme.read_text()
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)

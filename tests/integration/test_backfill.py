@@ -93,9 +93,12 @@ def test_three_day_backfill_transcribes_each_day_exactly_once(airflow, s3, pg):
     runs = _wait("three backfill runs to finish", finished, 900, logs)
     assert sorted(r["logical_date"][:10] for r in runs) == [str(d) for d in DAYS]
     assert {r["state"] for r in runs} == {"success"}, logs()
-    manual_run = _wait("the overlapping manual run to finish", lambda: (
-        lambda r: r if r["state"] in ("success", "failed") else None)(
-        _api(port, "GET", f"/dags/{DAG_ID}/dagRuns/{manual['dag_run_id']}")), 300, logs)
+
+    def manual_finished():
+        run = _api(port, "GET", f"/dags/{DAG_ID}/dagRuns/{manual['dag_run_id']}")
+        return run if run["state"] in ("success", "failed") else None
+
+    manual_run = _wait("the overlapping manual run to finish", manual_finished, 300, logs)
     assert manual_run["state"] == "success", logs()
 
     with pg.connect() as c:

@@ -60,12 +60,31 @@ def _record_clean(case: str, s3, pg, day: date, inputs: int, faults: int, loads_
     assert entry["lost"] == 0 and entry["duplicates"] == 0, entry["details"]
 
 
-def _shards_for(s3, pg, day: date, run_id: str) -> tuple[list[int], list[str]]:
-    """discover -> chunk -> plan -> worker for a day, without Airflow; returns ids and shard URIs."""
-    ids = discovery.discover(s3, pg, day, "calls/", run_id)
+def _chunk_to_shards(s3, pg, ids: list[int], run_id: str) -> tuple[str, list[str], list[str]]:
+    """chunk -> plan -> worker, without Airflow; returns the chunk manifest, job and shard URIs."""
     manifest = pipeline.chunk_group(s3, pg, ids, run_id, 0)
     jobs = pipeline.plan_jobs(s3, [manifest], run_id, "whisper-tiny")
-    return ids, [pipeline.run_worker_local(j, s3_settings()) for j in jobs]
+    return manifest, jobs, [pipeline.run_worker_local(j, s3_settings()) for j in jobs]
+
+
+def _shards_for(s3, pg, day: date, run_id: str) -> tuple[list[int], list[str]]:
+    """A day discovered and transcribed up to its shards (not loaded); returns ids and shard URIs."""
+    ids = discovery.discover(s3, pg, day, "calls/", run_id)
+    return ids, _chunk_to_shards(s3, pg, ids, run_id)[2]
+
+
+def _wait_for_lock_wait(pg, statement_part: str, timeout: float = 30) -> None:
+    """Until a session running a statement that mentions ``statement_part`` waits on a lock."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with pg.connect() as c:
+            waiting = c.execute(sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE :part"),
+                {"part": f"%{statement_part}%"}).scalar_one()
+        if waiting:
+            return
+        time.sleep(0.1)
+    pytest.fail(f"no statement on {statement_part} ever waited on the lock")
 
 
 # ---------------------------------------------------------------- claims
@@ -202,19 +221,6 @@ def test_a_worker_killed_mid_job_is_retried_and_loaded_once(stack, s3, pg, quick
 # ---------------------------------------------------------------- PostgreSQL restarted during a load
 
 
-def _wait_for_lock_wait(pg, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with pg.connect() as c:
-            waiting = c.execute(sa.text(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                "AND query LIKE '%stage_segments%'")).scalar_one()
-        if waiting:
-            return
-        time.sleep(0.1)
-    pytest.fail("the load never reached the locked table")
-
-
 def _forget_airflow_connections() -> None:
     """This process also holds Airflow's ORM session (dag.test): drop its dead connections too."""
     settings = sys.modules.get("airflow.settings")
@@ -243,7 +249,7 @@ def test_postgres_restarted_during_a_load_leaves_nothing_half_loaded(stack, s3, 
 
     loader = threading.Thread(target=load)
     loader.start()
-    _wait_for_lock_wait(pg)
+    _wait_for_lock_wait(pg, "stage_segments")
     services.postgres_down(stack)
     loader.join(60)
     blocker.invalidate()
@@ -281,9 +287,7 @@ def test_an_object_store_outage_fails_the_task_not_the_recordings(stack, s3, pg)
     with pg.connect() as c:
         rows = c.execute(sa.text("SELECT status, attempts FROM recordings WHERE id = ANY(:ids)"), {"ids": ids}).all()
     assert {tuple(r) for r in rows} == {("pending", 0)}
-    manifest = pipeline.chunk_group(s3, pg, ids, "outage-chunk", 0)  # the retry, once the store is back
-    jobs = pipeline.plan_jobs(s3, [manifest], "outage-chunk", "whisper-tiny")
-    load_shards(s3, pg, [pipeline.run_worker_local(j, s3_settings()) for j in jobs])
+    load_shards(s3, pg, _chunk_to_shards(s3, pg, ids, "outage-chunk")[2])  # the retry, once the store is back
     discovery.release(pg, "outage-chunk")
     _record_clean("object store down during chunking (retry)", s3, pg, day, n, 1)
 
@@ -326,13 +330,7 @@ def test_reprocess_keeps_the_old_transcript_visible_until_the_new_one_commits(st
     loader = threading.Thread(target=load_shards, args=(s3, pg, shards))
     loader.start()
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with pg.connect() as c:
-                if c.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                     "AND query LIKE '%batch_metrics%'")).scalar_one():
-                    break
-            time.sleep(0.1)
+        _wait_for_lock_wait(pg, "batch_metrics")
         with pg.connect() as c:
             seen = c.execute(sa.text("SELECT count(*) FROM analytics.segments WHERE recording_id = ANY(:ids)"),
                              {"ids": ids}).scalar_one()
@@ -423,9 +421,7 @@ def test_running_any_task_again_changes_nothing(stack, s3, pg):
     n = _upload_day(s3, day)
     run = "rerun-each"
     ids = discovery.discover(s3, pg, day, "calls/", run)
-    manifest = pipeline.chunk_group(s3, pg, ids, run, 0)
-    jobs = pipeline.plan_jobs(s3, [manifest], run, "whisper-tiny")
-    shards = [pipeline.run_worker_local(j, s3_settings()) for j in jobs]
+    manifest, jobs, shards = _chunk_to_shards(s3, pg, ids, run)
     load_shards(s3, pg, shards)
 
     def snapshot():

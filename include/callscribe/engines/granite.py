@@ -31,6 +31,17 @@ class ModelDirError(FileNotFoundError):
     """The model folder is missing or incomplete; the message names what is missing."""
 
 
+def missing_weights(path: Path) -> list[str]:
+    """The safetensors files the folder lacks: every shard its index names, or the single file."""
+    index = path / "model.safetensors.index.json"
+    if index.exists():
+        shards = sorted(set(json.loads(index.read_text()).get("weight_map", {}).values()))
+        return [s for s in shards if not (path / s).exists()]
+    if not (path / "model.safetensors").exists():
+        return ["model.safetensors (or model.safetensors.index.json and its shards)"]
+    return []
+
+
 def check_model_dir(path: Path) -> list[str]:
     """Files the folder lacks for an offline load (empty when complete)."""
     if not path.is_dir():
@@ -51,12 +62,7 @@ def check_model_dir(path: Path) -> list[str]:
             module = ref.split("--")[-1].rsplit(".", 1)[0] + ".py"
             if not (path / module).exists():
                 missing.append(module)
-    index = path / "model.safetensors.index.json"
-    if index.exists():
-        shards = sorted(set(json.loads(index.read_text()).get("weight_map", {}).values()))
-        missing.extend(s for s in shards if not (path / s).exists())
-    elif not (path / "model.safetensors").exists():
-        missing.append("model.safetensors (or model.safetensors.index.json and its shards)")
+    missing.extend(missing_weights(path))
     if not any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
         missing.append("tokenizer.json")
     if not any((path / f).exists() for f in ("preprocessor_config.json", "processor_config.json")):

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from callscribe.engines.base import EngineOutOfMemory, Segment, TorchEngine
-from callscribe.engines.granite import HUB_ID, PINNED_REVISION, ModelDirError, model_dir
+from callscribe.engines.granite import HUB_ID, PINNED_REVISION, ModelDirError, missing_weights, model_dir
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +26,10 @@ REALISTIC_DRAFT_TOKENS_PER_S = 4.0
 
 
 def missing_native_files(path: Path) -> list[str]:
+    """What the native engine reads: config, weights and tokenizer (no remote code, no processor)."""
     if not path.is_dir():
         return [f"the folder itself ({path})"]
-    missing = [f for f in ("config.json", "tokenizer.json") if not (path / f).exists()]
-    if not ((path / "model.safetensors").exists() or (path / "model.safetensors.index.json").exists()):
-        missing.append("model.safetensors (or model.safetensors.index.json and its shards)")
-    return missing
+    return [f for f in ("config.json", "tokenizer.json") if not (path / f).exists()] + missing_weights(path)
 
 
 class GraniteNarNativeEngine(TorchEngine):

@@ -157,16 +157,15 @@ def load_model(path: Path, device: str = "cpu", dtype: torch.dtype = torch.float
     # BatchNorm's training counter plays no part in inference: not required, not loaded.
     state = {k: v for k, v in native_state_dict(read_safetensors(path)).items()
              if not k.endswith("num_batches_tracked")}
-    expected = {k for k in model.state_dict() if not k.endswith("num_batches_tracked")}
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    missing, unexpected = sorted(set(shapes) - set(state)), sorted(set(state) - set(shapes))
     if missing or unexpected:
         raise CheckpointMismatch(
             f"checkpoint at {path} does not fit the model: missing {missing[:8]} ({len(missing)}), "
             f"unexpected {unexpected[:8]} ({len(unexpected)})")
     for name, tensor in state.items():
-        if tuple(tensor.shape) != tuple(model.state_dict()[name].shape):
-            raise CheckpointMismatch(f"{name}: checkpoint shape {tuple(tensor.shape)}, "
-                                     f"model {tuple(model.state_dict()[name].shape)}")
+        if tuple(tensor.shape) != shapes[name]:
+            raise CheckpointMismatch(f"{name}: checkpoint shape {tuple(tensor.shape)}, model {shapes[name]}")
     model.load_state_dict(state, assign=True, strict=False)  # strict but for BatchNorm's counters
     _rebuild_buffers(model)
     return model.to(device=device, dtype=dtype).eval()

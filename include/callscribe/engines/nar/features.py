@@ -41,10 +41,6 @@ class LogMelFeatures(nn.Module):
         left = (cfg.n_fft - cfg.win_length) // 2
         self.register_buffer("window", F.pad(window, (left, cfg.n_fft - cfg.win_length - left)), persistent=False)
 
-    def frames_for(self, n_samples: int) -> int:
-        """Encoder frames for a waveform of n_samples (STFT frames, truncated to even, halved)."""
-        return (n_samples // self.cfg.hop_length + 1) // self.cfg.stack
-
     @torch.no_grad()
     def forward(self, waves: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Waveforms (16 kHz mono, any lengths) -> features (B, T, n_mels * stack) and lengths (B,)."""
