@@ -107,7 +107,10 @@ def test_claims_made_at_the_same_moment_never_overlap(pg):
     chaos.record_counts("eight runs claiming one day at once", 300, 1, lost=300 - len(set(taken)),
                         duplicates=len(taken) - len(set(taken)))
     assert len(taken) == len(set(taken)) == 300  # disjoint, and together everything
-    assert sum(1 for r in results if r) == 5  # 60 each: five runs took work, three found none left
+    # No run takes more than its limit. Runs that reach the last free rows together share them
+    # row by row (each skips what another has just locked), so five or more runs take work.
+    assert all(len(r) <= 60 for r in results)
+    assert sum(1 for r in results if r) >= 5
 
     # A run's retried discover gets its own recordings back; a released claim is free again.
     again = discovery.claim(pg, "calls", day_prefix("calls/", day), day, "racer-0")
