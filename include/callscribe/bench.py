@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from callscribe import engines
-from callscribe.audio import decode
+from callscribe.audio import at_16k, decode
 from callscribe.evaluation import corpus_wer
 from callscribe.transcription import DEFAULT_BATCH_AUDIO_S, as_channels, chunk_all, recognize_chunks
 
@@ -172,9 +172,8 @@ def speech_chunks(n: int, chunk_s: float, sr: int = 16_000) -> list:
 
     pieces = []
     for f in sample_files():
-        d = decode(f.read_bytes(), f.name)
-        pieces.extend(d.channels)
-    speech = np.concatenate(pieces).astype(np.float32)
+        pieces.extend(at_16k(decode(f.read_bytes(), f.name)))
+    speech = np.concatenate(pieces)
     size = int(chunk_s * sr)
     reps = -(-size * n // len(speech)) + 1
     looped = np.tile(speech, reps)

@@ -4,6 +4,10 @@ Each channel is chunked on its own (agent and customer on separate channels). Vo
 activity comes from WebRTC's VAD; neighbouring speech is merged into one chunk while the
 pause between is short and the chunk stays under the limit, so the recogniser sees whole
 phrases and almost no silence.
+
+The VAD runs on the source samples when their rate is one it takes (8, 16, 32, 48 kHz),
+and only the chunks are resampled to 16 kHz: in a two-party call each channel is about
+half silence, so this resamples half as much and runs the VAD on half the samples.
 """
 
 from __future__ import annotations
@@ -13,10 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 import webrtcvad
 
-from callscribe.audio import TARGET_SR, Decoded, to_int16
+from callscribe.audio import TARGET_SR, Decoded, resample
 
 FRAME_MS = 30
-FRAME = TARGET_SR * FRAME_MS // 1000
+VAD_RATES = (8000, 16000, 32000, 48000)
 
 
 @dataclass(frozen=True)
@@ -35,40 +39,56 @@ DEFAULT_CHUNKING = ChunkingParams()
 class Chunk:
     channel: int
     index: int  # position among the channel's chunks
-    start: int  # sample offsets in the channel, at 16 kHz
+    start: int  # sample offsets in the channel, at ``rate``
     end: int
+    rate: int = TARGET_SR
 
     @property
     def start_s(self) -> float:
-        return self.start / TARGET_SR
+        return self.start / self.rate
 
     @property
     def end_s(self) -> float:
-        return self.end / TARGET_SR
+        return self.end / self.rate
 
     @property
     def duration_s(self) -> float:
-        return (self.end - self.start) / TARGET_SR
+        return (self.end - self.start) / self.rate
 
 
-def speech_frames(x: np.ndarray, aggressiveness: int = 2) -> np.ndarray:
-    """A bool per 30 ms frame: does it hold speech?"""
-    n = len(x) // FRAME
+def frame_len(rate: int) -> int:
+    return rate * FRAME_MS // 1000
+
+
+def _frames(x: np.ndarray, rate: int) -> np.ndarray:
+    """The channel's whole 30 ms frames, one per row (a view, no copy)."""
+    size = frame_len(rate)
+    n = len(x) // size
+    return x[: n * size].reshape(n, size)
+
+
+def frame_peaks(frames: np.ndarray) -> np.ndarray:
+    """Each int16 frame's peak magnitude (from max and min: abs() of int16 wraps at -32768)."""
+    return np.maximum(frames.max(axis=1).astype(np.int32), -frames.min(axis=1).astype(np.int32))
+
+
+def speech_frames(x: np.ndarray, rate: int, aggressiveness: int = 2) -> np.ndarray:
+    """A bool per 30 ms frame of an int16 channel: does it hold speech?"""
+    frames = _frames(x, rate)
+    n = len(frames)
     if n == 0:
         return np.zeros(0, dtype=bool)
-    pcm = to_int16(x[: n * FRAME])
     # Frames near the channel's noise floor never hold speech: skip the VAD call for them.
     # In a stereo call each channel is quiet while the other party talks, so this halves
     # the work; the floor is the 20th percentile of frame peaks, at least digital silence.
-    peaks = np.abs(pcm.reshape(n, FRAME)).max(axis=1)
+    peaks = frame_peaks(frames)
     floor = max(64.0, 3.0 * float(np.percentile(peaks, 20)))
-    energetic = peaks > floor
     vad = webrtcvad.Vad(aggressiveness)
-    raw = pcm.tobytes()
-    step = FRAME * 2
+    raw = memoryview(np.ascontiguousarray(frames)).cast("B")
+    step = frames.shape[1] * 2
     out = np.zeros(n, dtype=bool)
-    for i in np.flatnonzero(energetic):
-        out[i] = vad.is_speech(raw[i * step : (i + 1) * step], TARGET_SR)
+    for i in np.flatnonzero(peaks > floor):
+        out[i] = vad.is_speech(raw[i * step : (i + 1) * step], rate)
     return out
 
 
@@ -112,25 +132,36 @@ def plan_chunks(regions: list[tuple[int, int]], energy: np.ndarray, params: Chun
     return [(max(0, a - pad), min(n_frames, b + pad)) for a, b in chunks]
 
 
-def chunk_channel(x: np.ndarray, channel: int, params: ChunkingParams = DEFAULT_CHUNKING) -> list[Chunk]:
-    flags = speech_frames(x, params.vad_aggressiveness)
+def chunk_channel(x: np.ndarray, rate: int, channel: int,
+                  params: ChunkingParams = DEFAULT_CHUNKING) -> list[Chunk]:
+    """The speech chunks of one int16 channel at a rate the VAD takes (see VAD_RATES)."""
+    flags = speech_frames(x, rate, params.vad_aggressiveness)
     n = flags.size
     if n == 0:
         return []
-    frames = x[: n * FRAME].reshape(n, FRAME)
-    energy = np.sqrt(np.mean(frames * frames, axis=1))
     min_frames = max(1, int(params.min_speech_s * 1000 / FRAME_MS))
     regions = frames_to_regions(flags, min_frames)
+    # Long regions are cut at their quietest frame, so only frames inside regions need an energy.
+    frames, energy = _frames(x, rate), np.zeros(n, dtype=np.float32)
+    for a, b in regions:
+        f = frames[a:b].astype(np.float32)
+        energy[a:b] = np.sqrt(np.mean(f * f, axis=1))
     spans = plan_chunks(regions, energy, params, n)
-    total = len(x)
+    size, total = frame_len(rate), len(x)
     return [
-        Chunk(channel, i, a * FRAME, min(total, b * FRAME) if b < n else total)
+        Chunk(channel, i, a * size, min(total, b * size) if b < n else total, rate)
         for i, (a, b) in enumerate(spans)
     ]
 
 
-def chunk_recording(decoded: Decoded, params: ChunkingParams = DEFAULT_CHUNKING) -> list[Chunk]:
-    out: list[Chunk] = []
+def chunk_recording(decoded: Decoded, params: ChunkingParams = DEFAULT_CHUNKING,
+                    ) -> list[tuple[Chunk, np.ndarray]]:
+    """Every speech chunk of a recording with its audio (int16, 16 kHz), channel by channel in time order."""
+    out: list[tuple[Chunk, np.ndarray]] = []
     for c, x in enumerate(decoded.channels):
-        out.extend(chunk_channel(x, c, params))
+        rate = decoded.source_rate
+        if rate not in VAD_RATES:  # 11.025, 22.05, 44.1 kHz: the VAD runs on the 16 kHz signal
+            x, rate = resample(x, rate), TARGET_SR
+        out.extend((chunk, resample(x[chunk.start : chunk.end], rate))
+                   for chunk in chunk_channel(x, rate, c, params))
     return out

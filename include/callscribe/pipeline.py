@@ -20,7 +20,7 @@ import pandas as pd
 from sqlalchemy.engine import Engine
 
 from callscribe import db
-from callscribe.audio import TARGET_SR, DecodeError, decode, encode_flac, to_int16
+from callscribe.audio import TARGET_SR, DecodeError, decode, encode_flac
 from callscribe.batching import plan_jobs as group_recordings
 from callscribe.chunking import DEFAULT_CHUNKING, ChunkingParams, chunk_recording
 from callscribe.config import S3Settings, speaker_for
@@ -84,10 +84,8 @@ def chunk_one(store: Store, engine: Engine, recording_id: int,
     chunks = chunk_recording(decoded, params)
     refs: list[ChunkRef] = []
     offset = 0
-    pieces = []
-    for c in chunks:
-        n = c.end - c.start
-        pieces.append(decoded.channels[c.channel][c.start : c.end])
+    for c, audio in chunks:
+        n = len(audio)
         refs.append(ChunkRef(
             recording_id=recording_id, channel=c.channel, index=c.index,
             speaker=speaker_for(c.channel, decoded.n_channels),
@@ -95,9 +93,9 @@ def chunk_one(store: Store, engine: Engine, recording_id: int,
         ))
         offset += n
     pack_uri = None
-    if pieces:
+    if chunks:
         pack_uri = _work_uri(store, "chunks", str(rec.call_date), f"{recording_id}.flac")
-        store.put_bytes(pack_uri, encode_flac(to_int16(np.concatenate(pieces))), "audio/flac")
+        store.put_bytes(pack_uri, encode_flac(np.concatenate([a for _, a in chunks])), "audio/flac")
     with engine.begin() as conn:
         conn.execute(db.q("recording_chunked"), {
             "id": recording_id, "duration_s": decoded.duration_s, "channels": decoded.n_channels,

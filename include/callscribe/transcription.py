@@ -119,8 +119,8 @@ def order_segments(segs: list[PlacedSegment]) -> list[PlacedSegment]:
 def chunk_all(decoded: Sequence[Decoded], params: ChunkingParams = DEFAULT_CHUNKING,
               ) -> tuple[list[tuple[int, Chunk]], list[np.ndarray]]:
     """Speech chunks of several recordings: (recording index, chunk) pairs and their audio."""
-    items = [(i, c) for i, d in enumerate(decoded) for c in chunk_recording(d, params)]
-    return items, [decoded[i].channels[c.channel][c.start : c.end] for i, c in items]
+    pairs = [((i, c), audio) for i, d in enumerate(decoded) for c, audio in chunk_recording(d, params)]
+    return [item for item, _ in pairs], [audio for _, audio in pairs]
 
 
 def recognize_chunks(

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from callscribe.audio import TARGET_SR, DecodeError, decode, decode_flac, encode_flac, to_int16
+from callscribe.audio import TARGET_SR, DecodeError, at_16k, decode, decode_flac, encode_flac, to_int16
 
 
 def _wav(x: np.ndarray, rate: int, subtype: str = "PCM_16") -> bytes:
@@ -14,13 +14,18 @@ def _wav(x: np.ndarray, rate: int, subtype: str = "PCM_16") -> bytes:
 
 
 @pytest.mark.parametrize("rate", [8000, 11025, 22050, 44100, 48000])
-def test_resampled_to_16k_with_the_right_duration(rate):
+def test_decoded_at_the_source_rate_and_resampled_to_16k_with_the_right_duration(rate):
     t = np.arange(rate * 2) / rate
     x = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
     d = decode(_wav(x, rate), "tone.wav")
     assert d.source_rate == rate and d.n_channels == 1
-    assert abs(len(d.channels[0]) - 2 * TARGET_SR) <= 2
+    assert d.channels[0].dtype == np.int16 and len(d.channels[0]) == 2 * rate
     assert d.duration_s == pytest.approx(2.0)
+    (y,) = at_16k(d)
+    assert y.dtype == np.float32 and abs(len(y) - 2 * TARGET_SR) <= 2
+    # The same tone, not just the same length: compare with the ideal 16 kHz sine (edges aside).
+    ideal = 0.3 * np.sin(2 * np.pi * 440 * np.arange(len(y)) / TARGET_SR)
+    assert np.max(np.abs(y[800:-800] - ideal[800:-800])) < 0.01
 
 
 def test_stereo_mulaw_keeps_channels_apart():
@@ -29,7 +34,7 @@ def test_stereo_mulaw_keeps_channels_apart():
     right = (0.5 * np.sin(np.arange(rate) / 5)).astype(np.float32)
     d = decode(_wav(np.stack([left, right], axis=1), rate, "ULAW"), "call.wav")
     assert d.n_channels == 2 and d.codec == "ULAW"
-    assert np.abs(d.channels[0]).max() < 0.01 < np.abs(d.channels[1]).max()
+    assert np.abs(d.channels[0]).max() < 0.01 * 32768 < np.abs(d.channels[1]).max()
 
 
 @pytest.mark.parametrize("data", [b"", b"this is not audio at all" * 10, b"RIFF\x00\x00\x00\x00WAVEfmt "])
