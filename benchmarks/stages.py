@@ -174,6 +174,8 @@ def fill_segments(engine, n_segments: int, per_recording: int = 200, days: int =
                                  "WHERE r.object_key LIKE 'bench-search/%'")).scalar_one()
     if have >= n_segments:
         return
+    with engine.begin() as c:  # a smaller fill (the smoke run's) is replaced; segments go with it
+        c.execute(sa.text("DELETE FROM recordings WHERE object_key LIKE 'bench-search/%'"))
     rng = random.Random(2)
     n_rec = n_segments // per_recording
     batch = 200
