@@ -80,10 +80,6 @@ def at_16k(decoded: Decoded) -> list[np.ndarray]:
     return [resample(x, decoded.source_rate).astype(np.float32) / 32768.0 for x in decoded.channels]
 
 
-def to_int16(x: np.ndarray) -> np.ndarray:
-    return (np.clip(x, -1.0, 1.0) * 32767.0).astype(np.int16)
-
-
 def encode_flac(samples: np.ndarray, rate: int = TARGET_SR) -> bytes:
     buf = io.BytesIO()
     # Fastest FLAC level: packs are short-lived and CPU, not bytes, limits chunking.

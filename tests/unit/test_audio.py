@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from callscribe.audio import TARGET_SR, DecodeError, at_16k, decode, decode_flac, encode_flac, to_int16
+from callscribe.audio import TARGET_SR, DecodeError, at_16k, decode, decode_flac, encode_flac
 
 
 def _wav(x: np.ndarray, rate: int, subtype: str = "PCM_16") -> bytes:
@@ -44,6 +44,6 @@ def test_undecodable_bytes_raise_a_clear_error(data):
 
 
 def test_flac_pack_round_trip_is_16_bit_exact():
-    x = np.linspace(-0.9, 0.9, 1000, dtype=np.float32)
-    back = decode_flac(encode_flac(to_int16(x)))
-    assert np.max(np.abs(back - x)) < 1e-4
+    x = np.linspace(-32768, 32767, 5000).astype(np.int16)
+    assert np.array_equal(decode_flac(encode_flac(x), "int16"), x)
+    assert np.max(np.abs(decode_flac(encode_flac(x)) - x / 32768.0)) < 1e-6  # float32 reads scale by 1/32768
