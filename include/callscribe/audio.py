@@ -75,9 +75,16 @@ def resample(x: np.ndarray, rate: int, target: int = TARGET_SR) -> np.ndarray:
     return soxr.resample(x, rate, target, quality="MQ")
 
 
+def as_float(x: np.ndarray) -> np.ndarray:
+    """Chunks travel as int16 (half the memory); engines take float32 in [-1, 1]."""
+    if x.dtype == np.int16:
+        return x.astype(np.float32) / 32768.0
+    return x.astype(np.float32, copy=False)
+
+
 def at_16k(decoded: Decoded) -> list[np.ndarray]:
     """Every channel of a recording, whole, as float32 in [-1, 1] at 16 kHz."""
-    return [resample(x, decoded.source_rate).astype(np.float32) / 32768.0 for x in decoded.channels]
+    return [as_float(resample(x, decoded.source_rate)) for x in decoded.channels]
 
 
 def encode_flac(samples: np.ndarray, rate: int = TARGET_SR) -> bytes:

@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from callscribe.audio import decode
+from callscribe.audio import as_float, decode
 from callscribe.bench import load_labelled
 from callscribe.engines.base import Segment
 from callscribe.evaluation import corpus_wer
@@ -87,7 +87,8 @@ def _run(engine: TokenEngine, audios: list[np.ndarray], batch: int) -> list[Item
     out: list[ItemOutput | None] = [None] * len(audios)
     for start in range(0, len(order), batch):
         idx = order[start : start + batch]
-        for i, o in zip(idx, engine.token_outputs([audios[i] for i in idx]), strict=True):
+        # int16 chunks become float32 in [-1, 1], as the batch runner hands them to engines.
+        for i, o in zip(idx, engine.token_outputs([as_float(audios[i]) for i in idx]), strict=True):
             out[i] = o
     return out  # type: ignore[return-value]
 

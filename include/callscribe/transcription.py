@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from callscribe.audio import TARGET_SR, Decoded
+from callscribe.audio import TARGET_SR, Decoded, as_float
 from callscribe.batching import plan_batches
 from callscribe.chunking import DEFAULT_CHUNKING, Chunk, ChunkingParams, chunk_recording
 from callscribe.config import speaker_for
@@ -34,13 +34,6 @@ class PlacedSegment:
     start: float  # seconds in the recording
     end: float
     text: str
-
-
-def as_float(x: np.ndarray) -> np.ndarray:
-    """Chunks travel as int16 (half the memory); engines take float32 in [-1, 1]."""
-    if x.dtype == np.int16:
-        return x.astype(np.float32) / 32768.0
-    return x.astype(np.float32, copy=False)
 
 
 def _prepare(engine: Engine, audios: Sequence[np.ndarray], idx: list[int]) -> Any:

@@ -283,6 +283,24 @@ def test_parity_of_a_model_with_itself_and_with_another(tmp_path):
     assert other.max_logit_diff is None or other.max_logit_diff > 0
 
 
+def test_parity_hands_engines_float_audio_as_the_batch_runner_does():
+    from callscribe.audio import as_float
+    from callscribe.parity import _run
+
+    seen = []
+
+    class Recorder:
+        def token_outputs(self, batch):
+            seen.extend(batch)
+            return [None] * len(batch)
+
+    chunks = [np.array([0, 16384, -32768], np.int16), np.array([8192, -8192], np.int16)]
+    _run(Recorder(), chunks, batch=4)
+    assert all(x.dtype == np.float32 for x in seen)
+    assert sorted(x.tolist() for x in seen) == sorted(as_float(c).tolist() for c in chunks)
+    assert sorted(x.tolist() for x in seen)[0] == [0.0, 0.5, -1.0]
+
+
 def test_bench_runs_the_random_weight_architecture():
     import json as _json
     import subprocess
