@@ -54,7 +54,7 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-# Every pipeline stage on generated data (about 15 minutes on 2 cores); writes
+# Every pipeline stage on generated data (about 6 minutes on 2 cores); writes
 # benchmarks/results.json and the stage table in docs/benchmarks.md.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
