@@ -41,7 +41,7 @@ class Chunk:
     index: int  # position among the channel's chunks
     start: int  # sample offsets in the channel, at ``rate``
     end: int
-    rate: int = TARGET_SR
+    rate: int  # the samples chunked: the source rate, or 16 kHz for rates the VAD does not take
 
     @property
     def start_s(self) -> float:
