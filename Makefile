@@ -44,8 +44,8 @@ test: $(STAMP) system-deps
 # (an 8-hour recording); prints how many recordings were lost or duplicated (must be 0)
 # and puts that summary in the README's reliability section.
 chaos: $(STAMP)
-	$(BIN)/pytest -q tests/integration/test_faults.py tests/integration/test_bad_input.py \
-	  tests/integration/test_security.py tests/integration/test_backfill.py
+	$(BIN)/pytest -q tests/integration/test_faults.py tests/integration/test_run_outcomes.py \
+	  tests/integration/test_bad_input.py tests/integration/test_security.py tests/integration/test_backfill.py
 	$(BIN)/python -m tests.chaos README.md
 
 test-fast: $(STAMP)

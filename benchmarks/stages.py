@@ -108,8 +108,8 @@ def loading(store: Store, engine, n_segments: int, runs: int, per_recording: int
         day = date(2025, 2, 1) + timedelta(days=run)
         with engine.begin() as c:
             ids = [c.execute(sa.text(
-                "INSERT INTO recordings (bucket, object_key, etag, call_date, call_id, status, channels) "
-                "VALUES ('calls', :k, 'e', :d, :k, 'chunked', 2) RETURNING id"),
+                "INSERT INTO recordings (bucket, object_key, etag, call_date, call_id, status, channels, last_run_id) "
+                "VALUES ('calls', :k, 'e', :d, :k, 'chunked', 2, 'bench-load') RETURNING id"),
                 {"k": f"bench-load/{day}/{i}.wav", "d": day}).scalar_one() for i in range(n_rec)]
         rows = []
         for rid in ids:

@@ -1,11 +1,17 @@
 """transcribe_calls: each day's call recordings, from the bucket to searchable Postgres rows.
 
 discover -> chunk (mapped over groups of recordings) -> plan_jobs -> transcribe (mapped over
-jobs; a Kubernetes pod per job, or the same command as a local process) -> load -> report.
+jobs; a Kubernetes pod per job, or the same command as a local process) -> load -> report
+-> verify.
 
 A run covers one calendar day (UTC), its logical date (or the ``date`` Param), which
-names the bucket prefix ``<prefix>YYYY/MM/DD/``. Backfilling days from the UI processes those days; only
+names the bucket prefix ``<prefix>YYYY/MM/DD/``, plus the ``lookback_days`` before it for
+files that arrived late. Backfilling days from the UI processes those days; only
 recordings not yet transcribed are picked up unless ``reprocess`` is set.
+
+The run is green only when every recording of its days is done, quarantined or failed
+with a reason, and no task failed: ``verify`` checks that against the bucket and fails
+the run otherwise. ``report`` always runs and records the figures either way.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import CronDataIntervalTimetable, Param, TriggerRule, dag, get_current_context, task
 
+from callscribe.alerts import deadline_alert, run_failed, task_timeout
 from callscribe.engines import DEFAULT_ENGINE, available
 
 # Deployment settings, read when the DAG is parsed (not secrets: those are connections).
@@ -22,10 +29,12 @@ TRANSCRIBE_MODE = os.environ.get("CALLSCRIBE_TRANSCRIBE_MODE", "local")  # local
 # Local mode runs the worker on the Airflow worker itself: default_pool unless told otherwise.
 LOCAL_POOL = os.environ.get("CALLSCRIBE_LOCAL_POOL", "default_pool")
 # The first day a run (or backfill) may cover: Airflow creates no tasks for earlier days.
-START_DATE = datetime.fromisoformat(os.environ.get("CALLSCRIBE_START_DATE", "2026-11-01T00:00:00+00:00"))
+START_DATE = datetime.fromisoformat(os.environ.get("CALLSCRIBE_START_DATE", "2020-01-01T00:00:00+00:00"))
 # First wait before a failed task is tried again (doubling after that): outages of the
 # store or the database, and killed worker pods, are ridden out by retries.
 RETRY_DELAY = timedelta(seconds=float(os.environ.get("CALLSCRIBE_RETRY_DELAY_S", 120)))
+# How many days before its own a run also lists, for uploads that arrived after their day's run.
+LOOKBACK_DAYS = int(os.environ.get("CALLSCRIBE_LOOKBACK_DAYS", 3))
 
 
 @dag(
@@ -37,6 +46,8 @@ RETRY_DELAY = timedelta(seconds=float(os.environ.get("CALLSCRIBE_RETRY_DELAY_S",
     max_active_runs=3,
     max_active_tasks=8,
     dagrun_timeout=timedelta(hours=12),
+    on_failure_callback=run_failed,
+    deadline=deadline_alert(),
     default_args={
         "owner": "callscribe",
         "retries": 2,
@@ -53,25 +64,29 @@ RETRY_DELAY = timedelta(seconds=float(os.environ.get("CALLSCRIBE_RETRY_DELAY_S",
                                 description="Process at most this many recordings (empty: all)"),
         "reprocess": Param(False, type="boolean",
                            description="Transcribe again recordings that are already done"),
+        "lookback_days": Param(LOOKBACK_DAYS, type="integer", minimum=0, maximum=31,
+                               description="Also take late uploads and retries from this many days before"),
     },
     doc_md=__doc__,
 )
 def transcribe_calls():
-    @task
+    @task(execution_timeout=task_timeout("discover"))
     def discover() -> list[list[int]]:
-        from callscribe import discovery, pipeline
+        from callscribe import discovery, pipeline, reporting
         from callscribe.db import engine_from_env
         from callscribe.storage import store
 
         ctx = get_current_context()
         p = ctx["params"]
+        db = engine_from_env()
+        reporting.run_listed(db, ctx["run_id"], ctx["dag"].dag_id, pipeline.call_day(ctx), p["engine"])
         ids = discovery.discover(
-            store(), engine_from_env(), pipeline.call_day(ctx), p["prefix"],
-            ctx["run_id"], reprocess=p["reprocess"], max_recordings=p["max_recordings"],
+            store(), db, pipeline.call_day(ctx), p["prefix"], ctx["run_id"],
+            reprocess=p["reprocess"], max_recordings=p["max_recordings"], lookback_days=p["lookback_days"],
         )
-        return discovery.groups(ids, pipeline.DEFAULT_GROUP_SIZE)
+        return discovery.groups(ids, pipeline.DEFAULT_GROUP_SIZE, pipeline.max_map_length())
 
-    @task(max_active_tis_per_dagrun=4)
+    @task(max_active_tis_per_dagrun=4, execution_timeout=task_timeout("chunk"))
     def chunk(group: list[int]) -> str:
         from callscribe import pipeline
         from callscribe.db import engine_from_env
@@ -80,43 +95,46 @@ def transcribe_calls():
         ctx = get_current_context()
         return pipeline.chunk_group(store(), engine_from_env(), group, ctx["run_id"], ctx["ti"].map_index)
 
-    @task
+    @task(execution_timeout=task_timeout("plan_jobs"))
     def plan_jobs(manifests: list[str]) -> list[str]:
         from callscribe import pipeline
         from callscribe.storage import store
 
         ctx = get_current_context()
-        return pipeline.plan_jobs(store(), list(manifests[:]), ctx["run_id"], ctx["params"]["engine"])
+        return pipeline.plan_jobs(store(), list(manifests[:]), ctx["run_id"], ctx["params"]["engine"],
+                                  max_jobs=pipeline.max_map_length())
 
     jobs = plan_jobs(chunk.expand(group=discover()))
 
     if TRANSCRIBE_MODE == "kubernetes":
         from callscribe.kubernetes import transcribe_pod_operator
 
-        shards = transcribe_pod_operator().expand(arguments=jobs.map(worker_arguments)).output
+        transcribed = transcribe_pod_operator().expand(arguments=jobs.map(worker_arguments))
     else:
 
-        @task(pool=LOCAL_POOL)
+        @task(pool=LOCAL_POOL, execution_timeout=task_timeout("transcribe"))
         def transcribe(job_uri: str) -> str:
             from callscribe import pipeline
             from callscribe.config import s3_settings
 
             return pipeline.run_worker_local(job_uri, s3_settings())
 
-        shards = transcribe.expand(job_uri=jobs)
+        transcribed = transcribe.expand(job_uri=jobs)
 
-    @task(trigger_rule=TriggerRule.NONE_FAILED)
-    def load(shard_uris: list[str]) -> dict:
+    # Every job's shard that exists is loaded, whichever jobs failed: shard places are known
+    # from the job manifests, so nothing depends on the failed tasks' return values.
+    @task(trigger_rule=TriggerRule.ALL_DONE, execution_timeout=task_timeout("load"))
+    def load(job_uris: list[str]) -> dict:
         from callscribe.db import engine_from_env
-        from callscribe.loading import load_shards
+        from callscribe.loading import load_jobs
         from callscribe.storage import store
 
-        # A slice reads the mapped results in one call instead of probing item by item.
-        result = load_shards(store(), engine_from_env(), [u for u in shard_uris[:] if u])
-        return {"shards": result.shards, "recordings": result.recordings, "segments": result.segments}
+        result = load_jobs(store(), engine_from_env(), list(job_uris[:]), get_current_context()["run_id"])
+        return {"shards": result.shards, "recordings": result.recordings, "segments": result.segments,
+                "failed": result.failed, "unfinished_jobs": result.unfinished_jobs}
 
-    @task(trigger_rule=TriggerRule.ALL_DONE)
-    def report(_loaded: dict | None = None) -> dict:
+    @task(trigger_rule=TriggerRule.ALL_DONE, execution_timeout=task_timeout("report"))
+    def report() -> dict:
         from callscribe import pipeline, reporting
         from callscribe.db import engine_from_env
 
@@ -127,7 +145,26 @@ def transcribe_calls():
         )
         return {k: v for k, v in figures.items() if k != "failures"} | {"failures": len(figures["failures"])}
 
-    report(load(shards))
+    # The run's verdict, and its only leaf: Airflow colours a run by its leaves.
+    @task(trigger_rule=TriggerRule.ALL_DONE, execution_timeout=task_timeout("verify"))
+    def verify() -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from callscribe import pipeline
+        from callscribe.db import engine_from_env
+        from callscribe.storage import store
+
+        ctx = get_current_context()
+        states = ctx["ti"].get_task_states(dag_id=ctx["dag"].dag_id, run_ids=[ctx["run_id"]])
+        try:
+            return pipeline.verify_run(store(), engine_from_env(), ctx, states.get(ctx["run_id"], {}))
+        except pipeline.RunIncomplete as exc:
+            # A verdict is not retried (an outage while checking is: any other error).
+            raise AirflowFailException(str(exc)) from exc
+
+    loaded = load(jobs)
+    transcribed >> loaded
+    loaded >> report() >> verify()
 
 
 def worker_arguments(job_uri: str) -> list[str]:

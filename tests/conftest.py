@@ -7,6 +7,7 @@ wiped first: every session starts from empty databases and an empty bucket.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +20,9 @@ PROFILE = services.profile("test", root=REPO / ".callscribe")
 
 services.wipe(PROFILE)
 services.apply_environment(PROFILE, repo_root=REPO)
+# Tests share one database and use neighbouring days: a run that also took the days before
+# its own would take other tests' recordings. The tests of late uploads set it per run.
+os.environ["CALLSCRIBE_LOOKBACK_DAYS"] = "0"
 
 
 @pytest.fixture(scope="session")

@@ -7,11 +7,14 @@ speech: only the speech is resampled to 16 kHz, about half of a two-party channe
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 
 import numpy as np
 import soundfile as sf
 import soxr
+
+from callscribe.errors import plain
 
 TARGET_SR = 16_000
 # Extensions the pipeline treats as recordings; anything else is quarantined at discovery.
@@ -44,6 +47,7 @@ def decode(data: bytes, name: str = "<bytes>") -> Decoded:
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
             rate, codec = f.samplerate, f.subtype
+            short = _truncation(f.extra_info)
             # Block by block, so a file damaged part-way still yields what comes before.
             while True:
                 try:
@@ -51,19 +55,30 @@ def decode(data: bytes, name: str = "<bytes>") -> Decoded:
                 except (sf.LibsndfileError, RuntimeError) as exc:
                     if not blocks:
                         raise
-                    warning = f"decoded the first {sum(len(b) for b in blocks) / rate:.1f} s only ({exc})"
+                    warning = f"decoded the first {sum(len(b) for b in blocks) / rate:.1f} s only ({plain(str(exc))})"
                     break
                 if len(block) == 0:
                     break
                 blocks.append(block)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
-        raise DecodeError(f"{name}: cannot decode audio ({exc})") from exc
+        reason = re.sub(r"^Error opening the file: ", "", plain(str(exc)))
+        raise DecodeError(f"{name}: cannot decode audio ({reason})") from exc
     if rate <= 0 or not blocks or blocks[0].shape[1] == 0:
         raise DecodeError(f"{name}: no audio in the file")
     frames = np.concatenate(blocks)
     duration = frames.shape[0] / rate
+    if short and warning is None:
+        warning = f"file is truncated: {short}; decoded the {duration:.1f} s present"
     channels = [np.ascontiguousarray(frames[:, c]) for c in range(frames.shape[1])]
     return Decoded(channels, rate, duration, codec, warning)
+
+
+def _truncation(info: str) -> str | None:
+    """What libsndfile's header log says is missing ("data : 683696 (should be 341819)"), if anything."""
+    m = re.search(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", info, re.MULTILINE)
+    if m and int(m.group(2)) < int(m.group(1)):
+        return f"the header declares {int(m.group(1))} bytes of audio, {int(m.group(2))} are there"
+    return None
 
 
 def resample(x: np.ndarray, rate: int, target: int = TARGET_SR) -> np.ndarray:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 
 from sqlalchemy.engine import Engine
 
@@ -29,6 +29,8 @@ class DayAudit:
     duplicated: list[str] = field(default_factory=list)  # accounted for more than once
     unfinished: list[str] = field(default_factory=list)  # pending or chunked: a run still owes them
     loads: Counter = field(default_factory=Counter)        # times loaded -> how many done recordings
+    in_progress: list[str] = field(default_factory=list)  # unfinished, but another live run holds them
+    arrived_later: int = 0  # objects newer than the audit's cut-off: the next run's work
 
     @property
     def clean(self) -> bool:
@@ -36,15 +38,25 @@ class DayAudit:
 
     def as_dict(self) -> dict:
         return {"day": str(self.day), "objects": self.objects, "states": dict(self.states), "lost": self.lost,
-                "duplicated": self.duplicated, "unfinished": self.unfinished, "loads": dict(self.loads)}
+                "duplicated": self.duplicated, "unfinished": self.unfinished, "loads": dict(self.loads),
+                "in_progress": self.in_progress, "arrived_later": self.arrived_later}
 
 
-def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls/") -> DayAudit:
+def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls/",
+              listed_before: datetime | None = None, run_id: str | None = None) -> DayAudit:
+    """Reconcile one day's prefix with its rows.
+
+    ``listed_before``: objects modified after it are counted apart (a run cannot have seen
+    them). ``run_id``: the audit is that run's verdict, so unfinished recordings another
+    live run holds are in progress, not owed.
+    """
     prefix = day_prefix(base_prefix, day)
-    listed = {o.key: o.etag for o in store.list(prefix)}
+    objects = list(store.list(prefix))
+    late = {o.key for o in objects if listed_before and o.last_modified and o.last_modified > listed_before}
+    listed = {o.key: o.etag for o in objects if o.key not in late}
     with engine.connect() as conn:
         rows = conn.execute(db.q("audit_day"), {"bucket": store.bucket, "call_date": day, "prefix": prefix}).all()
-    out = DayAudit(day=day, objects=len(listed))
+    out = DayAudit(day=day, objects=len(listed), arrived_later=len(late))
     live: dict[str, list] = {}
     for r in rows:
         out.states[r.status] += 1
@@ -62,7 +74,10 @@ def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls
         if r.status == "done":
             out.loads[r.loads] += 1
         if r.status not in FINAL:
-            out.unfinished.append(f"{key}: {r.status}")
+            if run_id and r.leased and r.last_run_id != run_id:
+                out.in_progress.append(f"{key}: {r.status} in run {r.last_run_id}")
+            else:
+                out.unfinished.append(f"{key}: {r.status}" + (f" ({r.last_error})" if r.last_error else ""))
         elif r.status != "done" and not r.last_error:
             out.lost.append(f"{key}: {r.status} without a reason")
         elif r.status == "done" and r.transcripts != max(r.channels or 1, 1):
@@ -70,3 +85,37 @@ def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls
         if r.repeated_segments:
             out.duplicated.append(f"{key}: {r.repeated_segments} repeated segments")
     return out
+
+
+@dataclass
+class RunVerdict:
+    """Whether a run kept its promise: every call of its days in a known state, no task failed."""
+
+    run_id: str
+    audits: list[DayAudit]
+    failed_tasks: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed_tasks and all(a.clean for a in self.audits)
+
+    def problems(self, limit: int = 5) -> list[str]:
+        out = [f"task {t} failed" for t in self.failed_tasks]
+        for a in self.audits:
+            for kind, items in (("lost", a.lost), ("unfinished", a.unfinished), ("doubled", a.duplicated)):
+                if items:
+                    more = f"; and {len(items) - limit} more" if len(items) > limit else ""
+                    shown = "; ".join(items[:limit]) + more
+                    out.append(f"{a.day}: {len(items)} {kind}: {shown}")
+        return out
+
+    def as_dict(self) -> dict:
+        return {"run_id": self.run_id, "ok": self.ok, "failed_tasks": self.failed_tasks,
+                "days": [a.as_dict() for a in self.audits]}
+
+
+def run_verdict(store: Store, engine: Engine, run_id: str, days: list[date], base_prefix: str,
+                started_at: datetime | None, failed_tasks: list[str] | None = None) -> RunVerdict:
+    """Audit each day a run covered, as of its start, on behalf of that run."""
+    audits = [audit_day(store, engine, d, base_prefix, listed_before=started_at, run_id=run_id) for d in days]
+    return RunVerdict(run_id, audits, sorted(failed_tasks or []))

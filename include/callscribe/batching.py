@@ -6,6 +6,8 @@ seconds rather than a fixed count keeps memory use steady whatever the chunk len
 
 from __future__ import annotations
 
+import heapq
+import math
 from collections.abc import Sequence
 
 
@@ -36,23 +38,36 @@ def plan_batches(lengths_s: Sequence[float], budget_s: float, max_items: int | N
     return batches
 
 
-def plan_jobs(recording_audio_s: Sequence[float], job_audio_s: float) -> list[list[int]]:
-    """Group whole recordings (by index) into jobs of at most job_audio_s of speech each.
+def job_count(total_audio_s: float, n_recordings: int, slots: int, cap_s: float, min_s: float,
+              max_jobs: int | None = None) -> int:
+    """How many jobs a day's speech should become.
 
-    Recordings stay whole so a shard replaces complete transcripts; first-fit over the
-    recordings sorted longest first keeps jobs balanced.
+    Enough that no job holds more than ``cap_s`` (one pod's time budget), and spread over the
+    ``slots`` GPUs of the pool while each job keeps at least ``min_s`` (a job pays a model load,
+    which short jobs would not amortise). Never more jobs than recordings, nor than Airflow
+    may map (``max_jobs``): that limit wins over the cap.
     """
-    order = sorted(range(len(recording_audio_s)), key=lambda i: (-recording_audio_s[i], i))
-    jobs: list[list[int]] = []
-    totals: list[float] = []
-    for i in order:
-        d = recording_audio_s[i]
-        for j, t in enumerate(totals):
-            if t + d <= job_audio_s:
-                jobs[j].append(i)
-                totals[j] += d
-                break
-        else:
-            jobs.append([i])
-            totals.append(d)
-    return [sorted(j) for j in jobs]
+    if n_recordings <= 0:
+        return 0
+    needed = math.ceil(total_audio_s / cap_s) if cap_s > 0 else 1
+    spread = min(max(slots, 1), math.floor(total_audio_s / min_s) if min_s > 0 else slots)
+    k = max(1, needed, spread)
+    k = min(k, n_recordings)
+    return min(k, max_jobs) if max_jobs else k
+
+
+def balance_jobs(recording_audio_s: Sequence[float], n_jobs: int) -> list[list[int]]:
+    """Whole recordings (by index) into ``n_jobs`` jobs of nearly equal speech.
+
+    Longest first, each to the job with the least speech so far: the busiest job ends at
+    most one recording above the mean, so the pool's GPUs finish together.
+    """
+    if n_jobs <= 0:
+        return []
+    heap = [(0.0, j) for j in range(n_jobs)]
+    jobs: list[list[int]] = [[] for _ in range(n_jobs)]
+    for i in sorted(range(len(recording_audio_s)), key=lambda i: (-recording_audio_s[i], i)):
+        total, j = heapq.heappop(heap)
+        jobs[j].append(i)
+        heapq.heappush(heap, (total + recording_audio_s[i], j))
+    return [sorted(j) for j in jobs if j]

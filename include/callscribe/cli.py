@@ -137,6 +137,14 @@ def run_day(day: date, conf: dict | None = None, logical_date: datetime | None =
         conf["date"] = day.isoformat()
         if logical_date.tzinfo is None:
             logical_date = logical_date.replace(tzinfo=UTC)
+    if dag.start_date and logical_date < dag.start_date:
+        # Airflow would create the run with no tasks at all and call it a success.
+        raise ValueError(f"{day} is before the DAG's start date ({dag.start_date:%Y-%m-%d}): "
+                         "set CALLSCRIBE_START_DATE earlier")
+    # dag.test() in Airflow 3.3 cannot finish a run of a DAG with a deadline (it reads the
+    # alert back as if the DAG had been serialised by the scheduler); the scheduler and the
+    # triggerer handle it in a deployment, where it matters.
+    dag.deadline = None
     return dag.test(logical_date=logical_date, run_conf=conf)
 
 
@@ -157,10 +165,35 @@ def cmd_run(args) -> int:
     conf = {"reprocess": args.reprocess, "engine": args.engine}
     if args.max_recordings:
         conf["max_recordings"] = args.max_recordings
-    dr = run_day(args.date, conf, args.logical_date)
-    state = str(getattr(dr, "state", "unknown"))
+    if args.lookback_days is not None:
+        conf["lookback_days"] = args.lookback_days
+    try:
+        dr = run_day(args.date, conf, args.logical_date)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    state = str(getattr(dr, "state", "unknown")).rsplit(".", 1)[-1].lower()
     print(f"run {dr.run_id}: {state}")
-    return 0 if state.endswith("success") else 1
+    if state != "success":
+        _print_run_problems(dr)
+    return 0 if state == "success" else 1
+
+
+def _print_run_problems(dr) -> None:
+    """Why a run is red: its failed tasks, and what it left not done (from the report)."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    from callscribe.db import engine_from_env
+    from callscribe.reporting import run_failures
+
+    with create_session() as session:
+        tis = session.query(TaskInstance).filter_by(dag_id=dr.dag_id, run_id=dr.run_id).all()
+        failed = sorted({ti.task_id for ti in tis if str(ti.state).rsplit(".", 1)[-1] in ("failed", "upstream_failed")})
+    if failed:
+        print(f"failed tasks: {', '.join(failed)}")
+    for f in run_failures(engine_from_env(), dr.run_id):
+        print(f"  {f['status']:<11} {f['object_key']}: {f['last_error'] or ''}")
 
 
 def cmd_status(args) -> int:
@@ -172,12 +205,13 @@ def cmd_status(args) -> int:
     if args.json:
         for r in rows:
             print(json.dumps({"key": r["object_key"], "status": r["status"], "error": r["last_error"],
-                              "duration_s": r["duration_s"], "segments": r["segments"]}, default=_json_default))
+                              "warning": r["warning"], "attempts": r["attempts"], "duration_s": r["duration_s"],
+                              "segments": r["segments"]}, default=_json_default))
     else:
         for r in rows:
             r["key"] = r["object_key"]
-            r["error"] = r["last_error"]
-        _print_table(rows, ["key", "status", "error", "duration_s", "segments"])
+            r["reason"] = r["last_error"] or (f"warning: {r['warning']}" if r["warning"] else None)
+        _print_table(rows, ["key", "status", "reason", "attempts", "duration_s", "segments"])
     return 0
 
 
@@ -360,6 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--engine", default=DEFAULT_ENGINE, choices=available())
     s.add_argument("--reprocess", action="store_true")
     s.add_argument("--max-recordings", type=int)
+    s.add_argument("--lookback-days", type=int,
+                   help="also take late uploads from this many days before (default: the DAG's)")
     s.add_argument("--logical-date", type=datetime.fromisoformat,
                    help="the run's logical date (default: the day's midnight UTC); another one runs the day "
                         "again beside an existing run, as a manual trigger with the date Param does")

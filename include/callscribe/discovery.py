@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import posixpath
-from datetime import date
+from datetime import date, timedelta
 
 from sqlalchemy.engine import Engine
 
@@ -77,18 +78,45 @@ def release(engine: Engine, run_id: str) -> int:
         return conn.execute(db.q("claims_release"), {"run_id": run_id}).rowcount
 
 
+def run_days(day: date, lookback_days: int = 0) -> list[date]:
+    """The days a run covers: its own, then the ``lookback_days`` before it (late uploads)."""
+    if lookback_days < 0:
+        raise ValueError("lookback_days must be 0 or more")
+    return [day - timedelta(days=k) for k in range(lookback_days + 1)]
+
+
 def discover(store: Store, engine: Engine, day: date, base_prefix: str, run_id: str,
-             reprocess: bool = False, max_recordings: int | None = None) -> list[int]:
-    prefix = day_prefix(base_prefix, day)
-    objects = list(store.list(prefix))
-    new = register(engine, objects, day, run_id)
-    ids = claim(engine, store.bucket, prefix, day, run_id, reprocess, max_recordings)
-    log.info("%s: %d objects listed, %d new, %d to process", prefix, len(objects), new, len(ids))
-    return ids
+             reprocess: bool = False, max_recordings: int | None = None, lookback_days: int = 0) -> list[int]:
+    """List and register the run's days, then claim what is left to do; returns the claimed ids.
+
+    The run's own day comes first (``reprocess`` applies to it alone); the earlier days give
+    files that landed in their folders after their own run, and failures with attempts left.
+    """
+    ids: list[int] = []
+    for k, d in enumerate(run_days(day, lookback_days)):
+        prefix = day_prefix(base_prefix, d)
+        objects = list(store.list(prefix))
+        new = register(engine, objects, d, run_id)
+        left = None if max_recordings is None else max_recordings - len(ids)
+        if left is not None and left <= 0:
+            break
+        got = claim(engine, store.bucket, prefix, d, run_id, reprocess and k == 0, left)
+        ids.extend(got)
+        if k == 0 or got or new:
+            log.info("%s: %d objects listed, %d new, %d to process", prefix, len(objects), new, len(got))
+    return sorted(ids)
 
 
-def groups(ids: list[int], size: int) -> list[list[int]]:
-    """Bounded groups of recording ids, one mapped chunk task each."""
+def groups(ids: list[int], size: int, max_groups: int | None = None) -> list[list[int]]:
+    """Bounded groups of recording ids, one mapped chunk task each.
+
+    Groups grow past ``size`` when that is what keeps their number within ``max_groups``
+    (Airflow refuses to map over more than ``max_map_length`` items).
+    """
     if size <= 0:
         raise ValueError("group size must be positive")
+    if max_groups is not None:
+        if max_groups <= 0:
+            raise ValueError("max_groups must be positive")
+        size = max(size, math.ceil(len(ids) / max_groups))
     return [ids[i : i + size] for i in range(0, len(ids), size)]

@@ -16,6 +16,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from callscribe.alerts import task_timeout
+
 POD_TEMPLATE = Path(__file__).resolve().parents[2] / "docker" / "k8s" / "worker-pod-template.yaml"
 MODEL_MOUNT = "/models"
 
@@ -103,6 +105,8 @@ def operator_kwargs(s: KubeSettings) -> dict:
         active_deadline_seconds=s.active_deadline_s,
         pool=s.pool,
         retries=2,
+        # On timeout the operator's on_kill deletes the pod, so no GPU keeps working for nobody.
+        execution_timeout=task_timeout("transcribe"),
     )
 
 

@@ -1,50 +1,117 @@
-"""Load transcript shards into Postgres: COPY into staging, replace, in one transaction."""
+"""Load transcript shards into Postgres: COPY into staging, replace, one transaction a shard.
+
+Loads are fenced: a shard's rows go in only for recordings its run still owns, so a
+cleared task of an old run, or a run whose lease expired while it was slow, cannot put an
+older transcript over a newer one. Each shard is its own transaction, so one unreadable
+shard or one dead job does not keep the rest of the day out of Postgres.
+"""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.engine import Engine
 
 from callscribe import db
-from callscribe.manifests import SEGMENT_COLUMNS, ShardInfo, from_parquet
-from callscribe.storage import Store
+from callscribe.errors import describe
+from callscribe.manifests import SEGMENT_COLUMNS, JobFailure, JobManifest, ShardInfo, failure_uri, from_parquet
+from callscribe.storage import Store, unavailable
 
 log = logging.getLogger(__name__)
 
 
+class LoadIncomplete(RuntimeError):
+    """Some shards could not be loaded; the others were."""
+
+
 @dataclass(frozen=True)
 class LoadResult:
-    shards: int
-    recordings: int
-    segments: int
+    shards: int = 0
+    recordings: int = 0  # made `done` by this load
+    segments: int = 0
+    failed: int = 0  # recordings the worker could not transcribe, now `failed` with the reason
+    unfinished_jobs: list[str] = field(default_factory=list)  # jobs without a shard
+
+    def __add__(self, other: LoadResult) -> LoadResult:
+        return LoadResult(self.shards + other.shards, self.recordings + other.recordings,
+                          self.segments + other.segments, self.failed + other.failed,
+                          self.unfinished_jobs + other.unfinished_jobs)
+
+
+def load_shard(store: Store, engine: Engine, uri: str) -> LoadResult:
+    """Make the shard's recordings (those its run still owns) `done` with exactly its segments.
+
+    Re-loading the same shard changes nothing: the rows already hold this run's transcript.
+    """
+    df, meta = from_parquet(store.get_bytes(uri))
+    info = ShardInfo(**meta)
+    reasons = {f.recording_id: f.reason for f in info.failures}
+    with engine.begin() as conn:
+        owned = set(conn.execute(db.q("load_fence"), {
+            "ids": [r.recording_id for r in info.recordings], "run_id": info.run_id}).scalars())
+        ok = sorted(rid for rid in owned if rid not in reasons)
+        segments = 0
+        if ok:
+            conn.execute(db.q("load_stage"))
+            rows = df[df["recording_id"].isin(ok)][SEGMENT_COLUMNS].itertuples(index=False, name=None)
+            segments = db.copy_rows(conn, "stage_segments", SEGMENT_COLUMNS, rows)
+            conn.execute(db.q("load_replace"), {"ids": ok, "engine": info.engine, "run_id": info.run_id})
+        failed = 0
+        for rid, reason in reasons.items():
+            if rid in owned:
+                failed += conn.execute(db.q("load_failed"), {"id": rid, "reason": reason}).rowcount
+        for b in info.batches:
+            conn.execute(db.q("load_batches"), {
+                "run_id": info.run_id, "job_id": info.job_id, "shard_uri": uri, "engine": info.engine,
+                **b.model_dump(),
+            })
+    skipped = len(info.recordings) - len(owned)
+    if skipped:
+        log.info("%s: %d recordings left alone (owned by a newer run, or already loaded from this run)",
+                 uri, skipped)
+    return LoadResult(1, len(ok), segments, failed)
 
 
 def load_shards(store: Store, engine: Engine, shard_uris: list[str]) -> LoadResult:
-    """Make the shards' recordings `done` with exactly the shards' segments.
-
-    Re-loading the same shards changes nothing: each recording's previous segments and
-    transcripts are replaced inside the same transaction that stages the new ones.
-    """
-    shards = []
+    """Load each shard in its own transaction; every shard is tried, then any failure is raised."""
+    total, errors = LoadResult(), []
     for uri in shard_uris:
-        df, meta = from_parquet(store.get_bytes(uri))
-        shards.append((uri, df, ShardInfo(**meta)))
-    total_segments = 0
-    ids: list[int] = []
-    with engine.begin() as conn:
-        conn.execute(db.q("load_stage"))
-        for uri, df, info in shards:
-            rows = df[SEGMENT_COLUMNS].itertuples(index=False, name=None)
-            total_segments += db.copy_rows(conn, "stage_segments", SEGMENT_COLUMNS, rows)
-            shard_ids = [r.recording_id for r in info.recordings]
-            ids.extend(shard_ids)
-            conn.execute(db.q("load_replace"), {"ids": shard_ids, "engine": info.engine})
-            for b in info.batches:
-                conn.execute(db.q("load_batches"), {
-                    "run_id": info.run_id, "job_id": info.job_id, "shard_uri": uri, "engine": info.engine,
-                    **b.model_dump(),
-                })
-    log.info("loaded %d shards: %d recordings, %d segments", len(shards), len(ids), total_segments)
-    return LoadResult(len(shards), len(ids), total_segments)
+        try:
+            total += load_shard(store, engine, uri)
+        except Exception as exc:
+            if unavailable(exc):
+                raise
+            log.error("shard %s not loaded: %s", uri, describe(exc))
+            errors.append(f"{uri}: {describe(exc)}")
+    log.info("loaded %d shards: %d recordings done, %d failed, %d segments",
+             total.shards, total.recordings, total.failed, total.segments)
+    if errors:
+        raise LoadIncomplete(f"{len(errors)} of {len(shard_uris)} shards not loaded; first: {errors[0]}")
+    return total
+
+
+def load_jobs(store: Store, engine: Engine, job_uris: list[str], run_id: str) -> LoadResult:
+    """Load the shard of every job of a run that has one; the others' recordings get the job's cause.
+
+    A job without a shard leaves its recordings claimable (the task's retry, the next run)
+    with the worker's own error as their reason.
+    """
+    shards: list[str] = []
+    unfinished: list[str] = []
+    for uri in job_uris:
+        job = JobManifest.model_validate_json(store.get_bytes(uri))
+        if store.exists(job.shard_uri):
+            shards.append(job.shard_uri)
+            continue
+        cause = "no shard (the worker was killed, timed out or never started)"
+        if store.exists(failure_uri(job.shard_uri)):
+            cause = JobFailure.model_validate_json(store.get_bytes(failure_uri(job.shard_uri))).error
+        reason = f"transcription job {job.job_id} did not finish: {cause}"
+        log.error("run %s: %s", run_id, reason)
+        with engine.begin() as conn:
+            conn.execute(db.q("job_unfinished"), {"ids": [r.recording_id for r in job.recordings],
+                                                  "run_id": run_id, "reason": reason[:2000]})
+        unfinished.append(job.job_id)
+    result = load_shards(store, engine, shards)
+    return result + LoadResult(unfinished_jobs=unfinished)

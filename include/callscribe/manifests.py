@@ -67,12 +67,33 @@ class BatchMetric(BaseModel):
     oom_splits: int = 0
 
 
+class RecordingFailure(BaseModel):
+    """A recording of the job the worker could not transcribe; its neighbours went on."""
+
+    recording_id: int
+    reason: str
+
+
 class ShardInfo(BaseModel):
     job_id: str
     run_id: str
     engine: str
     recordings: list[RecordingEntry]
     batches: list[BatchMetric]
+    failures: list[RecordingFailure] = []
+
+
+class JobFailure(BaseModel):
+    """Written beside the shard's place when a worker gives up on its whole job."""
+
+    job_id: str
+    run_id: str
+    error: str
+
+
+def failure_uri(shard_uri: str) -> str:
+    """Where a job's failure note goes: next to where its shard would be."""
+    return shard_uri.removesuffix(".parquet") + ".failed.json"
 
 
 def to_parquet(df: pd.DataFrame, meta: BaseModel | dict) -> bytes:

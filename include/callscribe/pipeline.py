@@ -10,9 +10,12 @@ import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
+from collections import Counter, deque
+from dataclasses import dataclass
 from datetime import UTC, date
 
 import numpy as np
@@ -21,9 +24,10 @@ from sqlalchemy.engine import Engine
 
 from callscribe import db
 from callscribe.audio import TARGET_SR, DecodeError, decode, encode_flac
-from callscribe.batching import plan_jobs as group_recordings
+from callscribe.batching import balance_jobs, job_count
 from callscribe.chunking import DEFAULT_CHUNKING, ChunkingParams, chunk_recording
 from callscribe.config import S3Settings, speaker_for
+from callscribe.errors import describe
 from callscribe.manifests import (
     ChunkRef,
     JobManifest,
@@ -37,7 +41,6 @@ from callscribe.storage import Store, unavailable
 
 log = logging.getLogger(__name__)
 WORK_PREFIX = "_callscribe"
-DEFAULT_JOB_AUDIO_S = float(os.environ.get("CALLSCRIBE_JOB_AUDIO_S", 4 * 3600))
 DEFAULT_GROUP_SIZE = int(os.environ.get("CALLSCRIBE_CHUNK_GROUP_SIZE", 25))
 
 
@@ -53,29 +56,36 @@ def _work_uri(store: Store, *parts: str) -> str:
 # ---------------------------------------------------------------- chunk
 
 
-def chunk_one(store: Store, engine: Engine, recording_id: int,
-              params: ChunkingParams = DEFAULT_CHUNKING) -> tuple[RecordingEntry, list[ChunkRef]] | None:
-    """Decode and chunk one recording, write its speech pack; None when it failed."""
+def chunk_one(store: Store, engine: Engine, recording_id: int, params: ChunkingParams = DEFAULT_CHUNKING,
+              run_id: str | None = None) -> tuple[RecordingEntry, list[ChunkRef]] | None:
+    """Decode and chunk one recording, write its speech pack; None when it failed.
+
+    With a ``run_id``, only a recording that run still owns is touched: a cleared chunk task
+    of an old run leaves alone what a newer run has taken since.
+    """
     with engine.connect() as conn:
         rec = conn.execute(db.q("recording_get"), {"id": recording_id}).one()
+    if run_id is not None and (rec.last_run_id != run_id or rec.status in ("superseded", "quarantined")):
+        log.info("recording %d is %s and owned by run %s now; left alone", recording_id, rec.status, rec.last_run_id)
+        return None
     try:
         etag, meta = store.stat(rec.bucket, rec.object_key)
         if etag != rec.etag:
             # Re-uploaded since discovery: this version's content is gone; the next run
             # registers the new one and supersedes this row.
-            _mark(engine, recording_id, "failed", f"object changed since discovery (etag {etag})")
+            _mark(engine, recording_id, "failed", f"object changed since discovery (etag {etag})", run_id)
             return None
         data = store.get_bytes(f"s3://{rec.bucket}/{rec.object_key}")
         decoded = decode(data, rec.object_key)
     except DecodeError as exc:
-        _mark(engine, recording_id, "quarantined", str(exc))
+        _mark(engine, recording_id, "quarantined", str(exc), run_id)
         return None
     except Exception as exc:
         if unavailable(exc):
             # An outage, not this recording's fault: fail the task so Airflow retries it,
             # without spending one of the recording's attempts.
             raise
-        _mark(engine, recording_id, "failed", f"{type(exc).__name__}: {exc}")
+        _mark(engine, recording_id, "failed", describe(exc), run_id)
         return None
 
     if decoded.warning:
@@ -100,17 +110,18 @@ def chunk_one(store: Store, engine: Engine, recording_id: int,
         conn.execute(db.q("recording_chunked"), {
             "id": recording_id, "duration_s": decoded.duration_s, "channels": decoded.n_channels,
             "sample_rate": decoded.source_rate, "codec": decoded.codec,
-            "agent_id": meta.get("agent-id"), "metadata": json.dumps(meta),
+            "agent_id": meta.get("agent-id"), "metadata": json.dumps(meta), "run_id": run_id,
         })
     entry = RecordingEntry(recording_id=recording_id, n_channels=decoded.n_channels, pack_uri=pack_uri,
                            audio_s=offset / TARGET_SR)
     return entry, refs
 
 
-def _mark(engine: Engine, recording_id: int, status: str, error: str) -> None:
+def _mark(engine: Engine, recording_id: int, status: str, error: str, run_id: str | None = None) -> None:
     log.warning("recording %d %s: %s", recording_id, status, error)
     with engine.begin() as conn:
-        conn.execute(db.q("recording_error"), {"id": recording_id, "status": status, "error": error[:2000]})
+        conn.execute(db.q("recording_error"), {"id": recording_id, "status": status, "error": error[:2000],
+                                               "run_id": run_id})
 
 
 def chunk_group(store: Store, engine: Engine, ids: list[int], run_id: str, group_index: int) -> str:
@@ -118,7 +129,7 @@ def chunk_group(store: Store, engine: Engine, ids: list[int], run_id: str, group
     entries: list[RecordingEntry] = []
     refs: list[ChunkRef] = []
     for rid in ids:
-        out = chunk_one(store, engine, rid)
+        out = chunk_one(store, engine, rid, run_id=run_id)
         if out is not None:
             entries.append(out[0])
             refs.extend(out[1])
@@ -133,11 +144,30 @@ def chunk_group(store: Store, engine: Engine, ids: list[int], run_id: str, group
 # ---------------------------------------------------------------- plan jobs
 
 
+@dataclass(frozen=True)
+class JobSizing:
+    """How a day's speech becomes worker jobs (see :func:`callscribe.batching.job_count`)."""
+
+    slots: int = 4  # GPUs in the pool (or local workers): a day spreads over them
+    cap_s: float = 4 * 3600  # at most this much speech in one job
+    min_s: float = 600  # a job is worth a model load only above this
+
+    @classmethod
+    def from_env(cls) -> JobSizing:
+        d = cls()
+        env = os.environ.get
+        return cls(slots=int(env("CALLSCRIBE_JOB_SLOTS", d.slots)),
+                   cap_s=float(env("CALLSCRIBE_JOB_AUDIO_S", d.cap_s)),
+                   min_s=float(env("CALLSCRIBE_JOB_MIN_AUDIO_S", d.min_s)))
+
+
 def plan_jobs(store: Store, manifest_uris: list[str], run_id: str, engine_name: str,
-              job_audio_s: float = DEFAULT_JOB_AUDIO_S, batch_audio_s: float | None = None) -> list[str]:
-    """Gather chunk manifests into worker jobs of bounded audio; returns job manifest URIs."""
+              batch_audio_s: float | None = None, sizing: JobSizing | None = None,
+              max_jobs: int | None = None) -> list[str]:
+    """Gather chunk manifests into balanced worker jobs of whole recordings; returns job manifest URIs."""
     from callscribe.transcription import DEFAULT_BATCH_AUDIO_S
 
+    sizing = sizing or JobSizing.from_env()
     entries: list[RecordingEntry] = []
     frames: list[pd.DataFrame] = []
     for uri in manifest_uris:
@@ -151,8 +181,10 @@ def plan_jobs(store: Store, manifest_uris: list[str], run_id: str, engine_name: 
     for c in chunks:
         by_rec.setdefault(c.recording_id, []).append(c)
     key = run_key(run_id)
+    speech = [e.audio_s for e in entries]
+    n_jobs = job_count(sum(speech), len(entries), sizing.slots, sizing.cap_s, sizing.min_s, max_jobs)
     uris = []
-    for j, members in enumerate(group_recordings([e.audio_s for e in entries], job_audio_s)):
+    for j, members in enumerate(balance_jobs(speech, n_jobs)):
         job_id = f"job-{j:05d}"
         recs = [entries[i] for i in members]
         job = JobManifest(
@@ -165,7 +197,7 @@ def plan_jobs(store: Store, manifest_uris: list[str], run_id: str, engine_name: 
         uri = _work_uri(store, "runs", key, "jobs", f"{job_id}.json")
         store.put_bytes(uri, job.model_dump_json().encode(), "application/json")
         uris.append(uri)
-    log.info("%d recordings in %d jobs", len(entries), len(uris))
+    log.info("%d recordings, %.0f s of speech, in %d jobs", len(entries), sum(speech), len(uris))
     return uris
 
 
@@ -177,21 +209,138 @@ def worker_command(job_uri: str) -> list[str]:
     return ["python", "-m", "callscribe.worker", "--job", job_uri]
 
 
+class WorkerFailed(RuntimeError):
+    """The worker process ended without its shard; the message is the worker's own error."""
+
+
+# What a local worker inherits from the task's environment: what a pod has, no more. The
+# task's environment also holds Airflow's database URL, its JWT secret and connections.
+WORKER_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "XDG_RUNTIME_DIR",
+              "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "CALLSCRIBE_GRANITE_MODEL_DIR",
+              "CALLSCRIBE_WHISPER_MODEL_DIR", "CALLSCRIBE_CPU_THREADS", "CALLSCRIBE_NAR_COMPILE")
+# Seconds a worker gets to stop on SIGTERM before its process group is killed.
+WORKER_STOP_GRACE_S = 10.0
+
+
+def worker_environment(s3: S3Settings, base: dict[str, str] | None = None) -> dict[str, str]:
+    """The local worker's environment: the allow-listed variables, offline flags, the S3 settings."""
+    base = os.environ if base is None else base
+    env = {k: base[k] for k in WORKER_ENV if k in base}
+    env.setdefault("HOME", tempfile.gettempdir())
+    # Credentials go through the environment, as Kubernetes secrets do for the pod.
+    return env | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"} | s3.to_env()
+
+
+def _relog(line: str) -> None:
+    """A worker output line into the task log at the worker's own level."""
+    parts = line.split(" ", 3)
+    level = logging.getLevelName(parts[2]) if len(parts) > 3 else logging.INFO
+    log.log(level if isinstance(level, int) else logging.INFO, "worker: %s", line)
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """End the worker's whole process group: SIGTERM, a grace period, then SIGKILL; reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(WORKER_STOP_GRACE_S)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        log.warning("worker %d did not stop in %.0f s; killing it", proc.pid, WORKER_STOP_GRACE_S)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
 def run_worker_local(job_uri: str, s3: S3Settings) -> str:
-    """Run the worker command as a child process; returns the shard URI it reports."""
-    with tempfile.TemporaryDirectory(prefix="callscribe-xcom-") as tmp:
-        xcom = os.path.join(tmp, "return.json")
-        cmd = [sys.executable, *worker_command(job_uri)[1:], "--xcom-path", xcom]
-        # Credentials go through the environment, as Kubernetes secrets do for the pod.
-        env = {**os.environ, **s3.to_env()}
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            log.info("worker: %s", line.rstrip())
-        if proc.wait() != 0:
-            raise RuntimeError(f"worker exited with code {proc.returncode} for {job_uri}")
+    """Run the worker command as a child process; returns the shard URI it reports.
+
+    The worker runs in its own process group with the environment a pod would have, and it
+    does not outlive this call: a timeout or a kill of the task stops the group and reaps
+    it; a worker whose parent dies is killed by the kernel (the worker asks for that).
+    """
+    job_id = job_uri.rsplit("/", 1)[-1].removesuffix(".json")
+    with tempfile.TemporaryDirectory(prefix="callscribe-worker-") as tmp:
+        xcom, error = os.path.join(tmp, "return.json"), os.path.join(tmp, "error.txt")
+        cmd = [sys.executable, *worker_command(job_uri)[1:], "--xcom-path", xcom, "--error-path", error,
+               "--parent-pid", str(os.getpid())]
+        proc = subprocess.Popen(cmd, env=worker_environment(s3), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        tail: deque[str] = deque(maxlen=20)
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                line = line.rstrip()
+                tail.append(line)
+                _relog(line)
+            rc = proc.wait()
+        finally:
+            _stop_group(proc)  # also reaps anything the worker started, on every way out
+        if rc != 0:
+            raise WorkerFailed(f"{job_id}: {_worker_cause(rc, error, tail)}")
         with open(xcom) as f:
             return json.load(f)
+
+
+def _worker_cause(rc: int, error_path: str, tail: deque[str]) -> str:
+    """The worker's own error line, or what its exit says when it could not write one."""
+    try:
+        with open(error_path) as f:
+            cause = f.read().strip()
+        if cause:
+            return cause
+    except OSError:
+        pass
+    if rc < 0:
+        name = signal.Signals(-rc).name
+        return f"worker killed by {name}" + (" (out of memory, or killed from outside)" if name == "SIGKILL" else "")
+    last = next((t for t in reversed(tail) if t.strip()), "no output")
+    return f"worker exited with code {rc}: {last}"
+
+
+class RunIncomplete(RuntimeError):
+    """A run ends with a recording of its days unaccounted for, or with a failed task."""
+
+
+def max_map_length() -> int:
+    """How many items Airflow maps a task over at most (``[core] max_map_length``)."""
+    from airflow.sdk.configuration import conf
+
+    return conf.getint("core", "max_map_length", fallback=1024)
+
+
+def verify_run(store: Store, engine: Engine, context, task_states: dict[str, str]) -> dict:
+    """The run's verdict: raises :class:`RunIncomplete` (a red run) unless every recording of
+    its days is done, quarantined or failed with a reason, and none of its tasks failed.
+
+    Objects uploaded after the run listed the bucket, and recordings another live run is
+    working on, are not this run's to answer for.
+    """
+    from callscribe.audit import run_verdict
+    from callscribe.discovery import run_days
+    from callscribe.reporting import listed_at
+
+    params = context["params"]
+    run_id = context["run_id"]
+    failed = sorted(t for t, state in task_states.items()
+                    if str(state) in ("failed", "upstream_failed") and not t.startswith("verify"))
+    days = run_days(call_day(context), int(params.get("lookback_days") or 0))
+    verdict = run_verdict(store, engine, run_id, days, params["prefix"], listed_at(engine, run_id), failed)
+    for a in verdict.audits:
+        log.info("%s: %d objects, %s%s", a.day, a.objects, dict(a.states),
+                 f", {len(a.in_progress)} in another live run" if a.in_progress else "")
+    if not verdict.ok:
+        problems = verdict.problems()
+        for p in problems:
+            log.error("%s", p)
+        raise RunIncomplete(f"run {run_id} did not account for every call: " + " | ".join(problems))
+    states: Counter = Counter()
+    for a in verdict.audits:
+        states.update(a.states)
+    return {"days": [str(d) for d in days], "objects": sum(a.objects for a in verdict.audits),
+            "states": dict(states)}
 
 
 def call_day(context) -> date:

@@ -8,7 +8,7 @@ from datetime import date
 from sqlalchemy.engine import Engine
 
 from callscribe import db
-from callscribe.discovery import release
+from callscribe.discovery import MAX_ATTEMPTS, release
 
 log = logging.getLogger(__name__)
 
@@ -16,8 +16,11 @@ log = logging.getLogger(__name__)
 def report_run(engine: Engine, run_id: str, dag_id: str, day: date, engine_name: str) -> dict:
     """Count this run's recordings by outcome, store the figures and return them.
 
-    Also ends the run's leases: whatever it left undone is free for the next run.
+    Also ends the run's leases: whatever it left undone is free for the next run, with its
+    reason, or `failed` for good once out of attempts.
     """
+    with engine.begin() as conn:
+        conn.execute(db.q("report_unfinished"), {"run_id": run_id, "max_attempts": MAX_ATTEMPTS})
     released = release(engine, run_id)
     if released:
         log.warning("run %s released %d recordings it did not finish", run_id, released)
@@ -25,16 +28,34 @@ def report_run(engine: Engine, run_id: str, dag_id: str, day: date, engine_name:
         figures = dict(conn.execute(db.q("report_run"), {"run_id": run_id}).one()._mapping)
         conn.execute(db.q("report_upsert"), {"run_id": run_id, "dag_id": dag_id, "call_date": day,
                                              "engine": engine_name, **figures})
-        failures = [dict(r._mapping) for r in conn.execute(db.q("report_failures"), {"run_id": run_id})]
+    failures = run_failures(engine, run_id)
     figures["audio_h"] = round(figures["audio_s"] / 3600, 4)
     figures["failures"] = failures
-    log.info("run %s (%s): %d found, %d done, %d failed, %d quarantined, %.3f h of audio, %d segments",
-             run_id, day, figures["recordings_found"], figures["recordings_done"],
-             figures["recordings_failed"], figures["recordings_quarantined"], figures["audio_h"],
-             figures["segments"])
+    log.info("run %s (%s): %d found, %d done, %d failed, %d quarantined, %d unfinished, %.3f h of audio, "
+             "%d segments", run_id, day, figures["recordings_found"], figures["recordings_done"],
+             figures["recordings_failed"], figures["recordings_quarantined"], figures["recordings_unfinished"],
+             figures["audio_h"], figures["segments"])
     for f in failures:
         log.warning("%s %s: %s", f["status"], f["object_key"], f["last_error"])
     return figures
+
+
+def run_failures(engine: Engine, run_id: str) -> list[dict]:
+    """What a run left not done, with the reasons."""
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(db.q("report_failures"), {"run_id": run_id})]
+
+
+def run_listed(engine: Engine, run_id: str, dag_id: str, day: date, engine_name: str) -> None:
+    """Note that the run is about to list the bucket (its verdict's cut-off for late uploads)."""
+    with engine.begin() as conn:
+        conn.execute(db.q("run_listed"), {"run_id": run_id, "dag_id": dag_id, "call_date": day,
+                                          "engine": engine_name})
+
+
+def listed_at(engine: Engine, run_id: str):
+    with engine.connect() as conn:
+        return conn.execute(db.q("run_listed_at"), {"run_id": run_id}).scalar()
 
 
 def day_status(engine: Engine, day: date) -> list[dict]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 
 import urllib3
@@ -20,6 +21,7 @@ class ObjectInfo:
     key: str
     etag: str
     size: int
+    last_modified: datetime | None = None
 
 
 def parse_uri(uri: str) -> tuple[str, str]:
@@ -55,7 +57,7 @@ class Store:
         for obj in self.client.list_objects(b, prefix=prefix, recursive=True):
             if obj.is_dir:
                 continue
-            yield ObjectInfo(b, obj.object_name, (obj.etag or "").strip('"'), obj.size or 0)
+            yield ObjectInfo(b, obj.object_name, (obj.etag or "").strip('"'), obj.size or 0, obj.last_modified)
 
     def get_bytes(self, uri: str) -> bytes:
         bucket, key = parse_uri(uri)
@@ -82,6 +84,20 @@ class Store:
             if lk.startswith("x-amz-meta-"):
                 meta[lk[len("x-amz-meta-"):]] = v
         return (st.etag or "").strip('"'), meta
+
+    def exists(self, uri: str) -> bool:
+        bucket, key = parse_uri(uri)
+        try:
+            self.client.stat_object(bucket, key)
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NotFound", "ResourceNotFound"):
+                return False
+            raise
+        return True
+
+    def delete(self, uri: str) -> None:
+        bucket, key = parse_uri(uri)
+        self.client.remove_object(bucket, key)
 
     def uri(self, key: str) -> str:
         return make_uri(self.bucket, key)

@@ -22,6 +22,7 @@ from callscribe.batching import plan_batches
 from callscribe.chunking import DEFAULT_CHUNKING, Chunk, ChunkingParams, chunk_recording
 from callscribe.config import speaker_for
 from callscribe.engines import Engine, EngineOutOfMemory, Segment
+from callscribe.errors import describe
 from callscribe.manifests import BatchMetric
 
 log = logging.getLogger(__name__)
@@ -41,18 +42,34 @@ def _prepare(engine: Engine, audios: Sequence[np.ndarray], idx: list[int]) -> An
 
 
 def _run_splitting(engine: Engine, audios: Sequence[np.ndarray], idx: list[int], prepared: Any,
-                   results: list, splits: list[int]) -> None:
-    """Run one batch; on out-of-memory, halve it and run the halves (recursively)."""
+                   results: list, splits: list[int], failures: dict[int, str] | None) -> None:
+    """Run one batch; on out-of-memory, halve it and run the halves (recursively).
+
+    With ``failures``, any other error is narrowed down the same way, to the chunk that
+    causes it: that chunk's reason is recorded and every other chunk is recognised.
+    """
     try:
         out = engine.run(prepared)
-    except EngineOutOfMemory:
+    except EngineOutOfMemory as exc:
         if len(idx) == 1:
-            raise
+            if failures is None:
+                raise
+            failures[idx[0]] = f"out of memory on a single chunk of {len(audios[idx[0]]) / TARGET_SR:.1f} s ({exc})"
+            return
         splits[0] += 1
-        half = len(idx) // 2
-        log.warning("out of memory on a batch of %d chunks; retrying as %d + %d", len(idx), half, len(idx) - half)
-        for part in (idx[:half], idx[half:]):
-            _run_splitting(engine, audios, part, _prepare(engine, audios, part), results, splits)
+        log.warning("out of memory on a batch of %d chunks; retrying as halves", len(idx))
+        _run_halves(engine, audios, idx, results, splits, failures)
+        return
+    except Exception as exc:
+        if failures is None:
+            raise
+        if len(idx) == 1:
+            failures[idx[0]] = describe(exc)
+            log.warning("chunk %d failed alone: %s", idx[0], failures[idx[0]])
+            return
+        log.warning("a batch of %d chunks failed (%s: %s); retrying as halves to find the cause",
+                    len(idx), type(exc).__name__, exc)
+        _run_halves(engine, audios, idx, results, splits, failures)
         return
     if len(out) != len(idx):
         raise RuntimeError(f"engine {engine.name} returned {len(out)} results for {len(idx)} chunks")
@@ -60,10 +77,22 @@ def _run_splitting(engine: Engine, audios: Sequence[np.ndarray], idx: list[int],
         results[i] = segs
 
 
+def _run_halves(engine: Engine, audios: Sequence[np.ndarray], idx: list[int], results: list,
+                splits: list[int], failures: dict[int, str] | None) -> None:
+    half = len(idx) // 2
+    for part in (idx[:half], idx[half:]):
+        _run_splitting(engine, audios, part, _prepare(engine, audios, part), results, splits, failures)
+
+
 def run_batches(
     engine: Engine, audios: Sequence[np.ndarray], budget_s: float = DEFAULT_BATCH_AUDIO_S,
+    failures: dict[int, str] | None = None,
 ) -> tuple[list[list[Segment]], list[BatchMetric]]:
-    """Recognise every chunk in length-sorted batches; results come back in input order."""
+    """Recognise every chunk in length-sorted batches; results come back in input order.
+
+    Pass a dict as ``failures`` to have a chunk the engine cannot recognise (an error, or
+    out of memory even alone) recorded there by index, instead of failing every chunk.
+    """
     lengths = [len(a) / TARGET_SR for a in audios]
     plan = plan_batches(lengths, budget_s)
     results: list[list[Segment] | None] = [None] * len(audios)
@@ -77,7 +106,7 @@ def run_batches(
             pending = reader.submit(_prepare, engine, audios, plan[b + 1]) if b + 1 < len(plan) else None
             model_start = time.perf_counter()
             splits = [0]
-            _run_splitting(engine, audios, idx, prepared, results, splits)
+            _run_splitting(engine, audios, idx, prepared, results, splits, failures)
             now = time.perf_counter()
             audio_s = sum(lengths[i] for i in idx)
             metrics.append(BatchMetric(

@@ -4,14 +4,23 @@
 
 Object-store settings come from CALLSCRIBE_S3_* variables (Kubernetes secrets in a pod).
 The shard's URI is written to /airflow/xcom/return.json for the KubernetesPodOperator.
+
+A recording the worker cannot transcribe (its speech pack unreadable, a chunk the engine
+fails on even alone) goes into the shard as a failure with its reason; its neighbours go
+on. A job that fails as a whole (no engine, every chunk failing, the store gone) exits 1
+with its cause in the termination message (/dev/termination-log in a pod) and in a
+failure note beside the shard's place, which the load task turns into the recordings'
+reason.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,56 +32,103 @@ import pandas as pd
 from callscribe import engines
 from callscribe.audio import decode_flac
 from callscribe.config import s3_from_env
-from callscribe.manifests import SEGMENT_COLUMNS, JobManifest, ShardInfo, to_parquet
-from callscribe.storage import Store
+from callscribe.errors import describe
+from callscribe.manifests import (
+    SEGMENT_COLUMNS,
+    JobFailure,
+    JobManifest,
+    RecordingFailure,
+    ShardInfo,
+    failure_uri,
+    to_parquet,
+)
+from callscribe.storage import Store, unavailable
 from callscribe.transcription import order_segments, place, run_batches
 
 log = logging.getLogger("callscribe.worker")
 DEFAULT_XCOM_PATH = "/airflow/xcom/return.json"
+DEFAULT_ERROR_PATH = "/dev/termination-log"  # Kubernetes shows it as the container's message
 
 
-def fetch_chunks(store: Store, job: JobManifest, threads: int = 4) -> list[np.ndarray]:
-    """Each chunk's audio, in the job's chunk order; one GET per recording pack."""
+def fetch_chunks(store: Store, job: JobManifest, failures: dict[int, str],
+                 threads: int = 4) -> dict[int, np.ndarray]:
+    """Each chunk's audio by its place in the job; one GET per recording pack.
+
+    A pack that cannot be read fails its recording (into ``failures``); an unreachable
+    store fails the job, so the task is retried.
+    """
     packs = sorted({r.pack_uri for r in job.recordings if r.pack_uri})
+
+    def get(uri: str) -> np.ndarray | str:
+        try:
+            # int16 halves the memory a job holds; the batch reader converts each batch.
+            return decode_flac(store.get_bytes(uri), "int16")
+        except Exception as exc:
+            if unavailable(exc):
+                raise
+            return f"speech pack unreadable ({uri}): {describe(exc)}"
+
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        # int16 halves the memory a job holds; the batch reader converts each batch.
-        audio = dict(zip(packs, pool.map(lambda u: decode_flac(store.get_bytes(u), "int16"), packs), strict=True))
+        audio = dict(zip(packs, pool.map(get, packs), strict=True))
     by_rec = {r.recording_id: r.pack_uri for r in job.recordings}
-    out = []
-    for c in job.chunks:
+    out: dict[int, np.ndarray] = {}
+    for i, c in enumerate(job.chunks):
+        if c.recording_id in failures:
+            continue
         pack = audio[by_rec[c.recording_id]]
+        if isinstance(pack, str):
+            failures[c.recording_id] = pack
+            continue
         piece = pack[c.pack_offset : c.pack_offset + c.n_samples]
         if len(piece) != c.n_samples:
-            raise ValueError(f"pack of recording {c.recording_id} is shorter than its manifest says")
-        out.append(piece)
+            failures[c.recording_id] = "speech pack is shorter than its manifest says"
+            continue
+        out[i] = piece
     return out
 
 
 def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None) -> str:
     t0 = time.perf_counter()
-    audios = fetch_chunks(store, job)
+    failures: dict[int, str] = {}  # recording id -> reason
+    fetched = fetch_chunks(store, job, failures)
     log.info("job %s: %d recordings, %d chunks, %.1f s of speech fetched in %.1f s",
              job.job_id, len(job.recordings), len(job.chunks), job.audio_s, time.perf_counter() - t0)
     eng = engine or engines.create(job.engine)
-    results, batches = run_batches(eng, audios, job.batch_audio_s)
+    # Chunks of recordings that already failed are not sent to the engine.
+    order = [i for i in range(len(job.chunks)) if i in fetched and job.chunks[i].recording_id not in failures]
+    chunk_failures: dict[int, str] = {}
+    results, batches = run_batches(eng, [fetched[i] for i in order], job.batch_audio_s, chunk_failures)
+    if chunk_failures and len(chunk_failures) == len(order):
+        # Nothing recognised at all: the engine, not the audio (a broken GPU, a bad model).
+        first = next(iter(chunk_failures.values()))
+        raise RuntimeError(f"the engine failed on all {len(order)} chunks; first: {first}")
+    for k, reason in chunk_failures.items():
+        c = job.chunks[order[k]]
+        failures.setdefault(c.recording_id, f"chunk {c.channel}/{c.index} at {c.start_s:.1f} s: {reason}")
     speakers = {(c.recording_id, c.channel): c.speaker for c in job.chunks}
     rows = []
     by_rec: dict[int, list] = {}
-    for c, segs in zip(job.chunks, results, strict=True):
-        by_rec.setdefault(c.recording_id, []).extend(place(c.start_s, c.end_s, c.channel, segs))
+    for k, segs in enumerate(results):
+        c = job.chunks[order[k]]
+        if c.recording_id not in failures:
+            by_rec.setdefault(c.recording_id, []).extend(place(c.start_s, c.end_s, c.channel, segs))
     for rid, placed in by_rec.items():
         seq_by_channel: dict[int, int] = {}
         for s in order_segments(placed):
             seq = seq_by_channel.get(s.channel, 0)
             seq_by_channel[s.channel] = seq + 1
             rows.append((rid, s.channel, seq, speakers[(rid, s.channel)], s.start, s.end, s.text))
+    for rid, reason in failures.items():
+        log.error("job %s: recording %d failed: %s", job.job_id, rid, reason)
     df = pd.DataFrame(rows, columns=SEGMENT_COLUMNS)
     info = ShardInfo(job_id=job.job_id, run_id=job.run_id, engine=eng.name, recordings=job.recordings,
-                     batches=batches)
+                     batches=batches,
+                     failures=[RecordingFailure(recording_id=r, reason=m[:2000]) for r, m in sorted(failures.items())])
     store.put_bytes(job.shard_uri, to_parquet(df, info))
     wall = time.perf_counter() - t0
-    log.info("job %s: %d segments written to %s; %.1f s audio in %.1f s (RTFx %.1f)",
-             job.job_id, len(df), job.shard_uri, job.audio_s, wall, job.audio_s / wall if wall else 0.0)
+    log.info("job %s: %d segments, %d recordings failed, written to %s; %.1f s audio in %.1f s (RTFx %.1f)",
+             job.job_id, len(df), len(failures), job.shard_uri, job.audio_s, wall,
+             job.audio_s / wall if wall else 0.0)
     return job.shard_uri
 
 
@@ -82,16 +138,54 @@ def write_xcom(path: str, value: object) -> None:
     p.write_text(json.dumps(value))
 
 
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask the kernel to kill this process when its parent (the Airflow task) dies."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        return  # not Linux: the task's own clean-up still stops the process group
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def _report_failure(args: argparse.Namespace, store: Store | None, job: JobManifest | None, cause: str) -> None:
+    """Leave the cause where the task and the load look for it (both best effort)."""
+    try:
+        Path(args.error_path).write_text(cause + "\n")
+    except OSError:
+        pass
+    if store is not None and job is not None:
+        try:
+            note = JobFailure(job_id=job.job_id, run_id=job.run_id, error=cause)
+            store.put_bytes(failure_uri(job.shard_uri), note.model_dump_json().encode(), "application/json")
+        except Exception as exc:  # noqa: BLE001 - the store may be the very thing that failed
+            log.warning("could not write the failure note: %s", describe(exc))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m callscribe.worker", description=__doc__.splitlines()[0])
     ap.add_argument("--job", required=True, help="s3:// URI of the job manifest")
     ap.add_argument("--xcom-path", default=os.environ.get("CALLSCRIBE_XCOM_PATH", DEFAULT_XCOM_PATH))
+    ap.add_argument("--error-path", default=os.environ.get("CALLSCRIBE_ERROR_PATH", DEFAULT_ERROR_PATH),
+                    help="where the cause goes when the job fails")
+    ap.add_argument("--parent-pid", type=int, help="die with this process (local mode)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    store = Store(s3_from_env())
-    job = JobManifest.model_validate_json(store.get_bytes(args.job))
-    shard = run_job(job, store)
+    if args.parent_pid:
+        _die_with_parent(args.parent_pid)
+    store = job = None
+    try:
+        store = Store(s3_from_env())
+        job = JobManifest.model_validate_json(store.get_bytes(args.job))
+        store.delete(failure_uri(job.shard_uri))  # an earlier try's note would speak for this one
+        shard = run_job(job, store)
+    except Exception as exc:
+        cause = describe(exc)
+        log.exception("job %s failed: %s", job.job_id if job else args.job, cause)
+        _report_failure(args, store, job, cause)
+        return 1
     write_xcom(args.xcom_path, shard)
     return 0
 

@@ -39,7 +39,8 @@ def loaded(pg, s3) -> dict[str, int]:
         for name, call in CALLS.items():
             ids[name] = c.execute(sa.text(
                 "INSERT INTO recordings (bucket, object_key, etag, call_date, call_id, agent_id, status, channels, "
-                "duration_s) VALUES ('calls', :k, 'e', :d, :n, :a, 'chunked', 2, :dur) RETURNING id"),
+                "duration_s, last_run_id) VALUES ('calls', :k, 'e', :d, :n, :a, 'chunked', 2, :dur, 'analysts') "
+                "RETURNING id"),
                 {"k": f"calls/{call['day']:%Y/%m/%d}/analyst-{name}.wav", "d": call["day"], "n": name,
                  "a": call["agent"], "dur": call["duration"]}).scalar_one()
     rows = []

@@ -135,10 +135,12 @@ def test_reloading_the_same_shards_changes_nothing(first_run, pg, s3):
                       "ORDER BY recording_id, channel, seq) FROM segments")
     with pg.connect() as c:
         text_before = c.execute(content).scalar_one()
-    load_shards(s3, pg, [s3.uri(k) for k in shards])
+    again = load_shards(s3, pg, [s3.uri(k) for k in shards])
+    assert again.recordings == 0  # the rows already hold this run's transcript: not loaded twice
     assert _counts(pg) == before
     with pg.connect() as c:
-        assert c.execute(content).scalar_one() == text_before  # rows replaced, content the same
+        assert c.execute(content).scalar_one() == text_before
+        assert set(c.execute(sa.text("SELECT loads FROM recordings WHERE status = 'done'")).scalars()) == {1}
 
 
 def test_report_row(first_run, pg):

@@ -33,13 +33,50 @@ def test_every_dag_has_owner_retries_and_tags(dagbag):
 
 def test_transcribe_calls_shape(dagbag):
     dag = dagbag.get_dag("transcribe_calls")
-    assert {t.task_id for t in dag.tasks} == {"discover", "chunk", "plan_jobs", "transcribe", "load", "report"}
-    assert set(dag.params.keys()) >= {"prefix", "engine", "max_recordings", "reprocess"}
+    assert {t.task_id for t in dag.tasks} == {"discover", "chunk", "plan_jobs", "transcribe", "load", "report",
+                                              "verify"}
+    assert set(dag.params.keys()) >= {"prefix", "engine", "max_recordings", "reprocess", "lookback_days"}
     assert dag.timetable.expression == "0 0 * * *"
     assert not dag.catchup
     assert dag.get_task("report").trigger_rule == "all_done"
+    # Airflow colours a run by its leaves: the verdict must be the only one, and run after everything.
+    assert [t.task_id for t in dag.tasks if not t.downstream_list] == ["verify"]
+    verify = dag.get_task("verify")
+    assert verify.trigger_rule == "all_done"
+    assert set(verify.get_flat_relative_ids(upstream=True)) == {t.task_id for t in dag.tasks} - {"verify"}
+    assert dag.get_task("load").trigger_rule == "all_done"  # every shard that exists is loaded
     # The benchmark-only engines must never be selectable from the UI.
     assert set(dag.params.get_param("engine").schema["enum"]) == {"whisper-tiny", "granite-nar", "granite-nar-native"}
+
+
+def test_every_task_has_a_timeout_and_the_run_alerts(dagbag):
+    dag = dagbag.get_dag("transcribe_calls")
+    for t in dag.tasks:
+        assert t.execution_timeout is not None, t.task_id
+    assert dag.get_task("transcribe").execution_timeout.total_seconds() == 6 * 3600
+    assert dag.on_failure_callback
+    assert dag.deadline, "no DeadlineAlert"
+
+
+def test_the_deadline_is_configurable_and_the_alert_lines_are_clear(monkeypatch, caplog):
+    import asyncio
+    import logging
+
+    from callscribe import alerts
+
+    monkeypatch.setenv("CALLSCRIBE_DEADLINE_HOURS", "6")
+    alert = alerts.deadline_alert()
+    assert alert.interval.total_seconds() == (24 + 6) * 3600
+    monkeypatch.setenv("CALLSCRIBE_DEADLINE_HOURS", "off")
+    assert alerts.deadline_alert() is None
+    with caplog.at_level(logging.ERROR, logger="callscribe.alerts"):
+        asyncio.run(alerts.deadline_missed(hours=6, context={"dag_run": {"dag_id": "transcribe_calls",
+                                                                         "run_id": "scheduled__x"}}))
+        alerts.run_failed({"reason": "task_failure"})
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == ("CALLSCRIBE ALERT run late: dag transcribe_calls run scheduled__x: "
+                        "not finished 6 h after its day ended")
+    assert lines[1].startswith("CALLSCRIBE ALERT run failed") and "task_failure" in lines[1]
 
 
 def test_ruff_air_rules_clean():

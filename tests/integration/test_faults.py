@@ -29,6 +29,14 @@ from callscribe.loading import load_shards
 from callscribe.samples import sample_files
 from callscribe.storage import ObjectInfo
 from tests import chaos
+from tests.integration.helpers import (
+    chunk_to_shards,
+    loads,
+    record_clean,
+    shards_for,
+    upload_day,
+    wait_for_lock_wait,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -37,54 +45,6 @@ pytestmark = pytest.mark.integration
 def quick_retries(monkeypatch):
     """Task retries after a second instead of minutes (read when the DAG file is parsed)."""
     monkeypatch.setenv("CALLSCRIBE_RETRY_DELAY_S", "1")
-
-
-def _upload_day(s3, day: date, copies: int = 1) -> int:
-    prefix = day_prefix("calls/", day)
-    n = 0
-    for i in range(copies):
-        for f in sample_files():
-            s3.put_bytes(s3.uri(f"{prefix}{f.stem}-{i}{f.suffix}"), f.read_bytes())
-            n += 1
-    return n
-
-
-def _loads(pg, day: date) -> dict[str, int]:
-    with pg.connect() as c:
-        rows = c.execute(sa.text("SELECT object_key, loads FROM recordings WHERE call_date = :d"), {"d": day})
-        return {k.rsplit("/", 1)[1]: n for k, n in rows}
-
-
-def _record_clean(case: str, s3, pg, day: date, inputs: int, faults: int, loads_expected: int = 1) -> None:
-    entry = chaos.record(case, [audit_day(s3, pg, day)], inputs, faults, loads_expected)
-    assert entry["lost"] == 0 and entry["duplicates"] == 0, entry["details"]
-
-
-def _chunk_to_shards(s3, pg, ids: list[int], run_id: str) -> tuple[str, list[str], list[str]]:
-    """chunk -> plan -> worker, without Airflow; returns the chunk manifest, job and shard URIs."""
-    manifest = pipeline.chunk_group(s3, pg, ids, run_id, 0)
-    jobs = pipeline.plan_jobs(s3, [manifest], run_id, "whisper-tiny")
-    return manifest, jobs, [pipeline.run_worker_local(j, s3_settings()) for j in jobs]
-
-
-def _shards_for(s3, pg, day: date, run_id: str) -> tuple[list[int], list[str]]:
-    """A day discovered and transcribed up to its shards (not loaded); returns ids and shard URIs."""
-    ids = discovery.discover(s3, pg, day, "calls/", run_id)
-    return ids, _chunk_to_shards(s3, pg, ids, run_id)[2]
-
-
-def _wait_for_lock_wait(pg, statement_part: str, timeout: float = 30) -> None:
-    """Until a session running a statement that mentions ``statement_part`` waits on a lock."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with pg.connect() as c:
-            waiting = c.execute(sa.text(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE :part"),
-                {"part": f"%{statement_part}%"}).scalar_one()
-        if waiting:
-            return
-        time.sleep(0.1)
-    pytest.fail(f"no statement on {statement_part} ever waited on the lock")
 
 
 # ---------------------------------------------------------------- claims
@@ -135,7 +95,7 @@ def test_an_expired_lease_frees_the_recordings_of_a_run_that_died(pg):
 def test_the_same_day_run_twice_at_once_transcribes_each_recording_once(stack, s3, pg, quick_retries):
     """A scheduled run and a manual run for the same day (different logical dates), at once."""
     day = date(2026, 11, 7)
-    n = _upload_day(s3, day, copies=2)
+    n = upload_day(s3, day, copies=2)
     cmd = [sys.executable, "-m", "callscribe.cli", "run", "--date", str(day)]
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     # The second starts once the first has claimed the day (both then run side by side); starting
@@ -162,8 +122,8 @@ def test_the_same_day_run_twice_at_once_transcribes_each_recording_once(stack, s
         found = c.execute(sa.text("SELECT recordings_found FROM pipeline_runs WHERE call_date = :d"),
                           {"d": day}).scalars().all()
     assert len(found) == 2 and sum(found) == n  # each recording counted by exactly one of the runs
-    assert set(_loads(pg, day).values()) == {1}
-    _record_clean("same day triggered twice at once", s3, pg, day, n, 1)
+    assert set(loads(pg, day).values()) == {1}
+    record_clean("same day triggered twice at once", s3, pg, day, n, 1)
 
 
 # ---------------------------------------------------------------- a worker killed mid-job
@@ -191,7 +151,7 @@ def test_a_worker_killed_mid_job_is_retried_and_loaded_once(stack, s3, pg, quick
     from callscribe.cli import run_day
 
     day = date(2026, 11, 8)
-    n = _upload_day(s3, day)
+    n = upload_day(s3, day)
     stop, killed = threading.Event(), []
     killer = threading.Thread(target=_kill_first_worker, args=(stop, killed), daemon=True)
     killer.start()
@@ -206,8 +166,8 @@ def test_a_worker_killed_mid_job_is_retried_and_loaded_once(stack, s3, pg, quick
         tries = [ti.try_number for ti in session.query(TaskInstance).filter_by(
             dag_id=dr.dag_id, run_id=dr.run_id, task_id="transcribe")]
     assert tries == [2]  # the killed attempt, then the retry
-    assert set(_loads(pg, day).values()) == {1}
-    _record_clean("worker killed mid-job (task retry)", s3, pg, day, n, 1)
+    assert set(loads(pg, day).values()) == {1}
+    record_clean("worker killed mid-job (task retry)", s3, pg, day, n, 1)
 
     # Re-running the whole day afterwards changes nothing.
     with pg.connect() as c:
@@ -218,7 +178,7 @@ def test_a_worker_killed_mid_job_is_retried_and_loaded_once(stack, s3, pg, quick
         after = c.execute(sa.text("SELECT count(*), sum(length(text)) FROM segments s JOIN recordings r "
                                   "ON r.id = s.recording_id WHERE r.call_date = :d"), {"d": day}).one()
     assert tuple(after) == tuple(before)
-    assert set(_loads(pg, day).values()) == {1}
+    assert set(loads(pg, day).values()) == {1}
 
 
 # ---------------------------------------------------------------- PostgreSQL restarted during a load
@@ -236,8 +196,8 @@ def _forget_airflow_connections() -> None:
 
 def test_postgres_restarted_during_a_load_leaves_nothing_half_loaded(stack, s3, pg):
     day = date(2026, 11, 9)
-    n = _upload_day(s3, day)
-    ids, shards = _shards_for(s3, pg, day, "pg-restart")
+    n = upload_day(s3, day)
+    ids, shards = shards_for(s3, pg, day, "pg-restart")
 
     # Hold a lock the load needs, so the restart lands while its transaction is open.
     blocker = pg.connect()
@@ -252,7 +212,7 @@ def test_postgres_restarted_during_a_load_leaves_nothing_half_loaded(stack, s3, 
 
     loader = threading.Thread(target=load)
     loader.start()
-    _wait_for_lock_wait(pg, "stage_segments")
+    wait_for_lock_wait(pg, "stage_segments")
     services.postgres_down(stack)
     loader.join(60)
     blocker.invalidate()
@@ -268,8 +228,8 @@ def test_postgres_restarted_during_a_load_leaves_nothing_half_loaded(stack, s3, 
 
     load_shards(s3, pg, shards)  # the task's retry
     discovery.release(pg, "pg-restart")
-    assert set(_loads(pg, day).values()) == {1}
-    _record_clean("postgres restarted during a load (retry)", s3, pg, day, n, 1)
+    assert set(loads(pg, day).values()) == {1}
+    record_clean("postgres restarted during a load (retry)", s3, pg, day, n, 1)
 
 
 # ---------------------------------------------------------------- the object store down for a while
@@ -278,7 +238,7 @@ def test_postgres_restarted_during_a_load_leaves_nothing_half_loaded(stack, s3, 
 def test_an_object_store_outage_fails_the_task_not_the_recordings(stack, s3, pg):
     """Chunking while the store is down raises (Airflow retries the task); no recording is charged."""
     day = date(2026, 11, 11)
-    n = _upload_day(s3, day)
+    n = upload_day(s3, day)
     ids = discovery.discover(s3, pg, day, "calls/", "outage-chunk")
     services.s3_down(stack)
     try:
@@ -290,16 +250,16 @@ def test_an_object_store_outage_fails_the_task_not_the_recordings(stack, s3, pg)
     with pg.connect() as c:
         rows = c.execute(sa.text("SELECT status, attempts FROM recordings WHERE id = ANY(:ids)"), {"ids": ids}).all()
     assert {tuple(r) for r in rows} == {("pending", 0)}
-    load_shards(s3, pg, _chunk_to_shards(s3, pg, ids, "outage-chunk")[2])  # the retry, once the store is back
+    load_shards(s3, pg, chunk_to_shards(s3, pg, ids, "outage-chunk")[2])  # the retry, once the store is back
     discovery.release(pg, "outage-chunk")
-    _record_clean("object store down during chunking (retry)", s3, pg, day, n, 1)
+    record_clean("object store down during chunking (retry)", s3, pg, day, n, 1)
 
 
 def test_a_run_started_while_the_store_is_down_recovers_by_retrying(stack, s3, pg, quick_retries):
     from callscribe.cli import run_day
 
     day = date(2026, 11, 12)
-    n = _upload_day(s3, day)
+    n = upload_day(s3, day)
     services.s3_down(stack)
     back = threading.Timer(8.0, services.up, args=(stack,), kwargs={"airflow": False})
     back.start()
@@ -308,8 +268,8 @@ def test_a_run_started_while_the_store_is_down_recovers_by_retrying(stack, s3, p
     finally:
         back.join()
     assert str(dr.state).endswith("success")
-    assert set(_loads(pg, day).values()) == {1}
-    _record_clean("object store down at the start of a run (retries)", s3, pg, day, n, 1)
+    assert set(loads(pg, day).values()) == {1}
+    record_clean("object store down at the start of a run (retries)", s3, pg, day, n, 1)
 
 
 # ---------------------------------------------------------------- reprocess is atomic
@@ -317,8 +277,8 @@ def test_a_run_started_while_the_store_is_down_recovers_by_retrying(stack, s3, p
 
 def test_reprocess_keeps_the_old_transcript_visible_until_the_new_one_commits(stack, s3, pg):
     day = date(2026, 11, 13)
-    n = _upload_day(s3, day)
-    ids, shards = _shards_for(s3, pg, day, "first")
+    n = upload_day(s3, day)
+    ids, shards = shards_for(s3, pg, day, "first")
     load_shards(s3, pg, shards)
     discovery.release(pg, "first")
     with pg.connect() as c:
@@ -327,13 +287,14 @@ def test_reprocess_keeps_the_old_transcript_visible_until_the_new_one_commits(st
     assert old > 0
 
     assert discovery.discover(s3, pg, day, "calls/", "again", reprocess=True) == ids
+    shards = chunk_to_shards(s3, pg, ids, "again")[2]  # the reprocess run's own shards
     # Block the load's last statement: its replacement of the segments is done, not committed.
     blocker = pg.connect()
     blocker.execute(sa.text("LOCK TABLE batch_metrics IN EXCLUSIVE MODE"))
     loader = threading.Thread(target=load_shards, args=(s3, pg, shards))
     loader.start()
     try:
-        _wait_for_lock_wait(pg, "batch_metrics")
+        wait_for_lock_wait(pg, "batch_metrics")
         with pg.connect() as c:
             seen = c.execute(sa.text("SELECT count(*) FROM analytics.segments WHERE recording_id = ANY(:ids)"),
                              {"ids": ids}).scalar_one()
@@ -345,8 +306,8 @@ def test_reprocess_keeps_the_old_transcript_visible_until_the_new_one_commits(st
         blocker.close()
         loader.join(60)
     discovery.release(pg, "again")
-    assert set(_loads(pg, day).values()) == {2}
-    _record_clean("reprocess replaces atomically", s3, pg, day, n, 0, loads_expected=2)
+    assert set(loads(pg, day).values()) == {2}
+    record_clean("reprocess replaces atomically", s3, pg, day, n, 0, loads_expected=2)
 
 
 # ---------------------------------------------------------------- hours-long recordings
@@ -387,14 +348,14 @@ def test_a_recording_hours_long_is_transcribed(stack, s3, pg, hours, day):
         last = c.execute(sa.text("SELECT max(end_s) FROM segments WHERE recording_id = :r"), {"r": rec.id}).scalar()
     assert rec.status == "done" and abs(rec.duration_s - hours * 3600) < 1
     assert last > hours * 3600 - 16 * 60  # talk near the end was transcribed too
-    _record_clean(f"{hours:g}-hour recording", s3, pg, day, 1, 0)
+    record_clean(f"{hours:g}-hour recording", s3, pg, day, 1, 0)
 
 
 def test_the_audit_catches_lost_and_doubled_recordings(stack, s3, pg):
     """The audit behind every line of the summary must be able to say no."""
     day = date(2026, 11, 16)
-    _upload_day(s3, day)
-    ids, shards = _shards_for(s3, pg, day, "audited")
+    upload_day(s3, day)
+    ids, shards = shards_for(s3, pg, day, "audited")
     load_shards(s3, pg, shards)
     assert audit_day(s3, pg, day).clean
 
@@ -421,10 +382,10 @@ def test_the_audit_catches_lost_and_doubled_recordings(stack, s3, pg):
 def test_running_any_task_again_changes_nothing(stack, s3, pg):
     """Each stage run a second time with the same inputs, as clearing a task in the UI does."""
     day = date(2026, 11, 18)
-    n = _upload_day(s3, day)
+    n = upload_day(s3, day)
     run = "rerun-each"
     ids = discovery.discover(s3, pg, day, "calls/", run)
-    manifest, jobs, shards = _chunk_to_shards(s3, pg, ids, run)
+    manifest, jobs, shards = chunk_to_shards(s3, pg, ids, run)
     load_shards(s3, pg, shards)
 
     def snapshot():
@@ -443,7 +404,8 @@ def test_running_any_task_again_changes_nothing(stack, s3, pg):
     assert snapshot() == before  # re-chunking leaves done recordings done, transcripts in place
     assert pipeline.plan_jobs(s3, [manifest], run, "whisper-tiny") == jobs
     assert [pipeline.run_worker_local(j, s3_settings()) for j in jobs] == shards
-    load_shards(s3, pg, shards)
+    assert load_shards(s3, pg, shards).recordings == 0  # already this run's transcripts: not a second load
     assert snapshot() == before
     discovery.release(pg, run)
-    _record_clean("every task run a second time", s3, pg, day, n, 5, loads_expected=2)
+    assert set(loads(pg, day).values()) == {1}
+    record_clean("every task run a second time", s3, pg, day, n, 5)

@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from callscribe.batching import plan_batches, plan_jobs
+from callscribe.batching import balance_jobs, job_count, plan_batches
 
 
 def test_every_item_once_longest_first():
@@ -36,11 +36,27 @@ def test_bad_budget():
         plan_batches([1.0], 0)
 
 
-def test_jobs_keep_recordings_whole_and_bounded():
-    audio = [3600.0, 1800.0, 1200.0, 900.0, 600.0, 0.0, 7200.0]
-    jobs = plan_jobs(audio, job_audio_s=3600)
-    assert sorted(i for j in jobs for i in j) == list(range(len(audio)))
-    for j in jobs:
-        total = sum(audio[i] for i in j)
-        assert total <= 3600 or len(j) == 1
-    assert [6] in jobs  # longer than a job: alone
+def test_jobs_keep_recordings_whole_and_balanced():
+    audio = [3600.0, 1800.0, 1200.0, 900.0, 600.0, 0.0, 7200.0, 300.0]
+    jobs = balance_jobs(audio, 3)
+    assert sorted(i for j in jobs for i in j) == list(range(len(audio)))  # each once, whole
+    totals = sorted(sum(audio[i] for i in j) for j in jobs)
+    assert len(jobs) == 3 and totals[-1] == 7200.0  # the longest recording alone sets the max
+    assert totals[0] >= sum(audio) / 3 - max(audio)
+
+
+def test_balanced_jobs_differ_by_at_most_one_recording():
+    audio = [float(x) for x in range(1, 101)]
+    totals = [sum(audio[i] for i in j) for j in balance_jobs(audio, 7)]
+    assert max(totals) - min(totals) <= max(audio)
+
+
+def test_job_count_spreads_over_the_pool_within_the_cap_and_the_map_limit():
+    hour = 3600.0
+    assert job_count(0.5 * hour, 10, slots=4, cap_s=4 * hour, min_s=600) == 3  # 30 min: 3 jobs of 10 min
+    assert job_count(10 * hour, 500, slots=4, cap_s=4 * hour, min_s=600) == 4  # the pool's four GPUs
+    assert job_count(100 * hour, 5000, slots=4, cap_s=4 * hour, min_s=600) == 25  # the cap decides
+    assert job_count(100 * hour, 5000, slots=4, cap_s=4 * hour, min_s=600, max_jobs=16) == 16
+    assert job_count(100 * hour, 3, slots=4, cap_s=4 * hour, min_s=600) == 3  # whole recordings
+    assert job_count(60.0, 2, slots=4, cap_s=4 * hour, min_s=600) == 1
+    assert job_count(0.0, 0, slots=4, cap_s=4 * hour, min_s=600) == 0

@@ -77,3 +77,36 @@ def test_the_next_batch_is_prepared_while_the_engine_runs():
     # Batch k+1's preparation starts before batch k's run ends.
     overlapping = sum(1 for (_, rs, re_), (_, ps, _) in zip(runs, preps[1:], strict=False) if ps < re_)
     assert overlapping >= 2
+
+
+class PickyEngine(EchoEngine):
+    """Fails any batch holding a chunk of exactly ``bad_s`` seconds (a recording it cannot take)."""
+
+    def __init__(self, bad_s: float, **kw):
+        super().__init__(**kw)
+        self.bad = int(bad_s * SR)
+
+    def run(self, prepared):
+        if any(len(a) == self.bad for a in prepared):
+            raise ValueError("cannot handle this chunk\nsecond line of detail")
+        return super().run(prepared)
+
+
+def test_a_chunk_the_engine_fails_on_fails_alone():
+    seconds = [2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]
+    failures: dict[int, str] = {}
+    results, metrics = run_batches(PickyEngine(bad_s=5.0), _chunks(seconds), budget_s=1000, failures=failures)
+    assert failures == {3: "ValueError: cannot handle this chunk"}
+    assert [int(r[0].text) for i, r in enumerate(results) if i != 3] == [int(s * SR) for s in seconds if s != 5.0]
+    assert results[3] == [] and sum(m.n_chunks for m in metrics) == len(seconds)
+
+
+def test_without_a_failures_dict_an_engine_error_still_raises():
+    with pytest.raises(ValueError):
+        run_batches(PickyEngine(bad_s=1.0), _chunks([1.0, 2.0]), budget_s=1000)
+
+
+def test_out_of_memory_on_a_single_chunk_is_that_chunks_failure():
+    failures: dict[int, str] = {}
+    results, _ = run_batches(EchoEngine(max_items=0), _chunks([1.0, 2.0]), budget_s=1000, failures=failures)
+    assert sorted(failures) == [0, 1] and all("out of memory on a single chunk" in r for r in failures.values())

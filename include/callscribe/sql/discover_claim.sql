@@ -1,7 +1,8 @@
 -- The day's recordings this run should process: stamps them with the run id and a lease.
 -- Recordings leased by another live run are skipped; SKIP LOCKED keeps two runs claiming
 -- at the same moment from taking the same rows, and the lease keeps a later run from
--- taking rows an earlier one committed to but has not finished.
+-- taking rows an earlier one committed to but has not finished. Every chunking counts an
+-- attempt: a recording already tried :max_attempts times is left alone unless reprocessed.
 UPDATE recordings
 SET last_run_id = :run_id, lease_until = now() + make_interval(secs => :lease_s), updated_at = now()
 WHERE id IN (
@@ -10,11 +11,15 @@ WHERE id IN (
       AND call_date = :call_date
       AND starts_with(object_key, :prefix)
       AND (
-          status IN ('pending', 'chunked')
-          OR (status = 'failed' AND attempts < :max_attempts)
-          OR (CAST(:reprocess AS boolean) AND status = 'done')
+          status = 'pending'
+          OR (status IN ('chunked', 'failed') AND attempts < :max_attempts)
+          OR (CAST(:reprocess AS boolean) AND status IN ('done', 'chunked', 'failed'))
       )
       AND (lease_until IS NULL OR lease_until < now() OR last_run_id = :run_id)
+      -- An older version of a re-uploaded object waits for the new one to replace it.
+      AND NOT EXISTS (SELECT 1 FROM recordings AS n
+                      WHERE n.bucket = recordings.bucket AND n.object_key = recordings.object_key
+                        AND n.id > recordings.id)
     ORDER BY id
     LIMIT :max_recordings
     FOR UPDATE SKIP LOCKED

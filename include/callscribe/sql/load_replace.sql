@@ -1,5 +1,6 @@
 -- Replace the transcripts of the recordings in :ids with the staged segments, in the
--- caller's transaction: readers see the old transcript until the commit.
+-- caller's transaction: readers see the old transcript until the commit. :ids are the
+-- fenced ids of load_fence.sql, locked by it.
 DELETE FROM segments WHERE recording_id = ANY(:ids);
 
 -- next_text lets search find a phrase that runs on into the speaker's next segment.
@@ -25,7 +26,7 @@ GROUP BY r.id, ch.channel, r.channels;
 
 UPDATE recordings
 SET status = 'done', last_error = NULL, transcribed_at = now(), updated_at = now(),
-    loads = loads + 1, lease_until = NULL
+    loads = loads + 1, lease_until = NULL, loaded_run_id = :run_id
 WHERE id = ANY(:ids);
 
 -- An object uploaded again with new content is a new version: the older versions'

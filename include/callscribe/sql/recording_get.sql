@@ -1,1 +1,1 @@
-SELECT id, bucket, object_key, etag, call_date FROM recordings WHERE id = :id
+SELECT id, bucket, object_key, etag, call_date, status, last_run_id FROM recordings WHERE id = :id

@@ -1,0 +1,68 @@
+"""Helpers the fault and run-outcome tests share: upload a day, read loads, audit, run stages."""
+
+from __future__ import annotations
+
+import time
+from datetime import date
+
+import pytest
+import sqlalchemy as sa
+
+from callscribe import discovery, pipeline
+from callscribe.audit import audit_day
+from callscribe.config import s3_settings
+from callscribe.discovery import day_prefix
+from callscribe.samples import sample_files
+from tests import chaos
+
+
+def upload_day(s3, day: date, copies: int = 1, files=None) -> int:
+    """The sample calls (or ``files``) into the day's prefix, ``copies`` times; returns how many."""
+    prefix = day_prefix("calls/", day)
+    n = 0
+    for i in range(copies):
+        for f in files or sample_files():
+            s3.put_bytes(s3.uri(f"{prefix}{f.stem}-{i}{f.suffix}"), f.read_bytes())
+            n += 1
+    return n
+
+
+def loads(pg, day: date) -> dict[str, int]:
+    """object name -> times loaded, for the live rows of a day."""
+    with pg.connect() as c:
+        rows = c.execute(sa.text("SELECT object_key, loads FROM recordings WHERE call_date = :d "
+                                 "AND status <> 'superseded'"), {"d": day})
+        return {k.rsplit("/", 1)[1]: n for k, n in rows}
+
+
+def record_clean(case: str, s3, pg, day: date, inputs: int, faults: int, loads_expected: int = 1) -> None:
+    """Audit the day into the chaos ledger and require nothing lost and nothing twice."""
+    entry = chaos.record(case, [audit_day(s3, pg, day)], inputs, faults, loads_expected)
+    assert entry["lost"] == 0 and entry["duplicates"] == 0, entry["details"]
+
+
+def chunk_to_shards(s3, pg, ids: list[int], run_id: str) -> tuple[str, list[str], list[str]]:
+    """chunk -> plan -> worker, without Airflow; returns the chunk manifest, job and shard URIs."""
+    manifest = pipeline.chunk_group(s3, pg, ids, run_id, 0)
+    jobs = pipeline.plan_jobs(s3, [manifest], run_id, "whisper-tiny")
+    return manifest, jobs, [pipeline.run_worker_local(j, s3_settings()) for j in jobs]
+
+
+def shards_for(s3, pg, day: date, run_id: str, **claim) -> tuple[list[int], list[str]]:
+    """A day discovered and transcribed up to its shards (not loaded); returns ids and shard URIs."""
+    ids = discovery.discover(s3, pg, day, "calls/", run_id, **claim)
+    return ids, chunk_to_shards(s3, pg, ids, run_id)[2]
+
+
+def wait_for_lock_wait(pg, statement_part: str, timeout: float = 30) -> None:
+    """Until a session running a statement that mentions ``statement_part`` waits on a lock."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with pg.connect() as c:
+            waiting = c.execute(sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE :part"),
+                {"part": f"%{statement_part}%"}).scalar_one()
+        if waiting:
+            return
+        time.sleep(0.1)
+    pytest.fail(f"no statement on {statement_part} ever waited on the lock")
