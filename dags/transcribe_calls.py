@@ -129,7 +129,9 @@ def transcribe_calls():
         from callscribe.loading import load_jobs
         from callscribe.storage import store
 
-        result = load_jobs(store(), engine_from_env(), list(job_uris[:]), get_current_context()["run_id"])
+        # None when plan_jobs did not run (nothing to chunk) or failed (then `verify` says so).
+        uris = list(job_uris[:]) if job_uris is not None else []
+        result = load_jobs(store(), engine_from_env(), uris, get_current_context()["run_id"])
         return {"shards": result.shards, "recordings": result.recordings, "segments": result.segments,
                 "failed": result.failed, "unfinished_jobs": result.unfinished_jobs}
 
