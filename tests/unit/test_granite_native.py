@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from callscribe.engines.nar import checkpoint as ck
 from callscribe.engines.nar.config import NarConfig
 from callscribe.engines.nar.features import LogMelFeatures, mel_filterbank
-from callscribe.engines.nar.modeling import GraniteNar, ctc_collapse, random_model
+from callscribe.engines.nar.modeling import GraniteNar, ctc_collapse, ctc_collapse_with_steps, random_model
 from callscribe.engines.nar.packed import cu_seqlens_for, per_item_attention, varlen_attention
 
 
@@ -38,17 +38,21 @@ def _waves(seconds: list[float], seed: int = 0) -> list[torch.Tensor]:
 def test_tiny_model_turns_audio_into_token_ids(tiny):
     cfg = tiny.cfg
     out = tiny.transcribe(_waves([3.0, 7.5, 0.4]), return_logits=True)
-    assert len(out.tokens) == len(out.drafts) == 3
-    for tokens, draft, logits in zip(out.tokens, out.drafts, out.logits, strict=True):
+    assert len(out.tokens) == len(out.drafts) == len(out.draft_steps) == 3
+    for i, (tokens, draft, logits) in enumerate(zip(out.tokens, out.drafts, out.logits, strict=True)):
         assert all(0 <= t < cfg.editor.vocab and t != cfg.blank_id for t in tokens)
         assert all(t != cfg.blank_id for t in draft)
         assert logits.shape == (max(2 * len(draft) + 1, cfg.min_slots), cfg.editor.vocab)
         assert torch.isfinite(logits).all()
+        steps = out.draft_steps[i]
+        assert len(steps) == len(draft) and steps == sorted(set(steps))  # one step per token, in order
+        assert out.draft_times(i) == [round(s * 0.08, 6) for s in steps]
 
 
 def test_a_held_draft_has_the_asked_length(tiny):
     out = tiny.transcribe(_waves([2.0, 5.0]), draft_tokens_per_s=4.0, return_logits=True)
     assert [len(d) for d in out.drafts] == [8, 20]
+    assert [len(s) for s in out.draft_steps] == [8, 20]
     assert [lg.shape[0] for lg in out.logits] == [17, 41]  # 2n + 1 text slots
 
 
@@ -58,6 +62,7 @@ def test_an_items_output_does_not_depend_on_its_batch(tiny):
     for i, w in enumerate(waves):
         alone = tiny.transcribe([w], return_logits=True)
         assert alone.drafts[0] == together.drafts[i]
+        assert alone.draft_steps[0] == together.draft_steps[i]
         assert alone.tokens[0] == together.tokens[i]
         torch.testing.assert_close(alone.logits[0], together.logits[i], atol=1e-5, rtol=1e-4)
     reordered = tiny.transcribe(waves[::-1], return_logits=True)
@@ -84,6 +89,34 @@ def test_slots_interleave_blanks_and_keep_a_minimum():
     slots = model.slots(ten)
     assert slots.numel() == 21 and slots[1::2].tolist() == ten.tolist() and set(slots[0::2].tolist()) == {b}
     assert ctc_collapse(torch.tensor([b, 3, 3, b, 3, 4, 4, b]), b).tolist() == [3, 3, 4]
+
+
+def test_the_minimum_of_slots_comes_from_the_config():
+    cfg = NarConfig.tiny()
+    cfg.min_slots = 12
+    model = GraniteNar(cfg)
+    assert model.slots(torch.tensor([5, 7])).numel() == 12
+    assert model.slots(torch.arange(1, 8)).numel() == 15  # 2n + 1 once above the minimum
+
+
+def test_each_draft_token_keeps_the_step_its_run_starts_at():
+    b = 9
+    ids, steps = ctc_collapse_with_steps(torch.tensor([b, 3, 3, b, 3, 4, 4, b, b, 5]), b)
+    assert ids.tolist() == [3, 3, 4, 5] and steps.tolist() == [1, 4, 5, 9]
+    ids, steps = ctc_collapse_with_steps(torch.tensor([b, b]), b)
+    assert ids.tolist() == [] and steps.tolist() == []
+    cfg = NarConfig.full()
+    assert cfg.frame_s == pytest.approx(0.02) and cfg.draft_step_s == pytest.approx(0.08)
+
+
+def test_a_clip_under_one_encoder_frame_still_runs(tiny):
+    """Under 320 samples the original keeps no frame at all: an empty draft, the minimum of slots."""
+    out = tiny.transcribe(_waves([0.01, 1.0]), return_logits=True)
+    assert out.drafts[0] == [] and out.draft_steps[0] == []
+    assert out.logits[0].shape == (tiny.cfg.min_slots, tiny.cfg.editor.vocab)
+    assert torch.isfinite(out.logits[0]).all()
+    alone = tiny.transcribe(_waves([0.01]), return_logits=True)
+    torch.testing.assert_close(alone.logits[0], out.logits[0], atol=1e-5, rtol=1e-4)
 
 
 # ---------------------------------------------------------------- packed attention
@@ -203,12 +236,32 @@ def test_features_are_the_same_alone_or_batched():
     feats = LogMelFeatures(NarConfig().features)
     a, b = _waves([1.0, 3.7], seed=5)
     x, lengths = feats([a, b])
-    assert lengths.tolist() == [50, 185]  # (samples // hop + 1) STFT frames, stacked in pairs
+    assert lengths.tolist() == [50, 185]  # samples // 320: 2 * (samples // 320) mel frames, stacked in pairs
     assert x.shape == (2, 185, 160)
     alone, _ = feats([a])
     torch.testing.assert_close(x[0, :50], alone[0])
     # The per-utterance ceiling: nothing more than 8 (log10 units) below the item's maximum.
     assert float(alone.max() - alone.min()) <= 8 / 4 + 1e-5
+
+
+@pytest.mark.parametrize(("samples", "frames"), [(123_680, 386), (4_000, 12), (6_400, 20), (319, 0), (320, 1)])
+def test_an_item_has_samples_over_320_encoder_frames(samples, frames):
+    """n // 320, also when n // 160 is odd: the original drops the last odd mel frame (and the centred extra)."""
+    feats = LogMelFeatures(NarConfig().features)
+    x, lengths = feats([torch.randn(samples) * 0.1, torch.randn(16_000) * 0.1])
+    assert lengths.tolist() == [frames, 50] and x.shape[1] == max(frames, 50)
+
+
+def test_the_ceiling_comes_from_the_kept_mel_frames_only():
+    """A burst that only the dropped last mel frame sees must not move any kept feature (via max - 8)."""
+    feats = LogMelFeatures(NarConfig().features)
+    g = torch.Generator().manual_seed(4)
+    quiet = torch.randn(6_550, generator=g) * 0.01  # 20 frames keep mel frames 0..39 (samples < 6496)
+    burst = quiet.clone()
+    burst[6_500:] = torch.randn(50, generator=g) * 1e3  # only mel frame 40, which is dropped
+    x, lengths = feats([quiet, burst])
+    assert lengths.tolist() == [20, 20]
+    torch.testing.assert_close(x[0], x[1], atol=1e-5, rtol=1e-5)
 
 
 def test_features_of_a_tone_peak_in_its_mel_band():
@@ -281,6 +334,17 @@ def test_parity_of_a_model_with_itself_and_with_another(tmp_path):
     other = run_parity(a, b, sample_dir(), batch=4)
     assert other.exact_match < 1.0 and other.token_agreement < 1.0
     assert other.max_logit_diff is None or other.max_logit_diff > 0
+    assert same.batch == 4 and "batch dependence" in same.note  # batched figures say what they include
+
+
+def test_parity_runs_one_chunk_per_batch_by_default():
+    import inspect
+
+    from callscribe.cli import build_parser
+    from callscribe.parity import run_parity
+
+    assert inspect.signature(run_parity).parameters["batch"].default == 1
+    assert build_parser().parse_args(["parity", "--model", "m"]).batch == 1
 
 
 def test_parity_hands_engines_float_audio_as_the_batch_runner_does():

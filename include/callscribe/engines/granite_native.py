@@ -1,9 +1,10 @@
 """Granite Speech NAR, native: our own PyTorch implementation (engines/nar) behind the engine interface.
 
-Loads the published checkpoint from a local folder through the documented name mapping,
-or builds the architecture with random weights (``random_weights=True``) to measure
-throughput without the checkpoint. On CUDA it runs in bf16 with flash-attn's varlen
-kernel for the packed editor; on a CPU in float32 with the exact per-item fallback.
+Loads the checkpoint from a local folder through the documented name tables (the published
+remote-code layout or transformers' native one, recognised from the tensor names), or
+builds the architecture with random weights (``random_weights=True``) to measure throughput
+without the checkpoint. On CUDA it runs in bf16 with flash-attn's varlen kernel for the
+packed editor; on a CPU in float32 with the exact per-item fallback.
 """
 
 from __future__ import annotations

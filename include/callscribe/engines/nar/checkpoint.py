@@ -1,15 +1,26 @@
-"""Load the published checkpoint into the native model: the name mapping, documented in one table.
+"""Load a Granite Speech NAR checkpoint into the native model: two layouts, each one name table.
 
-The table pairs our module paths (left) with the checkpoint's (right, the single-file
-remote-code layout of the pinned revision). ``{i}`` is a layer index; a module's own
-tensors (weight, bias, BatchNorm statistics) keep their names. The mapping must be a
-bijection; tests round-trip every tensor of a model through it.
+The same weights are published in two layouts (see docs/granite.md):
+
+- ``remote``: the single-file remote code of the pinned revision (``encoder.layers.{i}.attn.to_kv``,
+  ``projector.qformer.layers.{i}.cross_attention.q_proj``, ``language_model.model.*``);
+- ``transformers``: what transformers' conversion to its native ``GraniteSpeechNarForCTC`` writes
+  (everything under ``model.``, the BPE head at ``model.out_bpe``, the Q-Former's queries, window
+  positions and output linear moved under ``qformer``, and no projector LayerNorm tensors: that
+  code's projector norms are affine-free, the original's are stored as weight 1 / bias 0).
+
+Each table pairs our module paths (left) with the layout's (right); ``{i}`` is a layer index and
+a module's own tensors (weight, bias, BatchNorm statistics) keep their names. ``None`` on the
+right: the layout stores nothing, the module is an identity LayerNorm (weight 1, bias 0). Loading
+is strict both ways: every checkpoint tensor must map (or be a declared tied copy or computed
+table), every parameter must be filled, every shape must agree; the error names what does not fit.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -19,7 +30,7 @@ from callscribe.engines.nar.config import NarConfig
 from callscribe.engines.nar.features import LogMelFeatures
 from callscribe.engines.nar.modeling import GraniteNar, relative_distances
 
-NAME_MAP: list[tuple[str, str]] = [
+REMOTE_NAMES: tuple[tuple[str, str | None], ...] = (
     # encoder: input projection, CTC heads
     ("encoder.input_proj", "encoder.input_linear"),
     ("encoder.char_ctc", "encoder.out"),  # character CTC head (self-conditioning), 348 classes
@@ -70,11 +81,82 @@ NAME_MAP: list[tuple[str, str]] = [
     ("editor.layers.{i}.gate", "language_model.model.layers.{i}.mlp.gate_proj"),
     ("editor.layers.{i}.up", "language_model.model.layers.{i}.mlp.up_proj"),
     ("editor.layers.{i}.down", "language_model.model.layers.{i}.mlp.down_proj"),
-]
-# Checkpoint tensors the native model does not need: the untied copy of the LM head (if
-# present, it equals the embedding) and rotary tables (computed).
-IGNORED = re.compile(r"^(language_model\.lm_head\.weight|lm_head\.weight|.*rotary_emb\.inv_freq)$")
+)
+
+TRANSFORMERS_NAMES: tuple[tuple[str, str | None], ...] = (
+    # encoder: the remote code's Conformer names under model.encoder; the BPE head at the model level
+    ("encoder.input_proj", "model.encoder.input_linear"),
+    ("encoder.char_ctc", "model.encoder.out"),
+    ("encoder.char_feedback", "model.encoder.out_mid"),
+    ("encoder.bpe_ctc", "model.out_bpe"),
+    ("encoder.blocks.{i}.ffn1.norm", "model.encoder.layers.{i}.ff1.pre_norm"),
+    ("encoder.blocks.{i}.ffn1.up", "model.encoder.layers.{i}.ff1.up_proj"),
+    ("encoder.blocks.{i}.ffn1.down", "model.encoder.layers.{i}.ff1.down_proj"),
+    ("encoder.blocks.{i}.attn.norm", "model.encoder.layers.{i}.attn.pre_norm"),
+    ("encoder.blocks.{i}.attn.q", "model.encoder.layers.{i}.attn.to_q"),
+    ("encoder.blocks.{i}.attn.kv", "model.encoder.layers.{i}.attn.to_kv"),
+    ("encoder.blocks.{i}.attn.out", "model.encoder.layers.{i}.attn.to_out"),
+    ("encoder.blocks.{i}.attn.rel_pos", "model.encoder.layers.{i}.attn.rel_pos_emb"),
+    ("encoder.blocks.{i}.conv.norm", "model.encoder.layers.{i}.conv.norm"),
+    ("encoder.blocks.{i}.conv.pointwise_in", "model.encoder.layers.{i}.conv.up_conv"),
+    ("encoder.blocks.{i}.conv.depthwise", "model.encoder.layers.{i}.conv.depth_conv.conv"),
+    ("encoder.blocks.{i}.conv.batch_norm", "model.encoder.layers.{i}.conv.batch_norm"),
+    ("encoder.blocks.{i}.conv.pointwise_out", "model.encoder.layers.{i}.conv.down_conv"),
+    ("encoder.blocks.{i}.ffn2.norm", "model.encoder.layers.{i}.ff2.pre_norm"),
+    ("encoder.blocks.{i}.ffn2.up", "model.encoder.layers.{i}.ff2.up_proj"),
+    ("encoder.blocks.{i}.ffn2.down", "model.encoder.layers.{i}.ff2.down_proj"),
+    ("encoder.blocks.{i}.norm_out", "model.encoder.layers.{i}.post_norm"),
+    # projector: affine-free norms (not stored), fusion `proj`, the Q-Former holds queries, positions, output
+    ("projector.layer_norms.{i}", None),
+    ("projector.fuse", "model.projector.proj"),
+    ("projector.queries", "model.projector.qformer.queries"),
+    ("projector.window_pos", "model.projector.qformer.pos_emb"),
+    ("projector.layers.{i}.attn_norm", None),
+    ("projector.layers.{i}.q", "model.projector.qformer.layers.{i}.cross_attn.q_proj"),
+    ("projector.layers.{i}.k", "model.projector.qformer.layers.{i}.cross_attn.k_proj"),
+    ("projector.layers.{i}.v", "model.projector.qformer.layers.{i}.cross_attn.v_proj"),
+    ("projector.layers.{i}.o", "model.projector.qformer.layers.{i}.cross_attn.o_proj"),
+    ("projector.layers.{i}.mlp_norm", None),
+    ("projector.layers.{i}.fc1", "model.projector.qformer.layers.{i}.mlp.fc1"),
+    ("projector.layers.{i}.fc2", "model.projector.qformer.layers.{i}.mlp.fc2"),
+    ("projector.out_norm", None),
+    ("projector.out", "model.projector.qformer.linear"),
+    # editor: the Granite model under model.language_model; the LM head is the tied embedding
+    ("editor.embed", "model.language_model.embed_tokens"),
+    ("editor.norm", "model.language_model.norm"),
+    ("editor.layers.{i}.attn_norm", "model.language_model.layers.{i}.input_layernorm"),
+    ("editor.layers.{i}.q", "model.language_model.layers.{i}.self_attn.q_proj"),
+    ("editor.layers.{i}.k", "model.language_model.layers.{i}.self_attn.k_proj"),
+    ("editor.layers.{i}.v", "model.language_model.layers.{i}.self_attn.v_proj"),
+    ("editor.layers.{i}.o", "model.language_model.layers.{i}.self_attn.o_proj"),
+    ("editor.layers.{i}.mlp_norm", "model.language_model.layers.{i}.post_attention_layernorm"),
+    ("editor.layers.{i}.gate", "model.language_model.layers.{i}.mlp.gate_proj"),
+    ("editor.layers.{i}.up", "model.language_model.layers.{i}.mlp.up_proj"),
+    ("editor.layers.{i}.down", "model.language_model.layers.{i}.mlp.down_proj"),
+)
+
+
+@dataclass(frozen=True)
+class Layout:
+    name: str
+    names: tuple[tuple[str, str | None], ...]
+    dialect: str  # the config.json dialect that goes with it
+    tied: dict[str, str]  # a stored copy of the LM head -> the embedding it must equal (the editor ties them)
+    computed: str  # regex: tables the model computes itself (rotary frequencies), skipped
+
+
+LAYOUTS: dict[str, Layout] = {
+    "remote": Layout("remote", REMOTE_NAMES, "remote",
+                     tied={"language_model.lm_head.weight": "language_model.model.embed_tokens.weight"},
+                     computed=r".*rotary_emb\.inv_freq"),
+    "transformers": Layout("transformers", TRANSFORMERS_NAMES, "transformers",
+                           tied={"lm_head.weight": "model.language_model.embed_tokens.weight"},
+                           computed=r".*rotary_emb\.inv_freq|.*attention_dists"),
+}
+NAME_MAP = REMOTE_NAMES  # the published checkpoint's layout
+IDENTITY_NORM = {"weight": 1.0, "bias": 0.0}  # what a module stored as None holds
 LEAVES = r"(?:\.(?P<leaf>weight|bias|running_mean|running_var|num_batches_tracked))?"
+COUNTER = "num_batches_tracked"  # BatchNorm's training counter: no part in inference, optional in a checkpoint
 
 
 class CheckpointMismatch(ValueError):
@@ -82,43 +164,59 @@ class CheckpointMismatch(ValueError):
 
 
 @cache
-def _compiled(direction: int) -> list[tuple[re.Pattern, str]]:
+def _compiled(layout: str, direction: int) -> list[tuple[re.Pattern, str | None]]:
     out = []
-    for pair in NAME_MAP:
+    for pair in LAYOUTS[layout].names:
         src, dst = pair[direction], pair[1 - direction]
+        if src is None:
+            continue
         pattern = re.escape(src).replace(r"\{i\}", r"(?P<i>\d+)")
         out.append((re.compile(f"^{pattern}{LEAVES}$"), dst))
     return out
 
 
-def _translate(name: str, direction: int) -> str | None:
-    for pattern, dst in _compiled(direction):
+def _translate(name: str, layout: str, direction: int) -> tuple[bool, str | None]:
+    """(found, translated name); found with None: the layout stores nothing for this native tensor."""
+    for pattern, dst in _compiled(layout, direction):
         m = pattern.match(name)
         if m:
+            if dst is None:
+                return True, None
             out = dst.replace("{i}", m.group("i")) if "{i}" in dst else dst
-            return f"{out}.{m.group('leaf')}" if m.group("leaf") else out
-    return None
+            return True, f"{out}.{m.group('leaf')}" if m.group("leaf") else out
+    return False, None
 
 
-def to_checkpoint_name(native: str) -> str:
-    out = _translate(native, 0)
-    if out is None:
-        raise KeyError(f"no checkpoint name for {native!r}")
+def to_checkpoint_name(native: str, layout: str = "remote") -> str | None:
+    """The layout's name of a native tensor; None where the layout stores nothing (an identity norm)."""
+    found, out = _translate(native, layout, 0)
+    if not found:
+        raise KeyError(f"no {layout} checkpoint name for {native!r}")
     return out
 
 
-def to_native_name(checkpoint: str) -> str | None:
-    """The native name of a checkpoint tensor; None for tensors the model ignores."""
-    if IGNORED.match(checkpoint):
+def to_native_name(checkpoint: str, layout: str = "remote") -> str | None:
+    """The native name of a checkpoint tensor; None for a tied LM head copy or a computed table."""
+    lay = LAYOUTS[layout]
+    if checkpoint in lay.tied or re.fullmatch(lay.computed, checkpoint):
         return None
-    out = _translate(checkpoint, 1)
-    if out is None:
-        raise KeyError(f"unknown checkpoint tensor {checkpoint!r}")
+    found, out = _translate(checkpoint, layout, 1)
+    if not found or out is None:
+        raise KeyError(f"unknown {layout} checkpoint tensor {checkpoint!r}")
     return out
 
 
-def to_checkpoint_state_dict(model: GraniteNar) -> dict[str, torch.Tensor]:
-    return {to_checkpoint_name(k): v for k, v in model.state_dict().items()}
+def to_checkpoint_state_dict(model: GraniteNar, layout: str = "remote") -> dict[str, torch.Tensor]:
+    """The model's tensors under a layout's names; a tensor the layout cannot hold raises CheckpointMismatch."""
+    out = {}
+    for name, tensor in model.state_dict().items():
+        stored = to_checkpoint_name(name, layout)
+        if stored is not None:
+            out[stored] = tensor
+        elif not torch.all(tensor == IDENTITY_NORM[name.rsplit(".", 1)[-1]]):
+            raise CheckpointMismatch(f"the {layout} layout stores no {name}, so it must be "
+                                     f"{IDENTITY_NORM[name.rsplit('.', 1)[-1]]} everywhere; it is not")
+    return out
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -134,38 +232,65 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path / "model.safetensors"))
 
 
-def native_state_dict(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _mappable(name: str, layout: str) -> bool:
+    try:
+        to_native_name(name, layout)
+    except KeyError:
+        return False
+    return True
+
+
+def detect_layout(names: list[str]) -> str:
+    """The layout that names the most of these tensors (strictness comes after, in native_state_dict)."""
+    return max(LAYOUTS, key=lambda layout: sum(_mappable(n, layout) for n in names))
+
+
+def native_state_dict(tensors: dict[str, torch.Tensor], layout: str) -> dict[str, torch.Tensor]:
+    """Checkpoint tensors under native names; every tensor must map, tied copies must equal their source."""
     out, unknown = {}, []
     for name, tensor in tensors.items():
         try:
-            native = to_native_name(name)
+            native = to_native_name(name, layout)
         except KeyError:
             unknown.append(name)
             continue
         if native is not None:
             out[native] = tensor
     if unknown:
-        raise CheckpointMismatch(f"{len(unknown)} checkpoint tensors have no native name, e.g. {unknown[:5]}")
+        raise CheckpointMismatch(f"{len(unknown)} of {len(tensors)} checkpoint tensors have no native name in the "
+                                 f"{layout} layout, e.g. {unknown[:5]}")
+    for copy, source in LAYOUTS[layout].tied.items():
+        if copy in tensors and source in tensors and not torch.equal(tensors[copy], tensors[source]):
+            raise CheckpointMismatch(f"{copy} differs from {source}: the editor's LM head is the tied embedding")
     return out
 
 
+def _fill_unstored(state: dict[str, torch.Tensor], shapes: dict[str, tuple], layout: str) -> None:
+    """Parameters the layout does not store (identity norms) get their identity values."""
+    for name, shape in shapes.items():
+        if name not in state and to_checkpoint_name(name, layout) is None:
+            state[name] = torch.full(shape, IDENTITY_NORM[name.rsplit(".", 1)[-1]])
+
+
 def load_model(path: Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> GraniteNar:
-    """Build the model from a checkpoint folder (config.json + safetensors); nothing downloaded."""
+    """Build the model from a checkpoint folder (config.json + safetensors, either layout); nothing downloaded."""
     cfg = NarConfig.from_checkpoint_config(json.loads((path / "config.json").read_text()))
     with torch.device("meta"):
         model = GraniteNar(cfg)
-    # BatchNorm's training counter plays no part in inference: not required, not loaded.
-    state = {k: v for k, v in native_state_dict(read_safetensors(path)).items()
-             if not k.endswith("num_batches_tracked")}
-    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    tensors = read_safetensors(path)
+    layout = detect_layout(list(tensors))
+    state = {k: v for k, v in native_state_dict(tensors, layout).items() if not k.endswith(COUNTER)}
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items() if not k.endswith(COUNTER)}
+    _fill_unstored(state, shapes, layout)
     missing, unexpected = sorted(set(shapes) - set(state)), sorted(set(state) - set(shapes))
     if missing or unexpected:
         raise CheckpointMismatch(
-            f"checkpoint at {path} does not fit the model: missing {missing[:8]} ({len(missing)}), "
-            f"unexpected {unexpected[:8]} ({len(unexpected)})")
-    for name, tensor in state.items():
-        if tuple(tensor.shape) != shapes[name]:
-            raise CheckpointMismatch(f"{name}: checkpoint shape {tuple(tensor.shape)}, model {shapes[name]}")
+            f"checkpoint at {path} ({layout} layout) does not fit the model: missing {missing[:8]} "
+            f"({len(missing)}), unexpected {unexpected[:8]} ({len(unexpected)})")
+    wrong = [f"{k}: checkpoint {tuple(v.shape)}, model {shapes[k]}" for k, v in state.items()
+             if tuple(v.shape) != shapes[k]]
+    if wrong:
+        raise CheckpointMismatch(f"checkpoint at {path} ({layout} layout): shapes differ: {wrong[:8]} ({len(wrong)})")
     model.load_state_dict(state, assign=True, strict=False)  # strict but for BatchNorm's counters
     _rebuild_buffers(model)
     return model.to(device=device, dtype=dtype).eval()
@@ -180,10 +305,12 @@ def _rebuild_buffers(model: GraniteNar) -> None:
         block.conv.batch_norm.num_batches_tracked = torch.tensor(0)
 
 
-def save_checkpoint(model: GraniteNar, path: Path) -> None:
-    """Write the model in the published layout (tests use it to build tiny checkpoints)."""
+def save_checkpoint(model: GraniteNar, path: Path, layout: str = "remote") -> None:
+    """Write the model in a layout, config.json in its dialect (tests use it to build tiny checkpoints)."""
     from safetensors.torch import save_file
 
+    tensors = to_checkpoint_state_dict(model, layout)
+    config = model.cfg.to_checkpoint_config(LAYOUTS[layout].dialect)
     path.mkdir(parents=True, exist_ok=True)
-    (path / "config.json").write_text(json.dumps(model.cfg.to_checkpoint_config(), indent=1))
-    save_file({k: v.contiguous() for k, v in to_checkpoint_state_dict(model).items()}, str(path / "model.safetensors"))
+    (path / "config.json").write_text(json.dumps(config, indent=1))
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path / "model.safetensors"))

@@ -1,5 +1,11 @@
 """Log-mel features as the model was trained on them, computed in torch (on the GPU when there is one).
 
+The original's frame rule: ``n`` samples give ``n // (hop * stack)`` encoder frames (n // 320 at
+16 kHz). Its centred STFT yields ``n // hop + 1`` mel frames; only the first ``stack * frames``
+are kept, and they are cut BEFORE the log, the normalisation maximum and the stacking, so a
+dropped frame never sets the ceiling (docs/granite.md, "Rules that differ between upstream
+versions").
+
 Each item is featurised exactly as if it were alone: its own reflection padding at both
 ends of the STFT and its own normalisation ceiling, so a batch never changes an item.
 """
@@ -55,15 +61,22 @@ class LogMelFeatures(nn.Module):
             padded.append(F.pad(w[None, None], (half, half), mode="reflect")[0, 0])
         longest = max(p.numel() for p in padded)
         signal = torch.stack([F.pad(p, (0, longest - p.numel())) for p in padded])
+        frames = torch.tensor([self.frame_count(w.numel()) for w in waves], device=device)
+        kept = frames * cfg.stack  # mel frames each item keeps: the rest are dropped before anything else
+        usable = int(kept.max())
+        if usable == 0:  # every item is under one encoder frame (20 ms)
+            return torch.zeros(len(waves), 0, cfg.n_mels * cfg.stack, device=device), frames
         spec = torch.stft(signal, cfg.n_fft, cfg.hop_length, window=self.window.float(), center=False,
-                          return_complex=True)
-        power = spec.real.square() + spec.imag.square()  # (B, freq, frames)
-        logmel = (power.transpose(1, 2) @ self.filters.float()).clamp_min(1e-10).log10()  # (B, frames, mels)
-        n_frames = torch.tensor([(p.numel() - cfg.n_fft) // cfg.hop_length + 1 for p in padded], device=device)
-        valid = torch.arange(logmel.shape[1], device=device)[None, :] < n_frames[:, None]
+                          return_complex=True)[..., :usable]
+        power = spec.real.square() + spec.imag.square()  # (B, freq, mel frames)
+        logmel = (power.transpose(1, 2) @ self.filters.float()).clamp_min(1e-10).log10()  # (B, mel frames, mels)
+        valid = torch.arange(usable, device=device)[None, :] < kept[:, None]
         ceiling = logmel.masked_fill(~valid[..., None], -math.inf).amax(dim=(1, 2), keepdim=True)
         logmel = torch.maximum(logmel, ceiling - 8.0) / 4.0 + 1.0
         logmel = logmel.masked_fill(~valid[..., None], 0.0)
-        usable = logmel.shape[1] // cfg.stack * cfg.stack
-        feats = logmel[:, :usable].reshape(len(waves), usable // cfg.stack, cfg.n_mels * cfg.stack)
-        return feats, n_frames // cfg.stack
+        feats = logmel.reshape(len(waves), usable // cfg.stack, cfg.n_mels * cfg.stack)
+        return feats, frames
+
+    def frame_count(self, n_samples: int) -> int:
+        """Encoder frames for n samples: n // 320 at 16 kHz (50 per second, the remainder dropped)."""
+        return n_samples // (self.cfg.hop_length * self.cfg.stack)

@@ -28,8 +28,20 @@ MASKED = -1e30  # a finite "minus infinity": fully padded rows stay finite inste
 
 def ctc_collapse(ids: torch.Tensor, blank: int) -> torch.Tensor:
     """Greedy CTC: merge repeats, drop blanks."""
-    ids = torch.unique_consecutive(ids)
-    return ids[ids != blank]
+    return ctc_collapse_with_steps(ids, blank)[0]
+
+
+def ctc_collapse_with_steps(ids: torch.Tensor, blank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy CTC that also says where: each kept token and the step its run starts at."""
+    starts = torch.ones_like(ids, dtype=torch.bool)
+    starts[1:] = ids[1:] != ids[:-1]
+    keep = starts & (ids != blank)
+    return ids[keep], torch.nonzero(keep).flatten()
+
+
+def bucketed(frames: int, block: int) -> int:
+    """Frames rounded up to whole attention blocks, at least one (an item under 20 ms has none)."""
+    return max(1, -(-frames // block)) * block
 
 
 def lengths_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
@@ -157,14 +169,15 @@ class Encoder(nn.Module):
         blank_prob = None
         for i, block in enumerate(self.blocks, start=1):
             x = block(x, valid)
-            if i in wanted:
-                exported[i] = x
             if i == cfg.self_cond_layer:
                 # Self-conditioning: the character CTC posteriors are fed back into the stream,
                 # and their blank probability later weights the pooling.
                 probs = self.char_ctc(x).float().softmax(-1)
                 blank_prob = probs[..., 0]
                 x = x + self.char_feedback(probs.to(x.dtype))
+            # Exported after the feedback, as the original does (the state later blocks see).
+            if i in wanted:
+                exported[i] = x
         exported[cfg.layers] = x
         order = sorted(wanted)
         pooled = self._pool(x.float(), (1.0 - blank_prob) * valid).to(x.dtype)
@@ -181,7 +194,7 @@ class Encoder(nn.Module):
         pad = -x.shape[1] % w
         x = F.pad(x, (0, 0, 0, pad)).unflatten(1, (-1, w))
         weight = F.pad(weight, (0, pad)).unflatten(1, (-1, w))
-        weight = weight / weight.sum(-1, keepdim=True).clamp_min(1e-8)
+        weight = weight / (weight.sum(-1, keepdim=True) + 1e-8)  # the original's guard, added not clamped
         return (weight[..., None] * x).sum(-2)
 
 
@@ -201,8 +214,8 @@ class QFormerLayer(nn.Module):
         self.v = nn.Linear(d, d, bias=cfg.attn_bias)
         self.o = nn.Linear(d, d, bias=cfg.attn_bias)
         self.mlp_norm = nn.LayerNorm(d, eps=cfg.eps)
-        self.fc1 = nn.Linear(d, d * cfg.mlp_ratio, bias=cfg.mlp_bias)
-        self.fc2 = nn.Linear(d * cfg.mlp_ratio, d, bias=cfg.mlp_bias)
+        self.fc1 = nn.Linear(d, cfg.intermediate, bias=cfg.mlp_bias)
+        self.fc2 = nn.Linear(cfg.intermediate, d, bias=cfg.mlp_bias)
         self.act = {"silu": F.silu, "gelu": F.gelu}[cfg.mlp_act]
 
     def forward(self, h: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
@@ -338,7 +351,13 @@ class Editor(nn.Module):
 class NarOutput:
     tokens: list[list[int]]  # final transcript ids per item
     drafts: list[list[int]]  # the encoder's CTC draft per item
+    draft_steps: list[list[int]]  # per draft token, the BPE CTC step its run starts at
+    step_s: float  # seconds per BPE CTC step: frames per pooling window x 20 ms (80 ms)
     logits: list[torch.Tensor] | None = None  # editor logits on each item's text slots (when asked)
+
+    def draft_times(self, item: int) -> list[float]:
+        """Start time in seconds, from the item's start, of each draft token (a step's start)."""
+        return [round(step * self.step_s, 6) for step in self.draft_steps[item]]
 
 
 class GraniteNar(nn.Module):
@@ -351,24 +370,31 @@ class GraniteNar(nn.Module):
         self.editor = Editor(cfg.editor)
 
     def slots(self, draft: torch.Tensor) -> torch.Tensor:
-        """[a, b] -> [blank, a, blank, b, blank], padded with blanks to at least min_slots."""
+        """[a, b] -> [blank, a, blank, b, blank], padded with blanks to at least min_slots.
+
+        min_slots is the config's min_edit_sequence_length (8): the original pads, transformers' port does not.
+        """
         n = draft.numel()
         out = draft.new_full((max(2 * n + 1, self.cfg.min_slots),), self.cfg.blank_id)
         out[1 : 2 * n : 2] = draft
         return out
 
-    def draft(self, enc: EncoderOutput) -> list[torch.Tensor]:
+    def draft(self, enc: EncoderOutput) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per item: the greedy CTC draft and, per token, the BPE CTC step its run starts at."""
         best = enc.bpe_logits.argmax(-1)
-        return [ctc_collapse(best[i, : int(n)], self.cfg.blank_id) for i, n in enumerate(enc.bpe_lengths.tolist())]
+        return [ctc_collapse_with_steps(best[i, : int(n)], self.cfg.blank_id)
+                for i, n in enumerate(enc.bpe_lengths.tolist())]
 
-    def _hold(self, draft: torch.Tensor, n: int) -> torch.Tensor:
-        """Exactly n draft tokens: cut, or filled with arbitrary non-blank ids."""
+    def _hold(self, draft: torch.Tensor, steps: torch.Tensor, n: int,
+              n_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exactly n draft tokens: cut, or filled with arbitrary non-blank ids (placed at the last step)."""
         if draft.numel() >= n:
-            return draft[:n]
+            return draft[:n], steps[:n]
         vocab = self.cfg.editor.vocab
         fill = (torch.arange(n - draft.numel(), device=draft.device) * 7919 + 1) % vocab
         fill = torch.where(fill == self.cfg.blank_id, (fill + 1) % vocab, fill)
-        return torch.cat([draft, fill.to(draft.dtype)])
+        last = steps.new_full((n - draft.numel(),), max(n_steps - 1, 0))
+        return torch.cat([draft, fill.to(draft.dtype)]), torch.cat([steps, last])
 
     @torch.inference_mode()
     def transcribe(self, waves: list[torch.Tensor], draft_tokens_per_s: float | None = None,
@@ -379,16 +405,17 @@ class GraniteNar(nn.Module):
         weights draft nonsense lengths, and the editor's cost depends on the draft length.
         """
         cfg = self.cfg
-        feats, lengths = self.features(waves)
-        # Round frames up to whole attention blocks: a handful of encoder shapes (compiled
-        # kernels are reused), and the padding is masked, so results do not change.
-        feats = F.pad(feats, (0, 0, 0, -feats.shape[1] % cfg.encoder.context))
+        feats, lengths = self.features(waves)  # n // 320 frames per item
+        # Round frames up to whole attention blocks (at least one): a handful of encoder shapes
+        # (compiled kernels are reused), and the padding is masked, so results do not change.
+        feats = F.pad(feats, (0, 0, 0, bucketed(feats.shape[1], cfg.encoder.context) - feats.shape[1]))
         enc = self.encoder(feats, lengths)
-        drafts = self.draft(enc)
+        found = self.draft(enc)
         if draft_tokens_per_s is not None:
             sr = cfg.features.sample_rate
-            drafts = [self._hold(d, max(1, round(w.numel() / sr * draft_tokens_per_s)))
-                      for d, w in zip(drafts, waves, strict=True)]
+            found = [self._hold(d, s, max(1, round(w.numel() / sr * draft_tokens_per_s)), int(n))
+                     for (d, s), w, n in zip(found, waves, enc.bpe_lengths.tolist(), strict=True)]
+        drafts = [d for d, _ in found]
         audio, audio_lengths = self.projector(enc.exported, lengths)
         if cfg.scale_projected_embeddings:
             audio = audio / cfg.editor.embedding_multiplier
@@ -416,7 +443,8 @@ class GraniteNar(nn.Module):
         best_ids = torch.cat(best).split([s.numel() for s in slot_ids])
         tokens = [ctc_collapse(b, cfg.blank_id).tolist() for b in best_ids]
         per_item = list(torch.cat(logits).split([s.numel() for s in slot_ids])) if return_logits else None
-        return NarOutput(tokens=tokens, drafts=[d.tolist() for d in drafts], logits=per_item)
+        return NarOutput(tokens=tokens, drafts=[d.tolist() for d in drafts],
+                         draft_steps=[s.tolist() for _, s in found], step_s=cfg.draft_step_s, logits=per_item)
 
 
 def random_model(cfg: NarConfig, seed: int = 0, dtype: torch.dtype = torch.float32,
