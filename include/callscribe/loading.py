@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+import pandas as pd
 from sqlalchemy.engine import Engine
 
 from callscribe import db
@@ -39,13 +40,16 @@ class LoadResult:
                           self.unfinished_jobs + other.unfinished_jobs)
 
 
-def load_shard(store: Store, engine: Engine, uri: str) -> LoadResult:
+def read_shard(store: Store, uri: str) -> tuple[pd.DataFrame, ShardInfo]:
+    df, meta = from_parquet(store.get_bytes(uri))
+    return df, ShardInfo(**meta)
+
+
+def load_shard(engine: Engine, uri: str, df: pd.DataFrame, info: ShardInfo) -> LoadResult:
     """Make the shard's recordings (those its run still owns) `done` with exactly its segments.
 
     Re-loading the same shard changes nothing: the rows already hold this run's transcript.
     """
-    df, meta = from_parquet(store.get_bytes(uri))
-    info = ShardInfo(**meta)
     reasons = {f.recording_id: f.reason for f in info.failures}
     with engine.begin() as conn:
         owned = set(conn.execute(db.q("load_fence"), {
@@ -74,16 +78,22 @@ def load_shard(store: Store, engine: Engine, uri: str) -> LoadResult:
 
 
 def load_shards(store: Store, engine: Engine, shard_uris: list[str]) -> LoadResult:
-    """Load each shard in its own transaction; every shard is tried, then any failure is raised."""
+    """Load each shard in its own transaction; every shard is tried, then any failure is raised.
+
+    A shard that cannot be read (damaged, not a shard) is skipped so the others load; an
+    outage of the store or the database fails the load at once, for the task to retry.
+    """
     total, errors = LoadResult(), []
     for uri in shard_uris:
         try:
-            total += load_shard(store, engine, uri)
+            df, info = read_shard(store, uri)
         except Exception as exc:
             if unavailable(exc):
                 raise
             log.error("shard %s not loaded: %s", uri, describe(exc))
             errors.append(f"{uri}: {describe(exc)}")
+            continue
+        total += load_shard(engine, uri, df, info)
     log.info("loaded %d shards: %d recordings done, %d failed, %d segments",
              total.shards, total.recordings, total.failed, total.segments)
     if errors:

@@ -126,8 +126,8 @@ def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None
                      failures=[RecordingFailure(recording_id=r, reason=m[:2000]) for r, m in sorted(failures.items())])
     store.put_bytes(job.shard_uri, to_parquet(df, info))
     wall = time.perf_counter() - t0
-    log.info("job %s: %d segments, %d recordings failed, written to %s; %.1f s audio in %.1f s (RTFx %.1f)",
-             job.job_id, len(df), len(failures), job.shard_uri, job.audio_s, wall,
+    log.info("job %s: %d segments written to %s (%d recordings failed); %.1f s audio in %.1f s (RTFx %.1f)",
+             job.job_id, len(df), job.shard_uri, len(failures), job.audio_s, wall,
              job.audio_s / wall if wall else 0.0)
     return job.shard_uri
 

@@ -161,3 +161,11 @@ def test_status_command_shows_states_and_reasons(first_run):
     by_key = {r["key"].rsplit("/", 1)[1]: r for r in rows}
     assert by_key["odd codec.wav"]["status"] == "quarantined" and by_key["odd codec.wav"]["error"]
     assert {r["status"] for r in rows} >= {"done", "quarantined"}
+    # Reasons are for people: no Python object addresses.
+    assert not [r for r in rows if r["error"] and ("0x" in r["error"] or "object at" in r["error"])], rows
+    # A file cut short is transcribed, and status says it was cut short.
+    assert by_key["truncated.wav"]["status"] == "done" and "truncated" in by_key["truncated.wav"]["warning"]
+    assert "decoded the first" in by_key["corrupt.mp3"]["warning"]
+    table = subprocess.run([sys.executable, "-m", "callscribe.cli", "--profile", "test", "status", "--date",
+                            str(DAY)], capture_output=True, text=True, check=True).stdout
+    assert "warning: file is truncated" in table
