@@ -341,6 +341,8 @@ def cmd_parity(args) -> int:
               f" ({report.logits_compared} chunks compared)")
         for w in report.worst:
             print(f"  chunk {w['chunk']}: {w['token_edits']} edits\n    ref: {w['reference']}\n    nat: {w['native']}")
+        if getattr(report, "note", None):
+            print(f"note: {report.note}")
     return 0
 
 
