@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date
 
 import pytest
@@ -66,3 +69,16 @@ def wait_for_lock_wait(pg, statement_part: str, timeout: float = 30) -> None:
             return
         time.sleep(0.1)
     pytest.fail(f"no statement on {statement_part} ever waited on the lock")
+
+
+@contextmanager
+def beside(watch: Callable[..., None], *args) -> Iterator[None]:
+    """Run ``watch(*args, stop)`` in a thread for the duration of the block (a killer, a watcher)."""
+    stop = threading.Event()
+    thread = threading.Thread(target=watch, args=(*args, stop), daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

@@ -30,6 +30,7 @@ from callscribe.samples import sample_files
 from callscribe.storage import ObjectInfo
 from tests import chaos
 from tests.integration.helpers import (
+    beside,
     chunk_to_shards,
     loads,
     record_clean,
@@ -129,7 +130,7 @@ def test_the_same_day_run_twice_at_once_transcribes_each_recording_once(stack, s
 # ---------------------------------------------------------------- a worker killed mid-job
 
 
-def _kill_first_worker(stop: threading.Event, killed: list[int], after_s: float = 1.5) -> None:
+def _kill_first_worker(killed: list[int], stop: threading.Event, after_s: float = 1.5) -> None:
     """SIGKILL the first worker process once it has run for ``after_s`` (its model is loading or running)."""
     me = psutil.Process()
     while not stop.is_set() and not killed:
@@ -152,14 +153,9 @@ def test_a_worker_killed_mid_job_is_retried_and_loaded_once(stack, s3, pg, quick
 
     day = date(2026, 11, 8)
     n = upload_day(s3, day)
-    stop, killed = threading.Event(), []
-    killer = threading.Thread(target=_kill_first_worker, args=(stop, killed), daemon=True)
-    killer.start()
-    try:
+    killed: list[int] = []
+    with beside(_kill_first_worker, killed):
         dr = run_day(day)
-    finally:
-        stop.set()
-        killer.join()
     assert killed, "the worker was never seen running"
     assert str(dr.state).endswith("success")
     with create_session() as session:

@@ -28,7 +28,7 @@ from callscribe.discovery import MAX_ATTEMPTS, day_prefix
 from callscribe.samples import sample_dir
 from callscribe.storage import ObjectInfo
 from tests import chaos
-from tests.integration.helpers import loads, record_clean, upload_day
+from tests.integration.helpers import beside, loads, record_clean, upload_day
 
 pytestmark = pytest.mark.integration
 
@@ -113,7 +113,7 @@ def _run_ids(pg, day: date) -> list[str]:
 # ---------------------------------------------------------------- (2) one bad job or recording
 
 
-def _kill_job_workers(job_id: str, stop: threading.Event, killed: list[int]) -> None:
+def _kill_job_workers(job_id: str, killed: list[int], stop: threading.Event) -> None:
     """SIGKILL every worker process of ``job_id`` as soon as it appears (each try of the task)."""
     me = psutil.Process()
     while not stop.is_set():
@@ -135,14 +135,9 @@ def test_one_dead_job_does_not_hold_back_the_rest_of_the_day(stack, s3, pg, quic
     n = upload_day(s3, day, copies=2)
     monkeypatch.setenv("CALLSCRIBE_JOB_SLOTS", "3")  # spread the day over three jobs
     monkeypatch.setenv("CALLSCRIBE_JOB_MIN_AUDIO_S", "1")
-    stop, killed = threading.Event(), []
-    killer = threading.Thread(target=_kill_job_workers, args=("job-00001", stop, killed), daemon=True)
-    killer.start()
-    try:
+    killed: list[int] = []
+    with beside(_kill_job_workers, "job-00001", killed):
         dr = run_day(day)
-    finally:
-        stop.set()
-        killer.join()
     assert len(killed) == 3  # the first try and both retries
     assert _state(dr) == "failed"
     assert _task_states(dr)["load"] == {"success"}
@@ -309,7 +304,7 @@ def test_a_day_bigger_than_the_map_limit_is_grouped_to_fit(stack, s3, pg, quick_
 # ---------------------------------------------------------------- (6) timeouts and the local worker
 
 
-def _watch_workers(stop: threading.Event, seen: dict[int, dict]) -> None:
+def _watch_workers(seen: dict[int, dict], stop: threading.Event) -> None:
     me = psutil.Process()
     while not stop.is_set():
         for child in me.children(recursive=True):
@@ -327,14 +322,9 @@ def test_a_timed_out_transcription_leaves_no_worker_behind(stack, s3, pg, quick_
     day = date(2026, 10, 21)
     n = upload_day(s3, day, files=[sample_dir() / "call-0001.wav"])
     monkeypatch.setenv("CALLSCRIBE_TRANSCRIBE_TIMEOUT_S", "2")
-    stop, seen = threading.Event(), {}
-    watcher = threading.Thread(target=_watch_workers, args=(stop, seen), daemon=True)
-    watcher.start()
-    try:
+    seen: dict[int, dict] = {}
+    with beside(_watch_workers, seen):
         dr = run_day(day)
-    finally:
-        stop.set()
-        watcher.join()
     assert _state(dr) == "failed"
     assert seen, "no worker was ever started"
     time.sleep(3)  # long enough for an orphan to finish its job and write its shard
