@@ -43,7 +43,6 @@ class GraniteNarNativeEngine(TorchEngine):
         from callscribe.engines.nar.checkpoint import load_model
         from callscribe.engines.nar.config import NarConfig
         from callscribe.engines.nar.modeling import random_model
-        from callscribe.engines.nar.packed import flash_available
 
         self.torch = torch
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -66,8 +65,6 @@ class GraniteNarNativeEngine(TorchEngine):
             self.model = load_model(self.path, device=self.device, dtype=dtype)
             self.tokenizer = Tokenizer.from_file(str(self.path / "tokenizer.json"))
             self.source = str(self.path)
-        if self.device.startswith("cuda") and not flash_available():
-            log.warning("Granite NAR native: flash-attn is not installed; the editor attends item by item")
         if compile if compile is not None else os.environ.get("CALLSCRIBE_NAR_COMPILE") == "1":
             # Encoder shapes repeat (frames round up to whole attention blocks); the editor's
             # packed length varies, so it is compiled with dynamic shapes.

@@ -1,0 +1,574 @@
+"""The one-call GPU check of the native Granite NAR engine (random weights), in under 4 minutes.
+
+    python -m benchmarks.gpu [--md PATH] [--out PATH] [--no-compile] [--budget-s 200]
+    python -m benchmarks.gpu --smoke [--md PATH] [--out PATH]
+
+On a bare CUDA machine with torch and the wheels of scripts/gpu_wheels.sh (docs/benchmarks.md,
+"GPU check (one call)"), in one process: the card, torch and the editor's attention backend
+(checked against an fp32 reference); model build time and the first batch after it; a
+fixed-shape sweep (32/128/256 x 30 s, bf16, eager); the worker's own path on real chunks (the
+chunker's chunks of the sample calls, repeated to about 600, through `run_batches`); eager
+against torch.compile; peak GPU memory; the top 15 CUDA kernels of one batch. A time budget
+skips what would overrun it, with a note. Writes benchmarks/gpu-results.json (after every
+section, so a cut-off run keeps what it measured) and prints a Markdown table.
+
+``--smoke`` runs the same code on the CPU with the tiny model in seconds and writes to a
+temporary folder unless told otherwise: the unit tests run it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from callscribe import engines
+from callscribe.audio import TARGET_SR, decode
+from callscribe.bench import cpu_model, machine_info, run_throughput, speech_chunks
+from callscribe.engines.nar.packed import (
+    attention_backend,
+    cu_seqlens_for,
+    flash_available,
+    per_item_attention,
+    torch_varlen_kernel,
+    varlen_attention,
+)
+from callscribe.samples import sample_files
+from callscribe.transcription import chunk_all, run_batches
+
+log = logging.getLogger("benchmarks.gpu")
+
+ENGINE = "granite-nar-native"
+OUT = Path(__file__).resolve().parent / "gpu-results.json"
+SMOKE_OUT = Path(tempfile.gettempdir()) / "callscribe-gpu-smoke" / "gpu-results.json"
+TOP_KERNELS = 15
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class Plan:
+    size: str  # model configuration
+    sweep: tuple[int, ...]  # batch sizes of chunk_s chunks
+    ref_batch: int  # the batch of the first-batch latency, the profile and the compiled run
+    chunk_s: float
+    real_chunks: int  # the chunker's chunks of the sample calls, repeated to about this many
+    batch_audio_s: float  # run_batches' audio budget per batch (the job's batch_audio_s)
+    timed: int  # timed batches (or passes) per figure, after `warmup`
+    warmup: int
+    budget_s: float  # wall seconds from process start
+    attn_heads: tuple[int, int, int]  # heads, kv heads, head dim of the attention check (the editor's)
+    attn_lengths: tuple[int, ...]  # packed items of the attention check (an editor batch's lengths)
+    cpu_threads: int | None = None  # torch's CPU threads during the check (None: as they are)
+
+
+GPU = Plan(size="full", sweep=(32, 128, 256), ref_batch=128, chunk_s=30.0, real_chunks=600, batch_audio_s=3840.0,
+           timed=3, warmup=1, budget_s=200.0, attn_heads=(16, 4, 128), attn_lengths=(541, 300, 97, 13, 1200))
+SMOKE = Plan(size="tiny", sweep=(1, 2, 4), ref_batch=2, chunk_s=30.0, real_chunks=45, batch_audio_s=120.0,
+             timed=3, warmup=1, budget_s=100.0, attn_heads=(4, 2, 12), attn_lengths=(41, 30, 7, 1),
+             cpu_threads=1)  # the tiny model gains nothing from threads, which slow it 3x on a busy machine
+
+
+def process_age_s() -> float:
+    """Seconds since this process started (imports included), from /proc; 0 where unknown."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+class Budget:
+    """Wall time left; a section whose estimate does not fit is skipped with a note."""
+
+    def __init__(self, total_s: float, reserve_s: float = 5.0):
+        self.total_s, self.reserve_s = total_s, reserve_s
+        self.t0 = time.perf_counter() - process_age_s()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def left(self) -> float:
+        return self.total_s - self.reserve_s - self.elapsed()
+
+    def fits(self, estimate_s: float) -> bool:
+        return estimate_s <= self.left()
+
+
+class Check:
+    def __init__(self, plan: Plan, device: str, out: Path, compile: bool, smoke: bool):
+        self.plan, self.device, self.out, self.smoke = plan, device, out, smoke
+        self.cuda = device.startswith("cuda")
+        self.compile = compile
+        self.budget = Budget(plan.budget_s)
+        self.results: dict = {"smoke": smoke, "plan": asdict(plan), "notes": [], "errors": {}}
+        self.engine = None
+        self.peaks: list[int] = []
+        self._real: tuple[list[np.ndarray], int] | None = None
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def note(self, text: str) -> None:
+        log.warning("%s", text)
+        self.results["notes"].append(text)
+
+    def save(self) -> None:
+        self.results["elapsed_s"] = round(self.budget.elapsed(), 1)
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.results, indent=1))
+        tmp.replace(self.out)
+
+    def section(self, name: str, fn: Callable[[], dict | None], estimate: Callable[[], float] | None = None) -> None:
+        """Run one part within the budget (always, without an estimate: the cheap parts everything else
+        needs); its failure is recorded, and the others still run."""
+        try:
+            estimate_s = estimate() if estimate else float("-inf")
+        except Exception as exc:
+            log.exception("estimating %s failed", name)
+            estimate_s, self.results["errors"][name] = 0.0, f"{type(exc).__name__}: {exc}"
+        if name in self.results["errors"]:
+            self.results[name] = {"error": self.results["errors"][name]}
+        elif not self.budget.fits(estimate_s):
+            self.results[name] = {"skipped": f"needs about {estimate_s:.0f} s, {max(self.budget.left(), 0):.0f} s "
+                                             f"left of the {self.plan.budget_s:.0f} s budget"}
+            self.note(f"{name}: skipped ({self.results[name]['skipped']})")
+        else:
+            t = time.perf_counter()
+            try:
+                out = fn()
+            except Exception as exc:  # record it and go on: one call of device time buys every section
+                log.exception("%s failed", name)
+                self.results["errors"][name] = f"{type(exc).__name__}: {exc}"
+                out = {"error": self.results["errors"][name]}
+            if out is not None:
+                out.setdefault("section_s", round(time.perf_counter() - t, 2))
+                self.results[name] = out
+            log.info("[%5.1f s] %s done", self.budget.elapsed(), name)
+        self.save()
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def reset_peak(self) -> None:
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+
+    def peak(self) -> int | None:
+        value = self.engine.peak_memory_bytes() if self.engine is not None else None
+        if value:
+            self.peaks.append(int(value))
+        return value
+
+    def build(self, compile: bool):
+        opts = {"random_weights": True, "size": self.plan.size, "device": self.device, "compile": compile}
+        if self.cuda:
+            try:
+                with torch.device(self.device):  # weights made on the GPU: a second, not minutes of CPU init
+                    return engines.create(ENGINE, **opts)
+            except Exception as exc:
+                self.note(f"building on the device failed ({type(exc).__name__}: {exc}); built on the CPU")
+        return engines.create(ENGINE, **opts)
+
+    def dtype(self) -> torch.dtype:
+        model = getattr(self.engine, "model", None)
+        if model is not None:
+            return next(model.parameters()).dtype
+        return torch.bfloat16 if self.cuda else torch.float32
+
+    def rate(self) -> float:
+        """Audio seconds per second at chunk_s: the sweep's median RTFx once measured (robust to one
+        noisy size), else the cold first batch's."""
+        rtfx = [r["rtfx"] for r in self.results.get("sweep", {}).get("rows", []) if r.get("rtfx")]
+        if rtfx:
+            return statistics.median(rtfx)
+        first = self.results.get("first_batch", {})
+        return first["batch"] * first["chunk_s"] / first["seconds"] if first.get("seconds") else 1.0
+
+    def ref_seconds(self) -> float:
+        """Eager seconds of a ref_batch x chunk_s batch: measured where the sweep ran it, else from rate()."""
+        for row in self.results.get("sweep", {}).get("rows", []):
+            if row.get("batch") == self.plan.ref_batch and row.get("median_s"):
+                return row["median_s"]
+        return self.plan.ref_batch * self.plan.chunk_s / self.rate()
+
+    def batch_estimate(self, batch: int) -> float:
+        return batch * self.plan.chunk_s / self.rate() * 1.3 + 0.5
+
+    # -- sections -------------------------------------------------------------------------------
+
+    def machine(self) -> dict:
+        info = machine_info(self.device)
+        info.update(card=info.get("gpu") or cpu_model(), torch=torch.__version__, cuda=torch.version.cuda,
+                    flash_attn=flash_available(), torch_varlen_attn=torch_varlen_kernel() is not None)
+        if self.cuda:
+            props = torch.cuda.get_device_properties(self.device)
+            info.update(capability=list(torch.cuda.get_device_capability(self.device)),
+                        gpu_memory_gib=round(props.total_memory / GIB, 1))
+        return info
+
+    def build_section(self) -> dict:
+        t = time.perf_counter()
+        self.engine = self.build(compile=False)
+        seconds = time.perf_counter() - t
+        model = getattr(self.engine, "model", None)
+        params = sum(p.numel() for p in model.parameters()) if model is not None else None
+        return {"seconds": round(seconds, 2), "params": params, "dtype": str(self.dtype()).replace("torch.", ""),
+                "source": getattr(self.engine, "source", "")}
+
+    def attention(self) -> dict:
+        """The chosen backend on an editor-shaped packed batch against an fp32 per-item reference."""
+        heads, kv_heads, d = self.plan.attn_heads
+        lengths = list(self.plan.attn_lengths)
+        g = torch.Generator().manual_seed(0)
+        q, k, v = (torch.randn(sum(lengths), h, d, generator=g).to(self.device, self.dtype())
+                   for h in (heads, kv_heads, kv_heads))
+        cu = cu_seqlens_for(lengths, self.device)
+        scale = 1 / d
+        ref = per_item_attention(q.float(), k.float(), v.float(), cu, scale)
+        timings = {}
+        outs = {}
+        for name, fn in (("backend", lambda: varlen_attention(q, k, v, cu, max(lengths), scale)),
+                         ("per_item", lambda: per_item_attention(q, k, v, cu, scale))):
+            outs[name] = fn()
+            self.sync()
+            t = time.perf_counter()
+            for _ in range(5):
+                fn()
+            self.sync()
+            timings[name] = (time.perf_counter() - t) / 5 * 1000
+        err = (outs["backend"].float() - ref).abs().max().item()
+        err_loop = (outs["per_item"].float() - ref).abs().max().item()
+        backend = attention_backend(q)
+        out = {"backend": backend, "dtype": str(q.dtype).replace("torch.", ""), "lengths": lengths,
+               "heads": [heads, kv_heads, d], "max_abs_err": err, "per_item_max_abs_err": err_loop,
+               "ok": err <= max(4 * err_loop, 1e-5), "backend_ms": round(timings["backend"], 3),
+               "per_item_ms": round(timings["per_item"], 3)}
+        if not out["ok"]:
+            self.note(f"attention: {backend} is off the fp32 reference by {err:.3g} (per-item loop: {err_loop:.3g})")
+        if self.cuda and backend == "per-item-sdpa":
+            self.note("the CUDA editor attends item by item: no flash-attn and no usable torch varlen_attn")
+        return out
+
+    def first_batch(self) -> dict:
+        chunks = speech_chunks(self.plan.ref_batch, self.plan.chunk_s)
+        self.reset_peak()
+        t = time.perf_counter()
+        self.engine.run(self.engine.prepare(chunks))
+        self.sync()
+        return {"batch": self.plan.ref_batch, "chunk_s": self.plan.chunk_s,
+                "seconds": round(time.perf_counter() - t, 3), "peak_mem_bytes": self.peak()}
+
+    def sweep_one(self, batch: int) -> dict:
+        self.reset_peak()
+        r = run_throughput(self.engine, batch=batch, chunk_s=self.plan.chunk_s, batches=self.plan.timed,
+                           warmup=self.plan.warmup)
+        self.peak()
+        row = {k: v for k, v in asdict(r).items() if k in ("batch", "chunk_s", "batches_timed", "warmup",
+                                                            "seconds_per_batch", "median_s", "rtfx",
+                                                            "peak_mem_bytes")}
+        log.info("%d x %g s: RTFx %.0f (median %.3f s)", batch, self.plan.chunk_s, r.rtfx, r.median_s)
+        return row
+
+    def sweep(self) -> None:
+        """The reference batch first (it calibrates the budget), then the others, smallest first."""
+        rows = self.results.setdefault("sweep", {"mode": "eager", "rows": []})["rows"]
+        order = [self.plan.ref_batch] + sorted(b for b in self.plan.sweep if b != self.plan.ref_batch)
+        for batch in order:
+            estimate = (self.plan.warmup + self.plan.timed) * self.batch_estimate(batch)
+            if not self.budget.fits(estimate):
+                rows.append({"batch": batch, "chunk_s": self.plan.chunk_s, "skipped": f"needs about {estimate:.0f} s"})
+                self.note(f"sweep {batch} x {self.plan.chunk_s:g} s: skipped, needs about {estimate:.0f} s, "
+                          f"{max(self.budget.left(), 0):.0f} s left")
+            else:
+                try:
+                    rows.append(self.sweep_one(batch))
+                except Exception as exc:
+                    log.exception("sweep %d failed", batch)
+                    rows.append({"batch": batch, "chunk_s": self.plan.chunk_s, "error": f"{type(exc).__name__}: {exc}"})
+                    self.results["errors"][f"sweep {batch}"] = rows[-1]["error"]
+            rows.sort(key=lambda r: r["batch"])
+            self.save()
+
+    def real_audios(self) -> tuple[list[np.ndarray], int]:
+        if self._real is None:
+            decoded = [decode(f.read_bytes(), f.name) for f in sample_files()]
+            _, distinct = chunk_all(decoded)  # the chunker's own chunks, as the worker gets them
+            reps = max(1, round(self.plan.real_chunks / len(distinct)))
+            self._real = distinct * reps, len(distinct)
+        return self._real
+
+    def real_estimate(self, passes: int) -> float:
+        audios, _ = self.real_audios()
+        audio_s = sum(len(a) for a in audios) / TARGET_SR
+        return passes * audio_s / self.rate() * 2.5 + 1  # short chunks ran at about half the 30 s rate
+
+    def real_chunks(self, label: str) -> dict:
+        audios, distinct = self.real_audios()
+        lengths = np.array([len(a) for a in audios]) / TARGET_SR
+        self.reset_peak()
+        run_batches(self.engine, audios, self.plan.batch_audio_s)  # warm-up: every batch shape once
+        walls, metrics = [], []
+        for _ in range(self.plan.timed):
+            t = time.perf_counter()
+            _, metrics = run_batches(self.engine, audios, self.plan.batch_audio_s)
+            self.sync()
+            walls.append(time.perf_counter() - t)
+        median = statistics.median(walls)
+        audio_s = float(lengths.sum())
+        wall_in_batches = sum(m.wall_s for m in metrics)
+        p10, p50, p90 = np.percentile(lengths, [10, 50, 90])
+        out = {"mode": label, "chunks": len(audios), "distinct_chunks": distinct, "calls": len(sample_files()),
+               "audio_s": round(audio_s, 1), "chunk_s_p10": round(float(p10), 2), "chunk_s_p50": round(float(p50), 2),
+               "chunk_s_p90": round(float(p90), 2), "batch_audio_s": self.plan.batch_audio_s,
+               "batches": len(metrics), "chunks_per_batch_median": statistics.median(m.n_chunks for m in metrics),
+               "passes_s": [round(w, 3) for w in walls], "median_s": round(median, 3),
+               "rtfx": round(audio_s / median, 2),
+               "reader_wait_frac": round(sum(m.wall_s - m.model_s for m in metrics) / wall_in_batches, 4)
+               if wall_in_batches else 0.0,
+               "peak_mem_bytes": self.peak()}
+        log.info("real chunks (%s): %d chunks, RTFx %.0f", label, len(audios), out["rtfx"])
+        return out
+
+    def profile(self) -> dict:
+        from torch.autograd import DeviceType
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
+
+        prepared = self.engine.prepare(speech_chunks(self.plan.ref_batch, self.plan.chunk_s))
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.cuda else [])
+        with torch_profile(activities=activities) as prof:
+            self.engine.run(prepared)
+            self.sync()
+        totals: dict[str, list] = {}
+        if self.cuda:  # every kernel (and copy) the GPU ran, by name
+            kind = "CUDA kernels, device time"
+            for e in prof.events():
+                if e.device_type == DeviceType.CUDA:
+                    row = totals.setdefault(e.name, [0.0, 0])
+                    row[0] += e.time_range.elapsed_us()
+                    row[1] += 1
+        else:  # no kernels on a CPU: the operators' own time stands in
+            kind = "CPU operators, self time"
+            for a in prof.key_averages():
+                if a.self_cpu_time_total > 0:
+                    totals[a.key] = [a.self_cpu_time_total, a.count]
+        total_us = sum(t for t, _ in totals.values())
+        top = sorted(totals.items(), key=lambda kv: -kv[1][0])[:TOP_KERNELS]
+        if not top:
+            self.note("the profiler recorded no kernels")
+        return {"kind": kind, "batch": self.plan.ref_batch, "chunk_s": self.plan.chunk_s,
+                "total_ms": round(total_us / 1000, 2), "distinct": len(totals),
+                "top": [{"name": name[:200], "ms": round(us / 1000, 3), "calls": n,
+                         "share": round(us / total_us, 4) if total_us else 0.0} for name, (us, n) in top]}
+
+    def compiled(self) -> dict:
+        """A fresh engine with the engine's own torch.compile option, on the reference shape."""
+        self.engine = None
+        gc.collect()
+        if self.cuda:
+            torch.cuda.empty_cache()
+        t = time.perf_counter()
+        self.engine = self.build(compile=True)
+        build_s = time.perf_counter() - t
+        chunks = speech_chunks(self.plan.ref_batch, self.plan.chunk_s)
+        t = time.perf_counter()
+        self.engine.run(self.engine.prepare(chunks))
+        self.sync()
+        first = time.perf_counter() - t
+        self.reset_peak()
+        # A second warm-up batch: dynamo recompiles once more when it marks a size dynamic.
+        r = run_throughput(self.engine, batch=self.plan.ref_batch, chunk_s=self.plan.chunk_s,
+                           batches=self.plan.timed, warmup=self.plan.warmup + 1)
+        self.peak()
+        eager = self.ref_seconds()
+        return {"batch": self.plan.ref_batch, "chunk_s": self.plan.chunk_s, "build_s": round(build_s, 2),
+                "first_batch_s": round(first, 2), "compile_s": round(max(first - eager, 0.0), 1),
+                "seconds_per_batch": r.seconds_per_batch, "median_s": r.median_s, "rtfx": r.rtfx,
+                "eager_rtfx": round(self.plan.ref_batch * self.plan.chunk_s / eager, 2),
+                "speedup": round(eager / r.median_s, 3), "peak_mem_bytes": r.peak_mem_bytes}
+
+    def run(self) -> dict:
+        plan = self.plan
+        self.section("machine", self.machine)
+        self.section("build", self.build_section)
+        if self.engine is None:
+            return self.finish()
+        self.section("attention", self.attention)
+        self.section("first_batch", self.first_batch)
+        self.sweep()
+        self.section("real_chunks", lambda: self.real_chunks("eager"), lambda: self.real_estimate(plan.timed + 1))
+        self.section("profile", self.profile, lambda: 3 * self.batch_estimate(plan.ref_batch) + 15)
+        if not self.compile:
+            why = "off on a CPU (pass --compile)" if not self.cuda else "off (--no-compile)"
+            self.results["compiled"] = {"skipped": why}
+            self.results["real_chunks_compiled"] = {"skipped": why}
+        else:
+            # Compilation is the slowest part (about 46 s for the full model on an H200): last, if it fits.
+            self.section("compiled", self.compiled,
+                         lambda: (60.0 if self.cuda else 90.0) + 6 * self.batch_estimate(plan.ref_batch))
+            if "rtfx" in self.results.get("compiled", {}):
+                # New batch shapes recompile until dynamo marks their sizes dynamic.
+                self.section("real_chunks_compiled", lambda: self.real_chunks("torch.compile"),
+                             lambda: self.results["compiled"]["compile_s"] + self.real_estimate(plan.timed + 1))
+            else:
+                self.results["real_chunks_compiled"] = {"skipped": "no compiled engine"}
+        return self.finish()
+
+    def finish(self) -> dict:
+        if self.cuda:
+            self.peaks.append(int(torch.cuda.max_memory_allocated()))
+        self.results["peak_mem_bytes"] = max(self.peaks, default=None)
+        self.results["budget_s"] = self.plan.budget_s
+        self.save()
+        return self.results
+
+
+# ---------------------------------------------------------------- the report
+
+
+def _num(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:.2f}"
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.2f} M"
+
+
+def _mem(b: int | None) -> str:
+    return "n/a" if not b else f"{b / GIB:.1f} GiB" if b >= GIB else f"{b / 2**20:.0f} MiB"
+
+
+def _figure(section: dict | None, fmt: Callable[[dict], str]) -> str:
+    if not section:
+        return "not run"
+    if "skipped" in section:
+        return f"skipped: {section['skipped']}"
+    if "error" in section:
+        return f"error: {section['error']}"
+    return fmt(section)
+
+
+def render(res: dict) -> str:
+    m = res.get("machine", {})
+    mem_word = "GPU" if str(m.get("device", "")).startswith("cuda") else "process (RSS)"
+    a = res.get("attention", {})
+    rows: list[tuple[str, str]] = [
+        ("card", m.get("card", "?") + (f" ({m['gpu_memory_gib']} GiB, sm {m['capability'][0]}{m['capability'][1]})"
+                                       if m.get("capability") else "")),
+        ("torch", f"{m.get('torch', '?')} (CUDA {m.get('cuda') or 'none'}, Python {m.get('python', '?')})"),
+        ("attention backend", _figure(a, lambda s: (
+            f"{s['backend']} ({s['dtype']}; max abs error vs fp32 {s['max_abs_err']:.2g}, per-item loop "
+            f"{s['per_item_max_abs_err']:.2g}{'' if s['ok'] else ', TOO LARGE'}; {s['backend_ms']:.2f} ms vs "
+            f"{s['per_item_ms']:.2f} ms per-item)"))),
+        ("model build (random weights)", _figure(res.get("build"), lambda s: (
+            f"{s['seconds']:.2f} s ({_count(s['params'])} parameters, {s['dtype']})" if s.get("params")
+            else f"{s['seconds']:.2f} s"))),
+        ("first batch after build", _figure(res.get("first_batch"), lambda s: (
+            f"{s['seconds']:.2f} s ({s['batch']} x {s['chunk_s']:g} s, eager, cold)"))),
+    ]
+    for r in res.get("sweep", {}).get("rows", []):
+        rows.append((f"fixed {r['batch']} x {r['chunk_s']:g} s, eager", _figure(r, lambda s: (
+            f"RTFx **{_num(s['rtfx'])}** ({s['median_s']:.3f} s per batch, median of {s['batches_timed']}; "
+            f"peak {_mem(s['peak_mem_bytes'])})"))))
+
+    def real(s: dict) -> str:
+        return (f"RTFx **{_num(s['rtfx'])}** ({s['chunks']} chunks: {s['distinct_chunks']} from {s['calls']} calls "
+                f"repeated; p10/p50/p90 {s['chunk_s_p10']:.1f}/{s['chunk_s_p50']:.1f}/{s['chunk_s_p90']:.1f} s; "
+                f"{s['batches']} batches of <= {s['batch_audio_s']:g} s audio; median of {len(s['passes_s'])} passes "
+                f"{s['median_s']:.2f} s; reader wait {100 * s['reader_wait_frac']:.1f} %)")
+
+    rows.append(("real chunks through run_batches, eager", _figure(res.get("real_chunks"), real)))
+    rows.append(("fixed batch, torch.compile", _figure(res.get("compiled"), lambda s: (
+        f"RTFx **{_num(s['rtfx'])}** vs eager {_num(s['eager_rtfx'])} (x{s['speedup']:.2f}; {s['batch']} x "
+        f"{s['chunk_s']:g} s; compile {s['compile_s']:.0f} s, first compiled batch {s['first_batch_s']:.1f} s)"))))
+    rows.append(("real chunks through run_batches, torch.compile", _figure(res.get("real_chunks_compiled"), real)))
+    rows.append((f"peak {mem_word} memory", _mem(res.get("peak_mem_bytes"))))
+    rows.append(("wall time of the check", f"{res.get('elapsed_s', 0):.0f} s (budget {res.get('budget_s', 0):.0f} s)"))
+
+    lines = ["| what | figure |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
+    p = res.get("profile", {})
+    if p.get("top"):
+        lines += ["", f"Top {len(p['top'])} {p['kind']} of one {p['batch']} x {p['chunk_s']:g} s batch (eager; "
+                      f"{p['total_ms']:.0f} ms in {p['distinct']} distinct):", "",
+                  "| # | kernel | ms | share | calls |", "|---:|---|---:|---:|---:|"]
+        lines += [f"| {i} | `{t['name'][:90].replace('|', '/')}` | {t['ms']:.1f} | {100 * t['share']:.1f} % "
+                  f"| {t['calls']} |" for i, t in enumerate(p["top"], 1)]
+    elif p:
+        lines += ["", f"Kernel profile: {_figure(p, lambda s: 'no kernels recorded')}"]
+    if res.get("notes"):
+        lines += ["", "Notes:"] + [f"- {n}" for n in res["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", help="the tiny model on the CPU, writing to a temporary folder")
+    ap.add_argument("--out", type=Path, help=f"results JSON (default {OUT.name} beside this file; "
+                                             f"with --smoke {SMOKE_OUT})")
+    ap.add_argument("--md", type=Path, help="also write the Markdown report here")
+    ap.add_argument("--budget-s", type=float, help="wall seconds from process start (default 200; smoke 100)")
+    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                    help="measure torch.compile too (default: on with CUDA, off on a CPU)")
+    ap.add_argument("--sweep", help="batch sizes, comma-separated (default 32,128,256; smoke 1,2,4)")
+    ap.add_argument("--real-chunks", type=int, help="real chunks per pass (default 600; smoke 45)")
+    ap.add_argument("--batch-audio-s", type=float, help="run_batches' audio seconds per batch (default 3840)")
+    args = ap.parse_args(argv)
+
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("benchmarks.gpu", "callscribe.engines"):
+        logging.getLogger(name).setLevel(logging.INFO)
+
+    cuda = torch.cuda.is_available() and not args.smoke
+    if not cuda and not args.smoke:
+        print("no CUDA device: the full check needs one; `python -m benchmarks.gpu --smoke` runs the CPU version",
+              file=sys.stderr)
+        return 2
+    plan = SMOKE if args.smoke else GPU
+    if args.sweep:
+        sweep = tuple(int(x) for x in args.sweep.split(","))
+        plan = replace(plan, sweep=sweep, ref_batch=plan.ref_batch if plan.ref_batch in sweep else sweep[0])
+    if args.real_chunks:
+        plan = replace(plan, real_chunks=args.real_chunks)
+    if args.batch_audio_s:
+        plan = replace(plan, batch_audio_s=args.batch_audio_s)
+    if args.budget_s:
+        plan = replace(plan, budget_s=args.budget_s)
+    out = args.out or (SMOKE_OUT if args.smoke else OUT)
+    compile = args.compile if args.compile is not None else cuda
+
+    threads = torch.get_num_threads()
+    if plan.cpu_threads:
+        torch.set_num_threads(plan.cpu_threads)
+    try:
+        results = Check(plan, "cuda" if cuda else "cpu", out, compile, args.smoke).run()
+    finally:
+        torch.set_num_threads(threads)
+    report = render(results)
+    print(report)
+    if args.md:
+        args.md.parent.mkdir(parents=True, exist_ok=True)
+        args.md.write_text(report)
+    print(f"results: {out}", file=sys.stderr)
+    return 1 if results["errors"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,164 @@
+"""The packed editor's attention backends: which one runs where, and that each equals the per-item reference.
+
+On a CPU the per-item SDPA loop runs. torch's varlen kernel needs CUDA, so its grouped-query
+handling (repeat the key/value heads, since torch 2.11's varlen_attn has no GQA argument) is
+checked here through a stand-in kernel with that same contract; the real kernel is checked
+against the reference where a CUDA device can run it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from callscribe.engines.nar import packed
+from callscribe.engines.nar.packed import (
+    BACKENDS,
+    ENV_FORCE,
+    Facts,
+    attention_backend,
+    choose,
+    cu_seqlens_for,
+    per_item_attention,
+    repeat_kv,
+    varlen_attention,
+)
+
+
+@pytest.fixture(autouse=True)
+def fresh_choice(monkeypatch):
+    monkeypatch.delenv(ENV_FORCE, raising=False)
+    packed.reset_choice()
+    yield
+    packed.reset_choice()
+
+
+def _qkv(lengths: list[int], heads: int = 8, kv_heads: int = 2, d: int = 16, dtype=torch.float32, device="cpu",
+         seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    n = sum(lengths)
+    q, k, v = (torch.randn(n, h, d, generator=g) for h in (heads, kv_heads, kv_heads))
+    return q.to(device, dtype), k.to(device, dtype), v.to(device, dtype), cu_seqlens_for(lengths, device)
+
+
+def _facts(device_type="cuda", dtype=torch.bfloat16, capability=(9, 0), flash_attn=False, torch_varlen=True):
+    return Facts(device_type, dtype, capability, flash_attn, torch_varlen)
+
+
+# ---------------------------------------------------------------- the choice
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_cpu_gets_the_per_item_loop(dtype):
+    q, k, v, cu = _qkv([3, 9, 4], dtype=dtype)
+    assert attention_backend(q) == "per-item-sdpa"
+    torch.testing.assert_close(varlen_attention(q, k, v, cu, 9, 0.25), per_item_attention(q, k, v, cu, 0.25))
+
+
+def test_the_registry_lists_every_backend_in_order_of_preference():
+    assert list(BACKENDS) == ["flash-attn", "torch-varlen", "per-item-sdpa"]
+
+
+@pytest.mark.parametrize(("facts", "expected"), [
+    (_facts(), "torch-varlen"),
+    (_facts(flash_attn=True), "flash-attn"),
+    (_facts(dtype=torch.float16, capability=(8, 0)), "torch-varlen"),
+    (_facts(torch_varlen=False), "per-item-sdpa"),  # torch < 2.10 and no flash-attn
+    (_facts(dtype=torch.float32), "per-item-sdpa"),  # the flash kernels take 16-bit inputs only
+    (_facts(capability=(7, 5)), "per-item-sdpa"),  # pre-Ampere: no flash kernels
+    (_facts(device_type="cpu", capability=None, flash_attn=True), "per-item-sdpa"),
+])
+def test_the_first_usable_backend_is_chosen(facts, expected):
+    assert choose(facts) == expected
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("capability", [(8, 0), (8, 9), (9, 0), (10, 0)])
+@pytest.mark.parametrize("flash_attn", [False, True])
+def test_cuda_never_falls_to_the_loop_when_torch_has_varlen(dtype, capability, flash_attn):
+    assert choose(_facts(dtype=dtype, capability=capability, flash_attn=flash_attn)) != "per-item-sdpa"
+
+
+def test_the_choice_is_made_once_and_logged_once(monkeypatch, caplog):
+    calls = []
+    real = packed.facts_for
+    monkeypatch.setattr(packed, "facts_for", lambda *a: calls.append(a) or real(*a))
+    q, k, v, cu = _qkv([5, 7])
+    with caplog.at_level(logging.INFO, logger=packed.__name__):
+        for _ in range(3):
+            varlen_attention(q, k, v, cu, 7, 0.3)
+    assert len(calls) == 1
+    assert [r.getMessage() for r in caplog.records] == ["Granite NAR attention on cpu torch.float32: per-item-sdpa"]
+
+
+def test_a_forced_backend_is_used_or_refused(monkeypatch):
+    q, k, v, cu = _qkv([4, 4])
+    monkeypatch.setenv(ENV_FORCE, "torch-varlen")
+    with pytest.raises(ValueError, match="cannot run on cpu"):
+        attention_backend(q)
+    packed.reset_choice()
+    monkeypatch.setenv(ENV_FORCE, "no-such-kernel")
+    with pytest.raises(ValueError, match="unknown attention backend"):
+        attention_backend(q)
+    packed.reset_choice()
+    monkeypatch.setenv(ENV_FORCE, "per-item-sdpa")
+    assert attention_backend(q) == "per-item-sdpa"
+
+
+# ---------------------------------------------------------------- grouped queries through the varlen path
+
+
+def test_repeat_kv_groups_query_heads_as_the_reference_does():
+    _, k, _, _ = _qkv([6], heads=8, kv_heads=2)
+    assert torch.equal(repeat_kv(k, 8), k.repeat_interleave(4, dim=1))  # head h reads kv head h // 4
+    assert not torch.equal(repeat_kv(k, 8), k.repeat(1, 4, 1))  # not tiled: that would pair heads wrongly
+    assert repeat_kv(k, 2) is k
+
+
+def _no_gqa_varlen_kernel(q, k, v, cu_q, cu_k, max_q, max_k, *, scale=None):
+    """A stand-in with torch 2.11 varlen_attn's contract (no GQA argument), by a dense block-diagonal mask."""
+    assert q.shape[1] == k.shape[1] == v.shape[1], "torch 2.11's varlen_attn needs as many kv heads as query heads"
+    assert torch.equal(cu_q, cu_k) and max_q == max_k == int((cu_q[1:] - cu_q[:-1]).max())
+    item = torch.repeat_interleave(torch.arange(len(cu_q) - 1), (cu_q[1:] - cu_q[:-1]).long())
+    mask = item[:, None] == item[None, :]
+    qt, kt, vt = (x.transpose(0, 1)[None] for x in (q, k, v))
+    return F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask, scale=scale)[0].transpose(0, 1)
+
+
+@pytest.mark.parametrize(("lengths", "heads", "kv_heads"), [([5], 8, 2), ([3, 11, 1, 7], 8, 2), ([16, 16], 4, 4),
+                                                             ([9, 2], 16, 4)])
+def test_the_varlen_path_with_gqa_equals_the_per_item_reference(monkeypatch, lengths, heads, kv_heads):
+    monkeypatch.setattr(packed, "torch_varlen_kernel", lambda: _no_gqa_varlen_kernel)
+    q, k, v, cu = _qkv(lengths, heads=heads, kv_heads=kv_heads, seed=len(lengths))
+    got = BACKENDS["torch-varlen"].run(q, k, v, cu, max(lengths), 0.25)
+    torch.testing.assert_close(got, per_item_attention(q, k, v, cu, 0.25), atol=1e-5, rtol=1e-5)
+
+
+def _can_run_torch_varlen() -> str | None:
+    """Why the real kernel cannot run here, or None when it can."""
+    if not torch.cuda.is_available():
+        return "torch's varlen_attn needs a CUDA device (this machine has none); the GPU check runs it"
+    if packed.torch_varlen_kernel() is None:
+        return f"torch {torch.__version__} has no torch.nn.attention.varlen.varlen_attn (torch >= 2.10)"
+    if torch.cuda.get_device_capability() < (8, 0):
+        return "the flash kernels need compute capability 8.0 or newer"
+    return None
+
+
+@pytest.mark.skipif(_can_run_torch_varlen() is not None, reason=str(_can_run_torch_varlen()))
+@pytest.mark.parametrize("lengths", [[5], [3, 11, 1, 7], [200, 31, 64]])
+def test_the_real_varlen_kernel_equals_the_reference_on_cuda(lengths):
+    q, k, v, cu = _qkv(lengths, dtype=torch.bfloat16, device="cuda", d=128)
+    assert attention_backend(q) in ("flash-attn", "torch-varlen")
+    got = BACKENDS["torch-varlen"].run(q, k, v, cu, max(lengths), 1 / 128).float()
+    ref = per_item_attention(q.float(), k.float(), v.float(), cu, 1 / 128)
+    torch.testing.assert_close(got, ref, atol=2e-2, rtol=2e-2)  # bf16 inputs and output
+
+
+def test_a_head_size_the_flash_kernels_cannot_take_goes_item_by_item():
+    facts = packed.Facts("cuda", torch.bfloat16, (9, 0), flash_attn=True, torch_varlen=True, head_dim=12)
+    assert packed.choose(facts) == "per-item-sdpa"
+    assert packed.choose(packed.Facts("cuda", torch.bfloat16, (9, 0), True, True, 128)) == "flash-attn"

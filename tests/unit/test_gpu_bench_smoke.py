@@ -1,0 +1,145 @@
+"""`python -m benchmarks.gpu --smoke`: the GPU check's own code on the CPU with the tiny model.
+
+Every section of the report must be there with figures that agree with each other, so that
+the one call of device time the real check gets is not spent finding a broken section.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks import gpu
+
+ROWS = ("card", "torch", "attention backend", "model build (random weights)", "first batch after build",
+        "fixed 1 x 30 s, eager", "fixed 2 x 30 s, eager", "fixed 4 x 30 s, eager",
+        "real chunks through run_batches, eager", "real chunks through run_batches, torch.compile",
+        "fixed batch, torch.compile", "peak process (RSS) memory", "wall time of the check")
+
+
+def _rate_agrees(audio_s: float, median_s: float, rtfx: float) -> bool:
+    """rtfx == audio_s / median_s, allowing for the rounding of the reported audio (0.1 s) and median (1 ms)."""
+    return (audio_s - 0.05) / (median_s + 6e-4) <= rtfx <= (audio_s + 0.05) / max(median_s - 6e-4, 1e-9)
+
+
+def _stamp(path: Path):
+    return path.stat().st_mtime_ns if path.exists() else None
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("gpu-smoke")
+    committed, threads = _stamp(gpu.OUT), torch.get_num_threads()
+    t = time.perf_counter()
+    rc = gpu.main(["--smoke", "--out", str(folder / "r.json"), "--md", str(folder / "r.md")])
+    wall = time.perf_counter() - t
+    assert _stamp(gpu.OUT) == committed, "the smoke run must not touch the committed results"
+    assert torch.get_num_threads() == threads, "the smoke run must give torch its threads back"
+    return rc, json.loads((folder / "r.json").read_text()), (folder / "r.md").read_text(), wall
+
+
+def test_the_smoke_run_succeeds_in_time_without_skipping(smoke):
+    rc, res, _, wall = smoke
+    assert rc == 0 and res["errors"] == {}
+    assert res["smoke"] is True and res["plan"]["size"] == "tiny"
+    assert wall < 120 and 0 < res["elapsed_s"] < res["budget_s"]
+    assert res["notes"] == []  # nothing skipped for time, no warnings
+
+
+def test_machine_attention_build_and_first_batch(smoke):
+    _, res, _, _ = smoke
+    m = res["machine"]
+    assert m["card"] and m["device"] == "cpu" and m["torch"] == torch.__version__
+    a = res["attention"]
+    assert a["backend"] == "per-item-sdpa" and a["ok"] is True
+    assert a["max_abs_err"] <= 1e-5 and a["backend_ms"] > 0 and a["per_item_ms"] > 0
+    assert res["build"]["seconds"] > 0 and res["build"]["params"] > 1000 and res["build"]["dtype"] == "float32"
+    assert res["first_batch"]["batch"] == gpu.SMOKE.ref_batch and res["first_batch"]["seconds"] > 0
+
+
+def test_the_sweep_has_every_size_with_consistent_figures(smoke):
+    _, res, _, _ = smoke
+    rows = res["sweep"]["rows"]
+    assert [r["batch"] for r in rows] == list(gpu.SMOKE.sweep)
+    for r in rows:
+        times = r["seconds_per_batch"]
+        assert len(times) >= 3 and min(times) > 0
+        assert r["median_s"] == pytest.approx(statistics.median(times), abs=1e-3)
+        assert _rate_agrees(r["batch"] * r["chunk_s"], r["median_s"], r["rtfx"])
+        assert r["peak_mem_bytes"] > 0
+
+
+def test_real_chunks_come_from_the_chunker_through_run_batches(smoke):
+    _, res, _, _ = smoke
+    r = res["real_chunks"]
+    assert r["mode"] == "eager" and r["calls"] == 3
+    assert r["distinct_chunks"] > 3 and r["chunks"] % r["distinct_chunks"] == 0 and r["chunks"] >= 40
+    assert 0 < r["chunk_s_p10"] <= r["chunk_s_p50"] <= r["chunk_s_p90"] <= 30
+    assert len(r["passes_s"]) >= 3 and r["median_s"] == pytest.approx(statistics.median(r["passes_s"]), abs=1e-3)
+    assert _rate_agrees(r["audio_s"], r["median_s"], r["rtfx"])
+    assert r["batches"] >= 1 and 0 <= r["reader_wait_frac"] < 1
+    assert r["audio_s"] / r["batches"] <= r["batch_audio_s"] * 1.01  # the budget was run_batches'
+
+
+def test_compile_is_reported_as_skipped_on_a_cpu(smoke):
+    _, res, _, _ = smoke
+    assert "off on a CPU" in res["compiled"]["skipped"]
+    assert "skipped" in res["real_chunks_compiled"]
+
+
+def test_the_profile_lists_the_top_operators(smoke):
+    _, res, _, _ = smoke
+    p = res["profile"]
+    assert p["kind"].startswith("CPU") and p["batch"] == gpu.SMOKE.ref_batch
+    top = p["top"]
+    assert 1 <= len(top) <= 15 and p["distinct"] >= len(top)
+    assert [t["ms"] for t in top] == sorted((t["ms"] for t in top), reverse=True) and top[0]["ms"] > 0
+    assert 0 < sum(t["share"] for t in top) <= 1.0001 and all(t["calls"] >= 1 for t in top)
+    assert res["peak_mem_bytes"] > 0
+
+
+def test_the_markdown_report_has_every_row(smoke, capsys):
+    _, res, md, _ = smoke
+    lines = md.splitlines()
+    assert lines[:2] == ["| what | figure |", "|---|---|"]
+    labels = [line.split(" | ")[0].lstrip("| ") for line in lines[2:] if line.startswith("| ") and " | " in line]
+    for row in ROWS:
+        assert row in labels, row
+    assert "| attention backend | per-item-sdpa" in md
+    assert f"Top {len(res['profile']['top'])} CPU operators" in md
+    assert "not run" not in md and "error:" not in md
+
+
+def test_a_smoke_run_writes_to_a_temporary_folder_by_default():
+    assert gpu.SMOKE_OUT.is_relative_to(Path(tempfile.gettempdir())) and gpu.SMOKE_OUT != gpu.OUT
+
+
+def test_the_budget_skips_what_would_overrun_it(tmp_path, capsys):
+    """With no time left the cheap parts run and every timed part is skipped with a note, not overrun."""
+    rc = gpu.main(["--smoke", "--budget-s", "1", "--out", str(tmp_path / "r.json")])
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert rc == 0 and res["errors"] == {}
+    assert res["build"]["seconds"] > 0 and res["first_batch"]["seconds"] > 0
+    assert all("skipped" in r for r in res["sweep"]["rows"])
+    assert "skipped" in res["real_chunks"] and "skipped" in res["profile"]
+    assert len(res["notes"]) == len(gpu.SMOKE.sweep) + 2
+    out = capsys.readouterr().out
+    assert "| fixed 2 x 30 s, eager | skipped: needs about" in out and "Notes:" in out
+
+
+def test_a_section_that_fails_is_reported_and_the_rest_still_run(tmp_path, monkeypatch, capsys):
+    def broken(self):
+        raise RuntimeError("no kernels today")
+
+    monkeypatch.setattr(gpu.Check, "profile", broken)
+    rc = gpu.main(["--smoke", "--sweep", "1", "--real-chunks", "15", "--out", str(tmp_path / "r.json")])
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert rc == 1 and res["errors"] == {"profile": "RuntimeError: no kernels today"}
+    assert res["real_chunks"]["rtfx"] > 0 and res["sweep"]["rows"][0]["rtfx"] > 0
+    assert "Kernel profile: error: RuntimeError: no kernels today" in capsys.readouterr().out
