@@ -83,6 +83,7 @@ def transcribe_calls():
         ids = discovery.discover(
             store(), db, pipeline.call_day(ctx), p["prefix"], ctx["run_id"],
             reprocess=p["reprocess"], max_recordings=p["max_recordings"], lookback_days=p["lookback_days"],
+            is_live=run_is_live(ctx),
         )
         return discovery.groups(ids, pipeline.DEFAULT_GROUP_SIZE, pipeline.max_map_length())
 
@@ -95,13 +96,15 @@ def transcribe_calls():
         ctx = get_current_context()
         return pipeline.chunk_group(store(), engine_from_env(), group, ctx["run_id"], ctx["ti"].map_index)
 
-    @task(execution_timeout=task_timeout("plan_jobs"))
-    def plan_jobs(manifests: list[str]) -> list[str]:
+    # One chunk task failing for good must not hold back the other groups: plan what was chunked.
+    @task(trigger_rule=TriggerRule.ALL_DONE, execution_timeout=task_timeout("plan_jobs"))
+    def plan_jobs(manifests: list[str] | None) -> list[str]:
         from callscribe import pipeline
         from callscribe.storage import store
 
         ctx = get_current_context()
-        return pipeline.plan_jobs(store(), list(manifests[:]), ctx["run_id"], ctx["params"]["engine"],
+        done = [m for m in (manifests[:] if manifests is not None else []) if m]
+        return pipeline.plan_jobs(store(), done, ctx["run_id"], ctx["params"]["engine"],
                                   max_jobs=pipeline.max_map_length())
 
     jobs = plan_jobs(chunk.expand(group=discover()))
@@ -159,7 +162,8 @@ def transcribe_calls():
         ctx = get_current_context()
         states = ctx["ti"].get_task_states(dag_id=ctx["dag"].dag_id, run_ids=[ctx["run_id"]])
         try:
-            return pipeline.verify_run(store(), engine_from_env(), ctx, states.get(ctx["run_id"], {}))
+            return pipeline.verify_run(store(), engine_from_env(), ctx, states.get(ctx["run_id"], {}),
+                                       run_is_live(ctx))
         except pipeline.RunIncomplete as exc:
             # A verdict is not retried (an outage while checking is: any other error).
             raise AirflowFailException(str(exc)) from exc
@@ -167,6 +171,12 @@ def transcribe_calls():
     loaded = load(jobs)
     transcribed >> loaded
     loaded >> report() >> verify()
+
+
+def run_is_live(ctx):
+    """Whether another run of this DAG is still queued or running (its leases are real)."""
+    ti, dag_id = ctx["ti"], ctx["dag"].dag_id
+    return lambda run_id: ti.get_dr_count(dag_id=dag_id, run_ids=[run_id], states=["queued", "running"]) > 0
 
 
 def worker_arguments(job_uri: str) -> list[str]:

@@ -31,7 +31,7 @@ def task_timeout(task_id: str) -> timedelta:
 
 
 def deadline_hours() -> float | None:
-    """Hours after its day ends by which a run must have finished; None: no deadline."""
+    """Hours after it is queued by which a run must have finished; None: no deadline."""
     raw = os.environ.get("CALLSCRIBE_DEADLINE_HOURS", "8").strip().lower()
     return None if raw in ("", "0", "off", "none") else float(raw)
 
@@ -53,20 +53,22 @@ async def deadline_missed(**kwargs) -> None:
     dag_run = context.get("dag_run") or {}
     get = dag_run.get if isinstance(dag_run, dict) else lambda k: getattr(dag_run, k, None)
     log.error(alert_line("run late", get("dag_id"), get("run_id"),
-                         f"not finished {float(kwargs.get('hours') or 0):g} h after its day ended"))
+                         f"not finished {float(kwargs.get('hours') or 0):g} h after it was queued"))
 
 
 def deadline_alert():
-    """The DAG's DeadlineAlert: the run not finished N hours after its call day ended."""
+    """The DAG's DeadlineAlert: the run not finished N hours after it was queued (for the daily
+    run: after its call day ended)."""
     hours = deadline_hours()
     if hours is None:
         return None
     from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
 
     return DeadlineAlert(
-        # A run's logical date is the start of its call day: the day ends one day later.
-        reference=DeadlineReference.DAGRUN_LOGICAL_DATE,
-        interval=timedelta(days=1, hours=hours),
+        # A scheduled run is queued when its day ends; measuring from the queueing, not the
+        # logical date, keeps a backfill of old days from being "late" the moment it starts.
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=timedelta(hours=hours),
         callback=AsyncCallback(deadline_missed, kwargs={"hours": hours}),
         name="callscribe_run_late",
     )

@@ -8,6 +8,7 @@ twice. Fault tests run it after every recovery; operators run ``callscribe audit
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -43,19 +44,25 @@ class DayAudit:
 
 
 def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls/",
-              listed_before: datetime | None = None, run_id: str | None = None) -> DayAudit:
+              listed_before: datetime | None = None, run_id: str | None = None,
+              is_live: Callable[[str], bool] | None = None, only_claimed: bool = False) -> DayAudit:
     """Reconcile one day's prefix with its rows.
 
-    ``listed_before``: objects modified after it are counted apart (a run cannot have seen
-    them). ``run_id``: the audit is that run's verdict, so unfinished recordings another
-    live run holds are in progress, not owed.
+    For a run's verdict (``run_id``): objects modified after ``listed_before`` that the run
+    did not take are counted apart (it cannot have seen them); unfinished recordings another
+    run holds are in progress, not owed, while that run is live (``is_live``); with
+    ``only_claimed`` (a run limited by ``max_recordings``) only what the run took counts.
     """
     prefix = day_prefix(base_prefix, day)
     objects = list(store.list(prefix))
-    late = {o.key for o in objects if listed_before and o.last_modified and o.last_modified > listed_before}
-    listed = {o.key: o.etag for o in objects if o.key not in late}
     with engine.connect() as conn:
         rows = conn.execute(db.q("audit_day"), {"bucket": store.bucket, "call_date": day, "prefix": prefix}).all()
+    mine = {r.object_key for r in rows if run_id and r.last_run_id == run_id}
+    late = {o.key for o in objects if o.key not in mine and listed_before and o.last_modified
+            and o.last_modified > listed_before}
+    if only_claimed:
+        late |= {o.key for o in objects if o.key not in mine}
+    listed = {o.key: o.etag for o in objects if o.key not in late}
     out = DayAudit(day=day, objects=len(listed), arrived_later=len(late))
     live: dict[str, list] = {}
     for r in rows:
@@ -74,7 +81,7 @@ def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls
         if r.status == "done":
             out.loads[r.loads] += 1
         if r.status not in FINAL:
-            if run_id and r.leased and r.last_run_id != run_id:
+            if run_id and r.leased and r.last_run_id != run_id and (is_live is None or is_live(r.last_run_id)):
                 out.in_progress.append(f"{key}: {r.status} in run {r.last_run_id}")
             else:
                 out.unfinished.append(f"{key}: {r.status}" + (f" ({r.last_error})" if r.last_error else ""))
@@ -115,7 +122,9 @@ class RunVerdict:
 
 
 def run_verdict(store: Store, engine: Engine, run_id: str, days: list[date], base_prefix: str,
-                started_at: datetime | None, failed_tasks: list[str] | None = None) -> RunVerdict:
-    """Audit each day a run covered, as of its start, on behalf of that run."""
-    audits = [audit_day(store, engine, d, base_prefix, listed_before=started_at, run_id=run_id) for d in days]
+                started_at: datetime | None, failed_tasks: list[str] | None = None,
+                is_live: Callable[[str], bool] | None = None, only_claimed: bool = False) -> RunVerdict:
+    """Audit each day a run covered, as of its listing, on behalf of that run."""
+    audits = [audit_day(store, engine, d, base_prefix, listed_before=started_at, run_id=run_id, is_live=is_live,
+                        only_claimed=only_claimed) for d in days]
     return RunVerdict(run_id, audits, sorted(failed_tasks or []))

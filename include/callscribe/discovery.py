@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import posixpath
+from collections.abc import Callable
 from datetime import date, timedelta
 
 from sqlalchemy.engine import Engine
@@ -78,6 +79,20 @@ def release(engine: Engine, run_id: str) -> int:
         return conn.execute(db.q("claims_release"), {"run_id": run_id}).rowcount
 
 
+def release_dead(engine: Engine, day: date, run_id: str, is_live: Callable[[str], bool]) -> list[str]:
+    """End the leases of runs that are over but never reported (timed out, marked failed in the
+    UI): what they left says why, or is `failed` once out of attempts, and is free to claim."""
+    from callscribe.reporting import close_run
+
+    with engine.connect() as conn:
+        holders = conn.execute(db.q("leases_held"), {"call_date": day, "run_id": run_id}).scalars().all()
+    dead = [r for r in holders if not is_live(r)]
+    for r in dead:
+        log.warning("run %s is over but still held recordings of %s; released", r, day)
+        close_run(engine, r)
+    return dead
+
+
 def run_days(day: date, lookback_days: int = 0) -> list[date]:
     """The days a run covers: its own, then the ``lookback_days`` before it (late uploads)."""
     if lookback_days < 0:
@@ -86,7 +101,8 @@ def run_days(day: date, lookback_days: int = 0) -> list[date]:
 
 
 def discover(store: Store, engine: Engine, day: date, base_prefix: str, run_id: str,
-             reprocess: bool = False, max_recordings: int | None = None, lookback_days: int = 0) -> list[int]:
+             reprocess: bool = False, max_recordings: int | None = None, lookback_days: int = 0,
+             is_live: Callable[[str], bool] | None = None) -> list[int]:
     """List and register the run's days, then claim what is left to do; returns the claimed ids.
 
     The run's own day comes first (``reprocess`` applies to it alone); the earlier days give
@@ -97,6 +113,8 @@ def discover(store: Store, engine: Engine, day: date, base_prefix: str, run_id: 
         prefix = day_prefix(base_prefix, d)
         objects = list(store.list(prefix))
         new = register(engine, objects, d, run_id)
+        if is_live is not None:
+            release_dead(engine, d, run_id, is_live)
         left = None if max_recordings is None else max_recordings - len(ids)
         if left is not None and left <= 0:
             break

@@ -52,6 +52,7 @@ def load_shard(engine: Engine, uri: str, df: pd.DataFrame, info: ShardInfo) -> L
     """
     reasons = {f.recording_id: f.reason for f in info.failures}
     with engine.begin() as conn:
+        conn.execute(db.q("load_lock_keys"), {"ids": [r.recording_id for r in info.recordings]}).all()
         owned = set(conn.execute(db.q("load_fence"), {
             "ids": [r.recording_id for r in info.recordings], "run_id": info.run_id}).scalars())
         ok = sorted(rid for rid in owned if rid not in reasons)
@@ -77,28 +78,40 @@ def load_shard(engine: Engine, uri: str, df: pd.DataFrame, info: ShardInfo) -> L
     return LoadResult(1, len(ok), segments, failed)
 
 
+def _read_all(store: Store, uris: list[str], errors: list[str]) -> dict[str, tuple[pd.DataFrame, ShardInfo]]:
+    """The shards that can be read; each that cannot (damaged, not a shard) goes into ``errors``."""
+    out = {}
+    for uri in uris:
+        try:
+            out[uri] = read_shard(store, uri)
+        except Exception as exc:
+            if unavailable(exc):
+                raise
+            log.error("shard %s not loaded: %s", uri, describe(exc))
+            errors.append(f"{uri}: {describe(exc)}")
+    return out
+
+
+def _load_read(engine: Engine, shards: dict[str, tuple[pd.DataFrame, ShardInfo]], errors: list[str],
+               n: int) -> LoadResult:
+    total = LoadResult()
+    for uri, (df, info) in shards.items():
+        total += load_shard(engine, uri, df, info)
+    log.info("loaded %d shards: %d recordings done, %d failed, %d segments",
+             total.shards, total.recordings, total.failed, total.segments)
+    if errors:
+        raise LoadIncomplete(f"{len(errors)} of {n} shards not loaded; first: {errors[0]}")
+    return total
+
+
 def load_shards(store: Store, engine: Engine, shard_uris: list[str]) -> LoadResult:
     """Load each shard in its own transaction; every shard is tried, then any failure is raised.
 
     A shard that cannot be read (damaged, not a shard) is skipped so the others load; an
     outage of the store or the database fails the load at once, for the task to retry.
     """
-    total, errors = LoadResult(), []
-    for uri in shard_uris:
-        try:
-            df, info = read_shard(store, uri)
-        except Exception as exc:
-            if unavailable(exc):
-                raise
-            log.error("shard %s not loaded: %s", uri, describe(exc))
-            errors.append(f"{uri}: {describe(exc)}")
-            continue
-        total += load_shard(engine, uri, df, info)
-    log.info("loaded %d shards: %d recordings done, %d failed, %d segments",
-             total.shards, total.recordings, total.failed, total.segments)
-    if errors:
-        raise LoadIncomplete(f"{len(errors)} of {len(shard_uris)} shards not loaded; first: {errors[0]}")
-    return total
+    errors: list[str] = []
+    return _load_read(engine, _read_all(store, shard_uris, errors), errors, len(shard_uris))
 
 
 def load_jobs(store: Store, engine: Engine, job_uris: list[str], run_id: str) -> LoadResult:
@@ -107,21 +120,27 @@ def load_jobs(store: Store, engine: Engine, job_uris: list[str], run_id: str) ->
     A job without a shard leaves its recordings claimable (the task's retry, the next run)
     with the worker's own error as their reason.
     """
-    shards: list[str] = []
+    jobs = [JobManifest.model_validate_json(store.get_bytes(uri)) for uri in job_uris]
+    errors: list[str] = []
+    shards = _read_all(store, [j.shard_uri for j in jobs if store.exists(j.shard_uri)], errors)
     unfinished: list[str] = []
-    for uri in job_uris:
-        job = JobManifest.model_validate_json(store.get_bytes(uri))
-        if store.exists(job.shard_uri):
-            shards.append(job.shard_uri)
+    for job in jobs:
+        got = shards.get(job.shard_uri)
+        if got is not None and sorted(r.recording_id for r in got[1].recordings) == sorted(
+                r.recording_id for r in job.recordings):
             continue
-        cause = "no shard (the worker was killed, timed out or never started)"
-        if store.exists(failure_uri(job.shard_uri)):
+        if got is not None:
+            # Left by an earlier plan of the same run (a cleared plan_jobs): not this job's result.
+            del shards[job.shard_uri]
+            cause = "its shard is from an earlier plan of this run"
+        elif store.exists(failure_uri(job.shard_uri)):
             cause = JobFailure.model_validate_json(store.get_bytes(failure_uri(job.shard_uri))).error
+        else:
+            cause = "no shard (the worker was killed, timed out or never started)"
         reason = f"transcription job {job.job_id} did not finish: {cause}"
         log.error("run %s: %s", run_id, reason)
         with engine.begin() as conn:
             conn.execute(db.q("job_unfinished"), {"ids": [r.recording_id for r in job.recordings],
                                                   "run_id": run_id, "reason": reason[:2000]})
         unfinished.append(job.job_id)
-    result = load_shards(store, engine, shards)
-    return result + LoadResult(unfinished_jobs=unfinished)
+    return _load_read(engine, shards, errors, len(jobs)) + LoadResult(unfinished_jobs=unfinished)

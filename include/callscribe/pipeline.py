@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date
 
@@ -68,6 +69,8 @@ def chunk_one(store: Store, engine: Engine, recording_id: int, params: ChunkingP
     if run_id is not None and (rec.last_run_id != run_id or rec.status in ("superseded", "quarantined")):
         log.info("recording %d is %s and owned by run %s now; left alone", recording_id, rec.status, rec.last_run_id)
         return None
+    with engine.begin() as conn:
+        conn.execute(db.q("recording_attempt"), {"id": recording_id, "run_id": run_id})
     try:
         etag, meta = store.stat(rec.bucket, rec.object_key)
         if etag != rec.etag:
@@ -84,6 +87,8 @@ def chunk_one(store: Store, engine: Engine, recording_id: int, params: ChunkingP
         if unavailable(exc):
             # An outage, not this recording's fault: fail the task so Airflow retries it,
             # without spending one of the recording's attempts.
+            with engine.begin() as conn:
+                conn.execute(db.q("recording_attempt_refund"), {"id": recording_id, "run_id": run_id})
             raise
         _mark(engine, recording_id, "failed", describe(exc), run_id)
         return None
@@ -311,7 +316,8 @@ def max_map_length() -> int:
     return conf.getint("core", "max_map_length", fallback=1024)
 
 
-def verify_run(store: Store, engine: Engine, context, task_states: dict[str, str]) -> dict:
+def verify_run(store: Store, engine: Engine, context, task_states: dict[str, str],
+               is_live: Callable[[str], bool] | None = None) -> dict:
     """The run's verdict: raises :class:`RunIncomplete` (a red run) unless every recording of
     its days is done, quarantined or failed with a reason, and none of its tasks failed.
 
@@ -327,7 +333,8 @@ def verify_run(store: Store, engine: Engine, context, task_states: dict[str, str
     failed = sorted(t for t, state in task_states.items()
                     if str(state) in ("failed", "upstream_failed") and not t.startswith("verify"))
     days = run_days(call_day(context), int(params.get("lookback_days") or 0))
-    verdict = run_verdict(store, engine, run_id, days, params["prefix"], listed_at(engine, run_id), failed)
+    verdict = run_verdict(store, engine, run_id, days, params["prefix"], listed_at(engine, run_id), failed,
+                          is_live, only_claimed=bool(params.get("max_recordings")))
     for a in verdict.audits:
         log.info("%s: %d objects, %s%s", a.day, a.objects, dict(a.states),
                  f", {len(a.in_progress)} in another live run" if a.in_progress else "")

@@ -13,15 +13,21 @@ from callscribe.discovery import MAX_ATTEMPTS, release
 log = logging.getLogger(__name__)
 
 
+def close_run(engine: Engine, run_id: str) -> int:
+    """What a run leaves unfinished gets its reason (or `failed` once out of attempts), and its
+    leases end; returns how many leases it still held."""
+    with engine.begin() as conn:
+        conn.execute(db.q("report_unfinished"), {"run_id": run_id, "max_attempts": MAX_ATTEMPTS})
+    return release(engine, run_id)
+
+
 def report_run(engine: Engine, run_id: str, dag_id: str, day: date, engine_name: str) -> dict:
     """Count this run's recordings by outcome, store the figures and return them.
 
     Also ends the run's leases: whatever it left undone is free for the next run, with its
     reason, or `failed` for good once out of attempts.
     """
-    with engine.begin() as conn:
-        conn.execute(db.q("report_unfinished"), {"run_id": run_id, "max_attempts": MAX_ATTEMPTS})
-    released = release(engine, run_id)
+    released = close_run(engine, run_id)
     if released:
         log.warning("run %s released %d recordings it did not finish", run_id, released)
     with engine.begin() as conn:

@@ -98,8 +98,9 @@ def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None
     order = [i for i in range(len(job.chunks)) if i in fetched and job.chunks[i].recording_id not in failures]
     chunk_failures: dict[int, str] = {}
     results, batches = run_batches(eng, [fetched[i] for i in order], job.batch_audio_s, chunk_failures)
-    if chunk_failures and len(chunk_failures) == len(order):
-        # Nothing recognised at all: the engine, not the audio (a broken GPU, a bad model).
+    failed_recordings = {job.chunks[order[k]].recording_id for k in chunk_failures}
+    if chunk_failures and len(chunk_failures) == len(order) and len(failed_recordings) > 1:
+        # Nothing recognised, in several recordings: the engine, not the audio (a broken GPU, a bad model).
         first = next(iter(chunk_failures.values()))
         raise RuntimeError(f"the engine failed on all {len(order)} chunks; first: {first}")
     for k, reason in chunk_failures.items():
@@ -179,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         store = Store(s3_from_env())
         job = JobManifest.model_validate_json(store.get_bytes(args.job))
-        store.delete(failure_uri(job.shard_uri))  # an earlier try's note would speak for this one
+        # An earlier try's shard or note would speak for this one.
+        store.delete(job.shard_uri)
+        store.delete(failure_uri(job.shard_uri))
         shard = run_job(job, store)
     except Exception as exc:
         cause = describe(exc)

@@ -66,7 +66,7 @@ def test_the_deadline_is_configurable_and_the_alert_lines_are_clear(monkeypatch,
 
     monkeypatch.setenv("CALLSCRIBE_DEADLINE_HOURS", "6")
     alert = alerts.deadline_alert()
-    assert alert.interval.total_seconds() == (24 + 6) * 3600
+    assert alert.interval.total_seconds() == 6 * 3600
     monkeypatch.setenv("CALLSCRIBE_DEADLINE_HOURS", "off")
     assert alerts.deadline_alert() is None
     with caplog.at_level(logging.ERROR, logger="callscribe.alerts"):
@@ -75,7 +75,7 @@ def test_the_deadline_is_configurable_and_the_alert_lines_are_clear(monkeypatch,
         alerts.run_failed({"reason": "task_failure"})
     lines = [r.getMessage() for r in caplog.records]
     assert lines[0] == ("CALLSCRIBE ALERT run late: dag transcribe_calls run scheduled__x: "
-                        "not finished 6 h after its day ended")
+                        "not finished 6 h after it was queued")
     assert lines[1].startswith("CALLSCRIBE ALERT run failed") and "task_failure" in lines[1]
 
 

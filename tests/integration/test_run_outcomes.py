@@ -200,6 +200,8 @@ def test_attempts_stop_at_the_limit(stack, s3, pg):
     row = _rows(pg, day)["stuck.wav"]
     assert row.status == "failed" and row.attempts == MAX_ATTEMPTS, row
     assert f"after {MAX_ATTEMPTS} attempts" in row.last_error and "job-00000" in row.last_error
+    chaos.record_counts("a recording whose job dies every run: 3 attempts, then failed", 1, MAX_ATTEMPTS,
+                        lost=0, duplicates=0)
 
 
 # ---------------------------------------------------------------- (3) late uploads
@@ -343,3 +345,5 @@ def test_a_timed_out_transcription_leaves_no_worker_behind(stack, s3, pg, quick_
                                                                    "did not finish" in r.last_error
                                                                    for r in rows.values()), rows
     assert len(rows) == n
+    # Left claimable with its reason (the next run takes it); counted, not lost.
+    chaos.record_counts("transcribe timed out on every try: red, no worker left", n, 3, lost=0, duplicates=0)

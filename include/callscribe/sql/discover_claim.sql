@@ -1,18 +1,20 @@
 -- The day's recordings this run should process: stamps them with the run id and a lease.
 -- Recordings leased by another live run are skipped; SKIP LOCKED keeps two runs claiming
 -- at the same moment from taking the same rows, and the lease keeps a later run from
--- taking rows an earlier one committed to but has not finished. Every chunking counts an
--- attempt: a recording already tried :max_attempts times is left alone unless reprocessed.
+-- taking rows an earlier one committed to but has not finished. Each run that takes a
+-- recording counts an attempt: one tried :max_attempts times is left alone unless reprocessed.
+-- A reprocess claim forgets which run's transcript a row holds, so a run that reuses a run id
+-- (a cleared run, `callscribe run` again) still loads its new transcript.
 UPDATE recordings
-SET last_run_id = :run_id, lease_until = now() + make_interval(secs => :lease_s), updated_at = now()
+SET last_run_id = :run_id, lease_until = now() + make_interval(secs => :lease_s), updated_at = now(),
+    loaded_run_id = CASE WHEN CAST(:reprocess AS boolean) THEN NULL ELSE loaded_run_id END
 WHERE id IN (
     SELECT id FROM recordings
     WHERE bucket = :bucket
       AND call_date = :call_date
       AND starts_with(object_key, :prefix)
       AND (
-          status = 'pending'
-          OR (status IN ('chunked', 'failed') AND attempts < :max_attempts)
+          (status IN ('pending', 'chunked', 'failed') AND attempts < :max_attempts)
           OR (CAST(:reprocess AS boolean) AND status IN ('done', 'chunked', 'failed'))
       )
       AND (lease_until IS NULL OR lease_until < now() OR last_run_id = :run_id)

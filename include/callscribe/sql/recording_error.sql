@@ -5,6 +5,6 @@
 UPDATE recordings
 SET status = CASE WHEN status = 'done' THEN 'done' ELSE :status END,
     last_error = CASE WHEN status = 'done' THEN last_error ELSE :error END,
-    attempts = attempts + 1, updated_at = now()
+    updated_at = now()
 WHERE id = :id AND status NOT IN ('superseded', 'quarantined')
   AND (CAST(:run_id AS text) IS NULL OR last_run_id = :run_id)

@@ -20,6 +20,8 @@ depends_on = None
 
 def upgrade() -> None:
     op.execute("ALTER TABLE recordings ADD COLUMN loaded_run_id text")
+    # An attempt is one run's try at a recording, however often its tasks are retried or cleared.
+    op.execute("ALTER TABLE recordings ADD COLUMN attempted_run_id text")
     op.execute("UPDATE recordings SET loaded_run_id = last_run_id WHERE status IN ('done', 'superseded')")
     # The run verdict and the claim read a day's rows by owner and state.
     op.execute("CREATE INDEX recordings_run_idx ON recordings (last_run_id)")
@@ -32,4 +34,5 @@ def downgrade() -> None:
     op.execute("ALTER TABLE pipeline_runs DROP COLUMN listed_at")
     op.execute("ALTER TABLE pipeline_runs DROP COLUMN recordings_unfinished")
     op.execute("DROP INDEX IF EXISTS recordings_run_idx")
+    op.execute("ALTER TABLE recordings DROP COLUMN attempted_run_id")
     op.execute("ALTER TABLE recordings DROP COLUMN loaded_run_id")
