@@ -347,3 +347,73 @@ def test_a_timed_out_transcription_leaves_no_worker_behind(stack, s3, pg, quick_
     assert len(rows) == n
     # Left claimable with its reason (the next run takes it); counted, not lost.
     chaos.record_counts("transcribe timed out on every try: red, no worker left", n, 3, lost=0, duplicates=0)
+
+
+# ---------------------------------------------------------------- found in review
+
+
+def test_a_chunk_task_that_fails_for_good_holds_back_only_its_own_recording(stack, s3, pg, quick_retries,
+                                                                             monkeypatch):
+    """The chunker crashes on one recording every time: the others load; it gets 3 attempts, not more."""
+    from callscribe.cli import run_day
+
+    day = date(2026, 10, 25)
+    n = upload_day(s3, day)
+    bad = "call-0002-0.mp3"
+    real = pipeline.chunk_recording
+
+    def crashing(decoded, params):
+        if abs(decoded.duration_s - bad_duration) < 0.01:
+            raise RuntimeError("simulated crash inside the chunker")
+        return real(decoded, params)
+
+    from callscribe.audio import decode
+
+    bad_duration = decode((sample_dir() / "call-0002.mp3").read_bytes(), bad).duration_s
+    monkeypatch.setattr(pipeline, "chunk_recording", crashing)
+    monkeypatch.setattr(pipeline, "DEFAULT_GROUP_SIZE", 1)  # one recording a chunk task
+    states = []
+    for _ in range(MAX_ATTEMPTS + 1):
+        dr = run_day(day)
+        rows = _rows(pg, day)
+        states.append((_state(dr), rows[bad].status, rows[bad].attempts))
+        if len(states) == 1:
+            # The first run loads the other two although one chunk task failed for good.
+            assert {k: r.status for k, r in rows.items() if k != bad} == {k: "done" for k in rows if k != bad}
+            assert "chunk" in {t for t, s in _task_states(dr).items() if "failed" in s}
+    assert states[:MAX_ATTEMPTS] == [("failed", "pending", 1), ("failed", "pending", 2), ("failed", "failed", 3)]
+    assert states[MAX_ATTEMPTS] == ("success", "failed", 3)  # out of attempts: failed with its reason
+    assert f"after {MAX_ATTEMPTS} attempts" in _rows(pg, day)[bad].last_error
+    assert set(loads(pg, day).values()) == {0, 1}
+    record_clean("the chunker crashing on one recording every run", s3, pg, day, n, MAX_ATTEMPTS)
+
+
+def test_reprocess_under_the_same_run_id_loads_the_new_transcript(stack, s3, pg):
+    """A run cleared whole in the UI keeps its run id: a reprocess under it still loads."""
+    day = date(2026, 10, 27)
+    n = upload_day(s3, day, files=[sample_dir() / "call-0003.wav"])
+    run = "manual__cleared-whole"
+    for reprocess in (False, True):
+        ids = discovery.discover(s3, pg, day, "calls/", run, reprocess=reprocess)
+        assert len(ids) == n
+        jobs = pipeline.plan_jobs(s3, [pipeline.chunk_group(s3, pg, ids, run, 0)], run, "whisper-tiny")
+        for j in jobs:
+            pipeline.run_worker_local(j, s3_settings())
+        assert loading.load_jobs(s3, pg, jobs, run).recordings == n
+        reporting.report_run(pg, run, "transcribe_calls", day, "whisper-tiny")
+    assert set(loads(pg, day).values()) == {2}
+    record_clean("reprocess under a reused run id", s3, pg, day, n, 1, loads_expected=2)
+
+
+def test_leases_of_a_run_that_is_over_do_not_hide_a_day(stack, s3, pg):
+    """A run cut off by its timeout (never reported) still holds leases: the next run takes them over."""
+    from callscribe.cli import run_day
+
+    day = date(2026, 10, 29)
+    n = upload_day(s3, day, files=[sample_dir() / "call-0003.wav"])
+    prefix = day_prefix("calls/", day)
+    discovery.register(pg, list(s3.list(prefix)), day, "setup")
+    assert discovery.claim(pg, "calls", prefix, day, "scheduled__cut-off-by-its-timeout")
+    assert _state(run_day(day)) == "success"
+    assert {r.status for r in _rows(pg, day).values()} == {"done"}
+    record_clean("leases of a run that died without reporting", s3, pg, day, n, 1)
