@@ -222,7 +222,8 @@ class WorkerFailed(RuntimeError):
 # task's environment also holds Airflow's database URL, its JWT secret and connections.
 WORKER_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "XDG_RUNTIME_DIR",
               "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "CALLSCRIBE_GRANITE_MODEL_DIR",
-              "CALLSCRIBE_WHISPER_MODEL_DIR", "CALLSCRIBE_CPU_THREADS", "CALLSCRIBE_NAR_COMPILE")
+              "CALLSCRIBE_WHISPER_MODEL_DIR", "CALLSCRIBE_CPU_THREADS", "CALLSCRIBE_NAR_COMPILE",
+              "CALLSCRIBE_NAR_FUSE", "CALLSCRIBE_NAR_DEPTHWISE", "CALLSCRIBE_NAR_ATTENTION")
 # Seconds a worker gets to stop on SIGTERM before its process group is killed.
 WORKER_STOP_GRACE_S = 10.0
 

@@ -37,7 +37,7 @@ class GraniteNarNativeEngine(TorchEngine):
     name = "granite-nar-native"
 
     def __init__(self, path: Path | None = None, device: str | None = None, random_weights: bool = False,
-                 size: str = "full", compile: bool | None = None, seed: int = 0):
+                 size: str = "full", compile: bool | None = None, seed: int = 0, fuse: bool | None = None):
         import torch
 
         from callscribe.engines.nar.checkpoint import load_model
@@ -65,6 +65,12 @@ class GraniteNarNativeEngine(TorchEngine):
             self.model = load_model(self.path, device=self.device, dtype=dtype)
             self.tokenizer = Tokenizer.from_file(str(self.path / "tokenizer.json"))
             self.source = str(self.path)
+        from callscribe.engines.nar.fuse import fusion_enabled, optimize_for_inference
+
+        # Load-time fusions (same results, fewer kernels) on every device; CALLSCRIBE_NAR_FUSE=0 for A/B runs.
+        self.fused = fuse if fuse is not None else fusion_enabled()
+        if self.fused:
+            optimize_for_inference(self.model)
         if compile if compile is not None else os.environ.get("CALLSCRIBE_NAR_COMPILE") == "1":
             # Encoder shapes repeat (frames round up to whole attention blocks); the editor's
             # packed length varies, so it is compiled with dynamic shapes.
@@ -73,7 +79,8 @@ class GraniteNarNativeEngine(TorchEngine):
                 torch.compile(layer, dynamic=True) for layer in self.model.editor.layers)
         if self.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
-        log.info("Granite NAR native on %s (%s) from %s", self.device, dtype, self.source)
+        log.info("Granite NAR native on %s (%s) from %s, %s", self.device, dtype, self.source,
+                 "fused" if self.fused else "unfused")
 
     def run(self, prepared: Any) -> list[list[Segment]]:
         tensors, durations = prepared
