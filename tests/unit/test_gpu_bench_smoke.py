@@ -143,3 +143,15 @@ def test_a_section_that_fails_is_reported_and_the_rest_still_run(tmp_path, monke
     assert rc == 1 and res["errors"] == {"profile": "RuntimeError: no kernels today"}
     assert res["real_chunks"]["rtfx"] > 0 and res["sweep"]["rows"][0]["rtfx"] > 0
     assert "Kernel profile: error: RuntimeError: no kernels today" in capsys.readouterr().out
+
+
+def test_called_in_process_the_budget_counts_from_the_call(tmp_path, monkeypatch):
+    """Late in a long test session the process is old: that must not eat the check's budget."""
+    import json
+
+    monkeypatch.setattr(gpu, "process_age_s", lambda: 465.0)
+    rc = gpu.main(["--smoke", "--sweep", "1", "--real-chunks", "15", "--out", str(tmp_path / "r.json")])
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert rc == 0 and res["elapsed_s"] < 60
+    assert "skipped" not in res["real_chunks"]
+    assert gpu.Budget(100, from_process_start=True).elapsed() >= 465  # from the command line it does count
