@@ -79,11 +79,17 @@ def release(engine: Engine, run_id: str) -> int:
         return conn.execute(db.q("claims_release"), {"run_id": run_id}).rowcount
 
 
+def close_run(engine: Engine, run_id: str) -> int:
+    """What a run leaves unfinished gets its reason (or `failed` once out of attempts), and its
+    leases end; returns how many leases it still held."""
+    with engine.begin() as conn:
+        conn.execute(db.q("report_unfinished"), {"run_id": run_id, "max_attempts": MAX_ATTEMPTS})
+    return release(engine, run_id)
+
+
 def release_dead(engine: Engine, day: date, run_id: str, is_live: Callable[[str], bool]) -> list[str]:
     """End the leases of runs that are over but never reported (timed out, marked failed in the
     UI): what they left says why, or is `failed` once out of attempts, and is free to claim."""
-    from callscribe.reporting import close_run
-
     with engine.connect() as conn:
         holders = conn.execute(db.q("leases_held"), {"call_date": day, "run_id": run_id}).scalars().all()
     dead = [r for r in holders if not is_live(r)]

@@ -8,17 +8,9 @@ from datetime import date
 from sqlalchemy.engine import Engine
 
 from callscribe import db
-from callscribe.discovery import MAX_ATTEMPTS, release
+from callscribe.discovery import close_run
 
 log = logging.getLogger(__name__)
-
-
-def close_run(engine: Engine, run_id: str) -> int:
-    """What a run leaves unfinished gets its reason (or `failed` once out of attempts), and its
-    leases end; returns how many leases it still held."""
-    with engine.begin() as conn:
-        conn.execute(db.q("report_unfinished"), {"run_id": run_id, "max_attempts": MAX_ATTEMPTS})
-    return release(engine, run_id)
 
 
 def report_run(engine: Engine, run_id: str, dag_id: str, day: date, engine_name: str) -> dict:
