@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from callscribe.engines.base import BaseEngine, Engine, EngineOutOfMemory, Segment
+from callscribe.engines.base import BaseEngine, Engine, EngineOutOfMemory, Segment, Word
 
-__all__ = ["BaseEngine", "Engine", "EngineOutOfMemory", "Segment", "available", "create"]
+__all__ = ["BaseEngine", "Engine", "EngineOutOfMemory", "Segment", "Word", "available", "create"]
 
 
 def _whisper_tiny(**kw) -> Engine:

@@ -10,12 +10,28 @@ import numpy as np
 
 
 @dataclass(frozen=True)
-class Segment:
-    """A piece of recognised text, times in seconds from the start of its chunk."""
+class Word:
+    """One recognised word, times in seconds from the start of its chunk."""
 
     start: float
     end: float
     text: str
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A piece of recognised text, times in seconds from the start of its chunk.
+
+    ``words`` (optional) time each word: a chunk packs several speech regions of a channel,
+    and the words say where a segment that crosses from one region to the next is split.
+    An engine without word times leaves it empty; its segments then go whole to the region
+    they overlap most.
+    """
+
+    start: float
+    end: float
+    text: str
+    words: tuple[Word, ...] = ()
 
 
 class EngineOutOfMemory(RuntimeError):
