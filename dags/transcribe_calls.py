@@ -94,7 +94,8 @@ def transcribe_calls():
         from callscribe.storage import store
 
         ctx = get_current_context()
-        return pipeline.chunk_group(store(), engine_from_env(), group, ctx["run_id"], ctx["ti"].map_index)
+        return pipeline.chunk_group(store(), engine_from_env(), group, ctx["run_id"], ctx["ti"].map_index,
+                                    ctx["params"]["engine"])
 
     # One chunk task failing for good must not hold back the other groups: plan what was chunked.
     @task(trigger_rule=TriggerRule.ALL_DONE, execution_timeout=task_timeout("plan_jobs"))

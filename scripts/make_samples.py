@@ -6,8 +6,10 @@ of its words, which made accuracy checks meaningless).
 
 The samples are synthetic dialogues spoken by Festival, stored the way call centers
 store calls: 8 kHz stereo mu-law WAV (agent left, customer right), 8 kHz mono A-law WAV
-and mono MP3. labels.json keeps what was said, per channel, to measure accuracy.
-Run: .venv/bin/python scripts/make_samples.py
+and mono MP3. labels.json keeps what was said, per channel, to measure accuracy, and when each turn
+starts and ends (measured on the stored audio), to check segment times.
+Run: .venv/bin/python scripts/make_samples.py   (or with --turns to only re-measure the
+turn times of the stored files, without Festival)
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -95,6 +98,46 @@ def render(call: dict, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
     return np.clip(audio, -1, 1), labels
 
 
+def active_runs(x: np.ndarray, rate: int, min_gap_s: float, level: float = 0.03) -> list[tuple[float, float]]:
+    """Stretches of sound above ``level`` (the line hiss is far below), split at quiet gaps of min_gap_s."""
+    hop = rate // 100
+    n = len(x) // hop
+    loud = np.flatnonzero(np.abs(x[: n * hop]).reshape(n, hop).max(axis=1) > level)
+    if loud.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(loud) > min_gap_s * 100)
+    firsts = np.concatenate(([loud[0]], loud[breaks + 1]))
+    lasts = np.concatenate((loud[breaks], [loud[-1]]))
+    return [(round(float(a) / 100, 2), round(float(b + 1) / 100, 2)) for a, b in zip(firsts, lasts, strict=True)]
+
+
+def measure_turns(audio: np.ndarray, call: dict) -> list[dict]:
+    """A stereo call's turns (channel, speaker, start, end), measured on the audio as stored.
+
+    A channel is silent while the other party talks, so its turns are its runs of sound:
+    pauses inside a turn are short. (On a mono call Festival's pauses between sentences
+    are as long as the gaps between turns, so mono calls get no turn times.)
+    """
+    out = []
+    for ch, who in enumerate(("agent", "customer")):
+        runs = active_runs(audio[:, ch], RATE, min_gap_s=1.5)
+        expected = sum(1 for w, _ in call["turns"] if w == who)
+        if len(runs) != expected:
+            raise ValueError(f"found {len(runs)} turns of the {who}, expected {expected}")
+        out += [{"channel": ch, "speaker": who, "start_s": a, "end_s": b} for a, b in runs]
+    return sorted(out, key=lambda t: t["start_s"])
+
+
+def turns_only() -> None:
+    path = OUT / "labels.json"
+    all_labels = json.loads(path.read_text())
+    for name, call in CALLS.items():
+        if call["stereo"]:
+            audio, _ = sf.read(OUT / name, dtype="float32", always_2d=True)
+            all_labels[name]["turns"] = measure_turns(audio, call)
+    path.write_text(json.dumps(all_labels, indent=2) + "\n")
+
+
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(7)
@@ -105,10 +148,13 @@ def main() -> None:
         buf = io.BytesIO()
         sf.write(buf, audio, RATE, format=fmt, subtype=subtype)
         (OUT / name).write_bytes(buf.getvalue())
+        if call["stereo"]:
+            stored, _ = sf.read(io.BytesIO(buf.getvalue()), dtype="float32", always_2d=True)
+            labels["turns"] = measure_turns(stored, call)
         all_labels[name] = labels
         print(f"{name}: {labels['duration_s']} s, {len(buf.getvalue()) // 1024} KiB")
     (OUT / "labels.json").write_text(json.dumps(all_labels, indent=2) + "\n")
 
 
 if __name__ == "__main__":
-    main()
+    turns_only() if "--turns" in sys.argv[1:] else main()

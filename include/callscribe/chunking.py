@@ -1,18 +1,28 @@
-"""Split recordings into speech chunks of at most 30 s, cut at pauses.
+"""Split a recording's channels into chunks of packed speech, each at most 30 s.
 
 Each channel is chunked on its own (agent and customer on separate channels). Voice
-activity comes from WebRTC's VAD; neighbouring speech is merged into one chunk while the
-pause between is short and the chunk stays under the limit, so the recogniser sees whole
-phrases and almost no silence.
+activity comes from WebRTC's VAD. Speech regions separated by a short pause are joined
+with the pause kept; longer pauses are cut out, leaving only ``pad_s`` of context on each
+side. Consecutive regions are then packed into one chunk up to the target length, so a
+GPU batch holds speech rather than padding and per-item overhead, and the model hears a
+turn with the turns before it.
+
+A chunk is its audio plus the map of its regions: where each region sits in the chunk
+and in the recording. Recognised words are put back in place through that map, so no
+segment ever spans a pause that was cut out (see transcription.place).
+
+A region longer than a chunk is cut at its quietest frame shortly before the limit, not
+at the limit, so a cut rarely falls inside a word; the two sides of a cut touch, so no
+sample of speech is lost or heard twice.
 
 The VAD runs on the source samples when their rate is one it takes (8, 16, 32, 48 kHz),
-and only the chunks are resampled to 16 kHz: in a two-party call each channel is about
+and only the regions are resampled to 16 kHz: in a two-party call each channel is about
 half silence, so this resamples half as much and runs the VAD on half the samples.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import webrtcvad
@@ -25,9 +35,11 @@ VAD_RATES = (8000, 16000, 32000, 48000)
 
 @dataclass(frozen=True)
 class ChunkingParams:
-    max_chunk_s: float = 30.0
-    max_merge_gap_s: float = 1.0  # pauses longer than this always end a chunk
-    pad_s: float = 0.2
+    max_chunk_s: float = 30.0  # the target: a chunk's audio (regions with their context) at most
+    max_merge_gap_s: float = 1.0  # a pause up to this long stays whole inside a region; longer ones are cut out
+    pad_s: float = 0.25  # context kept before and after each region (measured: docs/benchmarks.md)
+    pack: bool = True  # several regions per chunk; False gives each region its own chunk
+    cut_search_s: float = 5.0  # a too-long region is cut at its quietest frame in this window before the limit
     vad_aggressiveness: int = 2
     min_speech_s: float = 0.12  # shorter blips are noise
 
@@ -35,13 +47,28 @@ class ChunkingParams:
 DEFAULT_CHUNKING = ChunkingParams()
 
 
+def chunking_for(engine: str | None) -> ChunkingParams:
+    """The chunking an engine wants: its chunk length (engines.chunk_seconds), defaults otherwise."""
+    from callscribe.engines import chunk_seconds
+
+    return replace(DEFAULT_CHUNKING, max_chunk_s=chunk_seconds(engine))
+
+
 @dataclass(frozen=True)
 class Chunk:
     channel: int
     index: int  # position among the channel's chunks
-    start: int  # sample offsets in the channel, at ``rate``
-    end: int
     rate: int  # the samples chunked: the source rate, or 16 kHz for rates the VAD does not take
+    regions: tuple[tuple[int, int], ...]  # (start, end) sample offsets in the channel at ``rate``, in order
+    offsets: tuple[int, ...] = ()  # where each region starts in the chunk's 16 kHz audio (set with the audio)
+
+    @property
+    def start(self) -> int:
+        return self.regions[0][0]
+
+    @property
+    def end(self) -> int:
+        return self.regions[-1][1]
 
     @property
     def start_s(self) -> float:
@@ -53,7 +80,18 @@ class Chunk:
 
     @property
     def duration_s(self) -> float:
-        return (self.end - self.start) / self.rate
+        """Seconds of audio in the chunk: its regions, without the pauses cut out between them."""
+        return sum(b - a for a, b in self.regions) / self.rate
+
+    def region_map(self) -> list[tuple[float, float, float]]:
+        """Per region: (start in the chunk's audio, start in the recording, end in the recording), seconds."""
+        offsets = self.offsets or _offsets_at_16k(self.regions, self.rate)
+        return [(o / TARGET_SR, a / self.rate, b / self.rate) for o, (a, b) in zip(offsets, self.regions, strict=True)]
+
+
+def _offsets_at_16k(regions: tuple[tuple[int, int], ...], rate: int) -> tuple[int, ...]:
+    ends = np.cumsum([round((b - a) * TARGET_SR / rate) for a, b in regions])
+    return tuple(int(x) for x in np.concatenate(([0], ends[:-1])))
 
 
 def frame_len(rate: int) -> int:
@@ -101,12 +139,28 @@ def frames_to_regions(flags: np.ndarray, min_frames: int) -> list[tuple[int, int
     return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2], strict=True) if b - a >= min_frames]
 
 
-def _split_long(start: int, end: int, max_len: int, energy: np.ndarray) -> list[tuple[int, int]]:
-    """Cut one long region (in frames) at its quietest frames so no piece exceeds max_len."""
+def _ms_frames(seconds: float) -> int:
+    return int(round(seconds * 1000 / FRAME_MS))
+
+
+def join_close(regions: list[tuple[int, int]], max_gap: int) -> list[tuple[int, int]]:
+    """Regions (in frames) separated by at most max_gap frames become one, pause included."""
+    out: list[tuple[int, int]] = []
+    for a, b in regions:
+        if out and a - out[-1][1] <= max_gap:
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
+
+
+def split_long(start: int, end: int, max_len: int, energy: np.ndarray, search: int) -> list[tuple[int, int]]:
+    """Cut a span (in frames) so no piece exceeds max_len, each cut at the quietest frame of
+    the window that ends at the limit (a pause if there is one, else the softest sound)."""
     pieces = []
     while end - start > max_len:
-        lo = start + max_len // 2
         hi = start + max_len
+        lo = max(start + max_len // 2, hi - search)
         cut = lo + int(np.argmin(energy[lo:hi]))
         pieces.append((start, cut))
         start = cut
@@ -114,22 +168,41 @@ def _split_long(start: int, end: int, max_len: int, energy: np.ndarray) -> list[
     return pieces
 
 
-def plan_chunks(regions: list[tuple[int, int]], energy: np.ndarray, params: ChunkingParams,
-                n_frames: int) -> list[tuple[int, int]]:
-    """Merge speech regions (in frames) into chunks that respect the length limit."""
-    pad = int(round(params.pad_s * 1000 / FRAME_MS))
-    max_len = int(params.max_chunk_s * 1000 / FRAME_MS) - 2 * pad
-    max_gap = int(params.max_merge_gap_s * 1000 / FRAME_MS)
-    pieces: list[tuple[int, int]] = []
-    for a, b in regions:
-        pieces.extend(_split_long(a, b, max_len, energy))
-    chunks: list[tuple[int, int]] = []
-    for a, b in pieces:
-        if chunks and a - chunks[-1][1] <= max_gap and b - chunks[-1][0] <= max_len:
-            chunks[-1] = (chunks[-1][0], b)
+def plan_regions(regions: list[tuple[int, int]], energy: np.ndarray, params: ChunkingParams,
+                 n_frames: int) -> list[tuple[int, int]]:
+    """Speech regions (in frames) -> the padded regions that go into chunks, in time order.
+
+    Short pauses are kept inside a region; a region too long for one chunk is cut (no
+    padding at a cut, so the two sides touch); every other edge gets ``pad_s`` of context,
+    never reaching into the previous region.
+    """
+    pad = _ms_frames(params.pad_s)
+    limit = max(1, int(params.max_chunk_s * 1000 / FRAME_MS))
+    max_len = max(1, limit - 2 * pad)
+    search = max(1, _ms_frames(params.cut_search_s))
+    out: list[tuple[int, int]] = []
+    for a, b in join_close(regions, _ms_frames(params.max_merge_gap_s)):
+        pieces = split_long(a, b, max_len, energy, search)
+        for k, (pa, pb) in enumerate(pieces):
+            lo = pa - pad if k == 0 else pa
+            hi = pb + pad if k == len(pieces) - 1 else pb
+            lo = max(lo, out[-1][1] if out else 0)
+            out.append((lo, min(hi, n_frames)))
+    return out
+
+
+def pack(spans: list[tuple[int, int]], limit: int, together: bool = True) -> list[list[tuple[int, int]]]:
+    """Consecutive spans into groups whose total length stays within limit (each span alone fits)."""
+    groups: list[list[tuple[int, int]]] = []
+    size = 0
+    for a, b in spans:
+        if together and groups and size + (b - a) <= limit:
+            groups[-1].append((a, b))
+            size += b - a
         else:
-            chunks.append((a, b))
-    return [(max(0, a - pad), min(n_frames, b + pad)) for a, b in chunks]
+            groups.append([(a, b)])
+            size = b - a
+    return groups
 
 
 def chunk_channel(x: np.ndarray, rate: int, channel: int,
@@ -141,17 +214,31 @@ def chunk_channel(x: np.ndarray, rate: int, channel: int,
         return []
     min_frames = max(1, int(params.min_speech_s * 1000 / FRAME_MS))
     regions = frames_to_regions(flags, min_frames)
-    # Long regions are cut at their quietest frame, so only frames inside regions need an energy.
+    # Cuts are only looked for inside joined regions: only their frames need an energy.
     frames, energy = _frames(x, rate), np.zeros(n, dtype=np.float32)
-    for a, b in regions:
+    for a, b in join_close(regions, _ms_frames(params.max_merge_gap_s)):
         f = frames[a:b].astype(np.float32)
         energy[a:b] = np.sqrt(np.mean(f * f, axis=1))
-    spans = plan_chunks(regions, energy, params, n)
+    spans = plan_regions(regions, energy, params, n)
     size, total = frame_len(rate), len(x)
-    return [
-        Chunk(channel, i, a * size, min(total, b * size) if b < n else total, rate)
-        for i, (a, b) in enumerate(spans)
-    ]
+    limit = int(params.max_chunk_s * rate)
+
+    def samples(a: int, b: int) -> tuple[int, int]:
+        end = total if b >= n else b * size  # the last frame's region keeps the tail (under a frame)
+        return a * size, min(end, a * size + limit)
+
+    groups = pack([samples(a, b) for a, b in spans], limit, together=params.pack)
+    return [Chunk(channel, i, rate, tuple(g)) for i, g in enumerate(groups)]
+
+
+def chunk_audio(x: np.ndarray, chunk: Chunk) -> tuple[Chunk, np.ndarray]:
+    """A chunk's regions from its channel, joined and resampled to 16 kHz; the chunk with its offsets."""
+    if len(chunk.regions) == 1:
+        a, b = chunk.regions[0]
+        audio = resample(x[a:b], chunk.rate)
+    else:  # joined first: one resampler call per chunk, on the fewer source samples
+        audio = resample(np.concatenate([x[a:b] for a, b in chunk.regions]), chunk.rate)
+    return replace(chunk, offsets=_offsets_at_16k(chunk.regions, chunk.rate)), audio
 
 
 def chunk_recording(decoded: Decoded, params: ChunkingParams = DEFAULT_CHUNKING,
@@ -162,6 +249,5 @@ def chunk_recording(decoded: Decoded, params: ChunkingParams = DEFAULT_CHUNKING,
         rate = decoded.source_rate
         if rate not in VAD_RATES:  # 11.025, 22.05, 44.1 kHz: the VAD runs on the 16 kHz signal
             x, rate = resample(x, rate), TARGET_SR
-        out.extend((chunk, resample(x[chunk.start : chunk.end], rate))
-                   for chunk in chunk_channel(x, rate, c, params))
+        out.extend(chunk_audio(x, chunk) for chunk in chunk_channel(x, rate, c, params))
     return out

@@ -15,7 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
-CHUNK_COLUMNS = ["recording_id", "channel", "index", "speaker", "start_s", "end_s", "pack_offset", "n_samples"]
+CHUNK_COLUMNS = ["recording_id", "channel", "index", "speaker", "start_s", "end_s", "pack_offset", "n_samples",
+                 "regions"]
 SEGMENT_COLUMNS = ["recording_id", "channel", "seq", "speaker", "start_s", "end_s", "text"]
 _META_KEY = b"callscribe"
 
@@ -27,15 +28,24 @@ class RecordingEntry(BaseModel):
     audio_s: float = 0.0  # speech audio in its chunks
 
 
+Region = tuple[float, float, float]  # (start in the chunk's audio, start in the recording, end in the recording), s
+
+
 class ChunkRef(BaseModel):
     recording_id: int
     channel: int
     index: int
     speaker: str
-    start_s: float  # in the recording
-    end_s: float
+    start_s: float  # in the recording: its first region's start
+    end_s: float  # its last region's end
     pack_offset: int  # first sample in the pack (16 kHz)
     n_samples: int
+    # The speech regions packed into the chunk; empty in manifests written before packing,
+    # where the chunk is one region from start_s to end_s.
+    regions: list[Region] = []
+
+    def region_map(self) -> list[Region]:
+        return [tuple(r) for r in self.regions] or [(0.0, self.start_s, self.end_s)]
 
 
 class JobManifest(BaseModel):
@@ -112,8 +122,13 @@ def from_parquet(data: bytes) -> tuple[pd.DataFrame, dict]:
 
 
 def chunks_frame(chunks: list[ChunkRef]) -> pd.DataFrame:
-    return pd.DataFrame([c.model_dump() for c in chunks], columns=CHUNK_COLUMNS)
+    # The region map travels as JSON text: one plain column, read the same by any Parquet reader.
+    rows = [{**c.model_dump(), "regions": json.dumps(c.regions)} for c in chunks]
+    return pd.DataFrame(rows, columns=CHUNK_COLUMNS)
 
 
 def chunks_from_frame(df: pd.DataFrame) -> list[ChunkRef]:
-    return [ChunkRef(**row) for row in df[CHUNK_COLUMNS].to_dict("records")]
+    if "regions" not in df.columns:  # a manifest from before packing
+        df = df.assign(regions="[]")
+    return [ChunkRef(**{**row, "regions": json.loads(row["regions"] or "[]")})
+            for row in df[CHUNK_COLUMNS].to_dict("records")]

@@ -108,8 +108,8 @@ def _run(engine: TokenEngine, audios: list[np.ndarray], batch: int) -> list[Item
 def _label_wer(files, decoded, labels, items, outputs: list[ItemOutput]) -> float | None:
     placed = [[] for _ in decoded]
     for (i, c), o in zip(items, outputs, strict=True):
-        segs = [Segment(0.0, c.end_s - c.start_s, o.text)] if o.text else []
-        placed[i].extend(place(c.start_s, c.end_s, c.channel, segs))
+        segs = [Segment(0.0, c.duration_s, o.text)] if o.text else []
+        placed[i].extend(place(c.region_map(), c.channel, segs))
     pairs = []
     for i, (f, d) in enumerate(zip(files, decoded, strict=True)):
         refs = labels.get(f.name, {}).get("channels")

@@ -26,7 +26,7 @@ from sqlalchemy.engine import Engine
 from callscribe import db
 from callscribe.audio import TARGET_SR, DecodeError, decode, encode_flac
 from callscribe.batching import balance_jobs, job_count
-from callscribe.chunking import DEFAULT_CHUNKING, ChunkingParams, chunk_recording
+from callscribe.chunking import DEFAULT_CHUNKING, ChunkingParams, chunk_recording, chunking_for
 from callscribe.config import S3Settings, speaker_for
 from callscribe.errors import describe
 from callscribe.manifests import (
@@ -104,7 +104,7 @@ def chunk_one(store: Store, engine: Engine, recording_id: int, params: ChunkingP
         refs.append(ChunkRef(
             recording_id=recording_id, channel=c.channel, index=c.index,
             speaker=speaker_for(c.channel, decoded.n_channels),
-            start_s=c.start_s, end_s=c.end_s, pack_offset=offset, n_samples=n,
+            start_s=c.start_s, end_s=c.end_s, pack_offset=offset, n_samples=n, regions=c.region_map(),
         ))
         offset += n
     pack_uri = None
@@ -129,12 +129,15 @@ def _mark(engine: Engine, recording_id: int, status: str, error: str, run_id: st
                                                "run_id": run_id})
 
 
-def chunk_group(store: Store, engine: Engine, ids: list[int], run_id: str, group_index: int) -> str:
-    """Chunk a group of recordings; returns the URI of the group's chunk manifest."""
+def chunk_group(store: Store, engine: Engine, ids: list[int], run_id: str, group_index: int,
+                asr_engine: str | None = None) -> str:
+    """Chunk a group of recordings for ``asr_engine`` (its chunk length); returns the URI of
+    the group's chunk manifest."""
+    params = chunking_for(asr_engine)
     entries: list[RecordingEntry] = []
     refs: list[ChunkRef] = []
     for rid in ids:
-        out = chunk_one(store, engine, rid, run_id=run_id)
+        out = chunk_one(store, engine, rid, params, run_id=run_id)
         if out is not None:
             entries.append(out[0])
             refs.extend(out[1])

@@ -8,6 +8,7 @@ A batch that runs out of device memory is split in halves and retried; no chunk 
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
 from collections.abc import Sequence
@@ -21,9 +22,9 @@ from callscribe.audio import TARGET_SR, Decoded, as_float
 from callscribe.batching import plan_batches
 from callscribe.chunking import DEFAULT_CHUNKING, Chunk, ChunkingParams, chunk_recording
 from callscribe.config import speaker_for
-from callscribe.engines import Engine, EngineOutOfMemory, Segment
+from callscribe.engines import Engine, EngineOutOfMemory, Segment, Word
 from callscribe.errors import describe
-from callscribe.manifests import BatchMetric
+from callscribe.manifests import BatchMetric, Region
 
 log = logging.getLogger(__name__)
 DEFAULT_BATCH_AUDIO_S = 240.0
@@ -124,14 +125,53 @@ def run_batches(
     return [r or [] for r in results], metrics
 
 
-def place(chunk_start_s: float, chunk_end_s: float, channel: int, segs: list[Segment]) -> list[PlacedSegment]:
-    """Move chunk-relative segment times into the recording, clamped to the chunk."""
+def _region_at(starts: list[float], t: float) -> int:
+    """The region a chunk time falls in: the last one that starts at or before it."""
+    return max(0, bisect.bisect_right(starts, t) - 1)
+
+
+def _to_recording(region: Region, t: float) -> float:
+    offset, start, end = region
+    return min(end, max(start, start + t - offset))
+
+
+def place(regions: Sequence[Region], channel: int, segs: list[Segment]) -> list[PlacedSegment]:
+    """Segments timed in a chunk -> segments timed in the recording, one per region they touch.
+
+    A chunk packs speech regions with the pauses between them cut out, so a segment that
+    runs from one region into the next is split there: each word goes to the region that
+    holds its midpoint. Without word times a segment goes whole to the region it overlaps
+    most. Times are clamped to their region: no segment spans a pause that was cut out.
+    """
+    starts = [r[0] for r in regions]
+    ends = [r[0] + (r[2] - r[1]) for r in regions]
     out = []
     for s in segs:
-        start = min(chunk_end_s, chunk_start_s + max(0.0, s.start))
-        end = min(chunk_end_s, max(start, chunk_start_s + s.end))
-        out.append(PlacedSegment(channel, round(start, 3), round(end, 3), s.text))
+        groups: list[tuple[int, list[Word]]] = []
+        for w in s.words:
+            k = _region_at(starts, (w.start + w.end) / 2)
+            if groups and groups[-1][0] == k:
+                groups[-1][1].append(w)
+            else:
+                groups.append((k, [w]))
+        if len(groups) > 1:
+            for k, words in groups:
+                out.append(_placed(channel, regions[k], words[0].start, words[-1].end,
+                                   " ".join(w.text for w in words if w.text)))
+            continue
+        if groups:
+            k = groups[0][0]
+        else:
+            overlaps = [min(s.end, e) - max(s.start, a) for a, e in zip(starts, ends, strict=True)]
+            k = int(np.argmax(overlaps)) if len(regions) > 1 else 0
+        out.append(_placed(channel, regions[k], s.start, s.end, s.text))
     return out
+
+
+def _placed(channel: int, region: Region, start: float, end: float, text: str) -> PlacedSegment:
+    a = _to_recording(region, max(0.0, start))
+    b = max(a, _to_recording(region, end))
+    return PlacedSegment(channel, round(float(a), 3), round(float(b), 3), text)
 
 
 def order_segments(segs: list[PlacedSegment]) -> list[PlacedSegment]:
@@ -153,7 +193,7 @@ def recognize_chunks(
     results, metrics = run_batches(engine, audios, budget_s)
     placed: list[list[PlacedSegment]] = [[] for _ in range(n_recordings)]
     for (i, c), segs in zip(items, results, strict=True):
-        placed[i].extend(place(c.start_s, c.end_s, c.channel, segs))
+        placed[i].extend(place(c.region_map(), c.channel, segs))
     return [order_segments(p) for p in placed], metrics
 
 

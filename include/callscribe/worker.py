@@ -112,7 +112,7 @@ def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None
     for k, segs in enumerate(results):
         c = job.chunks[order[k]]
         if c.recording_id not in failures:
-            by_rec.setdefault(c.recording_id, []).extend(place(c.start_s, c.end_s, c.channel, segs))
+            by_rec.setdefault(c.recording_id, []).extend(place(c.region_map(), c.channel, segs))
     for rid, placed in by_rec.items():
         seq_by_channel: dict[int, int] = {}
         for s in order_segments(placed):

@@ -55,3 +55,19 @@ def test_bench_reports_speed_accuracy_and_batches():
     assert {f["file"] for f in r["per_file"]} == set(labels())
     table = _run("bench", "--batch-audio-s", "60")
     assert "RTFx end to end" in table.stdout and "WER" in table.stdout
+
+
+def test_each_turn_of_the_stereo_call_starts_its_own_segment_on_time():
+    """A channel's turns are packed into one chunk; the text still comes back turn by turn."""
+    out = _run("transcribe", "--json", str(sample_dir() / "call-0001.wav"))
+    assert out.returncode == 0, out.stderr
+    channels = json.loads(out.stdout)["channels"]
+    turns = labels()["call-0001.wav"]["turns"]
+    for ch, channel in enumerate(channels):
+        mine = [t for t in turns if t["channel"] == ch]
+        segs = channel["segments"]
+        for turn, after in zip(mine, [*mine[1:], None], strict=True):
+            first = next(s for s in segs if s["end"] > turn["start_s"])
+            assert abs(first["start"] - turn["start_s"]) <= 0.5, (turn, first)
+            if after is not None:  # nothing runs on through the silence to the channel's next turn
+                assert not any(s["start"] < turn["end_s"] and s["end"] > after["start_s"] for s in segs)

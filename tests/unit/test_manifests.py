@@ -14,8 +14,9 @@ from callscribe.manifests import (
 
 
 def _chunk(i: int) -> ChunkRef:
-    return ChunkRef(recording_id=7, channel=i % 2, index=i, speaker="agent", start_s=i * 1.5, end_s=i * 1.5 + 1,
-                    pack_offset=i * 16000, n_samples=16000)
+    regions = [(0.0, i * 10.0, i * 10.0 + 0.5), (0.5, i * 10.0 + 4.0, i * 10.0 + 4.5)] if i % 2 else []
+    return ChunkRef(recording_id=7, channel=i % 2, index=i, speaker="agent", start_s=i * 10.0, end_s=i * 10.0 + 1,
+                    pack_offset=i * 16000, n_samples=16000, regions=regions)
 
 
 def test_chunk_manifest_round_trip_keeps_metadata():
@@ -25,6 +26,13 @@ def test_chunk_manifest_round_trip_keeps_metadata():
     df, back_meta = from_parquet(to_parquet(chunks_frame(chunks), meta))
     assert chunks_from_frame(df) == chunks
     assert back_meta == meta
+
+
+def test_a_chunk_manifest_from_before_packing_reads_as_one_region_per_chunk():
+    df = chunks_frame([_chunk(0), _chunk(2)]).drop(columns=["regions"])
+    back = chunks_from_frame(df)
+    assert [c.region_map() for c in back] == [[(0.0, 0.0, 1.0)], [(0.0, 20.0, 21.0)]]
+    assert _chunk(1).region_map() == [(0.0, 10.0, 10.5), (0.5, 14.0, 14.5)]
 
 
 def test_job_manifest_json_round_trip():

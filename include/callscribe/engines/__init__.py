@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 from callscribe.engines.base import BaseEngine, Engine, EngineOutOfMemory, Segment, Word
 
-__all__ = ["BaseEngine", "Engine", "EngineOutOfMemory", "Segment", "Word", "available", "create"]
+__all__ = ["BaseEngine", "Engine", "EngineOutOfMemory", "Segment", "Word", "available", "chunk_seconds", "create"]
 
 
 def _whisper_tiny(**kw) -> Engine:
@@ -34,6 +35,18 @@ _FACTORIES: dict[str, Callable[..., Engine]] = {
     "granite-nar-native": _granite_nar_native,
 }
 DEFAULT_ENGINE = "whisper-tiny"
+
+# Seconds of packed speech per chunk, per engine; the chunk tasks read it without loading a
+# model. Whisper hears 30 s windows; Granite NAR is published on windows of up to 30 s and
+# degrades on much longer items (docs/granite.md). CALLSCRIBE_CHUNK_S overrides for all.
+CHUNK_SECONDS: dict[str, float] = {"whisper-tiny": 30.0, "granite-nar": 30.0, "granite-nar-native": 30.0}
+
+
+def chunk_seconds(name: str | None) -> float:
+    override = os.environ.get("CALLSCRIBE_CHUNK_S")
+    if override:
+        return float(override)
+    return CHUNK_SECONDS.get(name or DEFAULT_ENGINE, 30.0)
 
 
 def available() -> list[str]:

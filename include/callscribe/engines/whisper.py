@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from callscribe.engines.base import BaseEngine, Segment
+from callscribe.engines.base import BaseEngine, Segment, Word
 
 
 def _bundled_model_dir() -> Path:
@@ -36,8 +36,10 @@ class WhisperTinyEngine(BaseEngine):
     name = "whisper-tiny"
     device = "cpu"
 
-    def __init__(self, threads: int | None = None):
+    def __init__(self, threads: int | None = None, word_times: bool = True):
         from faster_whisper import WhisperModel
+
+        self.word_times = word_times
 
         self.model_dir = _bundled_model_dir()
         self.model = WhisperModel(
@@ -59,13 +61,21 @@ class WhisperTinyEngine(BaseEngine):
                 temperature=0.0,  # no sampling fallback: the same audio gives the same text
                 vad_filter=False,
                 condition_on_previous_text=False,
+                # A chunk packs several turns: word times say where to split its segments.
+                word_timestamps=self.word_times,
             )
             dur = len(audio) / 16_000
-            out.append(
-                [
-                    Segment(max(0.0, s.start), min(dur, max(s.start, s.end)), s.text.strip())
-                    for s in segments
-                    if s.text.strip()
-                ]
-            )
+            out.append([_segment(s, dur) for s in segments if s.text.strip()])
         return out
+
+
+def _clamp(t: float, dur: float) -> float:
+    return min(dur, max(0.0, t))
+
+
+def _segment(s, dur: float) -> Segment:
+    """faster-whisper's segment (and its words, when timed) -> ours, times within the chunk."""
+    start = _clamp(s.start, dur)
+    words = tuple(Word(_clamp(w.start, dur), _clamp(max(w.start, w.end), dur), w.word.strip())
+                  for w in (s.words or ()) if w.word.strip())
+    return Segment(start, max(start, _clamp(s.end, dur)), s.text.strip(), words)
