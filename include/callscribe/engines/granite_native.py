@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from callscribe.engines.base import EngineOutOfMemory, Segment, TorchEngine
+from callscribe.engines.base import EngineOutOfMemory, Segment, TorchEngine, Word
 from callscribe.engines.granite import HUB_ID, PINNED_REVISION, ModelDirError, missing_weights, model_dir
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,52 @@ def missing_native_files(path: Path) -> list[str]:
     if not path.is_dir():
         return [f"the folder itself ({path})"]
     return [f for f in ("config.json", "tokenizer.json") if not (path / f).exists()] + missing_weights(path)
+
+
+def starts_word(tokenizer: Any, token: int, cache: dict[int, bool] | None = None) -> bool:
+    """Whether the token's text begins with whitespace in the middle of a sequence.
+
+    Asked of the tokenizer by decoding the token twice in a row and looking at what the second
+    copy adds: that works alike for byte-level BPE (Granite's: a leading space is part of the
+    token), SentencePiece's word marker, WordPiece's ``##`` continuations and a word-level
+    vocabulary (tokens joined with spaces). A byte that continues a UTF-8 character adds no
+    whitespace, so a word is never cut inside a character. Cached per id in ``cache``.
+    """
+    known = cache.get(token) if cache is not None else None
+    if known is None:
+        one = tokenizer.decode([token], skip_special_tokens=True)
+        two = tokenizer.decode([token, token], skip_special_tokens=True)
+        added = two[len(one):] if two.startswith(one) else ""
+        known = added[:1].isspace()
+        if cache is not None:
+            cache[token] = known
+    return known
+
+
+def timed_words(tokenizer: Any, ids: list[int], times: list[tuple[float, float]], duration: float,
+                cache: dict[int, bool] | None = None) -> list[Word]:
+    """Token ids grouped into words (a word starts at a token whose text starts with a space),
+    each decoded on its own and timed from its first token's start to its last token's end.
+    Words that decode to nothing (special tokens only) are dropped; times are clamped to
+    [0, duration] and never go back."""
+    groups: list[tuple[list[int], float, float]] = []
+    for i, (t, (start, end)) in enumerate(zip(ids, times, strict=True)):
+        if i == 0 or starts_word(tokenizer, t, cache):
+            groups.append(([t], start, end))
+        else:
+            group, first, _ = groups[-1]
+            group.append(t)
+            groups[-1] = (group, first, end)
+    words, floor = [], 0.0
+    for group, start, end in groups:
+        text = tokenizer.decode(group, skip_special_tokens=True).strip()
+        if not text:
+            continue
+        start = min(max(start, floor), duration)
+        end = min(max(end, start), duration)
+        words.append(Word(start, end, text))
+        floor = end
+    return words
 
 
 class GraniteNarNativeEngine(TorchEngine):
@@ -48,6 +94,7 @@ class GraniteNarNativeEngine(TorchEngine):
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
         self.tokenizer = None
+        self._word_start: dict[int, bool] = {}
         self.draft_tokens_per_s: float | None = None
         if random_weights:
             self.model = random_model(NarConfig.named(size), seed=seed, dtype=dtype, device=self.device)
@@ -91,8 +138,17 @@ class GraniteNarNativeEngine(TorchEngine):
         except torch.cuda.OutOfMemoryError as exc:
             torch.cuda.empty_cache()
             raise EngineOutOfMemory(str(exc)) from exc
-        texts = [self.decode(ids) for ids in out.tokens]
-        return [[Segment(0.0, d, t)] if t else [] for t, d in zip(texts, durations, strict=True)]
+        return [self._segments(ids, times, d)
+                for ids, times, d in zip(out.tokens, out.token_times, durations, strict=True)]
+
+    def _segments(self, ids: list[int], times: list[tuple[float, float]], duration: float) -> list[Segment]:
+        """One segment per chunk, its text the full decode (as without word times), spanning the
+        chunk as before; its words say when each was spoken."""
+        text = self.decode(ids)
+        if not text:
+            return []
+        words = timed_words(self.tokenizer, ids, times, duration, self._word_start)
+        return [Segment(0.0, duration, text, words=tuple(words))]
 
     def token_outputs(self, batch: list[np.ndarray]):
         """Token ids, text and editor logits per chunk (for `callscribe parity`)."""

@@ -13,7 +13,8 @@ checkpoint.py maps them to the published checkpoint's.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from itertools import pairwise
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +38,61 @@ def ctc_collapse_with_steps(ids: torch.Tensor, blank: int) -> tuple[torch.Tensor
     starts[1:] = ids[1:] != ids[:-1]
     keep = starts & (ids != blank)
     return ids[keep], torch.nonzero(keep).flatten()
+
+
+def collapse_with_slots(ids: list[int], blank: int) -> tuple[list[int], list[int]]:
+    """Greedy CTC on a host list (no device syncs): kept tokens and the slot each run starts at."""
+    tokens, slots = [], []
+    prev = None
+    for i, t in enumerate(ids):
+        if t != prev and t != blank:
+            tokens.append(t)
+            slots.append(i)
+        prev = t
+    return tokens, slots
+
+
+# A token ends where the next one starts, but at most this long after its own start: the word
+# before a pause would otherwise stretch over the pause (a chunk packs several speech regions,
+# and a word's midpoint decides which region it goes back to).
+MAX_TOKEN_S = 0.5
+
+
+def slot_times(slots: list[int], draft_times: list[float]) -> list[float]:
+    """Start time of each final token from the editor slot its run starts at.
+
+    The editor's slots are [blank, d0, blank, d1, ..., d(n-1), blank] + blank padding: slot 2k+1
+    holds draft token k and takes its time; slot 2k (an insertion before draft token k) takes the
+    midpoint between draft tokens k-1 and k (draft token 0's time for k = 0); slot 2n (after the
+    last draft token) and the padding take the last draft token's time. Without a draft: 0.0.
+    Monotone in the slot, so the times of a collapsed sequence never decrease.
+    """
+    n = len(draft_times)
+    if n == 0:
+        return [0.0] * len(slots)
+    out = []
+    for s in slots:
+        k, odd = divmod(s, 2)
+        if s >= 2 * n:
+            t = draft_times[-1]
+        elif odd:
+            t = draft_times[k]
+        elif k == 0:
+            t = draft_times[0]
+        else:
+            t = (draft_times[k - 1] + draft_times[k]) / 2
+        out.append(round(t, 6))
+    return out
+
+
+def token_spans(starts: list[float], step_s: float, duration: float,
+                max_token_s: float = MAX_TOKEN_S) -> list[tuple[float, float]]:
+    """(start, end) per token: each ends at the next one's start (at most ``max_token_s`` after its
+    own), the last one step after its start, never past ``duration`` nor before its start."""
+    ends = [min(b, a + max_token_s) for a, b in pairwise(starts)]
+    if starts:
+        ends.append(min(starts[-1] + step_s, duration))
+    return [(a, round(max(a, e), 6)) for a, e in zip(starts, ends, strict=True)]
 
 
 def bucketed(frames: int, block: int) -> int:
@@ -354,6 +410,9 @@ class NarOutput:
     draft_steps: list[list[int]]  # per draft token, the BPE CTC step its run starts at
     step_s: float  # seconds per BPE CTC step: frames per pooling window x 20 ms (80 ms)
     logits: list[torch.Tensor] | None = None  # editor logits on each item's text slots (when asked)
+    # Per final token, (start, end) in seconds from the item's start (see slot_times): a chunk
+    # packs several speech regions, and word times say where its text is split back into them.
+    token_times: list[list[tuple[float, float]]] = field(default_factory=list)
 
     def draft_times(self, item: int) -> list[float]:
         """Start time in seconds, from the item's start, of each draft token (a step's start)."""
@@ -440,11 +499,20 @@ class GraniteNar(nn.Module):
             best.append(lg.argmax(-1))
             if return_logits:
                 logits.append(lg.float())
-        best_ids = torch.cat(best).split([s.numel() for s in slot_ids])
-        tokens = [ctc_collapse(b, cfg.blank_id).tolist() for b in best_ids]
+        # One copy to the host; the collapse and the slot -> time mapping are small list work there.
+        flat = torch.cat(best).tolist()
+        draft_steps = [s.tolist() for _, s in found]
+        sr = cfg.features.sample_rate
+        tokens, token_times, offset = [], [], 0
+        for ids, steps, wave in zip(slot_ids, draft_steps, waves, strict=True):
+            kept, slots = collapse_with_slots(flat[offset : offset + ids.numel()], cfg.blank_id)
+            offset += ids.numel()
+            draft_times = [round(step * cfg.draft_step_s, 6) for step in steps]
+            tokens.append(kept)
+            token_times.append(token_spans(slot_times(slots, draft_times), cfg.draft_step_s, wave.numel() / sr))
         per_item = list(torch.cat(logits).split([s.numel() for s in slot_ids])) if return_logits else None
-        return NarOutput(tokens=tokens, drafts=[d.tolist() for d in drafts],
-                         draft_steps=[s.tolist() for _, s in found], step_s=cfg.draft_step_s, logits=per_item)
+        return NarOutput(tokens=tokens, drafts=[d.tolist() for d in drafts], draft_steps=draft_steps,
+                         step_s=cfg.draft_step_s, logits=per_item, token_times=token_times)
 
 
 def random_model(cfg: NarConfig, seed: int = 0, dtype: torch.dtype = torch.float32,
