@@ -6,11 +6,14 @@
 On a bare CUDA machine with torch and the wheels of scripts/gpu_wheels.sh (docs/benchmarks.md,
 "GPU check (one call)"), in one process: the card, torch and the editor's attention backend
 (checked against an fp32 reference); model build time and the first batch after it; a
-fixed-shape sweep (32/128/256 x 30 s, bf16, eager); the worker's own path on real chunks (the
-chunker's chunks of the sample calls, repeated to about 600, through `run_batches`); eager
-against torch.compile; peak GPU memory; the top 15 CUDA kernels of one batch. A time budget
-skips what would overrun it, with a note. Writes benchmarks/gpu-results.json (after every
-section, so a cut-off run keeps what it measured) and prints a Markdown table.
+fixed-shape sweep (32/128/256 x 30 s, bf16, eager); the worker's own path on real chunks
+through `run_batches`: a 10-minute stereo call (the sample call tiled) chunked as the engine's
+chunking packs it (chunking_for) and as the chunker cut it before packing (BEFORE_PACKING, one
+chunk per speech region), each repeated to about 2,400 s of audio, so the two figures say what
+packing buys on the card; eager against torch.compile; peak GPU memory; the top 15 CUDA
+kernels of one batch. A time budget skips what would overrun it, with a note. Writes
+benchmarks/gpu-results.json (after every section, so a cut-off run keeps what it measured) and
+prints a Markdown table.
 
 ``--smoke`` runs the same code on the CPU with the tiny model in seconds and writes to a
 temporary folder unless told otherwise: the unit tests run it.
@@ -34,9 +37,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.data import tiled_call
+from benchmarks.heldout import BEFORE_PACKING
 from callscribe import engines
-from callscribe.audio import TARGET_SR, decode
+from callscribe.audio import TARGET_SR, Decoded
 from callscribe.bench import cpu_model, machine_info, run_throughput, speech_chunks
+from callscribe.chunking import ChunkingParams, chunking_for
 from callscribe.engines.nar.packed import (
     attention_backend,
     cu_seqlens_for,
@@ -45,7 +51,6 @@ from callscribe.engines.nar.packed import (
     torch_varlen_kernel,
     varlen_attention,
 )
-from callscribe.samples import sample_files
 from callscribe.transcription import chunk_all, run_batches
 
 log = logging.getLogger("benchmarks.gpu")
@@ -63,7 +68,8 @@ class Plan:
     sweep: tuple[int, ...]  # batch sizes of chunk_s chunks
     ref_batch: int  # the batch of the first-batch latency, the profile and the compiled run
     chunk_s: float
-    real_chunks: int  # the chunker's chunks of the sample calls, repeated to about this many
+    real_call_s: float  # the long stereo call chunked for the real-chunk figures (the sample call tiled)
+    real_audio_s: float  # its chunks, repeated (whole) to about this many audio seconds, per chunking
     batch_audio_s: float  # run_batches' audio budget per batch (the job's batch_audio_s)
     timed: int  # timed batches (or passes) per figure, after `warmup`
     warmup: int
@@ -73,11 +79,32 @@ class Plan:
     cpu_threads: int | None = None  # torch's CPU threads during the check (None: as they are)
 
 
-GPU = Plan(size="full", sweep=(32, 128, 256), ref_batch=128, chunk_s=30.0, real_chunks=600, batch_audio_s=3840.0,
-           timed=3, warmup=1, budget_s=200.0, attn_heads=(16, 4, 128), attn_lengths=(541, 300, 97, 13, 1200))
-SMOKE = Plan(size="tiny", sweep=(1, 2, 4), ref_batch=2, chunk_s=30.0, real_chunks=45, batch_audio_s=120.0,
+# real_audio_s: 2,400 s, what the one real-chunk section timed before packing (600 chunks of about 4 s).
+GPU = Plan(size="full", sweep=(32, 128, 256), ref_batch=128, chunk_s=30.0, real_call_s=600.0, real_audio_s=2400.0,
+           batch_audio_s=3840.0, timed=3, warmup=1, budget_s=200.0, attn_heads=(16, 4, 128),
+           attn_lengths=(541, 300, 97, 13, 1200))
+SMOKE = Plan(size="tiny", sweep=(1, 2, 4), ref_batch=2, chunk_s=30.0, real_call_s=90.0, real_audio_s=150.0,
+             batch_audio_s=120.0,
              timed=3, warmup=1, budget_s=100.0, attn_heads=(4, 2, 12), attn_lengths=(41, 30, 7, 1),
              cpu_threads=1)  # the tiny model gains nothing from threads, which slow it 3x on a busy machine
+
+
+@dataclass(frozen=True)
+class RealChunks:
+    """The real-chunk figures' chunks under one chunking: "packed", the engine's own (chunking_for: a
+    channel's speech regions packed into chunks of up to its target length), or "before", the chunker's
+    before packing (BEFORE_PACKING: one chunk per speech region)."""
+
+    chunker: str  # "packed" or "before"
+    source: str  # where params come from
+    params: ChunkingParams
+    audios: list[np.ndarray]  # the call's chunks (int16, 16 kHz), repeated whole `repeats` times
+    distinct: int  # the call's own chunks
+    repeats: int
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.array([len(a) for a in self.audios]) / TARGET_SR
 
 
 def process_age_s() -> float:
@@ -118,7 +145,7 @@ class Check:
         self.results: dict = {"smoke": smoke, "plan": asdict(plan), "notes": [], "errors": {}}
         self.engine = None
         self.peaks: list[int] = []
-        self._real: tuple[list[np.ndarray], int] | None = None
+        self._real: dict[str, RealChunks] = {}
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -305,22 +332,38 @@ class Check:
             rows.sort(key=lambda r: r["batch"])
             self.save()
 
-    def real_audios(self) -> tuple[list[np.ndarray], int]:
-        if self._real is None:
-            decoded = [decode(f.read_bytes(), f.name) for f in sample_files()]
-            _, distinct = chunk_all(decoded)  # the chunker's own chunks, as the worker gets them
-            reps = max(1, round(self.plan.real_chunks / len(distinct)))
-            self._real = distinct * reps, len(distinct)
-        return self._real
+    def real_call(self) -> Decoded:
+        """The long stereo call of the real-chunk figures, as decode() gives it (int16 channels, 8 kHz)."""
+        rate = 8000
+        audio = tiled_call(self.plan.real_call_s, stereo=True, rate=rate)
+        channels = [np.round(audio[:, c] * 32767).astype(np.int16) for c in range(audio.shape[1])]
+        return Decoded(channels, rate, len(audio) / rate, "PCM_16")
 
-    def real_estimate(self, passes: int) -> float:
-        audios, _ = self.real_audios()
-        audio_s = sum(len(a) for a in audios) / TARGET_SR
-        return passes * audio_s / self.rate() * 2.5 + 1  # short chunks ran at about half the 30 s rate
+    def real_audios(self, chunker: str) -> RealChunks:
+        """The call's chunks as the worker gets them, repeated whole to about plan.real_audio_s of audio."""
+        if chunker not in self._real:
+            engine = getattr(self.engine, "name", None) or ENGINE
+            if chunker == "before":
+                params, source = BEFORE_PACKING, "benchmarks.heldout.BEFORE_PACKING"
+            else:
+                params, source = chunking_for(engine), f"chunking_for({engine!r})"
+            _, distinct = chunk_all([self.real_call()], params)
+            if not distinct:
+                raise RuntimeError(f"the chunker ({chunker}) found no speech in the call")
+            distinct_s = sum(len(a) for a in distinct) / TARGET_SR
+            reps = max(1, round(self.plan.real_audio_s / distinct_s))
+            self._real[chunker] = RealChunks(chunker, source, params, distinct * reps, len(distinct), reps)
+        return self._real[chunker]
 
-    def real_chunks(self, label: str) -> dict:
-        audios, distinct = self.real_audios()
-        lengths = np.array([len(a) for a in audios]) / TARGET_SR
+    def real_estimate(self, chunker: str, passes: int) -> float:
+        lengths = self.real_audios(chunker).lengths
+        # Chunks of about 4 s ran at about 0.6 of the 30 s rate (H200); packed ones, near 30 s, near it.
+        slow = 2.5 if float(np.median(lengths)) < self.plan.chunk_s / 2 else 1.5
+        return passes * float(lengths.sum()) / self.rate() * slow + 1
+
+    def real_chunks(self, chunker: str, label: str) -> dict:
+        real = self.real_audios(chunker)
+        audios, lengths = real.audios, real.lengths
         self.reset_peak()
         run_batches(self.engine, audios, self.plan.batch_audio_s)  # warm-up: every batch shape once
         walls, metrics = [], []
@@ -333,8 +376,10 @@ class Check:
         audio_s = float(lengths.sum())
         wall_in_batches = sum(m.wall_s for m in metrics)
         p10, p50, p90 = np.percentile(lengths, [10, 50, 90])
-        out = {"mode": label, "chunks": len(audios), "distinct_chunks": distinct, "calls": len(sample_files()),
-               "audio_s": round(audio_s, 1), "chunk_s_p10": round(float(p10), 2), "chunk_s_p50": round(float(p50), 2),
+        out = {"mode": label, "chunker": real.chunker, "chunking_source": real.source,
+               "chunking": asdict(real.params), "chunks": len(audios), "distinct_chunks": real.distinct,
+               "repeats": real.repeats, "call_s": self.plan.real_call_s, "audio_s": round(audio_s, 1),
+               "chunk_s_p10": round(float(p10), 2), "chunk_s_p50": round(float(p50), 2),
                "chunk_s_p90": round(float(p90), 2), "batch_audio_s": self.plan.batch_audio_s,
                "batches": len(metrics), "chunks_per_batch_median": statistics.median(m.n_chunks for m in metrics),
                "passes_s": [round(w, 3) for w in walls], "median_s": round(median, 3),
@@ -342,7 +387,8 @@ class Check:
                "reader_wait_frac": round(sum(m.wall_s - m.model_s for m in metrics) / wall_in_batches, 4)
                if wall_in_batches else 0.0,
                "peak_mem_bytes": self.peak()}
-        log.info("real chunks (%s): %d chunks, RTFx %.0f", label, len(audios), out["rtfx"])
+        log.info("real chunks (%s, %s): %d chunks, p50 %.1f s, RTFx %.0f", real.chunker, label, len(audios),
+                 out["chunk_s_p50"], out["rtfx"])
         return out
 
     def profile(self) -> dict:
@@ -412,7 +458,11 @@ class Check:
         self.section("attention", self.attention)
         self.section("first_batch", self.first_batch)
         self.sweep()
-        self.section("real_chunks", lambda: self.real_chunks("eager"), lambda: self.real_estimate(plan.timed + 1))
+        passes = plan.timed + 1  # a warm-up pass, then the timed ones
+        self.section("real_chunks", lambda: self.real_chunks("packed", "eager"),
+                     lambda: self.real_estimate("packed", passes))
+        self.section("real_chunks_before", lambda: self.real_chunks("before", "eager"),
+                     lambda: self.real_estimate("before", passes))
         self.section("profile", self.profile, lambda: 3 * self.batch_estimate(plan.ref_batch) + 15)
         if not self.compile:
             why = "off on a CPU (pass --compile)" if not self.cuda else "off (--no-compile)"
@@ -424,8 +474,8 @@ class Check:
                          lambda: (60.0 if self.cuda else 90.0) + 6 * self.batch_estimate(plan.ref_batch))
             if "rtfx" in self.results.get("compiled", {}):
                 # New batch shapes recompile until dynamo marks their sizes dynamic.
-                self.section("real_chunks_compiled", lambda: self.real_chunks("torch.compile"),
-                             lambda: self.results["compiled"]["compile_s"] + self.real_estimate(plan.timed + 1))
+                self.section("real_chunks_compiled", lambda: self.real_chunks("packed", "torch.compile"),
+                             lambda: self.results["compiled"]["compile_s"] + self.real_estimate("packed", passes))
             else:
                 self.results["real_chunks_compiled"] = {"skipped": "no compiled engine"}
         return self.finish()
@@ -487,17 +537,27 @@ def render(res: dict) -> str:
             f"RTFx **{_num(s['rtfx'])}** ({s['median_s']:.3f} s per batch, median of {s['batches_timed']}; "
             f"peak {_mem(s['peak_mem_bytes'])})"))))
 
-    def real(s: dict) -> str:
-        return (f"RTFx **{_num(s['rtfx'])}** ({s['chunks']} chunks: {s['distinct_chunks']} from {s['calls']} calls "
-                f"repeated; p10/p50/p90 {s['chunk_s_p10']:.1f}/{s['chunk_s_p50']:.1f}/{s['chunk_s_p90']:.1f} s; "
-                f"{s['batches']} batches of <= {s['batch_audio_s']:g} s audio; median of {len(s['passes_s'])} passes "
-                f"{s['median_s']:.2f} s; reader wait {100 * s['reader_wait_frac']:.1f} %)")
+    before = res.get("real_chunks_before", {})
 
-    rows.append(("real chunks through run_batches, eager", _figure(res.get("real_chunks"), real)))
+    def real(s: dict) -> str:
+        c = s["chunking"]
+        how = (f"packed to <= {c['max_chunk_s']:g} s" if c.get("pack") else "one per speech region") + \
+            f", pad {c['pad_s']:g} s"
+        gain = (f"; x{s['rtfx'] / before['rtfx']:.2f} the before-packing RTFx"
+                if s is not before and s["chunker"] == "packed" and before.get("rtfx") else "")
+        return (f"RTFx **{_num(s['rtfx'])}**{gain} ({s['chunks']} chunks ({how}): {s['distinct_chunks']} of a "
+                f"{s['call_s']:g} s stereo call x {s['repeats']}, {s['audio_s']:,.0f} s audio; p10/p50/p90 "
+                f"{s['chunk_s_p10']:.1f}/{s['chunk_s_p50']:.1f}/{s['chunk_s_p90']:.1f} s; {s['batches']} batches of "
+                f"<= {s['batch_audio_s']:g} s audio; median of {len(s['passes_s'])} passes {s['median_s']:.2f} s; "
+                f"reader wait {100 * s['reader_wait_frac']:.1f} %)")
+
+    rows.append(("real chunks through run_batches, packed, eager", _figure(res.get("real_chunks"), real)))
+    rows.append(("real chunks through run_batches, before packing, eager", _figure(before, real)))
     rows.append(("fixed batch, torch.compile", _figure(res.get("compiled"), lambda s: (
         f"RTFx **{_num(s['rtfx'])}** vs eager {_num(s['eager_rtfx'])} (x{s['speedup']:.2f}; {s['batch']} x "
         f"{s['chunk_s']:g} s; compile {s['compile_s']:.0f} s, first compiled batch {s['first_batch_s']:.1f} s)"))))
-    rows.append(("real chunks through run_batches, torch.compile", _figure(res.get("real_chunks_compiled"), real)))
+    rows.append(("real chunks through run_batches, packed, torch.compile",
+                 _figure(res.get("real_chunks_compiled"), real)))
     rows.append((f"peak {mem_word} memory", _mem(res.get("peak_mem_bytes"))))
     rows.append(("wall time of the check", f"{res.get('elapsed_s', 0):.0f} s (budget {res.get('budget_s', 0):.0f} s)"))
 
@@ -529,7 +589,9 @@ def main(argv: list[str] | None = None, from_process_start: bool = False) -> int
     ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                     help="measure torch.compile too (default: on with CUDA, off on a CPU)")
     ap.add_argument("--sweep", help="batch sizes, comma-separated (default 32,128,256; smoke 1,2,4)")
-    ap.add_argument("--real-chunks", type=int, help="real chunks per pass (default 600; smoke 45)")
+    ap.add_argument("--real-audio-s", type=float,
+                    help="audio seconds of real chunks per pass, per chunking (default 2400; smoke 150)")
+    ap.add_argument("--real-call-s", type=float, help="length of the call they come from (default 600; smoke 90)")
     ap.add_argument("--batch-audio-s", type=float, help="run_batches' audio seconds per batch (default 3840)")
     args = ap.parse_args(argv)
 
@@ -547,8 +609,10 @@ def main(argv: list[str] | None = None, from_process_start: bool = False) -> int
     if args.sweep:
         sweep = tuple(int(x) for x in args.sweep.split(","))
         plan = replace(plan, sweep=sweep, ref_batch=plan.ref_batch if plan.ref_batch in sweep else sweep[0])
-    if args.real_chunks:
-        plan = replace(plan, real_chunks=args.real_chunks)
+    if args.real_audio_s:
+        plan = replace(plan, real_audio_s=args.real_audio_s)
+    if args.real_call_s:
+        plan = replace(plan, real_call_s=args.real_call_s)
     if args.batch_audio_s:
         plan = replace(plan, batch_audio_s=args.batch_audio_s)
     if args.budget_s:

@@ -6,6 +6,7 @@ the one call of device time the real check gets is not spent finding a broken se
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import tempfile
@@ -19,8 +20,12 @@ from benchmarks import gpu
 
 ROWS = ("card", "torch", "attention backend", "model build (random weights)", "first batch after build",
         "fixed 1 x 30 s, eager", "fixed 2 x 30 s, eager", "fixed 4 x 30 s, eager",
-        "real chunks through run_batches, eager", "real chunks through run_batches, torch.compile",
+        "real chunks through run_batches, packed, eager", "real chunks through run_batches, before packing, eager",
+        "real chunks through run_batches, packed, torch.compile",
         "fixed batch, torch.compile", "peak process (RSS) memory", "wall time of the check")
+
+
+SHORT_REAL = ["--real-call-s", "30", "--real-audio-s", "1"]  # a 30 s call's chunks, once
 
 
 def _rate_agrees(audio_s: float, median_s: float, rtfx: float) -> bool:
@@ -75,16 +80,36 @@ def test_the_sweep_has_every_size_with_consistent_figures(smoke):
         assert r["peak_mem_bytes"] > 0
 
 
-def test_real_chunks_come_from_the_chunker_through_run_batches(smoke):
+@pytest.mark.parametrize("key", ["real_chunks", "real_chunks_before"])
+def test_real_chunks_come_from_the_chunker_through_run_batches(smoke, key):
     _, res, _, _ = smoke
-    r = res["real_chunks"]
-    assert r["mode"] == "eager" and r["calls"] == 3
-    assert r["distinct_chunks"] > 3 and r["chunks"] % r["distinct_chunks"] == 0 and r["chunks"] >= 40
-    assert 0 < r["chunk_s_p10"] <= r["chunk_s_p50"] <= r["chunk_s_p90"] <= 30
+    r = res[key]
+    assert r["mode"] == "eager" and r["call_s"] == gpu.SMOKE.real_call_s
+    assert r["chunks"] == r["distinct_chunks"] * r["repeats"] and r["distinct_chunks"] >= 2
+    assert 0 < r["chunk_s_p10"] <= r["chunk_s_p50"] <= r["chunk_s_p90"] <= r["chunking"]["max_chunk_s"]
+    assert abs(r["audio_s"] - gpu.SMOKE.real_audio_s) <= gpu.SMOKE.real_audio_s / 2  # repeated to about the target
     assert len(r["passes_s"]) >= 3 and r["median_s"] == pytest.approx(statistics.median(r["passes_s"]), abs=1e-3)
-    assert _rate_agrees(r["audio_s"], r["median_s"], r["rtfx"])
+    assert r["rtfx"] > 0 and _rate_agrees(r["audio_s"], r["median_s"], r["rtfx"])
     assert r["batches"] >= 1 and 0 <= r["reader_wait_frac"] < 1
     assert r["audio_s"] / r["batches"] <= r["batch_audio_s"] * 1.01  # the budget was run_batches'
+
+
+def test_packed_and_before_packing_chunk_the_same_call_differently(smoke):
+    """The packed figure is the engine's own chunking, the other the chunker's before packing, on about the
+    same audio: packing makes far fewer, far longer chunks."""
+    from benchmarks.heldout import BEFORE_PACKING
+    from callscribe.chunking import chunking_for
+
+    _, res, md, _ = smoke
+    packed, before = res["real_chunks"], res["real_chunks_before"]
+    assert packed["chunker"] == "packed" and before["chunker"] == "before"
+    assert packed["chunking"] == dataclasses.asdict(chunking_for(gpu.ENGINE)) and packed["chunking"]["pack"] is True
+    assert before["chunking"] == dataclasses.asdict(BEFORE_PACKING) and before["chunking"]["pack"] is False
+    assert gpu.ENGINE in packed["chunking_source"] and "BEFORE_PACKING" in before["chunking_source"]
+    assert packed["chunk_s_p50"] >= 3 * before["chunk_s_p50"] and packed["chunk_s_p50"] >= 15
+    assert before["chunks"] >= 3 * packed["chunks"]
+    assert packed["audio_s"] == pytest.approx(before["audio_s"], rel=0.1)
+    assert "the before-packing RTFx" in md and "one per speech region" in md and "packed to <= 30 s" in md
 
 
 def test_compile_is_reported_as_skipped_on_a_cpu(smoke):
@@ -127,8 +152,8 @@ def test_the_budget_skips_what_would_overrun_it(tmp_path, capsys):
     assert rc == 0 and res["errors"] == {}
     assert res["build"]["seconds"] > 0 and res["first_batch"]["seconds"] > 0
     assert all("skipped" in r for r in res["sweep"]["rows"])
-    assert "skipped" in res["real_chunks"] and "skipped" in res["profile"]
-    assert len(res["notes"]) == len(gpu.SMOKE.sweep) + 2
+    assert all("skipped" in res[k] for k in ("real_chunks", "real_chunks_before", "profile"))
+    assert len(res["notes"]) == len(gpu.SMOKE.sweep) + 3
     out = capsys.readouterr().out
     assert "| fixed 2 x 30 s, eager | skipped: needs about" in out and "Notes:" in out
 
@@ -138,10 +163,11 @@ def test_a_section_that_fails_is_reported_and_the_rest_still_run(tmp_path, monke
         raise RuntimeError("no kernels today")
 
     monkeypatch.setattr(gpu.Check, "profile", broken)
-    rc = gpu.main(["--smoke", "--sweep", "1", "--real-chunks", "15", "--out", str(tmp_path / "r.json")])
+    rc = gpu.main(["--smoke", "--sweep", "1", *SHORT_REAL, "--out", str(tmp_path / "r.json")])
     res = json.loads((tmp_path / "r.json").read_text())
     assert rc == 1 and res["errors"] == {"profile": "RuntimeError: no kernels today"}
-    assert res["real_chunks"]["rtfx"] > 0 and res["sweep"]["rows"][0]["rtfx"] > 0
+    assert res["real_chunks"]["rtfx"] > 0 and res["real_chunks_before"]["rtfx"] > 0
+    assert res["sweep"]["rows"][0]["rtfx"] > 0
     assert "Kernel profile: error: RuntimeError: no kernels today" in capsys.readouterr().out
 
 
@@ -150,8 +176,9 @@ def test_called_in_process_the_budget_counts_from_the_call(tmp_path, monkeypatch
     import json
 
     monkeypatch.setattr(gpu, "process_age_s", lambda: 465.0)
-    rc = gpu.main(["--smoke", "--sweep", "1", "--real-chunks", "15", "--out", str(tmp_path / "r.json")])
+    rc = gpu.main(["--smoke", "--sweep", "1", *SHORT_REAL, "--out", str(tmp_path / "r.json")])
     res = json.loads((tmp_path / "r.json").read_text())
     assert rc == 0 and res["elapsed_s"] < 60
-    assert "skipped" not in res["real_chunks"]
+    assert "skipped" not in res["real_chunks"] and "skipped" not in res["real_chunks_before"]
+    assert res["real_chunks"]["call_s"] == 30 and res["real_chunks"]["repeats"] == 1
     assert gpu.Budget(100, from_process_start=True).elapsed() >= 465  # from the command line it does count
