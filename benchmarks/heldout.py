@@ -11,9 +11,9 @@ and both are scored against the reference with Whisper's normaliser. The target 
 pipeline WER <= model-alone WER + 0.01 on every file. Also reported: the chunk-length
 distribution, the 30 s window slots each path runs, and wall time per file.
 
-`--compare` runs the pipeline twice in one process, "before" with ChunkingParams(pack=False)
-and "after" with the defaults, so both come from the same machine and the same model-alone
-figures (when ChunkingParams has no `pack` field yet, only the defaults run).
+`--compare` runs the pipeline twice in one process, "before" with the chunker's settings
+from before packing (BEFORE_PACKING) and "after" with the engine's own (chunking_for), so both
+come from the same machine and the same model-alone figures.
 `--param key=value` overrides a ChunkingParams field (repeatable), to sweep pad_s and the like.
 
     python -m benchmarks.heldout --compare --json out.json --md out.md
@@ -35,10 +35,11 @@ import numpy as np
 
 from benchmarks.heldout_data import CACHE, HeldoutFile, build
 from callscribe.audio import TARGET_SR, as_float, at_16k, decode
-from callscribe.chunking import ChunkingParams
+from callscribe.chunking import ChunkingParams, chunking_for
 from callscribe.evaluation import word_errors
 from callscribe.transcription import as_channels, chunk_all, recognize_chunks
 
+ENGINE = "whisper-tiny"  # the engine that runs offline on a CPU
 TOLERANCE = 0.01  # pipeline may be worse than the model alone by at most this much WER
 WINDOW_S = 30.0
 
@@ -70,10 +71,6 @@ def make_params(overrides: dict[str, str] | None = None, base: ChunkingParams | 
             raise ValueError(f"ChunkingParams has no field {key!r}; it has: {', '.join(known)}")
         changes[key] = _convert(value, known[key], key) if isinstance(value, str) else value
     return dataclasses.replace(base, **changes)
-
-
-def has_field(name: str) -> bool:
-    return any(f.name == name for f in dataclasses.fields(ChunkingParams))
 
 
 def parse_params(items: list[str]) -> dict[str, str]:
@@ -274,13 +271,16 @@ def run(files: list[HeldoutFile], settings: dict[str, ChunkingParams], eng, tole
     return runs
 
 
+# The chunker as it was before packing (one chunk per region, 0.2 s of context), for --compare.
+BEFORE_PACKING = ChunkingParams(max_chunk_s=30.0, max_merge_gap_s=1.0, pad_s=0.2, pack=False)
+
+
 def settings_for(compare: bool, overrides: dict[str, str]) -> tuple[dict[str, ChunkingParams], str | None]:
-    after = make_params(overrides)
+    """The engine's own chunking (chunking_for), with --param overrides; --compare adds BEFORE_PACKING."""
+    after = make_params(overrides, base=chunking_for(ENGINE))
     if not compare:
         return {"defaults": after}, None
-    if not has_field("pack"):
-        return {"after": after}, "ChunkingParams has no 'pack' field yet: ran the defaults only"
-    return {"before": dataclasses.replace(after, pack=False), "after": after}, None
+    return {"before": BEFORE_PACKING, "after": after}, None
 
 
 def code_state() -> dict:
@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
 
     code = code_state()
     t0 = time.perf_counter()
-    eng = engines.create("whisper-tiny", **({"threads": args.threads} if args.threads else {}))
+    eng = engines.create(ENGINE, **({"threads": args.threads} if args.threads else {}))
     load_s = time.perf_counter() - t0
     eng.model.transcribe(np.zeros(TARGET_SR, np.float32), **DECODE_OPTIONS)  # warm-up, not timed
     runs = run(files, settings, eng, args.tolerance, log=lambda s: print(s, file=sys.stderr, flush=True))

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from callscribe import engines
 from callscribe.audio import at_16k, decode
+from callscribe.chunking import chunking_for
 from callscribe.evaluation import corpus_wer
 from callscribe.transcription import DEFAULT_BATCH_AUDIO_S, as_channels, chunk_all, recognize_chunks
 
@@ -86,7 +87,7 @@ def run_bench(engine_name: str, folder: Path, repeat: int = 1, batch_audio_s: fl
 
     t0 = time.perf_counter()
     decoded = [(f, decode(f.read_bytes(), f.name)) for _ in range(repeat) for f in files]
-    items, audios = chunk_all([d for _, d in decoded])
+    items, audios = chunk_all([d for _, d in decoded], chunking_for(eng.name))
     prep_s = time.perf_counter() - t0
 
     placed, metrics = recognize_chunks(eng, len(decoded), items, audios, batch_audio_s)

@@ -1,4 +1,4 @@
-"""Split a recording's channels into chunks of packed speech, each at most 30 s.
+"""Split a recording's channels into chunks of packed speech, each at most the engine's target (25-30 s).
 
 Each channel is chunked on its own (agent and customer on separate channels). Voice
 activity comes from WebRTC's VAD. Speech regions separated by a short pause are joined
@@ -11,9 +11,9 @@ A chunk is its audio plus the map of its regions: where each region sits in the 
 and in the recording. Recognised words are put back in place through that map, so no
 segment ever spans a pause that was cut out (see transcription.place).
 
-A region longer than a chunk is cut at its quietest frame shortly before the limit, not
-at the limit, so a cut rarely falls inside a word; the two sides of a cut touch, so no
-sample of speech is lost or heard twice.
+A channel no longer than one chunk is sent whole. A region longer than a chunk is cut at
+its quietest frame shortly before the limit, not at the limit, so a cut rarely falls inside
+a word; the two sides of a cut touch, so no sample of speech is lost or heard twice.
 
 The VAD runs on the source samples when their rate is one it takes (8, 16, 32, 48 kHz),
 and only the regions are resampled to 16 kHz: in a two-party call each channel is about
@@ -37,7 +37,7 @@ VAD_RATES = (8000, 16000, 32000, 48000)
 class ChunkingParams:
     max_chunk_s: float = 30.0  # the target: a chunk's audio (regions with their context) at most
     max_merge_gap_s: float = 1.0  # a pause up to this long stays whole inside a region; longer ones are cut out
-    pad_s: float = 0.25  # context kept before and after each region (measured: docs/benchmarks.md)
+    pad_s: float = 0.4  # context kept before and after each region (measured: docs/benchmarks.md)
     pack: bool = True  # several regions per chunk; False gives each region its own chunk
     cut_search_s: float = 5.0  # a too-long region is cut at its quietest frame in this window before the limit
     vad_aggressiveness: int = 2
@@ -214,6 +214,12 @@ def chunk_channel(x: np.ndarray, rate: int, channel: int,
         return []
     min_frames = max(1, int(params.min_speech_s * 1000 / FRAME_MS))
     regions = frames_to_regions(flags, min_frames)
+    if not regions:
+        return []
+    if len(x) <= params.max_chunk_s * rate:
+        # A channel that fits in one chunk goes whole: nothing to gain from cutting it,
+        # and the model hears exactly what it would hear decoding the file by itself.
+        return [Chunk(channel, 0, rate, ((0, len(x)),))]
     # Cuts are only looked for inside joined regions: only their frames need an energy.
     frames, energy = _frames(x, rate), np.zeros(n, dtype=np.float32)
     for a, b in join_close(regions, _ms_frames(params.max_merge_gap_s)):

@@ -21,6 +21,7 @@ import numpy as np
 
 from callscribe.audio import as_float, decode
 from callscribe.bench import load_labelled
+from callscribe.chunking import chunking_for
 from callscribe.engines.base import Segment
 from callscribe.evaluation import corpus_wer
 from callscribe.transcription import as_channels, chunk_all, order_segments, place
@@ -124,7 +125,7 @@ def run_parity(reference: TokenEngine, native: TokenEngine, folder: Path, batch:
         log.warning("parity at batch %d: %s", batch, BATCH_NOTE)
     files, labels = load_labelled(folder)
     decoded = [decode(f.read_bytes(), f.name) for f in files]
-    items, audios = chunk_all(decoded)
+    items, audios = chunk_all(decoded, chunking_for(native.name))
     ref_out, nat_out = _run(reference, audios, batch), _run(native, audios, batch)
     report = compare(ref_out, nat_out)
     report.wer_reference = _label_wer(files, decoded, labels, items, ref_out)

@@ -20,7 +20,7 @@ import numpy as np
 
 from callscribe.audio import TARGET_SR, Decoded, as_float
 from callscribe.batching import plan_batches
-from callscribe.chunking import DEFAULT_CHUNKING, Chunk, ChunkingParams, chunk_recording
+from callscribe.chunking import DEFAULT_CHUNKING, Chunk, ChunkingParams, chunk_recording, chunking_for
 from callscribe.config import speaker_for
 from callscribe.engines import Engine, EngineOutOfMemory, Segment, Word
 from callscribe.errors import describe
@@ -198,11 +198,12 @@ def recognize_chunks(
 
 
 def transcribe_decoded(
-    decoded: Decoded, engine: Engine, params: ChunkingParams = DEFAULT_CHUNKING,
+    decoded: Decoded, engine: Engine, params: ChunkingParams | None = None,
     budget_s: float = DEFAULT_BATCH_AUDIO_S,
 ) -> list[PlacedSegment]:
-    """Chunk a decoded recording, recognise it and return its segments in time order per channel."""
-    items, audios = chunk_all([decoded], params)
+    """Chunk a decoded recording (as the engine wants it, by default), recognise it and return
+    its segments in time order per channel."""
+    items, audios = chunk_all([decoded], params or chunking_for(engine.name))
     placed, _ = recognize_chunks(engine, 1, items, audios, budget_s)
     return placed[0]
 

@@ -143,7 +143,7 @@ def test_silence_gives_no_chunks():
 
 
 def test_each_engine_gets_its_chunk_length(monkeypatch):
-    assert chunking_for("whisper-tiny").max_chunk_s == 30.0
+    assert chunking_for("whisper-tiny").max_chunk_s == 25.0 and chunking_for("granite-nar-native").max_chunk_s == 30
     monkeypatch.setenv("CALLSCRIBE_CHUNK_S", "20")
     assert chunking_for("granite-nar").max_chunk_s == 20.0
 
@@ -156,3 +156,13 @@ def test_frame_peaks_of_full_scale_negative_samples_do_not_wrap():
 def test_speech_frames_are_one_per_30_ms_at_the_source_rate():
     for rate in (8000, 16000, 48000):
         assert speech_frames(np.zeros(rate * 2, np.int16), rate).shape == (2000 // FRAME_MS,)
+
+
+def test_a_channel_that_fits_in_one_chunk_goes_whole():
+    decoded = _sample("call-0002.mp3")  # 20 s, mono
+    [(chunk, audio)] = chunk_recording(decoded, ChunkingParams(max_chunk_s=25))
+    assert chunk.regions == ((0, len(decoded.channels[0])),)
+    assert len(audio) == pytest.approx(decoded.duration_s * TARGET_SR, abs=2)
+    # Longer than a chunk: packed speech, the silence at the ends left out.
+    [(short, _)] = chunk_recording(decoded, ChunkingParams(max_chunk_s=18))
+    assert short.start > 0 and short.duration_s < decoded.duration_s

@@ -9,7 +9,7 @@ import soundfile as sf
 
 from benchmarks import heldout, heldout_data
 from callscribe.audio import decode
-from callscribe.chunking import ChunkingParams
+from callscribe.chunking import chunking_for
 
 
 def test_turn_order_agrees_with_the_per_channel_labels():
@@ -113,12 +113,9 @@ def test_params_from_the_command_line():
         heldout.make_params({"nope": "1"})
     with pytest.raises(ValueError):
         heldout.parse_params(["pad_s"])
-    names = {f.name for f in dataclasses.fields(ChunkingParams)}
-    settings, note = heldout.settings_for(True, {})
-    if "pack" in names:
-        assert settings["before"].pack is False and settings["after"] == ChunkingParams() and note is None
-    else:
-        assert list(settings) == ["after"] and note
+    settings, note = heldout.settings_for(True, {"pad_s": "0.3"})
+    assert settings["before"] == heldout.BEFORE_PACKING and settings["before"].pack is False and note is None
+    assert settings["after"] == dataclasses.replace(chunking_for("whisper-tiny"), pad_s=0.3)
 
 
 def test_markdown_report_marks_failures():
