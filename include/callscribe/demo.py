@@ -13,8 +13,8 @@ DEMO_QUERY = '"cancel my account"'
 
 def run_demo(profile: services.Profile, day: date) -> int:
     from callscribe import db
-    from callscribe.cli import run_day
     from callscribe.discovery import day_prefix
+    from callscribe.local_run import run_day
     from callscribe.samples import sample_files
     from callscribe.search import highlight, search
     from callscribe.storage import store

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
@@ -23,6 +22,7 @@ from callscribe.audio import as_float, decode
 from callscribe.bench import load_labelled
 from callscribe.chunking import chunking_for
 from callscribe.engines.base import Segment
+from callscribe.engines.tokens import ItemOutput, TokenEngine
 from callscribe.evaluation import corpus_wer
 from callscribe.transcription import as_channels, chunk_all, order_segments, place
 
@@ -30,19 +30,6 @@ log = logging.getLogger(__name__)
 
 BATCH_NOTE = ("batched reference figures include the reference's own batch dependence (features on the "
               "zero-padded batch, no masking inside its encoder blocks); run with batch 1 to compare the models alone")
-
-
-@dataclass
-class ItemOutput:
-    ids: list[int]
-    text: str
-    logits: object | None = None  # (text slots, vocab) tensor when the engine exposes it
-
-
-class TokenEngine(Protocol):
-    name: str
-
-    def token_outputs(self, batch: list[np.ndarray]) -> list[ItemOutput]: ...
 
 
 @dataclass

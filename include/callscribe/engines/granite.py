@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from callscribe.engines.base import EngineOutOfMemory, Segment, TorchEngine
+from callscribe.engines.tokens import ItemOutput
 
 log = logging.getLogger(__name__)
 
@@ -132,10 +133,8 @@ class GraniteNarEngine(TorchEngine):
             raise EngineOutOfMemory(str(exc)) from exc
         return [[Segment(0.0, d, t.strip())] if t.strip() else [] for t, d in zip(texts, durations, strict=True)]
 
-    def token_outputs(self, batch: list[np.ndarray]):
+    def token_outputs(self, batch: list[np.ndarray]) -> list[ItemOutput]:
         """Token ids and text per chunk, and logits when the remote code returns them (parity)."""
-        from callscribe.parity import ItemOutput
-
         tensors, _ = self.prepare(batch)
         with self.torch.inference_mode():
             inputs = self.processor([t.to(self.device) for t in tensors], device=self.device)

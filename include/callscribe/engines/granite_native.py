@@ -18,6 +18,7 @@ import numpy as np
 
 from callscribe.engines.base import EngineOutOfMemory, Segment, TorchEngine, Word
 from callscribe.engines.granite import HUB_ID, PINNED_REVISION, ModelDirError, missing_weights, model_dir
+from callscribe.engines.tokens import ItemOutput
 
 log = logging.getLogger(__name__)
 
@@ -150,10 +151,8 @@ class GraniteNarNativeEngine(TorchEngine):
         words = timed_words(self.tokenizer, ids, times, duration, self._word_start)
         return [Segment(0.0, duration, text, words=tuple(words))]
 
-    def token_outputs(self, batch: list[np.ndarray]):
+    def token_outputs(self, batch: list[np.ndarray]) -> list[ItemOutput]:
         """Token ids, text and editor logits per chunk (for `callscribe parity`)."""
-        from callscribe.parity import ItemOutput
-
         tensors, _ = self.prepare(batch)
         waves = [t.to(self.device) for t in tensors]
         out = self.model.transcribe(waves, draft_tokens_per_s=self.draft_tokens_per_s, return_logits=True)
