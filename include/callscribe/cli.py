@@ -412,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", required=True, help="the checkpoint folder (pinned revision)")
     s.add_argument("--dir", help="folder of audio files and labels.json (default: the shipped samples)")
     s.add_argument("--batch", type=int, default=1, help="chunks per batch; >1 adds the reference's batch dependence")
-    s.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    s.add_argument("--device", help="cuda, cuda:N or cpu (default: CALLSCRIBE_DEVICE, else cuda when available)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_parity)
 

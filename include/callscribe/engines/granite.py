@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from callscribe.engines.base import EngineOutOfMemory, Segment, TorchEngine
+from callscribe.engines.device import choose_device
 from callscribe.engines.tokens import ItemOutput
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,9 @@ class GraniteNarEngine(TorchEngine):
 
     def __init__(self, path: Path | None = None, device: str | None = None):
         import torch
+
+        # First: a pod that asked for a GPU (CALLSCRIBE_DEVICE) fails here, before any loading.
+        self.device = choose_device(device)
         from transformers import AutoModel, AutoProcessor
 
         self.path = path or model_dir()
@@ -106,7 +110,6 @@ class GraniteNarEngine(TorchEngine):
                 f"Granite model folder {self.path} is incomplete; missing: {', '.join(missing)}. "
                 f"Download {HUB_ID} at revision {PINNED_REVISION} into it (see docs/granite.md)."
             )
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.torch = torch
         self.attention = choose_attention(self.device)
         dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from callscribe.engines.base import EngineOutOfMemory, Segment, TorchEngine, Word
+from callscribe.engines.device import choose_device
 from callscribe.engines.granite import HUB_ID, PINNED_REVISION, ModelDirError, missing_weights, model_dir
 from callscribe.engines.tokens import ItemOutput
 
@@ -92,7 +93,8 @@ class GraniteNarNativeEngine(TorchEngine):
         from callscribe.engines.nar.modeling import random_model
 
         self.torch = torch
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        # Explicit device, else CALLSCRIBE_DEVICE (a GPU asked for and absent raises), else auto.
+        self.device = choose_device(device)
         dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
         self.tokenizer = None
         self._word_start: dict[int, bool] = {}
