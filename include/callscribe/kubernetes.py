@@ -1,12 +1,16 @@
-"""The transcribe step as a KubernetesPodOperator (``CALLSCRIBE_TRANSCRIBE_MODE=kubernetes``).
+"""The transcribe step as a KubernetesPodOperator (the ``transcribe_calls_k8s`` DAG).
 
 The pod runs the same command as local mode (``python -m callscribe.worker --job URI``) on
 one H100: a GPU limit, an H100 node selector and tolerations, the model on a read-only
 PVC, object-store credentials from a Kubernetes secret (``envFrom``: never in arguments,
-never in logs), a non-root read-only container, XCom through the sidecar. Deferrable, so
-waiting pods hold no worker slot; the GPU pool counts deferred tasks so its slots match
-the GPUs. All of it is configuration: ``CALLSCRIBE_K8S_*`` variables, read by
-:func:`settings_from_env`.
+never in logs), a non-root read-only container. The base pod (security context, /tmp,
+offline settings) is package data, ``callscribe/k8s/worker-pod-template.yaml``, read from
+the installed package; a missing template is an error, never a pod without it.
+
+Deferrable, so waiting pods hold no worker slot; the GPU pool counts deferred tasks so its
+slots match the GPUs. No XCom sidecar: the shard's place is fixed by the job manifest,
+which is what ``load`` reads. All of it is configuration: ``CALLSCRIBE_K8S_*`` variables,
+read by :func:`settings_from_env`.
 """
 
 from __future__ import annotations
@@ -14,12 +18,22 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
+
+import yaml
 
 from callscribe.alerts import task_timeout
 
-POD_TEMPLATE = Path(__file__).resolve().parents[2] / "docker" / "k8s" / "worker-pod-template.yaml"
+TEMPLATE_RESOURCE = "k8s/worker-pod-template.yaml"  # inside the callscribe package
 MODEL_MOUNT = "/models"
+# The worker writes the shard URI to a result file; without the sidecar's /airflow/xcom
+# volume the only writable place is the /tmp emptyDir (the root filesystem is read-only).
+RESULT_PATH = "/tmp/callscribe-result.json"
+
+
+class PodTemplateMissing(FileNotFoundError):
+    """The worker pod's base template is not where it should be: refuse to build a pod without it."""
 
 
 @dataclass(frozen=True)
@@ -38,15 +52,21 @@ class KubeSettings:
     model_subdir: str = "granite-speech-4.1-2b-nar"
     s3_secret: str = "callscribe-s3"
     service_account: str | None = None
+    image_pull_secrets: tuple[str, ...] = ()
+    priority_class: str | None = None
     startup_timeout_s: int = 1800  # image pulls of several GB and GPU node scale-up
     active_deadline_s: int = 4 * 3600
-    pod_template: str = str(POD_TEMPLATE)
+    pod_template: str | None = None  # a file replacing the packaged template; None: the packaged one
     kubernetes_conn_id: str = "kubernetes_default"
 
 
 def _json_env(name: str, default):
     raw = os.environ.get(name)
     return json.loads(raw) if raw else default
+
+
+def _list_env(name: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in os.environ.get(name, "").split(",") if x.strip())
 
 
 def settings_from_env() -> KubeSettings:
@@ -65,42 +85,76 @@ def settings_from_env() -> KubeSettings:
         model_subdir=env("CALLSCRIBE_K8S_MODEL_SUBDIR", d.model_subdir),
         s3_secret=env("CALLSCRIBE_K8S_S3_SECRET", d.s3_secret),
         service_account=env("CALLSCRIBE_K8S_SERVICE_ACCOUNT") or None,
+        image_pull_secrets=_list_env("CALLSCRIBE_K8S_IMAGE_PULL_SECRETS"),
+        priority_class=env("CALLSCRIBE_K8S_PRIORITY_CLASS") or None,
         startup_timeout_s=int(env("CALLSCRIBE_K8S_STARTUP_TIMEOUT_S", d.startup_timeout_s)),
         active_deadline_s=int(env("CALLSCRIBE_K8S_ACTIVE_DEADLINE_S", d.active_deadline_s)),
-        pod_template=env("CALLSCRIBE_K8S_POD_TEMPLATE", d.pod_template),
+        pod_template=env("CALLSCRIBE_K8S_POD_TEMPLATE") or None,
         kubernetes_conn_id=env("CALLSCRIBE_K8S_CONN_ID", d.kubernetes_conn_id),
     )
+
+
+def pod_template(path: str | None = None) -> dict:
+    """The base pod as a dict: the packaged template, or the file at ``path``.
+
+    The provider only logs a warning for a template file it cannot find and builds the pod
+    without it (no security context, the token mounted); here that is an error.
+    """
+    where = path or f"callscribe/{TEMPLATE_RESOURCE} (package data)"
+    try:
+        text = Path(path).read_text() if path else resources.files("callscribe").joinpath(TEMPLATE_RESOURCE).read_text()
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        raise PodTemplateMissing(f"worker pod template not found: {where}") from exc
+    pod = yaml.safe_load(text)
+    if not isinstance(pod, dict) or pod.get("kind") != "Pod":
+        raise PodTemplateMissing(f"worker pod template {where} is not a Pod manifest")
+    return pod
 
 
 def operator_kwargs(s: KubeSettings) -> dict:
     """Everything the operator needs except the task id and the per-job arguments."""
     from kubernetes.client import models as k8s
 
-    resources = {"nvidia.com/gpu": str(s.gpus), "cpu": s.cpu, "memory": s.memory}
+    resources_ = {"nvidia.com/gpu": str(s.gpus), "cpu": s.cpu, "memory": s.memory}
+    env = {
+        "CALLSCRIBE_GRANITE_MODEL_DIR": f"{MODEL_MOUNT}/{s.model_subdir}",
+        # A pod that asked for a GPU must not quietly run the model on its CPU: the engine
+        # raises when CALLSCRIBE_DEVICE names cuda and torch sees no GPU.
+        "CALLSCRIBE_DEVICE": "cuda" if s.gpus > 0 else "cpu",
+        "CALLSCRIBE_XCOM_PATH": RESULT_PATH,
+    }
     return dict(
         kubernetes_conn_id=s.kubernetes_conn_id,
         namespace=s.namespace,
         name="callscribe-worker",
         image=s.image,
         cmds=["python", "-m", "callscribe.worker"],
-        pod_template_file=s.pod_template,
-        env_vars=[k8s.V1EnvVar(name="CALLSCRIBE_GRANITE_MODEL_DIR", value=f"{MODEL_MOUNT}/{s.model_subdir}")],
+        # A dict read here, when the DAG is parsed, not a path the provider reads later:
+        # a missing template fails the parse instead of yielding a pod without it.
+        pod_template_dict=pod_template(s.pod_template),
+        env_vars=[k8s.V1EnvVar(name=k, value=v) for k, v in env.items()],
         env_from=[k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=s.s3_secret))],
-        container_resources=k8s.V1ResourceRequirements(requests=resources, limits=resources),
+        container_resources=k8s.V1ResourceRequirements(requests=resources_, limits=resources_),
         node_selector=s.node_selector,
         tolerations=[k8s.V1Toleration(**t) for t in s.tolerations],
         volumes=[k8s.V1Volume(name="models", persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(
             claim_name=s.model_pvc, read_only=True))],
         volume_mounts=[k8s.V1VolumeMount(name="models", mount_path=MODEL_MOUNT, read_only=True)],
         service_account_name=s.service_account,
+        image_pull_secrets=[k8s.V1LocalObjectReference(name=n) for n in s.image_pull_secrets] or None,
+        priority_class_name=s.priority_class,
         labels={"app.kubernetes.io/name": "callscribe-worker", "callscribe/pool": s.pool},
-        do_xcom_push=True,
-        xcom_sidecar_container_security_context={
-            "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}},
+        # No sidecar (its image comes from Docker Hub without resource requests): the shard's
+        # URI is fixed by the job manifest, and `load` reads the manifests, not this XCom.
+        do_xcom_push=False,
         get_logs=True,
         logging_interval=30,
         deferrable=True,
-        on_finish_action="delete_succeeded_pod",
+        # Failed pods are deleted too: their logs and, on failure, their events and container
+        # states are copied into the task log before the clean-up, and a kept pod only holds
+        # the namespace's pod quota until someone deletes it by hand.
+        on_finish_action="delete_pod",
+        log_events_on_failure=True,
         startup_timeout_seconds=s.startup_timeout_s,
         active_deadline_seconds=s.active_deadline_s,
         pool=s.pool,

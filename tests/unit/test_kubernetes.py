@@ -10,7 +10,15 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from callscribe.kubernetes import POD_TEMPLATE, KubeSettings, operator_kwargs, render_pod, settings_from_env
+from callscribe import kubernetes as kube
+from callscribe.kubernetes import (
+    KubeSettings,
+    PodTemplateMissing,
+    operator_kwargs,
+    pod_template,
+    render_pod,
+    settings_from_env,
+)
 
 K8S_VERSION = "1.33.0"
 JOB = "s3://calls/_callscribe/runs/r/jobs/job-00003.json"
@@ -27,7 +35,7 @@ def _worker(pod) -> dict:
 
 def test_rendered_pod_and_template_pass_the_schema(pod):
     kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
-    kubernetes_validate.validate(yaml.safe_load(POD_TEMPLATE.read_text()), K8S_VERSION, strict=True)
+    kubernetes_validate.validate(pod_template(), K8S_VERSION, strict=True)
 
 
 def test_gpu_selector_tolerations(pod):
@@ -58,21 +66,87 @@ def test_credentials_only_by_secret_reference(pod):
         assert word not in text
 
 
-def test_non_root_read_only_and_xcom_sidecar(pod):
+def test_non_root_read_only_and_no_xcom_sidecar(pod):
     spec = pod["spec"]
     assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] != 0
-    for c in spec["containers"]:
-        assert c["securityContext"]["readOnlyRootFilesystem"] is True, c["name"]
-        assert c["securityContext"]["allowPrivilegeEscalation"] is False, c["name"]
-    assert any(c["name"] == "airflow-xcom-sidecar" for c in spec["containers"])
-    assert any(m["mountPath"] == "/airflow/xcom" for m in _worker(pod)["volumeMounts"])
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert spec["automountServiceAccountToken"] is False
+    # One container: no sidecar pulled from Docker Hub, no /airflow/xcom volume.
+    assert [c["name"] for c in spec["containers"]] == ["base"]
+    c = _worker(pod)
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert not any(m["mountPath"].startswith("/airflow") for m in c["volumeMounts"])
+
+
+def test_the_worker_result_file_is_on_a_writable_volume(pod):
+    # The root filesystem is read-only: the worker's result file must land on the /tmp emptyDir.
+    env = {e["name"]: e.get("value") for e in _worker(pod)["env"]}
+    mounts = {m["mountPath"]: m["name"] for m in _worker(pod)["volumeMounts"]}
+    vols = {v["name"]: v for v in pod["spec"]["volumes"]}
+    result = env["CALLSCRIBE_XCOM_PATH"]
+    mount = next(p for p in mounts if result.startswith(p.rstrip("/") + "/"))
+    assert "emptyDir" in vols[mounts[mount]]
+
+
+def test_the_pod_demands_its_gpu(pod):
+    env = {e["name"]: e.get("value") for e in _worker(pod)["env"]}
+    assert env["CALLSCRIBE_DEVICE"] == "cuda"
+    cpu_pod = render_pod(JOB, KubeSettings(gpus=0))
+    assert {e["name"]: e.get("value") for e in _worker(cpu_pod)["env"]}["CALLSCRIBE_DEVICE"] == "cpu"
 
 
 def test_operator_is_deferrable_pooled_and_cleans_up():
     kw = operator_kwargs(KubeSettings(pool="h100"))
     assert kw["deferrable"] is True and kw["pool"] == "h100"
-    assert kw["on_finish_action"] == "delete_succeeded_pod" and kw["do_xcom_push"] is True
+    # Failed pods are deleted as well, after their logs and events are in the task log.
+    assert kw["on_finish_action"] == "delete_pod" and kw["get_logs"] is True and kw["log_events_on_failure"]
+    assert kw["do_xcom_push"] is False
     assert kw["startup_timeout_seconds"] >= 600
+
+
+def test_pull_secrets_priority_class_and_deadline_from_the_environment(monkeypatch):
+    monkeypatch.setenv("CALLSCRIBE_K8S_IMAGE_PULL_SECRETS", "regcred, mirror-cred")
+    monkeypatch.setenv("CALLSCRIBE_K8S_PRIORITY_CLASS", "gpu-batch")
+    monkeypatch.setenv("CALLSCRIBE_K8S_ACTIVE_DEADLINE_S", "7200")
+    pod = render_pod(JOB, settings_from_env())
+    kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+    spec = pod["spec"]
+    assert spec["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror-cred"}]
+    assert spec["priorityClassName"] == "gpu-batch"
+    assert spec["activeDeadlineSeconds"] == 7200
+    assert [c["name"] for c in spec["containers"]] == ["base"]
+    # Unset, neither appears (the cluster's defaults apply).
+    plain = render_pod(JOB, KubeSettings())["spec"]
+    assert not plain.get("imagePullSecrets") and "priorityClassName" not in plain
+
+
+def test_a_missing_template_is_an_error_not_a_warning(monkeypatch, tmp_path):
+    with pytest.raises(PodTemplateMissing, match="not found"):
+        operator_kwargs(KubeSettings(pod_template=str(tmp_path / "absent.yaml")))
+    monkeypatch.setattr(kube, "TEMPLATE_RESOURCE", "k8s/absent.yaml")
+    with pytest.raises(PodTemplateMissing, match="package data"):
+        render_pod(JOB, KubeSettings())
+    (tmp_path / "not-a-pod.yaml").write_text("kind: ConfigMap\n")
+    with pytest.raises(PodTemplateMissing, match="not a Pod"):
+        pod_template(str(tmp_path / "not-a-pod.yaml"))
+
+
+def test_a_template_file_from_the_environment_replaces_the_packaged_one(monkeypatch, tmp_path):
+    custom = pod_template()
+    custom["spec"]["securityContext"]["runAsUser"] = 20002
+    path = tmp_path / "pod.yaml"
+    path.write_text(yaml.safe_dump(custom))
+    monkeypatch.setenv("CALLSCRIBE_K8S_POD_TEMPLATE", str(path))
+    assert render_pod(JOB, settings_from_env())["spec"]["securityContext"]["runAsUser"] == 20002
+
+
+def test_the_template_lives_only_in_the_package():
+    repo = Path(__file__).resolve().parents[2]
+    copies = [p.relative_to(repo) for p in repo.rglob("worker-pod-template*.yaml")
+              if not {".venv", "build", ".git"} & set(p.relative_to(repo).parts)]
+    assert copies == [Path("include/callscribe/k8s/worker-pod-template.yaml")]
 
 
 def test_settings_from_environment(monkeypatch):
