@@ -17,8 +17,8 @@ import pandas as pd
 import sqlalchemy as sa
 
 from benchmarks.data import encode, sentence, tiled_call
+from benchmarks.null_engine import NullEngine
 from callscribe import db, discovery, pipeline
-from callscribe.engines.null import NullEngine
 from callscribe.loading import load_shards
 from callscribe.manifests import SEGMENT_COLUMNS, JobManifest, RecordingEntry, ShardInfo, to_parquet
 from callscribe.search import SearchFilters, search
