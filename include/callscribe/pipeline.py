@@ -17,7 +17,7 @@ import tempfile
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date
+from datetime import UTC, date, timedelta
 
 import numpy as np
 import pandas as pd
@@ -354,15 +354,70 @@ def verify_run(store: Store, engine: Engine, context, task_states: dict[str, str
             "states": dict(states)}
 
 
+class BadParam(ValueError):
+    """A run's Param the pipeline refuses (the DAG's Param schema refuses it first)."""
+
+
+# Same rules as the DAG's Param schemas; checked again here so nothing reaches the bucket
+# listing without them, whoever started the run (tested without Airflow).
+DATE_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}")
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def check_prefix(prefix: str) -> str:
+    """The ``prefix`` Param, or :class:`BadParam`: a relative key prefix ('' is the bucket's
+    root) that is not a URI, has no ``..``, and does not lead into the pipeline's own work
+    area ``_callscribe/`` (its speech packs are FLAC: discovery would take them for calls).
+    """
+    if not isinstance(prefix, str):
+        raise BadParam(f"prefix must be a string, not {type(prefix).__name__}")
+    if prefix.startswith("/") or _URI.match(prefix):
+        raise BadParam(f"prefix {prefix!r} must be a key prefix relative to the bucket (like 'calls/')")
+    if ".." in prefix:
+        raise BadParam(f"prefix {prefix!r} must not contain '..'")
+    if prefix.split("/", 1)[0] == WORK_PREFIX:
+        raise BadParam(f"prefix {prefix!r} points into the pipeline's work area {WORK_PREFIX}/")
+    return prefix
+
+
+def check_date(value: str) -> date:
+    """The ``date`` Param (YYYY-MM-DD) as a date, or :class:`BadParam`."""
+    # date.fromisoformat alone also takes '20261124' and week dates.
+    if not isinstance(value, str) or not DATE_PATTERN.fullmatch(value):
+        raise BadParam(f"date {value!r} must be YYYY-MM-DD")
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise BadParam(f"date {value!r} is not a calendar day") from exc
+
+
+def _field(obj, name: str):
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+
 def call_day(context) -> date:
-    """The calendar day (UTC) a DAG run covers.
+    """The calendar day (UTC) a DAG run covers; checks the run's ``date`` and ``prefix`` Params.
 
     An explicit ``date`` Param wins; otherwise the run's logical date, which for this DAG's
     timetable is the start of the day's data interval for scheduled runs and backfills,
-    and the date a person picked for a manual run.
+    and the date a person picked for a manual run. A manual run without a logical date
+    (Airflow 3 allows it; it has no data interval either) covers the last whole day before
+    it was triggered (its ``run_after``), the day a scheduled run at that moment would cover.
+
+    Every stage derives its day here, so a bad ``prefix`` fails here too (:class:`BadParam`),
+    before anything lists the bucket.
     """
-    explicit = (context.get("params") or {}).get("date")
-    if explicit:
-        return date.fromisoformat(explicit)
-    moment = context.get("logical_date") or context["data_interval_start"]
-    return moment.astimezone(UTC).date()
+    params = context.get("params") or {}
+    if "prefix" in params:
+        check_prefix(params["prefix"])
+    if params.get("date"):
+        return check_date(params["date"])
+    dag_run = context.get("dag_run")
+    moment = (context.get("logical_date") or context.get("data_interval_start")
+              or (_field(dag_run, "logical_date") if dag_run is not None else None))
+    if moment is not None:
+        return moment.astimezone(UTC).date()
+    run_after = _field(dag_run, "run_after") if dag_run is not None else None
+    if run_after is None:
+        raise BadParam("the run has no logical date, no run_after and no date Param: which day?")
+    return run_after.astimezone(UTC).date() - timedelta(days=1)
