@@ -1,7 +1,10 @@
 # The transcription worker: `python -m callscribe.worker --job s3://...`.
-# CPU build with the embedded engine; the GPU (Granite) image builds on a CUDA base
-# and adds torch, flash-attn and transformers (see the Granite issue).
-FROM python:3.11-slim-bookworm
+# CPU build with the embedded engine (Whisper tiny.en); the Granite worker for GPUs is
+# docker/worker-gpu.Dockerfile. Every Python package at the version of constraints.txt;
+# the base image from docker/versions.env (checked by tests/unit/test_images.py).
+#   docker build -f docker/worker.Dockerfile -t callscribe/worker:0.1.0 .
+ARG WORKER_PYTHON=3.11
+FROM python:${WORKER_PYTHON}-slim-bookworm
 
 RUN apt-get update \
     && apt-get install -y --no-install-recommends libsndfile1=1.2.* \

