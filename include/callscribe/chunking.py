@@ -237,23 +237,36 @@ def chunk_channel(x: np.ndarray, rate: int, channel: int,
     return [Chunk(channel, i, rate, tuple(g)) for i, g in enumerate(groups)]
 
 
-def chunk_audio(x: np.ndarray, chunk: Chunk) -> tuple[Chunk, np.ndarray]:
-    """A chunk's regions from its channel, joined and resampled to 16 kHz; the chunk with its offsets."""
+def pack_rate(rate: int) -> int:
+    """The rate a chunk's audio is stored at: its own below 16 kHz (the worker resamples it),
+    16 kHz above (fewer samples to store and send)."""
+    return min(rate, TARGET_SR)
+
+
+def chunk_audio(x: np.ndarray, chunk: Chunk, rate: int = TARGET_SR) -> tuple[Chunk, np.ndarray]:
+    """A chunk's regions from its channel, joined and resampled to ``rate``; the chunk with its offsets."""
     if len(chunk.regions) == 1:
         a, b = chunk.regions[0]
-        audio = resample(x[a:b], chunk.rate)
-    else:  # joined first: one resampler call per chunk, on the fewer source samples
-        audio = resample(np.concatenate([x[a:b] for a, b in chunk.regions]), chunk.rate)
-    return replace(chunk, offsets=_offsets_at_16k(chunk.regions, chunk.rate)), audio
+        joined = x[a:b]
+    else:
+        joined = np.concatenate([x[a:b] for a, b in chunk.regions])
+    # Joined first: one resampler call per chunk, on the fewer source samples.
+    return replace(chunk, offsets=_offsets_at_16k(chunk.regions, chunk.rate)), resample(joined, chunk.rate, rate)
 
 
-def chunk_recording(decoded: Decoded, params: ChunkingParams = DEFAULT_CHUNKING,
+def chunk_recording(decoded: Decoded, params: ChunkingParams = DEFAULT_CHUNKING, at_16k: bool = True,
                     ) -> list[tuple[Chunk, np.ndarray]]:
-    """Every speech chunk of a recording with its audio (int16, 16 kHz), channel by channel in time order."""
+    """Every speech chunk of a recording with its audio (int16), channel by channel in time order.
+
+    The audio is at 16 kHz, or with ``at_16k=False`` at ``pack_rate(chunk.rate)``: an 8 kHz
+    call's chunks stay at 8 kHz, which halves the speech pack's encoding and size (the worker
+    resamples them when it reads the pack).
+    """
     out: list[tuple[Chunk, np.ndarray]] = []
     for c, x in enumerate(decoded.channels):
         rate = decoded.source_rate
         if rate not in VAD_RATES:  # 11.025, 22.05, 44.1 kHz: the VAD runs on the 16 kHz signal
             x, rate = resample(x, rate), TARGET_SR
-        out.extend(chunk_audio(x, chunk) for chunk in chunk_channel(x, rate, c, params))
+        target = TARGET_SR if at_16k else pack_rate(rate)
+        out.extend(chunk_audio(x, chunk, target) for chunk in chunk_channel(x, rate, c, params))
     return out

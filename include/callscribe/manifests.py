@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
 CHUNK_COLUMNS = ["recording_id", "channel", "index", "speaker", "start_s", "end_s", "pack_offset", "n_samples",
-                 "regions"]
+                 "pack_rate", "regions"]
 SEGMENT_COLUMNS = ["recording_id", "channel", "seq", "speaker", "start_s", "end_s", "text"]
 _META_KEY = b"callscribe"
 
@@ -38,8 +38,9 @@ class ChunkRef(BaseModel):
     speaker: str
     start_s: float  # in the recording: its first region's start
     end_s: float  # its last region's end
-    pack_offset: int  # first sample in the pack (16 kHz)
+    pack_offset: int  # first sample in the pack
     n_samples: int
+    pack_rate: int = 16_000  # the pack's sample rate: 8 kHz calls are stored at 8 kHz, resampled by the worker
     # The speech regions packed into the chunk; empty in manifests written before packing,
     # where the chunk is one region from start_s to end_s.
     regions: list[Region] = []
@@ -62,7 +63,7 @@ class JobManifest(BaseModel):
 
     @property
     def audio_s(self) -> float:
-        return sum(c.n_samples for c in self.chunks) / 16_000
+        return sum(c.n_samples / c.pack_rate for c in self.chunks)
 
 
 class BatchMetric(BaseModel):
@@ -130,5 +131,7 @@ def chunks_frame(chunks: list[ChunkRef]) -> pd.DataFrame:
 def chunks_from_frame(df: pd.DataFrame) -> list[ChunkRef]:
     if "regions" not in df.columns:  # a manifest from before packing
         df = df.assign(regions="[]")
+    if "pack_rate" not in df.columns:  # packs were all 16 kHz then
+        df = df.assign(pack_rate=16_000)
     return [ChunkRef(**{**row, "regions": json.loads(row["regions"] or "[]")})
             for row in df[CHUNK_COLUMNS].to_dict("records")]

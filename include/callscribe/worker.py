@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from callscribe import engines
-from callscribe.audio import decode_flac
+from callscribe.audio import decode_flac, resample
 from callscribe.config import s3_from_env
 from callscribe.errors import describe
 from callscribe.manifests import (
@@ -83,7 +83,7 @@ def fetch_chunks(store: Store, job: JobManifest, failures: dict[int, str],
         if len(piece) != c.n_samples:
             failures[c.recording_id] = "speech pack is shorter than its manifest says"
             continue
-        out[i] = piece
+        out[i] = resample(piece, c.pack_rate)  # 8 kHz calls are stored at 8 kHz
     return out
 
 

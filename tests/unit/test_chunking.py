@@ -166,3 +166,15 @@ def test_a_channel_that_fits_in_one_chunk_goes_whole():
     # Longer than a chunk: packed speech, the silence at the ends left out.
     [(short, _)] = chunk_recording(decoded, ChunkingParams(max_chunk_s=18))
     assert short.start > 0 and short.duration_s < decoded.duration_s
+
+
+def test_packs_of_8k_calls_stay_at_8k_and_resample_to_what_the_engine_gets():
+    decoded = _sample("call-0001.wav")
+    at_16k = chunk_recording(decoded)
+    stored = chunk_recording(decoded, at_16k=False)
+    assert [c for c, _ in stored] == [c for c, _ in at_16k]
+    for (c, low), (_, high) in zip(stored, at_16k, strict=True):
+        assert len(low) == sum(b - a for a, b in c.regions)  # 8 kHz: half the samples to encode and store
+        assert np.array_equal(resample(low, 8000), high)  # what the worker hands the engine
+    up = Decoded([soxr.resample(x, 8000, 48000) for x in decoded.channels], 48000, decoded.duration_s, "PCM_16")
+    assert all(len(a) * 3 <= sum(b - e for e, b in c.regions) + 3 for c, a in chunk_recording(up, at_16k=False))

@@ -16,7 +16,7 @@ from callscribe.manifests import (
 def _chunk(i: int) -> ChunkRef:
     regions = [(0.0, i * 10.0, i * 10.0 + 0.5), (0.5, i * 10.0 + 4.0, i * 10.0 + 4.5)] if i % 2 else []
     return ChunkRef(recording_id=7, channel=i % 2, index=i, speaker="agent", start_s=i * 10.0, end_s=i * 10.0 + 1,
-                    pack_offset=i * 16000, n_samples=16000, regions=regions)
+                    pack_offset=i * 16000, n_samples=16000, pack_rate=8000 if i == 3 else 16000, regions=regions)
 
 
 def test_chunk_manifest_round_trip_keeps_metadata():
@@ -29,9 +29,10 @@ def test_chunk_manifest_round_trip_keeps_metadata():
 
 
 def test_a_chunk_manifest_from_before_packing_reads_as_one_region_per_chunk():
-    df = chunks_frame([_chunk(0), _chunk(2)]).drop(columns=["regions"])
+    df = chunks_frame([_chunk(0), _chunk(2)]).drop(columns=["regions", "pack_rate"])
     back = chunks_from_frame(df)
     assert [c.region_map() for c in back] == [[(0.0, 0.0, 1.0)], [(0.0, 20.0, 21.0)]]
+    assert [c.pack_rate for c in back] == [16000, 16000]
     assert _chunk(1).region_map() == [(0.0, 10.0, 10.5), (0.5, 14.0, 14.5)]
 
 
@@ -39,9 +40,9 @@ def test_job_manifest_json_round_trip():
     job = JobManifest(job_id="job-00000", run_id="r", engine="whisper-tiny", batch_audio_s=240,
                       shard_uri="s3://b/s.parquet",
                       recordings=[RecordingEntry(recording_id=7, n_channels=2, pack_uri="s3://b/p.flac")],
-                      chunks=[_chunk(0), _chunk(1)])
+                      chunks=[_chunk(0), _chunk(1), _chunk(3)])
     assert JobManifest.model_validate_json(job.model_dump_json()) == job
-    assert job.audio_s == 2.0
+    assert job.audio_s == 1.0 + 1.0 + 2.0  # the 8 kHz chunk's 16,000 samples are 2 s
 
 
 def test_shard_info_round_trip():
