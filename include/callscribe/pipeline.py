@@ -26,7 +26,7 @@ from sqlalchemy.engine import Engine
 from callscribe import db
 from callscribe.audio import TARGET_SR, DecodeError, decode, encode_flac
 from callscribe.batching import balance_jobs, job_count
-from callscribe.chunking import DEFAULT_CHUNKING, ChunkingParams, chunk_recording, chunking_for
+from callscribe.chunking import DEFAULT_CHUNKING, ChunkingParams, chunk_recording, chunking_for, pack_rate
 from callscribe.config import S3Settings, speaker_for
 from callscribe.errors import describe
 from callscribe.manifests import (
@@ -96,21 +96,23 @@ def chunk_one(store: Store, engine: Engine, recording_id: int, params: ChunkingP
     if decoded.warning:
         log.warning("recording %d: %s", recording_id, decoded.warning)
         meta = {**meta, "decode_warning": decoded.warning}
-    chunks = chunk_recording(decoded, params)
+    chunks = chunk_recording(decoded, params, at_16k=False)
     refs: list[ChunkRef] = []
     offset = 0
+    rate = pack_rate(chunks[0][0].rate) if chunks else TARGET_SR  # every channel has the same rate
     for c, audio in chunks:
         n = len(audio)
         refs.append(ChunkRef(
             recording_id=recording_id, channel=c.channel, index=c.index,
             speaker=speaker_for(c.channel, decoded.n_channels),
-            start_s=c.start_s, end_s=c.end_s, pack_offset=offset, n_samples=n, regions=c.region_map(),
+            start_s=c.start_s, end_s=c.end_s, pack_offset=offset, n_samples=n, pack_rate=rate,
+            regions=c.region_map(),
         ))
         offset += n
     pack_uri = None
     if chunks:
         pack_uri = _work_uri(store, "chunks", str(rec.call_date), f"{recording_id}.flac")
-        store.put_bytes(pack_uri, encode_flac(np.concatenate([a for _, a in chunks])), "audio/flac")
+        store.put_bytes(pack_uri, encode_flac(np.concatenate([a for _, a in chunks]), rate), "audio/flac")
     with engine.begin() as conn:
         conn.execute(db.q("recording_chunked"), {
             "id": recording_id, "duration_s": decoded.duration_s, "channels": decoded.n_channels,
@@ -118,7 +120,7 @@ def chunk_one(store: Store, engine: Engine, recording_id: int, params: ChunkingP
             "agent_id": meta.get("agent-id"), "metadata": json.dumps(meta), "run_id": run_id,
         })
     entry = RecordingEntry(recording_id=recording_id, n_channels=decoded.n_channels, pack_uri=pack_uri,
-                           audio_s=offset / TARGET_SR)
+                           audio_s=offset / rate)
     return entry, refs
 
 
