@@ -1,9 +1,11 @@
 """Where callscribe finds its services: Airflow connections and environment variables.
 
-Nothing here holds a secret. Inside Airflow the connections ``callscribe_s3`` and
-``callscribe_postgres`` come from any secrets backend (``AIRFLOW_CONN_*`` variables in the
-simplest case). The worker container has no Airflow: it reads ``CALLSCRIBE_S3_*`` and
-``CALLSCRIBE_PG_*`` variables, which Kubernetes fills from secrets.
+Nothing here holds a secret. Inside Airflow the connections ``callscribe_s3`` (type ``aws``)
+and ``callscribe_postgres`` (type ``postgres``) come from any secrets backend; an
+``AIRFLOW_CONN_*`` variable (JSON or URI form) is read here directly, so the CLI needs no
+Airflow. A connection's extras mean what they mean to the Amazon and Postgres providers
+(docs/connections.md). The worker container has no Airflow: it reads ``CALLSCRIBE_S3_*``
+variables, which Kubernetes fills from a secret.
 """
 
 from __future__ import annotations
@@ -12,35 +14,154 @@ import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 S3_CONN_ID = os.environ.get("CALLSCRIBE_S3_CONN_ID", "callscribe_s3")
 PG_CONN_ID = os.environ.get("CALLSCRIBE_PG_CONN_ID", "callscribe_postgres")
 
 DEFAULT_SPEAKERS = ("agent", "customer")
 
+# ---------------------------------------------------------------- object store
+
 
 @dataclass(frozen=True)
 class S3Settings:
+    """One bucket on one S3 endpoint, and how to authenticate and trust it.
+
+    No keys means the default AWS credential chain (environment, shared credentials file,
+    web identity / IRSA, container credentials, EC2 instance profile), as the Amazon
+    provider does for a connection without login and password.
+    """
+
     endpoint: str  # host:port, no scheme
-    access_key: str = field(repr=False)
-    secret_key: str = field(repr=False)
+    access_key: str = field(default="", repr=False)
+    secret_key: str = field(default="", repr=False)
     bucket: str = "calls"
     secure: bool = False
     region: str | None = None
+    session_token: str = field(default="", repr=False)
+    ca_bundle: str | None = None  # PEM file of the CAs to trust; None: SSL_CERT_FILE, else certifi
+    verify: bool = True  # False only for a test endpoint: TLS without certificate checks
+    sts_endpoint: str | None = None  # web identity's STS, when not AWS's (MinIO's own STS, a VPC endpoint)
+
+    def __post_init__(self):
+        # Half a key pair would silently fall back to another identity: refuse it.
+        if bool(self.access_key) != bool(self.secret_key):
+            missing = "secret key" if self.access_key else "access key"
+            raise ValueError(f"object store settings have a key pair without its {missing}")
+
+    @property
+    def uses_default_chain(self) -> bool:
+        return not self.access_key
 
     def to_env(self) -> dict[str, str]:
         """Variables a worker process reads back with :func:`s3_from_env`."""
         env = {
             "CALLSCRIBE_S3_ENDPOINT": self.endpoint,
-            "CALLSCRIBE_S3_ACCESS_KEY": self.access_key,
-            "CALLSCRIBE_S3_SECRET_KEY": self.secret_key,
             "CALLSCRIBE_S3_BUCKET": self.bucket,
             "CALLSCRIBE_S3_SECURE": "true" if self.secure else "false",
         }
+        if self.access_key:
+            env["CALLSCRIBE_S3_ACCESS_KEY"] = self.access_key
+            env["CALLSCRIBE_S3_SECRET_KEY"] = self.secret_key
+        if self.session_token:
+            env["CALLSCRIBE_S3_SESSION_TOKEN"] = self.session_token
         if self.region:
             env["CALLSCRIBE_S3_REGION"] = self.region
+        if self.ca_bundle:
+            env["CALLSCRIBE_S3_CA_BUNDLE"] = self.ca_bundle
+        if not self.verify:
+            env["CALLSCRIBE_S3_VERIFY"] = "false"
+        if self.sts_endpoint:
+            env["CALLSCRIBE_S3_STS_ENDPOINT"] = self.sts_endpoint
         return env
+
+
+# The endpoint boto3 uses when a connection names none: AWS S3 itself.
+AWS_S3_ENDPOINT = "s3.amazonaws.com"
+
+# aws connection extras that choose another identity than the keys or the default chain;
+# the minio client cannot do what the Amazon provider does with them.
+_S3_UNSUPPORTED = ("role_arn", "profile_name", "assume_role_method", "assume_role_kwargs")
+
+_FALSE = ("false", "0", "no", "off")
+_TRUE = ("true", "1", "yes", "on")
+
+
+def _split_endpoint(url: str) -> tuple[str, bool]:
+    """'https://host:9000/' -> ('host:9000', True); a bare 'host:port' is plain HTTP."""
+    secure = url.startswith("https://")
+    host = url.split("://", 1)[-1].rstrip("/")
+    if not host or "/" in host:
+        raise ValueError(f"endpoint_url must be scheme://host[:port] without a path: {url!r}")
+    return host, secure
+
+
+def _verify_extra(value: Any) -> tuple[bool, str | None]:
+    """The Amazon provider's ``verify`` extra: a boolean, or the path of a CA bundle.
+
+    The URI form carries it as text, so 'false'/'true' are read as booleans.
+    """
+    if value is None or value is True:
+        return True, None
+    if value is False:
+        return False, None
+    text = str(value).strip()
+    if text.lower() in _FALSE:
+        return False, None
+    if text.lower() in _TRUE or not text:
+        return True, None
+    return True, text
+
+
+def s3_from_connection(conn: Any) -> S3Settings:
+    """S3 settings from an ``aws`` connection (Airflow's object or :class:`ConnectionInfo`)."""
+    extra = dict(conn.extra_dejson or {})
+    refused = [k for k in _S3_UNSUPPORTED if extra.get(k)]
+    if refused:
+        raise ValueError(
+            f"connection {conn.conn_id!r}: extra {', '.join(refused)} is not supported; give the worker its role "
+            "through the default chain instead (IRSA's AWS_ROLE_ARN, an instance profile; docs/connections.md)"
+        )
+    services = extra.get("service_config") or {}
+    s3_service, sts_service = services.get("s3") or {}, services.get("sts") or {}
+    endpoint_url = (s3_service.get("endpoint_url") or extra.get("endpoint_url")
+                    or (f"http://{conn.host}:{conn.port}" if conn.host else None))
+    endpoint, secure = _split_endpoint(endpoint_url) if endpoint_url else (AWS_S3_ENDPOINT, True)
+    # Keys from login/password, else from the extra (the provider's order); none: the chain.
+    if conn.login or conn.password:
+        access_key, secret_key = conn.login or "", conn.password or ""
+    else:
+        access_key = extra.get("aws_access_key_id") or ""
+        secret_key = extra.get("aws_secret_access_key") or ""
+    verify, ca_bundle = _verify_extra(extra.get("verify"))
+    try:
+        return S3Settings(
+            endpoint=endpoint,
+            access_key=access_key,
+            secret_key=secret_key,
+            bucket=extra.get("bucket", "calls"),
+            secure=secure,
+            region=extra.get("region_name") or None,
+            session_token=extra.get("aws_session_token") or "",
+            # Without a CA in the connection, botocore's variable applies, as it does for the provider.
+            ca_bundle=ca_bundle or (os.environ.get("AWS_CA_BUNDLE") if verify else None) or None,
+            verify=verify,
+            sts_endpoint=sts_service.get("endpoint_url") or None,
+        )
+    except ValueError as exc:
+        raise ValueError(f"connection {conn.conn_id!r}: {exc}") from None
+
+
+# ---------------------------------------------------------------- database
+
+
+# libpq parameters whose values are secrets: never shown by a repr.
+_PG_SECRET_ARGS = frozenset({"password", "sslpassword"})
+# Extras the Postgres provider keeps for its own features and never hands to the driver.
+_PG_PROVIDER_ONLY = frozenset({"cursor", "sqlalchemy_scheme", "cluster-identifier", "workgroup-name", "aws_conn_id"})
+# Extras that make the provider fetch a login token from a cloud; we have no such step.
+_PG_TOKEN_AUTH = ("iam", "redshift", "redshift-serverless", "azure_conn_id")
 
 
 @dataclass(frozen=True)
@@ -50,6 +171,14 @@ class PgSettings:
     user: str
     password: str = field(repr=False)
     dbname: str = "callscribe"
+    # libpq connection parameters (sslmode, sslrootcert, connect_timeout, ...), sorted pairs
+    # so the settings stay hashable; they go to the driver, never into the URL.
+    options: tuple[tuple[str, str], ...] = ()
+
+    def __repr__(self) -> str:
+        shown = {k: ("***" if k in _PG_SECRET_ARGS else v) for k, v in self.options}
+        return (f"PgSettings(host={self.host!r}, port={self.port!r}, user={self.user!r}, "
+                f"dbname={self.dbname!r}, options={shown!r})")
 
     def sqlalchemy_url(self) -> str:
         return (
@@ -57,72 +186,148 @@ class PgSettings:
             f"@{self.host}:{self.port}/{self.dbname}"
         )
 
-
-def _split_endpoint(url: str) -> tuple[str, bool]:
-    secure = url.startswith("https://")
-    host = url.split("://", 1)[-1].rstrip("/")
-    return host, secure
+    def connect_args(self) -> dict[str, str]:
+        """Keyword arguments for ``psycopg2.connect`` beyond host, port, user, password, dbname."""
+        return dict(self.options)
 
 
-def s3_from_connection(conn: Any) -> S3Settings:
-    extra = conn.extra_dejson or {}
-    endpoint_url = extra.get("endpoint_url") or (f"http://{conn.host}:{conn.port}" if conn.host else None)
-    if not endpoint_url:
-        raise ValueError(f"connection {conn.conn_id!r} has no endpoint_url in its extra and no host")
-    endpoint, secure = _split_endpoint(endpoint_url)
-    return S3Settings(
-        endpoint=endpoint,
-        access_key=conn.login or "",
-        secret_key=conn.password or "",
-        bucket=extra.get("bucket", "calls"),
-        secure=secure,
-        region=extra.get("region_name"),
-    )
+def _libpq_value(key: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"  # libpq's integer switches (keepalives, ...)
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    raise ValueError(f"extra {key!r} must be a string or a number for the driver, not {type(value).__name__}")
 
 
 def pg_from_connection(conn: Any) -> PgSettings:
+    """Postgres settings from a ``postgres`` connection, extras as the Postgres provider reads them.
+
+    Every extra except the provider's own switches is a libpq connection parameter
+    (``sslmode``, ``sslrootcert``, ``sslcert``, ``sslkey``, ``connect_timeout``, ``options``,
+    ...); ``sqlalchemy_query`` adds more of them, as it does on the provider's engine.
+    """
+    extra = dict(conn.extra_dejson or {})
+    token_auth = [k for k in _PG_TOKEN_AUTH if extra.get(k)]
+    if token_auth:
+        raise ValueError(
+            f"connection {conn.conn_id!r}: extra {', '.join(token_auth)} (cloud token login) is not supported; "
+            "use a password, or client certificates (sslcert/sslkey)"
+        )
+    query = extra.pop("sqlalchemy_query", None) or {}
+    if not isinstance(query, dict):
+        raise ValueError(f"connection {conn.conn_id!r}: extra sqlalchemy_query must be an object")
+    args = {}
+    for key, value in {**extra, **query}.items():
+        if key in _PG_PROVIDER_ONLY or key in _PG_TOKEN_AUTH:
+            continue
+        try:
+            args[key] = _libpq_value(key, value)
+        except ValueError as exc:
+            raise ValueError(f"connection {conn.conn_id!r}: {exc}") from None
     return PgSettings(
         host=conn.host or "127.0.0.1",
         port=int(conn.port or 5432),
         user=conn.login or "",
         password=conn.password or "",
         dbname=conn.schema or "callscribe",
+        options=tuple(sorted(args.items())),
     )
 
 
+# ---------------------------------------------------------------- connections
+
+
 @dataclass(frozen=True)
-class _JsonConnection:
+class ConnectionInfo:
+    """The fields of an Airflow connection that callscribe reads, without Airflow."""
+
     conn_id: str
+    conn_type: str | None = None
     host: str | None = None
     port: int | None = None
     login: str | None = field(default=None, repr=False)
     password: str | None = field(default=None, repr=False)
     schema: str | None = None
-    extra_dejson: dict = field(default_factory=dict)
+    # Extras may hold secrets too (aws_secret_access_key, sslpassword).
+    extra_dejson: dict = field(default_factory=dict, repr=False)
+
+
+def _normalize_conn_type(conn_type: str | None) -> str | None:
+    # Airflow's own rule: 'postgresql' is 'postgres', hyphens become underscores.
+    if not conn_type:
+        return conn_type
+    return "postgres" if conn_type == "postgresql" else conn_type.replace("-", "_")
+
+
+def _extra_dict(value: Any) -> dict:
+    if not value:
+        return {}
+    return json.loads(value) if isinstance(value, str) else dict(value)
+
+
+def connection_from_json(conn_id: str, raw: str) -> ConnectionInfo:
+    d = json.loads(raw)
+    return ConnectionInfo(
+        conn_id=conn_id,
+        conn_type=_normalize_conn_type(d.get("conn_type")),
+        host=d.get("host"),
+        port=int(d["port"]) if d.get("port") else None,
+        login=d.get("login"),
+        password=d.get("password"),
+        schema=d.get("schema"),
+        extra_dejson=_extra_dict(d.get("extra")),
+    )
+
+
+def connection_from_uri(conn_id: str, uri: str) -> ConnectionInfo:
+    """An Airflow connection URI: ``type://login:password@host:port/schema?extra``.
+
+    Query parameters are the extras (all text), or one ``__extra__`` parameter holding
+    them as JSON; login, password and schema are percent-decoded, as Airflow does.
+    """
+    conn_type, sep, rest = uri.partition("://")
+    if not sep:
+        raise ValueError(f"connection {conn_id!r} is neither JSON nor a URI")
+    protocol = None
+    if "://" in rest:  # a host with its own scheme, as in aws://https%3A%2F%2F... written out
+        protocol, _, rest = rest.partition("://")
+    parts = urlsplit("//" + rest)
+    host = unquote(parts.hostname or "") or None
+    if host and protocol:
+        host = f"{protocol}://{host}"
+    extra: dict = {}
+    if parts.query:
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        extra = json.loads(query["__extra__"]) if "__extra__" in query else query
+    return ConnectionInfo(
+        conn_id=conn_id,
+        conn_type=_normalize_conn_type(conn_type),
+        host=host,
+        port=parts.port,
+        login=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        schema=unquote(parts.path[1:]) or None,
+        extra_dejson=extra,
+    )
 
 
 def connection(conn_id: str) -> Any:
     """An Airflow connection by id.
 
-    A JSON ``AIRFLOW_CONN_<ID>`` variable is read directly so the CLI and tests need not
-    import Airflow; anything else (URI form, secrets backends) goes through Airflow.
+    An ``AIRFLOW_CONN_<ID>`` variable (JSON or URI) is read here, so the CLI and tests
+    need not import Airflow; any other source (a secrets backend) goes through Airflow.
     """
-    raw = os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}", "")
-    if raw.lstrip().startswith("{"):
-        d = json.loads(raw)
-        extra = d.get("extra") or {}
-        return _JsonConnection(
-            conn_id=conn_id,
-            host=d.get("host"),
-            port=d.get("port"),
-            login=d.get("login"),
-            password=d.get("password"),
-            schema=d.get("schema"),
-            extra_dejson=json.loads(extra) if isinstance(extra, str) else extra,
-        )
+    raw = os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}", "").strip()
+    if raw.startswith("{"):
+        return connection_from_json(conn_id, raw)
+    if raw:
+        return connection_from_uri(conn_id, raw)
     from airflow.sdk import Connection
 
     return Connection.get(conn_id)
+
+
+# ---------------------------------------------------------------- settings from the environment
 
 
 def s3_settings() -> S3Settings:
@@ -132,20 +337,37 @@ def s3_settings() -> S3Settings:
 
 
 def s3_from_env() -> S3Settings:
-    try:
-        return S3Settings(
-            endpoint=os.environ["CALLSCRIBE_S3_ENDPOINT"],
-            access_key=os.environ["CALLSCRIBE_S3_ACCESS_KEY"],
-            secret_key=os.environ["CALLSCRIBE_S3_SECRET_KEY"],
-            bucket=os.environ.get("CALLSCRIBE_S3_BUCKET", "calls"),
-            secure=os.environ.get("CALLSCRIBE_S3_SECURE", "false").lower() == "true",
-            region=os.environ.get("CALLSCRIBE_S3_REGION"),
-        )
-    except KeyError as missing:
-        raise RuntimeError(f"object store settings incomplete: {missing.args[0]} is not set") from None
+    """The worker's settings: what :meth:`S3Settings.to_env` wrote, or a Kubernetes secret.
+
+    No keys means the default AWS credential chain (IRSA, instance profile, ...).
+    """
+    env = os.environ
+    if not env.get("CALLSCRIBE_S3_ENDPOINT"):
+        raise RuntimeError("object store settings incomplete: CALLSCRIBE_S3_ENDPOINT is not set")
+    access_key = env.get("CALLSCRIBE_S3_ACCESS_KEY", "")
+    secret_key = env.get("CALLSCRIBE_S3_SECRET_KEY", "")
+    if bool(access_key) != bool(secret_key):
+        missing = "CALLSCRIBE_S3_SECRET_KEY" if access_key else "CALLSCRIBE_S3_ACCESS_KEY"
+        raise RuntimeError(f"object store settings incomplete: {missing} is not set "
+                           "(set both keys, or neither to use the default AWS credential chain)")
+    verify = env.get("CALLSCRIBE_S3_VERIFY", "true").strip().lower() not in _FALSE
+    return S3Settings(
+        endpoint=env["CALLSCRIBE_S3_ENDPOINT"],
+        access_key=access_key,
+        secret_key=secret_key,
+        bucket=env.get("CALLSCRIBE_S3_BUCKET", "calls"),
+        secure=env.get("CALLSCRIBE_S3_SECURE", "false").lower() == "true",
+        region=env.get("CALLSCRIBE_S3_REGION") or None,
+        session_token=env.get("CALLSCRIBE_S3_SESSION_TOKEN", ""),
+        ca_bundle=(env.get("CALLSCRIBE_S3_CA_BUNDLE") or (env.get("AWS_CA_BUNDLE") if verify else None)) or None,
+        verify=verify,
+        sts_endpoint=env.get("CALLSCRIBE_S3_STS_ENDPOINT") or None,
+    )
 
 
 def pg_settings() -> PgSettings:
+    """The database settings; TLS and other libpq options come from the connection's extras
+    (or, with the CALLSCRIBE_PG_* form, from libpq's own PGSSLMODE, PGSSLROOTCERT, ...)."""
     if os.environ.get("CALLSCRIBE_PG_HOST"):
         return PgSettings(
             host=os.environ["CALLSCRIBE_PG_HOST"],
@@ -155,6 +377,9 @@ def pg_settings() -> PgSettings:
             dbname=os.environ.get("CALLSCRIBE_PG_DB", "callscribe"),
         )
     return pg_from_connection(connection(PG_CONN_ID))
+
+
+# ---------------------------------------------------------------- speakers
 
 
 def channel_speakers() -> tuple[str, ...]:

@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from callscribe.config import pg_settings
+from callscribe.config import PgSettings, pg_settings
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Serialises concurrent `migrate` calls (several tasks may start at once).
@@ -21,12 +21,19 @@ _MIGRATION_LOCK_ID = 0x63616C6C
 
 
 @lru_cache(maxsize=8)
-def engine_for(url: str) -> Engine:
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4, future=True)
+def engine_for(url: str, connect_args: tuple[tuple[str, str], ...] = ()) -> Engine:
+    """One pooled engine per URL and driver options (libpq parameters such as sslmode and
+    sslrootcert: passed to psycopg2.connect, kept out of the URL so none is ever rendered)."""
+    return sa.create_engine(url, connect_args=dict(connect_args), pool_pre_ping=True, pool_size=2,
+                            max_overflow=4, future=True)
+
+
+def engine_from_settings(pg: PgSettings) -> Engine:
+    return engine_for(pg.sqlalchemy_url(), pg.options)
 
 
 def engine_from_env() -> Engine:
-    return engine_for(pg_settings().sqlalchemy_url())
+    return engine_from_settings(pg_settings())
 
 
 @cache

@@ -228,15 +228,27 @@ class WorkerFailed(RuntimeError):
 WORKER_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "XDG_RUNTIME_DIR",
               "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "CALLSCRIBE_GRANITE_MODEL_DIR",
               "CALLSCRIBE_WHISPER_MODEL_DIR", "CALLSCRIBE_CPU_THREADS", "CALLSCRIBE_NAR_COMPILE",
-              "CALLSCRIBE_NAR_FUSE", "CALLSCRIBE_NAR_DEPTHWISE", "CALLSCRIBE_NAR_ATTENTION")
+              "CALLSCRIBE_NAR_FUSE", "CALLSCRIBE_NAR_DEPTHWISE", "CALLSCRIBE_NAR_ATTENTION",
+              # Which CAs to trust (not secrets): a private CA for the store or for STS.
+              "AWS_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR")
+# What the default AWS credential chain reads: passed on only when the S3 connection has no
+# keys, so the worker finds the same identity as the task (IRSA, EKS Pod Identity, ECS,
+# instance profile, or keys in the environment). With static keys none of these is passed.
+WORKER_AWS_CHAIN_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                        "AWS_SHARED_CREDENTIALS_FILE", "AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION",
+                        "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_SESSION_NAME", "AWS_ENDPOINT_URL_STS",
+                        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                        "AWS_CONTAINER_AUTHORIZATION_TOKEN", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")
 # Seconds a worker gets to stop on SIGTERM before its process group is killed.
 WORKER_STOP_GRACE_S = 10.0
 
 
 def worker_environment(s3: S3Settings, base: dict[str, str] | None = None) -> dict[str, str]:
-    """The local worker's environment: the allow-listed variables, offline flags, the S3 settings."""
+    """The local worker's environment: the allow-listed variables, offline flags, the S3 settings
+    (and, for a connection without keys, the default credential chain's variables)."""
     base = os.environ if base is None else base
-    env = {k: base[k] for k in WORKER_ENV if k in base}
+    allowed = WORKER_ENV + (WORKER_AWS_CHAIN_ENV if s3.uses_default_chain else ())
+    env = {k: base[k] for k in allowed if k in base}
     env.setdefault("HOME", tempfile.gettempdir())
     # Credentials go through the environment, as Kubernetes secrets do for the pod.
     return env | {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"} | s3.to_env()

@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 import io
+import logging
+import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 
+import certifi
 import urllib3
 from minio import Minio
+from minio.credentials import Credentials
+from minio.credentials.providers import (
+    AWSConfigProvider,
+    EnvAWSProvider,
+    IamAwsProvider,
+    Provider,
+    StaticProvider,
+)
 from minio.error import S3Error, ServerError
 
 from callscribe.config import S3Settings, s3_settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -38,19 +52,123 @@ def make_uri(bucket: str, key: str) -> str:
     return f"s3://{bucket}/{key}"
 
 
+# ---------------------------------------------------------------- credentials and trust
+
+
+class CredentialsUnavailable(ConnectionError):
+    """No credentials could be had: not an object's fault, so :func:`unavailable` says retry."""
+
+
+# A web identity token travels in the STS request's query, which minio's errors quote.
+_TOKEN_IN_URL = re.compile(r"(WebIdentityToken|Token)=[^&\s]+")
+
+
+class _IamProvider(IamAwsProvider):
+    """minio's IAM provider (web identity / IRSA, ECS and EKS Pod Identity container
+    credentials, EC2 instance metadata), with a network failure turned into the ValueError
+    that lets a chain go on, and the identity token kept out of error messages."""
+
+    def retrieve(self) -> Credentials:
+        try:
+            return super().retrieve()
+        except urllib3.exceptions.HTTPError as exc:
+            raise ValueError(f"IAM credentials endpoint not reachable ({type(exc).__name__})") from None
+        except ValueError as exc:
+            raise ValueError(_TOKEN_IN_URL.sub(r"\1=***", str(exc))) from None
+
+
+class DefaultCredentialChain(Provider):
+    """AWS's default credential chain as far as the minio SDK walks it, in boto3's order:
+    AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY(/AWS_SESSION_TOKEN), the shared credentials file
+    (AWS_SHARED_CREDENTIALS_FILE, AWS_PROFILE), then IAM: web identity (AWS_ROLE_ARN +
+    AWS_WEB_IDENTITY_TOKEN_FILE; STS at AWS_ENDPOINT_URL_STS when set), container
+    credentials (ECS, EKS Pod Identity), EC2 instance metadata. The provider that answered
+    is asked first next time; it renews temporary credentials before they expire.
+    """
+
+    def __init__(self, region: str | None = None, sts_endpoint: str | None = None):
+        # Metadata endpoints answer in milliseconds when present: short timeouts keep a
+        # machine without them from hanging (botocore waits 1 s for instance metadata).
+        iam_http = urllib3.PoolManager(
+            timeout=urllib3.Timeout(connect=2, read=10),
+            retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+        )
+        sts = sts_endpoint or os.environ.get("AWS_ENDPOINT_URL_STS")
+        # minio uses a custom endpoint for every IAM source; it is meant for STS only.
+        web_identity = bool(os.environ.get("AWS_WEB_IDENTITY_TOKEN_FILE"))
+        iam = _IamProvider(http_client=iam_http, region=region, custom_endpoint=sts if web_identity else None)
+        self.providers: list[tuple[str, Provider]] = [
+            ("environment", EnvAWSProvider()), ("shared credentials file", AWSConfigProvider()), ("IAM", iam)]
+        self._current: Provider | None = None
+
+    def retrieve(self) -> Credentials:
+        if self._current is not None:
+            try:
+                return self._current.retrieve()
+            except ValueError:
+                self._current = None  # gone (a role detached, a file removed): walk the chain again
+        reasons = []
+        for name, provider in self.providers:
+            try:
+                creds = provider.retrieve()
+            except ValueError as exc:
+                reasons.append(f"{name}: {exc}")
+                continue
+            self._current = provider
+            return creds
+        raise CredentialsUnavailable(
+            "no object-store credentials: the connection has no keys and the default AWS chain found none ("
+            + "; ".join(reasons) + ")")
+
+
+def credentials_provider(settings: S3Settings) -> Provider:
+    """The connection's keys, or the default chain when it has none (as the Amazon provider does)."""
+    if settings.access_key:
+        return StaticProvider(settings.access_key, settings.secret_key, settings.session_token or None)
+    return DefaultCredentialChain(region=settings.region, sts_endpoint=settings.sts_endpoint)
+
+
+def ca_certs(settings: S3Settings) -> str:
+    """The CA bundle the client trusts: the connection's (``verify`` path, AWS_CA_BUNDLE),
+    else SSL_CERT_FILE, else certifi's, as the minio client does by default."""
+    return settings.ca_bundle or os.environ.get("SSL_CERT_FILE") or certifi.where()
+
+
+def http_client(settings: S3Settings) -> urllib3.PoolManager:
+    """The client's connection pool: minio's defaults, with the trust store chosen above."""
+    if not settings.verify:
+        log.warning("object store %s: TLS certificates are not checked (verify=false)", settings.endpoint)
+    return urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=300, read=300),
+        maxsize=10,
+        cert_reqs="CERT_REQUIRED" if settings.verify else "CERT_NONE",
+        ca_certs=ca_certs(settings) if settings.verify else None,
+        retries=urllib3.Retry(total=5, backoff_factor=0.2, status_forcelist=[500, 502, 503, 504]),
+    )
+
+
+def minio_client(settings: S3Settings, endpoint: str | None = None, secure: bool | None = None) -> Minio:
+    """A minio client for these settings; ``endpoint``/``secure`` override the address only
+    (a public endpoint for presigned URLs)."""
+    return Minio(
+        endpoint or settings.endpoint,
+        secure=settings.secure if secure is None else secure,
+        region=settings.region,
+        credentials=credentials_provider(settings),
+        http_client=http_client(settings),
+    )
+
+
+# ---------------------------------------------------------------- the store
+
+
 class Store:
     """A thin, typed wrapper over one bucket-aware S3 client."""
 
     def __init__(self, settings: S3Settings):
         self.settings = settings
         self.bucket = settings.bucket
-        self.client = Minio(
-            settings.endpoint,
-            access_key=settings.access_key,
-            secret_key=settings.secret_key,
-            secure=settings.secure,
-            region=settings.region,
-        )
+        self.client = minio_client(settings)
 
     def list(self, prefix: str, bucket: str | None = None) -> Iterator[ObjectInfo]:
         b = bucket or self.bucket

@@ -21,9 +21,24 @@ def test_connections_from_json_env(monkeypatch):
 
 
 def test_missing_worker_settings_name_the_variable(monkeypatch):
-    monkeypatch.setattr(config.os, "environ", {"CALLSCRIBE_S3_ENDPOINT": "x:1"})
+    monkeypatch.setattr(config.os, "environ", {"CALLSCRIBE_S3_BUCKET": "calls"})
+    with pytest.raises(RuntimeError, match="CALLSCRIBE_S3_ENDPOINT"):
+        config.s3_from_env()
+    # Half a key pair is a broken secret, not a request for the default chain.
+    monkeypatch.setattr(config.os, "environ", {"CALLSCRIBE_S3_ENDPOINT": "x:1", "CALLSCRIBE_S3_ACCESS_KEY": "AK"})
+    with pytest.raises(RuntimeError, match="CALLSCRIBE_S3_SECRET_KEY"):
+        config.s3_from_env()
+    monkeypatch.setattr(config.os, "environ", {"CALLSCRIBE_S3_ENDPOINT": "x:1", "CALLSCRIBE_S3_SECRET_KEY": "SK"})
     with pytest.raises(RuntimeError, match="CALLSCRIBE_S3_ACCESS_KEY"):
         config.s3_from_env()
+
+
+def test_worker_settings_without_keys_mean_the_default_chain(monkeypatch):
+    """A pod with an IAM role (IRSA, instance profile) gets no keys in its secret."""
+    monkeypatch.setattr(config.os, "environ", {"CALLSCRIBE_S3_ENDPOINT": "s3.amazonaws.com",
+                                               "CALLSCRIBE_S3_SECURE": "true", "AWS_CA_BUNDLE": "/ca.pem"})
+    s3 = config.s3_from_env()
+    assert s3.uses_default_chain and s3.secure and s3.ca_bundle == "/ca.pem"
 
 
 def test_pg_url_quotes_the_password():
