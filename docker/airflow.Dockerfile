@@ -18,6 +18,6 @@ RUN pip install --no-cache-dir -c /opt/callscribe/constraints.txt \
         "/opt/callscribe[embedded]" \
         apache-airflow-providers-cncf-kubernetes \
         apache-airflow-providers-postgres \
-    && pip show apache-airflow | grep -qx "Version: ${AIRFLOW_VERSION}"
+    && pip show apache-airflow | grep -x "Version: ${AIRFLOW_VERSION}"
 COPY --chown=airflow:root dags /opt/airflow/dags
 COPY --chown=airflow:root plugins /opt/airflow/plugins
