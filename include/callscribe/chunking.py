@@ -38,7 +38,7 @@ class ChunkingParams:
     max_chunk_s: float = 30.0  # the target: a chunk's audio (regions with their context) at most
     max_merge_gap_s: float = 1.0  # a pause up to this long stays whole inside a region; longer ones are cut out
     pad_s: float = 0.4  # context kept before and after each region (measured: docs/benchmarks.md)
-    pack: bool = True  # several regions per chunk; False gives each region its own chunk
+    pack: bool = True  # several regions per chunk (or the whole channel); False: one chunk per region
     cut_search_s: float = 5.0  # a too-long region is cut at its quietest frame in this window before the limit
     vad_aggressiveness: int = 2
     min_speech_s: float = 0.12  # shorter blips are noise
@@ -216,7 +216,7 @@ def chunk_channel(x: np.ndarray, rate: int, channel: int,
     regions = frames_to_regions(flags, min_frames)
     if not regions:
         return []
-    if len(x) <= params.max_chunk_s * rate:
+    if params.pack and len(x) <= params.max_chunk_s * rate:
         # A channel that fits in one chunk goes whole: nothing to gain from cutting it,
         # and the model hears exactly what it would hear decoding the file by itself.
         return [Chunk(channel, 0, rate, ((0, len(x)),))]
