@@ -1,12 +1,21 @@
 """transcribe_calls: each day's call recordings, from the bucket to searchable Postgres rows.
 
 discover -> chunk (mapped over groups of recordings) -> plan_jobs -> transcribe (mapped over
-jobs; a Kubernetes pod per job, or the same command as a local process) -> load -> report
--> verify.
+jobs) -> load -> report -> verify.
 
-A run covers one calendar day (UTC), its logical date (or the ``date`` Param), which
+One factory builds two DAGs of the same shape that differ only in where ``transcribe`` runs:
+``transcribe_calls`` runs the worker command as a child process of the Airflow task, and
+``transcribe_calls_k8s`` runs it in a GPU pod per job (a deferrable KubernetesPodOperator).
+Which one a deployment uses is a matter of which one is unpaused, never of the environment
+the file is parsed in: ``transcribe_calls_k8s`` is always created paused, ``transcribe_calls``
+as the ``[core] dags_are_paused_at_creation`` setting says. Unpause one of them only (runs of
+both for the same day fail in ``discover``).
+
+A run covers one calendar day (UTC), its logical date (or the ``date`` Param; a run
+triggered without a logical date covers the last whole day before it was triggered), which
 names the bucket prefix ``<prefix>YYYY/MM/DD/``, plus the ``lookback_days`` before it for
-files that arrived late. Backfilling days from the UI processes those days; only
+files that arrived late. ``prefix`` is relative to the bucket and may not lead into the
+pipeline's own ``_callscribe/`` area. Backfilling days from the UI processes those days; only
 recordings not yet transcribed are picked up unless ``reprocess`` is set.
 
 The run is green only when every recording of its days is done, quarantined or failed
@@ -18,14 +27,20 @@ from __future__ import annotations
 
 import os
 from datetime import datetime, timedelta
+from typing import Literal
 
 from airflow.sdk import CronDataIntervalTimetable, Param, TriggerRule, dag, get_current_context, task
 
 from callscribe.alerts import deadline_alert, run_failed, task_timeout
 from callscribe.engines import DEFAULT_ENGINE, available
 
+# The two DAGs: where `transcribe` runs is the only difference between them.
+LOCAL_DAG_ID = "transcribe_calls"
+K8S_DAG_ID = "transcribe_calls_k8s"
+DAG_IDS = (LOCAL_DAG_ID, K8S_DAG_ID)
+
 # Deployment settings, read when the DAG is parsed (not secrets: those are connections).
-TRANSCRIBE_MODE = os.environ.get("CALLSCRIBE_TRANSCRIBE_MODE", "local")  # local | kubernetes
+# None of them changes the DAGs' shape.
 # Local mode runs the worker on the Airflow worker itself: default_pool unless told otherwise.
 LOCAL_POOL = os.environ.get("CALLSCRIBE_LOCAL_POOL", "default_pool")
 # The first day a run (or backfill) may cover: Airflow creates no tasks for earlier days.
@@ -37,151 +52,202 @@ RETRY_DELAY = timedelta(seconds=float(os.environ.get("CALLSCRIBE_RETRY_DELAY_S",
 LOOKBACK_DAYS = int(os.environ.get("CALLSCRIBE_LOOKBACK_DAYS", 3))
 
 
-@dag(
-    dag_id="transcribe_calls",
-    description="Transcribe one day of call recordings into Postgres",
-    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=3,
-    max_active_tasks=8,
-    dagrun_timeout=timedelta(hours=12),
-    on_failure_callback=run_failed,
-    deadline=deadline_alert(),
-    default_args={
-        "owner": "callscribe",
-        "retries": 2,
-        "retry_delay": RETRY_DELAY,
-        "retry_exponential_backoff": True,
-    },
-    tags=["callscribe", "transcription", "daily"],
-    params={
-        "date": Param(None, type=["null", "string"], format="date",
-                      description="Day to process (YYYY-MM-DD); empty: the run's logical date"),
-        "prefix": Param("calls/", type="string", description="Bucket prefix above the YYYY/MM/DD/ folders"),
-        "engine": Param(DEFAULT_ENGINE, type="string", enum=available(), description="ASR engine"),
-        "max_recordings": Param(None, type=["null", "integer"], minimum=1,
-                                description="Process at most this many recordings (empty: all)"),
-        "reprocess": Param(False, type="boolean",
-                           description="Transcribe again recordings that are already done"),
-        "lookback_days": Param(LOOKBACK_DAYS, type="integer", minimum=0, maximum=31,
-                               description="Also take late uploads and retries from this many days before"),
-    },
-    doc_md=__doc__,
-)
-def transcribe_calls():
-    @task(execution_timeout=task_timeout("discover"))
-    def discover() -> list[list[int]]:
-        from callscribe import discovery, pipeline, reporting
-        from callscribe.db import engine_from_env
-        from callscribe.storage import store
+# The Params' rules, checked by Airflow when a run is triggered and again by
+# callscribe.pipeline (check_date, check_prefix) when the run derives its day.
+DATE_SCHEMA = {"type": ["null", "string"], "format": "date", "pattern": r"^\d{4}-\d{2}-\d{2}$"}
+PREFIX_SCHEMA = {"type": "string", "not": {"anyOf": [
+    {"pattern": "^/"},  # keys are relative to the bucket
+    {"pattern": "^[A-Za-z][A-Za-z0-9+.-]*://"},  # a URI, not a key prefix
+    {"pattern": r"\.\."},
+    {"pattern": "^_callscribe(/|$)"},  # the pipeline's work area: its .flac packs look like calls
+]}}
 
-        ctx = get_current_context()
-        p = ctx["params"]
-        db = engine_from_env()
-        reporting.run_listed(db, ctx["run_id"], ctx["dag"].dag_id, pipeline.call_day(ctx), p["engine"])
-        ids = discovery.discover(
-            store(), db, pipeline.call_day(ctx), p["prefix"], ctx["run_id"],
-            reprocess=p["reprocess"], max_recordings=p["max_recordings"], lookback_days=p["lookback_days"],
-            is_live=run_is_live(ctx),
-        )
-        return discovery.groups(ids, pipeline.DEFAULT_GROUP_SIZE, pipeline.max_map_length())
 
-    @task(max_active_tis_per_dagrun=4, execution_timeout=task_timeout("chunk"))
-    def chunk(group: list[int]) -> str:
-        from callscribe import pipeline
-        from callscribe.db import engine_from_env
-        from callscribe.storage import store
+def transcribe_calls_dag(dag_id: str, transcribe_in: Literal["local", "kubernetes"]):
+    """One of the two DAGs; ``transcribe_in`` is fixed per DAG id, so each shape is fixed."""
+    in_pods = transcribe_in == "kubernetes"
+    where = ("a GPU pod per job (KubernetesPodOperator, deferrable)" if in_pods
+             else "a local worker process per job on the Airflow worker")
 
-        ctx = get_current_context()
-        return pipeline.chunk_group(store(), engine_from_env(), group, ctx["run_id"], ctx["ti"].map_index,
-                                    ctx["params"]["engine"])
+    @dag(
+        dag_id=dag_id,
+        description=f"Transcribe one day of call recordings into Postgres; transcribe: {where}",
+        schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=3,
+        max_active_tasks=8,
+        dagrun_timeout=timedelta(hours=12),
+        on_failure_callback=run_failed,
+        deadline=deadline_alert(),
+        default_args={
+            "owner": "callscribe",
+            "retries": 2,
+            "retry_delay": RETRY_DELAY,
+            "retry_exponential_backoff": True,
+        },
+        tags=["callscribe", "transcription", "daily"],
+        params={
+            "date": Param(None, **DATE_SCHEMA,
+                          description="Day to process (YYYY-MM-DD); empty: the run's logical date, or for a "
+                                      "run without one the last whole day (UTC) before it was triggered"),
+            "prefix": Param("calls/", **PREFIX_SCHEMA,
+                            description="Bucket prefix above the YYYY/MM/DD/ folders, relative to the bucket; "
+                                        "not _callscribe/ (the pipeline's work area), no '..'"),
+            "engine": Param(DEFAULT_ENGINE, type="string", enum=available(), description="ASR engine"),
+            "max_recordings": Param(None, type=["null", "integer"], minimum=1,
+                                    description="Process at most this many recordings (empty: all)"),
+            "reprocess": Param(False, type="boolean",
+                               description="Transcribe again recordings that are already done"),
+            "lookback_days": Param(LOOKBACK_DAYS, type="integer", minimum=0, maximum=31,
+                                   description="Also take late uploads and retries from this many days before"),
+        },
+        # Created paused, the Kubernetes one always: a deployment turns on the one it uses.
+        is_paused_upon_creation=True if in_pods else None,
+        doc_md=__doc__,
+    )
+    def build():
+        @task(execution_timeout=task_timeout("discover"))
+        def discover() -> list[list[int]]:
+            from airflow.sdk.exceptions import AirflowFailException
 
-    # One chunk task failing for good must not hold back the other groups: plan what was chunked.
-    @task(trigger_rule=TriggerRule.ALL_DONE, execution_timeout=task_timeout("plan_jobs"))
-    def plan_jobs(manifests: list[str] | None) -> list[str]:
-        from callscribe import pipeline
-        from callscribe.storage import store
+            from callscribe import discovery, pipeline, reporting
+            from callscribe.db import engine_from_env
+            from callscribe.storage import store
 
-        ctx = get_current_context()
-        done = [m for m in (manifests[:] if manifests is not None else []) if m]
-        return pipeline.plan_jobs(store(), done, ctx["run_id"], ctx["params"]["engine"],
-                                  max_jobs=pipeline.max_map_length())
+            ctx = get_current_context()
+            p = ctx["params"]
+            try:
+                day = pipeline.call_day(ctx)  # checks the date and prefix Params as well
+            except pipeline.BadParam as exc:
+                raise AirflowFailException(str(exc)) from exc  # a retry would not change the Params
+            refuse_twin_run(ctx)
+            db = engine_from_env()
+            reporting.run_listed(db, ctx["run_id"], ctx["dag"].dag_id, day, p["engine"])
+            ids = discovery.discover(
+                store(), db, day, p["prefix"], ctx["run_id"],
+                reprocess=p["reprocess"], max_recordings=p["max_recordings"], lookback_days=p["lookback_days"],
+                is_live=run_is_live(ctx),
+            )
+            return discovery.groups(ids, pipeline.DEFAULT_GROUP_SIZE, pipeline.max_map_length())
 
-    jobs = plan_jobs(chunk.expand(group=discover()))
-
-    if TRANSCRIBE_MODE == "kubernetes":
-        from callscribe.kubernetes import transcribe_pod_operator
-
-        transcribed = transcribe_pod_operator().expand(arguments=jobs.map(worker_arguments))
-    else:
-
-        @task(pool=LOCAL_POOL, execution_timeout=task_timeout("transcribe"))
-        def transcribe(job_uri: str) -> str:
+        @task(max_active_tis_per_dagrun=4, execution_timeout=task_timeout("chunk"))
+        def chunk(group: list[int]) -> str:
             from callscribe import pipeline
-            from callscribe.config import s3_settings
+            from callscribe.db import engine_from_env
+            from callscribe.storage import store
 
-            return pipeline.run_worker_local(job_uri, s3_settings())
+            ctx = get_current_context()
+            return pipeline.chunk_group(store(), engine_from_env(), group, ctx["run_id"], ctx["ti"].map_index,
+                                        ctx["params"]["engine"])
 
-        transcribed = transcribe.expand(job_uri=jobs)
+        # One chunk task failing for good must not hold back the other groups: plan what was chunked.
+        @task(trigger_rule=TriggerRule.ALL_DONE, execution_timeout=task_timeout("plan_jobs"))
+        def plan_jobs(manifests: list[str] | None) -> list[str]:
+            from callscribe import pipeline
+            from callscribe.storage import store
 
-    # Every job's shard that exists is loaded, whichever jobs failed: shard places are known
-    # from the job manifests, so nothing depends on the failed tasks' return values.
-    @task(trigger_rule=TriggerRule.ALL_DONE, execution_timeout=task_timeout("load"))
-    def load(job_uris: list[str]) -> dict:
-        from callscribe.db import engine_from_env
-        from callscribe.loading import load_jobs
-        from callscribe.storage import store
+            ctx = get_current_context()
+            done = [m for m in (manifests[:] if manifests is not None else []) if m]
+            return pipeline.plan_jobs(store(), done, ctx["run_id"], ctx["params"]["engine"],
+                                      max_jobs=pipeline.max_map_length())
 
-        # None when plan_jobs did not run (nothing to chunk) or failed (then `verify` says so).
-        uris = list(job_uris[:]) if job_uris is not None else []
-        result = load_jobs(store(), engine_from_env(), uris, get_current_context()["run_id"])
-        return {"shards": result.shards, "recordings": result.recordings, "segments": result.segments,
-                "failed": result.failed, "unfinished_jobs": result.unfinished_jobs}
+        jobs = plan_jobs(chunk.expand(group=discover()))
 
-    @task(trigger_rule=TriggerRule.ALL_DONE, execution_timeout=task_timeout("report"))
-    def report() -> dict:
-        from callscribe import pipeline, reporting
-        from callscribe.db import engine_from_env
+        if in_pods:
+            from callscribe.kubernetes import transcribe_pod_operator
 
-        ctx = get_current_context()
-        figures = reporting.report_run(
-            engine_from_env(), ctx["run_id"], ctx["dag"].dag_id, pipeline.call_day(ctx),
-            ctx["params"]["engine"],
-        )
-        return {k: v for k, v in figures.items() if k != "failures"} | {"failures": len(figures["failures"])}
+            # The pod's result is not pushed to XCom: `load` finds the shards from the job manifests.
+            transcribed = transcribe_pod_operator().expand(arguments=jobs.map(worker_arguments))
+        else:
 
-    # The run's verdict, and its only leaf: Airflow colours a run by its leaves.
-    @task(trigger_rule=TriggerRule.ALL_DONE, execution_timeout=task_timeout("verify"))
-    def verify() -> dict:
-        from airflow.sdk.exceptions import AirflowFailException
+            @task(pool=LOCAL_POOL, execution_timeout=task_timeout("transcribe"))
+            def transcribe(job_uri: str) -> str:
+                from callscribe import pipeline
+                from callscribe.config import s3_settings
 
-        from callscribe import pipeline
-        from callscribe.db import engine_from_env
-        from callscribe.storage import store
+                return pipeline.run_worker_local(job_uri, s3_settings())
 
-        ctx = get_current_context()
-        states = ctx["ti"].get_task_states(dag_id=ctx["dag"].dag_id, run_ids=[ctx["run_id"]])
-        try:
-            return pipeline.verify_run(store(), engine_from_env(), ctx, states.get(ctx["run_id"], {}),
-                                       run_is_live(ctx))
-        except pipeline.RunIncomplete as exc:
-            # A verdict is not retried (an outage while checking is: any other error).
-            raise AirflowFailException(str(exc)) from exc
+            transcribed = transcribe.expand(job_uri=jobs)
 
-    loaded = load(jobs)
-    transcribed >> loaded
-    loaded >> report() >> verify()
+        # Every job's shard that exists is loaded, whichever jobs failed: shard places are known
+        # from the job manifests, so nothing depends on the failed tasks' return values.
+        @task(trigger_rule=TriggerRule.ALL_DONE, execution_timeout=task_timeout("load"))
+        def load(job_uris: list[str]) -> dict:
+            from callscribe.db import engine_from_env
+            from callscribe.loading import load_jobs
+            from callscribe.storage import store
+
+            # None when plan_jobs did not run (nothing to chunk) or failed (then `verify` says so).
+            uris = list(job_uris[:]) if job_uris is not None else []
+            result = load_jobs(store(), engine_from_env(), uris, get_current_context()["run_id"])
+            return {"shards": result.shards, "recordings": result.recordings, "segments": result.segments,
+                    "failed": result.failed, "unfinished_jobs": result.unfinished_jobs}
+
+        @task(trigger_rule=TriggerRule.ALL_DONE, execution_timeout=task_timeout("report"))
+        def report() -> dict:
+            from callscribe import pipeline, reporting
+            from callscribe.db import engine_from_env
+
+            ctx = get_current_context()
+            figures = reporting.report_run(
+                engine_from_env(), ctx["run_id"], ctx["dag"].dag_id, pipeline.call_day(ctx),
+                ctx["params"]["engine"],
+            )
+            return {k: v for k, v in figures.items() if k != "failures"} | {"failures": len(figures["failures"])}
+
+        # The run's verdict, and its only leaf: Airflow colours a run by its leaves.
+        @task(trigger_rule=TriggerRule.ALL_DONE, execution_timeout=task_timeout("verify"))
+        def verify() -> dict:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from callscribe import pipeline
+            from callscribe.db import engine_from_env
+            from callscribe.storage import store
+
+            ctx = get_current_context()
+            states = ctx["ti"].get_task_states(dag_id=ctx["dag"].dag_id, run_ids=[ctx["run_id"]])
+            try:
+                return pipeline.verify_run(store(), engine_from_env(), ctx, states.get(ctx["run_id"], {}),
+                                           run_is_live(ctx))
+            except pipeline.RunIncomplete as exc:
+                # A verdict is not retried (an outage while checking is: any other error).
+                raise AirflowFailException(str(exc)) from exc
+
+        loaded = load(jobs)
+        transcribed >> loaded
+        loaded >> report() >> verify()
+
+    return build()
+
+
+LIVE = ["queued", "running"]
 
 
 def run_is_live(ctx):
-    """Whether another run of this DAG is still queued or running (its leases are real)."""
-    ti, dag_id = ctx["ti"], ctx["dag"].dag_id
-    return lambda run_id: ti.get_dr_count(dag_id=dag_id, run_ids=[run_id], states=["queued", "running"]) > 0
+    """Whether a run of either DAG is still queued or running (its leases are real).
+
+    Leases name the run id only: a lease held by a live run of the other DAG is not dead.
+    """
+    ti = ctx["ti"]
+    return lambda run_id: any(ti.get_dr_count(dag_id=d, run_ids=[run_id], states=LIVE) > 0 for d in DAG_IDS)
+
+
+def refuse_twin_run(ctx) -> None:
+    """Fail when the other DAG has a live run under this run's id (both unpaused: the same
+    scheduled run ids), since leases name the run id only and both would take the same calls."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    dag_id, run_id = ctx["dag"].dag_id, ctx["run_id"]
+    for other in DAG_IDS:
+        if other != dag_id and ctx["ti"].get_dr_count(dag_id=other, run_ids=[run_id], states=LIVE) > 0:
+            raise AirflowFailException(
+                f"{other} has a live run {run_id} too: unpause only one of {', '.join(DAG_IDS)}")
 
 
 def worker_arguments(job_uri: str) -> list[str]:
     return ["--job", job_uri]
 
 
-transcribe_calls()
+transcribe_calls = transcribe_calls_dag(LOCAL_DAG_ID, "local")
+transcribe_calls_k8s = transcribe_calls_dag(K8S_DAG_ID, "kubernetes")

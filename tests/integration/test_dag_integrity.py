@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.unit.test_run_params import BAD_PREFIXES, GOOD_PREFIXES
+
 REPO = Path(__file__).resolve().parents[2]
+DAG_IDS = ("transcribe_calls", "transcribe_calls_k8s")
+# Each DAG, as the file gives it: tasks with their operator and upstream tasks, pools, and
+# whether it is created paused. Printed by a fresh interpreter per environment.
+DESCRIBE = """
+import json
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=DAGS)
+print(json.dumps({"errors": sorted(bag.import_errors), "dags": {
+    d.dag_id: {"paused": d.is_paused_upon_creation, "tasks": {
+        t.task_id: [t.operator_name, sorted(t.upstream_task_ids), t.pool] for t in d.tasks}}
+    for d in bag.dags.values()}}))
+"""
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +36,7 @@ def dagbag(stack):
 
 def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert "transcribe_calls" in dagbag.dag_ids
+    assert set(DAG_IDS) <= set(dagbag.dag_ids)
 
 
 def test_every_dag_has_owner_retries_and_tags(dagbag):
@@ -31,8 +47,9 @@ def test_every_dag_has_owner_retries_and_tags(dagbag):
             assert t.retries >= 1, f"{dag_id}.{t.task_id} has no retries"
 
 
-def test_transcribe_calls_shape(dagbag):
-    dag = dagbag.get_dag("transcribe_calls")
+@pytest.mark.parametrize("dag_id", DAG_IDS)
+def test_transcribe_calls_shape(dagbag, dag_id):
+    dag = dagbag.get_dag(dag_id)
     assert {t.task_id for t in dag.tasks} == {"discover", "chunk", "plan_jobs", "transcribe", "load", "report",
                                               "verify"}
     assert set(dag.params.keys()) >= {"prefix", "engine", "max_recordings", "reprocess", "lookback_days"}
@@ -49,8 +66,9 @@ def test_transcribe_calls_shape(dagbag):
     assert set(dag.params.get_param("engine").schema["enum"]) == {"whisper-tiny", "granite-nar", "granite-nar-native"}
 
 
-def test_every_task_has_a_timeout_and_the_run_alerts(dagbag):
-    dag = dagbag.get_dag("transcribe_calls")
+@pytest.mark.parametrize("dag_id", DAG_IDS)
+def test_every_task_has_a_timeout_and_the_run_alerts(dagbag, dag_id):
+    dag = dagbag.get_dag(dag_id)
     for t in dag.tasks:
         assert t.execution_timeout is not None, t.task_id
     assert dag.get_task("transcribe").execution_timeout.total_seconds() == 6 * 3600
@@ -85,15 +103,69 @@ def test_ruff_air_rules_clean():
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def test_kubernetes_mode_wires_the_pod_operator(stack, monkeypatch):
+def test_the_k8s_dag_wires_the_pod_operator(stack, monkeypatch):
     from airflow.dag_processing.dagbag import DagBag
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
-    monkeypatch.setenv("CALLSCRIBE_TRANSCRIBE_MODE", "kubernetes")
     monkeypatch.setenv("CALLSCRIBE_GPU_POOL", "h100_gpus")
     bag = DagBag(dag_folder=str(REPO / "dags"))
     assert bag.import_errors == {}
-    t = bag.get_dag("transcribe_calls").get_task("transcribe")
+    t = bag.get_dag("transcribe_calls_k8s").get_task("transcribe")
     assert t.operator_class is KubernetesPodOperator or issubclass(t.operator_class, KubernetesPodOperator)
     assert t.pool == "h100_gpus"
-    assert t.partial_kwargs["deferrable"] is True
+    assert t.partial_kwargs["deferrable"] is True  # the triggerer waits for the pod, not a worker slot
+    assert t.partial_kwargs["do_xcom_push"] is False  # `load` reads the job manifests, not the pod's XCom
+    assert t.partial_kwargs["on_finish_action"] == "delete_pod"
+    local = bag.get_dag("transcribe_calls").get_task("transcribe")
+    assert not issubclass(local.operator_class, KubernetesPodOperator)
+
+
+def _describe(env_update: dict[str, str | None]) -> dict:
+    env = dict(os.environ)
+    for k, v in env_update.items():
+        if v is None:
+            env.pop(k, None)
+        else:
+            env[k] = v
+    out = subprocess.run([sys.executable, "-c", f"DAGS = {str(REPO / 'dags')!r}\n" + DESCRIBE],
+                         capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_the_shape_does_not_depend_on_the_parsing_environment():
+    """A worker whose environment differs from the DAG processor's must get the same DAGs."""
+    shapes = [_describe({"CALLSCRIBE_TRANSCRIBE_MODE": mode})
+              for mode in (None, "local", "kubernetes", "something-else")]
+    assert shapes[0]["errors"] == [] and set(shapes[0]["dags"]) == set(DAG_IDS)
+    for shape in shapes[1:]:
+        assert shape == shapes[0]
+    dags = shapes[0]["dags"]
+    assert dags["transcribe_calls"]["tasks"]["transcribe"][0] == "@task"
+    assert dags["transcribe_calls_k8s"]["tasks"]["transcribe"][0] == "KubernetesPodOperator"
+    # Same tasks and wiring in both; only where `transcribe` runs differs.
+    wiring = {d: {t: v[1] for t, v in dags[d]["tasks"].items()} for d in DAG_IDS}
+    assert wiring["transcribe_calls"] == wiring["transcribe_calls_k8s"]
+    # The Kubernetes one never starts scheduling on its own.
+    assert dags["transcribe_calls_k8s"]["paused"] is True
+
+
+@pytest.mark.parametrize("dag_id", DAG_IDS)
+def test_params_refuse_prefixes_and_dates_the_package_refuses(dagbag, dag_id):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    from callscribe.pipeline import BadParam, check_date, check_prefix
+
+    params = dagbag.get_dag(dag_id).params
+    prefix, day = params.get_param("prefix"), params.get_param("date")
+    for good in GOOD_PREFIXES:
+        assert prefix.resolve(good) == check_prefix(good)
+    for bad in BAD_PREFIXES:
+        with pytest.raises(ParamValidationError):
+            prefix.resolve(bad)
+        with pytest.raises(BadParam):
+            check_prefix(bad)
+    assert day.resolve(None) is None and str(check_date(day.resolve("2026-11-24"))) == "2026-11-24"
+    for bad in ("20261124", "2026-W48-2", "2026-02-30", "2026-11-24T00:00:00"):
+        with pytest.raises(ParamValidationError):
+            day.resolve(bad)
