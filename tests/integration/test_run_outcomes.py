@@ -362,10 +362,10 @@ def test_a_chunk_task_that_fails_for_good_holds_back_only_its_own_recording(stac
     bad = "call-0002-0.mp3"
     real = pipeline.chunk_recording
 
-    def crashing(decoded, params):
+    def crashing(decoded, *args, **kwargs):
         if abs(decoded.duration_s - bad_duration) < 0.01:
             raise RuntimeError("simulated crash inside the chunker")
-        return real(decoded, params)
+        return real(decoded, *args, **kwargs)
 
     from callscribe.audio import decode
 
