@@ -169,3 +169,37 @@ def test_params_refuse_prefixes_and_dates_the_package_refuses(dagbag, dag_id):
     for bad in ("20261124", "2026-W48-2", "2026-02-30", "2026-11-24T00:00:00"):
         with pytest.raises(ParamValidationError):
             day.resolve(bad)
+
+
+class _RunCounts:
+    """A task instance's ``get_dr_count`` over a fixed set of live (dag id, run id) pairs."""
+
+    def __init__(self, live: set[tuple[str, str]]):
+        self.live = live
+
+    def get_dr_count(self, dag_id, run_ids, states):
+        assert set(states) == {"queued", "running"}
+        return sum((dag_id, r) in self.live for r in run_ids)
+
+
+def test_the_two_dags_never_share_a_day_silently():
+    """Leases name the run id only: a live run of the other DAG holds its leases, and a run of
+    the other DAG under the same id (both unpaused: same scheduled ids) stops discover."""
+    import importlib.util
+    from types import SimpleNamespace
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    spec = importlib.util.spec_from_file_location("transcribe_calls_dag_file", REPO / "dags" / "transcribe_calls.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    run = "scheduled__2026-11-24T00:00:00+00:00"
+
+    def ctx(live):
+        return {"dag": SimpleNamespace(dag_id="transcribe_calls"), "run_id": run, "ti": _RunCounts(live)}
+
+    with pytest.raises(AirflowFailException, match="unpause only one"):
+        mod.refuse_twin_run(ctx({("transcribe_calls_k8s", run)}))
+    mod.refuse_twin_run(ctx({("transcribe_calls", run), ("transcribe_calls_k8s", "manual__x")}))
+    is_live = mod.run_is_live(ctx({("transcribe_calls_k8s", "manual__x"), ("transcribe_calls", "manual__y")}))
+    assert is_live("manual__x") and is_live("manual__y") and not is_live("manual__z")
