@@ -3,7 +3,8 @@
     python -m callscribe.worker --job s3://bucket/_callscribe/runs/<run>/jobs/job-00000.json
 
 Object-store settings come from CALLSCRIBE_S3_* variables (Kubernetes secrets in a pod).
-The shard's URI is written to /airflow/xcom/return.json for the KubernetesPodOperator.
+The shard's URI is also written to a result file (``--xcom-path``, CALLSCRIBE_XCOM_PATH;
+the pod points it at /tmp: no XCom sidecar reads it, the load task knows the shard's place).
 
 A recording the worker cannot transcribe (its speech pack unreadable, a chunk the engine
 fails on even alone) goes into the shard as a failure with its reason; its neighbours go
