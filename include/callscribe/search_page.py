@@ -24,18 +24,19 @@ PRESIGN_TTL = timedelta(hours=1)
 
 @cache
 def _presigner():
-    """A client for presigning; it may use the endpoint browsers see (CALLSCRIBE_S3_PUBLIC_ENDPOINT)."""
-    from minio import Minio
+    """A client for presigning; it may use the endpoint browsers see (CALLSCRIBE_S3_PUBLIC_ENDPOINT),
+    and signs with whatever identity the connection has (keys, or the default chain: IRSA, instance profile)."""
+    from dataclasses import replace
 
     from callscribe.config import s3_settings
+    from callscribe.storage import minio_client
 
     s = s3_settings()
     public = os.environ.get("CALLSCRIBE_S3_PUBLIC_ENDPOINT")
     endpoint, secure = (public.split("://", 1)[-1], public.startswith("https://")) if public else (s.endpoint,
                                                                                                  s.secure)
     # A region given up front: presigning then needs no request to the store.
-    return Minio(endpoint, access_key=s.access_key, secret_key=s.secret_key, secure=secure,
-                 region=s.region or "us-east-1")
+    return minio_client(replace(s, region=s.region or "us-east-1"), endpoint, secure)
 
 
 def audio_url(bucket: str, key: str, start_s: float) -> str:
