@@ -41,8 +41,8 @@ from benchmarks.data import tiled_call
 from benchmarks.heldout import BEFORE_PACKING
 from callscribe import engines
 from callscribe.audio import TARGET_SR, Decoded
-from callscribe.bench import cpu_model, machine_info, run_throughput, speech_chunks
 from callscribe.chunking import ChunkingParams, chunking_for
+from callscribe.dev.bench import cpu_model, machine_info, run_throughput, speech_chunks
 from callscribe.engines.nar.packed import (
     attention_backend,
     cu_seqlens_for,

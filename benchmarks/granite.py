@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from callscribe import engines
-from callscribe.bench import run_throughput
+from callscribe.dev.bench import run_throughput
 
 OUT = Path(__file__).resolve().parent / "granite-results.json"
 

@@ -36,7 +36,7 @@ import numpy as np
 from benchmarks.heldout_data import CACHE, HeldoutFile, build
 from callscribe.audio import TARGET_SR, as_float, at_16k, decode
 from callscribe.chunking import ChunkingParams, chunking_for
-from callscribe.evaluation import word_errors
+from callscribe.dev.evaluation import word_errors
 from callscribe.transcription import as_channels, chunk_all, recognize_chunks
 
 ENGINE = "whisper-tiny"  # the engine that runs offline on a CPU
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(str(exc))
 
     from callscribe import engines
-    from callscribe.bench import machine_info
+    from callscribe.dev.bench import machine_info
 
     files, missing = build(args.cache)
     if args.files:

@@ -48,7 +48,7 @@ def figure(name: str, runs: list[float]) -> dict:
 
 
 def machine() -> dict:
-    from callscribe.bench import cpu_model
+    from callscribe.dev.bench import cpu_model
 
     mem = next((int(line.split()[1]) // 1024 for line in Path("/proc/meminfo").read_text().splitlines()
                 if line.startswith("MemTotal")), None)
@@ -59,7 +59,7 @@ def machine() -> dict:
 
 
 def run(mode: str) -> dict:
-    from callscribe import services
+    from callscribe.dev import services
 
     profile = services.profile("bench")
     services.up(profile)

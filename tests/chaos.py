@@ -71,7 +71,7 @@ def update_readme(readme: Path, summary: Path) -> None:
     import os
     from datetime import UTC, datetime
 
-    from callscribe.bench import cpu_model
+    from callscribe.dev.bench import cpu_model
 
     start, end = "<!-- chaos-summary:start -->", "<!-- chaos-summary:end -->"
     entries = json.loads(summary.read_text())

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from callscribe import services
+from callscribe.dev import services
 
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = services.profile("test", root=REPO / ".callscribe")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -11,21 +12,45 @@ import sys
 from datetime import date, datetime
 from pathlib import Path
 
-from callscribe import services
 from callscribe.local_run import run_day  # still callscribe.cli.run_day for the tests and benchmarks
 
 log = logging.getLogger("callscribe")
 
 
-def _profile(args) -> services.Profile:
-    return services.profile(args.profile)
+DEV_INSTALL = "pip install -e '.[dev]'"
+
+
+def _embedded():
+    """The embedded services module, or None in a production install (the images delete
+    callscribe.dev): there every command works from connections and the environment only."""
+    try:
+        from callscribe.dev import services
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("callscribe.dev", "callscribe.dev.services"):
+            raise  # a dependency of the dev package is missing: say so, do not hide it
+        return None
+    return services
+
+
+@contextlib.contextmanager
+def _dev_command(command: str):
+    """Around a dev command's imports: one clear line instead of a traceback without callscribe.dev."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        if exc.name == "callscribe.dev" or (exc.name or "").startswith("callscribe.dev."):
+            sys.exit(f"callscribe {command} needs the development install: {DEV_INSTALL}")
+        raise
 
 
 def _use_services(args) -> None:
     """Point at configured services, or at the embedded ones when nothing is configured."""
     if os.environ.get("AIRFLOW_CONN_CALLSCRIBE_POSTGRES") or os.environ.get("CALLSCRIBE_PG_HOST"):
         return
-    p = _profile(args)
+    services = _embedded()
+    if services is None:
+        return  # production: connections from the environment or Airflow's secrets backend
+    p = services.profile(args.profile)
     if not (p.root / "secrets.json").exists():
         sys.exit(f"no services configured and no embedded services in {p.root}: run `callscribe services up`")
     services.apply_environment(p)
@@ -63,7 +88,9 @@ def _json_default(v):
 
 
 def cmd_services(args) -> int:
-    p = _profile(args)
+    with _dev_command("services"):
+        from callscribe.dev import services
+    p = services.profile(args.profile)
     if args.action == "up":
         services.up(p, airflow=not args.no_airflow)
         for k, v in services.status(p).items():
@@ -126,8 +153,9 @@ def cmd_upload(args) -> int:
 
 def cmd_run(args) -> int:
     _use_services(args)
-    if os.environ.get("CALLSCRIBE_PROFILE"):
-        services.airflow_db_ready(_profile(args))
+    services = _embedded()
+    if services is not None and os.environ.get("CALLSCRIBE_PROFILE"):
+        services.airflow_db_ready(services.profile(args.profile))
     conf = {"reprocess": args.reprocess, "engine": args.engine}
     if args.max_recordings:
         conf["max_recordings"] = args.max_recordings
@@ -223,11 +251,13 @@ def cmd_search(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from callscribe.demo import run_demo
+    with _dev_command("demo"):
+        from callscribe.dev import services
+        from callscribe.dev.demo import run_demo
 
     # Task logs stay in the Airflow log folder; the demo prints its own summary.
     os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
-    return run_demo(_profile(args), args.date)
+    return run_demo(services.profile(args.profile), args.date)
 
 
 def _interrupt(signum, frame) -> None:
@@ -238,7 +268,9 @@ def cmd_ui(args) -> int:
     import signal
     import time
 
-    p = _profile(args)
+    with _dev_command("ui"):
+        from callscribe.dev import services
+    p = services.profile(args.profile)
     services.up(p)
     procs = services.airflow_up(p)
     # Stop the components on `kill` as on Ctrl+C.
@@ -257,8 +289,6 @@ def cmd_ui(args) -> int:
 
 
 def cmd_pod_spec(args) -> int:
-    import contextlib
-
     import yaml
 
     from callscribe.kubernetes import render_pod
@@ -271,8 +301,10 @@ def cmd_pod_spec(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from callscribe.bench import as_json, as_table, run_bench
     from callscribe.samples import sample_dir
+
+    with _dev_command("bench"):
+        from callscribe.dev.bench import as_json, as_table, run_bench
 
     if args.random_weights or args.batch:
         return _bench_throughput(args)
@@ -285,8 +317,10 @@ def cmd_bench(args) -> int:
 def cmd_parity(args) -> int:
     from callscribe.engines.granite import GraniteNarEngine
     from callscribe.engines.granite_native import GraniteNarNativeEngine
-    from callscribe.parity import run_parity
     from callscribe.samples import sample_dir
+
+    with _dev_command("parity"):
+        from callscribe.dev.parity import run_parity
 
     path = Path(args.model)
     reference = GraniteNarEngine(path=path, device=args.device)
@@ -317,7 +351,9 @@ def _bench_throughput(args) -> int:
     from dataclasses import asdict
 
     from callscribe import engines
-    from callscribe.bench import run_throughput, throughput_table
+
+    with _dev_command("bench"):
+        from callscribe.dev.bench import run_throughput, throughput_table
 
     options = {}
     if args.random_weights:
@@ -334,9 +370,11 @@ def _bench_throughput(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from callscribe.engines import DEFAULT_ENGINE, available
 
+    services = _embedded()
     ap = argparse.ArgumentParser(prog="callscribe", description="Bulk call transcription: pipeline and tools.")
     ap.add_argument("--profile", default=os.environ.get("CALLSCRIBE_PROFILE", "dev"),
-                    choices=sorted(services.PROFILES), help="which embedded services to use")
+                    choices=sorted(services.PROFILES) if services else None,
+                    help="which embedded services to use (development install)")
     sub = ap.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("services", help="start, stop or show the embedded services")
@@ -431,7 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     # Some libraries warn without a private runtime folder (no login session on servers).
-    if not os.environ.get("XDG_RUNTIME_DIR"):
+    # (Only a development install has a project-local place for it; production leaves it unset.)
+    services = _embedded()
+    if services is not None and not os.environ.get("XDG_RUNTIME_DIR"):
         os.environ["XDG_RUNTIME_DIR"] = str(services._runtime_dir(services.profile(os.environ.get(
             "CALLSCRIBE_PROFILE", "dev"))))
     logging.basicConfig(level=os.environ.get("CALLSCRIBE_LOG_LEVEL", "WARNING"),

@@ -14,8 +14,8 @@ from datetime import date
 import pytest
 import sqlalchemy as sa
 
-from callscribe import services
 from callscribe.audit import audit_day
+from callscribe.dev import services
 from callscribe.discovery import day_prefix
 from callscribe.samples import sample_dir
 from tests import chaos

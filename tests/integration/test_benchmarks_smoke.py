@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from callscribe import services
+from callscribe.dev import services
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]

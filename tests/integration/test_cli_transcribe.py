@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from callscribe.evaluation import wer
+from callscribe.dev.evaluation import wer
 from callscribe.samples import labels, sample_dir
 
 

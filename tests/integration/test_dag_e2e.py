@@ -10,8 +10,8 @@ from datetime import date
 import pytest
 import sqlalchemy as sa
 
+from callscribe.dev.evaluation import corpus_wer, wer
 from callscribe.discovery import day_prefix
-from callscribe.evaluation import corpus_wer, wer
 from callscribe.samples import labels, sample_files
 
 pytestmark = pytest.mark.integration

@@ -21,9 +21,10 @@ import psutil
 import pytest
 import sqlalchemy as sa
 
-from callscribe import discovery, pipeline, services
+from callscribe import discovery, pipeline
 from callscribe.audit import audit_day
 from callscribe.config import s3_settings
+from callscribe.dev import services
 from callscribe.discovery import day_prefix
 from callscribe.loading import load_shards
 from callscribe.samples import sample_files

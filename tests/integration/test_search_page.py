@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from callscribe import services
+from callscribe.dev import services
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -1,6 +1,6 @@
 import pytest
 
-from callscribe.evaluation import corpus_wer, normalize, wer, word_errors
+from callscribe.dev.evaluation import corpus_wer, normalize, wer, word_errors
 
 
 def test_normalisation_matches_whisper_style():

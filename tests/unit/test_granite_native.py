@@ -318,8 +318,8 @@ def test_the_engine_names_what_a_model_folder_lacks(tmp_path):
 
 
 def test_parity_of_a_model_with_itself_and_with_another(tmp_path):
+    from callscribe.dev.parity import run_parity
     from callscribe.engines.granite_native import GraniteNarNativeEngine
-    from callscribe.parity import run_parity
     from callscribe.samples import sample_dir
 
     _tiny_checkpoint(tmp_path / "a", seed=1)
@@ -341,7 +341,7 @@ def test_parity_runs_one_chunk_per_batch_by_default():
     import inspect
 
     from callscribe.cli import build_parser
-    from callscribe.parity import run_parity
+    from callscribe.dev.parity import run_parity
 
     assert inspect.signature(run_parity).parameters["batch"].default == 1
     assert build_parser().parse_args(["parity", "--model", "m"]).batch == 1
@@ -349,7 +349,7 @@ def test_parity_runs_one_chunk_per_batch_by_default():
 
 def test_parity_hands_engines_float_audio_as_the_batch_runner_does():
     from callscribe.audio import as_float
-    from callscribe.parity import _run
+    from callscribe.dev.parity import _run
 
     seen = []
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from callscribe import engines
 from callscribe.audio import at_16k, decode
 from callscribe.chunking import chunking_for
-from callscribe.evaluation import corpus_wer
+from callscribe.dev.evaluation import corpus_wer
 from callscribe.transcription import DEFAULT_BATCH_AUDIO_S, as_channels, chunk_all, recognize_chunks
 
 

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from callscribe.audio import as_float, decode
-from callscribe.bench import load_labelled
 from callscribe.chunking import chunking_for
+from callscribe.dev.bench import load_labelled
+from callscribe.dev.evaluation import corpus_wer
 from callscribe.engines.base import Segment
 from callscribe.engines.tokens import ItemOutput, TokenEngine
-from callscribe.evaluation import corpus_wer
 from callscribe.transcription import as_channels, chunk_all, order_segments, place
 
 log = logging.getLogger(__name__)

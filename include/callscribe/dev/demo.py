@@ -6,7 +6,7 @@ import logging
 import textwrap
 from datetime import date
 
-from callscribe import services
+from callscribe.dev import services
 
 DEMO_QUERY = '"cancel my account"'
 
