@@ -242,3 +242,115 @@ def test_an_allowlisted_cycle_passes_until_it_grows(tmp_path):
     (root / "b.py").write_text("from . import a, c\n")
     (root / "c.py").write_text("from . import a\n")
     assert len(cycle_report(root, allowed)) == 1
+
+
+# ---------------------------------------------------------------- callscribe.dev stays out of production
+
+# The production images delete callscribe/dev after installing the package, so nothing they
+# run may need it: no module outside it imports it at module level, and the only
+# function-level imports are these, each behind a clear "needs the development install".
+DEV_PACKAGE = "callscribe.dev"
+ALLOWED_DEV_IMPORTS: set[tuple[str, str]] = {
+    ("callscribe.cli", "_embedded"),  # embedded services when nothing is configured; None without dev
+    ("callscribe.cli", "cmd_services"),
+    ("callscribe.cli", "cmd_ui"),
+    ("callscribe.cli", "cmd_demo"),
+    ("callscribe.cli", "cmd_bench"),
+    ("callscribe.cli", "_bench_throughput"),  # `callscribe bench --batch/--random-weights`
+    ("callscribe.cli", "cmd_parity"),
+}
+# What the Airflow image runs besides the package: parsed by the DAG processor, loaded by
+# the webserver. They get no allowlist at all.
+AIRFLOW_DIRS = [PACKAGE_DIR.parents[1] / "dags", PACKAGE_DIR.parents[1] / "plugins"]
+
+
+def _is_dev(target: str) -> bool:
+    return target == DEV_PACKAGE or target.startswith(DEV_PACKAGE + ".")
+
+
+def dev_imports(name: str, path: Path, package: str = DEV_PACKAGE) -> list[tuple[str | None, int]]:
+    """(enclosing function or None for module level, line) of each import of ``package``.
+
+    Also ``importlib.import_module("...")`` / ``__import__("...")`` with a literal name, so a
+    dynamic import cannot slip past. Relative imports are resolved against ``name``.
+    """
+    tree = ast.parse(path.read_text(), filename=str(path))
+    is_package = path.name == "__init__.py"
+    hits: list[tuple[str | None, int]] = []
+
+    def inside(target: str) -> bool:
+        return target == package or target.startswith(package + ".")
+
+    def visit(node: ast.AST, func: str | None) -> None:
+        targets: list[str] = []
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = name.split(".") if is_package else name.split(".")[:-1]
+                parts = parts[: len(parts) - (node.level - 1)]
+                base = ".".join([*parts, *([node.module] if node.module else [])])
+            else:
+                base = node.module or ""
+            targets = [base, *(f"{base}.{a.name}" for a in node.names)]
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            called = ast.unparse(node.func)
+            if called in ("importlib.import_module", "import_module", "__import__"):
+                targets = [str(node.args[0].value)]
+        if any(inside(t) for t in targets):
+            hits.append((func, node.lineno))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            func = node.name if func is None else f"{func}.{node.name}"
+        for child in ast.iter_child_nodes(node):
+            visit(child, func)
+
+    visit(tree, None)
+    return hits
+
+
+def test_nothing_outside_callscribe_dev_needs_it():
+    modules = module_names(PACKAGE_DIR)
+    assert any(_is_dev(m) for m in modules) and "callscribe.cli" in modules  # the walk found both sides
+    problems, seen = [], set()
+    for name, path in modules.items():
+        if _is_dev(name):
+            continue
+        for func, line in dev_imports(name, path):
+            if func is None:
+                problems.append(f"{name} line {line}: imports {DEV_PACKAGE} at module level")
+            elif (name, func) not in ALLOWED_DEV_IMPORTS:
+                problems.append(f"{name} line {line}: imports {DEV_PACKAGE} in {func}() (not a dev command)")
+            else:
+                seen.add((name, func))
+    for folder in AIRFLOW_DIRS:
+        assert folder.is_dir(), folder
+        for path in sorted(folder.rglob("*.py")):
+            for _func, line in dev_imports(path.stem, path):
+                problems.append(f"{path.relative_to(folder.parent)} line {line}: imports {DEV_PACKAGE}")
+    assert not problems, "production code needs the development package:\n" + "\n".join(problems)
+    # An entry that no longer imports it leaves the list, so the list stays exact.
+    assert seen == ALLOWED_DEV_IMPORTS, f"allowlisted but no longer importing: {ALLOWED_DEV_IMPORTS - seen}"
+
+
+def test_the_dev_import_rule_sees_every_form(tmp_path):
+    root = _package(tmp_path, {
+        "__init__.py": "",
+        "dev/__init__.py": "",
+        "dev/tool.py": "X = 1\n",
+        "top.py": "from pkg.dev.tool import X\n",
+        "rel.py": "from . import dev\n",
+        "typed.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import pkg.dev.tool\n",
+        "late.py": "def cmd():\n    from .dev import tool\n    return tool\n",
+        "nested.py": "class C:\n    def m(self):\n        def inner():\n            import pkg.dev\n",
+        "dynamic.py": "import importlib\n\ndef f():\n    return importlib.import_module('pkg.dev.tool')\n",
+        "clean.py": "from pkg import top\nDEV = 'pkg.dev'\n",
+    })
+    found = {path.stem: dev_imports(n, path, "pkg.dev") for n, path in module_names(root).items()
+             if not n.startswith("pkg.dev")}
+    assert found["top"] == [(None, 1)]
+    assert found["rel"] == [(None, 1)]
+    assert found["typed"] == [(None, 3)]  # type-only still counts as module level
+    assert found["late"] == [("cmd", 2)]
+    assert found["nested"] == [("m.inner", 4)]
+    assert found["dynamic"] == [("f", 4)]
+    assert found["clean"] == []
