@@ -14,10 +14,13 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 COPY --chown=airflow:root constraints.txt pyproject.toml README.md /opt/callscribe/
 COPY --chown=airflow:root include /opt/callscribe/include
+# callscribe.dev (embedded services, demo, bench, parity) is development tooling: deleted
+# in the same layer as the install, so no layer of the image holds it.
 RUN pip install --no-cache-dir -c /opt/callscribe/constraints.txt \
         "/opt/callscribe[embedded]" \
         apache-airflow-providers-cncf-kubernetes \
         apache-airflow-providers-postgres \
-    && pip show apache-airflow | grep -x "Version: ${AIRFLOW_VERSION}"
+    && pip show apache-airflow | grep -x "Version: ${AIRFLOW_VERSION}" \
+    && python -c "import pathlib, shutil, callscribe; shutil.rmtree(pathlib.Path(callscribe.__file__).parent / 'dev')"
 COPY --chown=airflow:root dags /opt/airflow/dags
 COPY --chown=airflow:root plugins /opt/airflow/plugins

@@ -59,7 +59,10 @@ RUN --mount=type=bind,from=flash-attn,source=/wheels,target=/wheels \
         "torch==${TORCH_VERSION}" "transformers==${TRANSFORMERS_VERSION}" /wheels/flash_attn-*.whl
 COPY pyproject.toml README.md ./
 COPY include ./include
-RUN pip install --no-cache-dir -c constraints-gpu.txt ".[gpu]"
+# callscribe.dev (embedded services, demo, bench, parity) is development tooling: deleted
+# in the same layer as the install, so no layer of the image holds it.
+RUN pip install --no-cache-dir -c constraints-gpu.txt ".[gpu]" \
+    && python -c "import pathlib, shutil, callscribe; shutil.rmtree(pathlib.Path(callscribe.__file__).parent / 'dev')"
 USER 10001:10001
 ENTRYPOINT []
 CMD ["python", "-m", "callscribe.worker", "--help"]

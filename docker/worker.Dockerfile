@@ -14,7 +14,10 @@ RUN apt-get update \
 WORKDIR /opt/callscribe
 COPY constraints.txt pyproject.toml README.md ./
 COPY include ./include
-RUN pip install --no-cache-dir -c constraints.txt ".[embedded]"
+# callscribe.dev (embedded services, demo, bench, parity) is development tooling: deleted
+# in the same layer as the install, so no layer of the image holds it.
+RUN pip install --no-cache-dir -c constraints.txt ".[embedded]" \
+    && python -c "import pathlib, shutil, callscribe; shutil.rmtree(pathlib.Path(callscribe.__file__).parent / 'dev')"
 
 USER 10001
 ENTRYPOINT ["python", "-m", "callscribe.worker"]

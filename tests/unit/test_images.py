@@ -3,7 +3,9 @@
 Reads docker/*.Dockerfile as text (no Docker needed): each ``pip install`` / ``pip wheel``
 carries a constraints file, any ``name==version`` it names agrees with that file, the ARG
 defaults equal docker/versions.env, which agrees with constraints.txt, and the Airflow image
-installs neither apache-airflow nor the project's ``[airflow]`` extra. hadolint lints each file.
+installs neither apache-airflow nor the project's ``[airflow]`` extra, and each image deletes
+the development package (callscribe/dev) in the layer that installs the project. hadolint
+lints each file.
 """
 
 from __future__ import annotations
@@ -79,15 +81,28 @@ def instructions(text: str) -> list[tuple[str, str]]:
     return out
 
 
+def shell_commands(run: str) -> list[list[str]]:
+    """A RUN's simple commands as argument lists, split at ``&&``, ``||``, ``;``, ``|`` outside
+    quotes (a ``python -c "a; b"`` stays one command)."""
+    run = re.sub(r"^(--\w+=\S+\s+)+", "", run)  # RUN --mount=... flags
+    lexer = shlex.shlex(run, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    cmds: list[list[str]] = [[]]
+    for token in lexer:
+        if token in ("&&", "||", ";", "|", "&"):
+            cmds.append([])
+        else:
+            cmds[-1].append(token)
+    return [c for c in cmds if c]
+
+
 def pip_commands(text: str) -> list[list[str]]:
     """Every pip install / pip wheel command of the RUN instructions, as argument lists."""
     cmds = []
     for word, rest in instructions(text):
         if word != "RUN":
             continue
-        rest = re.sub(r"^(--\w+=\S+\s+)+", "", rest)  # RUN --mount=... flags
-        for part in re.split(r"&&|\|\||;|\|", rest):
-            args = shlex.split(part)
+        for args in shell_commands(rest):
             for i, arg in enumerate(args):
                 if Path(arg).name == "pip" and args[i + 1:i + 2] in (["install"], ["wheel"]):
                     cmds.append(args[i + 2:])
@@ -188,6 +203,61 @@ def test_airflow_image_does_not_install_airflow_again():
             assert not re.match(r"apache-airflow(?![\w-])", arg), f"installs {arg}"
             extras = re.search(r"\[([^\]]*)\]", arg)
             assert not (extras and "airflow" in extras.group(1)), f"installs the [airflow] extra: {arg}"
+
+
+# The project itself as a pip argument: "." or "/opt/callscribe", with extras.
+PROJECT_ARG = re.compile(r"(\.|/opt/callscribe)(\[[^\]]*\])?")
+
+
+def dev_removal(text: str) -> str | None:
+    """The code of the ``python -c`` that deletes the installed callscribe/dev, in the RUN that
+    installs the project and after the install (so no layer holds it); None when there is none."""
+    found = None
+    for word, rest in instructions(text):
+        if word != "RUN":
+            continue
+        cmds = shell_commands(rest)
+        installs = [i for i, args in enumerate(cmds)
+                    if any(Path(a).name == "pip" for a in args) and any(PROJECT_ARG.fullmatch(a) for a in args)]
+        if installs:
+            assert found is None, "the project is installed by more than one RUN"
+            after = [args[2] for args in cmds[installs[-1] + 1:]
+                     if args[:2] == ["python", "-c"] and len(args) == 3 and "dev" in args[2]]
+            found = after[0] if after else ""
+    return found or None
+
+
+def _fake_install(root: Path) -> Path:
+    pkg = root / "site" / "callscribe"
+    for rel in ("__init__.py", "worker.py", "dev/__init__.py", "dev/services.py"):
+        (pkg / rel).parent.mkdir(parents=True, exist_ok=True)
+        (pkg / rel).write_text("")
+    return pkg
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_image_deletes_the_development_package(dockerfile, tmp_path):
+    code = dev_removal(dockerfile.read_text())
+    assert code, f"{dockerfile.name}: no step deleting callscribe/dev in the RUN that installs the project"
+    # Run the image's own code on a stand-in site-packages: -S keeps the project venv
+    # (and its editable callscribe, the checkout) off sys.path, so only the stand-in is seen.
+    pkg = _fake_install(tmp_path)
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(pkg.parent)}
+    out = subprocess.run([sys.executable, "-S", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert not (pkg / "dev").exists()
+    assert (pkg / "worker.py").exists() and (pkg / "__init__.py").exists()
+    assert (REPO / "include" / "callscribe" / "dev" / "__init__.py").exists()  # the checkout untouched
+
+
+def test_the_dev_removal_check_needs_it_after_the_install_in_the_same_run():
+    rm = "python -c \"import shutil, callscribe; shutil.rmtree('dev')\""
+    code = "import shutil, callscribe; shutil.rmtree('dev')"
+    assert dev_removal(f'FROM x\nRUN pip install -c constraints.txt ".[gpu]" && {rm}\n') == code
+    assert dev_removal(f'FROM x\nRUN pip install -c c.txt /opt/callscribe[embedded] x \\\n    && {rm}\n') == code
+    assert dev_removal('FROM x\nRUN pip install -c constraints.txt ".[gpu]"\n') is None
+    assert dev_removal(f'FROM x\nRUN pip install -c constraints.txt ".[gpu]"\nRUN {rm}\n') is None
+    assert dev_removal(f'FROM x\nRUN {rm} && pip install -c constraints.txt ".[gpu]"\n') is None
 
 
 def _hadolint() -> str | None:
