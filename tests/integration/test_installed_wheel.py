@@ -136,3 +136,37 @@ def test_the_installed_package_refuses_to_build_a_pod_without_its_template(insta
     assert out.returncode != 0
     assert "PodTemplateMissing" in out.stderr and "worker pod template not found" in out.stderr
     assert "kind: Pod" not in out.stdout
+
+
+def test_the_installed_package_works_without_its_development_package(installed):
+    # The images delete callscribe/dev after installing (docker/*.Dockerfile); here the same
+    # is done to the installed wheel, then put back for the other tests of this module.
+    cli = str(installed["venv"] / "bin" / "callscribe")
+    site = Path(_run([str(installed["py"]), "-c", "import callscribe, os; print(os.path.dirname(callscribe.__file__))"],
+                     installed["work"], installed["env"]).strip())
+    dev = site / "dev"
+    assert (dev / "services.py").is_file()  # the wheel ships it; the images remove it
+    aside = installed["work"] / "dev-aside"
+    dev.rename(aside)
+    try:
+        # Every runtime module imports (an import of callscribe.dev at module level fails here).
+        code = ("import importlib, pkgutil, callscribe; "
+                "names = [m.name for m in pkgutil.walk_packages(callscribe.__path__, 'callscribe.')]; "
+                "[importlib.import_module(n) for n in names]; print(' '.join(names))")
+        names = set(_run([str(installed["py"]), "-c", code], installed["work"], installed["env"]).split())
+        assert {"callscribe.worker", "callscribe.pipeline", "callscribe.kubernetes", "callscribe.cli",
+                "callscribe.engines.granite_native"} <= names, names
+        assert not any(n.startswith("callscribe.dev") for n in names)
+
+        out = _run([cli, "pod-spec", "--job", JOB], installed["work"], installed["env"])
+        assert_shipped_pod(yaml.safe_load(out))
+
+        for command in (["demo"], ["services", "up"], ["bench"], ["ui"]):
+            res = subprocess.run([cli, *command], cwd=installed["work"], env=installed["env"],
+                                 capture_output=True, text=True, timeout=300)
+            assert res.returncode == 1, (command, res.stdout, res.stderr)
+            assert res.stderr.strip() == (f"callscribe {command[0]} needs the development install: "
+                                          "pip install -e '.[dev]'"), res.stderr
+            assert not (installed["work"] / ".callscribe").exists()  # no embedded state made on the way
+    finally:
+        aside.rename(dev)
