@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from callscribe.engines.nar import checkpoint as ck
 from callscribe.engines.nar.config import NarConfig
-from callscribe.engines.nar.config_json import DIALECTS, ConfigError, read_config
+from callscribe.engines.nar.config_json import DIALECTS, ConfigError, read_config, write_config
 from callscribe.engines.nar.modeling import GraniteNar
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "granite-nar-tiny"
@@ -166,9 +166,9 @@ def test_the_remote_config_reads_every_size(fixture_config):
 @pytest.mark.parametrize("dialect", LAYOUTS)
 def test_both_dialects_read_back_to_the_same_config(fixture_config, dialect):
     cfg = read_config(fixture_config)
-    assert read_config(cfg.to_checkpoint_config(dialect)) == cfg
+    assert read_config(write_config(cfg, dialect)) == cfg
     full = NarConfig.full()
-    assert read_config(full.to_checkpoint_config(dialect)) == full
+    assert read_config(write_config(full, dialect)) == full
 
 
 @pytest.mark.parametrize("dialect", LAYOUTS)
@@ -225,7 +225,7 @@ def test_a_missing_key_is_named(fixture_config, path):
 
 
 def test_the_transformers_dialect_names_its_own_keys(fixture_config):
-    native = read_config(fixture_config).to_checkpoint_config("transformers")
+    native = write_config(read_config(fixture_config), "transformers")
     with pytest.raises(ConfigError, match="missing encoder_config.pooling_window"):
         read_config(_edited(native, "encoder_config.pooling_window", delete=True))
     with pytest.raises(ConfigError, match="projector_config.num_key_value_heads is 2"):
@@ -236,7 +236,7 @@ def test_the_transformers_dialect_names_its_own_keys(fixture_config):
 
 def test_the_minimum_of_slots_is_read_from_the_config(fixture_config):
     assert read_config(_edited(fixture_config, "min_edit_sequence_length", 11)).min_slots == 11
-    native = read_config(fixture_config).to_checkpoint_config("transformers")
+    native = write_config(read_config(fixture_config), "transformers")
     assert read_config(_edited(native, "min_edit_sequence_length", 11)).min_slots == 11
     # transformers' own config has no such key (its code has no minimum): the original's 8 applies
     assert read_config(_edited(native, "min_edit_sequence_length", delete=True)).min_slots == 8

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from callscribe.engines.nar.config import NarConfig
+from callscribe.engines.nar.config_json import read_config, write_config
 from callscribe.engines.nar.features import LogMelFeatures
 from callscribe.engines.nar.modeling import GraniteNar, relative_distances
 
@@ -274,7 +274,7 @@ def _fill_unstored(state: dict[str, torch.Tensor], shapes: dict[str, tuple], lay
 
 def load_model(path: Path, device: str = "cpu", dtype: torch.dtype = torch.float32) -> GraniteNar:
     """Build the model from a checkpoint folder (config.json + safetensors, either layout); nothing downloaded."""
-    cfg = NarConfig.from_checkpoint_config(json.loads((path / "config.json").read_text()))
+    cfg = read_config(json.loads((path / "config.json").read_text()))
     with torch.device("meta"):
         model = GraniteNar(cfg)
     tensors = read_safetensors(path)
@@ -310,7 +310,7 @@ def save_checkpoint(model: GraniteNar, path: Path, layout: str = "remote") -> No
     from safetensors.torch import save_file
 
     tensors = to_checkpoint_state_dict(model, layout)
-    config = model.cfg.to_checkpoint_config(LAYOUTS[layout].dialect)
+    config = write_config(model.cfg, LAYOUTS[layout].dialect)
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.json").write_text(json.dumps(config, indent=1))
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path / "model.safetensors"))

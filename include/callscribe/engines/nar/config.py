@@ -105,21 +105,6 @@ class NarConfig:
     def as_dict(self) -> dict:
         return asdict(self)
 
-    # -- a checkpoint's config.json (both dialects: see config_json.py) -------------------------
-
-    @classmethod
-    def from_checkpoint_config(cls, cfg: dict) -> NarConfig:
-        """Read config.json strictly: a missing, unknown or contradicting key raises ConfigError naming it."""
-        from callscribe.engines.nar.config_json import read_config
-
-        return read_config(cfg)
-
-    def to_checkpoint_config(self, dialect: str = "remote") -> dict:
-        """The config.json of this configuration in a dialect ("remote" or "transformers"); tests write checkpoints."""
-        from callscribe.engines.nar.config_json import write_config
-
-        return write_config(self, dialect)
-
     @property
     def frame_s(self) -> float:
         """Seconds per encoder frame: stacked mel hops (20 ms)."""
