@@ -129,9 +129,11 @@ def chunks_frame(chunks: list[ChunkRef]) -> pd.DataFrame:
 
 
 def chunks_from_frame(df: pd.DataFrame) -> list[ChunkRef]:
-    if "regions" not in df.columns:  # a manifest from before packing
-        df = df.assign(regions="[]")
-    if "pack_rate" not in df.columns:  # packs were all 16 kHz then
-        df = df.assign(pack_rate=16_000)
+    # Rows from manifests written before packing have no region map (one region from start_s
+    # to end_s) and 16 kHz packs; a run may mix both kinds when an upgrade lands mid-run.
+    df = df.assign(
+        regions=df["regions"].fillna("[]") if "regions" in df.columns else "[]",
+        pack_rate=df["pack_rate"].fillna(16_000).astype(int) if "pack_rate" in df.columns else 16_000,
+    )
     return [ChunkRef(**{**row, "regions": json.loads(row["regions"] or "[]")})
             for row in df[CHUNK_COLUMNS].to_dict("records")]

@@ -146,6 +146,10 @@ def test_each_engine_gets_its_chunk_length(monkeypatch):
     assert chunking_for("whisper-tiny").max_chunk_s == 25.0 and chunking_for("granite-nar-native").max_chunk_s == 30
     monkeypatch.setenv("CALLSCRIBE_CHUNK_S", "20")
     assert chunking_for("granite-nar").max_chunk_s == 20.0
+    for bad in ("0.5", "600"):
+        monkeypatch.setenv("CALLSCRIBE_CHUNK_S", bad)
+        with pytest.raises(ValueError, match="CALLSCRIBE_CHUNK_S"):
+            chunking_for("whisper-tiny")
 
 
 def test_frame_peaks_of_full_scale_negative_samples_do_not_wrap():

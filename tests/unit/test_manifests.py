@@ -51,3 +51,12 @@ def test_shard_info_round_trip():
     df = pd.DataFrame({"recording_id": [1], "text": ["hi"]})
     _, meta = from_parquet(to_parquet(df, info))
     assert ShardInfo(**meta) == info
+
+
+def test_a_run_with_manifests_from_before_and_after_packing_plans_them_together():
+    # A run whose chunk tasks finished before an upgrade and whose plan_jobs runs after it.
+    old, _ = from_parquet(to_parquet(chunks_frame([_chunk(0)]).drop(columns=["regions", "pack_rate"]), {}))
+    new, _ = from_parquet(to_parquet(chunks_frame([_chunk(1), _chunk(3)]), {}))
+    back = chunks_from_frame(pd.concat([old, new], ignore_index=True))
+    assert back == [_chunk(0), _chunk(1), _chunk(3)]
+    assert back[0].region_map() == [(0.0, 0.0, 1.0)] and back[2].pack_rate == 8000

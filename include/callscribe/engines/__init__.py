@@ -43,10 +43,19 @@ DEFAULT_ENGINE = "whisper-tiny"
 CHUNK_SECONDS: dict[str, float] = {"whisper-tiny": 25.0, "granite-nar": 30.0, "granite-nar-native": 30.0}
 
 
+# An override outside these bounds is a mistake: shorter chunks leave no room for a region
+# with its context; Granite NAR cannot take items of more than about 4 minutes.
+CHUNK_SECONDS_RANGE = (5.0, 240.0)
+
+
 def chunk_seconds(name: str | None) -> float:
     override = os.environ.get("CALLSCRIBE_CHUNK_S")
     if override:
-        return float(override)
+        lo, hi = CHUNK_SECONDS_RANGE
+        value = float(override)
+        if not lo <= value <= hi:
+            raise ValueError(f"CALLSCRIBE_CHUNK_S={override}: a chunk must be {lo:g} to {hi:g} seconds")
+        return value
     return CHUNK_SECONDS.get(name or DEFAULT_ENGINE, 30.0)
 
 
