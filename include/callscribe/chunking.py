@@ -60,7 +60,6 @@ class Chunk:
     index: int  # position among the channel's chunks
     rate: int  # the samples chunked: the source rate, or 16 kHz for rates the VAD does not take
     regions: tuple[tuple[int, int], ...]  # (start, end) sample offsets in the channel at ``rate``, in order
-    offsets: tuple[int, ...] = ()  # where each region starts in the chunk's 16 kHz audio (set with the audio)
 
     @property
     def start(self) -> int:
@@ -84,14 +83,16 @@ class Chunk:
         return sum(b - a for a, b in self.regions) / self.rate
 
     def region_map(self) -> list[tuple[float, float, float]]:
-        """Per region: (start in the chunk's audio, start in the recording, end in the recording), seconds."""
-        offsets = self.offsets or _offsets_at_16k(self.regions, self.rate)
-        return [(o / TARGET_SR, a / self.rate, b / self.rate) for o, (a, b) in zip(offsets, self.regions, strict=True)]
+        """Per region: (start in the chunk's audio, start in the recording, end in the recording), seconds.
 
-
-def _offsets_at_16k(regions: tuple[tuple[int, int], ...], rate: int) -> tuple[int, ...]:
-    ends = np.cumsum([round((b - a) * TARGET_SR / rate) for a, b in regions])
-    return tuple(int(x) for x in np.concatenate(([0], ends[:-1])))
+        The chunk's audio is its regions back to back, so a region starts where the ones
+        before it add up to.
+        """
+        out, offset = [], 0.0
+        for a, b in self.regions:
+            out.append((offset, a / self.rate, b / self.rate))
+            offset += (b - a) / self.rate
+        return out
 
 
 def frame_len(rate: int) -> int:
@@ -244,14 +245,14 @@ def pack_rate(rate: int) -> int:
 
 
 def chunk_audio(x: np.ndarray, chunk: Chunk, rate: int = TARGET_SR) -> tuple[Chunk, np.ndarray]:
-    """A chunk's regions from its channel, joined and resampled to ``rate``; the chunk with its offsets."""
+    """A chunk's regions from its channel, joined and resampled to ``rate``."""
     if len(chunk.regions) == 1:
         a, b = chunk.regions[0]
         joined = x[a:b]
     else:
         joined = np.concatenate([x[a:b] for a, b in chunk.regions])
     # Joined first: one resampler call per chunk, on the fewer source samples.
-    return replace(chunk, offsets=_offsets_at_16k(chunk.regions, chunk.rate)), resample(joined, chunk.rate, rate)
+    return chunk, resample(joined, chunk.rate, rate)
 
 
 def chunk_recording(decoded: Decoded, params: ChunkingParams = DEFAULT_CHUNKING, at_16k: bool = True,

@@ -140,8 +140,9 @@ def place(regions: Sequence[Region], channel: int, segs: list[Segment]) -> list[
 
     A chunk packs speech regions with the pauses between them cut out, so a segment that
     runs from one region into the next is split there: each word goes to the region that
-    holds its midpoint. Without word times a segment goes whole to the region it overlaps
-    most. Times are clamped to their region: no segment spans a pause that was cut out.
+    holds its midpoint, and a segment's times are its words' (an engine may time only the
+    chunk as a whole, as Granite does). Without word times a segment goes whole to the region
+    it overlaps most. Times are clamped to their region: no segment spans a pause cut out.
     """
     starts = [r[0] for r in regions]
     ends = [r[0] + (r[2] - r[1]) for r in regions]
@@ -154,17 +155,16 @@ def place(regions: Sequence[Region], channel: int, segs: list[Segment]) -> list[
                 groups[-1][1].append(w)
             else:
                 groups.append((k, [w]))
-        if len(groups) > 1:
+        if len(groups) == 1:  # the engine's own text, timed by its words
+            k, words = groups[0]
+            out.append(_placed(channel, regions[k], words[0].start, words[-1].end, s.text))
+        elif groups:
             for k, words in groups:
                 out.append(_placed(channel, regions[k], words[0].start, words[-1].end,
                                    " ".join(w.text for w in words if w.text)))
-            continue
-        if groups:
-            k = groups[0][0]
         else:
             overlaps = [min(s.end, e) - max(s.start, a) for a, e in zip(starts, ends, strict=True)]
-            k = int(np.argmax(overlaps)) if len(regions) > 1 else 0
-        out.append(_placed(channel, regions[k], s.start, s.end, s.text))
+            out.append(_placed(channel, regions[int(np.argmax(overlaps))], s.start, s.end, s.text))
     return out
 
 

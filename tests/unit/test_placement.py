@@ -39,3 +39,10 @@ def test_without_word_times_a_segment_goes_whole_to_the_region_it_overlaps_most(
 def test_times_are_clamped_to_their_region():
     placed = place([(0.0, 5.0, 6.0)], 0, [Segment(-0.3, 1.7, "overrun")])
     assert placed == [PlacedSegment(0, 5.0, 6.0, "overrun")]
+
+
+def test_a_segment_timed_only_as_the_whole_chunk_takes_its_words_times():
+    # Granite gives one segment spanning the chunk; its words say when it was said.
+    words = (Word(2.2, 2.5, "just"), Word(2.5, 2.9, "this"))
+    placed = place(REGIONS, 0, [Segment(0.0, 5.0, "just this", words)])
+    assert placed == [PlacedSegment(0, 40.2, 40.9, "just this")]
