@@ -114,15 +114,18 @@ def _verify_extra(value: Any) -> tuple[bool, str | None]:
     return True, text
 
 
+def _refuse(conn: Any, extra: dict, keys, why: str) -> None:
+    """Extras we cannot honour fail loudly rather than fall back to another identity."""
+    found = [k for k in keys if extra.get(k)]
+    if found:
+        raise ValueError(f"connection {conn.conn_id!r}: extra {', '.join(found)} {why}")
+
+
 def s3_from_connection(conn: Any) -> S3Settings:
     """S3 settings from an ``aws`` connection (Airflow's object or :class:`ConnectionInfo`)."""
     extra = dict(conn.extra_dejson or {})
-    refused = [k for k in _S3_UNSUPPORTED if extra.get(k)]
-    if refused:
-        raise ValueError(
-            f"connection {conn.conn_id!r}: extra {', '.join(refused)} is not supported; give the worker its role "
-            "through the default chain instead (IRSA's AWS_ROLE_ARN, an instance profile; docs/connections.md)"
-        )
+    _refuse(conn, extra, _S3_UNSUPPORTED, "is not supported; give the worker its role through the default chain "
+            "instead (IRSA's AWS_ROLE_ARN, an instance profile; docs/connections.md)")
     services = extra.get("service_config") or {}
     s3_service, sts_service = services.get("s3") or {}, services.get("sts") or {}
     endpoint_url = (s3_service.get("endpoint_url") or extra.get("endpoint_url")
@@ -207,12 +210,8 @@ def pg_from_connection(conn: Any) -> PgSettings:
     ...); ``sqlalchemy_query`` adds more of them, as it does on the provider's engine.
     """
     extra = dict(conn.extra_dejson or {})
-    token_auth = [k for k in _PG_TOKEN_AUTH if extra.get(k)]
-    if token_auth:
-        raise ValueError(
-            f"connection {conn.conn_id!r}: extra {', '.join(token_auth)} (cloud token login) is not supported; "
-            "use a password, or client certificates (sslcert/sslkey)"
-        )
+    _refuse(conn, extra, _PG_TOKEN_AUTH, "(cloud token login) is not supported; use a password, or client "
+            "certificates (sslcert/sslkey)")
     query = extra.pop("sqlalchemy_query", None) or {}
     if not isinstance(query, dict):
         raise ValueError(f"connection {conn.conn_id!r}: extra sqlalchemy_query must be an object")
