@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -77,6 +78,7 @@ class Plan:
     attn_heads: tuple[int, int, int]  # heads, kv heads, head dim of the attention check (the editor's)
     attn_lengths: tuple[int, ...]  # packed items of the attention check (an editor batch's lengths)
     cpu_threads: int | None = None  # torch's CPU threads during the check (None: as they are)
+    token_sample: int = 96  # real chunks whose token ids are compared, compiled against eager
 
 
 # real_audio_s: 2,400 s, what the one real-chunk section timed before packing (600 chunks of about 4 s).
@@ -86,7 +88,7 @@ GPU = Plan(size="full", sweep=(32, 128, 256), ref_batch=128, chunk_s=30.0, real_
 SMOKE = Plan(size="tiny", sweep=(1, 2, 4), ref_batch=2, chunk_s=30.0, real_call_s=90.0, real_audio_s=150.0,
              batch_audio_s=120.0,
              timed=3, warmup=1, budget_s=100.0, attn_heads=(4, 2, 12), attn_lengths=(41, 30, 7, 1),
-             cpu_threads=1)  # the tiny model gains nothing from threads, which slow it 3x on a busy machine
+             cpu_threads=1, token_sample=4)  # the tiny model gains nothing from threads, which slow it 3x on a busy machine
 
 
 @dataclass(frozen=True)
@@ -365,7 +367,9 @@ class Check:
         real = self.real_audios(chunker)
         audios, lengths = real.audios, real.lengths
         self.reset_peak()
+        graphs = compiled_graphs()
         run_batches(self.engine, audios, self.plan.batch_audio_s)  # warm-up: every batch shape once
+        new_graphs = compiled_graphs() - graphs
         walls, metrics = [], []
         for _ in range(self.plan.timed):
             t = time.perf_counter()
@@ -386,21 +390,25 @@ class Check:
                "rtfx": round(audio_s / median, 2),
                "reader_wait_frac": round(sum(m.wall_s - m.model_s for m in metrics) / wall_in_batches, 4)
                if wall_in_batches else 0.0,
-               "peak_mem_bytes": self.peak()}
+               "peak_mem_bytes": self.peak(), "graphs_compiled": new_graphs}
         log.info("real chunks (%s, %s): %d chunks, p50 %.1f s, RTFx %.0f", real.chunker, label, len(audios),
                  out["chunk_s_p50"], out["rtfx"])
         return out
 
-    def profile(self) -> dict:
+    def profile(self, mode: str = "eager") -> dict:
         from torch.autograd import DeviceType
         from torch.profiler import ProfilerActivity
         from torch.profiler import profile as torch_profile
 
         prepared = self.engine.prepare(speech_chunks(self.plan.ref_batch, self.plan.chunk_s))
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.cuda else [])
+        self.engine.run(prepared)  # the batch shape once, outside the profile
+        self.sync()
         with torch_profile(activities=activities) as prof:
+            t = time.perf_counter()
             self.engine.run(prepared)
             self.sync()
+            wall_ms = (time.perf_counter() - t) * 1000
         totals: dict[str, list] = {}
         if self.cuda:  # every kernel (and copy) the GPU ran, by name
             kind = "CUDA kernels, device time"
@@ -418,13 +426,16 @@ class Check:
         top = sorted(totals.items(), key=lambda kv: -kv[1][0])[:TOP_KERNELS]
         if not top:
             self.note("the profiler recorded no kernels")
-        return {"kind": kind, "batch": self.plan.ref_batch, "chunk_s": self.plan.chunk_s,
-                "total_ms": round(total_us / 1000, 2), "distinct": len(totals),
+        return {"kind": kind, "mode": mode, "batch": self.plan.ref_batch, "chunk_s": self.plan.chunk_s,
+                "total_ms": round(total_us / 1000, 2), "distinct": len(totals), "wall_ms": round(wall_ms, 1),
+                # kernel time over wall time (under the profiler): how busy the GPU was kept
+                "busy": round(total_us / 1000 / wall_ms, 3) if wall_ms and self.cuda else None,
                 "top": [{"name": name[:200], "ms": round(us / 1000, 3), "calls": n,
                          "share": round(us / total_us, 4) if total_us else 0.0} for name, (us, n) in top]}
 
     def compiled(self) -> dict:
-        """A fresh engine with the engine's own torch.compile option, on the reference shape."""
+        """A fresh engine with the engine's own torch.compile (it compiles and warms up as it loads), on
+        the reference shape."""
         self.engine = None
         gc.collect()
         if self.cuda:
@@ -433,21 +444,61 @@ class Check:
         self.engine = self.build(compile=True)
         build_s = time.perf_counter() - t
         chunks = speech_chunks(self.plan.ref_batch, self.plan.chunk_s)
+        graphs = compiled_graphs()
         t = time.perf_counter()
         self.engine.run(self.engine.prepare(chunks))
         self.sync()
         first = time.perf_counter() - t
+        recompiled = compiled_graphs() - graphs
+        if recompiled:
+            self.note(f"compiled: {recompiled} graphs compiled after the warm-up, in the first batch")
         self.reset_peak()
-        # A second warm-up batch: dynamo recompiles once more when it marks a size dynamic.
         r = run_throughput(self.engine, batch=self.plan.ref_batch, chunk_s=self.plan.chunk_s,
-                           batches=self.plan.timed, warmup=self.plan.warmup + 1)
+                           batches=self.plan.timed, warmup=self.plan.warmup)
         self.peak()
         eager = self.ref_seconds()
         return {"batch": self.plan.ref_batch, "chunk_s": self.plan.chunk_s, "build_s": round(build_s, 2),
-                "first_batch_s": round(first, 2), "compile_s": round(max(first - eager, 0.0), 1),
+                "compile_s": round(getattr(self.engine, "warm_up_s", 0.0), 1), "first_batch_s": round(first, 2),
+                "load_to_first_batch_s": round(build_s + first, 1), "graphs_at_load": graphs,
+                "graphs_after_warm_up": recompiled,
                 "seconds_per_batch": r.seconds_per_batch, "median_s": r.median_s, "rtfx": r.rtfx,
                 "eager_rtfx": round(self.plan.ref_batch * self.plan.chunk_s / eager, 2),
                 "speedup": round(eager / r.median_s, 3), "peak_mem_bytes": r.peak_mem_bytes}
+
+    def sample_tokens(self) -> list[list[int]]:
+        """Token ids of a fixed sample of the real (packed) chunks, straight from the model."""
+        audios = self.real_audios("packed").audios[: self.plan.token_sample]
+        waves = [torch.from_numpy(a.astype(np.float32) / 32768.0).to(self.device) for a in audios]
+        return self.engine.model.transcribe(waves, draft_tokens_per_s=self.engine.draft_tokens_per_s).tokens
+
+    def eager_tokens(self) -> dict:
+        self._eager_tokens = self.sample_tokens()
+        return {"chunks": len(self._eager_tokens)}
+
+    def same_tokens(self) -> dict:
+        """Compiled against eager token ids on the same chunks (random weights: nearly flat logits, so
+        bf16 rounding in another order flips some argmaxes; the real weights decide the issue's 99 %)."""
+        got = self.sample_tokens()
+        want = getattr(self, "_eager_tokens", None)
+        if want is None:
+            return {"skipped": "no eager tokens"}
+        equal = sum(a == b for a, b in zip(got, want, strict=True))
+        return {"chunks": len(got), "equal": equal, "share": round(equal / len(got), 4) if got else None}
+
+    def warm_start(self) -> dict:
+        """A new process with the same inductor cache: import, build, compile from the cache and warm
+        up, then the first 128 x 30 s batch (what a second worker pod on the same cache volume sees)."""
+        cmd = [sys.executable, "-m", "benchmarks.gpu", "--warm-start-probe", "--size", self.plan.size,
+               "--probe-batch", str(self.plan.ref_batch)]
+        t = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=max(30.0, self.budget.left()),
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        wall = time.perf_counter() - t
+        if done.returncode != 0:
+            raise RuntimeError(f"probe exited {done.returncode}: {done.stderr[-800:]}")
+        out = json.loads(done.stdout.strip().splitlines()[-1])
+        out.update(process_wall_s=round(wall, 1), cache_dir=os.environ.get("TORCHINDUCTOR_CACHE_DIR"))
+        return out
 
     def run(self) -> dict:
         plan = self.plan
@@ -464,10 +515,11 @@ class Check:
         self.section("real_chunks_before", lambda: self.real_chunks("before", "eager"),
                      lambda: self.real_estimate("before", passes))
         self.section("profile", self.profile, lambda: 3 * self.batch_estimate(plan.ref_batch) + 15)
+        self.section("eager_tokens", self.eager_tokens, lambda: 10.0)
         if not self.compile:
             why = "off on a CPU (pass --compile)" if not self.cuda else "off (--no-compile)"
-            self.results["compiled"] = {"skipped": why}
-            self.results["real_chunks_compiled"] = {"skipped": why}
+            for key in ("compiled", "real_chunks_compiled", "same_tokens", "profile_compiled", "warm_start"):
+                self.results[key] = {"skipped": why}
         else:
             # Compilation is the slowest part (about 46 s for the full model on an H200): last, if it fits.
             self.section("compiled", self.compiled,
@@ -475,7 +527,15 @@ class Check:
             if "rtfx" in self.results.get("compiled", {}):
                 # New batch shapes recompile until dynamo marks their sizes dynamic.
                 self.section("real_chunks_compiled", lambda: self.real_chunks("packed", "torch.compile"),
-                             lambda: self.results["compiled"]["compile_s"] + self.real_estimate("packed", passes))
+                             lambda: self.real_estimate("packed", passes) / 1.3)
+                self.section("same_tokens", self.same_tokens, lambda: 10.0)
+                self.section("profile_compiled", lambda: self.profile("torch.compile"),
+                             lambda: 3 * self.batch_estimate(plan.ref_batch) / 1.3 + 15)
+                if self.cuda:
+                    self.section("warm_start", self.warm_start,
+                                 lambda: 25.0 + 2 * self.batch_estimate(plan.ref_batch))
+                else:
+                    self.results["warm_start"] = {"skipped": "measured on CUDA only"}
             else:
                 self.results["real_chunks_compiled"] = {"skipped": "no compiled engine"}
         return self.finish()
@@ -555,28 +615,64 @@ def render(res: dict) -> str:
     rows.append(("real chunks through run_batches, before packing, eager", _figure(before, real)))
     rows.append(("fixed batch, torch.compile", _figure(res.get("compiled"), lambda s: (
         f"RTFx **{_num(s['rtfx'])}** vs eager {_num(s['eager_rtfx'])} (x{s['speedup']:.2f}; {s['batch']} x "
-        f"{s['chunk_s']:g} s; compile {s['compile_s']:.0f} s, first compiled batch {s['first_batch_s']:.1f} s)"))))
+        f"{s['chunk_s']:g} s; load + compile + warm-up {s['build_s']:.0f} s (compile {s['compile_s']:.0f} s), "
+        f"then the first batch {s['first_batch_s']:.1f} s)"))))
     rows.append(("real chunks through run_batches, packed, torch.compile",
                  _figure(res.get("real_chunks_compiled"), real)))
+    dtype = res.get("build", {}).get("dtype", "?")
+    rows.append(("token ids, compiled vs eager", _figure(res.get("same_tokens"), lambda s: (
+        f"equal on {s['equal']} of {s['chunks']} real chunks ({dtype}, random weights)"))))
+    rows.append(("warm start (new process, same inductor cache)", _figure(res.get("warm_start"), lambda s: (
+        f"first batch starts {s['load_to_first_batch_s']:.1f} s after the model is loaded (compile from cache "
+        f"and warm-up {s['compile_s']:.1f} s); model load {s['load_s']:.1f} s; imports {s['import_s']:.1f} s"))))
     rows.append((f"peak {mem_word} memory", _mem(res.get("peak_mem_bytes"))))
     rows.append(("wall time of the check", f"{res.get('elapsed_s', 0):.0f} s (budget {res.get('budget_s', 0):.0f} s)"))
 
     lines = ["| what | figure |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
-    p = res.get("profile", {})
-    if p.get("top"):
-        lines += ["", f"Top {len(p['top'])} {p['kind']} of one {p['batch']} x {p['chunk_s']:g} s batch (eager; "
-                      f"{p['total_ms']:.0f} ms in {p['distinct']} distinct):", "",
-                  "| # | kernel | ms | share | calls |", "|---:|---|---:|---:|---:|"]
-        lines += [f"| {i} | `{t['name'][:90].replace('|', '/')}` | {t['ms']:.1f} | {100 * t['share']:.1f} % "
-                  f"| {t['calls']} |" for i, t in enumerate(p["top"], 1)]
-    elif p:
-        lines += ["", f"Kernel profile: {_figure(p, lambda s: 'no kernels recorded')}"]
+    for key in ("profile", "profile_compiled"):
+        p = res.get(key, {})
+        if p.get("top"):
+            busy = f"; busy {100 * p['busy']:.0f} % of {p['wall_ms']:.0f} ms wall" if p.get("busy") else ""
+            lines += ["", f"Top {len(p['top'])} {p['kind']} of one {p['batch']} x {p['chunk_s']:g} s batch "
+                          f"({p.get('mode', 'eager')}; {p['total_ms']:.0f} ms in {p['distinct']} distinct{busy}):", "",
+                      "| # | kernel | ms | share | calls |", "|---:|---|---:|---:|---:|"]
+            lines += [f"| {i} | `{t['name'][:90].replace('|', '/')}` | {t['ms']:.1f} | {100 * t['share']:.1f} % "
+                      f"| {t['calls']} |" for i, t in enumerate(p["top"], 1)]
+        elif p:
+            which = "Kernel profile" + (" (torch.compile)" if key == "profile_compiled" else "")
+            lines += ["", f"{which}: {_figure(p, lambda s: 'no kernels recorded')}"]
     if res.get("notes"):
         lines += ["", "Notes:"] + [f"- {n}" for n in res["notes"]]
     return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------- entry point
+
+
+def compiled_graphs() -> int:
+    """Graphs torch.compile has made in this process so far (a recompile adds one)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+def warm_start_probe(size: str, batch: int) -> dict:
+    """In a fresh process: seconds to load the model, to compile and warm it up (from whatever cache
+    TORCHINDUCTOR_CACHE_DIR holds), and to run the first batch after that."""
+    import_s = process_age_s()
+    t = time.perf_counter()
+    with torch.device("cuda"):
+        engine = engines.create(ENGINE, random_weights=True, size=size, device="cuda", compile=True)
+    build_s = time.perf_counter() - t
+    compile_s = getattr(engine, "warm_up_s", 0.0)
+    prepared = engine.prepare(speech_chunks(batch, 30.0))
+    graphs = compiled_graphs()
+    t = time.perf_counter()
+    engine.run(prepared)
+    torch.cuda.synchronize()
+    first = time.perf_counter() - t
+    return {"graphs_after_warm_up": compiled_graphs() - graphs, "import_s": round(import_s, 1), "load_s": round(build_s - compile_s, 1), "compile_s": round(compile_s, 1),
+            "first_batch_s": round(first, 2), "load_to_first_batch_s": round(compile_s + first, 1), "batch": batch}
 
 
 def main(argv: list[str] | None = None, from_process_start: bool = False) -> int:
@@ -593,7 +689,13 @@ def main(argv: list[str] | None = None, from_process_start: bool = False) -> int
                     help="audio seconds of real chunks per pass, per chunking (default 2400; smoke 150)")
     ap.add_argument("--real-call-s", type=float, help="length of the call they come from (default 600; smoke 90)")
     ap.add_argument("--batch-audio-s", type=float, help="run_batches' audio seconds per batch (default 3840)")
+    ap.add_argument("--warm-start-probe", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--size", default="full", help=argparse.SUPPRESS)
+    ap.add_argument("--probe-batch", type=int, default=128, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.warm_start_probe:
+        print(json.dumps(warm_start_probe(args.size, args.probe_batch)))
+        return 0
 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -619,6 +721,10 @@ def main(argv: list[str] | None = None, from_process_start: bool = False) -> int
         plan = replace(plan, budget_s=args.budget_s)
     out = args.out or (SMOKE_OUT if args.smoke else OUT)
     compile = args.compile if args.compile is not None else cuda
+    if cuda and compile and not os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+        # A cache of this run's own, empty at the start: the compiled section compiles cold, and the
+        # warm-start probe (a child process) finds what it wrote, as a second pod on the same volume would.
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="callscribe-inductor-")
 
     threads = torch.get_num_threads()
     if plan.cpu_threads:

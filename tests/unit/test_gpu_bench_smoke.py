@@ -22,7 +22,8 @@ ROWS = ("card", "torch", "attention backend", "model build (random weights)", "f
         "fixed 1 x 30 s, eager", "fixed 2 x 30 s, eager", "fixed 4 x 30 s, eager",
         "real chunks through run_batches, packed, eager", "real chunks through run_batches, before packing, eager",
         "real chunks through run_batches, packed, torch.compile",
-        "fixed batch, torch.compile", "peak process (RSS) memory", "wall time of the check")
+        "fixed batch, torch.compile", "token ids, compiled vs eager", "warm start (new process, same inductor cache)",
+        "peak process (RSS) memory", "wall time of the check")
 
 
 SHORT_REAL = ["--real-call-s", "30", "--real-audio-s", "1"]  # a 30 s call's chunks, once
@@ -153,7 +154,7 @@ def test_the_budget_skips_what_would_overrun_it(tmp_path, capsys):
     assert res["build"]["seconds"] > 0 and res["first_batch"]["seconds"] > 0
     assert all("skipped" in r for r in res["sweep"]["rows"])
     assert all("skipped" in res[k] for k in ("real_chunks", "real_chunks_before", "profile"))
-    assert len(res["notes"]) == len(gpu.SMOKE.sweep) + 3
+    assert len(res["notes"]) == len(gpu.SMOKE.sweep) + 4  # + real chunks twice, profile, eager tokens
     out = capsys.readouterr().out
     assert "| fixed 2 x 30 s, eager | skipped: needs about" in out and "Notes:" in out
 

@@ -129,6 +129,26 @@ def test_batch_norm_folds_into_the_depthwise_convolution(layout, kernel):
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("kernel", [15, 4])
+def test_the_compiled_depthwise_convolution_is_the_same_sum_of_shifts(kernel):
+    """Compiled, the depthwise convolution is written out as shifted multiply-adds (one fused pass):
+    the same numbers as the convolution, odd and even kernels, at item ends and past them."""
+    cfg = dataclasses.replace(NarConfig.tiny().encoder, conv_kernel=kernel)
+    torch.manual_seed(1)
+    conv = ConvModule(cfg).eval()
+    with torch.no_grad():
+        conv.batch_norm.running_mean.normal_(0, 0.3)
+        conv.batch_norm.running_var.uniform_(0.3, 2.0)
+        fused = fuse.FusedConvModule(conv)
+        x = torch.randn(2, 41, cfg.hidden)
+        valid = torch.arange(41)[None] < torch.tensor([41, 9])[:, None]
+        want = fused(x, valid)
+        compiled = torch.compile(fused, dynamic=True, backend="aot_eager")  # traced (is_compiling), no codegen
+        got = compiled(x, valid)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got, conv(x, valid), atol=1e-5, rtol=1e-5)
+
+
 def test_a_fused_model_refuses_to_be_saved_and_the_unfused_one_still_saves(unfused, fused, tmp_path):
     with pytest.raises(fuse.FusedModelError, match="fused for inference"):
         ck.save_checkpoint(fused, tmp_path / "fused")

@@ -54,6 +54,7 @@ def _stages(model: GraniteNar, audio: torch.Tensor) -> dict[str, torch.Tensor]:
     handles = [
         model.features.register_forward_hook(keep("features", "output")),
         model.encoder.register_forward_hook(keep("encoder", "output")),
+        model.encoder.bpe_ctc.register_forward_hook(keep("bpe_logits", "output")),
         model.projector.register_forward_hook(keep("projector", "output")),
         model.editor.register_forward_pre_hook(keep("editor_in", "input")),
         model.editor.embed.register_forward_pre_hook(keep("slots", "input")),
@@ -66,16 +67,17 @@ def _stages(model: GraniteNar, audio: torch.Tensor) -> dict[str, torch.Tensor]:
     feats, lengths = seen["features"]
     frames = int(lengths[0])
     enc = seen["encoder"]
-    steps = int(enc.bpe_lengths[0])
-    audio_rows, rows = seen["projector"][0], int(seen["projector"][1][0])
+    w = model.cfg.encoder.pool_window
+    steps = (frames + w - 1) // w
+    rows = frames // model.cfg.projector.downsample
     width = model.cfg.encoder.hidden
     stages = {
         "frames": torch.tensor(frames),
         "features": feats[0, :frames],
         **dict(zip(_layer_names(model), enc.exported[0, :frames].split(width, dim=-1), strict=True)),
-        "bpe_logits": enc.bpe_logits[0, :steps],
+        "bpe_logits": seen["bpe_logits"][:steps],
         "draft": torch.tensor(out.drafts[0], dtype=torch.int64),
-        "projector": audio_rows[0, :rows],
+        "projector": seen["projector"][:rows],
         "audio_embeds": seen["editor_in"][:rows],
         "slots": seen["slots"],
         "editor_logits": out.logits[0],
@@ -117,10 +119,12 @@ def test_the_encoder_on_the_originals_features(model, golden, item):
     feats = golden[f"item{item}.features"]
     frames = feats.shape[0]
     with torch.no_grad():
-        enc = model.encoder(feats[None], torch.tensor([frames]))
+        enc = model.encoder(feats[None], torch.ones(1, frames, dtype=torch.bool))
+        steps = -(-frames // model.cfg.encoder.pool_window)
+        bpe_logits = model.encoder.bpe_ctc(enc.pooled[0, :steps])
     width = model.cfg.encoder.hidden
     got = dict(zip(_layer_names(model), enc.exported[0].split(width, dim=-1), strict=True))
-    got["bpe_logits"] = enc.bpe_logits[0, : int(enc.bpe_lengths[0])]
+    got["bpe_logits"] = bpe_logits
     problems = _mismatches(got, golden, item)
     assert not problems, "\n".join(problems)
 

@@ -19,7 +19,13 @@ from callscribe.engines.nar import checkpoint as ck
 from callscribe.engines.nar.config import NarConfig
 from callscribe.engines.nar.config_json import read_config
 from callscribe.engines.nar.features import LogMelFeatures, mel_filterbank
-from callscribe.engines.nar.modeling import GraniteNar, ctc_collapse, ctc_collapse_with_steps, random_model
+from callscribe.engines.nar.modeling import (
+    GraniteNar,
+    ctc_collapse,
+    ctc_collapse_with_steps,
+    lengths_mask,
+    random_model,
+)
 from callscribe.engines.nar.packed import cu_seqlens_for, per_item_attention, varlen_attention
 
 
@@ -76,8 +82,8 @@ def test_padding_is_masked_in_the_encoder(tiny):
     feats, lengths = tiny.features([short, long_])
     alone_feats, alone_len = tiny.features([short])
     with torch.no_grad():
-        batched = tiny.encoder(feats, lengths)
-        alone = tiny.encoder(alone_feats, alone_len)
+        batched = tiny.encoder(feats, lengths_mask(lengths, feats.shape[1]))
+        alone = tiny.encoder(alone_feats, lengths_mask(alone_len, alone_feats.shape[1]))
     n = int(alone_len[0])
     torch.testing.assert_close(batched.exported[0, :n], alone.exported[0, :n], atol=1e-5, rtol=1e-4)
 
@@ -425,7 +431,7 @@ def test_the_encoder_matches_transformers_granite_speech_encoder():
     assert not result.missing_keys and not result.unexpected_keys
     x = torch.randn(1, 47, 160)  # not a whole number of attention blocks
     with torch.no_grad():
-        torch.testing.assert_close(ours(x, torch.tensor([47])).exported, theirs(x).last_hidden_state,
+        torch.testing.assert_close(ours(x, torch.ones(1, 47, dtype=torch.bool)).exported, theirs(x).last_hidden_state,
                                    atol=1e-5, rtol=1e-4)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,41 @@ log = logging.getLogger(__name__)
 # English speech runs at about 2.5-3 words a second, 1.3 BPE tokens a word: with random
 # weights each draft is held at this many tokens per second of audio.
 REALISTIC_DRAFT_TOKENS_PER_S = 4.0
+
+
+# Warm-up items: two lengths (2.1 s and 3.7 s), neither a whole number of any unit, so no size
+# specialises to 0 or 1 and the dynamic graphs cover every later batch.
+WARM_UP_SAMPLES = (33_600, 59_200)
+ENV_COMPILE = "CALLSCRIBE_NAR_COMPILE"
+
+
+def compile_wanted(requested: bool | None, device: str) -> bool:
+    """torch.compile by default on CUDA (where it pays), off on a CPU; CALLSCRIBE_NAR_COMPILE=1/0 overrides."""
+    if requested is not None:
+        return requested
+    env = os.environ.get(ENV_COMPILE, "")
+    if env not in ("", "0", "1"):
+        raise ValueError(f"{ENV_COMPILE}={env!r}: 1 (compile) or 0 (eager)")
+    return env == "1" if env else device.startswith("cuda")
+
+
+def compile_model(model: Any) -> None:
+    """Regional compilation: each Conformer block, Q-Former layer and editor layer as a dynamic-shape
+    graph. Layers of one kind share their code, so torch compiles each kind once (seconds, not the
+    minutes a whole unrolled encoder takes), and one graph serves every batch's stream length,
+    window count and packed editor length."""
+    import torch
+
+    from callscribe.engines.nar.packed import attention_backend
+
+    # The editor's attention kernel is chosen now, eagerly: a choice made inside a traced layer is a
+    # graph break, and the changed registry would fail the graphs' guards at the next batch.
+    editor = model.cfg.editor
+    param = next(model.parameters())
+    attention_backend(torch.empty(1, editor.heads, editor.head_dim, device=param.device, dtype=param.dtype))
+    for stack in (model.encoder.blocks, model.projector.layers, model.editor.layers):
+        for i, layer in enumerate(stack):
+            stack[i] = torch.compile(layer, dynamic=True)
 
 
 def missing_native_files(path: Path) -> list[str]:
@@ -121,16 +157,25 @@ class GraniteNarNativeEngine(TorchEngine):
         self.fused = fuse if fuse is not None else fusion_enabled()
         if self.fused:
             optimize_for_inference(self.model)
-        if compile if compile is not None else os.environ.get("CALLSCRIBE_NAR_COMPILE") == "1":
-            # Encoder shapes repeat (frames round up to whole attention blocks); the editor's
-            # packed length varies, so it is compiled with dynamic shapes.
-            self.model.encoder = torch.compile(self.model.encoder)
-            self.model.editor.layers = torch.nn.ModuleList(
-                torch.compile(layer, dynamic=True) for layer in self.model.editor.layers)
+        self.compiled = compile_wanted(compile, self.device)
+        self.warm_up_s = 0.0
+        if self.compiled:
+            compile_model(self.model)
+            t = time.perf_counter()
+            self.warm_up()
+            self.warm_up_s = time.perf_counter() - t
+            log.info("Granite NAR compiled and warmed up in %.1f s (inductor cache: %s)", self.warm_up_s,
+                     os.environ.get("TORCHINDUCTOR_CACHE_DIR") or "torch's default, in /tmp")
         if self.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         log.info("Granite NAR native on %s (%s) from %s, %s", self.device, dtype, self.source,
                  "fused" if self.fused else "unfused")
+
+    def warm_up(self) -> None:
+        """One small batch of two lengths, so a compiled model compiles now, at load, not in the first
+        job's first batch (every later shape reuses the same dynamic-shape graphs)."""
+        waves = [self.torch.zeros(n, device=self.device) for n in WARM_UP_SAMPLES]
+        self.model.transcribe(waves, draft_tokens_per_s=REALISTIC_DRAFT_TOKENS_PER_S)
 
     def run(self, prepared: Any) -> list[list[Segment]]:
         tensors, durations = prepared

@@ -164,12 +164,19 @@ class FusedConvModule(nn.Module):
             weight = weight.to(dtype)  # (C, 1, K)
         self.dw_weight = nn.Parameter(weight, requires_grad=False)
         self.dw_bias = nn.Parameter(bias.to(dtype), requires_grad=False)
+        # The same taps as (kernel, channels), for the compiled path's shifted sum.
+        self.register_buffer("dw_taps", weight.reshape(self.channels, self.kernel).t().contiguous(), persistent=False)
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         y = F.glu(self.pointwise_in(self.norm(x)), dim=-1)  # (B, T, C), contiguous
         # Frames past an item's end are zeros, as the convolution's own padding would be.
         y = y.masked_fill_(~valid[:, :, None], 0.0)
         left, right = self.padding
+        if torch.compiler.is_compiling():
+            # Compiled, the convolution is written out as a sum of shifted copies: inductor fuses it with
+            # the GLU and mask before it and the SiLU after it into one memory-bound pass (cuDNN's
+            # depthwise kernel runs several times slower than that, and alone).
+            return self.pointwise_out(F.silu(self._shifted_sum(y, left, right)))
         if self.layout == "nhwc":
             if left != right:  # odd kernels pad symmetrically inside the convolution: no padded copy
                 y = F.pad(y, (0, 0, left, right))
@@ -182,6 +189,15 @@ class FusedConvModule(nn.Module):
             z = F.conv1d(F.pad(y.transpose(1, 2), (left, right)), self.dw_weight, self.dw_bias,
                          groups=self.channels).transpose(1, 2)
         return self.pointwise_out(F.silu(z))
+
+
+    def _shifted_sum(self, y: torch.Tensor, left: int, right: int) -> torch.Tensor:
+        t = y.shape[1]
+        y = F.pad(y, (0, 0, left, right))
+        z = self.dw_bias + y[:, :t] * self.dw_taps[0]
+        for k in range(1, self.kernel):
+            z = z + y[:, k : k + t] * self.dw_taps[k]
+        return z
 
 
 class HalfFeedForward(nn.Module):

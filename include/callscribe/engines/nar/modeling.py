@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass, field
 from itertools import pairwise
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -102,6 +103,50 @@ def bucketed(frames: int, block: int) -> int:
 
 def lengths_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
     return torch.arange(size, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def ragged_arange(counts: list[int]) -> np.ndarray:
+    """[2, 0, 3] -> [0, 1, 0, 1, 2]: arange(n) for each n, end to end."""
+    if not counts:
+        return np.zeros(0, np.int64)
+    return np.arange(sum(counts), dtype=np.int64) - np.repeat(np.cumsum([0] + counts[:-1]), counts)
+
+
+@dataclass(frozen=True)
+class Slots:
+    """Items laid end to end in one stream, each in a slot of whole ``unit``s (attention blocks,
+    projector windows), so no block or window ever holds two items, and with at least ``slack``
+    padding frames after each item (what a convolution reads past the item's end).
+
+    A padded batch computes every item at its longest neighbour's length; the stream computes
+    each at its own, rounded up to the next unit (chunks of mixed lengths cost what they hold).
+    """
+
+    lengths: tuple[int, ...]  # real frames per item
+    starts: tuple[int, ...]  # where each item's slot begins
+    total: int  # frames in the stream
+    unit: int
+
+    @classmethod
+    def of(cls, lengths: list[int], unit: int, slack: int = 0) -> Slots:
+        sizes = [bucketed(n + slack, unit) for n in lengths]
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64) if sizes else np.zeros(0, np.int64)
+        return cls(tuple(lengths), tuple(int(x) for x in starts), int(sum(sizes)), unit)
+
+    def rows(self, per: int = 1, counts: list[int] | None = None) -> np.ndarray:
+        """Stream rows of each item's first ``counts`` (default: its real frames), item after item,
+        on a grid ``per`` times coarser (a pooling window, a projector query)."""
+        counts = list(self.lengths) if counts is None else counts
+        return np.repeat(np.asarray(self.starts, np.int64) // per, counts) + ragged_arange(counts)
+
+    def mask(self, device: torch.device | str) -> torch.Tensor:
+        valid = torch.zeros(self.total, dtype=torch.bool)
+        valid[torch.from_numpy(self.rows())] = True
+        return valid.to(device)
+
+
+def _index(rows: np.ndarray, device: torch.device | str) -> torch.Tensor:
+    return torch.from_numpy(rows).to(device)
 
 
 # ------------------------------------------------------------------------------- encoder
@@ -202,8 +247,7 @@ class ConformerBlock(nn.Module):
 @dataclass
 class EncoderOutput:
     exported: torch.Tensor  # (B, T, len(export_layers) * hidden): the projector's input
-    bpe_logits: torch.Tensor  # (B, ceil(T / pool_window), bpe_vocab)
-    bpe_lengths: torch.Tensor  # (B,)
+    pooled: torch.Tensor  # (B, ceil(T / pool_window), hidden): the BPE CTC head's input (``Encoder.bpe_ctc``)
 
 
 class Encoder(nn.Module):
@@ -216,9 +260,11 @@ class Encoder(nn.Module):
         self.char_feedback = nn.Linear(cfg.char_vocab, cfg.hidden)
         self.bpe_ctc = nn.Linear(cfg.hidden, cfg.bpe_vocab)
 
-    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> EncoderOutput:
+    def forward(self, feats: torch.Tensor, valid: torch.Tensor) -> EncoderOutput:
+        """feats (B, T, input_dim) and which frames are real (B, T): a padded batch, or one stream of
+        items laid end to end (see Slots), as long as no attention block holds two items and an item
+        has at least conv_kernel // 2 padding frames before the next one."""
         cfg = self.cfg
-        valid = lengths_mask(lengths, feats.shape[1])
         x = self.input_proj(feats.to(self.input_proj.weight.dtype))
         wanted = {(i if i >= 0 else cfg.layers + 1 + i) for i in cfg.export_layers}
         exported = {0: x} if 0 in wanted else {}
@@ -237,12 +283,7 @@ class Encoder(nn.Module):
         exported[cfg.layers] = x
         order = sorted(wanted)
         pooled = self._pool(x.float(), (1.0 - blank_prob) * valid).to(x.dtype)
-        w = cfg.pool_window
-        return EncoderOutput(
-            exported=torch.cat([exported[i] for i in order], dim=-1),
-            bpe_logits=self.bpe_ctc(pooled),
-            bpe_lengths=(lengths + w - 1) // w,
-        )
+        return EncoderOutput(exported=torch.cat([exported[i] for i in order], dim=-1), pooled=pooled)
 
     def _pool(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """Average each window of frames, weighted by how likely each frame carries a symbol."""
@@ -300,24 +341,21 @@ class Projector(nn.Module):
         self.out_norm = nn.LayerNorm(cfg.hidden, eps=cfg.eps)
         self.out = nn.Linear(cfg.hidden, out_dim)
 
-    def forward(self, exported: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """-> audio embeddings (B, windows * queries, out_dim) and their lengths (B,)."""
+    def forward(self, windows: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Exported encoder frames cut into windows (W, window, export width) and which frames are real
+        (W, window) -> audio embeddings (W * queries_per_window, out_dim); a window never holds two items."""
         cfg = self.cfg
-        b, t, _ = exported.shape
-        parts = exported.split(self.enc_hidden, dim=-1)
+        parts = windows.split(self.enc_hidden, dim=-1)
         x = torch.cat([norm(p) for norm, p in zip(self.layer_norms, parts, strict=True)], dim=-1)
         x = F.gelu(self.fuse(x))
         # Past an item's end the window holds zeros, exactly as when the item is alone.
-        x = x.masked_fill(~lengths_mask(lengths, t)[..., None], 0.0)
-        windows = math.ceil(t / cfg.window)
-        x = F.pad(x, (0, 0, 0, windows * cfg.window - t)).reshape(b * windows, cfg.window, cfg.hidden)
+        x = x.masked_fill(~valid[..., None], 0.0)
         # Each query starts as the mean of its own stretch of frames.
         h = self.queries + x.unflatten(1, (self.queries_per_window, -1)).mean(2)
         kv = x + self.window_pos
         for layer in self.layers:
             h = layer(h, kv)
-        h = self.out(self.out_norm(h)).reshape(b, windows * self.queries_per_window, -1)
-        return h, lengths // cfg.downsample
+        return self.out(self.out_norm(h)).flatten(0, 1)
 
 
 # ------------------------------------------------------------------------------- editor
@@ -395,9 +433,12 @@ class Editor(nn.Module):
             x = layer(x, rope, cu_seqlens, max_len)
         return x
 
+    def text_products(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The tied LM head before its logits scaling, on the rows it is given (the text slots)."""
+        return self.norm(hidden) @ self.embed.weight.T
+
     def text_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """The tied LM head, applied only to the rows it is given (the text slots)."""
-        return (self.norm(hidden) @ self.embed.weight.T) / self.cfg.logits_scaling
+        return self.text_products(hidden) / self.cfg.logits_scaling
 
 
 # ------------------------------------------------------------------------------- the model
@@ -428,6 +469,12 @@ class GraniteNar(nn.Module):
         self.projector = Projector(cfg.encoder, cfg.projector, cfg.editor.hidden)
         self.editor = Editor(cfg.editor)
 
+    def slot_list(self, draft: list[int]) -> list[int]:
+        """slots() on a host list."""
+        out = [self.cfg.blank_id] * max(2 * len(draft) + 1, self.cfg.min_slots)
+        out[1 : 2 * len(draft) : 2] = draft
+        return out
+
     def slots(self, draft: torch.Tensor) -> torch.Tensor:
         """[a, b] -> [blank, a, blank, b, blank], padded with blanks to at least min_slots.
 
@@ -438,81 +485,110 @@ class GraniteNar(nn.Module):
         out[1 : 2 * n : 2] = draft
         return out
 
-    def draft(self, enc: EncoderOutput) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Per item: the greedy CTC draft and, per token, the BPE CTC step its run starts at."""
-        best = enc.bpe_logits.argmax(-1)
-        return [ctc_collapse_with_steps(best[i, : int(n)], self.cfg.blank_id)
-                for i, n in enumerate(enc.bpe_lengths.tolist())]
-
-    def _hold(self, draft: torch.Tensor, steps: torch.Tensor, n: int,
-              n_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _hold(self, draft: list[int], steps: list[int], n: int, n_steps: int) -> tuple[list[int], list[int]]:
         """Exactly n draft tokens: cut, or filled with arbitrary non-blank ids (placed at the last step)."""
-        if draft.numel() >= n:
+        if len(draft) >= n:
             return draft[:n], steps[:n]
-        vocab = self.cfg.editor.vocab
-        fill = (torch.arange(n - draft.numel(), device=draft.device) * 7919 + 1) % vocab
-        fill = torch.where(fill == self.cfg.blank_id, (fill + 1) % vocab, fill)
-        last = steps.new_full((n - draft.numel(),), max(n_steps - 1, 0))
-        return torch.cat([draft, fill.to(draft.dtype)]), torch.cat([steps, last])
+        vocab, blank = self.cfg.editor.vocab, self.cfg.blank_id
+        fill = [(i * 7919 + 1) % vocab for i in range(n - len(draft))]
+        fill = [(f + 1) % vocab if f == blank else f for f in fill]
+        return draft + fill, steps + [max(n_steps - 1, 0)] * len(fill)
+
+    @staticmethod
+    def _argmax_rows(hidden: torch.Tensor, head, rows: int, keep: bool = False) -> tuple[list[int], list[torch.Tensor]]:
+        """Argmax of a vocabulary-wide head over ``hidden``, ``rows`` at a time (the logits of a whole
+        batch would take gigabytes), as one host list; and the head's outputs when ``keep``."""
+        best, kept = [], []
+        for part in hidden.split(rows):
+            lg = head(part)
+            best.append(lg.argmax(-1))
+            if keep:
+                kept.append(lg)
+        return (torch.cat(best).tolist() if best else []), kept
 
     @torch.inference_mode()
     def transcribe(self, waves: list[torch.Tensor], draft_tokens_per_s: float | None = None,
                    return_logits: bool = False, lm_head_rows: int = 8192) -> NarOutput:
         """Waveforms (16 kHz mono) -> token ids, in one editor pass over the packed batch.
 
-        ``draft_tokens_per_s`` holds each draft at that many tokens per second of audio: random
-        weights draft nonsense lengths, and the editor's cost depends on the draft length.
+        Every stage runs on items laid end to end (Slots), not on a batch padded to its longest
+        item. ``draft_tokens_per_s`` holds each draft at that many tokens per second of audio:
+        random weights draft nonsense lengths, and the editor's cost depends on the draft length.
         """
-        cfg = self.cfg
-        feats, lengths = self.features(waves)  # n // 320 frames per item
-        # Round frames up to whole attention blocks (at least one): a handful of encoder shapes
-        # (compiled kernels are reused), and the padding is masked, so results do not change.
-        feats = F.pad(feats, (0, 0, 0, bucketed(feats.shape[1], cfg.encoder.context) - feats.shape[1]))
-        enc = self.encoder(feats, lengths)
-        found = self.draft(enc)
-        if draft_tokens_per_s is not None:
-            sr = cfg.features.sample_rate
-            found = [self._hold(d, s, max(1, round(w.numel() / sr * draft_tokens_per_s)), int(n))
-                     for (d, s), w, n in zip(found, waves, enc.bpe_lengths.tolist(), strict=True)]
-        drafts = [d for d, _ in found]
-        audio, audio_lengths = self.projector(enc.exported, lengths)
+        cfg, enc_cfg, proj_cfg = self.cfg, self.cfg.encoder, self.cfg.projector
+        feats, lengths = self.features(waves)  # (B, longest, input_dim); n // 320 frames per item
+        device = feats.device
+        frames = lengths.tolist()
+
+        # Encoder: each item in whole attention blocks, with room for the convolution to read zeros.
+        enc_slots = Slots.of(frames, enc_cfg.context, slack=enc_cfg.conv_kernel // 2)
+        in_rows = _index(np.repeat(np.arange(len(frames)) * feats.shape[1], frames) + ragged_arange(frames), device)
+        enc_rows = _index(enc_slots.rows(), device)
+        stream = feats.new_zeros(enc_slots.total, feats.shape[-1])
+        stream[enc_rows] = feats.flatten(0, 1)[in_rows]
+        enc = self.encoder(stream[None], enc_slots.mask(device)[None])
+
+        # Draft: greedy BPE CTC over each item's pooling windows, collapsed on the host.
+        w = enc_cfg.pool_window
+        steps = [(n + w - 1) // w for n in frames]
+        step_rows = _index(enc_slots.rows(per=w, counts=steps), device)
+        best, _ = self._argmax_rows(enc.pooled[0, step_rows], self.encoder.bpe_ctc, lm_head_rows)
+        found, offset = [], 0
+        for n, wave in zip(steps, waves, strict=True):
+            draft, first = collapse_with_slots(best[offset : offset + n], cfg.blank_id)
+            offset += n
+            if draft_tokens_per_s is not None:
+                held = max(1, round(wave.numel() / cfg.features.sample_rate * draft_tokens_per_s))
+                draft, first = self._hold(draft, first, held, n)
+            found.append((draft, first))
+
+        # Projector: each item in whole windows; an item's first n // downsample queries are its own.
+        win_slots = Slots.of(frames, proj_cfg.window)
+        windows = enc.exported.new_zeros(win_slots.total, enc.exported.shape[-1])
+        windows[_index(win_slots.rows(), device)] = enc.exported[0, enc_rows]
+        audio = self.projector(windows.view(-1, proj_cfg.window, windows.shape[-1]),
+                               win_slots.mask(device).view(-1, proj_cfg.window))
+        n_audio = [n // proj_cfg.downsample for n in frames]
+        audio = audio[_index(win_slots.rows(per=proj_cfg.downsample, counts=n_audio), device)]
         if cfg.scale_projected_embeddings:
             audio = audio / cfg.editor.embedding_multiplier
-        slot_ids = [self.slots(d) for d in drafts]
-        text_embeds = self.editor.embed(torch.cat(slot_ids)).split([s.numel() for s in slot_ids])
-        pieces, seq_lens, text_rows = [], [], []
-        offset = 0
-        for i, n_audio in enumerate(audio_lengths.tolist()):
-            pieces += [audio[i, :n_audio], text_embeds[i]]
-            n_text = slot_ids[i].numel()
-            text_rows.append(torch.arange(offset + n_audio, offset + n_audio + n_text, device=audio.device))
-            seq_lens.append(n_audio + n_text)
-            offset += n_audio + n_text
-        packed = torch.cat(pieces).to(audio.dtype)
-        positions = torch.cat([torch.arange(n, device=audio.device) for n in seq_lens])
-        hidden = self.editor(packed, positions, cu_seqlens_for(seq_lens, audio.device), max(seq_lens))
-        rows = torch.cat(text_rows)
-        text_hidden = hidden[rows]
-        best, logits = [], []
-        for part in text_hidden.split(lm_head_rows):  # bounded memory: vocab-wide rows, a slice at a time
-            lg = self.editor.text_logits(part)
-            best.append(lg.argmax(-1))
-            if return_logits:
-                logits.append(lg.float())
-        # One copy to the host; the collapse and the slot -> time mapping are small list work there.
-        flat = torch.cat(best).tolist()
-        draft_steps = [s.tolist() for _, s in found]
-        sr = cfg.features.sample_rate
+
+        # Editor: [audio embeddings ; slots] per item, laid end to end.
+        slot_ids = [self.slot_list(d) for d, _ in found]
+        n_text = [len(s) for s in slot_ids]
+        text = self.editor.embed(torch.tensor([t for s in slot_ids for t in s], device=device))
+        seq_lens = [a + t for a, t in zip(n_audio, n_text, strict=True)]
+        order = editor_order(n_audio, n_text)
+        packed = torch.cat([audio.to(text.dtype), text])[_index(order, device)]
+        positions = _index(ragged_arange(seq_lens), device)
+        hidden = self.editor(packed, positions, cu_seqlens_for(seq_lens, device), max(seq_lens))
+        text_rows = _index(np.flatnonzero(order >= sum(n_audio)), device)
+        # Argmax of the raw products: dividing by logits_scaling (a power of two) changes no argmax.
+        flat, parts = self._argmax_rows(hidden[text_rows], self.editor.text_products, lm_head_rows, keep=return_logits)
+
+        # The collapse and the slot -> time mapping are small list work on the host.
         tokens, token_times, offset = [], [], 0
-        for ids, steps, wave in zip(slot_ids, draft_steps, waves, strict=True):
-            kept, slots = collapse_with_slots(flat[offset : offset + ids.numel()], cfg.blank_id)
-            offset += ids.numel()
-            draft_times = [round(step * cfg.draft_step_s, 6) for step in steps]
+        sr = cfg.features.sample_rate
+        for n, (_, first), wave in zip(n_text, found, waves, strict=True):
+            kept, slots = collapse_with_slots(flat[offset : offset + n], cfg.blank_id)
+            offset += n
+            draft_times = [round(step * cfg.draft_step_s, 6) for step in first]
             tokens.append(kept)
             token_times.append(token_spans(slot_times(slots, draft_times), cfg.draft_step_s, wave.numel() / sr))
-        per_item = list(torch.cat(logits).split([s.numel() for s in slot_ids])) if return_logits else None
-        return NarOutput(tokens=tokens, drafts=[d.tolist() for d in drafts], draft_steps=draft_steps,
+        per_item = None
+        if return_logits:
+            per_item = list((torch.cat(parts).float() / cfg.editor.logits_scaling).split(n_text))
+        return NarOutput(tokens=tokens, drafts=[d for d, _ in found], draft_steps=[s for _, s in found],
                          step_s=cfg.draft_step_s, logits=per_item, token_times=token_times)
+
+
+def editor_order(n_audio: list[int], n_text: list[int]) -> np.ndarray:
+    """Rows of [all audio embeddings ; all slot embeddings] in the editor's packed order: each item's
+    audio rows, then its slots, item after item."""
+    audio_at = np.cumsum([0] + n_audio[:-1])
+    text_at = sum(n_audio) + np.cumsum([0] + n_text[:-1])
+    return np.concatenate([np.r_[np.arange(a, a + na), np.arange(t, t + nt)]
+                           for a, na, t, nt in zip(audio_at, n_audio, text_at, n_text, strict=True)])
 
 
 def random_model(cfg: NarConfig, seed: int = 0, dtype: torch.dtype = torch.float32,
