@@ -9,7 +9,7 @@ On a bare CUDA machine with torch and the wheels of scripts/gpu_wheels.sh (docs/
 fixed-shape sweep (32/128/256 x 30 s, bf16, eager); the worker's own path on real chunks
 through `run_batches`: a 10-minute stereo call (the sample call tiled) chunked as the engine's
 chunking packs it (chunking_for) and as the chunker cut it before packing (BEFORE_PACKING, one
-chunk per speech region), each repeated to about 2,400 s of audio, so the two figures say what
+chunk per speech region), each repeated to about 7,200 s of audio (two batches), so the two figures say what
 packing buys on the card; eager against torch.compile; peak GPU memory; the top 15 CUDA
 kernels of one batch. A time budget skips what would overrun it, with a note. Writes
 benchmarks/gpu-results.json (after every section, so a cut-off run keeps what it measured) and
@@ -81,8 +81,8 @@ class Plan:
     token_sample: int = 96  # real chunks whose token ids are compared, compiled against eager
 
 
-# real_audio_s: 2,400 s, what the one real-chunk section timed before packing (600 chunks of about 4 s).
-GPU = Plan(size="full", sweep=(32, 128, 256), ref_batch=128, chunk_s=30.0, real_call_s=600.0, real_audio_s=2400.0,
+# real_audio_s: two batches' worth (3,840 s each), so the reader's overlap with the GPU shows.
+GPU = Plan(size="full", sweep=(32, 128, 256), ref_batch=128, chunk_s=30.0, real_call_s=600.0, real_audio_s=7200.0,
            batch_audio_s=3840.0, timed=3, warmup=1, budget_s=200.0, attn_heads=(16, 4, 128),
            attn_lengths=(541, 300, 97, 13, 1200))
 SMOKE = Plan(size="tiny", sweep=(1, 2, 4), ref_batch=2, chunk_s=30.0, real_call_s=90.0, real_audio_s=150.0,
@@ -205,14 +205,8 @@ class Check:
         return value
 
     def build(self, compile: bool):
-        opts = {"random_weights": True, "size": self.plan.size, "device": self.device, "compile": compile}
-        if self.cuda:
-            try:
-                with torch.device(self.device):  # weights made on the GPU: a second, not minutes of CPU init
-                    return engines.create(ENGINE, **opts)
-            except Exception as exc:
-                self.note(f"building on the device failed ({type(exc).__name__}: {exc}); built on the CPU")
-        return engines.create(ENGINE, **opts)
+        # The engine makes random weights on the device itself (and warms up outside that context).
+        return engines.create(ENGINE, random_weights=True, size=self.plan.size, device=self.device, compile=compile)
 
     def dtype(self) -> torch.dtype:
         model = getattr(self.engine, "model", None)
@@ -390,6 +384,10 @@ class Check:
                "rtfx": round(audio_s / median, 2),
                "reader_wait_frac": round(sum(m.wall_s - m.model_s for m in metrics) / wall_in_batches, 4)
                if wall_in_batches else 0.0,
+               # The first batch of a pass has nothing to overlap its reading with; the rest should wait ~0.
+               "reader_wait_frac_after_first": round(sum(m.wall_s - m.model_s for m in metrics[1:])
+                                                     / sum(m.wall_s for m in metrics[1:]), 4)
+               if len(metrics) > 1 else None,
                "peak_mem_bytes": self.peak(), "graphs_compiled": new_graphs}
         log.info("real chunks (%s, %s): %d chunks, p50 %.1f s, RTFx %.0f", real.chunker, label, len(audios),
                  out["chunk_s_p50"], out["rtfx"])
@@ -465,6 +463,48 @@ class Check:
                 "eager_rtfx": round(self.plan.ref_batch * self.plan.chunk_s / eager, 2),
                 "speedup": round(eager / r.median_s, 3), "peak_mem_bytes": r.peak_mem_bytes}
 
+    def depthwise(self) -> dict:
+        """The Conformer convolution module alone on the reference batch's encoder stream (ref_batch x
+        chunk_s laid end to end): cuDNN's depthwise kernel eager, and compiled as the library kernel and
+        as the fused shifted sum (the engine's default when compiled). Milliseconds per call, median of 5."""
+        import copy
+
+        from callscribe.engines.nar.fuse import FusedConvModule
+        from callscribe.engines.nar.modeling import bucketed
+
+        model = self.engine.model
+        conv = next(m for m in model.modules() if isinstance(m, FusedConvModule))
+        cfg = model.cfg.encoder
+        frames = int(self.plan.chunk_s * 50)
+        t = self.plan.ref_batch * bucketed(frames + cfg.conv_kernel // 2, cfg.context)
+        g = torch.Generator(device=self.device).manual_seed(0)
+        x = torch.randn(1, t, cfg.hidden, generator=g, device=self.device).to(self.dtype())
+        valid = torch.ones(1, t, dtype=torch.bool, device=self.device)
+        out: dict = {"stream_frames": t, "ms": {}, "compile_s": {}}
+        want = None
+        for name, path, compiled in (("eager", "conv", False), ("compiled, library kernel", "conv", True),
+                                     ("compiled, shifted sum", "shifted", True)):
+            module = copy.deepcopy(conv)
+            module.compiled_path = path
+            fn = torch.compile(module, dynamic=True) if compiled else module
+            with torch.inference_mode():
+                started = time.perf_counter()
+                got = fn(x, valid)
+                self.sync()
+                out["compile_s"][name] = round(time.perf_counter() - started, 1)
+                times = []
+                for _ in range(5):
+                    started = time.perf_counter()
+                    fn(x, valid)
+                    self.sync()
+                    times.append((time.perf_counter() - started) * 1000)
+            out["ms"][name] = round(statistics.median(times), 3)
+            if want is None:
+                want = got.float()
+            else:
+                out.setdefault("max_abs_diff", {})[name] = float((got.float() - want).abs().max())
+        return out
+
     def sample_tokens(self) -> list[list[int]]:
         """Token ids of a fixed sample of the real (packed) chunks, straight from the model."""
         audios = self.real_audios("packed").audios[: self.plan.token_sample]
@@ -516,9 +556,11 @@ class Check:
                      lambda: self.real_estimate("before", passes))
         self.section("profile", self.profile, lambda: 3 * self.batch_estimate(plan.ref_batch) + 15)
         self.section("eager_tokens", self.eager_tokens, lambda: 10.0)
+        if self.compile:
+            self.section("depthwise", self.depthwise, lambda: 30.0 if self.cuda else 60.0)
         if not self.compile:
             why = "off on a CPU (pass --compile)" if not self.cuda else "off (--no-compile)"
-            for key in ("compiled", "real_chunks_compiled", "same_tokens", "profile_compiled", "warm_start"):
+            for key in ("depthwise", "compiled", "real_chunks_compiled", "same_tokens", "profile_compiled", "warm_start"):
                 self.results[key] = {"skipped": why}
         else:
             # Compilation is the slowest part (about 46 s for the full model on an H200): last, if it fits.
@@ -609,7 +651,9 @@ def render(res: dict) -> str:
                 f"{s['call_s']:g} s stereo call x {s['repeats']}, {s['audio_s']:,.0f} s audio; p10/p50/p90 "
                 f"{s['chunk_s_p10']:.1f}/{s['chunk_s_p50']:.1f}/{s['chunk_s_p90']:.1f} s; {s['batches']} batches of "
                 f"<= {s['batch_audio_s']:g} s audio; median of {len(s['passes_s'])} passes {s['median_s']:.2f} s; "
-                f"reader wait {100 * s['reader_wait_frac']:.1f} %)")
+                f"reader wait {100 * s['reader_wait_frac']:.1f} %" + (
+                    f", {100 * s['reader_wait_frac_after_first']:.1f} % after each pass's first batch"
+                    if s.get("reader_wait_frac_after_first") is not None else "") + ")")
 
     rows.append(("real chunks through run_batches, packed, eager", _figure(res.get("real_chunks"), real)))
     rows.append(("real chunks through run_batches, before packing, eager", _figure(before, real)))
@@ -619,6 +663,8 @@ def render(res: dict) -> str:
         f"then the first batch {s['first_batch_s']:.1f} s)"))))
     rows.append(("real chunks through run_batches, packed, torch.compile",
                  _figure(res.get("real_chunks_compiled"), real)))
+    rows.append(("depthwise convolution module, ms per call", _figure(res.get("depthwise"), lambda s: (
+        "; ".join(f"{k} {v:.2f}" for k, v in s["ms"].items()) + f" ({s['stream_frames']:,} frames)"))))
     dtype = res.get("build", {}).get("dtype", "?")
     rows.append(("token ids, compiled vs eager", _figure(res.get("same_tokens"), lambda s: (
         f"equal on {s['equal']} of {s['chunks']} real chunks ({dtype}, random weights)"))))
@@ -661,8 +707,7 @@ def warm_start_probe(size: str, batch: int) -> dict:
     TORCHINDUCTOR_CACHE_DIR holds), and to run the first batch after that."""
     import_s = process_age_s()
     t = time.perf_counter()
-    with torch.device("cuda"):
-        engine = engines.create(ENGINE, random_weights=True, size=size, device="cuda", compile=True)
+    engine = engines.create(ENGINE, random_weights=True, size=size, device="cuda", compile=True)
     build_s = time.perf_counter() - t
     compile_s = getattr(engine, "warm_up_s", 0.0)
     prepared = engine.prepare(speech_chunks(batch, 30.0))
@@ -686,7 +731,7 @@ def main(argv: list[str] | None = None, from_process_start: bool = False) -> int
                     help="measure torch.compile too (default: on with CUDA, off on a CPU)")
     ap.add_argument("--sweep", help="batch sizes, comma-separated (default 32,128,256; smoke 1,2,4)")
     ap.add_argument("--real-audio-s", type=float,
-                    help="audio seconds of real chunks per pass, per chunking (default 2400; smoke 150)")
+                    help="audio seconds of real chunks per pass, per chunking (default 7200; smoke 150)")
     ap.add_argument("--real-call-s", type=float, help="length of the call they come from (default 600; smoke 90)")
     ap.add_argument("--batch-audio-s", type=float, help="run_batches' audio seconds per batch (default 3840)")
     ap.add_argument("--warm-start-probe", action="store_true", help=argparse.SUPPRESS)
