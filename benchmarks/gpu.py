@@ -88,7 +88,8 @@ GPU = Plan(size="full", sweep=(32, 128, 256), ref_batch=128, chunk_s=30.0, real_
 SMOKE = Plan(size="tiny", sweep=(1, 2, 4), ref_batch=2, chunk_s=30.0, real_call_s=90.0, real_audio_s=150.0,
              batch_audio_s=120.0,
              timed=3, warmup=1, budget_s=100.0, attn_heads=(4, 2, 12), attn_lengths=(41, 30, 7, 1),
-             cpu_threads=1, token_sample=4)  # the tiny model gains nothing from threads, which slow it 3x on a busy machine
+             # the tiny model gains nothing from threads, which slow it 3x on a busy machine
+             cpu_threads=1, token_sample=4)
 
 
 @dataclass(frozen=True)
@@ -560,7 +561,8 @@ class Check:
             self.section("depthwise", self.depthwise, lambda: 30.0 if self.cuda else 60.0)
         if not self.compile:
             why = "off on a CPU (pass --compile)" if not self.cuda else "off (--no-compile)"
-            for key in ("depthwise", "compiled", "real_chunks_compiled", "same_tokens", "profile_compiled", "warm_start"):
+            for key in ("depthwise", "compiled", "real_chunks_compiled", "same_tokens", "profile_compiled",
+                        "warm_start"):
                 self.results[key] = {"skipped": why}
         else:
             # Compilation is the slowest part (about 46 s for the full model on an H200): last, if it fits.
@@ -716,7 +718,8 @@ def warm_start_probe(size: str, batch: int) -> dict:
     engine.run(prepared)
     torch.cuda.synchronize()
     first = time.perf_counter() - t
-    return {"graphs_after_warm_up": compiled_graphs() - graphs, "import_s": round(import_s, 1), "load_s": round(build_s - compile_s, 1), "compile_s": round(compile_s, 1),
+    return {"graphs_after_warm_up": compiled_graphs() - graphs, "import_s": round(import_s, 1),
+            "load_s": round(build_s - compile_s, 1), "compile_s": round(compile_s, 1),
             "first_batch_s": round(first, 2), "load_to_first_batch_s": round(compile_s + first, 1), "batch": batch}
 
 

@@ -30,6 +30,10 @@ MODEL_MOUNT = "/models"
 # The worker writes the shard URI to a result file; without the sidecar's /airflow/xcom
 # volume the only writable place is the /tmp emptyDir (the root filesystem is read-only).
 RESULT_PATH = "/tmp/callscribe-result.json"
+# torch.compile's caches (inductor's compiled graphs and Triton kernels). On a shared volume a pod
+# compiles from the cache in about 10 s instead of about 16 s cold (docs/benchmarks.md); without
+# one they go to the pod's /tmp and every pod compiles once.
+COMPILE_CACHE_MOUNT = "/cache/torch-compile"
 
 
 class PodTemplateMissing(FileNotFoundError):
@@ -50,6 +54,7 @@ class KubeSettings:
         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}])
     model_pvc: str = "granite-speech-models"
     model_subdir: str = "granite-speech-4.1-2b-nar"
+    compile_cache_pvc: str | None = None  # a ReadWriteMany claim for torch.compile's caches; None: /tmp
     s3_secret: str = "callscribe-s3"
     service_account: str | None = None
     image_pull_secrets: tuple[str, ...] = ()
@@ -83,6 +88,7 @@ def settings_from_env() -> KubeSettings:
         tolerations=_json_env("CALLSCRIBE_K8S_TOLERATIONS", d.tolerations),
         model_pvc=env("CALLSCRIBE_K8S_MODEL_PVC", d.model_pvc),
         model_subdir=env("CALLSCRIBE_K8S_MODEL_SUBDIR", d.model_subdir),
+        compile_cache_pvc=env("CALLSCRIBE_K8S_COMPILE_CACHE_PVC") or None,
         s3_secret=env("CALLSCRIBE_K8S_S3_SECRET", d.s3_secret),
         service_account=env("CALLSCRIBE_K8S_SERVICE_ACCOUNT") or None,
         image_pull_secrets=_list_env("CALLSCRIBE_K8S_IMAGE_PULL_SECRETS"),
@@ -122,7 +128,15 @@ def operator_kwargs(s: KubeSettings) -> dict:
         # raises when CALLSCRIBE_DEVICE names cuda and torch sees no GPU.
         "CALLSCRIBE_DEVICE": "cuda" if s.gpus > 0 else "cpu",
         "CALLSCRIBE_XCOM_PATH": RESULT_PATH,
+        "TORCHINDUCTOR_CACHE_DIR": COMPILE_CACHE_MOUNT if s.compile_cache_pvc else "/tmp/torch-compile",
     }
+    volumes = [k8s.V1Volume(name="models", persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(
+        claim_name=s.model_pvc, read_only=True))]
+    mounts = [k8s.V1VolumeMount(name="models", mount_path=MODEL_MOUNT, read_only=True)]
+    if s.compile_cache_pvc:
+        volumes.append(k8s.V1Volume(name="compile-cache", persistent_volume_claim=(
+            k8s.V1PersistentVolumeClaimVolumeSource(claim_name=s.compile_cache_pvc))))
+        mounts.append(k8s.V1VolumeMount(name="compile-cache", mount_path=COMPILE_CACHE_MOUNT))
     return dict(
         kubernetes_conn_id=s.kubernetes_conn_id,
         namespace=s.namespace,
@@ -137,9 +151,8 @@ def operator_kwargs(s: KubeSettings) -> dict:
         container_resources=k8s.V1ResourceRequirements(requests=resources_, limits=resources_),
         node_selector=s.node_selector,
         tolerations=[k8s.V1Toleration(**t) for t in s.tolerations],
-        volumes=[k8s.V1Volume(name="models", persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(
-            claim_name=s.model_pvc, read_only=True))],
-        volume_mounts=[k8s.V1VolumeMount(name="models", mount_path=MODEL_MOUNT, read_only=True)],
+        volumes=volumes,
+        volume_mounts=mounts,
         service_account_name=s.service_account,
         image_pull_secrets=[k8s.V1LocalObjectReference(name=n) for n in s.image_pull_secrets] or None,
         priority_class_name=s.priority_class,

@@ -90,6 +90,23 @@ def test_the_worker_result_file_is_on_a_writable_volume(pod):
     assert "emptyDir" in vols[mounts[mount]]
 
 
+def test_torch_compile_caches_go_to_tmp_or_to_a_shared_volume(pod, monkeypatch):
+    """The worker compiles the model at load: its caches need a writable place (the root filesystem
+    is read-only), /tmp by default, a shared claim when one is configured (pods then compile from it)."""
+    env = {e["name"]: e.get("value") for e in _worker(pod)["env"]}
+    assert env["TORCHINDUCTOR_CACHE_DIR"].startswith("/tmp/")
+    assert "compile-cache" not in {v["name"] for v in pod["spec"]["volumes"]}
+    monkeypatch.setenv("CALLSCRIBE_K8S_COMPILE_CACHE_PVC", "callscribe-compile-cache")
+    shared = render_pod(JOB, settings_from_env())
+    kubernetes_validate.validate(shared, K8S_VERSION, strict=True)
+    env = {e["name"]: e.get("value") for e in _worker(shared)["env"]}
+    mount = next(m for m in _worker(shared)["volumeMounts"] if m["name"] == "compile-cache")
+    assert env["TORCHINDUCTOR_CACHE_DIR"] == mount["mountPath"] and not mount.get("readOnly")
+    vols = {v["name"]: v for v in shared["spec"]["volumes"]}
+    assert vols["compile-cache"]["persistentVolumeClaim"] == {"claimName": "callscribe-compile-cache"}
+    assert vols["models"]["persistentVolumeClaim"]["readOnly"] is True  # the model stays read-only
+
+
 def test_the_pod_demands_its_gpu(pod):
     env = {e["name"]: e.get("value") for e in _worker(pod)["env"]}
     assert env["CALLSCRIBE_DEVICE"] == "cuda"

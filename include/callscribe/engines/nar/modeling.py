@@ -344,7 +344,6 @@ class Projector(nn.Module):
     def forward(self, windows: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Exported encoder frames cut into windows (W, window, export width) and which frames are real
         (W, window) -> audio embeddings (W * queries_per_window, out_dim); a window never holds two items."""
-        cfg = self.cfg
         parts = windows.split(self.enc_hidden, dim=-1)
         x = torch.cat([norm(p) for norm, p in zip(self.layer_norms, parts, strict=True)], dim=-1)
         x = F.gelu(self.fuse(x))
