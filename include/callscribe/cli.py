@@ -231,22 +231,27 @@ def cmd_audit(args) -> int:
 
 def cmd_search(args) -> int:
     from callscribe.db import engine_from_env
-    from callscribe.search import SearchFilters, highlight, search
+    from callscribe.search import SearchFilters, highlight, note_for, search
 
     _use_services(args)
     filters = SearchFilters(from_date=args.from_date, to_date=args.to_date, speaker=args.speaker, agent=args.agent,
                             min_duration_s=args.min_duration, fuzzy=args.fuzzy)
     hits = search(engine_from_env(), args.query, limit=args.limit, filters=filters)
+    note = note_for(hits, args.fuzzy)
+    if note and not args.json:
+        print(note)
     for h in hits:
         out = {"key": h["object_key"], "call_date": h["call_date"], "agent_id": h["agent_id"],
                "channel": h["channel"], "speaker": h["speaker"], "start": round(h["start_s"], 2),
-               "end": round(h["end_s"], 2), "snippet": highlight(h["snippet"]), "match": h["match"]}
+               "end": round(h["end_s"], 2), "hit": round(h["hit_s"], 2), "snippet": highlight(h["snippet"]),
+               "match": h["match"]}
         if args.json:
             print(json.dumps(out, default=_json_default))
         else:
-            print(f"{out['key']}  {out['speaker']:>8} {out['start']:7.2f}-{out['end']:7.2f}  {out['snippet']}")
-    if not hits and not args.json:
-        print("no matches")
+            print(f"{out['key']}  {out['speaker']:>8} {out['hit']:7.2f} ({out['start']:.2f}-{out['end']:.2f})  "
+                  f"{out['snippet']}")
+    if note and args.json:
+        print(note, file=sys.stderr)
     return 0
 
 
@@ -425,7 +430,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--from", dest="from_date", type=_day, help="first call date")
     s.add_argument("--to", dest="to_date", type=_day, help="last call date")
     s.add_argument("--min-duration", type=float, help="calls at least this long (seconds)")
-    s.add_argument("--fuzzy", action="store_true", help="also match misspellings and names (trigrams)")
+    match = s.add_mutually_exclusive_group()
+    match.add_argument("--fuzzy", action="store_const", const=True, default=None,
+                       help="similar matches (misspellings, names, swapped letters) after the exact ones, always")
+    match.add_argument("--exact", dest="fuzzy", action="store_const", const=False,
+                       help="exact matches only (by default similar ones are shown when nothing matches exactly)")
     s.add_argument("--limit", type=int, default=20)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_search)

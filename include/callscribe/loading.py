@@ -16,7 +16,15 @@ from sqlalchemy.engine import Engine
 
 from callscribe import db
 from callscribe.errors import describe
-from callscribe.manifests import SEGMENT_COLUMNS, JobFailure, JobManifest, ShardInfo, failure_uri, from_parquet
+from callscribe.manifests import (
+    SEGMENT_COLUMNS,
+    WORD_STARTS,
+    JobFailure,
+    JobManifest,
+    ShardInfo,
+    failure_uri,
+    from_parquet,
+)
 from callscribe.storage import Store, unavailable
 
 log = logging.getLogger(__name__)
@@ -40,6 +48,13 @@ class LoadResult:
                           self.unfinished_jobs + other.unfinished_jobs)
 
 
+def pg_real_array(values) -> str | None:
+    """A list of seconds as a PostgreSQL real[] literal for COPY; None (NULL) when there are none."""
+    if values is None or len(values) == 0:
+        return None
+    return "{" + ",".join(f"{float(v):.3f}" for v in values) + "}"
+
+
 def read_shard(store: Store, uri: str) -> tuple[pd.DataFrame, ShardInfo]:
     df, meta = from_parquet(store.get_bytes(uri))
     return df, ShardInfo(**meta)
@@ -59,8 +74,12 @@ def load_shard(engine: Engine, uri: str, df: pd.DataFrame, info: ShardInfo) -> L
         segments = 0
         if ok:
             conn.execute(db.q("load_stage"))
-            rows = df[df["recording_id"].isin(ok)][SEGMENT_COLUMNS].itertuples(index=False, name=None)
-            segments = db.copy_rows(conn, "stage_segments", SEGMENT_COLUMNS, rows)
+            mine = df[df["recording_id"].isin(ok)]
+            starts = mine[WORD_STARTS] if WORD_STARTS in mine else [None] * len(mine)
+            rows = (
+                (*row, pg_real_array(ws))
+                for row, ws in zip(mine[SEGMENT_COLUMNS].itertuples(index=False, name=None), starts, strict=True))
+            segments = db.copy_rows(conn, "stage_segments", [*SEGMENT_COLUMNS, WORD_STARTS], rows)
             conn.execute(db.q("load_replace"), {"ids": ok, "engine": info.engine, "run_id": info.run_id})
         failed = 0
         for rid, reason in reasons.items():

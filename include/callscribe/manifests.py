@@ -18,6 +18,9 @@ from pydantic import BaseModel, Field
 CHUNK_COLUMNS = ["recording_id", "channel", "index", "speaker", "start_s", "end_s", "pack_offset", "n_samples",
                  "pack_rate", "regions"]
 SEGMENT_COLUMNS = ["recording_id", "channel", "seq", "speaker", "start_s", "end_s", "text"]
+# Optional in a shard (shards from before word times lack it): per segment, when each of its
+# text's whitespace-separated words starts, in seconds in the recording; null when unknown.
+WORD_STARTS = "word_starts"
 _META_KEY = b"callscribe"
 
 

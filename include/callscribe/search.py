@@ -21,11 +21,14 @@ class SearchFilters:
     speaker: str | None = None
     agent: str | None = None
     min_duration_s: float | None = None
-    fuzzy: bool = False
+    # None: exact matches, or similar ones when nothing matches exactly; True: exact, then similar;
+    # False: exact only.
+    fuzzy: bool | None = None
 
 
 def search(engine: Engine, query: str, limit: int = 20, filters: SearchFilters | None = None) -> list[dict]:
-    """Hits for a websearch-style query; each carries the key, channel, speaker, times and a snippet."""
+    """Hits for a websearch-style query; each carries the key, channel, speaker, the segment's times,
+    ``hit_s`` (when the first matching word starts) and a snippet."""
     if not query.strip():
         raise ValueError("empty search query")
     f = filters or SearchFilters()
@@ -35,6 +38,19 @@ def search(engine: Engine, query: str, limit: int = 20, filters: SearchFilters |
     }
     with engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(db.q("search_segments"), params)]
+
+
+FALLBACK_NOTE = "no exact matches; showing similar"
+
+
+def note_for(hits: list[dict], fuzzy: bool | None) -> str | None:
+    """What to tell the user besides the hits: no matches at all, or only similar ones found by
+    the automatic fallback (the transcript's spelling was not the query's)."""
+    if not hits:
+        return "no matches, exact or similar" if fuzzy is not False else "no exact matches"
+    if fuzzy is None and all(h["match"] == "fuzzy" for h in hits):
+        return FALLBACK_NOTE
+    return None
 
 
 def highlight(snippet: str, open_: str = "[", close: str = "]") -> str:

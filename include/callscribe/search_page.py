@@ -17,7 +17,7 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, HTTPException, Query
 from fastapi.responses import HTMLResponse
 
-from callscribe.search import MARK_CLOSE, MARK_OPEN, SearchFilters, search
+from callscribe.search import MARK_CLOSE, MARK_OPEN, SearchFilters, note_for, search
 
 PRESIGN_TTL = timedelta(hours=1)
 
@@ -48,8 +48,9 @@ def hit_json(h: dict) -> dict:
     return {
         "key": h["object_key"], "call_date": h["call_date"].isoformat(), "agent_id": h["agent_id"],
         "channel": h["channel"], "speaker": h["speaker"], "start": round(h["start_s"], 2),
-        "end": round(h["end_s"], 2), "snippet": h["snippet"], "match": h["match"],
-        "audio_url": audio_url(h["bucket"], h["object_key"], h["start_s"]),
+        "end": round(h["end_s"], 2), "hit": round(h["hit_s"], 2), "snippet": h["snippet"], "match": h["match"],
+        # Playback starts at the matched word (a segment can be many seconds long).
+        "audio_url": audio_url(h["bucket"], h["object_key"], h["hit_s"]),
     }
 
 
@@ -79,7 +80,7 @@ def create_app(require_login: bool = True) -> FastAPI:
         date_from: Annotated[date | None, Query(alias="from")] = None,
         date_to: Annotated[date | None, Query(alias="to")] = None,
         min_duration: Annotated[float | None, Query(ge=0)] = None,
-        fuzzy: bool = False,
+        fuzzy: bool | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> dict:
         from callscribe.db import engine_from_env
@@ -89,6 +90,6 @@ def create_app(require_login: bool = True) -> FastAPI:
         filters = SearchFilters(from_date=date_from, to_date=date_to, speaker=speaker or None, agent=agent or None,
                                 min_duration_s=min_duration, fuzzy=fuzzy)
         hits = search(engine_from_env(), q, limit=limit, filters=filters)
-        return {"query": q, "hits": [hit_json(h) for h in hits]}
+        return {"query": q, "hits": [hit_json(h) for h in hits], "note": note_for(hits, fuzzy)}
 
     return app

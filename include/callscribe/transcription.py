@@ -36,6 +36,10 @@ class PlacedSegment:
     start: float  # seconds in the recording
     end: float
     text: str
+    # When each whitespace-separated word of ``text`` starts, in seconds in the recording (a
+    # search hit jumps to its word); empty when the engine gave no word times or its words do
+    # not line up with the text.
+    word_starts: tuple[float, ...] = ()
 
 
 def _prepare(engine: Engine, audios: Sequence[np.ndarray], idx: list[int]) -> Any:
@@ -157,21 +161,34 @@ def place(regions: Sequence[Region], channel: int, segs: list[Segment]) -> list[
                 groups.append((k, [w]))
         if len(groups) == 1:  # the engine's own text, timed by its words
             k, words = groups[0]
-            out.append(_placed(channel, regions[k], words[0].start, words[-1].end, s.text))
+            out.append(_placed(channel, regions[k], words[0].start, words[-1].end, s.text, words))
         elif groups:
             for k, words in groups:
                 out.append(_placed(channel, regions[k], words[0].start, words[-1].end,
-                                   " ".join(w.text for w in words if w.text)))
+                                   " ".join(w.text for w in words if w.text), words))
         else:
             overlaps = [min(s.end, e) - max(s.start, a) for a, e in zip(starts, ends, strict=True)]
             out.append(_placed(channel, regions[int(np.argmax(overlaps))], s.start, s.end, s.text))
     return out
 
 
-def _placed(channel: int, region: Region, start: float, end: float, text: str) -> PlacedSegment:
-    a = _to_recording(region, max(0.0, start))
-    b = max(a, _to_recording(region, end))
-    return PlacedSegment(channel, round(float(a), 3), round(float(b), 3), text)
+def _placed(channel: int, region: Region, start: float, end: float, text: str,
+            words: Sequence[Word] = ()) -> PlacedSegment:
+    a = round(float(_to_recording(region, max(0.0, start))), 3)
+    b = round(float(max(a, _to_recording(region, end))), 3)
+    return PlacedSegment(channel, a, b, text, word_starts(region, text, words, a, b))
+
+
+def word_starts(region: Region, text: str, words: Sequence[Word], lo: float, hi: float) -> tuple[float, ...]:
+    """Recording time of each whitespace-separated word of ``text``, from the engine's words (a
+    word that prints as two pieces gives both its start), inside [lo, hi] and never going back;
+    empty when the pieces do not line up one to one with the text's."""
+    starts, floor = [], lo
+    for w in words:
+        t = min(max(round(float(_to_recording(region, max(0.0, w.start))), 3), floor), hi)
+        starts += [t] * len(w.text.split())
+        floor = t
+    return tuple(starts) if starts and len(starts) == len(text.split()) else ()
 
 
 def order_segments(segs: list[PlacedSegment]) -> list[PlacedSegment]:

@@ -36,6 +36,7 @@ from callscribe.config import s3_from_env
 from callscribe.errors import describe
 from callscribe.manifests import (
     SEGMENT_COLUMNS,
+    WORD_STARTS,
     JobFailure,
     JobManifest,
     RecordingFailure,
@@ -119,10 +120,11 @@ def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None
         for s in order_segments(placed):
             seq = seq_by_channel.get(s.channel, 0)
             seq_by_channel[s.channel] = seq + 1
-            rows.append((rid, s.channel, seq, speakers[(rid, s.channel)], s.start, s.end, s.text))
+            rows.append((rid, s.channel, seq, speakers[(rid, s.channel)], s.start, s.end, s.text,
+                         list(s.word_starts) or None))
     for rid, reason in failures.items():
         log.error("job %s: recording %d failed: %s", job.job_id, rid, reason)
-    df = pd.DataFrame(rows, columns=SEGMENT_COLUMNS)
+    df = pd.DataFrame(rows, columns=[*SEGMENT_COLUMNS, WORD_STARTS])
     info = ShardInfo(job_id=job.job_id, run_id=job.run_id, engine=eng.name, recordings=job.recordings,
                      batches=batches,
                      failures=[RecordingFailure(recording_id=r, reason=m[:2000]) for r, m in sorted(failures.items())])

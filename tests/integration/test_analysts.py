@@ -54,9 +54,10 @@ def test_every_hit_says_where_to_listen(pg, loaded):
 
 
 def test_fuzzy_names_and_misspellings(pg, loaded):
-    assert _keys(_q(pg, "Siobahn")) == []
+    assert _keys(_q(pg, "Siobahn", fuzzy=False)) == []
     hits = _q(pg, "Siobahn", fuzzy=True)
     assert _keys(hits) == ["a"] and hits[0]["match"] == "fuzzy"
+    assert [h["match"] for h in _q(pg, "Siobahn") if "analyst-" in h["object_key"]] == ["fuzzy"]  # the fallback
     assert _keys(_q(pg, "discont", fuzzy=True)) == ["b", "c"]
 
 
@@ -71,7 +72,7 @@ def test_fuzzy_names_and_misspellings(pg, loaded):
 def test_injection_strings_are_just_text(pg, loaded, evil):
     with pg.connect() as c:
         before = c.execute(sa.text("SELECT count(*) FROM recordings")).scalar_one()
-    for fuzzy in (False, True):
+    for fuzzy in (False, True, None):
         hits = _q(pg, evil, fuzzy=fuzzy)
         assert all("analyst-" not in h["object_key"] or "refund" in h["snippet"].lower() for h in hits)
     with pg.connect() as c:

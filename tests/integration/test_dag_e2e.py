@@ -105,6 +105,8 @@ def test_search_finds_the_moment(first_run, pg):
     top = hits[0]
     assert top["object_key"].endswith("call-0001.wav") and top["speaker"] == "customer"
     assert top["start_s"] < top["end_s"] and "\x02cancel\x03" in top["snippet"]
+    # The hit starts at "cancel", the turn's sixth word, not at the start of its segment.
+    assert top["start_s"] + 0.5 < top["hit_s"] < top["end_s"], top
     assert search(pg, "discount", filters=SearchFilters(speaker="agent"))
     assert not search(pg, "discount", filters=SearchFilters(speaker="nobody"))
 
@@ -162,4 +164,5 @@ def test_cli_status_and_search_json(first_run, stack):
                           "--to", str(DAY)], capture_output=True, text=True, check=True).stdout
     hits = [json.loads(line) for line in out.splitlines()]
     assert hits and hits[0]["key"] == f"calls/{DAY:%Y/%m/%d}/call-0002.mp3"
-    assert {"key", "channel", "speaker", "start", "end", "snippet"} <= hits[0].keys()
+    assert {"key", "channel", "speaker", "start", "end", "hit", "snippet"} <= hits[0].keys()
+    assert hits[0]["start"] <= hits[0]["hit"] <= hits[0]["end"]

@@ -109,3 +109,20 @@ def test_filters_and_injection_in_the_page(api_server, browser):
     page.wait_for_function("document.getElementById('status').textContent.includes('found')")
     assert page.locator("#results img").count() == 0 and not dialogs
     page.close()
+
+
+def test_the_page_falls_back_to_similar_matches_and_says_so(api_server, browser):
+    page, dialogs = _open(browser, api_server)
+    page.fill("#q", "Siobahn")  # the transcript says "Siobhan"
+    page.click("#go")
+    page.wait_for_selector("tr.hit")
+    assert page.locator("#status").inner_text().startswith("no exact matches; showing similar")
+    row = page.locator("tr.hit").first
+    assert "analyst-a.wav" in row.inner_text() and row.locator("mark").inner_text().startswith("Siobhan")
+    page.check("#fuzzy")  # similar too: the same hits, nothing to explain
+    page.fill("#q", "Siobahnnnnnnnn qqqqzzzz")
+    page.click("#go")
+    page.wait_for_function("document.getElementById('status').textContent.includes('found (')")
+    assert "no matches, exact or similar" in page.locator("#status").inner_text() and not dialogs
+    page.close()
+

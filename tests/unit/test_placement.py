@@ -1,7 +1,15 @@
 """Segments timed in a packed chunk go back to their places in the recording."""
 
+from dataclasses import replace
+
 from callscribe.engines import Segment, Word
-from callscribe.transcription import PlacedSegment, place
+from callscribe.transcription import PlacedSegment
+from callscribe.transcription import place as place_with_words
+
+
+def place(*args) -> list[PlacedSegment]:
+    """Placement without the word times (their own tests below check them)."""
+    return [replace(s, word_starts=()) for s in place_with_words(*args)]
 
 # Two regions packed into one chunk: 0-2 s of the chunk is 10-12 s of the recording,
 # 2-5 s of the chunk is 40-43 s (the 28 s between was silence, cut out).
@@ -46,3 +54,39 @@ def test_a_segment_timed_only_as_the_whole_chunk_takes_its_words_times():
     words = (Word(2.2, 2.5, "just"), Word(2.5, 2.9, "this"))
     placed = place(REGIONS, 0, [Segment(0.0, 5.0, "just this", words)])
     assert placed == [PlacedSegment(0, 40.2, 40.9, "just this")]
+
+
+def test_each_word_of_a_placed_segment_keeps_its_start_in_the_recording():
+    words = (Word(0.3, 0.7, "Thank"), Word(0.7, 1.2, "you."), Word(2.3, 2.6, "Is"), Word(2.6, 3.1, "that"),
+             Word(3.1, 3.5, "all?"))
+    first, second = place_with_words(REGIONS, 0, [Segment(0.3, 3.5, "Thank you. Is that all?", words)])
+    assert first.word_starts == (10.3, 10.7) and second.word_starts == (40.3, 40.6, 41.1)
+    # Within one region the engine's own text keeps its words' times too.
+    (one,) = place_with_words(REGIONS, 1, [Segment(2.3, 3.5, "Is that all?", words[2:])])
+    assert one.text == "Is that all?" and one.word_starts == (40.3, 40.6, 41.1)
+
+
+def test_word_starts_follow_the_texts_words_or_are_left_out():
+    # A word that prints as two pieces gives both the same start.
+    words = (Word(0.1, 0.5, "New York"), Word(0.6, 0.9, "now"))
+    (s,) = place_with_words(REGIONS, 0, [Segment(0.0, 1.0, "New York now", words)])
+    assert s.word_starts == (10.1, 10.1, 10.6)
+    # Words that do not line up with the text (the engine's text differs): no word times, not wrong ones.
+    (s,) = place_with_words(REGIONS, 0, [Segment(0.0, 1.0, "Hello there friend", (Word(0.1, 0.5, "Hello"),))])
+    assert s.word_starts == ()
+    # Without word times: none.
+    assert place_with_words(REGIONS, 0, [Segment(0.0, 1.0, "Yes.")])[0].word_starts == ()
+
+
+def test_word_starts_stay_inside_the_segment_and_never_go_back():
+    words = (Word(-0.2, 0.3, "early"), Word(0.9, 1.0, "b"), Word(0.5, 0.6, "c"), Word(1.8, 2.5, "late"))
+    (s,) = place_with_words([(0.0, 5.0, 7.0)], 0, [Segment(-0.2, 2.5, "early b c late", words)])
+    assert s.word_starts[0] == s.start == 5.0 and list(s.word_starts) == sorted(s.word_starts)
+    assert all(s.start <= t <= s.end for t in s.word_starts)
+
+
+def test_word_starts_travel_to_the_database_as_a_real_array():
+    from callscribe.loading import pg_real_array
+
+    assert pg_real_array([10.3, 10.7]) == "{10.300,10.700}"
+    assert pg_real_array([]) is None and pg_real_array(None) is None

@@ -20,3 +20,14 @@ def test_page_is_self_contained_and_escapes_results():
 
 def test_terminal_highlighting():
     assert highlight("to \x02cancel\x03 my") == "to [cancel] my"
+
+
+def test_the_note_says_when_only_similar_matches_were_found():
+    from callscribe.search import FALLBACK_NOTE, note_for
+
+    similar, exact = {"match": "fuzzy"}, {"match": "text"}
+    assert note_for([similar, similar], None) == FALLBACK_NOTE  # the automatic fallback
+    assert note_for([exact, similar], None) is None
+    assert note_for([similar], True) is None  # similar matches asked for: nothing to explain
+    assert note_for([], None) == "no matches, exact or similar"
+    assert note_for([], False) == "no exact matches"

@@ -39,7 +39,8 @@ def run_demo(profile: services.Profile, day: date) -> int:
             print(textwrap.indent(textwrap.fill(r.text or "(no speech)", 96), "      "))
     print(f"\nsearch {DEMO_QUERY}:")
     for h in search(engine, DEMO_QUERY, limit=5):
-        print(f"  {h['object_key']} {h['speaker']} {h['start_s']:.2f}-{h['end_s']:.2f}s: {highlight(h['snippet'])}")
+        print(f"  {h['object_key']} {h['speaker']} at {h['hit_s']:.2f} s ({h['start_s']:.2f}-{h['end_s']:.2f} s): "
+              f"{highlight(h['snippet'])}")
     print(textwrap.dedent(f"""
         Next:
           .venv/bin/callscribe status --date {day}

@@ -4,8 +4,8 @@
 DELETE FROM segments WHERE recording_id = ANY(:ids);
 
 -- next_text lets search find a phrase that runs on into the speaker's next segment.
-INSERT INTO segments (recording_id, channel, seq, speaker, start_s, end_s, text, next_text)
-SELECT recording_id, channel, seq, speaker, start_s, end_s, text,
+INSERT INTO segments (recording_id, channel, seq, speaker, start_s, end_s, text, word_starts, next_text)
+SELECT recording_id, channel, seq, speaker, start_s, end_s, text, word_starts,
        lead(text) OVER (PARTITION BY recording_id, channel ORDER BY seq)
 FROM stage_segments
 WHERE recording_id = ANY(:ids);

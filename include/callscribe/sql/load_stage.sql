@@ -5,5 +5,6 @@ CREATE TEMP TABLE stage_segments (
     speaker      text NOT NULL,
     start_s      real NOT NULL,
     end_s        real NOT NULL,
-    text         text NOT NULL
+    text         text NOT NULL,
+    word_starts  real[]
 ) ON COMMIT DROP

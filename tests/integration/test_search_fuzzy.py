@@ -1,0 +1,104 @@
+"""Search that forgives spelling: no exact hit falls back to similar ones (real Postgres, real loader)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import date
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from callscribe.loading import load_shards
+from callscribe.manifests import SEGMENT_COLUMNS, RecordingEntry, ShardInfo, to_parquet
+from callscribe.search import FALLBACK_NOTE, SearchFilters, note_for, search
+from tests.integration.test_analysts import _login
+
+pytestmark = pytest.mark.integration
+
+DAY = date(2026, 9, 16)
+KEY = "calls/2026/09/16/fuzzy-1.wav"
+SEGMENTS = [
+    (0, "agent", 1.0, 6.0, "Thank you for calling, this is Sarah from the Spring Field branch."),
+    (1, "customer", 7.0, 9.0, "Hi Sarah, David here."),
+    (0, "agent", 10.0, 14.0, "David will call you back tomorrow about the refund."),
+    (1, "customer", 15.0, 18.0, "The springs of hope are high."),
+]
+
+
+@pytest.fixture(scope="module")
+def fuzzy_loaded(pg, s3) -> int:
+    with pg.begin() as c:
+        rid = c.execute(sa.text(
+            "INSERT INTO recordings (bucket, object_key, etag, call_date, call_id, agent_id, status, channels, "
+            "duration_s, last_run_id) VALUES ('calls', :k, 'e', :d, 'fuzzy-1', 'f1', 'chunked', 2, 20, 'fuzzy') "
+            "RETURNING id"), {"k": KEY, "d": DAY}).scalar_one()
+    seq = {0: 0, 1: 0}
+    rows = []
+    for ch, speaker, start, end, text in SEGMENTS:
+        rows.append((rid, ch, seq[ch], speaker, start, end, text))
+        seq[ch] += 1
+    info = ShardInfo(job_id="fuzzy", run_id="fuzzy", engine="test", batches=[],
+                     recordings=[RecordingEntry(recording_id=rid, n_channels=2)])
+    uri = s3.uri("_callscribe/tests/fuzzy.parquet")
+    s3.put_bytes(uri, to_parquet(pd.DataFrame(rows, columns=SEGMENT_COLUMNS), info))
+    load_shards(s3, pg, [uri])
+    return rid
+
+
+def _q(pg, query: str, fuzzy: bool | None = None) -> list[dict]:
+    hits = search(pg, query, limit=10, filters=SearchFilters(from_date=DAY, to_date=DAY, fuzzy=fuzzy))
+    assert all(h["object_key"] == KEY for h in hits)
+    return hits
+
+
+def test_no_exact_hit_falls_back_to_similar_ones_and_says_so(pg, fuzzy_loaded):
+    hits = _q(pg, "Springfield")
+    assert hits and all(h["match"] == "fuzzy" for h in hits)
+    assert note_for(hits, None) == FALLBACK_NOTE
+    assert _q(pg, "Springfield", fuzzy=False) == []  # exact only, as asked
+    assert note_for([], False) == "no exact matches"
+
+
+def test_split_words_match_and_are_marked_together_and_near_exact_ranks_first(pg, fuzzy_loaded):
+    top, *rest = _q(pg, "Springfield")
+    assert top["start_s"] == 1.0 and "\x02Spring Field\x03" in top["snippet"]
+    # "springs of hope" is also similar, but less so: it comes after.
+    later = [h for h in rest if h["start_s"] == 15.0]
+    assert later and later[0]["rank"] < top["rank"]
+
+
+def test_misspelled_names_and_swapped_letters(pg, fuzzy_loaded):
+    sarah = _q(pg, "Sarrah")
+    assert {h["start_s"] for h in sarah} >= {1.0, 7.0} and all(h["match"] == "fuzzy" for h in sarah)
+    assert "\x02Sarah" in sarah[0]["snippet"]
+    assert {h["start_s"] for h in _q(pg, "Davd")} >= {7.0, 10.0}  # a letter missing
+    david = _q(pg, "Daivd")  # a transposition: too few shared trigrams, found through the swap
+    assert {h["start_s"] for h in david} == {7.0, 10.0}
+    assert all("\x02David\x03" in h["snippet"] for h in david) and all(h["rank"] >= 0.9 for h in david)
+
+
+def test_exact_hits_keep_similar_ones_out_unless_asked(pg, fuzzy_loaded):
+    assert {h["match"] for h in _q(pg, "David")} == {"text"}
+    both = _q(pg, "David", fuzzy=True)
+    assert both[0]["match"] == "text" and note_for(both, True) is None
+
+
+def test_the_fallback_runs_as_the_analyst(stack, pg, fuzzy_loaded):
+    conn = _login(stack, pg, "analyst")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT match, snippet FROM analytics.search('Daivd', %s, %s)", (DAY, DAY))
+            rows = cur.fetchall()
+            assert rows and all(m == "fuzzy" and "\x02David\x03" in s for m, s in rows)
+    finally:
+        conn.close()
+
+
+def test_the_cli_says_it_shows_similar_matches(stack, fuzzy_loaded):
+    cli = [sys.executable, "-m", "callscribe.cli", "--profile", "test", "search", "--from", str(DAY), "--to", str(DAY)]
+    out = subprocess.run([*cli, "Springfield"], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[0] == FALLBACK_NOTE and "[Spring Field]" in out
+    out = subprocess.run([*cli, "--exact", "Springfield"], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "no exact matches"

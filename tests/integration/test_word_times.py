@@ -1,0 +1,98 @@
+"""Word times through the real loader and the analysts' search: a hit starts at its word."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from callscribe.loading import load_shards
+from callscribe.manifests import SEGMENT_COLUMNS, WORD_STARTS, RecordingEntry, ShardInfo, to_parquet
+from callscribe.search import SearchFilters, search
+from tests.integration.test_analysts import _login
+
+pytestmark = pytest.mark.integration
+
+DAY = date(2026, 9, 15)
+KEY = "calls/2026/09/15/words-1.wav"
+# (channel, speaker, start, end, text, word starts)
+SEGMENTS = [
+    (1, "customer", 5.0, 9.0, "Hello, I want to cancel my account now.", [5.0, 5.6, 5.8, 6.1, 6.4, 7.0, 7.3, 8.2]),
+    # A redaction merges four words into one: the words no longer line up with the times.
+    (1, "customer", 10.0, 16.0, "My card is 4111 1111 1111 1111, thanks Springfield.",
+     [10.0, 10.3, 10.6, 11.0, 11.6, 12.2, 12.8, 14.0, 15.0]),
+    (0, "agent", 17.0, 20.0, "Your refund is on its way.", None),  # an engine without word times
+]
+
+
+@pytest.fixture(scope="module")
+def words_loaded(pg, s3) -> int:
+    with pg.begin() as c:
+        rid = c.execute(sa.text(
+            "INSERT INTO recordings (bucket, object_key, etag, call_date, call_id, agent_id, status, channels, "
+            "duration_s, last_run_id) VALUES ('calls', :k, 'e', :d, 'words-1', 'w1', 'chunked', 2, 30, 'words') "
+            "RETURNING id"), {"k": KEY, "d": DAY}).scalar_one()
+    seq = {0: 0, 1: 0}
+    rows = []
+    for ch, speaker, start, end, text, starts in SEGMENTS:
+        rows.append((rid, ch, seq[ch], speaker, start, end, text, starts))
+        seq[ch] += 1
+    info = ShardInfo(job_id="words", run_id="words", engine="test", batches=[],
+                     recordings=[RecordingEntry(recording_id=rid, n_channels=2)])
+    uri = s3.uri("_callscribe/tests/words.parquet")
+    s3.put_bytes(uri, to_parquet(pd.DataFrame(rows, columns=[*SEGMENT_COLUMNS, WORD_STARTS]), info))
+    load_shards(s3, pg, [uri])
+    return rid
+
+
+def _hit(pg, query: str, fuzzy: bool = False) -> dict:
+    hits = [h for h in search(pg, query, filters=SearchFilters(from_date=DAY, to_date=DAY, fuzzy=fuzzy))
+            if h["object_key"] == KEY]
+    assert len(hits) == 1, hits
+    return hits[0]
+
+
+def test_word_times_are_stored_with_their_segment(pg, words_loaded):
+    with pg.connect() as c:
+        stored = c.execute(sa.text("SELECT word_starts FROM segments WHERE recording_id = :r ORDER BY start_s"),
+                           {"r": words_loaded}).scalars().all()
+    assert [list(s) if s else None for s in stored] == [pytest.approx(s[5]) if s[5] else None for s in SEGMENTS]
+
+
+def test_a_hit_starts_at_its_first_matching_word(pg, words_loaded):
+    hit = _hit(pg, '"cancel my account"')
+    assert (hit["start_s"], hit["end_s"]) == (5.0, 9.0)
+    assert hit["hit_s"] == pytest.approx(6.4)  # "cancel", not the segment's start
+    assert _hit(pg, "account")["hit_s"] == pytest.approx(7.3)
+    assert _hit(pg, "accounts")["hit_s"] == pytest.approx(7.3)  # matched as the index matches: by stem
+
+
+def test_a_fuzzy_hit_starts_at_its_most_similar_word(pg, words_loaded):
+    hit = _hit(pg, "acount", fuzzy=True)
+    assert hit["match"] == "fuzzy" and hit["hit_s"] == pytest.approx(7.3)
+    hit = _hit(pg, "Springfeild", fuzzy=True)
+    assert hit["match"] == "fuzzy"
+    # The redaction merged words in that segment: times no longer line up, so the segment's start.
+    assert hit["hit_s"] == hit["start_s"] == 10.0
+
+
+def test_without_word_times_or_aligned_words_a_hit_starts_with_its_segment(pg, words_loaded):
+    assert _hit(pg, "refund")["hit_s"] == 17.0
+    assert _hit(pg, "thanks")["hit_s"] == 10.0
+
+
+def test_the_analyst_role_gets_hit_times_and_no_words(stack, pg, words_loaded):
+    conn = _login(stack, pg, "analyst")
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT hit_s FROM analytics.search('cancel', %s, %s)", (DAY, DAY))
+            assert [r[0] for r in cur.fetchall()] == [pytest.approx(6.4)]
+            cur.execute("SELECT word_starts, text FROM analytics.segments WHERE recording_id = %s AND channel = 1 "
+                        "ORDER BY start_s", (words_loaded,))
+            rows = cur.fetchall()
+            assert rows[1][1] == "My card is [redacted], thanks Springfield."
+            assert "4111" not in str(rows)
+    finally:
+        conn.close()
