@@ -21,6 +21,7 @@ from benchmarks.null_engine import NullEngine
 from callscribe import db, discovery, pipeline
 from callscribe.loading import load_shards
 from callscribe.manifests import SEGMENT_COLUMNS, JobManifest, RecordingEntry, ShardInfo, to_parquet
+from callscribe.redaction import redact_channel
 from callscribe.search import SearchFilters, search
 from callscribe.storage import Store
 from callscribe.worker import run_job
@@ -189,13 +190,16 @@ def fill_segments(engine, n_segments: int, per_recording: int = 200, days: int =
             rows = []
             for rid in ids:
                 texts = [sentence(rng) for _ in range(per_recording)]
+                # Redacted as the loader does, a channel at a time (channel 0 holds the even ones).
+                masked = [None] * per_recording
+                masked[0::2], masked[1::2] = redact_channel(texts[0::2]), redact_channel(texts[1::2])
                 for seq, text in enumerate(texts):
                     ch = seq % 2
-                    nxt = texts[seq + 2] if seq + 2 < per_recording else None
+                    nxt = masked[seq + 2] if seq + 2 < per_recording else None
                     rows.append((rid, ch, seq // 2, "agent" if ch == 0 else "customer", seq * 4.0, seq * 4.0 + 3.5,
-                                 text, nxt))
+                                 text, masked[seq], nxt))
             db.copy_rows(c, "segments", ["recording_id", "channel", "seq", "speaker", "start_s", "end_s", "text",
-                                         "next_text"], rows)
+                                         "text_redacted", "next_redacted"], rows)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
         c.exec_driver_sql("VACUUM ANALYZE segments")
         c.exec_driver_sql("VACUUM ANALYZE recordings")

@@ -25,6 +25,7 @@ from callscribe.manifests import (
     failure_uri,
     from_parquet,
 )
+from callscribe.redaction import redact_channel
 from callscribe.storage import Store, unavailable
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,15 @@ def pg_real_array(values) -> str | None:
     return "{" + ",".join(f"{float(v):.3f}" for v in values) + "}"
 
 
+def redacted_texts(df: pd.DataFrame) -> list[str]:
+    """Each row's text with numbers masked, a channel of a recording at a time (rows sorted by
+    recording, channel and seq), so a number dictated over two segments is masked in both."""
+    out: list[str] = []
+    for _, group in df.groupby(["recording_id", "channel"], sort=False):
+        out += redact_channel(group["text"].tolist())
+    return out
+
+
 def read_shard(store: Store, uri: str) -> tuple[pd.DataFrame, ShardInfo]:
     df, meta = from_parquet(store.get_bytes(uri))
     return df, ShardInfo(**meta)
@@ -74,12 +84,13 @@ def load_shard(engine: Engine, uri: str, df: pd.DataFrame, info: ShardInfo) -> L
         segments = 0
         if ok:
             conn.execute(db.q("load_stage"))
-            mine = df[df["recording_id"].isin(ok)]
+            mine = df[df["recording_id"].isin(ok)].sort_values(["recording_id", "channel", "seq"])
             starts = mine[WORD_STARTS] if WORD_STARTS in mine else [None] * len(mine)
             rows = (
-                (*row, pg_real_array(ws))
-                for row, ws in zip(mine[SEGMENT_COLUMNS].itertuples(index=False, name=None), starts, strict=True))
-            segments = db.copy_rows(conn, "stage_segments", [*SEGMENT_COLUMNS, WORD_STARTS], rows)
+                (*row, pg_real_array(ws), red)
+                for row, ws, red in zip(mine[SEGMENT_COLUMNS].itertuples(index=False, name=None), starts,
+                                        redacted_texts(mine), strict=True))
+            segments = db.copy_rows(conn, "stage_segments", [*SEGMENT_COLUMNS, WORD_STARTS, "text_redacted"], rows)
             conn.execute(db.q("load_replace"), {"ids": ok, "engine": info.engine, "run_id": info.run_id})
         failed = 0
         for rid, reason in reasons.items():

@@ -3,19 +3,21 @@
 -- fenced ids of load_fence.sql, locked by it.
 DELETE FROM segments WHERE recording_id = ANY(:ids);
 
--- next_text lets search find a phrase that runs on into the speaker's next segment.
-INSERT INTO segments (recording_id, channel, seq, speaker, start_s, end_s, text, word_starts, next_text)
-SELECT recording_id, channel, seq, speaker, start_s, end_s, text, word_starts,
-       lead(text) OVER (PARTITION BY recording_id, channel ORDER BY seq)
+-- next_redacted lets search find a phrase that runs on into the speaker's next segment.
+INSERT INTO segments (recording_id, channel, seq, speaker, start_s, end_s, text, word_starts, text_redacted,
+                      next_redacted)
+SELECT recording_id, channel, seq, speaker, start_s, end_s, text, word_starts, text_redacted,
+       lead(text_redacted) OVER (PARTITION BY recording_id, channel ORDER BY seq)
 FROM stage_segments
 WHERE recording_id = ANY(:ids);
 
 DELETE FROM transcripts WHERE recording_id = ANY(:ids);
 
-INSERT INTO transcripts (recording_id, channel, speaker, text, n_segments, engine)
+INSERT INTO transcripts (recording_id, channel, speaker, text, text_redacted, n_segments, engine)
 SELECT r.id, ch.channel,
        COALESCE(max(s.speaker), CASE WHEN r.channels = 1 THEN 'mixed' ELSE 'channel' || ch.channel END),
        COALESCE(string_agg(s.text, ' ' ORDER BY s.seq), ''),
+       COALESCE(string_agg(s.text_redacted, ' ' ORDER BY s.seq), ''),
        count(s.seq),
        :engine
 FROM recordings AS r

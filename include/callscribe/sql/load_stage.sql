@@ -6,5 +6,6 @@ CREATE TEMP TABLE stage_segments (
     start_s      real NOT NULL,
     end_s        real NOT NULL,
     text         text NOT NULL,
-    word_starts  real[]
+    word_starts  real[],
+    text_redacted text NOT NULL
 ) ON COMMIT DROP

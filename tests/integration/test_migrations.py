@@ -1,0 +1,70 @@
+"""The latest migrations on a populated database: down to before them and up again, data kept."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+
+from callscribe import db
+from callscribe.redaction import redact_channel
+
+pytestmark = pytest.mark.integration
+
+KEY = "calls/2026/09/18/migrate-1.wav"
+TEXTS = ["my card is 4111", "1111 1111 1111 thanks", "the code is four one one one five"]
+
+
+def _to(pg, revision: str) -> None:
+    cfg = db.alembic_config(pg)
+    with pg.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)
+    pg.dispose()
+
+
+def test_redaction_moves_to_load_time_on_a_populated_table(pg):
+    _to(pg, "0008")  # segments redacted by the database's generated columns
+    try:
+        with pg.begin() as c:
+            rid = c.execute(sa.text(
+                "INSERT INTO recordings (bucket, object_key, etag, call_date, call_id, status, channels) "
+                "VALUES ('calls', :k, 'e', '2026-09-18', 'migrate-1', 'done', 1) RETURNING id"), {"k": KEY}).scalar_one()
+            for seq, text in enumerate(TEXTS):
+                c.execute(sa.text(
+                    "INSERT INTO segments (recording_id, channel, seq, speaker, start_s, end_s, text) "
+                    "VALUES (:r, 0, :s, 'mixed', :a, :b, :t)"), {"r": rid, "s": seq, "a": seq * 5, "b": seq * 5 + 4,
+                                                                  "t": text})
+            c.execute(sa.text("INSERT INTO transcripts (recording_id, channel, speaker, text, n_segments, engine) "
+                              "VALUES (:r, 0, 'mixed', :t, 3, 'test')"), {"r": rid, "t": " ".join(TEXTS)})
+            before = c.execute(sa.text("SELECT count(*) FROM segments")).scalar_one()
+    finally:
+        db.migrate(pg)  # back to head whatever happened
+    with pg.connect() as c:
+        rows = c.execute(sa.text("SELECT text, text_redacted, next_redacted FROM segments WHERE recording_id = :r "
+                                 "ORDER BY seq"), {"r": rid}).all()
+        assert [r.text for r in rows] == TEXTS  # raw text untouched
+        assert [r.text_redacted for r in rows] == redact_channel(TEXTS)
+        assert rows[0].text_redacted == "my card is [redacted]" and rows[1].text_redacted.startswith("[redacted]")
+        assert [r.next_redacted for r in rows] == [rows[1].text_redacted, rows[2].text_redacted, None]
+        assert c.execute(sa.text("SELECT text_redacted FROM transcripts WHERE recording_id = :r"),
+                         {"r": rid}).scalar_one() == " ".join(redact_channel(TEXTS))
+        assert c.execute(sa.text("SELECT count(*) FROM segments")).scalar_one() == before
+        hits = c.execute(sa.text("SELECT count(*) FROM analytics.search('thanks', fuzzy => false) "
+                                 "WHERE object_key = :k"), {"k": KEY}).scalar_one()
+        assert hits == 1
+
+
+def test_every_new_revision_goes_down_and_up(pg):
+    with pg.connect() as c:
+        n = c.execute(sa.text("SELECT count(*) FROM analytics.search('refund', max_hits => 1000)")).scalar_one()
+    _to(pg, "0006")
+    try:
+        with pg.connect() as c:
+            columns = c.execute(sa.text("SELECT column_name FROM information_schema.columns "
+                                        "WHERE table_name = 'segments'")).scalars().all()
+            assert "word_starts" not in columns and "next_text" in columns
+    finally:
+        db.migrate(pg)
+    with pg.connect() as c:
+        assert c.execute(sa.text("SELECT count(*) FROM analytics.search('refund', max_hits => 1000)")).scalar_one() == n
