@@ -29,7 +29,8 @@ def test_redaction_moves_to_load_time_on_a_populated_table(pg):
         with pg.begin() as c:
             rid = c.execute(sa.text(
                 "INSERT INTO recordings (bucket, object_key, etag, call_date, call_id, status, channels) "
-                "VALUES ('calls', :k, 'e', '2026-09-18', 'migrate-1', 'done', 1) RETURNING id"), {"k": KEY}).scalar_one()
+                "VALUES ('calls', :k, 'e', '2026-09-18', 'migrate-1', 'done', 1) RETURNING id"),
+                {"k": KEY}).scalar_one()
             for seq, text in enumerate(TEXTS):
                 c.execute(sa.text(
                     "INSERT INTO segments (recording_id, channel, seq, speaker, start_s, end_s, text) "
