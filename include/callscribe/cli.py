@@ -229,6 +229,20 @@ def cmd_audit(args) -> int:
     return 0 if result.clean else 1
 
 
+def cmd_export(args) -> int:
+    from callscribe.db import engine_from_env
+    from callscribe.exporting import calls_between, export
+
+    _use_services(args)
+    last = args.to_date or args.date
+    if last < args.date:
+        print(f"--to {last} is before --date {args.date}", file=sys.stderr)
+        return 2
+    written = export(calls_between(engine_from_env(), args.date, last), args.format, Path(args.out))
+    print(f"{len(written)} file(s) in {args.out}" if args.format != "jsonl" else f"wrote {written[0]}")
+    return 0
+
+
 def cmd_search(args) -> int:
     from callscribe.db import engine_from_env
     from callscribe.search import SearchFilters, highlight, note_for, search
@@ -422,6 +436,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--prefix", default="calls/")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_audit)
+
+    s = sub.add_parser("export", help="transcripts of a day or a range as JSON lines, SRT, WebVTT or text "
+                                      "(redacted, as analysts see them)")
+    s.add_argument("--date", type=_day, required=True, help="first call date")
+    s.add_argument("--to", dest="to_date", type=_day, help="last call date (default: --date)")
+    s.add_argument("--format", choices=("jsonl", "srt", "vtt", "txt"), default="jsonl")
+    s.add_argument("--out", required=True, help="folder to write to (one file per call; one .jsonl for jsonl)")
+    s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("search", help="full-text search over transcripts (websearch syntax)")
     s.add_argument("query", help='words, "a phrase", OR, -excluded')

@@ -25,7 +25,7 @@ from callscribe.manifests import (
     failure_uri,
     from_parquet,
 )
-from callscribe.redaction import redact_channel
+from callscribe.redaction import redact_channel_timed
 from callscribe.storage import Store, unavailable
 
 log = logging.getLogger(__name__)
@@ -56,13 +56,19 @@ def pg_real_array(values) -> str | None:
     return "{" + ",".join(f"{float(v):.3f}" for v in values) + "}"
 
 
-def redacted_texts(df: pd.DataFrame) -> list[str]:
-    """Each row's text with numbers masked, a channel of a recording at a time (rows sorted by
-    recording, channel and seq), so a number dictated over two segments is masked in both."""
-    out: list[str] = []
+def redacted(df: pd.DataFrame) -> tuple[list[str], list[list[float] | None]]:
+    """Each row's text with numbers masked and its word times lined up with the masked text, a
+    channel of a recording at a time (rows sorted by recording, channel and seq), so a number
+    dictated over two segments is masked in both. Only the masked words' times are stored."""
+    texts: list[str] = []
+    starts: list[list[float] | None] = []
     for _, group in df.groupby(["recording_id", "channel"], sort=False):
-        out += redact_channel(group["text"].tolist())
-    return out
+        raw = group[WORD_STARTS].tolist() if WORD_STARTS in group else [None] * len(group)
+        raw = [None if ws is None or len(ws) == 0 else list(ws) for ws in raw]
+        t, s = redact_channel_timed(group["text"].tolist(), raw)
+        texts += t
+        starts += s
+    return texts, starts
 
 
 def read_shard(store: Store, uri: str) -> tuple[pd.DataFrame, ShardInfo]:
@@ -85,11 +91,11 @@ def load_shard(engine: Engine, uri: str, df: pd.DataFrame, info: ShardInfo) -> L
         if ok:
             conn.execute(db.q("load_stage"))
             mine = df[df["recording_id"].isin(ok)].sort_values(["recording_id", "channel", "seq"])
-            starts = mine[WORD_STARTS] if WORD_STARTS in mine else [None] * len(mine)
+            texts, starts = redacted(mine)
             rows = (
                 (*row, pg_real_array(ws), red)
                 for row, ws, red in zip(mine[SEGMENT_COLUMNS].itertuples(index=False, name=None), starts,
-                                        redacted_texts(mine), strict=True))
+                                        texts, strict=True))
             segments = db.copy_rows(conn, "stage_segments", [*SEGMENT_COLUMNS, WORD_STARTS, "text_redacted"], rows)
             conn.execute(db.q("load_replace"), {"ids": ok, "engine": info.engine, "run_id": info.run_id})
         failed = 0

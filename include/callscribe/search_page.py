@@ -15,7 +15,7 @@ from importlib import resources
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Query
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 
 from callscribe.search import MARK_CLOSE, MARK_OPEN, SearchFilters, note_for, search
 
@@ -91,5 +91,19 @@ def create_app(require_login: bool = True) -> FastAPI:
                                 min_duration_s=min_duration, fuzzy=fuzzy)
         hits = search(engine_from_env(), q, limit=limit, filters=filters)
         return {"query": q, "hits": [hit_json(h) for h in hits], "note": note_for(hits, fuzzy)}
+
+    @app.get("/api/export")
+    def api_export(key: Annotated[str, Query(min_length=1, max_length=1024)],
+                   format: Annotated[str, Query(pattern="^(srt|vtt|txt|jsonl)$")] = "srt") -> Response:  # noqa: A002
+        """One call's transcript as a file, redacted as analysts see it."""
+        from callscribe.db import engine_from_env
+        from callscribe.exporting import MEDIA_TYPES, RENDER, calls_between, file_name
+
+        call = next(calls_between(engine_from_env(), date.min, date.max, key=key), None)
+        if call is None:
+            raise HTTPException(status_code=404, detail="no transcribed call with that key")
+        body = RENDER[format](call) + ("\n" if format == "jsonl" else "")
+        return Response(body, media_type=f"{MEDIA_TYPES[format]}; charset=utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="{file_name(key, format)}"'})
 
     return app

@@ -13,6 +13,7 @@ pytestmark = pytest.mark.integration
 
 KEY = "calls/2026/09/18/migrate-1.wav"
 TEXTS = ["my card is 4111", "1111 1111 1111 thanks", "the code is four one one one five"]
+STARTS = [[0.0, 0.3, 0.6, 0.9], [5.0, 5.5, 6.0, 6.5], [10.0, 10.2, 10.4, 10.6, 10.8, 11.0, 11.2, 11.4]]
 
 
 def _to(pg, revision: str) -> None:
@@ -33,21 +34,24 @@ def test_redaction_moves_to_load_time_on_a_populated_table(pg):
                 {"k": KEY}).scalar_one()
             for seq, text in enumerate(TEXTS):
                 c.execute(sa.text(
-                    "INSERT INTO segments (recording_id, channel, seq, speaker, start_s, end_s, text) "
-                    "VALUES (:r, 0, :s, 'mixed', :a, :b, :t)"), {"r": rid, "s": seq, "a": seq * 5, "b": seq * 5 + 4,
-                                                                  "t": text})
+                    "INSERT INTO segments (recording_id, channel, seq, speaker, start_s, end_s, text, word_starts) "
+                    "VALUES (:r, 0, :s, 'mixed', :a, :b, :t, :w)"),
+                    {"r": rid, "s": seq, "a": seq * 5, "b": seq * 5 + 4, "t": text, "w": STARTS[seq]})
             c.execute(sa.text("INSERT INTO transcripts (recording_id, channel, speaker, text, n_segments, engine) "
                               "VALUES (:r, 0, 'mixed', :t, 3, 'test')"), {"r": rid, "t": " ".join(TEXTS)})
             before = c.execute(sa.text("SELECT count(*) FROM segments")).scalar_one()
     finally:
         db.migrate(pg)  # back to head whatever happened
     with pg.connect() as c:
-        rows = c.execute(sa.text("SELECT text, text_redacted, next_redacted FROM segments WHERE recording_id = :r "
-                                 "ORDER BY seq"), {"r": rid}).all()
+        rows = c.execute(sa.text("SELECT text, text_redacted, next_redacted, word_starts FROM segments "
+                                 "WHERE recording_id = :r ORDER BY seq"), {"r": rid}).all()
         assert [r.text for r in rows] == TEXTS  # raw text untouched
         assert [r.text_redacted for r in rows] == redact_channel(TEXTS)
         assert rows[0].text_redacted == "my card is [redacted]" and rows[1].text_redacted.startswith("[redacted]")
         assert [r.next_redacted for r in rows] == [rows[1].text_redacted, rows[2].text_redacted, None]
+        # Word times now follow the redacted words: a masked number is one word.
+        assert [list(r.word_starts) for r in rows] == [[0.0, 0.3, 0.6, 0.9], [5.0, 6.5],
+                                                        [10.0, 10.2, 10.4, 10.6]]
         assert c.execute(sa.text("SELECT text_redacted FROM transcripts WHERE recording_id = :r"),
                          {"r": rid}).scalar_one() == " ".join(redact_channel(TEXTS))
         assert c.execute(sa.text("SELECT count(*) FROM segments")).scalar_one() == before

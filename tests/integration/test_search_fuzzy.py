@@ -102,3 +102,23 @@ def test_the_cli_says_it_shows_similar_matches(stack, fuzzy_loaded):
     assert out.splitlines()[0] == FALLBACK_NOTE and "[Spring Field]" in out
     out = subprocess.run([*cli, "--exact", "Springfield"], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "no exact matches"
+
+
+def test_excluded_words_stay_excluded_in_the_fallback(pg, fuzzy_loaded):
+    # "Davd" has no exact match; of the similar segments, the one with "refund" is excluded.
+    assert {h["start_s"] for h in _q(pg, "Davd -refund")} == {7.0}
+    assert {h["start_s"] for h in _q(pg, "Daivd -refund")} == {7.0}
+    # OR stays OR: either word, each forgiven its swap.
+    assert {h["start_s"] for h in _q(pg, "Daivd OR Srpingfield")} >= {7.0, 10.0}
+
+
+def test_stop_words_and_short_words_do_not_fall_back_to_everything(pg, fuzzy_loaded):
+    for query in ("the", "a", "is the", "an oh"):
+        assert _q(pg, query) == [], query
+
+
+def test_a_huge_query_is_just_not_found(pg, fuzzy_loaded):
+    word = "".join(chr(ord("a") + i % 26) for i in range(1100))  # no letter next to itself
+    for fuzzy in (None, True, False):
+        assert _q(pg, f"{word} {word[::-1]} {word}", fuzzy=fuzzy) == []
+

@@ -209,6 +209,7 @@ def _edited(cfg: dict, path: str, value: object = None, delete: bool = False) ->
     ("projector_config.num_encoder_layers", 3, "projector_config.num_encoder_layers is 3"),
     ("encoder_config.blank_token_id", 0, "encoder_config.blank_token_id is 0"),
     ("projector_config.block_size", 14, "window 14 is not a whole number of 5-frame queries"),
+    ("encoder_config.context_size", 22, "block of 22 frames is not a whole number of 4-frame pooling windows"),
     ("encoder_config.num_layers", 6.5, "encoder_config.num_layers: expected an integer"),
 ])
 def test_a_key_that_does_not_fit_is_named(fixture_config, path, value, message):

@@ -478,3 +478,14 @@ def test_the_gpu_benchmark_script_runs_on_a_cpu(tmp_path, monkeypatch, capsys):
     saved = json.loads((tmp_path / "granite-results.json").read_text())["results"]
     assert [r["engine"] for r in saved] == ["granite-nar-native"] and saved[0]["batch"] == 2
     assert "| granite-nar-native | random weights (tiny) |" in capsys.readouterr().out
+
+
+def test_a_block_that_is_not_whole_pooling_windows_is_refused():
+    """Items are laid end to end in whole attention blocks: a block of 22 frames with windows of 4
+    would start the second item mid-window and make its draft depend on the first."""
+    import dataclasses
+
+    cfg = NarConfig.tiny()
+    cfg.encoder = dataclasses.replace(cfg.encoder, context=22)
+    with pytest.raises(ValueError, match="multiple of pool window"):
+        GraniteNar(cfg)

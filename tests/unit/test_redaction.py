@@ -69,3 +69,18 @@ def test_the_documented_table_is_what_the_code_does():
     assert len(rows) == len(CASES)
     for said, shown in rows:
         assert redact(said) == shown, said
+
+
+def test_word_times_follow_the_redacted_text():
+    """A masked number is one word starting when the number did: times line up with what analysts
+    read and do not tell how many words the number took."""
+    from callscribe.redaction import redact_channel_timed
+
+    texts = ["my card is 4111", "1111 1111 1111, thanks", "call 555.123.4567 or four five six seven now", "plain"]
+    starts = [[0.0, 0.3, 0.6, 0.9], [2.0, 2.5, 3.0, 3.4], [5.0, 5.2, 5.9, 6.0, 6.1, 6.2, 6.3, 6.4], None]
+    masked, timed = redact_channel_timed(texts, starts)
+    assert masked == redact_channel(texts)
+    assert timed == [[0.0, 0.3, 0.6, 0.9], [2.0, 3.4], [5.0, 5.2, 5.9, 6.0, 6.4], None]
+    assert all(t is None or len(t) == len(m.split()) for m, t in zip(masked, timed, strict=True))
+    # Times that never lined up with the text stay unknown.
+    assert redact_channel_timed(["a b c"], [[1.0, 2.0]])[1] == [None]

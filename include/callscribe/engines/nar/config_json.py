@@ -388,6 +388,10 @@ def _check_sizes(nar: NarConfig, problems: list[str]) -> None:
         problems.append(f"exported layers {e.export_layers} are not all encoder layers (0..{e.layers}, or negative)")
     if p.window % p.downsample:
         problems.append(f"projector window {p.window} is not a whole number of {p.downsample}-frame queries")
+    if e.context % e.pool_window:
+        # Items are laid end to end in whole attention blocks: each must start on a pooling window.
+        problems.append(f"attention block of {e.context} frames is not a whole number of "
+                        f"{e.pool_window}-frame pooling windows")
     if p.hidden % p.heads or nar.editor.heads % nar.editor.kv_heads:
         problems.append("attention heads do not divide their widths or groups")
 

@@ -462,6 +462,12 @@ class NarOutput:
 class GraniteNar(nn.Module):
     def __init__(self, cfg: NarConfig):
         super().__init__()
+        if cfg.encoder.context % cfg.encoder.pool_window or cfg.projector.window % cfg.projector.downsample:
+            # transcribe lays items end to end in whole blocks and windows: an item must start on a
+            # pooling window and a projector window must hold whole queries.
+            raise ValueError(f"encoder block {cfg.encoder.context} must be a multiple of pool window "
+                             f"{cfg.encoder.pool_window}, projector window {cfg.projector.window} of its "
+                             f"downsampling {cfg.projector.downsample}")
         self.cfg = cfg
         self.features = LogMelFeatures(cfg.features)
         self.encoder = Encoder(cfg.encoder)

@@ -23,17 +23,17 @@ branch_labels = None
 depends_on = None
 
 WORD_TIME = r"""
-CREATE FUNCTION analytics.word_time(words text, starts real[], query text, fuzzy boolean)
+CREATE FUNCTION analytics.word_time(words text, starts real[], lexemes text[], similar_to text)
 RETURNS real LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    -- The first word with one of the lexemes; with similar_to, the word most similar to it.
     WITH w AS (
         SELECT t.word, t.start, t.i
         FROM unnest(regexp_split_to_array(btrim(words), '\s+'), starts) WITH ORDINALITY AS t(word, start, i)
         WHERE cardinality(starts) = cardinality(regexp_split_to_array(btrim(words), '\s+'))
     )
     SELECT w.start FROM w
-    WHERE fuzzy OR tsvector_to_array(to_tsvector('english', w.word))
-                   && tsvector_to_array(to_tsvector('english', query))
-    ORDER BY CASE WHEN fuzzy THEN word_similarity(query, w.word) END DESC NULLS LAST, w.i
+    WHERE similar_to IS NOT NULL OR tsvector_to_array(to_tsvector('english', w.word)) && lexemes
+    ORDER BY CASE WHEN similar_to IS NOT NULL THEN word_similarity(similar_to, w.word) END DESC NULLS LAST, w.i
     LIMIT 1
 $$
 """
@@ -108,7 +108,8 @@ SELECT d.object_key, d.bucket, d.call_date, d.agent_id, d.channel, d.speaker, d.
        END,
        d.rank,
        CASE WHEN d.is_fuzzy THEN 'fuzzy' WHEN d.own THEN 'text' ELSE 'across segments' END,
-       COALESCE(analytics.word_time(d.text, d.word_starts, query, d.is_fuzzy), d.start_s)
+       COALESCE(analytics.word_time(d.text, d.word_starts, tsvector_to_array(to_tsvector('english', query)),
+                                    CASE WHEN d.is_fuzzy THEN query END), d.start_s)
 FROM detail AS d
 WHERE d.is_fuzzy OR d.own OR NOT d.next_own
 ORDER BY d.is_fuzzy, d.rank DESC, d.call_date DESC, d.object_key, d.start_s
@@ -146,7 +147,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     old = _revision_0003()
     op.execute(f"DROP FUNCTION analytics.search({SEARCH_ARGS})")
-    op.execute("DROP FUNCTION analytics.word_time(text, real[], text, boolean)")
+    op.execute("DROP FUNCTION analytics.word_time(text, real[], text[], text)")
     op.execute("DROP VIEW analytics.segments")
     _raw(old.SEGMENTS_VIEW)
     op.execute("GRANT SELECT ON analytics.segments TO callscribe_analyst")

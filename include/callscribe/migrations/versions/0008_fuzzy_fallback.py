@@ -26,22 +26,76 @@ down_revision = "0007"
 branch_labels = None
 depends_on = None
 
-# Per query word of 4+ letters that is not a stop word: the word or any of its adjacent-letter
-# swaps; all words required. Only letters reach to_tsquery, so no query syntax gets through.
+# The query's words as websearch_to_tsquery reads them: a word after "-" is excluded, OR is an
+# operator, quotes and other signs separate words. Letters only, at most 12 words of at most 40
+# letters (the swaps of a word grow with the square of its length).
+QUERY_WORDS = r"""
+CREATE FUNCTION analytics.query_words(query text, excluded boolean) RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT COALESCE(array_agg(w.word ORDER BY w.i, w.j), '{}')
+    FROM (
+        SELECT lower(p.piece) AS word, t.i, p.j
+        FROM regexp_split_to_table(query, '\s+') WITH ORDINALITY AS t(tok, i)
+        CROSS JOIN LATERAL regexp_split_to_table(t.tok, '[^[:alpha:]]+') WITH ORDINALITY AS p(piece, j)
+        WHERE (left(ltrim(t.tok, '"('), 1) = '-') = excluded
+          AND lower(t.tok) <> 'or' AND p.piece <> '' AND length(p.piece) <= 40
+        ORDER BY t.i, p.j
+        LIMIT 12
+    ) AS w
+$$
+"""
+
+# A word and its adjacent-letter swaps ("daivd" -> "adivd", "diavd", "david", "daidv").
+SWAPS = r"""
+CREATE FUNCTION analytics.swaps(word text) RETURNS SETOF text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT word
+    UNION
+    SELECT substr(word, 1, i - 1) || substr(word, i + 1, 1) || substr(word, i, 1) || substr(word, i + 2)
+    FROM generate_series(1, length(word) - 1) AS i
+$$
+"""
+
+# Per query word of 4+ letters that is not a stop word: the word or one of its swaps; the words
+# joined as the query joins them (all required, or any when it says OR); excluded words stay
+# excluded. NULL when no word qualifies. Only letters reach to_tsquery: no query syntax gets in.
 TYPO_QUERY = r"""
 CREATE FUNCTION analytics.typo_query(query text) RETURNS tsquery
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT to_tsquery('english', string_agg('(' || alts || ')', ' & '))
-    FROM (
-        SELECT (SELECT string_agg(DISTINCT v, ' | ')
-                FROM (SELECT w.word AS v
-                      UNION ALL
-                      SELECT substr(w.word, 1, i - 1) || substr(w.word, i + 1, 1) || substr(w.word, i, 1)
-                             || substr(w.word, i + 2)
-                      FROM generate_series(1, length(w.word) - 1) AS i) AS variants) AS alts
-        FROM regexp_split_to_table(lower(query), '[^[:alpha:]]+') AS w(word)
+    WITH words AS (
+        SELECT w.word, w.i FROM unnest(analytics.query_words(query, false)) WITH ORDINALITY AS w(word, i)
         WHERE length(w.word) >= 4 AND to_tsvector('english', w.word) <> ''::tsvector
-    ) AS per_word
+    ), groups AS (
+        SELECT i, '(' || (SELECT string_agg(v, ' | ') FROM analytics.swaps(word) AS v) || ')' AS g FROM words
+    ), excluded AS (
+        SELECT string_agg('!' || e, ' & ') AS ex FROM unnest(analytics.query_words(query, true)) AS e
+        WHERE to_tsvector('english', e) <> ''::tsvector
+    )
+    SELECT to_tsquery('english', '(' || string_agg(g, CASE WHEN query ~* '(^|\s)or(\s|$)' THEN ' | ' ELSE ' & ' END
+                                                   ORDER BY i) || ')'
+                                 || COALESCE(' & ' || (SELECT ex FROM excluded), ''))
+    FROM groups
+    HAVING count(*) > 0
+$$
+"""
+
+# The lexemes typo_query can match: where a swapped-letter hit's word is.
+TYPO_LEXEMES = r"""
+CREATE FUNCTION analytics.typo_lexemes(query text) RETURNS text[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT tsvector_to_array(to_tsvector('english', string_agg(v, ' ')))
+    FROM unnest(analytics.query_words(query, false)) AS w(word)
+    CROSS JOIN LATERAL analytics.swaps(w.word) AS v
+    WHERE length(w.word) >= 4
+$$
+"""
+
+EXCLUDED_QUERY = r"""
+CREATE FUNCTION analytics.excluded_query(query text) RETURNS tsquery
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT to_tsquery('english', string_agg(e, ' | '))
+    FROM unnest(analytics.query_words(query, true)) AS e
+    WHERE to_tsvector('english', e) <> ''::tsvector
 $$
 """
 
@@ -81,7 +135,11 @@ CREATE FUNCTION analytics.search(
     start_s real, end_s real, snippet text, rank real, match text, hit_s real
 )
 LANGUAGE sql STABLE SECURITY INVOKER AS $$
-WITH q AS (SELECT websearch_to_tsquery('english', query) AS tsq, analytics.typo_query(query) AS typo),
+WITH q AS (
+    SELECT websearch_to_tsquery('english', query) AS tsq, analytics.typo_query(query) AS typo,
+           analytics.typo_lexemes(query) AS typo_lexemes, analytics.excluded_query(query) AS excluded,
+           array_to_string(analytics.query_words(query, false), ' ') AS positive
+),
 scope AS NOT MATERIALIZED (
     SELECT s.* FROM analytics.segment_search AS s
     WHERE (speaker_filter IS NULL OR s.speaker = speaker_filter)
@@ -101,13 +159,18 @@ exact AS (
 ),
 near_matches AS (
     SELECT s.segment_id, s.recording_id, s.channel, s.seq, true AS own,
-           greatest(word_similarity(query, s.text),
-                    CASE WHEN COALESCE(s.tsv @@ q.typo, false) THEN 0.9 ELSE 0 END)::real AS rank,
+           CASE WHEN COALESCE(s.tsv @@ q.typo, false) THEN 0.9
+                ELSE word_similarity(q.positive, s.text) END::real AS rank,
            true AS is_fuzzy, COALESCE(s.tsv @@ q.typo, false) AS typo
     FROM scope AS s, q
-    WHERE (fuzzy OR (fuzzy IS NULL AND NOT EXISTS (SELECT 1 FROM exact)))
-      -- A swap must be in the segment's own words (the pair vector, indexed, narrows it down).
-      AND (query <% s.text OR COALESCE(s.tsv_pair @@ q.typo AND s.tsv @@ q.typo, false))
+    -- The automatic fallback needs a real word to go on (4+ letters, not a stop word): "the" or
+    -- "a" alone would make nearly every segment similar.
+    WHERE (fuzzy OR (fuzzy IS NULL AND q.typo IS NOT NULL AND NOT EXISTS (SELECT 1 FROM exact)))
+      -- Two indexed conditions (trigrams on the text, the pair vector), so the planner can OR two
+      -- index scans; then what each really requires: similar to the words asked for without the
+      -- excluded ones, or a swap in the segment's own words.
+      AND (q.positive <% s.text OR s.tsv_pair @@ q.typo)
+      AND ((q.positive <% s.text AND NOT COALESCE(s.tsv @@ q.excluded, false)) OR s.tsv @@ q.typo)
       AND NOT (s.tsv_pair @@ q.tsq)
 ),
 candidates AS (
@@ -119,7 +182,7 @@ top AS (
 detail AS (
     SELECT t.*, seg.object_key, seg.bucket, seg.call_date, seg.agent_id, seg.speaker, seg.start_s, seg.end_s,
            seg.text, seg.next_text, seg.word_starts, nx.end_s AS next_end,
-           COALESCE(nx.tsv @@ q.tsq, false) AS next_own, q.tsq, q.typo AS typo_q
+           COALESCE(nx.tsv @@ q.tsq, false) AS next_own, q.tsq, q.typo AS typo_q, q.typo_lexemes, q.positive
     FROM top AS t
     CROSS JOIN q
     JOIN analytics.segments AS seg ON seg.segment_id = t.segment_id
@@ -130,14 +193,19 @@ SELECT d.object_key, d.bucket, d.call_date, d.agent_id, d.channel, d.speaker, d.
        CASE WHEN d.own THEN d.end_s ELSE COALESCE(d.next_end, d.end_s) END,
        CASE WHEN d.typo THEN ts_headline('english', d.text, d.typo_q,
                                          'StartSel=' || chr(2) || ', StopSel=' || chr(3) || ', HighlightAll=true')
-            WHEN d.is_fuzzy THEN analytics.mark_similar(d.text, query)
+            WHEN d.is_fuzzy THEN analytics.mark_similar(d.text, d.positive)
             ELSE ts_headline('english',
                              CASE WHEN d.own THEN d.text ELSE d.text || ' ' || COALESCE(d.next_text, '') END,
                              d.tsq, 'StartSel=' || chr(2) || ', StopSel=' || chr(3) || ', MaxWords=30, MinWords=8')
        END,
        d.rank,
        CASE WHEN d.is_fuzzy THEN 'fuzzy' WHEN d.own THEN 'text' ELSE 'across segments' END,
-       COALESCE(analytics.word_time(d.text, d.word_starts, query, d.is_fuzzy), d.start_s)
+       COALESCE(analytics.word_time(
+                    d.text, d.word_starts,
+                    CASE WHEN d.typo THEN d.typo_lexemes
+                         ELSE tsvector_to_array(to_tsvector('english', d.positive)) END,
+                    CASE WHEN d.is_fuzzy AND NOT d.typo THEN d.positive END),
+                d.start_s)
 FROM detail AS d
 WHERE d.is_fuzzy OR d.own OR NOT d.next_own
 ORDER BY d.is_fuzzy, d.rank DESC, d.call_date DESC, d.object_key, d.start_s
@@ -154,12 +222,16 @@ def _raw(sql: str) -> None:
         cur.execute(sql)
 
 
+HELPERS = ("analytics.query_words(text, boolean)", "analytics.swaps(text)", "analytics.typo_query(text)",
+           "analytics.typo_lexemes(text)", "analytics.excluded_query(text)", "analytics.mark_similar(text, text)")
+
+
 def upgrade() -> None:
-    _raw(TYPO_QUERY)
-    _raw(MARK_SIMILAR)
+    for sql in (QUERY_WORDS, SWAPS, TYPO_QUERY, TYPO_LEXEMES, EXCLUDED_QUERY, MARK_SIMILAR):
+        _raw(sql)
     op.execute(f"DROP FUNCTION analytics.search({SEARCH_ARGS})")
     _raw(SEARCH_FUNCTION)
-    for fn in ("analytics.typo_query", "analytics.mark_similar", "analytics.search"):
+    for fn in (*HELPERS, f"analytics.search({SEARCH_ARGS})"):
         op.execute(f"GRANT EXECUTE ON FUNCTION {fn} TO callscribe_analyst")
 
 
@@ -169,6 +241,6 @@ def downgrade() -> None:
     previous = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(previous)
     op.execute(f"DROP FUNCTION analytics.search({SEARCH_ARGS})")
-    op.execute("DROP FUNCTION analytics.mark_similar(text, text), analytics.typo_query(text)")
+    op.execute("DROP FUNCTION " + ", ".join(reversed(HELPERS)))
     _raw(previous.SEARCH_FUNCTION)
     op.execute("GRANT EXECUTE ON FUNCTION analytics.search TO callscribe_analyst")

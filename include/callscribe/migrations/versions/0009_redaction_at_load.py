@@ -24,7 +24,7 @@ from pathlib import Path
 
 from alembic import op
 
-from callscribe.redaction import redact_channel
+from callscribe.redaction import redact_channel_timed
 
 revision = "0009"
 down_revision = "0008"
@@ -108,33 +108,43 @@ def _raw(sql: str) -> None:
 
 
 def _backfill() -> None:
-    """Redact the segments already loaded, a channel at a time, as the loader now does."""
+    """Redact the segments already loaded, a channel at a time, as the loader now does, and line
+    their word times up with the redacted text (a masked number is one word)."""
     conn = op.get_bind().connection.driver_connection
     with conn.cursor(name="callscribe_0009_segments") as read:
         read.itersize = 20_000
-        read.execute("SELECT recording_id, channel, id, text FROM segments ORDER BY recording_id, channel, seq")
+        read.execute("SELECT recording_id, channel, id, text, word_starts FROM segments "
+                     "ORDER BY recording_id, channel, seq")
         rows = []
-        key, ids, texts = None, [], []
+        key, ids, texts, starts = None, [], [], []
 
         def flush() -> None:
-            for i, red in zip(ids, redact_channel(texts), strict=True):
-                rows.append(f"{i}\t{_copy_text(red)}\n")
+            masked, timed = redact_channel_timed(texts, starts)
+            for i, red, ws in zip(ids, masked, timed, strict=True):
+                array = "\\N" if ws is None else "{" + ",".join(f"{t:.3f}" for t in ws) + "}"
+                rows.append(f"{i}\t{_copy_text(red)}\t{array}\n")
+
+        def copy(write) -> None:
+            write.copy_expert("COPY redacted_0009 (id, text, word_starts) FROM STDIN", io.StringIO("".join(rows)))
+            rows.clear()
 
         with conn.cursor() as write:
-            write.execute("CREATE TEMP TABLE redacted_0009 (id bigint PRIMARY KEY, text text) ON COMMIT DROP")
-            for rid, ch, sid, text in read:
+            write.execute("CREATE TEMP TABLE redacted_0009 (id bigint PRIMARY KEY, text text, word_starts real[]) "
+                          "ON COMMIT DROP")
+            for rid, ch, sid, text, ws in read:
                 if (rid, ch) != key:
                     flush()
-                    key, ids, texts = (rid, ch), [], []
+                    key, ids, texts, starts = (rid, ch), [], [], []
                 ids.append(sid)
                 texts.append(text)
+                starts.append(ws)
                 if len(rows) >= 50_000:
-                    write.copy_expert("COPY redacted_0009 (id, text) FROM STDIN", io.StringIO("".join(rows)))
-                    rows.clear()
+                    copy(write)
             flush()
             if rows:
-                write.copy_expert("COPY redacted_0009 (id, text) FROM STDIN", io.StringIO("".join(rows)))
-            write.execute("UPDATE segments AS s SET text_redacted = r.text FROM redacted_0009 AS r WHERE r.id = s.id")
+                copy(write)
+            write.execute("UPDATE segments AS s SET text_redacted = r.text, word_starts = r.word_starts "
+                          "FROM redacted_0009 AS r WHERE r.id = s.id")
 
 
 def _copy_text(value: str) -> str:

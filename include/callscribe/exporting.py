@@ -1,0 +1,129 @@
+"""Transcripts out of the database in the usual formats: JSON lines, SubRip, WebVTT, plain text.
+
+What is exported is what analysts see: redacted text from the ``analytics`` views, speakers
+and times. One call becomes one subtitle or text file (its channels merged in time order, each
+cue labelled with its speaker); JSON lines hold one call per line for the whole date range.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+
+from callscribe import db
+
+FORMATS = ("jsonl", "srt", "vtt", "txt")
+
+
+@dataclass(frozen=True)
+class Line:
+    speaker: str
+    channel: int
+    start: float
+    end: float
+    text: str
+
+
+@dataclass
+class Call:
+    key: str
+    call_date: date
+    agent_id: str | None
+    duration_s: float | None
+    lines: list[Line] = field(default_factory=list)
+
+
+def calls_between(engine: Engine, first: date, last: date, key: str | None = None) -> Iterator[Call]:
+    """The calls of [first, last] (or the one ``key``) with their redacted segments, in time order."""
+    current: Call | None = None
+    with engine.connect() as conn:
+        rows = conn.execute(db.q("export_segments"), {"first": first, "last": last, "key": key})
+        for r in rows:
+            if current is None or current.key != r.object_key:
+                if current is not None:
+                    yield current
+                current = Call(r.object_key, r.call_date, r.agent_id, r.duration_s)
+            if r.text is not None:
+                current.lines.append(Line(r.speaker, r.channel, float(r.start_s), float(r.end_s), r.text))
+    if current is not None:
+        yield current
+
+
+def _clock(seconds: float, sep: str) -> str:
+    ms = max(0, round(seconds * 1000))
+    h, rest = divmod(ms, 3_600_000)
+    m, rest = divmod(rest, 60_000)
+    s, ms = divmod(rest, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def _one_line(text: str) -> str:
+    # A blank line ends a cue in both subtitle formats, and "-->" starts a timing line.
+    return re.sub(r"\s+", " ", text).replace("-->", "->").strip()
+
+
+def to_srt(call: Call) -> str:
+    cues = []
+    for i, line in enumerate(call.lines, start=1):
+        cues.append(f"{i}\n{_clock(line.start, ',')} --> {_clock(max(line.end, line.start), ',')}\n"
+                    f"{line.speaker}: {_one_line(line.text)}\n")
+    return "\n".join(cues)
+
+
+def _vtt_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def to_vtt(call: Call) -> str:
+    cues = [f"WEBVTT - {_one_line(call.key)}\n"]
+    for line in call.lines:
+        cues.append(f"{_clock(line.start, '.')} --> {_clock(max(line.end, line.start), '.')}\n"
+                    f"<v {_vtt_escape(line.speaker)}>{_vtt_escape(_one_line(line.text))}\n")
+    return "\n".join(cues)
+
+
+def to_txt(call: Call) -> str:
+    head = f"{call.key} ({call.call_date}, agent {call.agent_id or '-'})\n\n"
+    return head + "".join(f"[{_clock(line.start, '.')[:-4]}] {line.speaker}: {_one_line(line.text)}\n"
+                          for line in call.lines)
+
+
+def to_json(call: Call) -> str:
+    body = asdict(call)
+    body["call_date"] = call.call_date.isoformat()
+    return json.dumps(body, ensure_ascii=False)
+
+
+RENDER = {"srt": to_srt, "vtt": to_vtt, "txt": to_txt, "jsonl": to_json}
+MEDIA_TYPES = {"srt": "application/x-subrip", "vtt": "text/vtt", "txt": "text/plain", "jsonl": "application/jsonl"}
+
+
+def file_name(key: str, fmt: str) -> str:
+    """A call's file: its object key with the folders joined by "__" (keys are unique, so names are)."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", key.strip("/").replace("/", "__"))
+    return f"{stem}.{fmt}"
+
+
+def export(calls: Iterable[Call], fmt: str, out: Path) -> list[Path]:
+    """Write the calls to ``out``: one JSON-lines file for them all, or one file per call."""
+    if fmt not in RENDER:
+        raise ValueError(f"unknown export format {fmt!r}: one of {', '.join(FORMATS)}")
+    out.mkdir(parents=True, exist_ok=True)
+    if fmt == "jsonl":
+        path = out / "transcripts.jsonl"
+        with path.open("w", encoding="utf-8") as f:
+            for call in calls:
+                f.write(to_json(call) + "\n")
+        return [path]
+    written = []
+    for call in calls:
+        path = out / file_name(call.key, fmt)
+        path.write_text(RENDER[fmt](call), encoding="utf-8")
+        written.append(path)
+    return written
