@@ -139,7 +139,40 @@ def _to_recording(region: Region, t: float) -> float:
     return min(end, max(start, start + t - offset))
 
 
-def place(regions: Sequence[Region], channel: int, segs: list[Segment]) -> list[PlacedSegment]:
+# How far into a region its speech onset is looked for: the context kept before speech is 0.4 s.
+ONSET_SEARCH_S = 1.0
+
+
+def region_onsets(audio: np.ndarray, regions: Sequence[Region]) -> list[float]:
+    """Per region of a chunk, the chunk time its speech starts: the first 30 ms frame within
+    ONSET_SEARCH_S of the region's start that is well above the quietest frames there (the
+    region's start when none is).
+
+    A region begins with up to 0.4 s of context before the speech, and an engine may put the
+    first word of a chunk at the chunk's very start (Whisper does): no word starts before this.
+    Frame peaks only, in numpy: this runs for every chunk the GPU returns."""
+    from callscribe.chunking import FRAME_MS, frame_len
+
+    x = np.abs(np.asarray(audio, dtype=np.float32))
+    size = frame_len(TARGET_SR)
+    out = []
+    for offset, start, end in regions:
+        a = int(round(offset * TARGET_SR))
+        b = min(len(x), a + int(round(min(end - start, ONSET_SEARCH_S) * TARGET_SR)))
+        n = (b - a) // size
+        first = 0
+        if n >= 2:
+            peaks = x[a : a + n * size].reshape(n, size).max(axis=1)
+            # Well above the window's quiet frames, and above digital silence (64 in int16 terms).
+            floor = max(64 / 32768, 4.0 * float(np.percentile(peaks, 20)))
+            loud = np.flatnonzero(peaks > floor)
+            first = int(loud[0]) if len(loud) else 0
+        out.append(round(offset + first * FRAME_MS / 1000, 3))
+    return out
+
+
+def place(regions: Sequence[Region], channel: int, segs: list[Segment],
+          onsets: Sequence[float] | None = None) -> list[PlacedSegment]:
     """Segments timed in a chunk -> segments timed in the recording, one per region they touch.
 
     A chunk packs speech regions with the pauses between them cut out, so a segment that
@@ -147,6 +180,7 @@ def place(regions: Sequence[Region], channel: int, segs: list[Segment]) -> list[
     holds its midpoint, and a segment's times are its words' (an engine may time only the
     chunk as a whole, as Granite does). Without word times a segment goes whole to the region
     it overlaps most. Times are clamped to their region: no segment spans a pause cut out.
+    With ``onsets`` (region_onsets), no word starts before its region's speech does.
     """
     starts = [r[0] for r in regions]
     ends = [r[0] + (r[2] - r[1]) for r in regions]
@@ -155,6 +189,8 @@ def place(regions: Sequence[Region], channel: int, segs: list[Segment]) -> list[
         groups: list[tuple[int, list[Word]]] = []
         for w in s.words:
             k = _region_at(starts, (w.start + w.end) / 2)
+            if onsets is not None and w.start < onsets[k] <= w.end:
+                w = Word(onsets[k], w.end, w.text)  # the context before the speech held no word
             if groups and groups[-1][0] == k:
                 groups[-1][1].append(w)
             else:
@@ -209,8 +245,8 @@ def recognize_chunks(
     """Recognise chunks of several recordings in shared batches; segments per recording, in time order."""
     results, metrics = run_batches(engine, audios, budget_s)
     placed: list[list[PlacedSegment]] = [[] for _ in range(n_recordings)]
-    for (i, c), segs in zip(items, results, strict=True):
-        placed[i].extend(place(c.region_map(), c.channel, segs))
+    for (i, c), segs, audio in zip(items, results, audios, strict=True):
+        placed[i].extend(place(c.region_map(), c.channel, segs, region_onsets(audio, c.region_map())))
     return [order_segments(p) for p in placed], metrics
 
 

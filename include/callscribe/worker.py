@@ -45,7 +45,7 @@ from callscribe.manifests import (
     to_parquet,
 )
 from callscribe.storage import Store, unavailable
-from callscribe.transcription import order_segments, place, run_batches
+from callscribe.transcription import order_segments, place, region_onsets, run_batches
 
 log = logging.getLogger("callscribe.worker")
 DEFAULT_XCOM_PATH = "/airflow/xcom/return.json"
@@ -114,7 +114,9 @@ def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None
     for k, segs in enumerate(results):
         c = job.chunks[order[k]]
         if c.recording_id not in failures:
-            by_rec.setdefault(c.recording_id, []).extend(place(c.region_map(), c.channel, segs))
+            regions = c.region_map()
+            onsets = region_onsets(fetched[order[k]], regions) if segs else None
+            by_rec.setdefault(c.recording_id, []).extend(place(regions, c.channel, segs, onsets))
     for rid, placed in by_rec.items():
         seq_by_channel: dict[int, int] = {}
         for s in order_segments(placed):

@@ -1,13 +1,15 @@
-"""Helpers the fault and run-outcome tests share: upload a day, read loads, audit, run stages."""
+"""Helpers the integration tests share: upload a day, load a call's segments, read loads, audit, run stages."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
@@ -15,6 +17,8 @@ from callscribe import discovery, pipeline
 from callscribe.audit import audit_day
 from callscribe.config import s3_settings
 from callscribe.discovery import day_prefix
+from callscribe.loading import load_shards
+from callscribe.manifests import SEGMENT_COLUMNS, WORD_STARTS, RecordingEntry, ShardInfo, to_parquet
 from callscribe.samples import sample_files
 from tests import chaos
 
@@ -28,6 +32,30 @@ def upload_day(s3, day: date, copies: int = 1, files=None) -> int:
             s3.put_bytes(s3.uri(f"{prefix}{f.stem}-{i}{f.suffix}"), f.read_bytes())
             n += 1
     return n
+
+
+def load_call(pg, s3, key: str, day: date, segments: list[tuple], metadata: dict | None = None,
+              agent: str = "t1") -> int:
+    """One two-channel call loaded through the real loader, from (channel, speaker, start, end, text[,
+    word starts]) rows in order; returns its recording id."""
+    with pg.begin() as c:
+        rid = c.execute(sa.text(
+            "INSERT INTO recordings (bucket, object_key, etag, call_date, call_id, agent_id, status, channels, "
+            "duration_s, last_run_id, metadata) VALUES ('calls', :k, 'e', :d, :k, :a, 'chunked', 2, :dur, :run, "
+            "CAST(:m AS jsonb)) RETURNING id"),
+            {"k": key, "d": day, "a": agent, "dur": max(s[3] for s in segments) + 1, "run": f"load-{key}",
+             "m": json.dumps(metadata or {})}).scalar_one()
+    seq = {0: 0, 1: 0}
+    rows = []
+    for ch, speaker, start, end, text, *words in segments:
+        rows.append((rid, ch, seq[ch], speaker, start, end, text, words[0] if words else None))
+        seq[ch] += 1
+    info = ShardInfo(job_id=f"load-{rid}", run_id=f"load-{key}", engine="test", batches=[],
+                     recordings=[RecordingEntry(recording_id=rid, n_channels=2)])
+    uri = s3.uri(f"_callscribe/tests/load-{rid}.parquet")
+    s3.put_bytes(uri, to_parquet(pd.DataFrame(rows, columns=[*SEGMENT_COLUMNS, WORD_STARTS]), info))
+    load_shards(s3, pg, [uri])
+    return rid
 
 
 def loads(pg, day: date) -> dict[str, int]:

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from datetime import date
 
-import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from callscribe.loading import load_shards
-from callscribe.manifests import SEGMENT_COLUMNS, RecordingEntry, ShardInfo, to_parquet
+from tests.integration.helpers import load_call
 from tests.integration.test_analysts import _login
 
 pytestmark = pytest.mark.integration
@@ -28,22 +25,7 @@ METADATA = {"agent-id": "r1", "queue": "billing", "caller-number": "+1 555 123 4
 
 @pytest.fixture(scope="module")
 def redacted_loaded(pg, s3) -> int:
-    with pg.begin() as c:
-        rid = c.execute(sa.text(
-            "INSERT INTO recordings (bucket, object_key, etag, call_date, call_id, agent_id, status, channels, "
-            "duration_s, last_run_id, metadata) VALUES ('calls', :k, 'e', :d, 'redact-1', 'r1', 'chunked', 2, 20, "
-            "'redact', CAST(:m AS jsonb)) RETURNING id"), {"k": KEY, "d": DAY, "m": json.dumps(METADATA)}).scalar_one()
-    seq = {0: 0, 1: 0}
-    rows = []
-    for ch, speaker, start, end, text in SEGMENTS:
-        rows.append((rid, ch, seq[ch], speaker, start, end, text))
-        seq[ch] += 1
-    info = ShardInfo(job_id="redact", run_id="redact", engine="test", batches=[],
-                     recordings=[RecordingEntry(recording_id=rid, n_channels=2)])
-    uri = s3.uri("_callscribe/tests/redact.parquet")
-    s3.put_bytes(uri, to_parquet(pd.DataFrame(rows, columns=SEGMENT_COLUMNS), info))
-    load_shards(s3, pg, [uri])
-    return rid
+    return load_call(pg, s3, KEY, DAY, SEGMENTS, metadata=METADATA)
 
 
 def test_analysts_see_masked_segments_transcripts_and_search(stack, pg, redacted_loaded):

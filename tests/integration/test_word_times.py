@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from datetime import date
 
-import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from callscribe.loading import load_shards
-from callscribe.manifests import SEGMENT_COLUMNS, WORD_STARTS, RecordingEntry, ShardInfo, to_parquet
 from callscribe.search import SearchFilters, search
+from tests.integration.helpers import load_call
 from tests.integration.test_analysts import _login
 
 pytestmark = pytest.mark.integration
@@ -30,22 +28,7 @@ SEGMENTS = [
 
 @pytest.fixture(scope="module")
 def words_loaded(pg, s3) -> int:
-    with pg.begin() as c:
-        rid = c.execute(sa.text(
-            "INSERT INTO recordings (bucket, object_key, etag, call_date, call_id, agent_id, status, channels, "
-            "duration_s, last_run_id) VALUES ('calls', :k, 'e', :d, 'words-1', 'w1', 'chunked', 2, 30, 'words') "
-            "RETURNING id"), {"k": KEY, "d": DAY}).scalar_one()
-    seq = {0: 0, 1: 0}
-    rows = []
-    for ch, speaker, start, end, text, starts in SEGMENTS:
-        rows.append((rid, ch, seq[ch], speaker, start, end, text, starts))
-        seq[ch] += 1
-    info = ShardInfo(job_id="words", run_id="words", engine="test", batches=[],
-                     recordings=[RecordingEntry(recording_id=rid, n_channels=2)])
-    uri = s3.uri("_callscribe/tests/words.parquet")
-    s3.put_bytes(uri, to_parquet(pd.DataFrame(rows, columns=[*SEGMENT_COLUMNS, WORD_STARTS]), info))
-    load_shards(s3, pg, [uri])
-    return rid
+    return load_call(pg, s3, KEY, DAY, SEGMENTS)
 
 
 def _hit(pg, query: str, fuzzy: bool | None = None) -> dict:

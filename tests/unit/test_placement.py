@@ -90,3 +90,27 @@ def test_word_starts_travel_to_the_database_as_a_real_array():
 
     assert pg_real_array([10.3, 10.7]) == "{10.300,10.700}"
     assert pg_real_array([]) is None and pg_real_array(None) is None
+
+
+def test_no_word_starts_in_the_context_kept_before_a_regions_speech():
+    """Whisper puts a chunk's first word at the chunk's start, in the 0.4 s of context before the
+    speech: the speech onset of each region (from the audio) moves it to where speech starts."""
+    import numpy as np
+
+    from callscribe.transcription import region_onsets
+
+    rng = np.random.default_rng(0)
+    sr = 16_000
+    quiet = np.zeros(int(0.4 * sr))
+    t = np.arange(int(1.5 * sr)) / sr
+    voiced = 0.3 * np.sin(2 * np.pi * 180 * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))
+    voiced += 0.01 * rng.standard_normal(len(t))
+    audio = np.concatenate([quiet, voiced, quiet, voiced]).astype(np.float32)
+    regions = [(0.0, 10.0, 11.9), (1.9, 40.0, 41.9)]  # each: 0.4 s of context, then speech
+    onsets = region_onsets(audio, regions)
+    assert abs(onsets[0] - 0.4) <= 0.06 and abs(onsets[1] - 2.3) <= 0.06
+    words = (Word(0.0, 0.8, "Thank"), Word(0.8, 1.2, "you."), Word(1.9, 2.6, "Hello"))
+    first, second = place_with_words(regions, 0, [Segment(0.0, 2.6, "Thank you. Hello", words)], onsets)
+    assert first.start == first.word_starts[0] == round(10.0 + onsets[0], 3)
+    assert second.start == round(40.0 + onsets[1] - 1.9, 3)
+    assert first.word_starts[1] == 10.8  # words after the onset keep their times
