@@ -246,7 +246,8 @@ def recognize_chunks(
     results, metrics = run_batches(engine, audios, budget_s)
     placed: list[list[PlacedSegment]] = [[] for _ in range(n_recordings)]
     for (i, c), segs, audio in zip(items, results, audios, strict=True):
-        placed[i].extend(place(c.region_map(), c.channel, segs, region_onsets(audio, c.region_map())))
+        onsets = region_onsets(audio, c.region_map()) if any(s.words for s in segs) else None
+        placed[i].extend(place(c.region_map(), c.channel, segs, onsets))
     return [order_segments(p) for p in placed], metrics
 
 

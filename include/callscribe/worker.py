@@ -115,7 +115,8 @@ def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None
         c = job.chunks[order[k]]
         if c.recording_id not in failures:
             regions = c.region_map()
-            onsets = region_onsets(fetched[order[k]], regions) if segs else None
+            # Onsets only move word times: not needed for an engine that gave none.
+            onsets = region_onsets(fetched[order[k]], regions) if any(s.words for s in segs) else None
             by_rec.setdefault(c.recording_id, []).extend(place(regions, c.channel, segs, onsets))
     for rid, placed in by_rec.items():
         seq_by_channel: dict[int, int] = {}
