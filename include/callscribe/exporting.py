@@ -7,7 +7,9 @@ cue labelled with its speaker); JSON lines hold one call per line for the whole 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -56,7 +58,7 @@ def calls_between(engine: Engine, first: date, last: date, key: str | None = Non
 
 
 def _clock(seconds: float, sep: str) -> str:
-    ms = max(0, round(seconds * 1000))
+    ms = max(0, round(seconds * 1000)) if math.isfinite(seconds) else 0
     h, rest = divmod(ms, 3_600_000)
     m, rest = divmod(rest, 60_000)
     s, ms = divmod(rest, 1000)
@@ -65,14 +67,14 @@ def _clock(seconds: float, sep: str) -> str:
 
 def _one_line(text: str) -> str:
     # A blank line ends a cue in both subtitle formats, and "-->" starts a timing line.
-    return re.sub(r"\s+", " ", text).replace("-->", "->").strip()
+    return re.sub(r"-+>", "->", re.sub(r"\s+", " ", text)).strip()
 
 
 def to_srt(call: Call) -> str:
     cues = []
     for i, line in enumerate(call.lines, start=1):
         cues.append(f"{i}\n{_clock(line.start, ',')} --> {_clock(max(line.end, line.start), ',')}\n"
-                    f"{line.speaker}: {_one_line(line.text)}\n")
+                    f"{_one_line(line.speaker)}: {_one_line(line.text)}\n")
     return "\n".join(cues)
 
 
@@ -84,7 +86,7 @@ def to_vtt(call: Call) -> str:
     cues = [f"WEBVTT - {_one_line(call.key)}\n"]
     for line in call.lines:
         cues.append(f"{_clock(line.start, '.')} --> {_clock(max(line.end, line.start), '.')}\n"
-                    f"<v {_vtt_escape(line.speaker)}>{_vtt_escape(_one_line(line.text))}\n")
+                    f"<v {_vtt_escape(_one_line(line.speaker))}>{_vtt_escape(_one_line(line.text))}\n")
     return "\n".join(cues)
 
 
@@ -105,9 +107,10 @@ MEDIA_TYPES = {"srt": "application/x-subrip", "vtt": "text/vtt", "txt": "text/pl
 
 
 def file_name(key: str, fmt: str) -> str:
-    """A call's file: its object key with the folders joined by "__" (keys are unique, so names are)."""
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", key.strip("/").replace("/", "__"))
-    return f"{stem}.{fmt}"
+    """A call's file: its object key made safe (folders joined by "__", at most 120 characters)
+    and 8 hex digits of the key's hash, so two keys never share a file."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", key.strip("/").replace("/", "__")).strip(".")[:120] or "call"
+    return f"{stem}-{hashlib.sha256(key.encode()).hexdigest()[:8]}.{fmt}"
 
 
 def export(calls: Iterable[Call], fmt: str, out: Path) -> list[Path]:

@@ -154,6 +154,8 @@ def region_onsets(audio: np.ndarray, regions: Sequence[Region]) -> list[float]:
     from callscribe.chunking import FRAME_MS, frame_len
 
     x = np.abs(np.asarray(audio, dtype=np.float32))
+    if np.issubdtype(np.asarray(audio).dtype, np.integer):
+        x /= 32768.0  # int16 samples (the worker's packs): the floor below is in [-1, 1] units
     size = frame_len(TARGET_SR)
     out = []
     for offset, start, end in regions:

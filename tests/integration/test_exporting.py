@@ -11,6 +11,7 @@ import srt
 import webvtt
 from fastapi.testclient import TestClient
 
+from callscribe.exporting import file_name
 from callscribe.search_page import create_app
 from tests.integration.conftest import CALLS
 
@@ -23,8 +24,8 @@ def test_a_date_range_as_subtitles_and_json_lines(stack, loaded, tmp_path):
     out = subprocess.run([*CLI, "--date", "2026-10-01", "--to", "2026-10-03", "--format", "srt", "--out",
                           str(tmp_path / "srt")], capture_output=True, text=True, check=True)
     files = sorted((tmp_path / "srt").glob("*.srt"))
-    assert [f.name for f in files] == [f"calls__2026__10__0{i}__analyst-{n}.wav.srt"
-                                       for i, n in enumerate("abc", start=1)], out.stdout
+    keys = [f"calls/2026/10/0{i}/analyst-{n}.wav" for i, n in enumerate("abc", start=1)]
+    assert [f.name for f in files] == [file_name(k, "srt") for k in keys], out.stdout
     cues = list(srt.parse(files[0].read_text()))
     assert [c.content.split(": ", 1)[0] for c in cues] == [s[1] for s in sorted(CALLS["a"]["segments"],
                                                                                    key=lambda s: s[2])]
@@ -48,7 +49,7 @@ def test_the_page_downloads_one_call(stack, loaded):
     key = f"calls/{CALLS['b']['day']:%Y/%m/%d}/analyst-b.wav"
     r = client.get("/api/export", params={"key": key, "format": "vtt"})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/vtt")
-    assert 'filename="calls__2026__10__02__analyst-b.wav.vtt"' in r.headers["content-disposition"]
+    assert f'filename="{file_name(key, "vtt")}"' in r.headers["content-disposition"]
     captions = webvtt.from_string(r.text).captions
     assert [c.voice for c in captions] == ["customer", "agent"]
     assert client.get("/api/export", params={"key": "calls/nope.wav"}).status_code == 404

@@ -55,8 +55,8 @@ def test_redaction_moves_to_load_time_on_a_populated_table(pg):
         assert c.execute(sa.text("SELECT text_redacted FROM transcripts WHERE recording_id = :r"),
                          {"r": rid}).scalar_one() == " ".join(redact_channel(TEXTS))
         assert c.execute(sa.text("SELECT count(*) FROM segments")).scalar_one() == before
-        hits = c.execute(sa.text("SELECT count(*) FROM analytics.search('thanks', fuzzy => false) "
-                                 "WHERE object_key = :k"), {"k": KEY}).scalar_one()
+        hits = c.execute(sa.text("SELECT count(*) FROM analytics.search('thanks', fuzzy => false, "
+                                 "max_hits => 100000) WHERE object_key = :k"), {"k": KEY}).scalar_one()
         assert hits == 1
 
 

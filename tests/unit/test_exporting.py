@@ -2,6 +2,7 @@
 
 import html
 import json
+import re
 from datetime import date, timedelta
 
 import pytest
@@ -53,11 +54,26 @@ def test_txt_and_jsonl():
 def test_files_one_per_call_or_one_jsonl(tmp_path):
     other = Call("calls/2026/11/24/sub dir/x.mp3", date(2026, 11, 24), None, None, [])
     written = export([CALL, other], "srt", tmp_path / "srt")
-    assert [p.name for p in written] == ["calls__2026__11__24__call-0001.wav.srt",
-                                         "calls__2026__11__24__sub_dir__x.mp3.srt"]
+    assert [p.name for p in written] == [file_name(CALL.key, "srt"), file_name(other.key, "srt")]
+    assert written[0].name.startswith("calls__2026__11__24__call-0001.wav-") and written[0].suffix == ".srt"
     assert list(srt.parse(written[1].read_text())) == []  # a call with no speech: an empty, valid file
     (jsonl,) = export(iter([CALL, other]), "jsonl", tmp_path / "j")
     assert [json.loads(x)["key"] for x in jsonl.read_text().splitlines()] == [CALL.key, other.key]
     with pytest.raises(ValueError, match="unknown export format"):
         export([CALL], "docx", tmp_path)
-    assert file_name("a/b.wav", "vtt") == "a__b.wav.vtt"
+    # Keys that would make the same safe name still get files of their own; long keys fit.
+    clashing = ["a/b.wav", "a__b.wav", "calls/é.wav", "calls/ü.wav", "a b.wav", "a_b.wav"]
+    assert len({file_name(k, "vtt") for k in clashing}) == len(clashing)
+    assert len(file_name("x" * 5000, "vtt")) < 140 and not file_name("..", "srt").startswith(".")
+    assert "/" not in file_name("/etc/passwd", "txt") and '"' not in file_name('a"b\nc', "txt")
+
+
+def test_cue_text_and_speakers_stay_on_one_line():
+    call = Call("k", date(2026, 11, 24), None, None, [
+        Line("agent\n\n3", 0, 1.0, 2.0, "a ---> b --> c"), Line("customer", 1, float("nan"), 3.0, "x")])
+    cues = list(srt.parse(to_srt(call)))
+    assert cues[0].content == "agent 3: a -> b -> c"
+    arrows = [line for line in to_vtt(call).splitlines() if "-->" in line]
+    assert all(re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3} --> \d\d:\d\d:\d\d\.\d{3}", line) for line in arrows)
+    assert cues[1].start == timedelta(0)  # a time that is not a number starts at 0
+

@@ -114,3 +114,22 @@ def test_no_word_starts_in_the_context_kept_before_a_regions_speech():
     assert first.start == first.word_starts[0] == round(10.0 + onsets[0], 3)
     assert second.start == round(40.0 + onsets[1] - 1.9, 3)
     assert first.word_starts[1] == 10.8  # words after the onset keep their times
+
+
+def test_onsets_read_int16_packs_as_the_worker_has_them():
+    """The worker's chunks are int16: the same onsets as the float samples they stand for."""
+    import numpy as np
+
+    from callscribe.transcription import region_onsets
+
+    sr = 16_000
+    rng = np.random.default_rng(1)
+    hiss = rng.integers(-3, 4, int(0.15 * sr))  # a few LSB of noise before the voice
+    t = np.arange(sr) / sr
+    voice = (9000 * np.sin(2 * np.pi * 200 * t)).astype(np.int64)
+    x = np.concatenate([np.zeros(int(0.25 * sr), dtype=np.int64), hiss, voice]).astype(np.int16)
+    regions = [(0.0, 10.0, 11.0)]
+    as_int = region_onsets(x, regions)[0]
+    assert as_int == region_onsets(x.astype(np.float32) / 32768, regions)[0]
+    assert abs(as_int - 0.40) <= 0.035
+    assert region_onsets(np.zeros(0, np.int16), regions) == [0.0]  # no audio: the region's start

@@ -21,6 +21,18 @@ CASES = [
     ("five five five dot one two three", "[redacted]"),
     ("four 5 6 7 8", "[redacted]"),
     ("oh two four six", "[redacted]"),
+    ("4111 - 1111 - 1111", "[redacted]"),
+    ("4111–1111–1111–1111", "[redacted]"),
+    ("4111_1111_1111", "[redacted]"),
+    ("call +1 555 123 4567", "call [redacted]"),
+    ("+15551234567", "[redacted]"),
+    ("acct#45678 please", "acct#[redacted] please"),
+    ("ext.12345", "ext.[redacted]"),
+    ("$4111111111111111", "[redacted]"),
+    ("card ４１１１ １１１１ １１１１ １１１１", "card [redacted]"),
+    ("٤١١١ ١١١١", "[redacted]"),
+    ("ｆｏｕｒ five six seven", "[redacted]"),
+    ("four.five.six.seven", "[redacted]"),
     # Kept: amounts, years, times, dates, short numbers, ordinary words.
     ("The price is 12.99 per month.", "The price is 12.99 per month."),
     ("$1,299.99 in total", "$1,299.99 in total"),
@@ -32,6 +44,11 @@ CASES = [
     ("one or two", "one or two"),
     ("oh, I see, one moment", "oh, I see, one moment"),
     ("a dash of salt", "a dash of salt"),
+    ("$12.99 $45.00", "$12.99 $45.00"),
+    ("1,000 2,000", "1,000 2,000"),
+    ("in 2023, 2024", "in 2023, 2024"),
+    ("26.11.2024", "26.11.2024"),
+    ("11/26/2024", "11/26/2024"),
 ]
 
 
@@ -52,6 +69,9 @@ def test_a_number_split_across_two_segments_is_masked_in_both():
     # Short numbers on both sides of a boundary that do not add up to a number stay.
     assert redact_channel(["room 12", "at 10:30"]) == ["room 12", "at 10:30"]
     assert redact_channel(["", "4111 1111"]) == ["", "[redacted]"]
+    # An empty or blank segment inside a number stays as it was; whitespace around a mask stays.
+    assert redact_channel(["card 4111", "", "1111 1111"]) == ["card [redacted]", "", "[redacted]"]
+    assert redact_channel(["number 45678\n", "\n1111"]) == ["number [redacted]\n", "\n[redacted]"]
 
 
 def test_text_around_a_mask_is_kept_exactly():
@@ -79,8 +99,16 @@ def test_word_times_follow_the_redacted_text():
     texts = ["my card is 4111", "1111 1111 1111, thanks", "call 555.123.4567 or four five six seven now", "plain"]
     starts = [[0.0, 0.3, 0.6, 0.9], [2.0, 2.5, 3.0, 3.4], [5.0, 5.2, 5.9, 6.0, 6.1, 6.2, 6.3, 6.4], None]
     masked, timed = redact_channel_timed(texts, starts)
-    assert masked == redact_channel(texts)
+    assert masked == redact_channel(texts)  # single spaces already: nothing to tidy
     assert timed == [[0.0, 0.3, 0.6, 0.9], [2.0, 3.4], [5.0, 5.2, 5.9, 6.0, 6.4], None]
     assert all(t is None or len(t) == len(m.split()) for m, t in zip(masked, timed, strict=True))
     # Times that never lined up with the text stay unknown.
     assert redact_channel_timed(["a b c"], [[1.0, 2.0]])[1] == [None]
+
+
+def test_what_analysts_get_has_single_spaces():
+    """Words split the same way in Python and in the database (where hit times are looked up)."""
+    from callscribe.redaction import redact_channel_timed
+
+    masked, timed = redact_channel_timed(["\ta  b\u00a0c 45678 ", "x"], [[1.0, 2.0, 3.0, 4.0], None])
+    assert masked == ["a b c [redacted]", "x"] and timed == [[1.0, 2.0, 3.0, 4.0], None]
