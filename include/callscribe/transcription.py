@@ -20,7 +20,15 @@ import numpy as np
 
 from callscribe.audio import TARGET_SR, Decoded, as_float
 from callscribe.batching import plan_batches
-from callscribe.chunking import DEFAULT_CHUNKING, Chunk, ChunkingParams, chunk_recording, chunking_for
+from callscribe.chunking import (
+    DEFAULT_CHUNKING,
+    FRAME_MS,
+    Chunk,
+    ChunkingParams,
+    chunk_recording,
+    chunking_for,
+    frame_len,
+)
 from callscribe.config import speaker_for
 from callscribe.engines import Engine, EngineOutOfMemory, Segment, Word
 from callscribe.errors import describe
@@ -151,8 +159,6 @@ def region_onsets(audio: np.ndarray, regions: Sequence[Region]) -> list[float]:
     A region begins with up to 0.4 s of context before the speech, and an engine may put the
     first word of a chunk at the chunk's very start (Whisper does): no word starts before this.
     Frame peaks only, in numpy: this runs for every chunk the GPU returns."""
-    from callscribe.chunking import FRAME_MS, frame_len
-
     x = np.abs(np.asarray(audio, dtype=np.float32))
     if np.issubdtype(np.asarray(audio).dtype, np.integer):
         x /= 32768.0  # int16 samples (the worker's packs): the floor below is in [-1, 1] units

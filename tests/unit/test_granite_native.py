@@ -19,13 +19,7 @@ from callscribe.engines.nar import checkpoint as ck
 from callscribe.engines.nar.config import NarConfig
 from callscribe.engines.nar.config_json import read_config
 from callscribe.engines.nar.features import LogMelFeatures, mel_filterbank
-from callscribe.engines.nar.modeling import (
-    GraniteNar,
-    ctc_collapse,
-    ctc_collapse_with_steps,
-    lengths_mask,
-    random_model,
-)
+from callscribe.engines.nar.modeling import GraniteNar, collapse_with_slots, random_model
 from callscribe.engines.nar.packed import cu_seqlens_for, per_item_attention, varlen_attention
 
 
@@ -76,14 +70,19 @@ def test_an_items_output_does_not_depend_on_its_batch(tiny):
     torch.testing.assert_close(reordered.logits[0], together.logits[3], atol=1e-5, rtol=1e-4)
 
 
+def _valid(lengths: torch.Tensor, size: int) -> torch.Tensor:
+    """A padded batch's mask of real frames."""
+    return torch.arange(size)[None, :] < lengths[:, None]
+
+
 def test_padding_is_masked_in_the_encoder(tiny):
     """Without the masks an item's last frames would see its batch neighbours' padding."""
     short, long_ = _waves([1.0, 6.0], seed=3)
     feats, lengths = tiny.features([short, long_])
     alone_feats, alone_len = tiny.features([short])
     with torch.no_grad():
-        batched = tiny.encoder(feats, lengths_mask(lengths, feats.shape[1]))
-        alone = tiny.encoder(alone_feats, lengths_mask(alone_len, alone_feats.shape[1]))
+        batched = tiny.encoder(feats, _valid(lengths, feats.shape[1]))
+        alone = tiny.encoder(alone_feats, _valid(alone_len, alone_feats.shape[1]))
     n = int(alone_len[0])
     torch.testing.assert_close(batched.exported[0, :n], alone.exported[0, :n], atol=1e-5, rtol=1e-4)
 
@@ -91,27 +90,27 @@ def test_padding_is_masked_in_the_encoder(tiny):
 def test_slots_interleave_blanks_and_keep_a_minimum():
     model = GraniteNar(NarConfig.tiny())
     b = model.cfg.blank_id
-    assert model.slots(torch.tensor([5, 7])).tolist() == [b, 5, b, 7, b, b, b, b]
-    ten = torch.arange(1, 11)
-    slots = model.slots(ten)
-    assert slots.numel() == 21 and slots[1::2].tolist() == ten.tolist() and set(slots[0::2].tolist()) == {b}
-    assert ctc_collapse(torch.tensor([b, 3, 3, b, 3, 4, 4, b]), b).tolist() == [3, 3, 4]
+    assert model.slot_list([5, 7]) == [b, 5, b, 7, b, b, b, b]
+    ten = list(range(1, 11))
+    slots = model.slot_list(ten)
+    assert len(slots) == 21 and slots[1::2] == ten and set(slots[0::2]) == {b}
+    assert collapse_with_slots([b, 3, 3, b, 3, 4, 4, b], b)[0] == [3, 3, 4]
 
 
 def test_the_minimum_of_slots_comes_from_the_config():
     cfg = NarConfig.tiny()
     cfg.min_slots = 12
     model = GraniteNar(cfg)
-    assert model.slots(torch.tensor([5, 7])).numel() == 12
-    assert model.slots(torch.arange(1, 8)).numel() == 15  # 2n + 1 once above the minimum
+    assert len(model.slot_list([5, 7])) == 12
+    assert len(model.slot_list(list(range(1, 8)))) == 15  # 2n + 1 once above the minimum
 
 
 def test_each_draft_token_keeps_the_step_its_run_starts_at():
     b = 9
-    ids, steps = ctc_collapse_with_steps(torch.tensor([b, 3, 3, b, 3, 4, 4, b, b, 5]), b)
-    assert ids.tolist() == [3, 3, 4, 5] and steps.tolist() == [1, 4, 5, 9]
-    ids, steps = ctc_collapse_with_steps(torch.tensor([b, b]), b)
-    assert ids.tolist() == [] and steps.tolist() == []
+    ids, steps = collapse_with_slots([b, 3, 3, b, 3, 4, 4, b, b, 5], b)
+    assert ids == [3, 3, 4, 5] and steps == [1, 4, 5, 9]
+    ids, steps = collapse_with_slots([b, b], b)
+    assert ids == [] and steps == []
     cfg = NarConfig.full()
     assert cfg.frame_s == pytest.approx(0.02) and cfg.draft_step_s == pytest.approx(0.08)
 

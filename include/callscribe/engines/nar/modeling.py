@@ -28,19 +28,6 @@ from callscribe.engines.nar.packed import cu_seqlens_for, varlen_attention
 MASKED = -1e30  # a finite "minus infinity": fully padded rows stay finite instead of NaN
 
 
-def ctc_collapse(ids: torch.Tensor, blank: int) -> torch.Tensor:
-    """Greedy CTC: merge repeats, drop blanks."""
-    return ctc_collapse_with_steps(ids, blank)[0]
-
-
-def ctc_collapse_with_steps(ids: torch.Tensor, blank: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Greedy CTC that also says where: each kept token and the step its run starts at."""
-    starts = torch.ones_like(ids, dtype=torch.bool)
-    starts[1:] = ids[1:] != ids[:-1]
-    keep = starts & (ids != blank)
-    return ids[keep], torch.nonzero(keep).flatten()
-
-
 def collapse_with_slots(ids: list[int], blank: int) -> tuple[list[int], list[int]]:
     """Greedy CTC on a host list (no device syncs): kept tokens and the slot each run starts at."""
     tokens, slots = [], []
@@ -99,10 +86,6 @@ def token_spans(starts: list[float], step_s: float, duration: float,
 def bucketed(frames: int, block: int) -> int:
     """Frames rounded up to whole attention blocks, at least one (an item under 20 ms has none)."""
     return max(1, -(-frames // block)) * block
-
-
-def lengths_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
-    return torch.arange(size, device=lengths.device)[None, :] < lengths[:, None]
 
 
 def ragged_arange(counts: list[int]) -> np.ndarray:
@@ -475,19 +458,12 @@ class GraniteNar(nn.Module):
         self.editor = Editor(cfg.editor)
 
     def slot_list(self, draft: list[int]) -> list[int]:
-        """slots() on a host list."""
-        out = [self.cfg.blank_id] * max(2 * len(draft) + 1, self.cfg.min_slots)
-        out[1 : 2 * len(draft) : 2] = draft
-        return out
-
-    def slots(self, draft: torch.Tensor) -> torch.Tensor:
         """[a, b] -> [blank, a, blank, b, blank], padded with blanks to at least min_slots.
 
         min_slots is the config's min_edit_sequence_length (8): the original pads, transformers' port does not.
         """
-        n = draft.numel()
-        out = draft.new_full((max(2 * n + 1, self.cfg.min_slots),), self.cfg.blank_id)
-        out[1 : 2 * n : 2] = draft
+        out = [self.cfg.blank_id] * max(2 * len(draft) + 1, self.cfg.min_slots)
+        out[1 : 2 * len(draft) : 2] = draft
         return out
 
     def _hold(self, draft: list[int], steps: list[int], n: int, n_steps: int) -> tuple[list[int], list[int]]:
