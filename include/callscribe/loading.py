@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from callscribe import db
 from callscribe.errors import describe
 from callscribe.manifests import (
+    CONFIDENCE,
     SEGMENT_COLUMNS,
     WORD_STARTS,
     JobFailure,
@@ -56,6 +57,15 @@ def pg_real_array(values) -> str | None:
     return "{" + ",".join(f"{float(v):.3f}" for v in values) + "}"
 
 
+def confidences(df: pd.DataFrame) -> list[float | None]:
+    """Each row's confidence for COPY (4 decimals), None (NULL) where it has none: a whole shard
+    from before confidences, or an engine without them (a null column reads as None or NaN)."""
+    if CONFIDENCE not in df:
+        return [None] * len(df)
+    values = pd.to_numeric(df[CONFIDENCE], errors="coerce").astype("float64").round(4)
+    return values.astype(object).where(values.notna(), None).tolist()
+
+
 def redacted(df: pd.DataFrame) -> tuple[list[str], list[list[float] | None]]:
     """Each row's text with numbers masked and its word times lined up with the masked text, a
     channel of a recording at a time (rows sorted by recording, channel and seq), so a number
@@ -93,10 +103,11 @@ def load_shard(engine: Engine, uri: str, df: pd.DataFrame, info: ShardInfo) -> L
             mine = df[df["recording_id"].isin(ok)].sort_values(["recording_id", "channel", "seq"])
             texts, starts = redacted(mine)
             rows = (
-                (*row, pg_real_array(ws), red)
-                for row, ws, red in zip(mine[SEGMENT_COLUMNS].itertuples(index=False, name=None), starts,
-                                        texts, strict=True))
-            segments = db.copy_rows(conn, "stage_segments", [*SEGMENT_COLUMNS, WORD_STARTS, "text_redacted"], rows)
+                (*row, pg_real_array(ws), red, conf)
+                for row, ws, red, conf in zip(mine[SEGMENT_COLUMNS].itertuples(index=False, name=None), starts,
+                                              texts, confidences(mine), strict=True))
+            segments = db.copy_rows(conn, "stage_segments",
+                                    [*SEGMENT_COLUMNS, WORD_STARTS, "text_redacted", CONFIDENCE], rows)
             conn.execute(db.q("load_replace"), {"ids": ok, "engine": info.engine, "run_id": info.run_id})
         failed = 0
         for rid, reason in reasons.items():

@@ -21,6 +21,9 @@ SEGMENT_COLUMNS = ["recording_id", "channel", "seq", "speaker", "start_s", "end_
 # Optional in a shard (shards from before word times lack it): per segment, when each of its
 # text's whitespace-separated words starts, in seconds in the recording; null when unknown.
 WORD_STARTS = "word_starts"
+# Optional in a shard too (shards from before confidences lack it): the engine's confidence in
+# the segment, in [0, 1]; null when the engine has none.
+CONFIDENCE = "confidence"
 _META_KEY = b"callscribe"
 
 

@@ -48,6 +48,9 @@ class PlacedSegment:
     # search hit jumps to its word); empty when the engine gave no word times or its words do
     # not line up with the text.
     word_starts: tuple[float, ...] = ()
+    # The engine's confidence in the segment it comes from, in [0, 1] (engines.Segment); None when
+    # the engine has none. A segment split over two regions gives both pieces its confidence.
+    confidence: float | None = None
 
 
 def _prepare(engine: Engine, audios: Sequence[np.ndarray], idx: list[int]) -> Any:
@@ -205,22 +208,23 @@ def place(regions: Sequence[Region], channel: int, segs: list[Segment],
                 groups.append((k, [w]))
         if len(groups) == 1:  # the engine's own text, timed by its words
             k, words = groups[0]
-            out.append(_placed(channel, regions[k], words[0].start, words[-1].end, s.text, words))
+            out.append(_placed(channel, regions[k], words[0].start, words[-1].end, s.text, words, s.confidence))
         elif groups:
             for k, words in groups:
                 out.append(_placed(channel, regions[k], words[0].start, words[-1].end,
-                                   " ".join(w.text for w in words if w.text), words))
+                                   " ".join(w.text for w in words if w.text), words, s.confidence))
         else:
             overlaps = [min(s.end, e) - max(s.start, a) for a, e in zip(starts, ends, strict=True)]
-            out.append(_placed(channel, regions[int(np.argmax(overlaps))], s.start, s.end, s.text))
+            out.append(_placed(channel, regions[int(np.argmax(overlaps))], s.start, s.end, s.text,
+                               confidence=s.confidence))
     return out
 
 
 def _placed(channel: int, region: Region, start: float, end: float, text: str,
-            words: Sequence[Word] = ()) -> PlacedSegment:
+            words: Sequence[Word] = (), confidence: float | None = None) -> PlacedSegment:
     a = round(float(_to_recording(region, max(0.0, start))), 3)
     b = round(float(max(a, _to_recording(region, end))), 3)
-    return PlacedSegment(channel, a, b, text, word_starts(region, text, words, a, b))
+    return PlacedSegment(channel, a, b, text, word_starts(region, text, words, a, b), confidence)
 
 
 def word_starts(region: Region, text: str, words: Sequence[Word], lo: float, hi: float) -> tuple[float, ...]:

@@ -18,7 +18,7 @@ from callscribe.audit import audit_day
 from callscribe.config import s3_settings
 from callscribe.discovery import day_prefix
 from callscribe.loading import load_shards
-from callscribe.manifests import SEGMENT_COLUMNS, WORD_STARTS, RecordingEntry, ShardInfo, to_parquet
+from callscribe.manifests import CONFIDENCE, SEGMENT_COLUMNS, WORD_STARTS, RecordingEntry, ShardInfo, to_parquet
 from callscribe.samples import sample_files
 from tests import chaos
 
@@ -37,7 +37,7 @@ def upload_day(s3, day: date, copies: int = 1, files=None) -> int:
 def load_call(pg, s3, key: str, day: date, segments: list[tuple], metadata: dict | None = None,
               agent: str = "t1") -> int:
     """One two-channel call loaded through the real loader, from (channel, speaker, start, end, text[,
-    word starts]) rows in order; returns its recording id."""
+    word starts[, confidence]]) rows in order; returns its recording id."""
     with pg.begin() as c:
         rid = c.execute(sa.text(
             "INSERT INTO recordings (bucket, object_key, etag, call_date, call_id, agent_id, status, channels, "
@@ -47,13 +47,14 @@ def load_call(pg, s3, key: str, day: date, segments: list[tuple], metadata: dict
              "m": json.dumps(metadata or {})}).scalar_one()
     seq = {0: 0, 1: 0}
     rows = []
-    for ch, speaker, start, end, text, *words in segments:
-        rows.append((rid, ch, seq[ch], speaker, start, end, text, words[0] if words else None))
+    for ch, speaker, start, end, text, *extra in segments:
+        rows.append((rid, ch, seq[ch], speaker, start, end, text, extra[0] if extra else None,
+                     extra[1] if len(extra) > 1 else None))
         seq[ch] += 1
     info = ShardInfo(job_id=f"load-{rid}", run_id=f"load-{key}", engine="test", batches=[],
                      recordings=[RecordingEntry(recording_id=rid, n_channels=2)])
     uri = s3.uri(f"_callscribe/tests/load-{rid}.parquet")
-    s3.put_bytes(uri, to_parquet(pd.DataFrame(rows, columns=[*SEGMENT_COLUMNS, WORD_STARTS]), info))
+    s3.put_bytes(uri, to_parquet(pd.DataFrame(rows, columns=[*SEGMENT_COLUMNS, WORD_STARTS, CONFIDENCE]), info))
     load_shards(s3, pg, [uri])
     return rid
 

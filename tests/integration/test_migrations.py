@@ -68,8 +68,50 @@ def test_every_new_revision_goes_down_and_up(pg):
         with pg.connect() as c:
             columns = c.execute(sa.text("SELECT column_name FROM information_schema.columns "
                                         "WHERE table_name = 'segments'")).scalars().all()
-            assert "word_starts" not in columns and "next_text" in columns
+            assert "word_starts" not in columns and "next_text" in columns and "confidence" not in columns
     finally:
         db.migrate(pg)
     with pg.connect() as c:
         assert c.execute(sa.text("SELECT count(*) FROM analytics.search('refund', max_hits => 1000)")).scalar_one() == n
+
+
+def test_confidence_goes_down_and_up_and_shards_from_before_it_load_null(pg, s3):
+    """0010: segments.confidence comes and goes; a load of a shard without the column (written
+    before it) and one with it, together, keeps both: NULL for the old one's rows."""
+    import pandas as pd
+
+    from callscribe.loading import load_shards
+    from callscribe.manifests import CONFIDENCE, SEGMENT_COLUMNS, RecordingEntry, ShardInfo, to_parquet
+
+    def columns() -> list[str]:
+        with pg.connect() as c:
+            return c.execute(sa.text("SELECT column_name FROM information_schema.columns "
+                                     "WHERE table_name = 'segments'")).scalars().all()
+
+    _to(pg, "0009")
+    try:
+        assert CONFIDENCE not in columns()
+    finally:
+        db.migrate(pg)
+    assert CONFIDENCE in columns()
+    ids, uris = [], []
+    with pg.begin() as c:
+        for i in range(2):
+            ids.append(c.execute(sa.text(
+                "INSERT INTO recordings (bucket, object_key, etag, call_date, call_id, status, channels, last_run_id) "
+                "VALUES ('calls', :k, 'e', '2026-09-18', :k, 'chunked', 1, 'confidence-mix') RETURNING id"),
+                {"k": f"calls/2026/09/18/confidence-{i}.wav"}).scalar_one())
+    old = pd.DataFrame([(ids[0], 0, 0, "mixed", 0.0, 1.0, "written before confidences")], columns=SEGMENT_COLUMNS)
+    new = pd.DataFrame([(ids[1], 0, 0, "mixed", 0.0, 1.0, "written after", 0.87),
+                        (ids[1], 0, 1, "mixed", 1.0, 2.0, "no confidence here", None)],
+                       columns=[*SEGMENT_COLUMNS, CONFIDENCE])
+    for rid, df in zip(ids, (old, new), strict=True):
+        info = ShardInfo(job_id=f"mix-{rid}", run_id="confidence-mix", engine="test", batches=[],
+                         recordings=[RecordingEntry(recording_id=rid, n_channels=1)])
+        uris.append(s3.put_bytes(s3.uri(f"_callscribe/tests/confidence-{rid}.parquet"), to_parquet(df, info)))
+    assert load_shards(s3, pg, uris).recordings == 2
+    with pg.connect() as c:
+        got = c.execute(sa.text("SELECT recording_id, confidence FROM segments WHERE recording_id = ANY(:ids) "
+                                "ORDER BY recording_id, seq"), {"ids": ids}).all()
+    assert [(r, None if v is None else round(v, 4)) for r, v in got] == [(ids[0], None), (ids[1], 0.87),
+                                                                          (ids[1], None)]

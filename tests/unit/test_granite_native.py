@@ -50,6 +50,28 @@ def test_tiny_model_turns_audio_into_token_ids(tiny):
         assert out.draft_times(i) == [round(s * 0.08, 6) for s in steps]
 
 
+def test_each_output_token_has_its_probability(tiny):
+    """token_probs: the editor's softmax maximum at the slot each final token's run starts at."""
+    waves = _waves([3.0, 1.2])
+    out = tiny.transcribe(waves, return_logits=True, token_probs=True)
+    assert [len(p) for p in out.token_probs] == [len(t) for t in out.tokens]
+    for tokens, probs, logits in zip(out.tokens, out.token_probs, out.logits, strict=True):
+        softmax = logits.softmax(-1)
+        ids = logits.argmax(-1).tolist()
+        kept, slots = collapse_with_slots(ids, tiny.cfg.blank_id)
+        assert kept == tokens
+        assert probs == pytest.approx([float(softmax[s].max()) for s in slots], rel=1e-4)
+        assert all(0 < p <= 1 for p in probs)
+    plain = tiny.transcribe(waves)
+    assert plain.tokens == out.tokens and plain.token_probs == []  # asked for only; the ids do not change
+
+
+def test_the_engines_confidence_is_the_mean_token_probability():
+    from callscribe.engines.granite_native import mean_probability
+
+    assert mean_probability([0.5, 1.0]) == 0.75 and mean_probability([]) is None
+
+
 def test_a_held_draft_has_the_asked_length(tiny):
     out = tiny.transcribe(_waves([2.0, 5.0]), draft_tokens_per_s=4.0, return_logits=True)
     assert [len(d) for d in out.drafts] == [8, 20]

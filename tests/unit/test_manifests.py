@@ -60,3 +60,23 @@ def test_a_run_with_manifests_from_before_and_after_packing_plans_them_together(
     back = chunks_from_frame(pd.concat([old, new], ignore_index=True))
     assert back == [_chunk(0), _chunk(1), _chunk(3)]
     assert back[0].region_map() == [(0.0, 0.0, 1.0)] and back[2].pack_rate == 8000
+
+
+def test_shards_from_before_confidences_load_null_beside_new_ones():
+    """The confidence column is optional: a shard written before it, a shard of an engine without
+    confidences (an all-null column) and a new one each give the loader a value or None per row."""
+    from callscribe.loading import confidences
+    from callscribe.manifests import CONFIDENCE, SEGMENT_COLUMNS, WORD_STARTS
+
+    rows = [(7, 0, 0, "agent", 0.0, 1.0, "hello", None), (7, 0, 1, "agent", 1.5, 2.0, "there", [1.5])]
+    old, _ = from_parquet(to_parquet(pd.DataFrame(rows, columns=[*SEGMENT_COLUMNS, WORD_STARTS]), {}))
+    none, _ = from_parquet(to_parquet(pd.DataFrame([(*r, None) for r in rows],
+                                                   columns=[*SEGMENT_COLUMNS, WORD_STARTS, CONFIDENCE]), {}))
+    new, _ = from_parquet(to_parquet(pd.DataFrame([(*rows[0], 0.91234567), (*rows[1], None)],
+                                                  columns=[*SEGMENT_COLUMNS, WORD_STARTS, CONFIDENCE]), {}))
+    assert CONFIDENCE not in old
+    assert confidences(old) == [None, None]
+    assert confidences(none) == [None, None]
+    assert confidences(new) == [0.9123, None]
+    # Frames of both kinds put together (as a reader of several shards would) keep the same values.
+    assert confidences(pd.concat([old, new], ignore_index=True)) == [None, None, 0.9123, None]

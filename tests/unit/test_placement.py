@@ -133,3 +133,21 @@ def test_onsets_read_int16_packs_as_the_worker_has_them():
     assert as_int == region_onsets(x.astype(np.float32) / 32768, regions)[0]
     assert abs(as_int - 0.40) <= 0.035
     assert region_onsets(np.zeros(0, np.int16), regions) == [0.0]  # no audio: the region's start
+
+
+def test_each_piece_of_a_segment_keeps_the_engines_confidence():
+    words = (Word(0.3, 0.7, "Thank"), Word(0.7, 1.2, "you."), Word(2.3, 2.6, "Is"), Word(2.6, 3.1, "that"))
+    pieces = place(REGIONS, 0, [Segment(0.3, 3.1, "Thank you. Is that", words, confidence=0.83)])
+    assert [(p.text, p.confidence) for p in pieces] == [("Thank you.", 0.83), ("Is that", 0.83)]
+    assert place(REGIONS, 0, [Segment(2.5, 4.0, "No words.", confidence=0.5)])[0].confidence == 0.5
+    assert place(REGIONS, 0, [Segment(2.5, 4.0, "No confidence.")])[0].confidence is None
+
+
+def test_whisper_confidence_is_the_segments_mean_token_probability():
+    import math
+
+    from callscribe.engines.whisper import confidence
+
+    assert confidence(math.log(0.8)) == 0.8
+    assert confidence(0.0) == 1.0 and confidence(-50.0) == 0.0
+    assert confidence(None) is None and confidence(float("nan")) is None

@@ -26,12 +26,17 @@ class Segment:
     and the words say where a segment that crosses from one region to the next is split.
     An engine without word times leaves it empty; its segments then go whole to the region
     they overlap most.
+
+    ``confidence`` (optional) is the engine's own belief in the text, in [0, 1] (Whisper: the
+    exponent of the segment's mean token log-probability; native Granite: the mean probability
+    of its output tokens); None for an engine with no such notion.
     """
 
     start: float
     end: float
     text: str
     words: tuple[Word, ...] = ()
+    confidence: float | None = None
 
 
 class EngineOutOfMemory(RuntimeError):

@@ -117,6 +117,14 @@ def timed_words(tokenizer: Any, ids: list[int], times: list[tuple[float, float]]
     return words
 
 
+def mean_probability(probs: list[float]) -> float | None:
+    """The mean of the output tokens' probabilities (the editor's softmax maximum at each), in [0, 1];
+    None without tokens."""
+    if not len(probs):
+        return None
+    return round(min(1.0, max(0.0, float(sum(probs)) / len(probs))), 4)
+
+
 class GraniteNarNativeEngine(TorchEngine):
     name = "granite-nar-native"
 
@@ -185,21 +193,23 @@ class GraniteNarNativeEngine(TorchEngine):
         torch = self.torch
         try:
             waves = [t.to(self.device, non_blocking=True) for t in tensors]
-            out = self.model.transcribe(waves, draft_tokens_per_s=self.draft_tokens_per_s)
+            out = self.model.transcribe(waves, draft_tokens_per_s=self.draft_tokens_per_s, token_probs=True)
         except torch.cuda.OutOfMemoryError as exc:
             torch.cuda.empty_cache()
             raise EngineOutOfMemory(str(exc)) from exc
-        return [self._segments(ids, times, d)
-                for ids, times, d in zip(out.tokens, out.token_times, durations, strict=True)]
+        return [self._segments(ids, times, d, probs)
+                for ids, times, d, probs in zip(out.tokens, out.token_times, durations, out.token_probs, strict=True)]
 
-    def _segments(self, ids: list[int], times: list[tuple[float, float]], duration: float) -> list[Segment]:
+    def _segments(self, ids: list[int], times: list[tuple[float, float]], duration: float,
+                  probs: list[float] = ()) -> list[Segment]:
         """One segment per chunk, its text the full decode (as without word times), spanning the
-        chunk as before; its words say when each was spoken."""
+        chunk as before; its words say when each was spoken, its confidence is the mean
+        probability of its tokens."""
         text = self.decode(ids)
         if not text:
             return []
         words = timed_words(self.tokenizer, ids, times, duration, self._word_start)
-        return [Segment(0.0, duration, text, words=tuple(words))]
+        return [Segment(0.0, duration, text, words=tuple(words), confidence=mean_probability(probs))]
 
     def token_outputs(self, batch: list[np.ndarray]) -> list[ItemOutput]:
         """Token ids, text and editor logits per chunk (for `callscribe parity`)."""

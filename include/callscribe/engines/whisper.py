@@ -6,6 +6,7 @@ CALLSCRIBE_WHISPER_MODEL_DIR to use another CTranslate2 Whisper model from a loc
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -78,4 +79,11 @@ def _segment(s, dur: float) -> Segment:
     start = _clamp(s.start, dur)
     words = tuple(Word(_clamp(w.start, dur), _clamp(max(w.start, w.end), dur), w.word.strip())
                   for w in (s.words or ()) if w.word.strip())
-    return Segment(start, max(start, _clamp(s.end, dur)), s.text.strip(), words)
+    return Segment(start, max(start, _clamp(s.end, dur)), s.text.strip(), words, confidence(s.avg_logprob))
+
+
+def confidence(avg_logprob: float | None) -> float | None:
+    """A segment's mean token probability (geometric): exp of faster-whisper's avg_logprob, in [0, 1]."""
+    if avg_logprob is None or not math.isfinite(avg_logprob):
+        return None
+    return round(min(1.0, math.exp(avg_logprob)), 4)

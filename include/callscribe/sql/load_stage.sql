@@ -7,5 +7,6 @@ CREATE TEMP TABLE stage_segments (
     end_s        real NOT NULL,
     text         text NOT NULL,
     word_starts  real[],
-    text_redacted text NOT NULL
+    text_redacted text NOT NULL,
+    confidence   real
 ) ON COMMIT DROP

@@ -436,6 +436,9 @@ class NarOutput:
     # Per final token, (start, end) in seconds from the item's start (see slot_times): a chunk
     # packs several speech regions, and word times say where its text is split back into them.
     token_times: list[list[tuple[float, float]]] = field(default_factory=list)
+    # Per final token, the editor's probability of it at the slot its run starts at (its softmax
+    # maximum): the engine's confidence in the token. Empty lists unless asked for.
+    token_probs: list[list[float]] = field(default_factory=list)
 
     def draft_times(self, item: int) -> list[float]:
         """Start time in seconds, from the item's start, of each draft token (a step's start)."""
@@ -476,25 +479,34 @@ class GraniteNar(nn.Module):
         return draft + fill, steps + [max(n_steps - 1, 0)] * len(fill)
 
     @staticmethod
-    def _argmax_rows(hidden: torch.Tensor, head, rows: int, keep: bool = False) -> tuple[list[int], list[torch.Tensor]]:
+    def _argmax_rows(hidden: torch.Tensor, head, rows: int, keep: bool = False,
+                     prob_scale: float | None = None) -> tuple[list[int], list[torch.Tensor], list[float]]:
         """Argmax of a vocabulary-wide head over ``hidden``, ``rows`` at a time (the logits of a whole
-        batch would take gigabytes), as one host list; and the head's outputs when ``keep``."""
-        best, kept = [], []
+        batch would take gigabytes), as one host list; the head's outputs when ``keep``; and with
+        ``prob_scale`` (the head's logits scaling) each row's softmax maximum, as a host list."""
+        best, kept, probs = [], [], []
         for part in hidden.split(rows):
             lg = head(part)
             best.append(lg.argmax(-1))
+            if prob_scale is not None:
+                # max softmax = exp(max - logsumexp), in float32 a slice at a time: a float copy of
+                # all the rows' logits would double what the head's output already holds.
+                lse = torch.cat([torch.logsumexp(x.float() / prob_scale, -1) for x in lg.split(512)])
+                probs.append(torch.exp(lg.amax(-1).float() / prob_scale - lse))
             if keep:
                 kept.append(lg)
-        return (torch.cat(best).tolist() if best else []), kept
+        return ((torch.cat(best).tolist() if best else []), kept,
+                (torch.cat(probs).tolist() if probs else []))
 
     @torch.inference_mode()
     def transcribe(self, waves: list[torch.Tensor], draft_tokens_per_s: float | None = None,
-                   return_logits: bool = False, lm_head_rows: int = 8192) -> NarOutput:
+                   return_logits: bool = False, lm_head_rows: int = 8192, token_probs: bool = False) -> NarOutput:
         """Waveforms (16 kHz mono) -> token ids, in one editor pass over the packed batch.
 
         Every stage runs on items laid end to end (Slots), not on a batch padded to its longest
         item. ``draft_tokens_per_s`` holds each draft at that many tokens per second of audio:
         random weights draft nonsense lengths, and the editor's cost depends on the draft length.
+        ``token_probs`` also gives each final token's probability (NarOutput.token_probs).
         """
         cfg, enc_cfg, proj_cfg = self.cfg, self.cfg.encoder, self.cfg.projector
         feats, lengths = self.features(waves)  # (B, longest, input_dim); n // 320 frames per item
@@ -513,7 +525,7 @@ class GraniteNar(nn.Module):
         w = enc_cfg.pool_window
         steps = [(n + w - 1) // w for n in frames]
         step_rows = _index(enc_slots.rows(per=w, counts=steps), device)
-        best, _ = self._argmax_rows(enc.pooled[0, step_rows], self.encoder.bpe_ctc, lm_head_rows)
+        best, _, _ = self._argmax_rows(enc.pooled[0, step_rows], self.encoder.bpe_ctc, lm_head_rows)
         found, offset = [], 0
         for n, wave in zip(steps, waves, strict=True):
             draft, first = collapse_with_slots(best[offset : offset + n], cfg.blank_id)
@@ -545,13 +557,17 @@ class GraniteNar(nn.Module):
         hidden = self.editor(packed, positions, cu_seqlens_for(seq_lens, device), max(seq_lens))
         text_rows = _index(np.flatnonzero(order >= sum(n_audio)), device)
         # Argmax of the raw products: dividing by logits_scaling (a power of two) changes no argmax.
-        flat, parts = self._argmax_rows(hidden[text_rows], self.editor.text_products, lm_head_rows, keep=return_logits)
+        flat, parts, probs = self._argmax_rows(hidden[text_rows], self.editor.text_products, lm_head_rows,
+                                               keep=return_logits,
+                                               prob_scale=cfg.editor.logits_scaling if token_probs else None)
 
         # The collapse and the slot -> time mapping are small list work on the host.
-        tokens, token_times, offset = [], [], 0
+        tokens, token_times, kept_probs, offset = [], [], [], 0
         sr = cfg.features.sample_rate
         for n, (_, first), wave in zip(n_text, found, waves, strict=True):
             kept, slots = collapse_with_slots(flat[offset : offset + n], cfg.blank_id)
+            if probs:
+                kept_probs.append([probs[offset + i] for i in slots])
             offset += n
             draft_times = [round(step * cfg.draft_step_s, 6) for step in first]
             tokens.append(kept)
@@ -560,7 +576,7 @@ class GraniteNar(nn.Module):
         if return_logits:
             per_item = list((torch.cat(parts).float() / cfg.editor.logits_scaling).split(n_text))
         return NarOutput(tokens=tokens, drafts=[d for d, _ in found], draft_steps=[s for _, s in found],
-                         step_s=cfg.draft_step_s, logits=per_item, token_times=token_times)
+                         step_s=cfg.draft_step_s, logits=per_item, token_times=token_times, token_probs=kept_probs)
 
 
 def editor_order(n_audio: list[int], n_text: list[int]) -> np.ndarray:

@@ -1,0 +1,133 @@
+"""`callscribe dataset` on transcribed calls: the sample calls through the real worker and loader
+(whisper-tiny, with its confidences), plus hand-made transcripts over real audio for the choices
+(a dictated number, a low and a missing confidence, a recording that is not done)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import date
+
+import pytest
+import soundfile as sf
+import sqlalchemy as sa
+
+from callscribe.dataset import SPLITS, split_of
+from callscribe.loading import load_shards
+from callscribe.samples import sample_dir
+from tests.integration.helpers import load_call, shards_for, upload_day
+from tests.unit.test_dataset import load_audiofolder
+
+pytestmark = pytest.mark.integration
+
+PIPELINE_DAY, HAND_DAY, NOT_DONE_DAY = date(2026, 12, 1), date(2026, 12, 2), date(2026, 12, 3)
+HAND_KEY = "calls/2026/12/02/dataset-hand.wav"
+NOT_DONE_KEY = "calls/2026/12/03/dataset-failed.wav"
+# Over call-0001.wav's turns: (channel, speaker, start, end, text, word starts, confidence).
+HAND = [
+    (0, "agent", 0.83, 6.38, "Thank you for calling Acme support, my name is Sarah.", None, 0.9),
+    (1, "customer", 7.83, 11.99, "Hi, I would like to cancel my account.", None, 0.8),
+    (0, "agent", 13.13, 17.82, "Can you give me your account number please?", None, 0.3),
+    (1, "customer", 19.27, 21.26, "Sure, it is four five six seven eight.", None, 0.95),  # masked: left out
+    (0, "agent", 22.5, 26.0, "Thank you.", None, None),  # an engine without confidences
+]
+CLI = [sys.executable, "-m", "callscribe.cli", "--profile", "test", "dataset", "--from", "2026-12-01",
+       "--to", "2026-12-03"]
+
+
+def _real_etag(pg, s3, key: str) -> None:
+    """load_call registers a made-up etag; the data set wants the object's own."""
+    etag, _ = s3.stat("calls", key)
+    with pg.begin() as c:
+        c.execute(sa.text("UPDATE recordings SET etag = :e WHERE object_key = :k"), {"e": etag, "k": key})
+
+
+@pytest.fixture(scope="module")
+def calls(pg, s3) -> list[str]:
+    upload_day(s3, PIPELINE_DAY)
+    _, shards = shards_for(s3, pg, PIPELINE_DAY, "dataset-run")
+    load_shards(s3, pg, shards)
+    audio = (sample_dir() / "call-0001.wav").read_bytes()
+    for key, day in ((HAND_KEY, HAND_DAY), (NOT_DONE_KEY, NOT_DONE_DAY)):
+        s3.put_bytes(s3.uri(key), audio)
+        load_call(pg, s3, key, day, HAND)
+        _real_etag(pg, s3, key)
+    with pg.begin() as c:  # transcribed once, then failed on a later reprocess: not used
+        c.execute(sa.text("UPDATE recordings SET status = 'failed' WHERE object_key = :k"), {"k": NOT_DONE_KEY})
+        keys = c.execute(sa.text("SELECT object_key FROM recordings WHERE call_date = :d AND status = 'done' "
+                                 "ORDER BY object_key"), {"d": PIPELINE_DAY}).scalars().all()
+    assert len(keys) == 3
+    return [*keys, HAND_KEY]
+
+
+def _rows(out) -> dict[str, list[dict]]:
+    return {s: [json.loads(line) for line in (out / s / "metadata.jsonl").read_text().splitlines()]
+            for s in SPLITS if (out / s / "metadata.jsonl").exists()}
+
+
+def test_the_engine_confidence_reaches_the_database(pg, calls):
+    with pg.connect() as c:
+        got = c.execute(sa.text("SELECT s.confidence FROM segments AS s JOIN recordings AS r ON r.id = s.recording_id "
+                                "WHERE r.call_date = :d"), {"d": PIPELINE_DAY}).scalars().all()
+    assert got and all(v is not None and 0 < v <= 1 for v in got)
+
+
+def test_a_data_set_of_the_calls(calls, tmp_path, monkeypatch):
+    out = tmp_path / "ds"
+    run = subprocess.run([*CLI, "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "train" in run.stdout and "masked number" in run.stdout
+    rows = _rows(out)
+    seen = {r["recording"] for split_rows in rows.values() for r in split_rows}
+    assert seen == set(calls)  # the failed recording is not used
+    for split, split_rows in rows.items():
+        nemo = [json.loads(line) for line in (out / f"{split}_manifest.jsonl").read_text().splitlines()]
+        assert len(nemo) == len(split_rows)
+        for r, n in zip(split_rows, nemo, strict=True):
+            assert split_of(r["recording"]) == split  # by recording, never by example
+            audio, rate = sf.read(out / split / r["file_name"])
+            assert rate == 16_000 and audio.ndim == 1
+            assert len(audio) / rate == pytest.approx(r["duration"], abs=1e-3) and 0.2 < r["duration"] <= 30.2
+            assert n["audio_filepath"] == f"{split}/{r['file_name']}" and n["text"] == r["text"]
+            assert (out / n["audio_filepath"]).exists()
+    hand = [r for r in rows[split_of(HAND_KEY)] if r["recording"] == HAND_KEY]
+    assert [r["text"] for r in hand] == [s[4] for s in HAND if "four five" not in s[4]]
+    # Each example is its segment with up to 0.1 s either side.
+    assert [r["duration"] for r in hand] == pytest.approx([s[3] - s[2] + 0.2 for s in HAND if "four" not in s[4]],
+                                                          abs=0.002)
+    whole = json.dumps(rows)
+    assert "four five six" not in whole and "[redacted]" not in whole
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["left_out"]["pii"] >= 1
+    assert sum(summary["examples"].values()) == sum(len(v) for v in rows.values())
+
+    ds = load_audiofolder(out, tmp_path / "hf-cache", monkeypatch)
+    assert {name: len(part) for name, part in ds.items()} == {s: len(v) for s, v in rows.items()}
+    for name, part in ds.items():
+        assert sorted(part["text"]) == sorted(r["text"] for r in rows[name])
+        assert all(p["path"].startswith(str(out / name)) for p in part["audio"])
+
+
+def test_min_confidence_leaves_out_unsure_and_unknown_segments(pg, calls, tmp_path):
+    out = tmp_path / "ds"
+    run = subprocess.run([*CLI, "--out", str(out), "--min-confidence", "0.5"], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "below confidence 0.5" in run.stdout
+    hand = [r["text"] for r in _rows(out)[split_of(HAND_KEY)] if r["recording"] == HAND_KEY]
+    assert hand == [HAND[0][4], HAND[1][4]]
+    summary = json.loads((out / "summary.json").read_text())
+    with pg.connect() as c:
+        low = c.execute(sa.text(
+            "SELECT count(*) FROM segments AS s JOIN recordings AS r ON r.id = s.recording_id "
+            "WHERE r.status = 'done' AND r.call_date BETWEEN '2026-12-01' AND '2026-12-03' AND s.confidence < 0.5 "
+            "AND s.text = s.text_redacted")).scalar_one()
+    assert summary["left_out"]["low_confidence"] == low and low >= 1
+    assert summary["left_out"]["no_confidence"] == 1
+
+
+def test_the_folder_must_be_new_or_empty(calls, tmp_path):
+    (tmp_path / "something").write_text("")
+    run = subprocess.run([*CLI, "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "not empty" in run.stderr
