@@ -28,6 +28,7 @@ import numpy as np
 import webrtcvad
 
 from callscribe.audio import TARGET_SR, Decoded, resample
+from callscribe.diarization import DEFAULT_DIARIZATION, Diarization, DiarizationParams, diarize
 
 FRAME_MS = 30
 VAD_RATES = (8000, 16000, 32000, 48000)
@@ -42,6 +43,10 @@ class ChunkingParams:
     cut_search_s: float = 5.0  # a too-long region is cut at its quietest frame in this window before the limit
     vad_aggressiveness: int = 2
     min_speech_s: float = 0.12  # shorter blips are noise
+    # Mono recordings only: find who speaks when (callscribe.diarization) and keep every chunk
+    # to one speaker; at most ``speakers`` voices (the hint; a call has two parties).
+    diarize: bool = False
+    speakers: int = 2
 
 
 DEFAULT_CHUNKING = ChunkingParams()
@@ -60,6 +65,7 @@ class Chunk:
     index: int  # position among the channel's chunks
     rate: int  # the samples chunked: the source rate, or 16 kHz for rates the VAD does not take
     regions: tuple[tuple[int, int], ...]  # (start, end) sample offsets in the channel at ``rate``, in order
+    speaker: int | None = None  # diarized mono recordings: the chunk's one speaker (0 speaks first)
 
     @property
     def start(self) -> int:
@@ -206,26 +212,59 @@ def pack(spans: list[tuple[int, int]], limit: int, together: bool = True) -> lis
     return groups
 
 
+def speech_regions(x: np.ndarray, rate: int, params: ChunkingParams = DEFAULT_CHUNKING,
+                   ) -> tuple[int, list[tuple[int, int]]]:
+    """A channel's frame count and its speech runs (first frame, end frame), blips dropped."""
+    flags = speech_frames(x, rate, params.vad_aggressiveness)
+    min_frames = max(1, int(params.min_speech_s * 1000 / FRAME_MS))
+    return flags.size, frames_to_regions(flags, min_frames)
+
+
+def diarize_channel(x: np.ndarray, rate: int, params: ChunkingParams = DEFAULT_CHUNKING,
+                    regions: list[tuple[int, int]] | None = None,
+                    settings: DiarizationParams | None = None, energy: np.ndarray | None = None) -> Diarization:
+    """Who speaks when on one int16 channel (frames of FRAME_MS), from its speech runs (found
+    here unless given); ``settings`` default to the diarizer's with ``params.speakers``."""
+    if regions is None:
+        regions = speech_regions(x, rate, params)[1]
+    settings = settings or replace(DEFAULT_DIARIZATION, max_speakers=params.speakers)
+    return diarize(_frames(x, rate), rate, regions, FRAME_MS / 1000, settings, energy)
+
+
+def _energy(frames: np.ndarray, spans: list[tuple[int, int]], n: int) -> np.ndarray:
+    """RMS per frame inside the spans (where cuts are looked for), 0 elsewhere."""
+    energy = np.zeros(n, dtype=np.float32)
+    for a, b in spans:
+        f = frames[a:b].astype(np.float32)
+        energy[a:b] = np.sqrt(np.mean(f * f, axis=1))
+    return energy
+
+
 def chunk_channel(x: np.ndarray, rate: int, channel: int,
                   params: ChunkingParams = DEFAULT_CHUNKING) -> list[Chunk]:
-    """The speech chunks of one int16 channel at a rate the VAD takes (see VAD_RATES)."""
-    flags = speech_frames(x, rate, params.vad_aggressiveness)
-    n = flags.size
-    if n == 0:
-        return []
-    min_frames = max(1, int(params.min_speech_s * 1000 / FRAME_MS))
-    regions = frames_to_regions(flags, min_frames)
+    """The speech chunks of one int16 channel at a rate the VAD takes (see VAD_RATES).
+
+    With ``params.diarize`` the channel's speakers are told apart first: each chunk then
+    holds one speaker's speech (its ``speaker``), see :func:`chunk_turns`.
+    """
+    n, regions = speech_regions(x, rate, params)
     if not regions:
         return []
+    speaker, energy = None, None
+    if params.diarize:
+        # The diarizer picks the loudest frames to analyse from the energy the cuts need anyway.
+        energy = _energy(_frames(x, rate), join_close(regions, _ms_frames(params.max_merge_gap_s)), n)
+        diarization = diarize_channel(x, rate, params, regions, energy=energy)
+        if diarization.n_speakers > 1:
+            return chunk_turns(x, rate, channel, diarization.turns, params, n, energy)
+        speaker = 0
     if params.pack and len(x) <= params.max_chunk_s * rate:
         # A channel that fits in one chunk goes whole: nothing to gain from cutting it,
         # and the model hears exactly what it would hear decoding the file by itself.
-        return [Chunk(channel, 0, rate, ((0, len(x)),))]
+        return [Chunk(channel, 0, rate, ((0, len(x)),), speaker)]
     # Cuts are only looked for inside joined regions: only their frames need an energy.
-    frames, energy = _frames(x, rate), np.zeros(n, dtype=np.float32)
-    for a, b in join_close(regions, _ms_frames(params.max_merge_gap_s)):
-        f = frames[a:b].astype(np.float32)
-        energy[a:b] = np.sqrt(np.mean(f * f, axis=1))
+    if energy is None:
+        energy = _energy(_frames(x, rate), join_close(regions, _ms_frames(params.max_merge_gap_s)), n)
     spans = plan_regions(regions, energy, params, n)
     size, total = frame_len(rate), len(x)
     limit = int(params.max_chunk_s * rate)
@@ -235,7 +274,66 @@ def chunk_channel(x: np.ndarray, rate: int, channel: int,
         return a * size, min(end, a * size + limit)
 
     groups = pack([samples(a, b) for a, b in spans], limit, together=params.pack)
-    return [Chunk(channel, i, rate, tuple(g)) for i, g in enumerate(groups)]
+    return [Chunk(channel, i, rate, tuple(g), speaker) for i, g in enumerate(groups)]
+
+
+def join_turns(turns: tuple[tuple[int, int, int], ...] | list[tuple[int, int, int]],
+               max_gap: int) -> list[tuple[int, int, int]]:
+    """Consecutive turns (frames) of one speaker at most max_gap apart become one, pause included;
+    a turn of another speaker in between keeps them apart."""
+    out: list[tuple[int, int, int]] = []
+    for a, b, s in turns:
+        if out and out[-1][2] == s and a - out[-1][1] <= max_gap:
+            out[-1] = (out[-1][0], b, s)
+        else:
+            out.append((a, b, s))
+    return out
+
+
+def plan_turns(turns: list[tuple[int, int, int]], energy: np.ndarray, params: ChunkingParams,
+               n_frames: int) -> list[tuple[int, int, int]]:
+    """Speaker turns (frames, joined) -> padded spans (first frame, end frame, speaker) in time order.
+
+    As :func:`plan_regions`, except that context never reaches into another speaker's turn:
+    the pause between two speakers is shared at its middle (no context where they touch).
+    """
+    pad = _ms_frames(params.pad_s)
+    limit = max(1, int(params.max_chunk_s * 1000 / FRAME_MS))
+    max_len = max(1, limit - 2 * pad)
+    search = max(1, _ms_frames(params.cut_search_s))
+    out: list[tuple[int, int, int]] = []
+    for j, (a, b, s) in enumerate(turns):
+        lo_bound = (turns[j - 1][1] + a) // 2 if j else 0
+        hi_bound = (b + turns[j + 1][0] + 1) // 2 if j + 1 < len(turns) else n_frames
+        pieces = split_long(a, b, max_len, energy, search)
+        for k, (pa, pb) in enumerate(pieces):
+            lo = max(pa - pad, lo_bound) if k == 0 else pa
+            hi = min(pb + pad, hi_bound) if k == len(pieces) - 1 else pb
+            lo = max(lo, out[-1][1] if out else 0)
+            out.append((lo, min(hi, n_frames), s))
+    return out
+
+
+def chunk_turns(x: np.ndarray, rate: int, channel: int, turns: tuple[tuple[int, int, int], ...],
+                params: ChunkingParams, n: int, energy: np.ndarray | None = None) -> list[Chunk]:
+    """Chunks of a channel with several speakers: each speaker's turns padded and packed on their
+    own (as a stereo call's channels are), so no chunk mixes two voices; chunks in time order.
+    ``energy``: per frame, at least over the joined turns (where cuts are looked for)."""
+    joined = join_turns(turns, _ms_frames(params.max_merge_gap_s))
+    if energy is None:
+        energy = _energy(_frames(x, rate), [(a, b) for a, b, _ in joined], n)
+    spans = plan_turns(joined, energy, params, n)
+    size, total = frame_len(rate), len(x)
+    limit = int(params.max_chunk_s * rate)
+
+    def samples(a: int, b: int) -> tuple[int, int]:
+        end = total if b >= n else b * size
+        return a * size, min(end, a * size + limit)
+
+    groups = [(s, g) for s in sorted({s for _, _, s in spans})
+              for g in pack([samples(a, b) for a, b, t in spans if t == s], limit, together=params.pack)]
+    groups.sort(key=lambda sg: sg[1][0][0])
+    return [Chunk(channel, i, rate, tuple(g), s) for i, (s, g) in enumerate(groups)]
 
 
 def pack_rate(rate: int) -> int:
@@ -264,6 +362,8 @@ def chunk_recording(decoded: Decoded, params: ChunkingParams = DEFAULT_CHUNKING,
     resamples them when it reads the pack).
     """
     out: list[tuple[Chunk, np.ndarray]] = []
+    if decoded.n_channels > 1 and params.diarize:  # each party has a channel: nothing to tell apart
+        params = replace(params, diarize=False)
     for c, x in enumerate(decoded.channels):
         rate = decoded.source_rate
         if rate not in VAD_RATES:  # 11.025, 22.05, 44.1 kHz: the VAD runs on the 16 kHz signal

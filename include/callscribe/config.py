@@ -378,6 +378,18 @@ def pg_settings() -> PgSettings:
     return pg_from_connection(connection(PG_CONN_ID))
 
 
+ANALYST_CONN_ID = "callscribe_analyst"
+
+
+def analyst_pg_settings() -> PgSettings:
+    """The search page's database login: a ``postgres`` connection (``callscribe_analyst``, or the id
+    in CALLSCRIBE_ANALYST_CONN_ID) whose login is a member of the read-only role callscribe_analyst.
+
+    There is no fallback to the pipeline owner's connection: without it the page serves nothing.
+    """
+    return pg_from_connection(connection(os.environ.get("CALLSCRIBE_ANALYST_CONN_ID", ANALYST_CONN_ID)))
+
+
 # ---------------------------------------------------------------- speakers
 
 
@@ -392,3 +404,47 @@ def speaker_for(channel: int, n_channels: int, speakers: tuple[str, ...] | None 
         return "mixed"
     names = speakers or channel_speakers()
     return names[channel] if channel < len(names) else f"channel{channel}"
+
+
+# Mono recordings: who speaks when is found by callscribe.diarization when CALLSCRIBE_DIARIZE
+# is on (DIARIZE_DEFAULT otherwise; off: mono calls are "mixed"). Speakers are speaker_1, speaker_2, ... in
+# the order they first speak; a two-party call whose upload metadata says who speaks first
+# (x-amz-meta-first-speaker: agent or customer) gets agent/customer instead.
+FIRST_SPEAKER_KEYS = ("first-speaker", "first_speaker")
+SPEAKERS_KEYS = ("speakers",)  # x-amz-meta-speakers: how many voices to look for (default 2)
+DEFAULT_MONO_SPEAKERS = 2
+# Off until the worker gives each segment its chunk's speaker (it keeps one per channel
+# today, which would label a whole mono channel with its last chunk's speaker).
+DIARIZE_DEFAULT = False
+
+
+def diarize_mono() -> bool:
+    """Whether mono recordings are diarized (CALLSCRIBE_DIARIZE=1/0; DIARIZE_DEFAULT when unset)."""
+    raw = os.environ.get("CALLSCRIBE_DIARIZE", "").strip().lower()
+    return raw in _TRUE if raw else DIARIZE_DEFAULT
+
+
+def _meta_value(meta: dict | None, keys: tuple[str, ...]) -> str:
+    for k in keys:
+        if meta and meta.get(k):
+            return str(meta[k]).strip().lower()
+    return ""
+
+
+def speakers_hint(meta: dict | None = None) -> int:
+    """How many voices to look for on a mono call: the upload's ``speakers`` metadata (1-8), else 2."""
+    raw = _meta_value(meta, SPEAKERS_KEYS)
+    return int(raw) if raw.isdigit() and 1 <= int(raw) <= 8 else DEFAULT_MONO_SPEAKERS
+
+
+def diarized_speaker(speaker: int, n_speakers: int, meta: dict | None = None) -> str:
+    """The label of a mono call's ``speaker`` (0 speaks first) among ``n_speakers`` found.
+
+    Neutral (speaker_1, speaker_2, ...) unless the call has exactly two speakers, as a call
+    has, and its metadata names the first: ``first-speaker`` = agent or customer.
+    """
+    first = _meta_value(meta, FIRST_SPEAKER_KEYS)
+    if n_speakers == 2 and first in DEFAULT_SPEAKERS:
+        other = next(s for s in DEFAULT_SPEAKERS if s != first)
+        return (first, other)[speaker]
+    return f"speaker_{speaker + 1}"

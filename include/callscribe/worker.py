@@ -35,6 +35,7 @@ from callscribe.audio import decode_flac, resample
 from callscribe.config import s3_from_env
 from callscribe.errors import describe
 from callscribe.manifests import (
+    CONFIDENCE,
     SEGMENT_COLUMNS,
     WORD_STARTS,
     JobFailure,
@@ -108,7 +109,6 @@ def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None
     for k, reason in chunk_failures.items():
         c = job.chunks[order[k]]
         failures.setdefault(c.recording_id, f"chunk {c.channel}/{c.index} at {c.start_s:.1f} s: {reason}")
-    speakers = {(c.recording_id, c.channel): c.speaker for c in job.chunks}
     rows = []
     by_rec: dict[int, list] = {}
     for k, segs in enumerate(results):
@@ -117,17 +117,20 @@ def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None
             regions = c.region_map()
             # Onsets only move word times: not needed for an engine that gave none.
             onsets = region_onsets(fetched[order[k]], regions) if any(s.words for s in segs) else None
-            by_rec.setdefault(c.recording_id, []).extend(place(regions, c.channel, segs, onsets))
+            # A segment's speaker is its chunk's: a diarized mono channel has several.
+            by_rec.setdefault(c.recording_id, []).extend(
+                (s, c.speaker) for s in place(regions, c.channel, segs, onsets))
     for rid, placed in by_rec.items():
         seq_by_channel: dict[int, int] = {}
-        for s in order_segments(placed):
+        speaker_of = {id(s): speaker for s, speaker in placed}
+        for s in order_segments([s for s, _ in placed]):
             seq = seq_by_channel.get(s.channel, 0)
             seq_by_channel[s.channel] = seq + 1
-            rows.append((rid, s.channel, seq, speakers[(rid, s.channel)], s.start, s.end, s.text,
-                         list(s.word_starts) or None))
+            rows.append((rid, s.channel, seq, speaker_of[id(s)], s.start, s.end, s.text,
+                         list(s.word_starts) or None, s.confidence))
     for rid, reason in failures.items():
         log.error("job %s: recording %d failed: %s", job.job_id, rid, reason)
-    df = pd.DataFrame(rows, columns=[*SEGMENT_COLUMNS, WORD_STARTS])
+    df = pd.DataFrame(rows, columns=[*SEGMENT_COLUMNS, WORD_STARTS, CONFIDENCE])
     info = ShardInfo(job_id=job.job_id, run_id=job.run_id, engine=eng.name, recordings=job.recordings,
                      batches=batches,
                      failures=[RecordingFailure(recording_id=r, reason=m[:2000]) for r, m in sorted(failures.items())])

@@ -5,9 +5,9 @@ DELETE FROM segments WHERE recording_id = ANY(:ids);
 
 -- next_redacted lets search find a phrase that runs on into the speaker's next segment.
 INSERT INTO segments (recording_id, channel, seq, speaker, start_s, end_s, text, word_starts, text_redacted,
-                      next_redacted)
+                      next_redacted, confidence)
 SELECT recording_id, channel, seq, speaker, start_s, end_s, text, word_starts, text_redacted,
-       lead(text_redacted) OVER (PARTITION BY recording_id, channel ORDER BY seq)
+       lead(text_redacted) OVER (PARTITION BY recording_id, channel ORDER BY seq), confidence
 FROM stage_segments
 WHERE recording_id = ANY(:ids);
 
@@ -15,7 +15,9 @@ DELETE FROM transcripts WHERE recording_id = ANY(:ids);
 
 INSERT INTO transcripts (recording_id, channel, speaker, text, text_redacted, n_segments, engine)
 SELECT r.id, ch.channel,
-       COALESCE(max(s.speaker), CASE WHEN r.channels = 1 THEN 'mixed' ELSE 'channel' || ch.channel END),
+       -- A diarized mono channel holds several speakers (its segments say who): 'mixed'.
+       CASE WHEN count(DISTINCT s.speaker) > 1 THEN 'mixed'
+            ELSE COALESCE(max(s.speaker), CASE WHEN r.channels = 1 THEN 'mixed' ELSE 'channel' || ch.channel END) END,
        COALESCE(string_agg(s.text, ' ' ORDER BY s.seq), ''),
        COALESCE(string_agg(s.text_redacted, ' ' ORDER BY s.seq), ''),
        count(s.seq),
