@@ -101,6 +101,9 @@ def transcribe_calls_dag(dag_id: str, transcribe_in: Literal["local", "kubernete
                                description="Transcribe again recordings that are already done"),
             "lookback_days": Param(LOOKBACK_DAYS, type="integer", minimum=0, maximum=31,
                                    description="Also take late uploads and retries from this many days before"),
+            "accept_mass_deletion": Param(False, type="boolean",
+                                          description="Believe a listing that lacks most of the day's recordings "
+                                                      "(after a real mass deletion): remove their transcripts"),
         },
         # Created paused, the Kubernetes one always: a deployment turns on the one it uses.
         is_paused_upon_creation=True if in_pods else None,
@@ -127,7 +130,7 @@ def transcribe_calls_dag(dag_id: str, transcribe_in: Literal["local", "kubernete
             ids = discovery.discover(
                 store(), db, day, p["prefix"], ctx["run_id"],
                 reprocess=p["reprocess"], max_recordings=p["max_recordings"], lookback_days=p["lookback_days"],
-                is_live=run_is_live(ctx),
+                is_live=run_is_live(ctx), accept_mass_deletion=p["accept_mass_deletion"],
             )
             return discovery.groups(ids, pipeline.DEFAULT_GROUP_SIZE, pipeline.max_map_length())
 

@@ -1,4 +1,8 @@
-"""Airflow plugin: the analysts' call search page, in the UI's navigation."""
+"""Airflow plugin: the analysts' call search page, in the UI's navigation.
+
+The link shows for every user; the app behind it lets in only those the auth manager grants
+"Call Transcripts" (callscribe.access), and logs every use (docs/analysts.md, "Who can see what").
+"""
 
 from airflow.plugins_manager import AirflowPlugin
 

@@ -7,6 +7,7 @@ twice. Fault tests run it after every recovery; operators run ``callscribe audit
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,11 @@ from callscribe.discovery import day_prefix
 from callscribe.storage import Store
 
 FINAL = frozenset({"done", "failed", "quarantined"})
+
+
+def key_hash(key: str) -> str:
+    """How erasures name an object: the SHA-256 of its key, so the key itself is not kept."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 @dataclass
@@ -57,6 +63,8 @@ def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls
     objects = list(store.list(prefix))
     with engine.connect() as conn:
         rows = conn.execute(db.q("audit_day"), {"bucket": store.bucket, "call_date": day, "prefix": prefix}).all()
+        erased = set(conn.execute(db.q("audit_erased"), {
+            "bucket": store.bucket, "hashes": [key_hash(o.key) for o in objects]}).scalars())
     mine = {r.object_key for r in rows if run_id and r.last_run_id == run_id}
     late = {o.key for o in objects if o.key not in mine and listed_before and o.last_modified
             and o.last_modified > listed_before}
@@ -67,7 +75,7 @@ def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls
     live: dict[str, list] = {}
     for r in rows:
         out.states[r.status] += 1
-        if r.status != "superseded":
+        if r.status not in ("superseded", "deleted"):
             live.setdefault(r.object_key, []).append(r)
     for key, etag in sorted(listed.items()):
         versions = live.get(key, [])
@@ -75,7 +83,12 @@ def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls
             out.duplicated.append(f"{key}: {len(versions)} live rows")
         current = [r for r in versions if r.etag == etag]
         if not current:
-            out.lost.append(f"{key}: not registered")
+            if key_hash(key) in erased:
+                out.states["erased"] += 1
+            elif any(r.object_key == key and r.etag == etag and r.status == "deleted" for r in rows):
+                out.unfinished.append(f"{key}: deleted earlier and back in the bucket (a run of its day takes it)")
+            else:
+                out.lost.append(f"{key}: not registered")
             continue
         r = current[0]
         if r.status == "done":
@@ -91,6 +104,11 @@ def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls
             out.lost.append(f"{key}: done with {r.transcripts} transcripts for {r.channels} channels")
         if r.repeated_segments:
             out.duplicated.append(f"{key}: {r.repeated_segments} repeated segments")
+    if run_id is None:
+        # Gone from the bucket but still searchable: a run's verdict leaves these alone (its
+        # discovery forgot what was gone when it listed), an operator's audit names them.
+        for key in sorted(set(live) - set(listed)):
+            out.unfinished.append(f"{key}: gone from the bucket; the next run of its day marks it deleted")
     return out
 
 

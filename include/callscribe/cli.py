@@ -243,6 +243,65 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_dataset(args) -> int:
+    from callscribe.dataset import build, summary_lines
+    from callscribe.db import engine_from_env
+    from callscribe.storage import store
+
+    _use_services(args)
+    last = args.to_date or args.from_date
+    if last < args.from_date:
+        print(f"--to {last} is before --from {args.from_date}", file=sys.stderr)
+        return 2
+    if args.max_chunk_s <= 0 or (args.min_confidence is not None and not 0 <= args.min_confidence <= 1):
+        print("--max-chunk-s must be positive and --min-confidence within [0, 1]", file=sys.stderr)
+        return 2
+    try:
+        summary = build(engine_from_env(), store(), args.from_date, last, Path(args.out), args.min_confidence,
+                        args.max_chunk_s, args.threads)
+    except FileExistsError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print("\n".join(summary_lines(summary, args.min_confidence, args.max_chunk_s)))
+    print(f"written to {args.out} (Hugging Face audiofolder, NeMo manifests, summary.json)")
+    return 0
+
+
+def cmd_erase(args) -> int:
+    import getpass
+
+    from callscribe.db import engine_from_env
+    from callscribe.erasure import ErasureBusy, NothingToErase, erase
+    from callscribe.storage import store
+
+    _use_services(args)
+    try:
+        done = erase(store(), engine_from_env(), args.key, args.actor or getpass.getuser(), bucket=args.bucket,
+                     delete_audio=args.delete_audio, dry_run=args.dry_run, force=args.force)
+    except (NothingToErase, ErasureBusy) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(done.summary())
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from datetime import timedelta
+
+    from callscribe.db import engine_from_env
+    from callscribe.retention import DEFAULT_RETENTION_DAYS, MIN_RETENTION_DAYS, sweep
+    from callscribe.storage import store
+
+    _use_services(args)
+    days = DEFAULT_RETENTION_DAYS if args.days is None else args.days
+    if days < MIN_RETENTION_DAYS:
+        print(f"--days must be at least {MIN_RETENTION_DAYS} (the DAG's run timeout)", file=sys.stderr)
+        return 2
+    result = sweep(store(), engine_from_env(), timedelta(days=days), dry_run=args.dry_run)
+    print(json.dumps(result.as_dict()))
+    return 0
+
+
 def cmd_search(args) -> int:
     from callscribe.db import engine_from_env
     from callscribe.search import SearchFilters, highlight, note_for, search
@@ -444,6 +503,36 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=("jsonl", "srt", "vtt", "txt"), default="jsonl")
     s.add_argument("--out", required=True, help="folder to write to (one file per call; one .jsonl for jsonl)")
     s.set_defaults(func=cmd_export)
+
+    s = sub.add_parser("dataset", help="a fine-tuning data set from the transcribed calls: 16 kHz FLAC examples, "
+                                       "Hugging Face audiofolder and NeMo manifests, split by recording")
+    s.add_argument("--from", dest="from_date", type=_day, required=True, help="first call date")
+    s.add_argument("--to", dest="to_date", type=_day, help="last call date (default: --from)")
+    s.add_argument("--out", required=True, help="a new or empty folder")
+    s.add_argument("--min-confidence", type=float,
+                   help="leave out segments the engine was less sure of (and those with no confidence)")
+    s.add_argument("--max-chunk-s", type=float, default=30.0,
+                   help="longest example in seconds: neighbouring segments are merged up to it, longer ones left out")
+    s.add_argument("--threads", type=int, default=4, help="recordings cut at once")
+    s.set_defaults(func=cmd_dataset)
+
+    s = sub.add_parser("erase", help="erase one recording's transcript, word times, packs and access log "
+                                     "entries on request (a data subject's erasure)")
+    s.add_argument("--key", required=True, help="the recording's object key in the bucket")
+    s.add_argument("--bucket", help="default: the configured bucket")
+    s.add_argument("--delete-audio", action="store_true", help="delete the recording from the bucket too")
+    s.add_argument("--dry-run", action="store_true", help="say what would be erased, change nothing")
+    s.add_argument("--actor", help="who asks (written to the access log; default: the OS user)")
+    s.add_argument("--force", action="store_true", help="erase even though a run's lease is live (only once the "
+                                                        "Airflow UI shows that run is over)")
+    s.set_defaults(func=cmd_erase)
+
+    s = sub.add_parser("sweep", help="delete the pipeline's intermediates (_callscribe/) older than --days "
+                                     "that no live run holds")
+    s.add_argument("--days", type=float, default=None, help="retention in days (default: "
+                                                            "CALLSCRIBE_WORK_RETENTION_DAYS or 14)")
+    s.add_argument("--dry-run", action="store_true")
+    s.set_defaults(func=cmd_sweep)
 
     s = sub.add_parser("search", help="full-text search over transcripts (websearch syntax)")
     s.add_argument("query", help='words, "a phrase", OR, -excluded')

@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from callscribe.config import PgSettings, pg_settings
+from callscribe.config import PgSettings, analyst_pg_settings, pg_settings
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Serialises concurrent `migrate` calls (several tasks may start at once).
@@ -34,6 +34,12 @@ def engine_from_settings(pg: PgSettings) -> Engine:
 
 def engine_from_env() -> Engine:
     return engine_from_settings(pg_settings())
+
+
+def analyst_engine() -> Engine:
+    """An engine on the analysts' login (connection ``callscribe_analyst``): what the search page
+    queries with, so it sees only the ``analytics`` schema, as analysts do."""
+    return engine_from_settings(analyst_pg_settings())
 
 
 @cache
@@ -68,13 +74,15 @@ def migrate(engine: Engine, revision: str = "head") -> None:
 
 
 def set_analyst_password(engine: Engine, password: str, user: str = "analyst") -> None:
-    """Development helper: a login user in the read-only analyst role."""
+    """Development helper: a login user in the read-only analyst role, which the search page
+    also uses (so it may append to the access log)."""
     with engine.begin() as conn:
         exists = conn.execute(sa.text("SELECT 1 FROM pg_roles WHERE rolname = :u"), {"u": user}).first()
         verb = "ALTER" if exists else "CREATE"
         pw = conn.exec_driver_sql("SELECT quote_literal(%(p)s)", {"p": password}).scalar_one()
         conn.exec_driver_sql(f'{verb} ROLE "{user}" LOGIN PASSWORD {pw}')
         conn.exec_driver_sql(f'GRANT callscribe_analyst TO "{user}"')
+        conn.exec_driver_sql(f'GRANT callscribe_access_writer TO "{user}"')
 
 
 def copy_rows(conn: Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:

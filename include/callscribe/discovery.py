@@ -7,6 +7,7 @@ import math
 import os
 import posixpath
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date, timedelta
 
 from sqlalchemy.engine import Engine
@@ -20,6 +21,15 @@ MAX_ATTEMPTS = 3
 # How long a run's claim on a recording holds if the run dies without releasing it; as long
 # as the DAG's run timeout, so a live run never loses its recordings to another.
 CLAIM_LEASE_S = float(os.environ.get("CALLSCRIBE_CLAIM_LEASE_S", 12 * 3600))
+# A listing that lacks more than this share of a prefix's recordings (and at least
+# DELETE_GUARD_MIN of them) is not believed: a wrong bucket, prefix or credentials look the
+# same as a mass deletion, and forgetting would drop a whole day's transcripts.
+DELETE_GUARD_SHARE = float(os.environ.get("CALLSCRIBE_DELETE_GUARD_SHARE", 0.5))
+DELETE_GUARD_MIN = 10
+
+
+class DeletionRefused(RuntimeError):
+    """Too much of a day vanished from one listing to take it as deletions."""
 
 
 def day_prefix(base_prefix: str, day: date) -> str:
@@ -42,15 +52,72 @@ def listing_row(obj: ObjectInfo) -> tuple:
     return (obj.bucket, obj.key, obj.etag, obj.size, call_id_for(obj.key), status, error)
 
 
-def register(engine: Engine, objects: list[ObjectInfo], day: date, run_id: str) -> int:
-    """Insert objects not yet in ``recordings``; returns how many were new."""
+def deletion_refused(vanished: int, live: int, share: float = DELETE_GUARD_SHARE) -> bool:
+    """Whether ``vanished`` of ``live`` recordings gone at once is too many to believe."""
+    return vanished >= DELETE_GUARD_MIN and vanished > share * live
+
+
+@dataclass(frozen=True)
+class Deletions:
+    """How one listing's absences are taken: a recording under ``prefix`` that the listing
+    lacks is deleted once ``gone(key)`` confirms it (the listing may be older than rows
+    another run registered since)."""
+
+    bucket: str
+    prefix: str
+    gone: Callable[[str], bool]
+    guard_share: float = DELETE_GUARD_SHARE
+    refuse: bool = True  # a listing that trips the guard raises; False: it is logged and skipped
+
+
+def store_deletions(store: Store, prefix: str, **kw) -> Deletions:
+    return Deletions(store.bucket, prefix, lambda key: not store.exists(store.uri(key)), **kw)
+
+
+def register(engine: Engine, objects: list[ObjectInfo], day: date, run_id: str,
+             deletions: Deletions | None = None) -> int:
+    """Insert objects not yet in ``recordings``; returns how many were new.
+
+    With ``deletions``, the listing is complete for its prefix: recordings under it whose
+    object is gone leave search (``deleted``), and deleted ones that are back are to be
+    transcribed again.
+    """
     with engine.begin() as conn:
         conn.execute(db.q("discover_listing"))
         db.copy_rows(conn, "listing", ["bucket", "object_key", "etag", "size_bytes", "call_id", "status",
                                        "last_error"], (listing_row(o) for o in objects))
+        if deletions is not None:
+            conn.execute(db.q("discover_reupload"), {"call_date": day})
         new = conn.execute(db.q("discover_register"), {"call_date": day, "run_id": run_id}).rowcount
         conn.execute(db.q("discover_supersede"), {"call_date": day})
+        if deletions is not None:
+            forget_vanished(conn, day, run_id, deletions)
+            conn.execute(db.q("discover_revive"), {"call_date": day})
         return new
+
+
+def forget_vanished(conn, day: date, run_id: str, deletions: Deletions) -> list[int]:
+    """Mark the prefix's recordings whose object is gone ``deleted`` and drop their transcripts."""
+    rows = conn.execute(db.q("discover_vanished"), {"bucket": deletions.bucket, "call_date": day,
+                                                    "prefix": deletions.prefix}).all()
+    if not rows:
+        return []
+    if deletion_refused(len(rows), rows[0].live, deletions.guard_share):
+        why = (f"{len(rows)} of the {rows[0].live} recordings of {day} under {deletions.bucket}/{deletions.prefix} "
+               f"are not in the bucket listing; not taking that many as deleted (check the bucket, prefix and "
+               f"credentials; after a real mass deletion, run the day with accept_mass_deletion)")
+        if deletions.refuse:
+            raise DeletionRefused(why)
+        log.warning("%s", why)
+        return []
+    gone = [r for r in rows if deletions.gone(r.object_key)]
+    if not gone:
+        return []
+    ids = [r.id for r in gone]
+    conn.execute(db.q("discover_forget"), {"ids": ids, "run_id": run_id})
+    log.warning("%d recordings of %s are gone from the bucket; their transcripts were removed: %s", len(ids), day,
+                ", ".join(r.object_key for r in gone[:10]) + (" ..." if len(gone) > 10 else ""))
+    return ids
 
 
 def claim(engine: Engine, bucket: str, prefix: str, day: date, run_id: str, reprocess: bool = False,
@@ -108,17 +175,22 @@ def run_days(day: date, lookback_days: int = 0) -> list[date]:
 
 def discover(store: Store, engine: Engine, day: date, base_prefix: str, run_id: str,
              reprocess: bool = False, max_recordings: int | None = None, lookback_days: int = 0,
-             is_live: Callable[[str], bool] | None = None) -> list[int]:
+             is_live: Callable[[str], bool] | None = None, accept_mass_deletion: bool = False) -> list[int]:
     """List and register the run's days, then claim what is left to do; returns the claimed ids.
 
     The run's own day comes first (``reprocess`` applies to it alone); the earlier days give
     files that landed in their folders after their own run, and failures with attempts left.
+    A listing of the run's own day that lacks most of it fails the run (DeletionRefused)
+    unless ``accept_mass_deletion``; on an earlier day it is only logged, so one odd day does
+    not hold back the new calls.
     """
     ids: list[int] = []
     for k, d in enumerate(run_days(day, lookback_days)):
         prefix = day_prefix(base_prefix, d)
         objects = list(store.list(prefix))
-        new = register(engine, objects, d, run_id)
+        deletions = store_deletions(store, prefix, refuse=k == 0,
+                                    **({"guard_share": 1.0} if accept_mass_deletion and k == 0 else {}))
+        new = register(engine, objects, d, run_id, deletions)
         if is_live is not None:
             release_dead(engine, d, run_id, is_live)
         left = None if max_recordings is None else max_recordings - len(ids)

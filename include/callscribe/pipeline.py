@@ -16,7 +16,7 @@ import sys
 import tempfile
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, timedelta
 
 import numpy as np
@@ -27,7 +27,7 @@ from callscribe import db
 from callscribe.audio import TARGET_SR, DecodeError, decode, encode_flac
 from callscribe.batching import balance_jobs, job_count
 from callscribe.chunking import DEFAULT_CHUNKING, ChunkingParams, chunk_recording, chunking_for, pack_rate
-from callscribe.config import S3Settings, speaker_for
+from callscribe.config import S3Settings, diarize_mono, diarized_speaker, speaker_for, speakers_hint
 from callscribe.errors import describe
 from callscribe.manifests import (
     ChunkRef,
@@ -65,8 +65,11 @@ def chunk_one(store: Store, engine: Engine, recording_id: int, params: ChunkingP
     of an old run leaves alone what a newer run has taken since.
     """
     with engine.connect() as conn:
-        rec = conn.execute(db.q("recording_get"), {"id": recording_id}).one()
-    if run_id is not None and (rec.last_run_id != run_id or rec.status in ("superseded", "quarantined")):
+        rec = conn.execute(db.q("recording_get"), {"id": recording_id}).one_or_none()
+    if rec is None:  # erased on request since the run claimed it
+        log.info("recording %d is gone (erased); left alone", recording_id)
+        return None
+    if run_id is not None and (rec.last_run_id != run_id or rec.status in ("superseded", "quarantined", "deleted")):
         log.info("recording %d is %s and owned by run %s now; left alone", recording_id, rec.status, rec.last_run_id)
         return None
     with engine.begin() as conn:
@@ -96,7 +99,11 @@ def chunk_one(store: Store, engine: Engine, recording_id: int, params: ChunkingP
     if decoded.warning:
         log.warning("recording %d: %s", recording_id, decoded.warning)
         meta = {**meta, "decode_warning": decoded.warning}
+    if decoded.n_channels == 1 and diarize_mono():
+        # A mono call's speakers are told apart at chunking: each chunk holds one voice.
+        params = replace(params, diarize=True, speakers=speakers_hint(meta))
     chunks = chunk_recording(decoded, params, at_16k=False)
+    n_speakers = len({c.speaker for c, _ in chunks if c.speaker is not None})
     refs: list[ChunkRef] = []
     offset = 0
     rate = pack_rate(chunks[0][0].rate) if chunks else TARGET_SR  # every channel has the same rate
@@ -104,7 +111,8 @@ def chunk_one(store: Store, engine: Engine, recording_id: int, params: ChunkingP
         n = len(audio)
         refs.append(ChunkRef(
             recording_id=recording_id, channel=c.channel, index=c.index,
-            speaker=speaker_for(c.channel, decoded.n_channels),
+            speaker=(speaker_for(c.channel, decoded.n_channels) if c.speaker is None
+                     else diarized_speaker(c.speaker, n_speakers, meta)),
             start_s=c.start_s, end_s=c.end_s, pack_offset=offset, n_samples=n, pack_rate=rate,
             regions=c.region_map(),
         ))

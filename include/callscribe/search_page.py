@@ -1,25 +1,40 @@
 """The analysts' search page, served by the Airflow API server through a plugin.
 
-A FastAPI app: ``/`` is a self-contained page (no external assets), ``/api/search`` the
-JSON behind it. Both require an Airflow login (the UI's session cookie or a bearer token).
-Every hit links to the recording through a short-lived presigned URL that starts playing
-at the hit (``#t=<seconds>``). Text shown is what analysts may see: redacted.
+A FastAPI app: ``/`` is a self-contained page (no external assets), ``/api/search``,
+``/api/play`` and ``/api/export`` the JSON and files behind it. Every route needs an Airflow
+login (the UI's session cookie or a bearer token) that the auth manager grants callscribe's
+permission (:data:`callscribe.access.RESOURCE_NAME`); others get 403, and the refusal is logged.
+
+The page reads through the analysts' database login (connection ``callscribe_analyst``), never
+the pipeline owner's, so it shows what the analyst role sees: redacted text. Search hits carry
+no link to the audio: playing asks ``/api/play``, which checks the recording is one analysts see
+as transcribed, logs the play and answers with a presigned URL that works for a few minutes.
+Every search, play and export is written to ``access_log`` before anything is served.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
-from datetime import date, timedelta
+from datetime import date
 from functools import cache
 from importlib import resources
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, Response
+from pydantic import BaseModel, Field
+from sqlalchemy.engine import Engine
 
+from callscribe import access
 from callscribe.search import MARK_CLOSE, MARK_OPEN, SearchFilters, note_for, search
 
-PRESIGN_TTL = timedelta(hours=1)
+log = logging.getLogger(__name__)
+
+# The actor named in the access log when the app is used in-process without a login (tests).
+LOCAL_ACTOR = "local (no login)"
 
 
 @cache
@@ -40,31 +55,109 @@ def _presigner():
 
 
 def audio_url(bucket: str, key: str, start_s: float) -> str:
-    url = _presigner().presigned_get_object(bucket, key, expires=PRESIGN_TTL)
+    """A short-lived link to the recording that starts playing at ``start_s``."""
+    url = _presigner().presigned_get_object(bucket, key, expires=access.play_url_ttl())
     return f"{url}#t={max(0.0, start_s):.1f}"
 
 
-def hit_json(h: dict) -> dict:
+def hit_json(h: dict, recording_id: int | None) -> dict:
     return {
         "key": h["object_key"], "call_date": h["call_date"].isoformat(), "agent_id": h["agent_id"],
         "channel": h["channel"], "speaker": h["speaker"], "start": round(h["start_s"], 2),
         "end": round(h["end_s"], 2), "hit": round(h["hit_s"], 2), "snippet": h["snippet"], "match": h["match"],
-        # Playback starts at the matched word (a segment can be many seconds long).
-        "audio_url": audio_url(h["bucket"], h["object_key"], h["hit_s"]),
+        # What /api/play takes; None when the call is not (or no longer) transcribed: nothing to play.
+        "recording_id": recording_id,
     }
 
 
-def _auth_dependency():
+# ---------------------------------------------------------------- who may use the page
+
+
+def _airflow_get_user():
     try:
         from airflow.api_fastapi.core_api.security import get_user
-    except ImportError:  # outside the Airflow API server (unit use)
-        return []
-    return [Depends(get_user)]
+    except ImportError:  # no Airflow API server here: nobody gets in
+        def get_user() -> Any:
+            raise HTTPException(status_code=401, detail="Airflow login unavailable")
+    return get_user
+
+
+# The API server's own login dependency (session cookie or bearer token); tests override it.
+get_user = _airflow_get_user()
+
+
+def auth_manager() -> Any:
+    """The running API server's auth manager (FAB in production, callscribe's dev manager in the
+    embedded services)."""
+    from airflow.api_fastapi.app import get_auth_manager
+
+    return get_auth_manager()
+
+
+def analyst_engine() -> Engine:
+    """The analysts' login, checked to be analyst-only; 503 when it is missing or not analyst-only
+    (never a fallback to the owner's login)."""
+    from callscribe import db
+
+    try:
+        engine = db.analyst_engine()
+        access.check_analyst_login(engine)
+    except access.NotAnAnalystLogin as exc:
+        log.error("call search refused to query: %s", exc)
+        raise HTTPException(status_code=503, detail="the page's database login is not an analyst login") from None
+    except Exception as exc:  # no connection, a wrong password, the database down
+        # The type and message only: connection errors name host and user, never the password.
+        log.error("call search has no analyst database login: %s: %s", type(exc).__name__, exc)
+        raise HTTPException(status_code=503, detail="the analysts' database login is not available") from None
+    return engine
+
+
+def _actor_name(user: Any) -> str:
+    name = user.get_name() if hasattr(user, "get_name") else None
+    return str(name or getattr(user, "username", None) or "unknown")
+
+
+def _permitted(request: Request, user: Annotated[Any, Depends(get_user)]) -> str:
+    """The caller's name, when the auth manager grants callscribe's permission; else 403 (logged)."""
+    actor = _actor_name(user)
+    if auth_manager().is_authorized_custom_view(method="GET", resource_name=access.RESOURCE_NAME, user=user):
+        return actor
+    try:
+        access.log_access(analyst_engine(), actor, "denied", f"{request.method} {request.url.path}")
+    except Exception as exc:  # a refusal stays a refusal even when it cannot be logged
+        log.warning("could not log a refused request by %s: %s", actor, getattr(exc, "detail", exc))
+    raise HTTPException(status_code=403, detail=f"you need the {access.RESOURCE_NAME!r} permission")
+
+
+def _local() -> str:
+    return LOCAL_ACTOR
+
+
+FORBIDDEN_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Call search · callscribe</title>
+</head><body style="font-family: system-ui, sans-serif; margin: 2rem"><h1>Call search</h1>
+<p id="forbidden">Your Airflow account does not have the <b>Call Transcripts</b> permission, which call
+search needs. Ask an Airflow administrator for the analysts' role.</p></body></html>"""
+
+
+class PlayRequest(BaseModel):
+    recording_id: int = Field(ge=1)
+    start: float = Field(default=0.0, ge=0, le=86_400)
 
 
 def create_app(require_login: bool = True) -> FastAPI:
-    deps = _auth_dependency() if require_login else []
-    app = FastAPI(title="callscribe call search", dependencies=deps, docs_url=None, redoc_url=None)
+    """The page's app. ``require_login=False`` is for in-process use only (tests): no login and no
+    permission check, and the access log names the actor :data:`LOCAL_ACTOR`."""
+    actor_dep = _permitted if require_login else _local
+    # On the app, so that every route (and any added later) is behind the check.
+    app = FastAPI(title="callscribe call search", dependencies=[Depends(actor_dep)], docs_url=None,
+                  redoc_url=None)
+
+    @app.exception_handler(HTTPException)
+    async def _refusal(request: Request, exc: HTTPException):
+        # A browser opening the page gets a readable page; fetch() from the page gets JSON.
+        if exc.status_code == 403 and "text/html" in request.headers.get("accept", ""):
+            return HTMLResponse(FORBIDDEN_PAGE, status_code=403)
+        return await http_exception_handler(request, exc)
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
@@ -75,31 +168,54 @@ def create_app(require_login: bool = True) -> FastAPI:
     @app.get("/api/search")
     def api_search(
         q: Annotated[str, Query(min_length=1, max_length=500)],
-        speaker: str | None = None,
-        agent: str | None = None,
+        speaker: Annotated[str | None, Query(max_length=100)] = None,
+        agent: Annotated[str | None, Query(max_length=200)] = None,
         date_from: Annotated[date | None, Query(alias="from")] = None,
         date_to: Annotated[date | None, Query(alias="to")] = None,
         min_duration: Annotated[float | None, Query(ge=0)] = None,
         fuzzy: bool | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        actor: str = Depends(actor_dep),  # a default, not an annotation: this module's annotations are strings
     ) -> dict:
-        from callscribe.db import engine_from_env
-
         if not q.strip():
             raise HTTPException(status_code=422, detail="empty query")
         filters = SearchFilters(from_date=date_from, to_date=date_to, speaker=speaker or None, agent=agent or None,
                                 min_duration_s=min_duration, fuzzy=fuzzy)
-        hits = search(engine_from_env(), q, limit=limit, filters=filters)
-        return {"query": q, "hits": [hit_json(h) for h in hits], "note": note_for(hits, fuzzy)}
+        engine = analyst_engine()
+        asked = {"q": q, "speaker": filters.speaker, "agent": filters.agent, "from": date_from, "to": date_to,
+                 "min_duration": min_duration, "fuzzy": fuzzy}
+        access.log_access(engine, actor, "search",
+                          json.dumps({k: v for k, v in asked.items() if v is not None}, default=str))
+        hits = search(engine, q, limit=limit, filters=filters)
+        ids = access.recording_ids(engine, hits)
+        return {"query": q, "hits": [hit_json(h, ids.get((h["bucket"], h["object_key"]))) for h in hits],
+                "note": note_for(hits, fuzzy)}
+
+    @app.post("/api/play")
+    def api_play(body: PlayRequest, actor: str = Depends(actor_dep)) -> dict:
+        """A short-lived link to one transcribed recording, from ``start`` seconds; the play is logged."""
+        engine = analyst_engine()
+        rec = access.done_recording(engine, body.recording_id)
+        if rec is None:
+            raise HTTPException(status_code=404, detail="no transcribed call with that id")
+        access.log_access(engine, actor, "play", f"from {body.start:.1f} s", recording_id=rec["recording_id"])
+        ttl = access.play_url_ttl()
+        return {"url": audio_url(rec["bucket"], rec["object_key"], body.start),
+                "expires_in_s": int(ttl.total_seconds())}
 
     @app.get("/api/export")
     def api_export(key: Annotated[str, Query(min_length=1, max_length=1024)],
-                   format: Annotated[str, Query(pattern="^(srt|vtt|txt|jsonl)$")] = "srt") -> Response:  # noqa: A002
-        """One call's transcript as a file, redacted as analysts see it."""
-        from callscribe.db import engine_from_env
+                   format: Annotated[str, Query(pattern="^(srt|vtt|txt|jsonl)$")] = "srt",  # noqa: A002
+                   actor: str = Depends(actor_dep)) -> Response:
+        """One call's transcript as a file, redacted as analysts see it; the export is logged."""
         from callscribe.exporting import MEDIA_TYPES, RENDER, calls_between, file_name
 
-        call = next(calls_between(engine_from_env(), date.min, date.max, key=key), None)
+        engine = analyst_engine()
+        rec = access.done_recording_by_key(engine, key)
+        if rec is None:
+            raise HTTPException(status_code=404, detail="no transcribed call with that key")
+        access.log_access(engine, actor, "export", f"format {format}", recording_id=rec["recording_id"])
+        call = next(calls_between(engine, date.min, date.max, key=key), None)
         if call is None:
             raise HTTPException(status_code=404, detail="no transcribed call with that key")
         body = RENDER[format](call) + ("\n" if format == "jsonl" else "")

@@ -217,6 +217,20 @@ class Store:
         bucket, key = parse_uri(uri)
         self.client.remove_object(bucket, key)
 
+    def purge(self, uri: str, keep_latest: bool = False) -> int:
+        """Delete every version of an object (on a versioned bucket a plain delete only hides
+        it behind a marker), or with ``keep_latest`` every version but the current one;
+        returns how many were removed."""
+        bucket, key = parse_uri(uri)
+        removed = 0
+        for obj in self.client.list_objects(bucket, prefix=key, include_version=True):
+            if obj.object_name != key or (keep_latest and obj.is_latest):
+                continue
+            version = obj.version_id if obj.version_id not in (None, "", "null") else None
+            self.client.remove_object(bucket, key, version_id=version)
+            removed += 1
+        return removed
+
     def uri(self, key: str) -> str:
         return make_uri(self.bucket, key)
 

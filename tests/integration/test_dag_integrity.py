@@ -14,6 +14,7 @@ from tests.unit.test_run_params import BAD_PREFIXES, GOOD_PREFIXES
 
 REPO = Path(__file__).resolve().parents[2]
 DAG_IDS = ("transcribe_calls", "transcribe_calls_k8s")
+MAINTENANCE_DAG_ID = "callscribe_maintenance"
 # Each DAG, as the file gives it: tasks with their operator and upstream tasks, pools, and
 # whether it is created paused. Printed by a fresh interpreter per environment.
 DESCRIBE = """
@@ -37,6 +38,13 @@ def dagbag(stack):
 def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
     assert set(DAG_IDS) <= set(dagbag.dag_ids)
+
+
+def test_maintenance_dag_sweeps_daily_with_a_retention_param(dagbag):
+    dag = dagbag.get_dag(MAINTENANCE_DAG_ID)
+    assert [t.task_id for t in dag.tasks] == ["sweep_work_area"]
+    assert dag.timetable.expression == "30 3 * * *" and not dag.catchup
+    assert dag.params.get_param("retention_days").resolve() == 14
 
 
 def test_every_dag_has_owner_retries_and_tags(dagbag):
@@ -137,7 +145,7 @@ def test_the_shape_does_not_depend_on_the_parsing_environment():
     """A worker whose environment differs from the DAG processor's must get the same DAGs."""
     shapes = [_describe({"CALLSCRIBE_TRANSCRIBE_MODE": mode})
               for mode in (None, "local", "kubernetes", "something-else")]
-    assert shapes[0]["errors"] == [] and set(shapes[0]["dags"]) == set(DAG_IDS)
+    assert shapes[0]["errors"] == [] and set(shapes[0]["dags"]) == {*DAG_IDS, MAINTENANCE_DAG_ID}
     for shape in shapes[1:]:
         assert shape == shapes[0]
     dags = shapes[0]["dags"]

@@ -9,6 +9,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from callscribe.dev import services
 
@@ -69,7 +70,7 @@ def _open(browser, api_server):
     return page, dialogs
 
 
-def test_search_click_shows_moments_with_playable_links(api_server, browser, stack):
+def test_search_click_shows_moments_and_plays_them_through_the_app(api_server, browser, stack, pg, loaded):
     page, dialogs = _open(browser, api_server)
     page.fill("#q", '"cancel my account"')
     page.select_option("#speaker", "customer")
@@ -84,10 +85,18 @@ def test_search_click_shows_moments_with_playable_links(api_server, browser, sta
     assert row.locator(".when").inner_text() == "0:10–0:15"
     assert row.locator("mark").count() >= 2  # "cancel" and "account" highlighted
     assert "two segments" in row.inner_text()
-    href = row.locator("a.play").get_attribute("href")
-    assert "X-Amz-Signature=" in href and href.endswith("#t=10.0")
-    with urllib.request.urlopen(href.split("#")[0], timeout=10) as r:  # the link really plays the call
+    assert "X-Amz" not in page.content()  # no audio link before a play is asked for (and logged)
+    with page.expect_response(lambda r: r.url.endswith("/callscribe/api/play")) as played:
+        row.locator("button.play").click()
+    assert played.value.status == 200
+    page.wait_for_function("document.getElementById('player').src.includes('X-Amz-Signature=')")
+    src = page.eval_on_selector("#player", "p => p.src")
+    assert src.endswith("#t=10.0") and "X-Amz-Expires=300" in src  # from the hit, for five minutes
+    with urllib.request.urlopen(src.split("#")[0], timeout=10) as r:  # the link really plays the call
         assert r.status == 200 and r.read(4) == b"RIFF"
+    with pg.connect() as c:  # the all-admins development login is "Anonymous"
+        last = c.execute(sa.text("SELECT actor, action, recording_id FROM access_log ORDER BY id DESC LIMIT 1")).one()
+    assert tuple(last) == ("Anonymous", "play", loaded["a"])
     shots = stack.root / "screenshots"
     shots.mkdir(exist_ok=True)
     page.screenshot(path=str(shots / "search-page.png"), full_page=True)

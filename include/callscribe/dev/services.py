@@ -335,7 +335,9 @@ def environment(p: Profile, repo_root: Path | None = None) -> dict[str, str]:
         "password": sec["pg_password"],
         "schema": APP_DB,
     }
-    return {
+    # The search page's login: a member of the read-only callscribe_analyst role (up() sets its password).
+    analyst_conn = {**pg_conn, "login": "analyst", "password": sec["analyst_password"]}
+    return _logins() | {
         "CALLSCRIBE_PROFILE": p.name,
         "AIRFLOW_HOME": str(p.airflow_home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(repo / "dags"),
@@ -351,15 +353,28 @@ def environment(p: Profile, repo_root: Path | None = None) -> dict[str, str]:
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{p.api_port}/execution/",
         # Every component must sign and check task tokens with the same key.
         "AIRFLOW__API_AUTH__JWT_SECRET": sec.get("airflow_jwt_secret") or sec["pg_password"],
-        # Loopback-only development UI: every visitor is an admin, no login page.
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        # SimpleAuthManager (all admins unless CALLSCRIBE_DEV_LOGINS: _logins), except that only
+        # admins and CALLSCRIBE_DEV_ANALYSTS may read call transcripts.
+        "AIRFLOW__CORE__AUTH_MANAGER": "callscribe.dev.auth_manager.CallscribeDevAuthManager",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(p.airflow_home / "logs"),
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
         "AIRFLOW_CONN_CALLSCRIBE_S3": json.dumps(s3_conn),
         "AIRFLOW_CONN_CALLSCRIBE_POSTGRES": json.dumps(pg_conn),
+        "AIRFLOW_CONN_CALLSCRIBE_ANALYST": json.dumps(analyst_conn),
         "CALLSCRIBE_ANALYST_PASSWORD": sec["analyst_password"],
         "XDG_RUNTIME_DIR": str(_runtime_dir(p)),
     }
+
+
+def _logins() -> dict[str, str]:
+    """Loopback-only development UI: every visitor is an admin, no login page. With
+    CALLSCRIBE_DEV_LOGINS (SimpleAuthManager's ``name:role,...``) real logins instead, to try who may
+    read call transcripts (admins and CALLSCRIBE_DEV_ANALYSTS); their passwords are generated into
+    AIRFLOW_HOME/simple_auth_manager_passwords.json.generated on the API server's first start."""
+    users = os.environ.get("CALLSCRIBE_DEV_LOGINS", "").strip()
+    if not users:
+        return {"AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True"}
+    return {"AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False", "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": users}
 
 
 def _runtime_dir(p: Profile) -> Path:

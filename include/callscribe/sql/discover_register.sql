@@ -1,9 +1,14 @@
--- Register objects not seen before (anti-join on bucket, key and etag).
+-- Register objects not seen before (anti-join on bucket, key and etag). Nothing under a key
+-- erased on request (erasures, by a hash of the key) is registered again, whatever its content.
 INSERT INTO recordings (bucket, object_key, etag, size_bytes, call_date, call_id, status, last_error, last_run_id)
 SELECT l.bucket, l.object_key, l.etag, l.size_bytes, :call_date, l.call_id, l.status, l.last_error, :run_id
 FROM listing AS l
 WHERE NOT EXISTS (
     SELECT 1 FROM recordings AS r
     WHERE r.bucket = l.bucket AND r.object_key = l.object_key AND r.etag = l.etag
+)
+AND NOT EXISTS (
+    SELECT 1 FROM erasures AS e
+    WHERE e.bucket = l.bucket AND e.key_sha256 = encode(sha256(convert_to(l.object_key, 'UTF8')), 'hex')
 )
 ON CONFLICT ON CONSTRAINT recordings_object_version DO NOTHING

@@ -1,0 +1,52 @@
+"""callscribe_maintenance: keep the pipeline's work area ``_callscribe/`` from growing for ever.
+
+Once a day, delete the intermediates (16 kHz speech packs, chunk and job manifests,
+transcript shards) older than ``retention_days`` that no live run of ``transcribe_calls``
+holds. Transcripts in Postgres are not touched. A task of a transcription run cleared after
+its intermediates are gone fails with the missing file named; clear the whole run instead.
+A bucket lifecycle rule on the ``_callscribe/`` prefix is the alternative (README).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
+
+from callscribe.retention import DEFAULT_RETENTION_DAYS, MIN_RETENTION_DAYS
+
+START_DATE = datetime(2020, 1, 1, tzinfo=UTC)
+
+
+@dag(
+    dag_id="callscribe_maintenance",
+    description="Delete the pipeline's intermediates older than the retention time",
+    schedule=CronDataIntervalTimetable("30 3 * * *", timezone="UTC"),
+    start_date=START_DATE,
+    catchup=False,
+    max_active_runs=1,
+    dagrun_timeout=timedelta(hours=2),
+    default_args={"owner": "callscribe", "retries": 2, "retry_delay": timedelta(minutes=5)},
+    tags=["callscribe", "maintenance"],
+    params={
+        "retention_days": Param(DEFAULT_RETENTION_DAYS, type="number", minimum=MIN_RETENTION_DAYS,
+                                description="Delete work-area files last written more than this many days ago"),
+        "dry_run": Param(False, type="boolean", description="Count what would be deleted, delete nothing"),
+    },
+    doc_md=__doc__,
+)
+def callscribe_maintenance():
+    @task(execution_timeout=timedelta(hours=1))
+    def sweep_work_area() -> dict:
+        from callscribe.db import engine_from_env
+        from callscribe.retention import sweep
+        from callscribe.storage import store
+
+        p = get_current_context()["params"]
+        return sweep(store(), engine_from_env(), timedelta(days=float(p["retention_days"])),
+                     dry_run=bool(p["dry_run"])).as_dict()
+
+    sweep_work_area()
+
+
+callscribe_maintenance()

@@ -1,0 +1,168 @@
+"""Erasure on request: one recording's transcript and every trace of it the pipeline made.
+
+``erase`` removes, for every version of one object key: the rows (recording, transcripts,
+segments with their word times), the access log's entries about it, its speech packs, and
+its rows inside the runs' shards and job manifests in the work area. The object is then
+known only by a hash of its key in ``erasures``, so discovery does not transcribe the same
+upload again; the erasure itself is written to the access log, by that hash.
+
+The audio in the bucket is the customer's: it is deleted only when asked (``delete_audio``).
+Airflow's own task logs may name the key; they age out with Airflow's log retention.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+
+from sqlalchemy.engine import Connection, Engine
+
+from callscribe import db
+from callscribe.audit import key_hash
+from callscribe.manifests import from_parquet, to_parquet
+from callscribe.pipeline import WORK_PREFIX, run_key
+from callscribe.storage import Store, make_uri
+
+log = logging.getLogger(__name__)
+# A run covers its own day and up to this many days before it (the lookback Param's maximum):
+# the runs that can have touched a recording of day D are those of D .. D + this.
+MAX_LOOKBACK_DAYS = 31
+
+
+class NothingToErase(LookupError):
+    """No recording has that key (nor was one erased under it)."""
+
+
+class ErasureBusy(RuntimeError):
+    """A live run holds the recording: erasing now would race its load."""
+
+
+@dataclass
+class Erasure:
+    bucket: str
+    key: str
+    recording_ids: list[int] = field(default_factory=list)
+    segments: int = 0
+    access_entries: int = 0
+    packs: list[str] = field(default_factory=list)
+    rewritten: list[str] = field(default_factory=list)  # shards and job manifests that held its rows
+    audio_deleted: bool = False
+    dry_run: bool = False
+    finished_earlier: bool = False  # the key had been erased before: this run finished or repeated it
+
+    def summary(self, name: str | None = None) -> str:
+        verb = "would erase" if self.dry_run else "erased"
+        return (f"{verb} {len(self.recording_ids)} version(s) of {name or self.bucket + '/' + self.key}: "
+                f"{self.segments} segments, "
+                f"{self.access_entries} access log entries, {len(self.packs)} speech packs, "
+                f"{len(self.rewritten)} work-area files rewritten; audio in the bucket "
+                f"{'deleted' if self.audio_deleted else 'kept'}")
+
+
+def _versions(conn: Connection, bucket: str, key: str) -> list:
+    return conn.execute(db.q("erase_versions"), {"bucket": bucket, "key": key}).all()
+
+
+def _run_ids(conn: Connection, rows: list, day: date | None) -> set[str]:
+    """The runs that can hold the recording's rows in their work area."""
+    found = {r.last_run_id for r in rows if r.last_run_id}
+    if day is not None:
+        found |= set(conn.execute(db.q("erase_runs"), {"first": day,
+                                                       "last": day + timedelta(days=MAX_LOOKBACK_DAYS)}).scalars())
+    return found
+
+
+def scrub_file(data: bytes, name: str, ids: set[int]) -> bytes | None:
+    """The file without the recordings ``ids``: new bytes, or None when it holds none of them."""
+    if name.endswith(".parquet"):
+        df, meta = from_parquet(data)
+        in_rows = "recording_id" in df.columns and df["recording_id"].isin(ids).any()
+        if not in_rows and not any(e.get("recording_id") in ids for e in meta.get("recordings", [])):
+            return None
+        df = df[~df["recording_id"].isin(ids)] if "recording_id" in df.columns else df
+        for part in ("recordings", "failures"):
+            if part in meta:
+                meta[part] = [e for e in meta[part] if e.get("recording_id") not in ids]
+        return to_parquet(df.reset_index(drop=True), meta)
+    if name.endswith(".json") and not name.endswith(".failed.json"):
+        body = json.loads(data)
+        if not isinstance(body, dict):
+            return None
+        parts = [p for p in ("chunks", "recordings") if isinstance(body.get(p), list)]
+        if not any(e.get("recording_id") in ids for p in parts for e in body[p]):
+            return None
+        for p in parts:
+            body[p] = [e for e in body[p] if e.get("recording_id") not in ids]
+        return json.dumps(body).encode()
+    return None
+
+
+def _scrub_work_area(store: Store, run_ids: set[str], ids: set[int], dry_run: bool) -> list[str]:
+    rewritten = []
+    for run_id in sorted(run_ids):
+        for obj in store.list(f"{WORK_PREFIX}/runs/{run_key(run_id)}/"):
+            uri = store.uri(obj.key)
+            if not obj.key.endswith((".parquet", ".json")):
+                continue
+            clean = scrub_file(store.get_bytes(uri), obj.key, ids)
+            if clean is None:
+                continue
+            rewritten.append(uri)
+            if not dry_run:
+                store.put_bytes(uri, clean, "application/json" if obj.key.endswith(".json")
+                                else "application/octet-stream")
+                store.purge(uri, keep_latest=True)  # a versioned bucket keeps the old text otherwise
+    return rewritten
+
+
+def erase(store: Store, engine: Engine, key: str, actor: str, bucket: str | None = None,
+          delete_audio: bool = False, dry_run: bool = False, force: bool = False) -> Erasure:
+    """Erase every version of ``key`` (see the module's description); returns what was removed.
+
+    The rows go first, in one transaction, with the key's hash and the recording ids written
+    to ``erasures``: the call leaves search at once and no run loads or registers it again.
+    The work area is cleaned after; an erasure cut short there is finished by running it again.
+    A key that was never registered (uploaded, not yet discovered) is blocked all the same.
+    """
+    bucket = bucket or store.bucket
+    digest = key_hash(key)
+    audio = make_uri(bucket, key)
+    out = Erasure(bucket=bucket, key=key, dry_run=dry_run)
+    with engine.begin() as conn:
+        rows = _versions(conn, bucket, key)  # locked until the erasure commits
+        prior = conn.execute(db.q("erase_prior"), {"bucket": bucket, "hash": digest}).one_or_none()
+        if not rows and prior is None and not store.exists(audio):
+            raise NothingToErase(f"no recording and no object has the key {bucket}/{key}")
+        busy = [r for r in rows if r.leased]
+        if busy and not force:
+            raise ErasureBusy(f"run {busy[0].last_run_id} holds {key}: erase it after that run ends (or with "
+                              f"--force once the UI shows that run is over)")
+        day = min((r.call_date for r in rows), default=prior.call_date if prior else None)
+        run_ids = _run_ids(conn, rows, day)
+        out.recording_ids = sorted({r.id for r in rows} | set(prior.recording_ids if prior else []))
+        out.segments = sum(r.segments for r in rows)
+        out.access_entries = conn.execute(db.q("erase_access_count"),
+                                          {"ids": out.recording_ids, "hash": digest}).scalar_one()
+        out.finished_earlier = prior is not None
+        if not dry_run:
+            conn.execute(db.q("erase_apply"), {
+                "ids": [r.id for r in rows], "all_ids": out.recording_ids, "bucket": bucket, "hash": digest,
+                "call_date": day, "actor": actor,
+                "detail": f"{len(rows)} version(s), {out.segments} segments"
+                          + ("; finishing an earlier erasure" if prior is not None else ""),
+            })
+    ids = set(out.recording_ids)
+    out.rewritten = _scrub_work_area(store, run_ids, ids, dry_run)
+    packs = [store.uri(f"{WORK_PREFIX}/chunks/{day}/{i}.flac") for i in sorted(ids)] if day else []
+    out.packs = [u for u in packs if store.exists(u)]
+    out.audio_deleted = delete_audio and store.exists(audio)
+    if not dry_run:
+        for uri in packs:
+            store.purge(uri)
+        if delete_audio:
+            store.purge(audio)
+        # Logs outlive the erasure: the key is named by its hash there too.
+        log.info("%s (by %s)", out.summary(f"the object with key sha256 {digest[:16]}"), actor)
+    return out
