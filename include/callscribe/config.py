@@ -413,9 +413,7 @@ def speaker_for(channel: int, n_channels: int, speakers: tuple[str, ...] | None 
 FIRST_SPEAKER_KEYS = ("first-speaker", "first_speaker")
 SPEAKERS_KEYS = ("speakers",)  # x-amz-meta-speakers: how many voices to look for (default 2)
 DEFAULT_MONO_SPEAKERS = 2
-# Off until the worker gives each segment its chunk's speaker (it keeps one per channel
-# today, which would label a whole mono channel with its last chunk's speaker).
-DIARIZE_DEFAULT = False
+DIARIZE_DEFAULT = True
 
 
 def diarize_mono() -> bool:
