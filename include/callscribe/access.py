@@ -13,8 +13,9 @@ import os
 from datetime import timedelta
 from functools import lru_cache
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+
+from callscribe import db
 
 RESOURCE_NAME = "Call Transcripts"
 ACTIONS = ("search", "play", "export", "erase", "dataset", "denied")  # access_log's check
@@ -33,28 +34,20 @@ def log_access(engine: Engine, actor: str, action: str, detail: str | None = Non
     if action not in ACTIONS:
         raise ValueError(f"unknown access action {action!r}")
     with engine.begin() as conn:
-        conn.execute(sa.text("SELECT analytics.log_access(CAST(:actor AS text), CAST(:action AS text), "
-                             "CAST(:detail AS text), CAST(:rid AS bigint))"),
+        conn.execute(db.q("access_log_write"),
                      {"actor": actor, "action": action, "detail": detail, "rid": recording_id})
-
-
-_RECORDING = """
-SELECT recording_id, bucket, object_key FROM analytics.recordings
-WHERE status = 'done' AND {where}
-ORDER BY recording_id DESC LIMIT 1
-"""
 
 
 def done_recording(engine: Engine, recording_id: int) -> dict | None:
     """The recording, when the analyst views show it as transcribed (status done); else None."""
     with engine.connect() as conn:
-        row = conn.execute(sa.text(_RECORDING.format(where="recording_id = :rid")), {"rid": recording_id}).first()
+        row = conn.execute(db.q("access_recording"), {"rid": recording_id, "key": None}).first()
     return dict(row._mapping) if row else None
 
 
 def done_recording_by_key(engine: Engine, key: str) -> dict | None:
     with engine.connect() as conn:
-        row = conn.execute(sa.text(_RECORDING.format(where="object_key = :key")), {"key": key}).first()
+        row = conn.execute(db.q("access_recording"), {"rid": None, "key": key}).first()
     return dict(row._mapping) if row else None
 
 
@@ -64,10 +57,7 @@ def recording_ids(engine: Engine, hits: list[dict]) -> dict[tuple[str, str], int
     if not keys:
         return {}
     with engine.connect() as conn:
-        rows = conn.execute(sa.text(
-            "SELECT DISTINCT ON (bucket, object_key) bucket, object_key, recording_id FROM analytics.recordings "
-            "WHERE status = 'done' AND object_key = ANY(:keys) ORDER BY bucket, object_key, recording_id DESC"),
-            {"keys": keys})
+        rows = conn.execute(db.q("access_recording_ids"), {"keys": keys})
         return {(r.bucket, r.object_key): r.recording_id for r in rows}
 
 
@@ -77,10 +67,7 @@ def check_analyst_login(engine: Engine) -> None:
     superuser, callscribe_privileged): pointing the page at one would show analysts more than their
     role allows. Only a good result is cached; a refusal is checked again on the next request."""
     with engine.connect() as conn:
-        row = conn.execute(sa.text(
-            "SELECT current_user AS login, pg_has_role(current_user, 'callscribe_analyst', 'MEMBER') AS analyst, "
-            "has_table_privilege('public.segments', 'SELECT') AS raw, "
-            "(SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS super")).one()
+        row = conn.execute(db.q("access_login_check")).one()
     if not row.analyst or row.raw or row.super:
         raise NotAnAnalystLogin(f"database login {row.login!r} is not an analyst-only login (member of "
                                 f"callscribe_analyst: {row.analyst}, reads raw tables: {row.raw}, "

@@ -89,9 +89,23 @@ def _dct_matrix() -> np.ndarray:
     return np.cos(np.pi * np.outer(n, k) / N_MELS).astype(np.float32)
 
 
+def _sparse(fb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The filterbank as (bins, weights, first index per filter), filter by filter: each filter
+    touches a few bins, and a dense product would be a BLAS call whose idle threads spin on
+    the CPU for longer than the arithmetic takes (the chunk stage is single-threaded)."""
+    cols, vals, starts = [], [], []
+    for j in range(fb.shape[1]):
+        nz = np.flatnonzero(fb[:, j])
+        starts.append(len(cols))
+        cols.extend(nz.tolist())
+        vals.extend(fb[nz, j].tolist())
+    return np.array(cols), np.array(vals, dtype=np.float32), np.array(starts)
+
+
 _WINDOW_LEN = ANALYSIS_RATE * 30 // 1000
 _WINDOW = np.hanning(_WINDOW_LEN).astype(np.float32)
 _FB = _mel_filterbank()
+_FB_BINS, _FB_WEIGHTS, _FB_STARTS = _sparse(_FB)
 _DCT = _dct_matrix()
 # The Hann window's own autocorrelation: dividing by it undoes the window's taper, so a
 # long pitch period (a low voice) is not penalised against its octave (Boersma, 1993).
@@ -113,7 +127,8 @@ def frame_features(frames: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarra
     x -= x.mean(axis=1, keepdims=True)
     spec = np.fft.rfft(x * _WINDOW, FFT)
     power = (spec.real * spec.real + spec.imag * spec.imag).astype(np.float32)
-    ceps = np.log(power @ _FB + 1.0) @ _DCT
+    mel = np.add.reduceat(power[:, _FB_BINS] * _FB_WEIGHTS, _FB_STARTS, axis=1)
+    ceps = np.einsum("fm,mc->fc", np.log(mel + 1.0), _DCT)  # einsum's own loop: no BLAS threads
     ac = np.fft.irfft(power, FFT)
     norm = ac[:, _LAGS] / np.maximum(ac[:, :1], 1e-9) / _WIN_AC_LAGS
     best = np.argmax(norm, axis=1)
@@ -188,8 +203,9 @@ def _kmeans(x: np.ndarray, w: np.ndarray, k: int, iters: int = 25) -> np.ndarray
     along their main axis (a lone outlier cannot take a cluster of its own), then each next
     centre is the unit farthest from the centres so far."""
     mu = w @ x / w.sum()
-    xc = (x - mu) * np.sqrt(w)[:, None]
-    axis = np.linalg.svd(xc, full_matrices=False)[2][0]
+    xc = x - mu
+    # The main axis from the small (dims x dims) weighted scatter matrix, not an SVD of all units.
+    axis = np.linalg.eigh((xc * w[:, None]).T @ xc)[1][:, -1]
     side = (x - mu) @ axis > 0
     c = [w[m] @ x[m] / max(w[m].sum(), 1e-9) for m in (side, ~side)]
     for _ in range(2, k):

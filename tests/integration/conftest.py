@@ -1,8 +1,11 @@
-"""Shared data for the analyst tests: three calls loaded through the real loader."""
+"""Shared data for the analyst tests: three calls loaded through the real loader; the page
+tests' headless Chromium (Debian's, via Playwright)."""
 
 from __future__ import annotations
 
+import shutil
 from datetime import date
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -58,3 +61,20 @@ def loaded(pg, s3) -> dict[str, int]:
         s3.put_bytes(s3.uri(f"calls/{call['day']:%Y/%m/%d}/analyst-{name}.wav"), audio)
     load_shards(s3, pg, [uri])
     return ids
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is missing: `make test` installs Debian's chromium package")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield b
+        b.close()

@@ -23,7 +23,6 @@ from callscribe import access, db
 from callscribe.dev import services
 from callscribe.search import search
 from tests.integration.conftest import CALLS
-from tests.integration.test_search_page import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 USERS = {"viewer": "viewer", "analyst": "viewer"}  # name: SimpleAuthManager role; both mere Viewers
@@ -125,18 +124,6 @@ def guarded_server(stack, loaded, tmp_path_factory):
         pytest.fail("API server did not serve the plugin:\n" + log.read_text()[-3000:])
     yield base, passwords
     services.airflow_down([proc])
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Chromium is missing: `make test` installs Debian's chromium package")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def _log_in(browser, base: str, user: str, password: str):
