@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from callscribe import access, db
 from callscribe.dev import services
-from callscribe.search import search
+from callscribe.search import SearchFilters, search
 from tests.integration.conftest import CALLS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -45,7 +45,9 @@ def test_search_export_and_the_log_work_as_the_analyst_role(stack, pg, loaded):
     from callscribe.exporting import calls_between
 
     analyst = db.analyst_engine()
-    hits = search(analyst, '"cancel my account"', limit=10)
+    # The fixture's days only: other tests load the same phrase on theirs.
+    hits = search(analyst, '"cancel my account"', limit=10,
+                  filters=SearchFilters(from_date=date(2026, 10, 1), to_date=date(2026, 10, 3)))
     assert {h["object_key"] for h in hits} >= {_key("a"), _key("b")}
     ids = access.recording_ids(analyst, hits)
     assert ids[("calls", _key("a"))] == loaded["a"]
@@ -177,6 +179,8 @@ def test_an_analyst_searches_plays_and_exports_and_each_is_logged(guarded_server
     assert page.locator("#q").count() == 1  # the page itself, not a refusal
     page.fill("#q", '"cancel my account"')
     page.select_option("#speaker", "customer")
+    page.fill("#from", "2026-10-01")  # the fixture's days: other tests load the same phrase on theirs
+    page.fill("#to", "2026-10-03")
     page.click("#go")
     page.wait_for_selector("tr.hit")
     row = page.locator("tr.hit", has_text="analyst-a.wav").first
@@ -197,7 +201,8 @@ def test_an_analyst_searches_plays_and_exports_and_each_is_logged(guarded_server
     rows = _log_rows(pg, since)
     assert [(r.actor, r.action) for r in rows] == [("analyst", "search"), ("analyst", "play"), ("analyst", "export")]
     searched, play, export = rows
-    assert json.loads(searched.detail) == {"q": '"cancel my account"', "speaker": "customer"}
+    assert json.loads(searched.detail) == {"q": '"cancel my account"', "speaker": "customer", "from": "2026-10-01",
+                                           "to": "2026-10-03"}
     assert play.recording_id == export.recording_id == loaded["a"] and play.detail == "from 10.0 s"
     assert play.key_sha256 == hashlib.sha256(_key("a").encode()).hexdigest()  # the key itself is never logged
     assert _key("a") not in " ".join(str(v) for r in rows for v in r)
