@@ -182,3 +182,13 @@ def test_packs_of_8k_calls_stay_at_8k_and_resample_to_what_the_engine_gets():
         assert np.array_equal(resample(low, 8000), high)  # what the worker hands the engine
     up = Decoded([soxr.resample(x, 8000, 48000) for x in decoded.channels], 48000, decoded.duration_s, "PCM_16")
     assert all(len(a) * 3 <= sum(b - e for e, b in c.regions) + 3 for c, a in chunk_recording(up, at_16k=False))
+
+
+def test_the_vad_gives_the_same_frames_through_its_public_call(monkeypatch):
+    from callscribe import chunking
+    from callscribe.chunking import speech_frames
+
+    x = (tiled_call(20, False)[:, 0] * 32767).astype(np.int16)
+    direct = speech_frames(x, 8000)
+    monkeypatch.setattr(chunking, "_VAD_EXTENSION", None)  # a build without the extension module exposed
+    assert direct.any() and np.array_equal(speech_frames(x, 8000), direct)
