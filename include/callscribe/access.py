@@ -77,5 +77,10 @@ def check_analyst_login(engine: Engine) -> None:
 def play_url_ttl() -> timedelta:
     """How long a play link works (CALLSCRIBE_PLAY_URL_MINUTES, 1 to 60; default 5)."""
     raw = os.environ.get("CALLSCRIBE_PLAY_URL_MINUTES", "").strip()
-    minutes = float(raw) if raw else DEFAULT_PLAY_MINUTES
+    try:
+        minutes = float(raw) if raw else DEFAULT_PLAY_MINUTES
+    except ValueError:
+        minutes = DEFAULT_PLAY_MINUTES
+    if minutes != minutes:  # nan: a typo must not make every play fail
+        minutes = DEFAULT_PLAY_MINUTES
     return timedelta(minutes=min(max(minutes, 1), MAX_PLAY_MINUTES))

@@ -256,8 +256,17 @@ def cmd_dataset(args) -> int:
     if args.max_chunk_s <= 0 or (args.min_confidence is not None and not 0 <= args.min_confidence <= 1):
         print("--max-chunk-s must be positive and --min-confidence within [0, 1]", file=sys.stderr)
         return 2
+    import getpass
+
+    from callscribe.access import log_access
+
+    engine = engine_from_env()
+    # A copy of raw transcripts and audio leaves a trace, written before anything is copied.
+    log_access(engine, getpass.getuser(), "dataset",
+               f"calls of {args.from_date}..{last} into {Path(args.out).resolve()}, min confidence "
+               f"{args.min_confidence}")
     try:
-        summary = build(engine_from_env(), store(), args.from_date, last, Path(args.out), args.min_confidence,
+        summary = build(engine, store(), args.from_date, last, Path(args.out), args.min_confidence,
                         args.max_chunk_s, args.threads)
     except FileExistsError as exc:
         print(exc, file=sys.stderr)

@@ -435,12 +435,17 @@ def speakers_hint(meta: dict | None = None) -> int:
     return int(raw) if raw.isdigit() and 1 <= int(raw) <= 8 else DEFAULT_MONO_SPEAKERS
 
 
-def diarized_speaker(speaker: int, n_speakers: int, meta: dict | None = None) -> str:
+def diarized_speaker(speaker: int, n_speakers: int, meta: dict | None = None,
+                     hint: int = DEFAULT_MONO_SPEAKERS) -> str:
     """The label of a mono call's ``speaker`` (0 speaks first) among ``n_speakers`` found.
 
     Neutral (speaker_1, speaker_2, ...) unless the call has exactly two speakers, as a call
-    has, and its metadata names the first: ``first-speaker`` = agent or customer.
+    has, and its metadata names the first: ``first-speaker`` = agent or customer. One voice
+    found where ``hint`` voices were looked for is ``mixed``, as before diarization: two
+    similar voices look like one, so the label must not claim a single speaker.
     """
+    if n_speakers == 1 and hint > 1:
+        return "mixed"
     first = _meta_value(meta, FIRST_SPEAKER_KEYS)
     if n_speakers == 2 and first in DEFAULT_SPEAKERS:
         other = next(s for s in DEFAULT_SPEAKERS if s != first)

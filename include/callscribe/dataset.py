@@ -30,8 +30,8 @@ Choices:
   never past ``max_chunk_s``.
 - With ``min_confidence``, segments below it are left out, and so are segments with no
   confidence (loaded before confidences were stored, or from an engine without one).
-- The text is as spoken (the raw transcript, whitespace made single): no masked numbers are in
-  it, as segments with any are left out.
+- The text is as spoken (the raw transcript, whitespace made single): no numbers are in it,
+  as segments with anything like one are left out, with their neighbours (:func:`near_pii`).
 - A recording whose object is gone or was replaced (another etag) since it was transcribed is
   skipped: its transcript no longer belongs to the audio there.
 """
@@ -41,6 +41,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -56,6 +57,7 @@ from sqlalchemy.engine import Engine
 
 from callscribe import db
 from callscribe.audio import TARGET_SR, Decoded, DecodeError, decode, resample
+from callscribe.discovery import call_id_for
 from callscribe.storage import Store, make_uri, unavailable
 
 log = logging.getLogger(__name__)
@@ -128,8 +130,11 @@ class Summary:
 def recordings_between(engine: Engine, first: date, last: date) -> Iterator[Recording]:
     """The ``done`` recordings of [first, last] with their segments, a channel at a time in order."""
     current: Recording | None = None
+    # A server-side cursor: a long range's segments are read as they are used, not all at once.
     with engine.connect() as conn:
-        for r in conn.execute(db.q("dataset_segments"), {"first": first, "last": last}):
+        rows = conn.execution_options(stream_results=True, yield_per=10_000).execute(
+            db.q("dataset_segments"), {"first": first, "last": last})
+        for r in rows:
             if current is None or current.id != r.recording_id:
                 if current is not None:
                     yield current
@@ -142,8 +147,11 @@ def recordings_between(engine: Engine, first: date, last: date) -> Iterator[Reco
 
 
 def split_of(key: str, shares: tuple[float, ...] = SPLIT_SHARES) -> str:
-    """The split of a recording, from a hash of its object key: the same on every run."""
-    at = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
+    """The split of a recording, from a hash of its call id (the key's file name without its
+    extension): the same on every run, and the same for one call delivered again under another
+    folder or format."""
+    call = call_id_for(key).lower().encode("utf-8", "surrogatepass")
+    at = int.from_bytes(hashlib.sha256(call).digest()[:8], "big") / 2**64
     bound = 0.0
     for split, share in zip(SPLITS, shares, strict=True):
         bound += share
@@ -156,14 +164,36 @@ def _words(text: str) -> str:
     return " ".join(text.split())
 
 
+# The analysts' redaction keeps short numbers (a security code, half a card number said in
+# pieces, "4111 then 1111"); a training set keeps nothing that looks like one: any digit, or
+# two spoken digit words.
+_SPOKEN_DIGIT = re.compile(r"\b(?:zero|oh|one|two|three|four|five|six|seven|eight|nine|double|triple)\b", re.I)
+
+
 def holds_pii(seg: Seg) -> bool:
-    """Whether the redaction masked something in the segment (spacing aside)."""
-    return _words(seg.text) != _words(seg.text_redacted)
+    """Whether the segment masked a number or holds anything like one (see above)."""
+    if _words(seg.text) != _words(seg.text_redacted) or any(c.isdigit() for c in seg.text):
+        return True
+    return len(_SPOKEN_DIGIT.findall(seg.text)) >= 2
 
 
-def left_out_because(seg: Seg, min_confidence: float | None, max_chunk_s: float) -> str | None:
-    """Why the segment cannot be an example (or part of one); None when it can."""
-    if holds_pii(seg):
+def near_pii(segments: list[Seg]) -> set[tuple[int, int]]:
+    """(channel, seq) of the segments left out for numbers: those that hold one, their neighbours
+    on the channel (a number dictated over two segments), and whatever overlaps them in time on
+    another channel (the other party's line can carry it as echo)."""
+    hot = [s for s in segments if holds_pii(s)]
+    out = {(s.channel, s.seq) for s in hot}
+    out |= {(s.channel, s.seq + d) for s in hot for d in (-1, 1)}
+    out |= {(o.channel, o.seq) for o in segments for s in hot
+            if o.channel != s.channel and o.start < s.end and s.start < o.end}
+    return out
+
+
+def left_out_because(seg: Seg, min_confidence: float | None, max_chunk_s: float,
+                     pii: set[tuple[int, int]] | None = None) -> str | None:
+    """Why the segment cannot be an example (or part of one); None when it can. ``pii``: the
+    recording's segments near a number (:func:`near_pii`); by default the segment's own text."""
+    if (seg.channel, seg.seq) in pii if pii is not None else holds_pii(seg):
         return PII
     if min_confidence is not None:
         if seg.confidence is None:
@@ -195,13 +225,14 @@ def examples_of(rec: Recording, min_confidence: float | None = None,
     out: list[Example] = []
     left: Counter = Counter()
     by_channel: dict[int, list[Seg]] = {}
+    pii = near_pii(rec.segments)
     for s in rec.segments:
         by_channel.setdefault(s.channel, []).append(s)
     for segs in by_channel.values():
         group: list[Seg] = []
         before = last_end = 0.0  # where the segment before the group ends; where the last one seen ends
         for s in sorted(segs, key=lambda s: s.seq):
-            why = left_out_because(s, min_confidence, max_chunk_s)
+            why = left_out_because(s, min_confidence, max_chunk_s, pii)
             if why:
                 left[why] += 1
             # A mono call's channel holds both speakers (diarized): an example keeps to one of them.
@@ -355,7 +386,7 @@ def summary_lines(summary: Summary, min_confidence: float | None, max_chunk_s: f
     for s in SPLITS:
         lines.append(f"{s:<11} {summary.recordings[s]:>10} {summary.examples[s]:>9} {summary.hours(s):>8.3f}")
     left = summary.left_out
-    lines.append(f"left out: {left[PII]} segments with a masked number (PII), "
+    lines.append(f"left out: {left[PII]} segments with or next to a number (PII), "
                  f"{left[TOO_LONG]} longer than {max_chunk_s:g} s, {left[TOO_SHORT]} shorter than {MIN_SEGMENT_S:g} s")
     if min_confidence is not None:
         lines.append(f"left out: {left[LOW_CONFIDENCE]} segments below confidence {min_confidence:g}, "

@@ -102,6 +102,7 @@ def chunk_one(store: Store, engine: Engine, recording_id: int, params: ChunkingP
     if decoded.n_channels == 1 and diarize_mono():
         # A mono call's speakers are told apart at chunking: each chunk holds one voice.
         params = replace(params, diarize=True, speakers=speakers_hint(meta))
+    hint = params.speakers if params.diarize else 1
     chunks = chunk_recording(decoded, params, at_16k=False)
     n_speakers = len({c.speaker for c, _ in chunks if c.speaker is not None})
     refs: list[ChunkRef] = []
@@ -112,7 +113,7 @@ def chunk_one(store: Store, engine: Engine, recording_id: int, params: ChunkingP
         refs.append(ChunkRef(
             recording_id=recording_id, channel=c.channel, index=c.index,
             speaker=(speaker_for(c.channel, decoded.n_channels) if c.speaker is None
-                     else diarized_speaker(c.speaker, n_speakers, meta)),
+                     else diarized_speaker(c.speaker, n_speakers, meta, hint)),
             start_s=c.start_s, end_s=c.end_s, pack_offset=offset, n_samples=n, pack_rate=rate,
             regions=c.region_map(),
         ))

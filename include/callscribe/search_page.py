@@ -117,8 +117,16 @@ def _actor_name(user: Any) -> str:
     return str(name or getattr(user, "username", None) or "unknown")
 
 
+def _same_site(request: Request) -> None:
+    """Refuse requests another site's page makes with the user's cookie (an export link planted
+    elsewhere): browsers say where a request comes from in Sec-Fetch-Site."""
+    if request.headers.get("sec-fetch-site", "same-origin") == "cross-site":
+        raise HTTPException(status_code=403, detail="cross-site requests are refused")
+
+
 def _permitted(request: Request, user: Annotated[Any, Depends(get_user)]) -> str:
     """The caller's name, when the auth manager grants callscribe's permission; else 403 (logged)."""
+    _same_site(request)
     actor = _actor_name(user)
     if auth_manager().is_authorized_custom_view(method="GET", resource_name=access.RESOURCE_NAME, user=user):
         return actor
@@ -150,7 +158,7 @@ def create_app(require_login: bool = True) -> FastAPI:
     actor_dep = _permitted if require_login else _local
     # On the app, so that every route (and any added later) is behind the check.
     app = FastAPI(title="callscribe call search", dependencies=[Depends(actor_dep)], docs_url=None,
-                  redoc_url=None)
+                  redoc_url=None, openapi_url=None)  # app dependencies do not cover the schema route
 
     @app.exception_handler(HTTPException)
     async def _refusal(request: Request, exc: HTTPException):

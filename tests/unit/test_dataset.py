@@ -46,13 +46,16 @@ def rec(*segs: Seg, key: str = KEY) -> Recording:
 
 
 def test_a_recording_always_lands_in_the_same_split_and_the_shares_are_about_80_10_10():
-    keys = [f"calls/2026/12/{d:02d}/call-{i:04d}.wav" for d in range(1, 29) for i in range(100)]
+    keys = [f"calls/2026/12/{d:02d}/call-{d:02d}{i:04d}.wav" for d in range(1, 29) for i in range(100)]
     splits = Counter(split_of(k) for k in keys)
     assert set(splits) == set(SPLITS)
     assert splits["train"] / len(keys) == pytest.approx(0.8, abs=0.02)
     assert splits["validation"] / len(keys) == pytest.approx(0.1, abs=0.02)
     assert splits["test"] / len(keys) == pytest.approx(0.1, abs=0.02)
     assert [split_of(k) for k in keys[:50]] == [split_of(k) for k in keys[:50]]
+    # One call delivered again under another day's folder or as another format: the same split.
+    again = [(k, k.replace("/12/01/", "/12/02/").replace(".wav", ".mp3")) for k in keys[:300]]
+    assert all(split_of(a) == split_of(b) for a, b in again)
 
 
 def test_every_example_of_a_recording_is_in_its_split(tmp_path):
@@ -66,15 +69,32 @@ def test_every_example_of_a_recording_is_in_its_split(tmp_path):
 # ---------------------------------------------------------------- what is left out
 
 
-def test_a_segment_with_a_masked_number_is_left_out_and_nothing_is_merged_across_it():
-    segs = [seg(0, 1.0, 2.0, "my card number is"), seg(1, 2.2, 4.0, "4111 1111 1111 1111"),
-            seg(2, 4.1, 5.0, "and it expires soon")]
+def test_a_segment_with_a_masked_number_is_left_out_with_its_neighbours_and_nothing_is_merged_across():
+    segs = [seg(0, 0.0, 0.9, "hello there"), seg(1, 1.0, 2.0, "my card number is"),
+            seg(2, 2.2, 4.0, "4111 1111 1111 1111"), seg(3, 4.1, 5.0, "and it expires soon"),
+            seg(4, 5.1, 6.0, "thank you")]
     examples, left = examples_of(rec(*segs))
-    assert left == Counter({PII: 1})
-    assert [e.text for e in examples] == ["my card number is", "and it expires soon"]
-    # The padding stops where the left-out segment's time begins and ends.
-    assert examples[0].end == 2.1 and examples[1].start == 4.0
-    assert all("4111" not in e.text for e in examples)
+    assert left == Counter({PII: 3})  # the number, and the segments either side of it
+    assert [e.text for e in examples] == ["hello there", "thank you"]
+    # The padding stops where the left-out segments' time begins and ends.
+    assert examples[0].end == 1.0 and examples[1].start == 5.0
+
+
+def test_numbers_the_analysts_masking_keeps_are_left_out_too():
+    """Short groups said in pieces, a security code, spoken digits: personal data all the same."""
+    for text in ("the security code is 123", "4111 then 1111 then 2222", "it is four one one one",
+                 "double seven", "my card number is 4111"):
+        assert dataset.holds_pii(seg(0, 0.0, 1.0, text)), text
+    for text in ("no one is here", "oh I see", "thank you so much"):
+        assert not dataset.holds_pii(seg(0, 0.0, 1.0, text)), text
+
+
+def test_the_other_channel_is_left_out_where_it_overlaps_a_number():
+    """The other party's line can carry the number as echo."""
+    segs = [seg(0, 2.0, 4.0, "it is 4111 1111", channel=1, speaker="customer"),
+            seg(0, 3.0, 5.0, "okay got it"), seg(1, 9.0, 10.0, "anything else")]
+    examples, left = examples_of(rec(*segs))
+    assert [e.text for e in examples] == ["anything else"] and left == Counter({PII: 2})
 
 
 def test_spacing_alone_is_not_a_masked_number():
@@ -190,8 +210,9 @@ def test_file_names_hold_no_split_word():
 @pytest.fixture
 def built(tmp_path, monkeypatch):
     keys = [f"calls/2026/12/01/call-{i}.wav" for i in range(12)]
-    recs = [rec(seg(0, 1.0, 3.0, "good morning"), seg(1, 3.5, 5.0, "my card is 4111 1111 1111 1111"),
-                seg(2, 6.0, 8.0, "thanks", confidence=0.3), seg(0, 2.0, 4.0, "hello", channel=1, speaker="customer"),
+    recs = [rec(seg(0, 1.0, 3.0, "good morning"), seg(1, 5.0, 6.0, "please hold"),
+                seg(2, 10.0, 12.0, "my card is 4111 1111 1111 1111"), seg(3, 14.0, 15.0, "right"),
+                seg(4, 20.0, 22.0, "thanks", confidence=0.3), seg(0, 2.0, 4.0, "hello", channel=1, speaker="customer"),
                 key=k) for k in keys]
     monkeypatch.setattr(dataset, "recordings_between", lambda engine, first, last: iter(recs))
     store = FakeStore({k: _two_channel_wav(10.0) for k in keys})
@@ -217,10 +238,10 @@ def test_the_layout_is_audiofolder_with_nemo_manifests(built):
         total += len(rows)
         assert summary.examples[split] == len(rows)
     assert total == 2 * len(keys)  # "good morning" and "hello"
-    assert summary.left_out[PII] == len(keys) and summary.left_out[LOW_CONFIDENCE] == len(keys)
+    assert summary.left_out[PII] == 3 * len(keys) and summary.left_out[LOW_CONFIDENCE] == len(keys)
     assert json.loads((out / "summary.json").read_text())["examples"] == summary.examples
     lines = dataset.summary_lines(summary, 0.5, 30.0)
-    assert "12 segments with a masked number" in lines[4] and "12 segments below confidence 0.5" in lines[5]
+    assert "36 segments with or next to a number" in lines[4] and "12 segments below confidence 0.5" in lines[5]
 
 
 def load_audiofolder(data_dir: Path, cache: Path, monkeypatch):

@@ -109,7 +109,8 @@ def test_labels_are_neutral_unless_the_metadata_names_the_first_speaker():
     assert [config.diarized_speaker(s, 2) for s in (0, 1)] == ["speaker_1", "speaker_2"]
     assert [config.diarized_speaker(s, 2, {"first-speaker": "agent"}) for s in (0, 1)] == ["agent", "customer"]
     assert [config.diarized_speaker(s, 2, {"first_speaker": "Customer"}) for s in (0, 1)] == ["customer", "agent"]
-    assert config.diarized_speaker(0, 1, {"first-speaker": "agent"}) == "speaker_1"  # one voice: neutral
+    assert config.diarized_speaker(0, 1, {"first-speaker": "agent"}) == "mixed"  # two looked for, one found
+    assert config.diarized_speaker(0, 1, hint=1) == "speaker_1"  # the upload said one voice
     assert config.diarized_speaker(2, 3, {"first-speaker": "agent"}) == "speaker_3"
     assert config.diarized_speaker(1, 2, {"first-speaker": "boss"}) == "speaker_2"
 

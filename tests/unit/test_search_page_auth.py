@@ -165,6 +165,18 @@ def test_the_link_lifetime_is_configurable_in_minutes(page, monkeypatch):
     assert access.play_url_ttl() == timedelta(hours=1)  # never longer than an hour
     monkeypatch.setenv("CALLSCRIBE_PLAY_URL_MINUTES", "0")
     assert access.play_url_ttl() == timedelta(minutes=1)
+    for typo in ("five", "nan"):  # a bad setting falls back to the default, plays keep working
+        monkeypatch.setenv("CALLSCRIBE_PLAY_URL_MINUTES", typo)
+        assert access.play_url_ttl() == timedelta(minutes=access.DEFAULT_PLAY_MINUTES)
+
+
+def test_other_sites_cannot_use_the_login_cookie_and_the_schema_is_not_served(page):
+    client = page.login("analyst")
+    planted = client.get("/api/export", params={"key": RECORDING["object_key"]},
+                         headers={"Sec-Fetch-Site": "cross-site"})
+    assert planted.status_code == 403 and page.logged == []
+    assert client.get("/api/search", params={"q": "x"}, headers={"Sec-Fetch-Site": "same-origin"}).status_code == 200
+    assert client.get("/openapi.json").status_code == 404
 
 
 def test_export_is_logged_with_the_recording(page, monkeypatch):
