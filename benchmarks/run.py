@@ -38,6 +38,7 @@ TARGETS = {
     "discovery_100k_s": ("s", 30, "max", "list a day of objects and register them (fresh day)"),
     "discovery_rerun_s": ("s", 30, "max", "the same day again: list and diff, nothing new"),
     "search_p95_ms_1m": ("ms", 50, "max", "p95 over typical searches"),
+    "search_p95_ms_10m": ("ms", 150, "max", "the same at 10M segments (300 days; `--search-10m` only)"),
     "e2e_overhead_share": ("share of wall time", 0.2, "max", "dag.test() wall time outside the engine"),
 }
 
@@ -58,7 +59,7 @@ def machine() -> dict:
             "object_store": weed.stdout.split("\n")[0].strip() or "SeaweedFS"}
 
 
-def run(mode: str) -> dict:
+def run(mode: str, search_10m: bool = False) -> dict:
     from callscribe.dev import services
 
     profile = services.profile("bench")
@@ -86,6 +87,16 @@ def run(mode: str) -> dict:
     srch = stages.search_latency(pg, size["search_segments"], size["runs"])
     results["search_p95_ms_1m"] = figure("search_p95_ms_1m", srch["p95"])
     notes["search_median_ms_per_query"] = srch["per_query_median_ms"]
+    if search_10m:
+        # A database of its own, generated in SQL (benchmarks/scale.py): about half an hour, ~15 GB.
+        from benchmarks import scale
+
+        big = scale._database(pg, "callscribe_scale_10000000")
+        notes["search_10m"] = {**scale.generate(big, 10_000_000), "sizes": scale.sizes(big)}
+        scale.latency(big, runs=1, repeats=2)  # warm the caches
+        at10m = scale.latency(big, runs=size["runs"])
+        results["search_p95_ms_10m"] = figure("search_p95_ms_10m", at10m["p95_runs"])
+        notes["search_10m_median_ms_per_query"] = at10m["per_query_median_ms"]
     e2e = stages.end_to_end(st, pg, size["e2e_call_s"], size["e2e_calls"], size["e2e_runs"])
     results["e2e_overhead_share"] = figure("e2e_overhead_share", [r["share"] for r in e2e])
     notes["e2e_runs"] = e2e
@@ -129,9 +140,11 @@ def write_doc(report: dict) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, results not written to the docs")
+    ap.add_argument("--search-10m", action="store_true",
+                    help="also search at 10M segments (benchmarks/scale.py; not in `make bench`)")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results.json"))
     args = ap.parse_args()
-    report = run("smoke" if args.smoke else "full")
+    report = run("smoke" if args.smoke else "full", search_10m=args.search_10m)
     if not args.smoke:
         Path(args.out).write_text(json.dumps(report, indent=2, default=str) + "\n")
         write_doc(report)

@@ -157,12 +157,16 @@ def discovery_stage(store: Store, engine, n_objects: int, runs: int) -> dict:
 # ---------------------------------------------------------------- search
 
 
+# The search data's newest day, after every other stage's days: search ranks in a window that
+# ends at the newest day with calls, which in production is where the volume is.
+SEARCH_NEWEST = date(2026, 12, 31)
 SEARCHES = [  # (query, filters): what analysts type most
     ('"cancel my account"', SearchFilters()),
     ("refund OR discount", SearchFilters()),
     ("router -internet", SearchFilters()),
     ("bill", SearchFilters(speaker="customer")),
-    ("payment card", SearchFilters(from_date=date(2025, 4, 10), to_date=date(2025, 4, 12))),
+    ("payment card", SearchFilters(from_date=SEARCH_NEWEST - timedelta(days=20),
+                                   to_date=SEARCH_NEWEST - timedelta(days=18))),
     ("upgrade plan", SearchFilters(agent="agent-07")),
     ("Siobahn", SearchFilters(fuzzy=True)),
 ]
@@ -172,7 +176,8 @@ def fill_segments(engine, n_segments: int, per_recording: int = 200, days: int =
     """COPY n synthetic segments (with agents and days) straight into the tables."""
     with engine.connect() as c:
         have = c.execute(sa.text("SELECT count(*) FROM segments s JOIN recordings r ON r.id = s.recording_id "
-                                 "WHERE r.object_key LIKE 'bench-search/%'")).scalar_one()
+                                 "WHERE r.object_key LIKE 'bench-search/%' AND r.call_date > :d"),
+                         {"d": SEARCH_NEWEST - timedelta(days=days)}).scalar_one()
     if have >= n_segments:
         return
     with engine.begin() as c:  # a smaller fill (the smoke run's) is replaced; segments go with it
@@ -182,13 +187,15 @@ def fill_segments(engine, n_segments: int, per_recording: int = 200, days: int =
     batch = 200
     for start in range(0, n_rec, batch):
         with engine.begin() as c:
+            # Oldest day first, as nightly loads write them; the day and agent go on the segments too.
+            calls = [(SEARCH_NEWEST - timedelta(days=days - 1 - i * days // n_rec), f"agent-{i % 40:02d}", i)
+                     for i in range(start, min(n_rec, start + batch))]
             ids = [c.execute(sa.text(
                 "INSERT INTO recordings (bucket, object_key, etag, call_date, call_id, agent_id, status, channels, "
                 "duration_s) VALUES ('calls', :k, 'e', :d, :k, :a, 'done', 2, 900) RETURNING id"),
-                {"k": f"bench-search/{i}.wav", "d": date(2025, 4, 1) + timedelta(days=i % days),
-                 "a": f"agent-{i % 40:02d}"}).scalar_one() for i in range(start, min(n_rec, start + batch))]
+                {"k": f"bench-search/{i}.wav", "d": day, "a": agent}).scalar_one() for day, agent, i in calls]
             rows = []
-            for rid in ids:
+            for rid, (day, agent, _) in zip(ids, calls, strict=True):
                 texts = [sentence(rng) for _ in range(per_recording)]
                 # Redacted as the loader does, a channel at a time (channel 0 holds the even ones).
                 masked = [None] * per_recording
@@ -197,9 +204,9 @@ def fill_segments(engine, n_segments: int, per_recording: int = 200, days: int =
                     ch = seq % 2
                     nxt = masked[seq + 2] if seq + 2 < per_recording else None
                     rows.append((rid, ch, seq // 2, "agent" if ch == 0 else "customer", seq * 4.0, seq * 4.0 + 3.5,
-                                 text, masked[seq], nxt))
+                                 text, masked[seq], nxt, day, agent))
             db.copy_rows(c, "segments", ["recording_id", "channel", "seq", "speaker", "start_s", "end_s", "text",
-                                         "text_redacted", "next_redacted"], rows)
+                                         "text_redacted", "next_redacted", "call_date", "agent_id"], rows)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
         c.exec_driver_sql("VACUUM ANALYZE segments")
         c.exec_driver_sql("VACUUM ANALYZE recordings")

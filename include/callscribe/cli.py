@@ -317,7 +317,8 @@ def cmd_search(args) -> int:
 
     _use_services(args)
     filters = SearchFilters(from_date=args.from_date, to_date=args.to_date, speaker=args.speaker, agent=args.agent,
-                            min_duration_s=args.min_duration, fuzzy=args.fuzzy)
+                            min_duration_s=args.min_duration, fuzzy=args.fuzzy,
+                            recent_days=None if args.all_dates else args.recent_days)
     hits = search(engine_from_env(), args.query, limit=args.limit, filters=filters)
     note = note_for(hits, args.fuzzy)
     if note and not args.json:
@@ -556,6 +557,10 @@ def build_parser() -> argparse.ArgumentParser:
     match.add_argument("--exact", dest="fuzzy", action="store_const", const=False,
                        help="exact matches only (by default similar ones are shown when nothing matches exactly)")
     s.add_argument("--limit", type=int, default=20)
+    ranking = s.add_mutually_exclusive_group()
+    ranking.add_argument("--recent-days", type=int, default=1, metavar="N",
+                         help="rank the newest N days with calls first, widening until enough hits (default 1)")
+    ranking.add_argument("--all-dates", action="store_true", help="rank every match in the range (slower)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_search)
 

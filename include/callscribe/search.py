@@ -24,6 +24,9 @@ class SearchFilters:
     # None: exact matches, or similar ones when nothing matches exactly; True: exact, then similar;
     # False: exact only.
     fuzzy: bool | None = None
+    # Exact matches are ranked in the newest `recent_days` days with calls first, widened to 7, 30,
+    # 90 and 365 days and then the whole range until enough are found; None ranks every match.
+    recent_days: int | None = 1
 
 
 def search(engine: Engine, query: str, limit: int = 20, filters: SearchFilters | None = None) -> list[dict]:
@@ -35,6 +38,7 @@ def search(engine: Engine, query: str, limit: int = 20, filters: SearchFilters |
     params = {
         "query": query, "from_date": f.from_date, "to_date": f.to_date, "speaker": f.speaker,
         "agent": f.agent, "min_duration_s": f.min_duration_s, "fuzzy": f.fuzzy, "limit": limit,
+        "recent_days": f.recent_days,
     }
     with engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(db.q("search_segments"), params)]

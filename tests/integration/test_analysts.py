@@ -151,3 +151,63 @@ def test_the_documented_example_queries_run_as_the_analyst(stack, pg, loaded):
             assert counted[("2026-10-01", "a1")] >= 1 and counted[("2026-10-02", "a2")] >= 1
     finally:
         conn.close()
+
+
+def test_call_metrics_are_computed_at_load(pg, loaded):
+    with pg.connect() as c:
+        row = c.execute(sa.text("SELECT * FROM analytics.calls WHERE recording_id = :r"), {"r": loaded["a"]}).one()
+        stored = c.execute(sa.text("SELECT segments, overlap_s FROM call_metrics WHERE recording_id = :r"),
+                           {"r": loaded["a"]}).one()
+        days = c.execute(sa.text("SELECT DISTINCT call_date, agent_id FROM segments WHERE recording_id = :r"),
+                         {"r": loaded["a"]}).all()
+    # The customer's three segments (10-26 s) are one turn; the call is 120 s with 18 s of talk.
+    assert (float(row.longest_monologue_s), row.longest_monologue_speaker) == (16.0, "customer")
+    assert float(row.silence_s) == pytest.approx(102.0)
+    assert (stored.segments, float(stored.overlap_s)) == (5, 1.0)
+    assert [(str(d), a) for d, a in days] == [("2026-10-01", "a1")]  # the recording's, on every segment
+
+
+def test_deleting_segments_deletes_their_metrics(pg, s3):
+    from tests.integration.helpers import load_call
+
+    rid = load_call(pg, s3, "calls/2026/07/02/metrics-gone.wav", date(2026, 7, 2),
+                    [(0, "agent", 0.0, 2.0, "hello"), (1, "customer", 2.5, 4.0, "hi")])
+    with pg.begin() as c:
+        assert c.execute(sa.text("SELECT segments FROM call_metrics WHERE recording_id = :r"), {"r": rid}).scalar() == 2
+        c.execute(sa.text("DELETE FROM segments WHERE recording_id = :r"), {"r": rid})  # as discovery's forget does
+        assert c.execute(sa.text("SELECT count(*) FROM call_metrics WHERE recording_id = :r"),
+                         {"r": rid}).scalar() == 0
+        assert c.execute(sa.text("SELECT segments FROM analytics.calls WHERE recording_id = :r"),
+                         {"r": rid}).scalar() == 0
+
+
+WINDOW_NEW, WINDOW_OLD = date(2026, 6, 30), date(2026, 6, 1)
+
+
+@pytest.fixture(scope="module")
+def windowed(pg, s3) -> dict[str, int]:
+    from tests.integration.helpers import load_call
+
+    # 15 plain mentions on the newer day; one that ranks higher (the word three times) a month before.
+    new = load_call(pg, s3, "calls/2026/06/30/window-new.wav", WINDOW_NEW,
+                    [(i % 2, "agent" if i % 2 == 0 else "customer", i * 5.0, i * 5.0 + 4, f"the quokka number {i}")
+                     for i in range(15)])
+    old = load_call(pg, s3, "calls/2026/06/01/window-old.wav", WINDOW_OLD,
+                    [(0, "agent", 0.0, 4.0, "quokka quokka quokka")])
+    return {"new": new, "old": old}
+
+
+def test_ranking_is_bounded_to_a_recent_window_that_widens_on_demand(pg, windowed):
+    def keys(hits):
+        return [h["object_key"].rsplit("/", 1)[1] for h in hits]
+
+    # One hit asked: the newest day (June 30) holds enough matches (2 x 1 + 10), so the better-ranked
+    # older segment is not ranked at all.
+    assert keys(_q(pg, "quokka", to_date=WINDOW_NEW, limit=1)) == ["window-new.wav"]
+    # recent_days => NULL ranks every match in the range: the older, better one wins.
+    assert keys(_q(pg, "quokka", to_date=WINDOW_NEW, limit=1, recent_days=None)) == ["window-old.wav"]
+    # Twenty asked: the day has too few, so the window widens (7, then 30 days) and finds June 1.
+    hits = _q(pg, "quokka", to_date=WINDOW_NEW, limit=20)
+    assert keys(hits)[0] == "window-old.wav" and len(hits) == 16
+    # An explicit range is respected whatever the window.
+    assert keys(_q(pg, "quokka", from_date=WINDOW_OLD, to_date=WINDOW_OLD)) == ["window-old.wav"]

@@ -169,3 +169,6 @@ def test_cli_status_and_search_json(first_run, stack):
     assert hits and hits[0]["key"] == f"calls/{DAY:%Y/%m/%d}/call-0002.mp3"
     assert {"key", "channel", "speaker", "start", "end", "hit", "snippet"} <= hits[0].keys()
     assert hits[0]["start"] <= hits[0]["hit"] <= hits[0]["end"]
+    every = subprocess.run([*env_cli, "search", "internet connection", "--json", "--limit", "3", "--from", str(DAY),
+                            "--to", str(DAY), "--all-dates"], capture_output=True, text=True, check=True).stdout
+    assert json.loads(every.splitlines()[0])["key"] == hits[0]["key"]  # one day: the same best hit

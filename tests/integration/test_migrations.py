@@ -115,3 +115,55 @@ def test_confidence_goes_down_and_up_and_shards_from_before_it_load_null(pg, s3)
                                 "ORDER BY recording_id, seq"), {"ids": ids}).all()
     assert [(r, None if v is None else round(v, 4)) for r, v in got] == [(ids[0], None), (ids[1], 0.87),
                                                                           (ids[1], None)]
+
+
+def test_call_metrics_and_segment_days_on_a_populated_table(pg):
+    """0012 on rows loaded before it: day and agent copied onto the segments, metrics computed as the
+    old view aggregated them, and back down to 0011 (the stored own-segment vector returns) and up."""
+    key = "calls/2026/09/19/migrate-0012.wav"
+    _to(pg, "0011")
+    try:
+        with pg.begin() as c:
+            rid = c.execute(sa.text(
+                "INSERT INTO recordings (bucket, object_key, etag, call_date, call_id, agent_id, status, channels, "
+                "duration_s) VALUES ('calls', :k, 'e', '2026-09-19', 'migrate-0012', 'ag-12', 'done', 2, 60) "
+                "RETURNING id"), {"k": key}).scalar_one()
+            for ch, seq, speaker, a, b, text in [(0, 0, "agent", 0, 10, "hello and welcome"),
+                                                 (1, 0, "customer", 8, 20, "I need a refund"),
+                                                 (1, 1, "customer", 21, 30, "for the router")]:
+                c.execute(sa.text(
+                    "INSERT INTO segments (recording_id, channel, seq, speaker, start_s, end_s, text, text_redacted, "
+                    "next_redacted) VALUES (:r, :ch, :s, :sp, :a, :b, :t, :t, NULL)"),
+                    {"r": rid, "ch": ch, "s": seq, "sp": speaker, "a": a, "b": b, "t": text})
+            old = c.execute(sa.text("SELECT talk_time_s, silence_share, overlap_s, segments FROM analytics.calls "
+                                    "WHERE recording_id = :r"), {"r": rid}).one()
+    finally:
+        db.migrate(pg)
+    with pg.connect() as c:
+        new = c.execute(sa.text("SELECT talk_time_s, silence_share, overlap_s, segments, silence_s, "
+                                "longest_monologue_s, longest_monologue_speaker FROM analytics.calls "
+                                "WHERE recording_id = :r"), {"r": rid}).one()
+        assert tuple(new[:4]) == tuple(old)  # the same figures, now read from call_metrics
+        assert (float(new.silence_s), float(new.longest_monologue_s), new.longest_monologue_speaker) == (
+            31.0, 22.0, "customer")
+        assert c.execute(sa.text("SELECT DISTINCT call_date::text || ' ' || agent_id FROM segments "
+                                 "WHERE recording_id = :r"), {"r": rid}).scalar_one() == "2026-09-19 ag-12"
+        hits = c.execute(sa.text("SELECT count(*) FROM analytics.search('refund', from_date => '2026-09-19', "
+                                 "to_date => '2026-09-19', agent_filter => 'ag-12')")).scalar_one()
+        assert hits == 1
+        # An insert that names no day gets the recording's (the trigger), so filters still find it.
+        c.execute(sa.text("INSERT INTO segments (recording_id, channel, seq, speaker, start_s, end_s, text, "
+                          "text_redacted) VALUES (:r, 0, 5, 'agent', 40, 41, 'bye', 'bye')"), {"r": rid})
+        assert c.execute(sa.text("SELECT agent_id FROM segments WHERE recording_id = :r AND seq = 5"),
+                         {"r": rid}).scalar_one() == "ag-12"
+        c.rollback()
+    _to(pg, "0011")
+    try:
+        with pg.connect() as c:
+            columns = c.execute(sa.text("SELECT column_name FROM information_schema.columns "
+                                        "WHERE table_schema = 'public' AND table_name = 'segments'")).scalars().all()
+            assert "tsv" in columns and "call_date" not in columns
+            assert tuple(c.execute(sa.text("SELECT talk_time_s, silence_share, overlap_s, segments "
+                                           "FROM analytics.calls WHERE recording_id = :r"), {"r": rid}).one()) == old
+    finally:
+        db.migrate(pg)

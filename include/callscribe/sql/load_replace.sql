@@ -3,12 +3,24 @@
 -- fenced ids of load_fence.sql, locked by it.
 DELETE FROM segments WHERE recording_id = ANY(:ids);
 
--- next_redacted lets search find a phrase that runs on into the speaker's next segment.
+-- next_redacted (staged by the loader, the channel's next segment) lets search find a phrase that
+-- runs on into the speaker's next segment. The recording's day and agent go on every segment, so
+-- search filters on them without a join.
 INSERT INTO segments (recording_id, channel, seq, speaker, start_s, end_s, text, word_starts, text_redacted,
-                      next_redacted, confidence)
-SELECT recording_id, channel, seq, speaker, start_s, end_s, text, word_starts, text_redacted,
-       lead(text_redacted) OVER (PARTITION BY recording_id, channel ORDER BY seq), confidence
-FROM stage_segments
+                      next_redacted, confidence, call_date, agent_id)
+SELECT s.recording_id, s.channel, s.seq, s.speaker, s.start_s, s.end_s, s.text, s.word_starts, s.text_redacted,
+       s.next_redacted, s.confidence, r.call_date, r.agent_id
+FROM stage_segments AS s
+JOIN recordings AS r ON r.id = s.recording_id
+WHERE s.recording_id = ANY(:ids);
+
+-- Per-call metrics, read by analytics.calls (deleting the old segments above deleted the old
+-- metrics): staged by the loader, which computes them from the shard (loading.call_metrics).
+INSERT INTO call_metrics (recording_id, talk_time_s, talk_sum_s, talk_union_s, overlap_s, longest_monologue_s,
+                          longest_monologue_speaker, segments)
+SELECT recording_id, talk_time_s, talk_sum_s, talk_union_s, overlap_s, longest_monologue_s,
+       longest_monologue_speaker, segments
+FROM stage_metrics
 WHERE recording_id = ANY(:ids);
 
 DELETE FROM transcripts WHERE recording_id = ANY(:ids);

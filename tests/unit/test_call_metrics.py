@@ -1,0 +1,59 @@
+"""The loader's per-call metrics (loading.call_metrics), by hand-computed cases."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from callscribe.loading import METRIC_COLUMNS, call_metrics
+
+
+def _metrics(rows):
+    df = pd.DataFrame(rows, columns=["recording_id", "channel", "seq", "speaker", "start_s", "end_s"])
+    return {r[0]: dict(zip(METRIC_COLUMNS, r, strict=True)) for r in call_metrics(df)}
+
+
+def test_talk_silence_overlap_and_the_longest_monologue():
+    got = _metrics([
+        (7, 0, 0, "agent", 0.5, 4.0),
+        (7, 1, 0, "customer", 10.0, 12.0),
+        (7, 1, 1, "customer", 12.5, 15.0),
+        (7, 1, 2, "customer", 20.0, 26.0),
+        (7, 0, 1, "agent", 25.0, 30.0),
+    ])[7]
+    assert json.loads(got["talk_time_s"]) == {"agent": 8.5, "customer": 10.5}
+    assert (got["talk_sum_s"], got["talk_union_s"], got["overlap_s"]) == (19.0, 18.0, 1.0)
+    # The customer's three segments are one turn, 10 to 26 s.
+    assert (got["longest_monologue_s"], got["longest_monologue_speaker"], got["segments"]) == (16.0, "customer", 5)
+
+
+def test_one_speakers_overlapping_segments_count_once_and_calls_stay_apart():
+    got = _metrics([
+        (1, 0, 0, "mixed", 0.0, 10.0),
+        (1, 0, 1, "mixed", 5.0, 12.0),   # inside the same speaker's talk: no overlap
+        (1, 0, 2, "mixed", 20.0, 21.0),
+        (2, 0, 0, "agent", 0.0, 3.0),    # the next call starts again at 0
+        (2, 1, 0, "customer", 3.0, 4.0),
+        (2, 0, 1, "agent", 4.0, 7.0),
+    ])
+    assert json.loads(got[1]["talk_time_s"]) == {"mixed": 13.0} and got[1]["overlap_s"] == 0.0
+    assert (got[1]["longest_monologue_s"], got[1]["segments"]) == (21.0, 3)
+    assert (got[2]["talk_union_s"], got[2]["longest_monologue_s"], got[2]["longest_monologue_speaker"]) == (
+        7.0, 3.0, "agent")  # two equally long agent turns: the first
+
+
+def test_no_rows_no_metrics():
+    assert _metrics([]) == {}
+
+
+def test_a_phrase_runs_on_into_the_same_speakers_next_segment_only():
+    import pandas as pd
+
+    from callscribe.loading import next_texts
+
+    df = pd.DataFrame({"recording_id": [1, 1, 1, 1, 2], "channel": [0, 0, 0, 1, 0],
+                       "speaker": ["speaker_1", "speaker_1", "speaker_2", "customer", "agent"]})
+    texts = ["please cancel", "my account", "sure", "hello", "hi"]
+    # A diarized mono channel: the second speaker's "sure" does not finish the first one's phrase.
+    assert next_texts(df, texts) == ["my account", None, None, None, None]
