@@ -132,6 +132,27 @@ def test_a_listing_missing_most_of_a_day_is_not_taken_as_deletions(stack, pg):
     assert versions == [("other", "superseded"), ("e10", "pending")]  # one live row, the content listed
 
 
+def test_a_run_whose_listing_lacks_its_day_is_red_until_told_the_deletion_is_real(stack, pg, monkeypatch):
+    """An empty bucket where a day had calls (wrong credentials, a wiped bucket): the run says so
+    and forgets nothing; a run with accept_mass_deletion takes it as deletions and is green."""
+    from callscribe.local_run import run_day
+
+    monkeypatch.setenv("CALLSCRIBE_RETRY_DELAY_S", "1")
+    day = date(2026, 12, 15)
+    with pg.begin() as c:
+        for i in range(12):
+            c.execute(sa.text(
+                "INSERT INTO recordings (bucket, object_key, etag, call_date, call_id, status, channels) "
+                "VALUES ('calls', :k, 'e', :d, :i, 'done', 1)"), {"k": f"{day_prefix('calls/', day)}c{i}.wav",
+                                                                  "d": day, "i": f"c{i}"})
+    red = run_day(day)
+    assert str(red.state).endswith("failed")
+    assert set(_states(pg, day).values()) == {"done"}  # nothing forgotten on a listing not believed
+    green = run_day(day, conf={"accept_mass_deletion": True})
+    assert str(green.state).endswith("success")
+    assert set(_states(pg, day).values()) == {"deleted"}
+
+
 def _work_area_ids(s3) -> set[int]:
     """Recording ids found in any shard or manifest of the work area."""
     found = set()
