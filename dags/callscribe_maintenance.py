@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 
-from callscribe.retention import DEFAULT_RETENTION_DAYS, MIN_RETENTION_DAYS
+from callscribe.config import DEFAULT_RETENTION_DAYS, MIN_RETENTION_DAYS
 
 START_DATE = datetime(2020, 1, 1, tzinfo=UTC)
 

@@ -297,8 +297,9 @@ def cmd_erase(args) -> int:
 def cmd_sweep(args) -> int:
     from datetime import timedelta
 
+    from callscribe.config import DEFAULT_RETENTION_DAYS, MIN_RETENTION_DAYS
     from callscribe.db import engine_from_env
-    from callscribe.retention import DEFAULT_RETENTION_DAYS, MIN_RETENTION_DAYS, sweep
+    from callscribe.retention import sweep
     from callscribe.storage import store
 
     _use_services(args)

@@ -451,3 +451,10 @@ def diarized_speaker(speaker: int, n_speakers: int, meta: dict | None = None,
         other = next(s for s in DEFAULT_SPEAKERS if s != first)
         return (first, other)[speaker]
     return f"speaker_{speaker + 1}"
+
+
+# How long the work area's intermediates live (callscribe.retention, the maintenance DAG).
+DEFAULT_RETENTION_DAYS = float(os.environ.get("CALLSCRIBE_WORK_RETENTION_DAYS", 14))
+# The transcription DAG's run timeout: a shorter retention would leave a just-finished run
+# nothing to clear a task against.
+MIN_RETENTION_DAYS = 0.5

@@ -12,7 +12,6 @@ README); the sweep is the portable default, run daily by the ``callscribe_mainte
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -23,10 +22,6 @@ from callscribe.pipeline import WORK_PREFIX, run_key
 from callscribe.storage import ObjectInfo, Store
 
 log = logging.getLogger(__name__)
-DEFAULT_RETENTION_DAYS = float(os.environ.get("CALLSCRIBE_WORK_RETENTION_DAYS", 14))
-# The transcription DAG's run timeout: a run's files are never younger than its leases say,
-# but a shorter retention would leave a just-finished run nothing to clear a task against.
-MIN_RETENTION_DAYS = 0.5
 
 
 @dataclass
