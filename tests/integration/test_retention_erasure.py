@@ -18,6 +18,7 @@ from callscribe.audit import audit_day, key_hash
 from callscribe.discovery import day_prefix
 from callscribe.erasure import NothingToErase, erase
 from callscribe.manifests import from_parquet
+from callscribe.pipeline import run_key
 from callscribe.samples import sample_dir
 from callscribe.search import SearchFilters, search
 from callscribe.storage import ObjectInfo
@@ -188,6 +189,17 @@ def test_erasure_removes_a_recording_everywhere_and_it_stays_erased(stack, s3, p
     assert _row(pg, key) is None and not s3.exists(pack)
     assert rid not in _work_area_ids(s3) and other_id in _work_area_ids(s3)
     assert s3.exists(s3.uri(key))  # the audio is the customer's unless asked
+    # Its run's `load` cleared in the UI after the erasure: the scrubbed shard still loads, as one
+    # whole with its job, and brings nothing of the erased call back.
+    from callscribe.loading import load_jobs
+
+    with pg.connect() as c:
+        run_id = c.execute(sa.text("SELECT last_run_id FROM recordings WHERE id = :i"), {"i": other_id}).scalar_one()
+    jobs = [s3.uri(o.key) for o in s3.list(f"_callscribe/runs/{run_key(run_id)}/jobs/")
+            if not o.key.endswith(".failed.json")]
+    reloaded = load_jobs(s3, pg, jobs, run_id)
+    assert jobs and not reloaded.unfinished_jobs and not reloaded.failed
+    assert _row(pg, key) is None and _row(pg, other).status == "done" and _row(pg, other).segments > 0
     with pg.connect() as c:
         log = c.execute(sa.text("SELECT actor, action, recording_id, key_sha256, detail FROM access_log "
                                 "WHERE recording_id IN (:a, :b) OR key_sha256 = :h ORDER BY id"),
