@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from datetime import date
 from functools import cache
 from importlib import resources
@@ -68,6 +69,29 @@ def hit_json(h: dict, recording_id: int | None) -> dict:
         # What /api/play takes; None when the call is not (or no longer) transcribed: nothing to play.
         "recording_id": recording_id,
     }
+
+
+# ---------------------------------------------------------------- the ranking window
+
+# The page's ``recent_days``: where analytics.search ranks exact matches first (the newest N days
+# with calls, widening until there are enough); "all" (or empty) ranks every match together.
+DEFAULT_RECENT_DAYS = SearchFilters().recent_days
+MAX_RECENT_DAYS = 3650
+ALL_DATES = "all"
+RECENT_DAYS_HELP = (f"recent_days must be a whole number of days from 1 to {MAX_RECENT_DAYS}, "
+                    f"or {ALL_DATES!r} to rank all dates together")
+
+
+def parse_recent_days(value: str | None) -> int | None:
+    """The first ranking window for :class:`SearchFilters`: the default when not given, None (every
+    match ranked together) for "" or "all", else 1 to :data:`MAX_RECENT_DAYS` days; ValueError otherwise."""
+    if value is None:
+        return DEFAULT_RECENT_DAYS
+    if value in ("", ALL_DATES):
+        return None
+    if not re.fullmatch(r"[0-9]{1,4}", value) or not 1 <= int(value) <= MAX_RECENT_DAYS:
+        raise ValueError(RECENT_DAYS_HELP)
+    return int(value)
 
 
 # ---------------------------------------------------------------- who may use the page
@@ -183,15 +207,22 @@ def create_app(require_login: bool = True) -> FastAPI:
         min_duration: Annotated[float | None, Query(ge=0)] = None,
         fuzzy: bool | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        recent_days: str | None = None,  # checked by parse_recent_days, for one clear message
         actor: str = Depends(actor_dep),  # a default, not an annotation: this module's annotations are strings
     ) -> dict:
         if not q.strip():
             raise HTTPException(status_code=422, detail="empty query")
+        try:
+            window = parse_recent_days(recent_days)
+        except ValueError as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from None
         filters = SearchFilters(from_date=date_from, to_date=date_to, speaker=speaker or None, agent=agent or None,
-                                min_duration_s=min_duration, fuzzy=fuzzy)
+                                min_duration_s=min_duration, fuzzy=fuzzy, recent_days=window)
         engine = analyst_engine()
         asked = {"q": q, "speaker": filters.speaker, "agent": filters.agent, "from": date_from, "to": date_to,
-                 "min_duration": min_duration, "fuzzy": fuzzy}
+                 "min_duration": min_duration, "fuzzy": fuzzy,
+                 # Like the other filters, logged when it is not the default: N days, or "all".
+                 "recent_days": None if window == DEFAULT_RECENT_DAYS else (ALL_DATES if window is None else window)}
         access.log_access(engine, actor, "search",
                           json.dumps({k: v for k, v in asked.items() if v is not None}, default=str))
         hits = search(engine, q, limit=limit, filters=filters)

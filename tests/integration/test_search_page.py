@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
+from datetime import date
 
 import pytest
 import sqlalchemy as sa
@@ -118,3 +121,78 @@ def test_the_page_falls_back_to_similar_matches_and_says_so(api_server, browser)
     assert "no matches, exact or similar" in page.locator("#status").inner_text() and not dialogs
     page.close()
 
+
+
+RANKED_NEW, RANKED_OLD = date(2026, 5, 31), date(2026, 5, 11)
+
+
+@pytest.fixture(scope="module")
+def ranked_days(pg, s3) -> dict[str, int]:
+    """A newest day with more plain mentions than the page asks for (50 hits: the first window holds
+    enough), and a call 20 days before that says the word three times (it ranks higher)."""
+    from tests.integration.helpers import load_call
+
+    new = load_call(pg, s3, "calls/2026/05/31/page-window-new.wav", RANKED_NEW,
+                    [(i % 2, "agent" if i % 2 == 0 else "customer", i * 5.0, i * 5.0 + 4, f"the wombat number {i}")
+                     for i in range(120)])
+    old = load_call(pg, s3, "calls/2026/05/11/page-window-old.wav", RANKED_OLD,
+                    [(0, "agent", 0.0, 4.0, "wombat wombat wombat")])
+    return {"new": new, "old": old}
+
+
+def _search_log(pg) -> list[str]:
+    with pg.connect() as c:
+        return list(c.execute(sa.text("SELECT detail FROM access_log WHERE action = 'search' ORDER BY id")).scalars())
+
+
+def test_the_ranking_window_control_changes_what_ranks_first(api_server, browser, pg, ranked_days):
+    page, dialogs = _open(browser, api_server)
+    assert page.locator("#recent_days").input_value() == "1"  # newest day first, the default
+    page.fill("#q", "wombat")
+    page.fill("#to", RANKED_NEW.isoformat())
+
+    def run(window: str) -> list[str]:
+        page.select_option("#recent_days", window)
+        with page.expect_response(lambda r: "/callscribe/api/search?" in r.url) as resp:
+            page.click("#go")
+        assert resp.value.status == 200 and f"recent_days={window}" in resp.value.url
+        page.wait_for_function("document.getElementById('status').textContent.includes('found')")
+        return [page.locator("tr.hit .key").nth(i).inner_text().rsplit("/", 1)[1]
+                for i in range(page.locator("tr.hit").count())]
+
+    # The newest day alone holds enough plain mentions: the older, better one is not even listed.
+    newest = run("1")
+    assert len(newest) == 50 and set(newest) == {"page-window-new.wav"}
+    # Thirty days, or all dates ranked together, reach May 11: its call ranks first.
+    assert run("30")[0] == "page-window-old.wav"
+    assert run("all")[0] == "page-window-old.wav"
+    assert not dialogs
+    page.close()
+    # Each search is logged with its window (the default one is left out, like other defaults).
+    logged = [json.loads(d) for d in _search_log(pg)[-3:]]
+    assert [d.get("recent_days") for d in logged] == [None, 30, "all"]
+    assert all(d["q"] == "wombat" and d["to"] == RANKED_NEW.isoformat() for d in logged)
+
+
+def test_the_api_takes_a_window_and_refuses_a_bad_one(api_server, pg, ranked_days):
+    def get(**params) -> tuple[int, dict]:
+        url = f"{api_server}/callscribe/api/search?" + urllib.parse.urlencode(
+            {"q": "wombat", "to": RANKED_NEW.isoformat(), "limit": 1, **params})
+        try:
+            with urllib.request.urlopen(url, timeout=30) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    def first(**params) -> str:
+        status, body = get(**params)
+        assert status == 200, body
+        return body["hits"][0]["key"].rsplit("/", 1)[1]
+
+    assert first() == first(recent_days=7) == "page-window-new.wav"  # a week back does not reach May 11
+    assert first(recent_days=30) == first(recent_days="all") == first(recent_days="") == "page-window-old.wav"
+    before = _search_log(pg)
+    for bad in ("0", "3651", "-1", "1.5", "week"):
+        status, body = get(recent_days=bad)
+        assert status == 422 and "recent_days must be a whole number of days from 1 to 3650" in body["detail"]
+    assert _search_log(pg) == before  # refused before anything was searched or logged
