@@ -98,8 +98,9 @@ def worker_null(store: Store, chunked: dict, runs: int) -> list[float]:
 # ---------------------------------------------------------------- loading
 
 
-def loading(store: Store, engine, n_segments: int, runs: int, per_recording: int = 100) -> list[float]:
-    """Segments per second through load_shards (S3 read, COPY to staging, replace, commit)."""
+def loading(store: Store, engine, n_segments: int, runs: int, per_recording: int = 100, shards: int = 1) -> list[float]:
+    """Segments per second through load_shards (S3 read, COPY, replace, commit): one shard of
+    ``n_segments``, or a run's ``shards`` shards of a share each (loaded as the load task does)."""
     rng = random.Random(1)
     values = []
     with engine.begin() as c:  # earlier invocations' rows (segments go with them)
@@ -111,19 +112,23 @@ def loading(store: Store, engine, n_segments: int, runs: int, per_recording: int
             ids = [c.execute(sa.text(
                 "INSERT INTO recordings (bucket, object_key, etag, call_date, call_id, status, channels, last_run_id) "
                 "VALUES ('calls', :k, 'e', :d, :k, 'chunked', 2, 'bench-load') RETURNING id"),
-                {"k": f"bench-load/{day}/{i}.wav", "d": day}).scalar_one() for i in range(n_rec)]
-        rows = []
-        for rid in ids:
-            for seq in range(per_recording):
-                ch = seq % 2
-                rows.append((rid, ch, seq // 2, "agent" if ch == 0 else "customer", seq * 3.0, seq * 3.0 + 2.5,
-                             sentence(rng)))
-        info = ShardInfo(job_id=f"bench-load-{run}", run_id="bench-load", engine="null", batches=[],
-                         recordings=[RecordingEntry(recording_id=i, n_channels=2) for i in ids])
-        uri = store.uri(f"_callscribe/bench/load-{run}.parquet")
-        store.put_bytes(uri, to_parquet(pd.DataFrame(rows, columns=SEGMENT_COLUMNS), info))
+                {"k": f"bench-load/{day}/{shards}/{i}.wav", "d": day}).scalar_one() for i in range(n_rec)]
+        uris = []
+        for k in range(shards):
+            part = ids[k::shards]
+            rows = []
+            for rid in part:
+                for seq in range(per_recording):
+                    ch = seq % 2
+                    rows.append((rid, ch, seq // 2, "agent" if ch == 0 else "customer", seq * 3.0,
+                                 seq * 3.0 + 2.5, sentence(rng)))
+            info = ShardInfo(job_id=f"bench-load-{run}-{k}", run_id="bench-load", engine="null", batches=[],
+                             recordings=[RecordingEntry(recording_id=i, n_channels=2) for i in part])
+            uri = store.uri(f"_callscribe/bench/load-{run}-{k}.parquet")
+            store.put_bytes(uri, to_parquet(pd.DataFrame(rows, columns=SEGMENT_COLUMNS), info))
+            uris.append(uri)
         t = time.perf_counter()
-        result = load_shards(store, engine, [uri])
+        result = load_shards(store, engine, uris)
         values.append(result.segments / (time.perf_counter() - t))
     return values
 
@@ -179,6 +184,7 @@ def fill_segments(engine, n_segments: int, per_recording: int = 200, days: int =
                                  "WHERE r.object_key LIKE 'bench-search/%' AND r.call_date > :d"),
                          {"d": SEARCH_NEWEST - timedelta(days=days)}).scalar_one()
     if have >= n_segments:
+        _index_words(engine)  # a fill from before the lexicon
         return
     with engine.begin() as c:  # a smaller fill (the smoke run's) is replaced; segments go with it
         c.execute(sa.text("DELETE FROM recordings WHERE object_key LIKE 'bench-search/%'"))
@@ -210,6 +216,17 @@ def fill_segments(engine, n_segments: int, per_recording: int = 200, days: int =
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
         c.exec_driver_sql("VACUUM ANALYZE segments")
         c.exec_driver_sql("VACUUM ANALYZE recordings")
+    _index_words(engine)
+
+
+def _index_words(engine) -> None:
+    """The search data's words into the lexicon, as the loader adds a shard's (similar-word search
+    starts there)."""
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+        c.exec_driver_sql("INSERT INTO lexicon (word) SELECT DISTINCT callscribe_words(s.text_redacted) "
+                          "FROM segments AS s JOIN recordings AS r ON r.id = s.recording_id "
+                          "WHERE r.object_key LIKE 'bench-search/%' ON CONFLICT DO NOTHING")
+        c.exec_driver_sql("VACUUM ANALYZE lexicon")
 
 
 def search_latency(engine, n_segments: int, runs: int, repeats: int = 10) -> dict:

@@ -458,3 +458,11 @@ DEFAULT_RETENTION_DAYS = float(os.environ.get("CALLSCRIBE_WORK_RETENTION_DAYS", 
 # The transcription DAG's run timeout: a shorter retention would leave a just-finished run
 # nothing to clear a task against.
 MIN_RETENTION_DAYS = 0.5
+
+
+def load_parallel() -> int:
+    """How many shards a load task loads at once, each in its own transaction and session
+    (CALLSCRIBE_LOAD_PARALLEL, 1-4, within the engine's pool; default 2): the database works on one shard's search
+    vectors and indexes while the loader redacts the next."""
+    raw = os.environ.get("CALLSCRIBE_LOAD_PARALLEL", "").strip()
+    return min(max(int(raw), 1), 4) if raw.isdigit() else 2

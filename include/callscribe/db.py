@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Sequence
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
 from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
@@ -85,20 +86,35 @@ def set_analyst_password(engine: Engine, password: str, user: str = "analyst") -
         conn.exec_driver_sql(f'GRANT callscribe_access_writer TO "{user}"')
 
 
+class _CsvStream:
+    """Rows as CSV text for COPY, made as the server asks for more: the caller's work on the next
+    rows overlaps the server's on the last ones, and the whole text is never held in memory."""
+
+    def __init__(self, rows: Iterator[Sequence[Any]], batch: int = 512) -> None:
+        self._rows, self._batch, self.count = rows, batch, 0
+        self._buf = io.StringIO()
+        self._writer = csv.writer(self._buf, lineterminator="\n")
+
+    def read(self, size: int = -1) -> str:
+        for row in itertools.islice(self._rows, self._batch):
+            self._writer.writerow(["\\N" if v is None else v for v in row])
+            self.count += 1
+        out = self._buf.getvalue()
+        self._buf.seek(0)
+        self._buf.truncate()
+        return out
+
+
 def copy_rows(conn: Connection, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
-    """COPY rows into ``table`` (CSV through psycopg2); returns the row count."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    n = 0
-    for row in rows:
-        w.writerow(["\\N" if v is None else v for v in row])
-        n += 1
-    if n == 0:
+    """COPY rows into ``table`` (CSV through psycopg2, streamed); returns the row count."""
+    rows = iter(rows)
+    first = next(rows, None)
+    if first is None:
         return 0
-    buf.seek(0)
+    stream = _CsvStream(itertools.chain([first], rows))
     raw = conn.connection.driver_connection
     with raw.cursor() as cur:
         cur.copy_expert(
-            f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')", buf
+            f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')", stream, size=1 << 16
         )
-    return n
+    return stream.count

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,6 +20,7 @@ import pandas as pd
 from sqlalchemy.engine import Engine
 
 from callscribe import db
+from callscribe.config import load_parallel
 from callscribe.errors import describe
 from callscribe.manifests import (
     CONFIDENCE,
@@ -68,28 +72,78 @@ def confidences(df: pd.DataFrame) -> list[float | None]:
     return values.astype(object).where(values.notna(), None).tolist()
 
 
-def redacted(df: pd.DataFrame) -> tuple[list[str], list[list[float] | None]]:
-    """Each row's text with numbers masked and its word times lined up with the masked text, a
-    channel of a recording at a time (rows sorted by recording, channel and seq), so a number
-    dictated over two segments is masked in both. Only the masked words' times are stored."""
-    texts: list[str] = []
-    starts: list[list[float] | None] = []
-    for _, group in df.groupby(["recording_id", "channel"], sort=False):
-        raw = group[WORD_STARTS].tolist() if WORD_STARTS in group else [None] * len(group)
-        raw = [None if ws is None or len(ws) == 0 else list(ws) for ws in raw]
-        t, s = redact_channel_timed(group["text"].tolist(), raw)
-        texts += t
-        starts += s
-    return texts, starts
+def _channels(df: pd.DataFrame) -> Iterator[tuple[int, int]]:
+    """Row ranges [lo, hi) of each recording's channel; rows sorted by recording, channel and seq."""
+    rid = df["recording_id"].to_numpy(np.int64)
+    ch = df["channel"].to_numpy(np.int64)
+    starts = np.flatnonzero(np.r_[True, (rid[1:] != rid[:-1]) | (ch[1:] != ch[:-1])]) if len(df) else []
+    bounds = [*map(int, starts), len(df)]
+    return zip(bounds[:-1], bounds[1:], strict=True)
 
 
-def next_texts(df: pd.DataFrame, texts: list[str]) -> list[str | None]:
-    """Each row's next redacted text in its recording's channel (rows sorted by recording, channel and
-    seq), None for a channel's last: staged with the rows, so the insert needs no window over them.
-    None too where the next segment is another speaker's (a diarized mono channel): a phrase
-    found across the two would mix what two people said."""
-    keys = list(zip(df["recording_id"].tolist(), df["channel"].tolist(), df["speaker"].tolist(), strict=True))
-    return [texts[i + 1] if i + 1 < len(keys) and keys[i + 1] == keys[i] else None for i in range(len(keys))]
+def _word_starts(df: pd.DataFrame) -> list[list[float] | None]:
+    raw = df[WORD_STARTS].tolist() if WORD_STARTS in df else [None] * len(df)
+    return [None if ws is None or len(ws) == 0 else list(ws) for ws in raw]
+
+
+def _next_in_turn(texts: list[str], speakers: list[str]) -> list[str | None]:
+    """A channel's redacted texts -> each one's next, None for the last, and None where the next
+    segment is another speaker's (a diarized mono channel): a phrase found across the two would
+    mix what two people said."""
+    return [texts[i + 1] if i + 1 < len(texts) and speakers[i + 1] == speakers[i] else None
+            for i in range(len(texts))]
+
+
+# segments' columns as the loader writes them (tsv_pair is generated from the redacted texts).
+LOADED_COLUMNS = [*SEGMENT_COLUMNS, "call_date", "agent_id", WORD_STARTS, "text_redacted", "next_redacted",
+                  CONFIDENCE]
+
+
+TRANSCRIPT_COLUMNS = ["recording_id", "channel", "speaker", "text", "text_redacted", "n_segments"]
+
+
+# Words as the lexicon holds them: lower case, letters only, at most 40 of them (SQL:
+# callscribe_words, analytics.query_words); what separates them is anything but a letter.
+NOT_LETTERS = re.compile(r"[\W\d_]+")
+MAX_WORD = 40
+
+
+def words_of(texts: Iterable[str]) -> list[str]:
+    """The distinct words of ``texts``, sorted (see NOT_LETTERS)."""
+    pieces: set[str] = set()
+    for text in texts:
+        pieces.update(NOT_LETTERS.split(text.lower()))
+    return lexicon_words(pieces)
+
+
+def lexicon_words(pieces: set[str]) -> list[str]:
+    """Pieces of text split at NOT_LETTERS -> the words among them, sorted."""
+    return sorted(w for w in pieces if 0 < len(w) <= MAX_WORD)
+
+
+def segment_rows(df: pd.DataFrame, calls: dict[int, tuple], transcripts: list[tuple],
+                 words: set[str] | None = None) -> Iterator[tuple]:
+    """The COPY rows of LOADED_COLUMNS for a shard's rows (sorted by recording, channel and seq),
+    made a channel at a time as COPY asks for them: the database indexes one part while the next
+    is redacted. ``calls`` maps each recording to its (call_date, agent_id). Each channel's
+    transcript row (TRANSCRIPT_COLUMNS) goes into ``transcripts`` as its rows are made; a
+    diarized mono channel, holding several speakers, is 'mixed'. The pieces of the redacted texts
+    go into ``words`` (``lexicon_words`` picks the words among them)."""
+    base = list(df[SEGMENT_COLUMNS].itertuples(index=False, name=None))
+    texts, starts, speakers, conf = df["text"].tolist(), _word_starts(df), df["speaker"].tolist(), confidences(df)
+    for lo, hi in _channels(df):
+        red, times = redact_channel_timed(texts[lo:hi], starts[lo:hi])
+        rid, channel = base[lo][0], base[lo][1]
+        call = calls[rid]
+        for i, (row, ws, text, nxt) in enumerate(zip(base[lo:hi], times, red, _next_in_turn(red, speakers[lo:hi]),
+                                                     strict=True)):
+            yield (*row, *call, pg_real_array(ws), text, nxt, conf[lo + i])
+        voices = set(speakers[lo:hi])
+        joined = " ".join(red)
+        transcripts.append((rid, channel, voices.pop() if len(voices) == 1 else "mixed",
+                            " ".join(texts[lo:hi]), joined, hi - lo))
+        if words is not None:
+            words.update(NOT_LETTERS.split(joined.lower()))
 
 
 METRIC_COLUMNS = ["recording_id", "talk_time_s", "talk_sum_s", "talk_union_s", "overlap_s", "longest_monologue_s",
@@ -166,22 +220,22 @@ def load_shard(engine: Engine, uri: str, df: pd.DataFrame, info: ShardInfo) -> L
     reasons = {f.recording_id: f.reason for f in info.failures}
     with engine.begin() as conn:
         conn.execute(db.q("load_lock_keys"), {"ids": [r.recording_id for r in info.recordings]}).all()
-        owned = set(conn.execute(db.q("load_fence"), {
-            "ids": [r.recording_id for r in info.recordings], "run_id": info.run_id}).scalars())
+        fenced = {row.id: (row.call_date, row.agent_id) for row in conn.execute(db.q("load_fence"), {
+            "ids": [r.recording_id for r in info.recordings], "run_id": info.run_id})}
+        owned = set(fenced)
         ok = sorted(rid for rid in owned if rid not in reasons)
         segments = 0
         if ok:
+            conn.execute(db.q("load_clear"), {"ids": ok})
             conn.execute(db.q("load_stage"))
             mine = df[df["recording_id"].isin(ok)].sort_values(["recording_id", "channel", "seq"])
-            texts, starts = redacted(mine)
-            rows = (
-                (*row, pg_real_array(ws), red, nxt, conf)
-                for row, ws, red, nxt, conf in zip(mine[SEGMENT_COLUMNS].itertuples(index=False, name=None),
-                                                   starts, texts, next_texts(mine, texts), confidences(mine),
-                                                   strict=True))
-            segments = db.copy_rows(conn, "stage_segments",
-                                    [*SEGMENT_COLUMNS, WORD_STARTS, "text_redacted", "next_redacted", CONFIDENCE],
-                                    rows)
+            # Straight into segments, streamed: no staging copy of the rows, and the server's
+            # work on them (search vector, indexes) runs beside the redaction of the next ones.
+            transcripts: list[tuple] = []
+            words: set[str] = set()
+            segments = db.copy_rows(conn, "segments", LOADED_COLUMNS, segment_rows(mine, fenced, transcripts, words))
+            db.copy_rows(conn, "stage_transcripts", TRANSCRIPT_COLUMNS, transcripts)
+            conn.execute(db.q("load_words"), {"words": lexicon_words(words)})
             db.copy_rows(conn, "stage_metrics", METRIC_COLUMNS, call_metrics(mine))
             conn.execute(db.q("load_replace"), {"ids": ok, "engine": info.engine, "run_id": info.run_id})
         failed = 0
@@ -216,9 +270,18 @@ def _read_all(store: Store, uris: list[str], errors: list[str]) -> dict[str, tup
 
 def _load_read(engine: Engine, shards: dict[str, tuple[pd.DataFrame, ShardInfo]], errors: list[str],
                n: int) -> LoadResult:
+    """Load the read shards, ``config.load_parallel()`` at a time; the first exception (an
+    outage) is raised once the loads under way have ended, and no new one starts after it."""
     total = LoadResult()
-    for uri, (df, info) in shards.items():
-        total += load_shard(engine, uri, df, info)
+    with ThreadPoolExecutor(max_workers=max(1, min(load_parallel(), len(shards)))) as pool:
+        futures = [pool.submit(load_shard, engine, uri, df, info) for uri, (df, info) in shards.items()]
+        try:
+            for future in as_completed(futures):
+                total += future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
     log.info("loaded %d shards: %d recordings done, %d failed, %d segments",
              total.shards, total.recordings, total.failed, total.segments)
     if errors:

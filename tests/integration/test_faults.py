@@ -209,7 +209,7 @@ def test_postgres_restarted_during_a_load_leaves_nothing_half_loaded(stack, s3, 
 
     loader = threading.Thread(target=load)
     loader.start()
-    wait_for_lock_wait(pg, "stage_segments")
+    wait_for_lock_wait(pg, "DELETE FROM segments WHERE recording_id")
     services.postgres_down(stack)
     loader.join(60)
     blocker.invalidate()

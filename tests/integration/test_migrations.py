@@ -167,3 +167,42 @@ def test_call_metrics_and_segment_days_on_a_populated_table(pg):
                                            "FROM analytics.calls WHERE recording_id = :r"), {"r": rid}).one()) == old
     finally:
         db.migrate(pg)
+
+
+def test_the_transcripts_words_are_backfilled_and_the_segment_trigram_index_goes(pg):
+    """0013 on rows loaded before it: their words fill the lexicon (similar search finds them), the
+    trigram index over every segment is dropped; down to 0012 it comes back, and up again."""
+    key = "calls/2026/09/19/migrate-0013.wav"
+
+    def indexes() -> set[str]:
+        with pg.connect() as c:
+            return set(c.execute(sa.text("SELECT indexname FROM pg_indexes WHERE tablename = 'segments'")).scalars())
+
+    _to(pg, "0012")
+    try:
+        assert "segments_text_trgm_idx" in indexes()
+        with pg.begin() as c:
+            rid = c.execute(sa.text(
+                "INSERT INTO recordings (bucket, object_key, etag, call_date, call_id, status, channels) "
+                "VALUES ('calls', :k, 'e', '2026-09-19', 'migrate-0013', 'done', 1) RETURNING id"),
+                {"k": key}).scalar_one()
+            c.execute(sa.text(
+                "INSERT INTO segments (recording_id, channel, seq, speaker, start_s, end_s, text, text_redacted, "
+                "call_date) VALUES (:r, 0, 0, 'mixed', 0, 3, :t, :t, '2026-09-19')"),
+                {"r": rid, "t": "the Throckmorton account, ref [redacted]"})
+    finally:
+        db.migrate(pg)
+    assert "segments_text_trgm_idx" not in indexes()
+    with pg.connect() as c:
+        assert c.execute(sa.text("SELECT count(*) FROM lexicon WHERE word IN ('throckmorton', 'account')")
+                         ).scalar_one() == 2
+        hits = c.execute(sa.text("SELECT object_key, match FROM analytics.search('Throckmortin', "
+                                 "from_date => '2026-09-19', to_date => '2026-09-19')")).all()
+    assert [tuple(h) for h in hits] == [(key, "fuzzy")]
+    _to(pg, "0012")
+    try:
+        assert "segments_text_trgm_idx" in indexes()
+        with pg.connect() as c:
+            assert c.execute(sa.text("SELECT to_regclass('lexicon')")).scalar_one() is None
+    finally:
+        db.migrate(pg)

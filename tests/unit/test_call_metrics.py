@@ -50,10 +50,21 @@ def test_no_rows_no_metrics():
 def test_a_phrase_runs_on_into_the_same_speakers_next_segment_only():
     import pandas as pd
 
-    from callscribe.loading import next_texts
+    from callscribe.loading import LOADED_COLUMNS, segment_rows
 
-    df = pd.DataFrame({"recording_id": [1, 1, 1, 1, 2], "channel": [0, 0, 0, 1, 0],
-                       "speaker": ["speaker_1", "speaker_1", "speaker_2", "customer", "agent"]})
-    texts = ["please cancel", "my account", "sure", "hello", "hi"]
-    # A diarized mono channel: the second speaker's "sure" does not finish the first one's phrase.
-    assert next_texts(df, texts) == ["my account", None, None, None, None]
+    df = pd.DataFrame({"recording_id": [1, 1, 1, 1, 2], "channel": [0, 0, 0, 1, 0], "seq": [0, 1, 2, 0, 0],
+                       "speaker": ["speaker_1", "speaker_1", "speaker_2", "customer", "agent"],
+                       "start_s": [0.0, 2.0, 4.0, 0.0, 0.0], "end_s": [1.0, 3.0, 5.0, 1.0, 1.0],
+                       "text": ["please cancel", "my card 4111 1111", "1111 1111 sure", "hello", "hi"]})
+    transcripts: list[tuple] = []
+    rows = [dict(zip(LOADED_COLUMNS, r, strict=True))
+            for r in segment_rows(df, {1: ("2026-09-01", "ag-1"), 2: ("2026-09-02", None)}, transcripts)]
+    # A diarized mono channel: the second speaker's "sure" does not finish the first one's phrase,
+    # and a number dictated over two segments is masked in both.
+    assert [r["next_redacted"] for r in rows] == ["my card [redacted]", None, None, None, None]
+    assert [r["text_redacted"] for r in rows][:3] == ["please cancel", "my card [redacted]", "[redacted] sure"]
+    assert [(r["call_date"], r["agent_id"]) for r in rows] == [("2026-09-01", "ag-1")] * 4 + [("2026-09-02", None)]
+    # One transcript row per channel with segments; a channel of two voices is 'mixed'.
+    assert transcripts == [(1, 0, "mixed", "please cancel my card 4111 1111 1111 1111 sure",
+                            "please cancel my card [redacted] [redacted] sure", 3),
+                           (1, 1, "customer", "hello", "hello", 1), (2, 0, "agent", "hi", "hi", 1)]

@@ -1,21 +1,9 @@
--- Replace the transcripts of the recordings in :ids with the staged segments, in the
--- caller's transaction: readers see the old transcript until the commit. :ids are the
--- fenced ids of load_fence.sql, locked by it.
-DELETE FROM segments WHERE recording_id = ANY(:ids);
+-- Finish the load of the recordings in :ids, in the caller's transaction, after load_clear.sql and
+-- the COPY of their new segments (with the redacted texts, the next segment's text for phrases that
+-- run on, and the recording's day and agent, so search filters without a join).
 
--- next_redacted (staged by the loader, the channel's next segment) lets search find a phrase that
--- runs on into the speaker's next segment. The recording's day and agent go on every segment, so
--- search filters on them without a join.
-INSERT INTO segments (recording_id, channel, seq, speaker, start_s, end_s, text, word_starts, text_redacted,
-                      next_redacted, confidence, call_date, agent_id)
-SELECT s.recording_id, s.channel, s.seq, s.speaker, s.start_s, s.end_s, s.text, s.word_starts, s.text_redacted,
-       s.next_redacted, s.confidence, r.call_date, r.agent_id
-FROM stage_segments AS s
-JOIN recordings AS r ON r.id = s.recording_id
-WHERE s.recording_id = ANY(:ids);
-
--- Per-call metrics, read by analytics.calls (deleting the old segments above deleted the old
--- metrics): staged by the loader, which computes them from the shard (loading.call_metrics).
+-- Per-call metrics, read by analytics.calls (load_clear.sql's deletion of the old segments
+-- deleted the old metrics): staged by the loader, which computes them from the shard (loading.call_metrics).
 INSERT INTO call_metrics (recording_id, talk_time_s, talk_sum_s, talk_union_s, overlap_s, longest_monologue_s,
                           longest_monologue_speaker, segments)
 SELECT recording_id, talk_time_s, talk_sum_s, talk_union_s, overlap_s, longest_monologue_s,
@@ -23,22 +11,15 @@ SELECT recording_id, talk_time_s, talk_sum_s, talk_union_s, overlap_s, longest_m
 FROM stage_metrics
 WHERE recording_id = ANY(:ids);
 
-DELETE FROM transcripts WHERE recording_id = ANY(:ids);
-
+-- A transcript row for every channel, also one without a word (staged rows only for those with).
 INSERT INTO transcripts (recording_id, channel, speaker, text, text_redacted, n_segments, engine)
 SELECT r.id, ch.channel,
-       -- A diarized mono channel holds several speakers (its segments say who): 'mixed'.
-       CASE WHEN count(DISTINCT s.speaker) > 1 THEN 'mixed'
-            ELSE COALESCE(max(s.speaker), CASE WHEN r.channels = 1 THEN 'mixed' ELSE 'channel' || ch.channel END) END,
-       COALESCE(string_agg(s.text, ' ' ORDER BY s.seq), ''),
-       COALESCE(string_agg(s.text_redacted, ' ' ORDER BY s.seq), ''),
-       count(s.seq),
-       :engine
+       COALESCE(t.speaker, CASE WHEN r.channels = 1 THEN 'mixed' ELSE 'channel' || ch.channel END),
+       COALESCE(t.text, ''), COALESCE(t.text_redacted, ''), COALESCE(t.n_segments, 0), :engine
 FROM recordings AS r
 CROSS JOIN LATERAL generate_series(0, GREATEST(COALESCE(r.channels, 1), 1) - 1) AS ch(channel)
-LEFT JOIN stage_segments AS s ON s.recording_id = r.id AND s.channel = ch.channel
-WHERE r.id = ANY(:ids)
-GROUP BY r.id, ch.channel, r.channels;
+LEFT JOIN stage_transcripts AS t ON t.recording_id = r.id AND t.channel = ch.channel
+WHERE r.id = ANY(:ids);
 
 UPDATE recordings
 SET status = 'done', last_error = NULL, transcribed_at = now(), updated_at = now(),

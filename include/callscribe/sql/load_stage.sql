@@ -1,17 +1,3 @@
-CREATE TEMP TABLE stage_segments (
-    recording_id bigint NOT NULL,
-    channel      smallint NOT NULL,
-    seq          integer NOT NULL,
-    speaker      text NOT NULL,
-    start_s      real NOT NULL,
-    end_s        real NOT NULL,
-    text         text NOT NULL,
-    word_starts  real[],
-    text_redacted text NOT NULL,
-    next_redacted text,
-    confidence   real
-) ON COMMIT DROP;
-
 -- Per-call metrics, computed by the loader from the staged rows (loading.call_metrics).
 CREATE TEMP TABLE stage_metrics (
     recording_id        bigint NOT NULL,
@@ -22,4 +8,15 @@ CREATE TEMP TABLE stage_metrics (
     longest_monologue_s numeric NOT NULL,
     longest_monologue_speaker text,
     segments            integer NOT NULL
+) ON COMMIT DROP
+;
+
+-- Per channel with segments: its transcript, joined by the loader as it wrote the segments.
+CREATE TEMP TABLE stage_transcripts (
+    recording_id  bigint NOT NULL,
+    channel       smallint NOT NULL,
+    speaker       text NOT NULL,
+    text          text NOT NULL,
+    text_redacted text NOT NULL,
+    n_segments    integer NOT NULL
 ) ON COMMIT DROP
