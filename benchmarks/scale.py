@@ -21,6 +21,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from benchmarks.data import NAMES, PHRASES, VOCABULARY, WORDS
+from callscribe import partitions
 
 PER_DAY = 33_333
 PER_RECORDING = 200
@@ -100,6 +101,7 @@ def generate(engine: sa.Engine, n_segments: int) -> dict:
             "(i * :days / :n), 'c' || i, 'agent-' || lpad((i % 40)::text, 2, '0'), 'done', 2, 900 "
             "FROM generate_series(0, :n - 1) AS i ORDER BY i"), {"newest": NEWEST, "days": days, "n": n_rec})
         lo, hi = c.execute(sa.text("SELECT min(id), max(id) FROM recordings")).one()
+    partitions.ensure_months(engine, [NEWEST - timedelta(days=days - 1), NEWEST])
     params = {"vocab": VOCABULARY, "nvocab": len(VOCABULARY), "phrases": PHRASES, "nphrases": len(PHRASES),
               "words": WORDS, "nwords": len(WORDS), "names": NAMES, "nnames": len(NAMES), "per": PER_RECORDING}
     step = 5000  # recordings (1M segments) a statement
@@ -124,12 +126,15 @@ def generate(engine: sa.Engine, n_segments: int) -> dict:
 
 
 def sizes(engine: sa.Engine) -> dict:
+    """Sizes in MiB; a partitioned table's or index's is the sum of its partitions'."""
+    names = ["segments", "segments_tsv_pair_idx", "segments_day_idx", "segments_agent_day_idx", "segments_pkey",
+             "segments_position", "lexicon", "lexicon_trgm_idx"]
     with engine.connect() as c:
         rows = c.execute(sa.text(
-            "SELECT c.relname, pg_relation_size(c.oid) FROM pg_class AS c "
-            "WHERE c.relname IN ('segments', 'segments_tsv_pair_idx', 'segments_day_idx', "
-            "'segments_agent_day_idx', 'segments_pkey', 'segments_position', 'lexicon', 'lexicon_trgm_idx')")).all()
-        total = c.execute(sa.text("SELECT pg_total_relation_size('segments')")).scalar_one()
+            "SELECT n, (SELECT sum(pg_relation_size(t.relid)) FROM pg_partition_tree(n::regclass) AS t) "
+            "FROM unnest(CAST(:names AS text[])) AS n"), {"names": names}).all()
+        total = c.execute(sa.text("SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree('segments')"
+                                  )).scalar_one()
         n = c.execute(sa.text("SELECT count(*) FROM segments")).scalar_one()
     return {"rows": n, "total_mib": round(total / 2**20), **{k: round(v / 2**20) for k, v in rows}}
 

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from benchmarks.data import encode, sentence, tiled_call
 from benchmarks.null_engine import NullEngine
-from callscribe import db, discovery, pipeline
+from callscribe import db, discovery, partitions, pipeline
 from callscribe.loading import load_shards
 from callscribe.manifests import SEGMENT_COLUMNS, JobManifest, RecordingEntry, ShardInfo, to_parquet
 from callscribe.redaction import redact_channel
@@ -188,6 +188,7 @@ def fill_segments(engine, n_segments: int, per_recording: int = 200, days: int =
         return
     with engine.begin() as c:  # a smaller fill (the smoke run's) is replaced; segments go with it
         c.execute(sa.text("DELETE FROM recordings WHERE object_key LIKE 'bench-search/%'"))
+    partitions.ensure_months(engine, [SEARCH_NEWEST - timedelta(days=days), SEARCH_NEWEST])
     rng = random.Random(2)
     n_rec = n_segments // per_recording
     batch = 200
@@ -223,9 +224,9 @@ def _index_words(engine) -> None:
     """The search data's words into the lexicon, as the loader adds a shard's (similar-word search
     starts there)."""
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
-        c.exec_driver_sql("INSERT INTO lexicon (word) SELECT DISTINCT callscribe_words(s.text_redacted) "
+        c.execute(sa.text("INSERT INTO lexicon (word) SELECT DISTINCT callscribe_words(s.text_redacted) "
                           "FROM segments AS s JOIN recordings AS r ON r.id = s.recording_id "
-                          "WHERE r.object_key LIKE 'bench-search/%' ON CONFLICT DO NOTHING")
+                          "WHERE r.object_key LIKE 'bench-search/%' ON CONFLICT DO NOTHING"))
         c.exec_driver_sql("VACUUM ANALYZE lexicon")
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy.engine import Engine
 
-from callscribe import db
+from callscribe import db, partitions
 from callscribe.config import load_parallel
 from callscribe.errors import describe
 from callscribe.manifests import (
@@ -273,6 +273,7 @@ def _load_read(engine: Engine, shards: dict[str, tuple[pd.DataFrame, ShardInfo]]
     """Load the read shards, ``config.load_parallel()`` at a time; the first exception (an
     outage) is raised once the loads under way have ended, and no new one starts after it."""
     total = LoadResult()
+    partitions.ensure_for_recordings(engine, [r.recording_id for _, info in shards.values() for r in info.recordings])
     with ThreadPoolExecutor(max_workers=max(1, min(load_parallel(), len(shards)))) as pool:
         futures = [pool.submit(load_shard, engine, uri, df, info) for uri, (df, info) in shards.items()]
         try:

@@ -360,8 +360,8 @@ def test_the_audit_catches_lost_and_doubled_recordings(stack, s3, pg):
     s3.put_bytes(s3.uri(prefix + "arrived-late.wav"), b"RIFF")  # in the bucket, never registered
     with pg.begin() as c:
         c.execute(sa.text("INSERT INTO segments (recording_id, channel, seq, speaker, start_s, end_s, text, "
-                          "text_redacted) SELECT recording_id, channel, seq + 1000, speaker, start_s, end_s, text, "
-                          "text_redacted FROM segments "
+                          "text_redacted, call_date) SELECT recording_id, channel, seq + 1000, speaker, start_s, "
+                          "end_s, text, text_redacted, call_date FROM segments "
                           "WHERE recording_id = :r ORDER BY seq LIMIT 1"), {"r": ids[0]})
         c.execute(sa.text("UPDATE recordings SET loads = 2 WHERE id = :r"), {"r": ids[1]})
         c.execute(sa.text("UPDATE recordings SET status = 'chunked' WHERE id = :r"), {"r": ids[2]})

@@ -151,11 +151,11 @@ def test_call_metrics_and_segment_days_on_a_populated_table(pg):
         hits = c.execute(sa.text("SELECT count(*) FROM analytics.search('refund', from_date => '2026-09-19', "
                                  "to_date => '2026-09-19', agent_filter => 'ag-12')")).scalar_one()
         assert hits == 1
-        # An insert that names no day gets the recording's (the trigger), so filters still find it.
-        c.execute(sa.text("INSERT INTO segments (recording_id, channel, seq, speaker, start_s, end_s, text, "
-                          "text_redacted) VALUES (:r, 0, 5, 'agent', 40, 41, 'bye', 'bye')"), {"r": rid})
-        assert c.execute(sa.text("SELECT agent_id FROM segments WHERE recording_id = :r AND seq = 5"),
-                         {"r": rid}).scalar_one() == "ag-12"
+        # Since 0014 an insert must name its day (it picks the row's month); one that does not is
+        # refused rather than filed under no day.
+        with pytest.raises(sa.exc.IntegrityError):
+            c.execute(sa.text("INSERT INTO segments (recording_id, channel, seq, speaker, start_s, end_s, text, "
+                              "text_redacted) VALUES (:r, 0, 5, 'agent', 40, 41, 'bye', 'bye')"), {"r": rid})
         c.rollback()
     _to(pg, "0011")
     try:

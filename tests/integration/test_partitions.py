@@ -1,0 +1,81 @@
+"""segments by month (migration 0014): the loader makes a new month's partition, a row of a month
+without one waits in the default partition until its month is made, and down/up keeps every row."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+import sqlalchemy as sa
+
+from callscribe import db
+from callscribe.partitions import ensure_months
+from tests.integration.helpers import load_call
+from tests.integration.test_migrations import _to
+
+pytestmark = pytest.mark.integration
+
+NEW_MONTH = date(2031, 7, 14)
+LATE_MONTH = date(2032, 2, 3)
+
+
+def _where(pg, rid: int) -> set[str]:
+    with pg.connect() as c:
+        return set(c.execute(sa.text("SELECT tableoid::regclass::text FROM segments WHERE recording_id = :r"),
+                             {"r": rid}).scalars())
+
+
+def test_a_load_into_a_month_without_a_partition_makes_it_first(pg, s3):
+    rid = load_call(pg, s3, "calls/2031/07/14/month-1.wav", NEW_MONTH, [
+        (0, "agent", 0.0, 3.0, "a call in a month nobody loaded before"),
+        (1, "customer", 3.5, 6.0, "and its answer"),
+    ])
+    assert _where(pg, rid) == {"segments_y2031m07"}
+    assert ensure_months(pg, [NEW_MONTH]) == []  # known now: nothing to do
+
+
+def test_a_row_of_a_month_without_a_partition_waits_in_the_default_one_until_the_month_is_made(pg):
+    with pg.begin() as c:
+        rid = c.execute(sa.text(
+            "INSERT INTO recordings (bucket, object_key, etag, call_date, call_id, status, channels) "
+            "VALUES ('calls', 'calls/2032/02/03/late-1.wav', 'e', :d, 'late-1', 'done', 1) RETURNING id"),
+            {"d": LATE_MONTH}).scalar_one()
+        ids = c.execute(sa.text(
+            "INSERT INTO segments (recording_id, channel, seq, speaker, start_s, end_s, text, text_redacted, "
+            "call_date) VALUES (:r, 0, 0, 'mixed', 0, 2, 'typed in by hand', 'typed in by hand', :d), "
+            "(:r, 0, 1, 'mixed', 2, 4, 'by a DBA', 'by a DBA', :d) RETURNING id"),
+            {"r": rid, "d": LATE_MONTH}).scalars().all()
+        c.execute(sa.text("INSERT INTO call_metrics (recording_id, talk_time_s, talk_sum_s, talk_union_s, overlap_s, "
+                          "longest_monologue_s, segments) VALUES (:r, '{}', 4, 4, 0, 4, 2)"), {"r": rid})
+    assert _where(pg, rid) == {"segments_default"}
+    assert ensure_months(pg, [LATE_MONTH]) == [date(2032, 2, 1)]
+    assert _where(pg, rid) == {"segments_y2032m02"}
+    with pg.connect() as c:
+        assert c.execute(sa.text("SELECT array_agg(id ORDER BY seq) FROM segments WHERE recording_id = :r"),
+                         {"r": rid}).scalar_one() == sorted(ids)  # the same rows, moved
+        assert c.execute(sa.text("SELECT count(*) FROM call_metrics WHERE recording_id = :r"),
+                         {"r": rid}).scalar_one() == 1  # moving is not deleting: the metrics stay
+        hits = c.execute(sa.text("SELECT count(*) FROM analytics.search('DBA', from_date => :d, to_date => :d)"),
+                         {"d": LATE_MONTH}).scalar_one()
+    assert hits == 1
+
+
+def test_down_to_one_table_and_up_to_months_keeps_every_row(pg, s3):
+    rid = load_call(pg, s3, "calls/2031/07/14/month-2.wav", NEW_MONTH, [(0, "agent", 0.0, 3.0, "kept across")])
+
+    def state() -> tuple:
+        with pg.connect() as c:
+            kind = c.execute(sa.text("SELECT relkind FROM pg_class WHERE oid = 'segments'::regclass")).scalar_one()
+            rows = c.execute(sa.text("SELECT count(*), sum(id) FROM segments")).one()
+        return kind, tuple(rows)
+
+    kind, rows = state()
+    assert kind == "p"
+    _to(pg, "0013")
+    try:
+        assert state() == ("r", rows)
+    finally:
+        db.migrate(pg)
+    assert state() == ("p", rows) and _where(pg, rid) == {"segments_y2031m07"}
+    with pg.connect() as c:  # new ids continue the sequence
+        assert c.execute(sa.text("SELECT nextval('segments_id_seq')")).scalar_one() > rows[1] // max(rows[0], 1)
