@@ -14,8 +14,8 @@ from callscribe.dev import services
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 EXPECTED = {"chunk_rtf_per_core", "chunk_rtf_per_core_wav_ulaw_stereo", "chunk_rtf_per_core_mp3",
-            "worker_null_rtf", "load_segments_per_s", "discovery_100k_s", "discovery_rerun_s",
-            "search_p95_ms_1m", "e2e_overhead_share"}
+            "worker_null_rtf", "load_segments_per_s", "load_run_segments_per_s", "discovery_100k_s",
+            "discovery_rerun_s", "search_p95_ms_1m", "e2e_overhead_share"}
 
 
 def test_smoke_benchmarks_produce_every_figure(tmp_path):
