@@ -88,17 +88,25 @@ def set_analyst_password(engine: Engine, password: str, user: str = "analyst") -
 
 class _CsvStream:
     """Rows as CSV text for COPY, made as the server asks for more: the caller's work on the next
-    rows overlaps the server's on the last ones, and the whole text is never held in memory."""
+    rows overlaps the server's on the last ones, and the whole text is never held in memory. An
+    exception while making rows is kept, for copy_rows to raise as itself (psycopg2 would report
+    it as a cancelled COPY)."""
 
     def __init__(self, rows: Iterator[Sequence[Any]], batch: int = 512) -> None:
         self._rows, self._batch, self.count = rows, batch, 0
+        self.error: BaseException | None = None
         self._buf = io.StringIO()
-        self._writer = csv.writer(self._buf, lineterminator="\n")
+        # CRLF ends a row, so a field holding a lone CR or LF is quoted (a bare CR would end it).
+        self._writer = csv.writer(self._buf, lineterminator="\r\n")
 
     def read(self, size: int = -1) -> str:
-        for row in itertools.islice(self._rows, self._batch):
-            self._writer.writerow(["\\N" if v is None else v for v in row])
-            self.count += 1
+        try:
+            for row in itertools.islice(self._rows, self._batch):
+                self._writer.writerow(["\\N" if v is None else v for v in row])
+                self.count += 1
+        except BaseException as exc:
+            self.error = exc
+            raise
         out = self._buf.getvalue()
         self._buf.seek(0)
         self._buf.truncate()
@@ -113,8 +121,13 @@ def copy_rows(conn: Connection, table: str, columns: Sequence[str], rows: Iterab
         return 0
     stream = _CsvStream(itertools.chain([first], rows))
     raw = conn.connection.driver_connection
-    with raw.cursor() as cur:
-        cur.copy_expert(
-            f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')", stream, size=1 << 16
-        )
+    try:
+        with raw.cursor() as cur:
+            cur.copy_expert(
+                f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')", stream, size=1 << 16
+            )
+    except Exception as exc:
+        if stream.error is not None:
+            raise stream.error from exc
+        raise
     return stream.count

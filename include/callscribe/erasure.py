@@ -147,14 +147,12 @@ def erase(store: Store, engine: Engine, key: str, actor: str, bucket: str | None
                                           {"ids": out.recording_ids, "hash": digest}).scalar_one()
         out.finished_earlier = prior is not None
         if not dry_run:
-            words = conn.execute(db.q("erase_words"), {"ids": [r.id for r in rows]}).scalars().all()
             conn.execute(db.q("erase_apply"), {
                 "ids": [r.id for r in rows], "all_ids": out.recording_ids, "bucket": bucket, "hash": digest,
                 "call_date": day, "actor": actor,
                 "detail": f"{len(rows)} version(s), {out.segments} segments"
                           + ("; finishing an earlier erasure" if prior is not None else ""),
             })
-            conn.execute(db.q("erase_words_prune"), {"words": words})
     ids = set(out.recording_ids)
     out.rewritten = _scrub_work_area(store, run_ids, ids, dry_run)
     packs = [store.uri(f"{WORK_PREFIX}/chunks/{day}/{i}.flac") for i in sorted(ids)] if day else []

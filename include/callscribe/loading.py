@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
@@ -102,33 +101,12 @@ LOADED_COLUMNS = [*SEGMENT_COLUMNS, "call_date", "agent_id", WORD_STARTS, "text_
 TRANSCRIPT_COLUMNS = ["recording_id", "channel", "speaker", "text", "text_redacted", "n_segments"]
 
 
-# Words as the lexicon holds them: lower case, letters only, at most 40 of them (SQL:
-# callscribe_words, analytics.query_words); what separates them is anything but a letter.
-NOT_LETTERS = re.compile(r"[\W\d_]+")
-MAX_WORD = 40
-
-
-def words_of(texts: Iterable[str]) -> list[str]:
-    """The distinct words of ``texts``, sorted (see NOT_LETTERS)."""
-    pieces: set[str] = set()
-    for text in texts:
-        pieces.update(NOT_LETTERS.split(text.lower()))
-    return lexicon_words(pieces)
-
-
-def lexicon_words(pieces: set[str]) -> list[str]:
-    """Pieces of text split at NOT_LETTERS -> the words among them, sorted."""
-    return sorted(w for w in pieces if 0 < len(w) <= MAX_WORD)
-
-
-def segment_rows(df: pd.DataFrame, calls: dict[int, tuple], transcripts: list[tuple],
-                 words: set[str] | None = None) -> Iterator[tuple]:
+def segment_rows(df: pd.DataFrame, calls: dict[int, tuple], transcripts: list[tuple]) -> Iterator[tuple]:
     """The COPY rows of LOADED_COLUMNS for a shard's rows (sorted by recording, channel and seq),
     made a channel at a time as COPY asks for them: the database indexes one part while the next
     is redacted. ``calls`` maps each recording to its (call_date, agent_id). Each channel's
     transcript row (TRANSCRIPT_COLUMNS) goes into ``transcripts`` as its rows are made; a
-    diarized mono channel, holding several speakers, is 'mixed'. The pieces of the redacted texts
-    go into ``words`` (``lexicon_words`` picks the words among them)."""
+    diarized mono channel, holding several speakers, is 'mixed'."""
     base = list(df[SEGMENT_COLUMNS].itertuples(index=False, name=None))
     texts, starts, speakers, conf = df["text"].tolist(), _word_starts(df), df["speaker"].tolist(), confidences(df)
     for lo, hi in _channels(df):
@@ -139,11 +117,8 @@ def segment_rows(df: pd.DataFrame, calls: dict[int, tuple], transcripts: list[tu
                                                      strict=True)):
             yield (*row, *call, pg_real_array(ws), text, nxt, conf[lo + i])
         voices = set(speakers[lo:hi])
-        joined = " ".join(red)
         transcripts.append((rid, channel, voices.pop() if len(voices) == 1 else "mixed",
-                            " ".join(texts[lo:hi]), joined, hi - lo))
-        if words is not None:
-            words.update(NOT_LETTERS.split(joined.lower()))
+                            " ".join(texts[lo:hi]), " ".join(red), hi - lo))
 
 
 METRIC_COLUMNS = ["recording_id", "talk_time_s", "talk_sum_s", "talk_union_s", "overlap_s", "longest_monologue_s",
@@ -232,10 +207,9 @@ def load_shard(engine: Engine, uri: str, df: pd.DataFrame, info: ShardInfo) -> L
             # Straight into segments, streamed: no staging copy of the rows, and the server's
             # work on them (search vector, indexes) runs beside the redaction of the next ones.
             transcripts: list[tuple] = []
-            words: set[str] = set()
-            segments = db.copy_rows(conn, "segments", LOADED_COLUMNS, segment_rows(mine, fenced, transcripts, words))
+            segments = db.copy_rows(conn, "segments", LOADED_COLUMNS, segment_rows(mine, fenced, transcripts))
             db.copy_rows(conn, "stage_transcripts", TRANSCRIPT_COLUMNS, transcripts)
-            conn.execute(db.q("load_words"), {"words": lexicon_words(words)})
+            conn.execute(db.q("load_words"))
             db.copy_rows(conn, "stage_metrics", METRIC_COLUMNS, call_metrics(mine))
             conn.execute(db.q("load_replace"), {"ids": ok, "engine": info.engine, "run_id": info.run_id})
         failed = 0

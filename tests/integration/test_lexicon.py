@@ -57,12 +57,24 @@ def test_an_erased_calls_own_words_leave_the_lexicon_and_shared_ones_stay(pg, s3
     assert search(pg, "Zebulonya", limit=10, filters=SearchFilters(from_date=DAY, to_date=DAY)) == []
 
 
-def test_the_loader_and_the_database_split_words_alike(pg):
-    from callscribe.loading import words_of
+def test_a_reloaded_calls_old_words_leave_the_lexicon_too(pg, s3):
+    """Not only erasure: any deletion of segments (a reload, a newer version, the bucket's
+    deletion) takes the words no other segment holds."""
+    import pandas as pd
 
-    texts = ["It's Zoë's 3rd call—re: the ACCOUNT_ID, naïve señor O'Brien; x" + "a" * 45,
-             "[redacted] e-mail: jo.doe@example.com #45 tab\there ÉCOLE"]
-    with pg.connect() as c:
-        sql = sorted(set(c.execute(sa.text("SELECT callscribe_words(t) FROM unnest(CAST(:t AS text[])) AS t"),
-                                   {"t": texts}).scalars()))
-    assert words_of(texts) == sql and "zoë" in sql and "école" in sql
+    from callscribe.loading import load_shards
+    from callscribe.manifests import SEGMENT_COLUMNS, RecordingEntry, ShardInfo, to_parquet
+
+    rid = load_call(pg, s3, "calls/2026/12/20/lexicon-reload.wav", DAY,
+                    [(0, "agent", 0.0, 4.0, "Mister Vandersloot asked for a callback")])
+    assert _words(pg, "vandersloot", "callback") == {"vandersloot", "callback"}
+    with pg.begin() as c:
+        c.execute(sa.text("UPDATE recordings SET status = 'chunked', last_run_id = 'lexicon-reload-2' WHERE id = :r"),
+                  {"r": rid})
+    info = ShardInfo(job_id="lexicon-reload-2", run_id="lexicon-reload-2", engine="test", batches=[],
+                     recordings=[RecordingEntry(recording_id=rid, n_channels=2)])
+    df = pd.DataFrame([(rid, 0, 0, "agent", 0.0, 4.0, "Mister Vandersmoot asked for a callback")],
+                      columns=SEGMENT_COLUMNS)
+    uri = s3.put_bytes(s3.uri(f"_callscribe/tests/lexicon-reload-{rid}.parquet"), to_parquet(df, info))
+    assert load_shards(s3, pg, [uri]).recordings == 1
+    assert _words(pg, "vandersloot", "vandersmoot", "callback") == {"vandersmoot", "callback"}

@@ -10,8 +10,12 @@ the segments holding them; as before, a candidate is kept only when its text is 
 words asked for (``<%``) or holds a letter swap of them.
 
 ``callscribe_words`` is the word rule (lower case, letters only, the rule of
-``analytics.query_words``), used for the backfill; the loader applies the same rule
-(``loading.words_of``). Erasure removes an erased call's words that no other segment holds.
+``analytics.query_words``): the backfill and the loader (load_words.sql) both use it. The
+lexicon follows deletions: whenever segments go (an erasure, a call deleted from the bucket, a
+reload, a newer version), a trigger removes their words that no other segment holds, so no word
+of a call outlives it. Pruning and the loader's additions are serialised by an advisory lock
+(loads take it shared), so neither two erasures at once nor an erasure beside a load leave the
+lexicon out of step with the segments.
 
 Revision ID: 0013
 Revises: 0012
@@ -45,22 +49,52 @@ CREATE TABLE lexicon (
 )
 """
 
-# The words like the query's, as a tsquery over the pair vector (english lexemes, OR-ed). The
-# lateral LIMIT keeps a common fragment from flooding the query; the halves find a word said as
-# two only when both halves are transcript words.
+# The lock that serialises pruning the lexicon (exclusive) with adding to it (shared).
+LEXICON_LOCK = "hashtext('callscribe_lexicon')"
+
+FORGET_WORDS = r"""
+CREATE FUNCTION callscribe_forget_words() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    words text[];
+BEGIN
+    -- Stop words (no lexeme) are in every call, and the index cannot look them up.
+    SELECT array_agg(DISTINCT w) INTO words
+    FROM gone CROSS JOIN LATERAL callscribe_words(gone.text_redacted) AS w
+    WHERE to_tsvector('english', w) <> ''::tsvector;
+    IF words IS NULL THEN
+        RETURN NULL;
+    END IF;
+    -- After any other pruning or load under way has committed, so the check below sees it.
+    PERFORM pg_advisory_xact_lock(LEXICON_LOCK);
+    DELETE FROM lexicon AS l
+    WHERE l.word = ANY(words)
+      AND NOT EXISTS (
+          SELECT 1 FROM segments AS s
+          WHERE s.tsv_pair @@ plainto_tsquery('english', l.word)
+            AND s.text_redacted ~* ('(^|[^[:alpha:]])' || l.word || '($|[^[:alpha:]])'));
+    RETURN NULL;
+END $$;
+CREATE TRIGGER segments_forget_words AFTER DELETE ON segments
+    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION callscribe_forget_words();
+""".replace("LEXICON_LOCK", LEXICON_LOCK)
+
+# The words like the query's, as a tsquery over the pair vector (english lexemes, OR-ed). Stop
+# words are left out (they would widen the query to most segments); the lateral LIMIT keeps a
+# common fragment from flooding it; the halves find a word said as two only when both halves
+# are transcript words.
 SIMILAR_QUERY = r"""
 CREATE FUNCTION analytics.similar_query(query text) RETURNS tsquery
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
     WITH asked AS (
         SELECT DISTINCT w.word FROM unnest(analytics.query_words(query, false)) AS w(word)
-        WHERE length(w.word) >= 3
+        WHERE length(w.word) >= 3 AND to_tsvector('english', w.word) <> ''::tsvector
     ), alike AS (
         SELECT l.word FROM asked AS a
         CROSS JOIN LATERAL (
             SELECT v.word FROM analytics.words AS v
             WHERE v.word % a.word OR a.word <% v.word
             ORDER BY similarity(v.word, a.word) DESC, v.word
-            LIMIT 32
+            LIMIT 16
         ) AS l
     ), halves AS (
         SELECT '(' || quote_literal(p.lexeme) || ' <-> ' || quote_literal(s.lexeme) || ')' AS term
@@ -132,6 +166,7 @@ def upgrade() -> None:
     op.execute("CREATE VIEW analytics.words AS SELECT word FROM lexicon")
     op.execute("GRANT SELECT ON analytics.words TO callscribe_analyst")
     op.execute("GRANT SELECT ON lexicon TO callscribe_privileged")
+    _raw(FORGET_WORDS)
     _raw(SIMILAR_QUERY)
     op.execute("GRANT EXECUTE ON FUNCTION analytics.similar_query(text) TO callscribe_analyst")
     _raw(search_function())
@@ -144,6 +179,8 @@ def downgrade() -> None:
     old = _module("0012_search_at_scale_call_metrics.py").SEARCH_FUNCTION
     _raw(old.replace("CREATE FUNCTION analytics.search(", "CREATE OR REPLACE FUNCTION analytics.search(", 1))
     op.execute("DROP FUNCTION analytics.similar_query(text)")
+    op.execute("DROP TRIGGER segments_forget_words ON segments")
+    op.execute("DROP FUNCTION callscribe_forget_words()")
     op.execute("DROP VIEW analytics.words")
     op.execute("DROP TABLE lexicon")
     op.execute("DROP FUNCTION callscribe_words(text)")

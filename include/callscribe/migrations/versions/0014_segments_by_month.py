@@ -74,6 +74,8 @@ FOREIGN_KEY = ("ALTER TABLE segments ADD CONSTRAINT segments_recording_id_fkey "
                "FOREIGN KEY (recording_id) REFERENCES recordings (id) ON DELETE CASCADE")
 FORGET_METRICS_TRIGGER = ("CREATE TRIGGER segments_forget_metrics AFTER DELETE ON segments REFERENCING OLD TABLE AS "
                           "gone FOR EACH STATEMENT EXECUTE FUNCTION callscribe_forget_call_metrics()")
+FORGET_WORDS_TRIGGER = ("CREATE TRIGGER segments_forget_words AFTER DELETE ON segments REFERENCING OLD TABLE AS "
+                        "gone FOR EACH STATEMENT EXECUTE FUNCTION callscribe_forget_words()")
 FILL_CALL_TRIGGER = ("CREATE TRIGGER segments_call_fill BEFORE INSERT ON segments FOR EACH ROW "
                      "WHEN (NEW.call_date IS NULL) EXECUTE FUNCTION callscribe_segment_call()")
 
@@ -160,6 +162,7 @@ def _swap(partitioned: bool) -> None:
         op.execute(ix)
     op.execute(FOREIGN_KEY)
     op.execute(FORGET_METRICS_TRIGGER)
+    op.execute(FORGET_WORDS_TRIGGER)
     if not partitioned:
         op.execute(FILL_CALL_TRIGGER)
     for grantee, privileges in grants:
