@@ -237,12 +237,16 @@ def redact_channel_timed(texts: Sequence[str], starts: Sequence[Sequence[float] 
     for text, masks, times in zip(texts, _masks(texts), starts, strict=True):
         masked = " ".join((_apply(text, masks) if masks else text).split())
         masked_texts.append(masked)
-        words = [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
-        if times is None or len(times) != len(words):
+        if times is None:
             timed.append(None)
             continue
         if not masks:  # the common case: nothing masked, the times stand as they are
-            timed.append([float(t) for t in times])
+            # (str.split and the \S+ runs below split at the same whitespace)
+            timed.append([float(t) for t in times] if len(times) == len(text.split()) else None)
+            continue
+        words = [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
+        if len(times) != len(words):
+            timed.append(None)
             continue
         out, last_mask, k = [], None, 0
         for (a, b), t in zip(words, times, strict=True):
