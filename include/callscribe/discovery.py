@@ -86,6 +86,7 @@ def register(engine: Engine, objects: list[ObjectInfo], day: date, run_id: str,
         conn.execute(db.q("discover_listing"))
         db.copy_rows(conn, "listing", ["bucket", "object_key", "etag", "size_bytes", "call_id", "status",
                                        "last_error"], (listing_row(o) for o in objects))
+        conn.execute(db.q("discover_listing_index"))
         if deletions is not None:
             conn.execute(db.q("discover_reupload"), {"call_date": day})
         new = conn.execute(db.q("discover_register"), {"call_date": day, "run_id": run_id}).rowcount
