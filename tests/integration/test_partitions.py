@@ -79,3 +79,34 @@ def test_down_to_one_table_and_up_to_months_keeps_every_row(pg, s3):
     assert state() == ("p", rows) and _where(pg, rid) == {"segments_y2031m07"}
     with pg.connect() as c:  # new ids continue the sequence
         assert c.execute(sa.text("SELECT nextval('segments_id_seq')")).scalar_one() > rows[1] // max(rows[0], 1)
+
+
+def test_two_runs_loading_the_first_calls_of_a_month_at_once_make_it_once_and_load_both(pg, s3):
+    """A backfill over a live run, both the first to reach a month: one makes the partition, the
+    other finds it (no error, no second partition), and both calls are loaded into it."""
+    import threading
+
+    from callscribe import partitions
+
+    day = date(2033, 4, 2)
+    keys = [f"calls/2033/04/02/race-{i}.wav" for i in range(2)]
+    partitions._known.discard(day.replace(day=1))
+    barrier, ids, errors = threading.Barrier(2), {}, []
+
+    def load(key: str) -> None:
+        try:
+            barrier.wait(10)
+            ids[key] = load_call(pg, s3, key, day, [(0, "agent", 0.0, 2.0, f"first call of April {key[-5]}")])
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=load, args=(k,)) for k in keys]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert all(_where(pg, ids[k]) == {"segments_y2033m04"} for k in keys)
+    with pg.connect() as c:
+        assert c.execute(sa.text("SELECT count(*) FROM pg_inherits WHERE inhparent = 'segments'::regclass "
+                                 "AND inhrelid::regclass::text LIKE 'segments_y2033m04%'")).scalar_one() == 1
