@@ -11,7 +11,7 @@ from callscribe import db
 pytestmark = pytest.mark.integration
 
 TEXTS = ['a "quoted" word, and a comma', "a line\nbreak", "a bare\rcarriage return", "tab\there", "back\\slash",
-         "", "ümlaut ☎"]
+         "", "ümlaut ☎", "\\N", "\\", "two\ttabs\tand\\N"]
 
 
 def test_awkward_text_round_trips_and_none_is_null(pg):
