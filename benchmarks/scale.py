@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from benchmarks.data import NAMES, PHRASES, VOCABULARY, WORDS
 from callscribe import partitions
+from callscribe.loading import NEXT_WORDS
 
 PER_DAY = 33_333
 PER_RECORDING = 200
@@ -45,7 +46,9 @@ GENERATE = """
 INSERT INTO segments (recording_id, channel, seq, speaker, start_s, end_s, text, text_redacted, next_redacted,
                       call_date, agent_id)
 SELECT recording_id, channel, seq, speaker, start_s, end_s, text, text,
-       lead(text) OVER (PARTITION BY recording_id, channel ORDER BY seq), call_date, agent_id
+       array_to_string((string_to_array(lead(text) OVER (PARTITION BY recording_id, channel ORDER BY seq), ' '))
+                       [1:CAST(:next_words AS int)], ' '),
+       call_date, agent_id
 FROM (
     SELECT r.id AS recording_id, (g % 2)::smallint AS channel, g / 2 AS seq,
            CASE WHEN g % 2 = 0 THEN 'agent' ELSE 'customer' END AS speaker,
@@ -63,12 +66,13 @@ FROM (
     CROSS JOIN generate_series(0, :per - 1) AS g
     WHERE r.object_key LIKE 'scale/%' AND r.id BETWEEN :lo AND :hi
 ) AS x
+ORDER BY call_date, agent_id, recording_id, channel, seq  -- the loader's order (loading.load_order)
 """
 
 INDEXES = [
     "CREATE INDEX segments_tsv_pair_idx ON segments USING gin (tsv_pair)",
     "CREATE INDEX segments_day_idx ON segments USING brin (call_date) WITH (pages_per_range = 16, autosummarize = on)",
-    "CREATE INDEX segments_agent_day_idx ON segments (agent_id, call_date)",
+    "CREATE INDEX segments_agent_idx ON segments USING brin (agent_id) WITH (pages_per_range = 8)",
 ]
 
 
@@ -91,8 +95,8 @@ def generate(engine: sa.Engine, n_segments: int) -> dict:
     t = time.perf_counter()
     n_rec, days = n_segments // PER_RECORDING, max(1, n_segments // PER_DAY)
     with engine.begin() as c:
-        c.exec_driver_sql("TRUNCATE recordings CASCADE")
-        for ix in ("segments_tsv_pair_idx", "segments_day_idx", "segments_agent_day_idx"):
+        c.exec_driver_sql("TRUNCATE recordings, segments CASCADE")
+        for ix in ("segments_tsv_pair_idx", "segments_day_idx", "segments_agent_idx"):
             c.exec_driver_sql(f"DROP INDEX IF EXISTS {ix}")
         # Oldest day first, as nightly loads would have written them.
         c.execute(sa.text(
@@ -103,7 +107,8 @@ def generate(engine: sa.Engine, n_segments: int) -> dict:
         lo, hi = c.execute(sa.text("SELECT min(id), max(id) FROM recordings")).one()
     partitions.ensure_months(engine, [NEWEST - timedelta(days=days - 1), NEWEST])
     params = {"vocab": VOCABULARY, "nvocab": len(VOCABULARY), "phrases": PHRASES, "nphrases": len(PHRASES),
-              "words": WORDS, "nwords": len(WORDS), "names": NAMES, "nnames": len(NAMES), "per": PER_RECORDING}
+              "words": WORDS, "nwords": len(WORDS), "names": NAMES, "nnames": len(NAMES), "per": PER_RECORDING,
+              "next_words": NEXT_WORDS}
     step = 5000  # recordings (1M segments) a statement
     for start in range(lo, hi + 1, step):
         with engine.begin() as c:
@@ -127,7 +132,7 @@ def generate(engine: sa.Engine, n_segments: int) -> dict:
 
 def sizes(engine: sa.Engine) -> dict:
     """Sizes in MiB; a partitioned table's or index's is the sum of its partitions'."""
-    names = ["segments", "segments_tsv_pair_idx", "segments_day_idx", "segments_agent_day_idx", "segments_pkey",
+    names = ["segments", "segments_tsv_pair_idx", "segments_day_idx", "segments_agent_idx", "segments_pkey",
              "segments_position", "lexicon", "lexicon_trgm_idx"]
     with engine.connect() as c:
         rows = c.execute(sa.text(

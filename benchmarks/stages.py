@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from benchmarks.data import encode, sentence, tiled_call
 from benchmarks.null_engine import NullEngine
 from callscribe import db, discovery, partitions, pipeline
-from callscribe.loading import load_shards
+from callscribe.loading import NEXT_WORDS, load_shards
 from callscribe.manifests import SEGMENT_COLUMNS, JobManifest, RecordingEntry, ShardInfo, to_parquet
 from callscribe.redaction import redact_channel
 from callscribe.search import SearchFilters, search
@@ -209,9 +209,11 @@ def fill_segments(engine, n_segments: int, per_recording: int = 200, days: int =
                 masked[0::2], masked[1::2] = redact_channel(texts[0::2]), redact_channel(texts[1::2])
                 for seq, text in enumerate(texts):
                     ch = seq % 2
-                    nxt = masked[seq + 2] if seq + 2 < per_recording else None
+                    nxt = " ".join(masked[seq + 2].split()[:NEXT_WORDS]) if seq + 2 < per_recording else None
                     rows.append((rid, ch, seq // 2, "agent" if ch == 0 else "customer", seq * 4.0, seq * 4.0 + 3.5,
                                  text, masked[seq], nxt, day, agent))
+            # In the loader's order (loading.load_order): by day, then agent, recording, channel, seq.
+            rows.sort(key=lambda r: (r[9], r[10], r[0], r[1], r[2]))
             db.copy_rows(c, "segments", ["recording_id", "channel", "seq", "speaker", "start_s", "end_s", "text",
                                          "text_redacted", "next_redacted", "call_date", "agent_id"], rows)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -85,11 +86,18 @@ def _word_starts(df: pd.DataFrame) -> list[list[float] | None]:
     return [None if ws is None or len(ws) == 0 else list(ws) for ws in raw]
 
 
+# How much of the next segment the pair vector holds: a phrase of up to NEXT_WORDS + 1 words is
+# found wherever a segment boundary cuts it. Not the whole next text: each word would be parsed
+# and indexed twice (about a third of a load's database work).
+NEXT_WORDS = 5
+
+
 def _next_in_turn(texts: list[str], speakers: list[str]) -> list[str | None]:
-    """A channel's redacted texts -> each one's next, None for the last, and None where the next
-    segment is another speaker's (a diarized mono channel): a phrase found across the two would
-    mix what two people said."""
-    return [texts[i + 1] if i + 1 < len(texts) and speakers[i + 1] == speakers[i] else None
+    """A channel's redacted texts -> each one's next (its first NEXT_WORDS words), None for the
+    last, and None where the next segment is another speaker's (a diarized mono channel): a phrase
+    found across the two would mix what two people said."""
+    return [" ".join(texts[i + 1].split(maxsplit=NEXT_WORDS)[:NEXT_WORDS])
+            if i + 1 < len(texts) and speakers[i + 1] == speakers[i] else None
             for i in range(len(texts))]
 
 
@@ -98,27 +106,66 @@ LOADED_COLUMNS = [*SEGMENT_COLUMNS, "call_date", "agent_id", WORD_STARTS, "text_
                   CONFIDENCE]
 
 
-TRANSCRIPT_COLUMNS = ["recording_id", "channel", "speaker", "text", "text_redacted", "n_segments"]
+TRANSCRIPT_COLUMNS = ["recording_id", "channel", "speaker", "text", "text_redacted", "n_segments", "engine"]
 
 
-def segment_rows(df: pd.DataFrame, calls: dict[int, tuple], transcripts: list[tuple]) -> Iterator[tuple]:
-    """The COPY rows of LOADED_COLUMNS for a shard's rows (sorted by recording, channel and seq),
+@dataclass(frozen=True)
+class Call:
+    """A fenced recording as the loader writes it: its day and agent go on every segment."""
+
+    call_date: date
+    agent_id: str | None
+    channels: int | None
+    engine: str
+
+
+@dataclass
+class LoadExtras:
+    """What segment_rows gathers beside the segment rows, for the same transaction: a transcript
+    row per channel with segments (TRANSCRIPT_COLUMNS), and the whitespace-separated tokens of
+    the redacted texts (the lexicon's words are made from them in SQL)."""
+
+    transcripts: list[tuple] = field(default_factory=list)
+    tokens: set[str] = field(default_factory=set)
+
+
+def segment_rows(df: pd.DataFrame, calls: dict[int, Call], extras: LoadExtras) -> Iterator[tuple]:
+    """The COPY rows of LOADED_COLUMNS for a shard's rows (each channel's together, in seq order),
     made a channel at a time as COPY asks for them: the database indexes one part while the next
-    is redacted. ``calls`` maps each recording to its (call_date, agent_id). Each channel's
-    transcript row (TRANSCRIPT_COLUMNS) goes into ``transcripts`` as its rows are made; a
-    diarized mono channel, holding several speakers, is 'mixed'."""
+    is redacted, and the client's other work on the shard (transcripts, tokens) is done here, beside
+    it. A diarized mono channel, holding several speakers, is 'mixed'."""
     base = list(df[SEGMENT_COLUMNS].itertuples(index=False, name=None))
     texts, starts, speakers, conf = df["text"].tolist(), _word_starts(df), df["speaker"].tolist(), confidences(df)
     for lo, hi in _channels(df):
         red, times = redact_channel_timed(texts[lo:hi], starts[lo:hi])
         rid, channel = base[lo][0], base[lo][1]
         call = calls[rid]
+        day_agent = (call.call_date, call.agent_id)
         for i, (row, ws, text, nxt) in enumerate(zip(base[lo:hi], times, red, _next_in_turn(red, speakers[lo:hi]),
                                                      strict=True)):
-            yield (*row, *call, pg_real_array(ws), text, nxt, conf[lo + i])
+            yield (*row, *day_agent, pg_real_array(ws), text, nxt, conf[lo + i])
         voices = set(speakers[lo:hi])
-        transcripts.append((rid, channel, voices.pop() if len(voices) == 1 else "mixed",
-                            " ".join(texts[lo:hi]), " ".join(red), hi - lo))
+        whole = " ".join(red)
+        extras.tokens.update(whole.split())
+        extras.transcripts.append((rid, channel, voices.pop() if len(voices) == 1 else "mixed",
+                                   " ".join(texts[lo:hi]), whole, hi - lo, call.engine))
+
+
+def silent_channels(calls: dict[int, Call], transcripts: list[tuple]) -> list[tuple]:
+    """A transcript row (TRANSCRIPT_COLUMNS) for each channel of a loaded call without a segment:
+    every channel has one, empty where nobody spoke."""
+    have = {(t[0], t[1]) for t in transcripts}
+    return [(rid, ch, "mixed" if call.channels == 1 else f"channel{ch}", "", "", 0, call.engine)
+            for rid, call in sorted(calls.items()) for ch in range(max(call.channels or 1, 1)) if (rid, ch) not in have]
+
+
+def load_order(df: pd.DataFrame, calls: dict[int, Call]) -> pd.DataFrame:
+    """The rows of ``calls``' recordings in the order they are written: by agent, recording, channel
+    and seq, so one agent's segments sit together and the agent's BRIN index stays selective."""
+    mine = df[df["recording_id"].isin(list(calls))]
+    agent = mine["recording_id"].map({rid: call.agent_id or "" for rid, call in calls.items()})
+    return (mine.assign(_agent=agent).sort_values(["_agent", "recording_id", "channel", "seq"], kind="stable")
+            .drop(columns="_agent"))
 
 
 METRIC_COLUMNS = ["recording_id", "talk_time_s", "talk_sum_s", "talk_union_s", "overlap_s", "longest_monologue_s",
@@ -140,7 +187,7 @@ def _union_s(keys: np.ndarray, start: np.ndarray, end: np.ndarray) -> tuple[np.n
 
 
 def call_metrics(df: pd.DataFrame) -> list[tuple]:
-    """Per recording of the staged rows: talk time per speaker (the union of their segments), the
+    """Per recording of the loaded rows: talk time per speaker (the union of their segments), the
     speakers' sum and everyone's union (silence and overlap come from them), the longest run of one
     speaker's consecutive segments in time order, and the segment count; the rows of call_metrics.
     Numpy over the whole shard: the same figures in SQL (range_agg) took about 3 s per 200,000
@@ -195,33 +242,34 @@ def load_shard(engine: Engine, uri: str, df: pd.DataFrame, info: ShardInfo) -> L
     reasons = {f.recording_id: f.reason for f in info.failures}
     with engine.begin() as conn:
         conn.execute(db.q("load_lock_keys"), {"ids": [r.recording_id for r in info.recordings]}).all()
-        fenced = {row.id: (row.call_date, row.agent_id) for row in conn.execute(db.q("load_fence"), {
-            "ids": [r.recording_id for r in info.recordings], "run_id": info.run_id})}
-        owned = set(fenced)
-        ok = sorted(rid for rid in owned if rid not in reasons)
+        fenced = {row.id: Call(row.call_date, row.agent_id, row.channels, info.engine)
+                  for row in conn.execute(db.q("load_fence"), {
+                      "ids": [r.recording_id for r in info.recordings], "run_id": info.run_id})}
+        calls = {rid: call for rid, call in fenced.items() if rid not in reasons}
+        ok = sorted(calls)
         segments = 0
         if ok:
             conn.execute(db.q("load_clear"), {"ids": ok})
-            conn.execute(db.q("load_stage"))
-            mine = df[df["recording_id"].isin(ok)].sort_values(["recording_id", "channel", "seq"])
+            mine = load_order(df, calls)
             # Straight into segments, streamed: no staging copy of the rows, and the server's
             # work on them (search vector, indexes) runs beside the redaction of the next ones.
-            transcripts: list[tuple] = []
-            segments = db.copy_rows(conn, "segments", LOADED_COLUMNS, segment_rows(mine, fenced, transcripts))
-            db.copy_rows(conn, "stage_transcripts", TRANSCRIPT_COLUMNS, transcripts)
-            conn.execute(db.q("load_words"))
-            db.copy_rows(conn, "stage_metrics", METRIC_COLUMNS, call_metrics(mine))
-            conn.execute(db.q("load_replace"), {"ids": ok, "engine": info.engine, "run_id": info.run_id})
+            extras = LoadExtras()
+            segments = db.copy_rows(conn, "segments", LOADED_COLUMNS, segment_rows(mine, calls, extras))
+            db.copy_rows(conn, "transcripts", TRANSCRIPT_COLUMNS,
+                         [*extras.transcripts, *silent_channels(calls, extras.transcripts)])
+            conn.execute(db.q("load_words"), {"tokens": sorted(extras.tokens)})
+            db.copy_rows(conn, "call_metrics", METRIC_COLUMNS, call_metrics(mine))
+            conn.execute(db.q("load_replace"), {"ids": ok, "run_id": info.run_id})
         failed = 0
         for rid, reason in reasons.items():
-            if rid in owned:
+            if rid in fenced:
                 failed += conn.execute(db.q("load_failed"), {"id": rid, "reason": reason}).rowcount
         for b in info.batches:
             conn.execute(db.q("load_batches"), {
                 "run_id": info.run_id, "job_id": info.job_id, "shard_uri": uri, "engine": info.engine,
                 **b.model_dump(),
             })
-    skipped = len(info.recordings) - len(owned)
+    skipped = len(info.recordings) - len(fenced)
     if skipped:
         log.info("%s: %d recordings left alone (owned by a newer run, or already loaded from this run)",
                  uri, skipped)

@@ -50,21 +50,58 @@ def test_no_rows_no_metrics():
 def test_a_phrase_runs_on_into_the_same_speakers_next_segment_only():
     import pandas as pd
 
-    from callscribe.loading import LOADED_COLUMNS, segment_rows
+    from callscribe.loading import LOADED_COLUMNS, Call, LoadExtras, segment_rows
 
     df = pd.DataFrame({"recording_id": [1, 1, 1, 1, 2], "channel": [0, 0, 0, 1, 0], "seq": [0, 1, 2, 0, 0],
                        "speaker": ["speaker_1", "speaker_1", "speaker_2", "customer", "agent"],
                        "start_s": [0.0, 2.0, 4.0, 0.0, 0.0], "end_s": [1.0, 3.0, 5.0, 1.0, 1.0],
                        "text": ["please cancel", "my card 4111 1111", "1111 1111 sure", "hello", "hi"]})
-    transcripts: list[tuple] = []
-    rows = [dict(zip(LOADED_COLUMNS, r, strict=True))
-            for r in segment_rows(df, {1: ("2026-09-01", "ag-1"), 2: ("2026-09-02", None)}, transcripts)]
+    extras = LoadExtras()
+    calls = {1: Call("2026-09-01", "ag-1", 2, "cpu"), 2: Call("2026-09-02", None, 1, "cpu")}
+    rows = [dict(zip(LOADED_COLUMNS, r, strict=True)) for r in segment_rows(df, calls, extras)]
     # A diarized mono channel: the second speaker's "sure" does not finish the first one's phrase,
     # and a number dictated over two segments is masked in both.
     assert [r["next_redacted"] for r in rows] == ["my card [redacted]", None, None, None, None]
     assert [r["text_redacted"] for r in rows][:3] == ["please cancel", "my card [redacted]", "[redacted] sure"]
     assert [(r["call_date"], r["agent_id"]) for r in rows] == [("2026-09-01", "ag-1")] * 4 + [("2026-09-02", None)]
     # One transcript row per channel with segments; a channel of two voices is 'mixed'.
-    assert transcripts == [(1, 0, "mixed", "please cancel my card 4111 1111 1111 1111 sure",
-                            "please cancel my card [redacted] [redacted] sure", 3),
-                           (1, 1, "customer", "hello", "hello", 1), (2, 0, "agent", "hi", "hi", 1)]
+    assert extras.transcripts == [(1, 0, "mixed", "please cancel my card 4111 1111 1111 1111 sure",
+                                   "please cancel my card [redacted] [redacted] sure", 3, "cpu"),
+                                  (1, 1, "customer", "hello", "hello", 1, "cpu"), (2, 0, "agent", "hi", "hi", 1, "cpu")]
+    # The tokens the lexicon's words are made from: the redacted texts' only (no digit of the card).
+    assert extras.tokens == {"please", "cancel", "my", "card", "[redacted]", "sure", "hello", "hi"}
+
+
+def test_the_pair_holds_only_the_next_segments_first_words():
+    import pandas as pd
+
+    from callscribe.loading import LOADED_COLUMNS, NEXT_WORDS, Call, LoadExtras, segment_rows
+
+    long = " ".join(f"w{i}" for i in range(NEXT_WORDS + 7))
+    df = pd.DataFrame({"recording_id": [1, 1, 1], "channel": [0, 0, 0], "seq": [0, 1, 2],
+                       "speaker": ["agent"] * 3, "start_s": [0.0, 2.0, 4.0], "end_s": [1.0, 3.0, 5.0],
+                       "text": ["so", long, "  spaced   out\tnext  "]})
+    rows = [dict(zip(LOADED_COLUMNS, r, strict=True))
+            for r in segment_rows(df, {1: Call("2026-09-01", None, 1, "cpu")}, LoadExtras())]
+    assert rows[0]["next_redacted"] == " ".join(long.split()[:NEXT_WORDS])
+    assert rows[1]["next_redacted"] == "spaced out next"
+    assert rows[2]["next_redacted"] is None
+
+
+def test_every_channel_of_a_loaded_call_gets_a_transcript_row_and_rows_go_in_by_agent():
+    import pandas as pd
+
+    from callscribe.loading import Call, load_order, silent_channels
+
+    calls = {5: Call("2026-09-01", "ag-2", 2, "cpu"), 6: Call("2026-09-01", None, None, "cpu"),
+             7: Call("2026-09-01", "ag-1", 1, "cpu")}
+    spoken = [(5, 1, "customer", "hi", "hi", 1, "cpu")]
+    assert silent_channels(calls, spoken) == [(5, 0, "channel0", "", "", 0, "cpu"),
+                                              (6, 0, "channel0", "", "", 0, "cpu"),
+                                              (7, 0, "mixed", "", "", 0, "cpu")]
+    df = pd.DataFrame({"recording_id": [5, 5, 7, 6, 9, 7], "channel": [1, 0, 0, 0, 0, 0], "seq": [0, 0, 1, 0, 0, 0],
+                       "speaker": ["a"] * 6, "start_s": [0.0] * 6, "end_s": [1.0] * 6, "text": ["x"] * 6})
+    ordered = load_order(df, calls)
+    # A recording no longer the run's (9) is left out; no agent first, then by agent, recording, channel, seq.
+    assert list(zip(ordered["recording_id"], ordered["channel"], ordered["seq"], strict=True)) == [
+        (6, 0, 0), (7, 0, 0), (7, 0, 1), (5, 0, 0), (5, 1, 0)]

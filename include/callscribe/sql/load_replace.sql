@@ -1,25 +1,8 @@
 -- Finish the load of the recordings in :ids, in the caller's transaction, after load_clear.sql and
--- the COPY of their new segments (with the redacted texts, the next segment's text for phrases that
--- run on, and the recording's day and agent, so search filters without a join).
-
--- Per-call metrics, read by analytics.calls (load_clear.sql's deletion of the old segments
--- deleted the old metrics): staged by the loader, which computes them from the shard (loading.call_metrics).
-INSERT INTO call_metrics (recording_id, talk_time_s, talk_sum_s, talk_union_s, overlap_s, longest_monologue_s,
-                          longest_monologue_speaker, segments)
-SELECT recording_id, talk_time_s, talk_sum_s, talk_union_s, overlap_s, longest_monologue_s,
-       longest_monologue_speaker, segments
-FROM stage_metrics
-WHERE recording_id = ANY(:ids);
-
--- A transcript row for every channel, also one without a word (staged rows only for those with).
-INSERT INTO transcripts (recording_id, channel, speaker, text, text_redacted, n_segments, engine)
-SELECT r.id, ch.channel,
-       COALESCE(t.speaker, CASE WHEN r.channels = 1 THEN 'mixed' ELSE 'channel' || ch.channel END),
-       COALESCE(t.text, ''), COALESCE(t.text_redacted, ''), COALESCE(t.n_segments, 0), :engine
-FROM recordings AS r
-CROSS JOIN LATERAL generate_series(0, GREATEST(COALESCE(r.channels, 1), 1) - 1) AS ch(channel)
-LEFT JOIN stage_transcripts AS t ON t.recording_id = r.id AND t.channel = ch.channel
-WHERE r.id = ANY(:ids);
+-- the COPY of their new segments (with the redacted texts, the next segment's first words for
+-- phrases that run on, and the recording's day and agent, so search filters without a join),
+-- transcripts (a row per channel) and call metrics (loading.call_metrics; load_clear.sql's deletion
+-- of the old segments deleted the old ones).
 
 UPDATE recordings
 SET status = 'done', last_error = NULL, transcribed_at = now(), updated_at = now(),
