@@ -114,3 +114,42 @@ def test_an_insert_racing_the_deletion_of_its_recording_waits_and_is_refused(pg)
     assert not t.is_alive() and len(errors) == 1
     assert isinstance(errors[0].orig, psycopg2.errors.ForeignKeyViolation)
     assert _count(pg, rid) == 0
+
+
+def _schema(pg) -> dict:
+    with pg.connect() as c:
+        return {
+            "fk_enforced": c.execute(sa.text("SELECT conenforced FROM pg_constraint WHERE conname = "
+                                             "'segments_recording_id_fkey' AND conrelid = 'segments'::regclass")
+                                     ).scalar_one(),
+            "agent_index": c.execute(sa.text("SELECT am.amname FROM pg_class AS i JOIN pg_am AS am ON am.oid = "
+                                             "i.relam WHERE i.relname IN ('segments_agent_idx', "
+                                             "'segments_agent_day_idx')")).scalars().all(),
+            "transcripts": c.execute(sa.text("SELECT attstorage::text || coalesce(nullif(attcompression::text, ''), '-') "
+                                             "FROM pg_attribute WHERE attrelid = 'transcripts'::regclass "
+                                             "AND attname = 'text_redacted'")).scalar_one(),
+        }
+
+
+def test_0015_goes_down_to_the_enforced_key_and_up_again(pg):
+    from callscribe import db
+    from tests.integration.test_migrations import _to
+
+    rid = _recording(pg, "calls/2026/12/21/check-8.wav")
+    with pg.begin() as c:
+        c.execute(sa.text(INSERT), {"r": rid, "s": 0, "d": DAY})
+    up = _schema(pg)
+    assert up["fk_enforced"] is False and up["agent_index"] == ["brin"]
+    assert up["transcripts"] in ("xl", "e-")  # lz4 where the server has it, else uncompressed
+    _to(pg, "0014")
+    try:
+        down = _schema(pg)
+        assert down == {"fk_enforced": True, "agent_index": ["btree"], "transcripts": "x-"}
+        with pg.connect() as c, pytest.raises(sa.exc.IntegrityError, match="violates foreign key constraint"):
+            c.execute(sa.text(INSERT), {"r": rid + 10_000, "s": 0, "d": DAY})
+    finally:
+        db.migrate(pg)
+    assert _schema(pg) == up
+    with pg.begin() as c:
+        c.execute(sa.text("DELETE FROM recordings WHERE id = :r"), {"r": rid})
+    assert _count(pg, rid) == 0  # the cascade is back with the head
