@@ -131,12 +131,14 @@ def generate(engine: sa.Engine, n_segments: int) -> dict:
 
 
 def sizes(engine: sa.Engine) -> dict:
-    """Sizes in MiB; a partitioned table's or index's is the sum of its partitions'."""
+    """Sizes in MiB; a partitioned table's or index's is the sum of its partitions' (a plain table
+    has no partition tree)."""
     names = ["segments", "segments_tsv_pair_idx", "segments_day_idx", "segments_agent_idx", "segments_pkey",
              "segments_position", "lexicon", "lexicon_trgm_idx"]
     with engine.connect() as c:
         rows = c.execute(sa.text(
-            "SELECT n, (SELECT sum(pg_relation_size(t.relid)) FROM pg_partition_tree(n::regclass) AS t) "
+            "SELECT n, COALESCE((SELECT sum(pg_relation_size(t.relid)) FROM pg_partition_tree(n::regclass) AS t), "
+            "pg_relation_size(n::regclass)) "
             "FROM unnest(CAST(:names AS text[])) AS n"), {"names": names}).all()
         total = c.execute(sa.text("SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree('segments')"
                                   )).scalar_one()

@@ -86,10 +86,11 @@ def _word_starts(df: pd.DataFrame) -> list[list[float] | None]:
     return [None if ws is None or len(ws) == 0 else list(ws) for ws in raw]
 
 
-# How much of the next segment the pair vector holds: a phrase of up to NEXT_WORDS + 1 words is
-# found wherever a segment boundary cuts it. Not the whole next text: each word would be parsed
-# and indexed twice (about a third of a load's database work).
-NEXT_WORDS = 5
+# How much of the next segment the pair vector holds: a phrase is found across a segment boundary
+# when at most NEXT_WORDS of its words run into the next segment (any phrase of up to NEXT_WORDS + 1
+# words). Not the whole next text: each word would be parsed and indexed twice; against 5 words,
+# 3 cut a load's database time by about a fifth (docs/benchmarks.md, "Loading").
+NEXT_WORDS = 3
 
 
 def _next_in_turn(texts: list[str], speakers: list[str]) -> list[str | None]:

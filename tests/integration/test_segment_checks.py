@@ -125,8 +125,8 @@ def _schema(pg) -> dict:
             "agent_index": c.execute(sa.text("SELECT am.amname FROM pg_class AS i JOIN pg_am AS am ON am.oid = "
                                              "i.relam WHERE i.relname IN ('segments_agent_idx', "
                                              "'segments_agent_day_idx')")).scalars().all(),
-            "transcripts": c.execute(sa.text("SELECT attstorage::text || coalesce(nullif(attcompression::text, ''), '-') "
-                                             "FROM pg_attribute WHERE attrelid = 'transcripts'::regclass "
+            "transcripts": c.execute(sa.text("SELECT attstorage::text || coalesce(nullif(attcompression::text, "
+                                             "''), '-') FROM pg_attribute WHERE attrelid = 'transcripts'::regclass "
                                              "AND attname = 'text_redacted'")).scalar_one(),
         }
 
