@@ -104,3 +104,56 @@ def test_a_huge_query_is_just_not_found(pg, fuzzy_loaded):
     for fuzzy in (None, True, False):
         assert _q(pg, f"{word} {word[::-1]} {word}", fuzzy=fuzzy) == []
 
+
+
+def test_a_multi_word_similar_query_wants_a_like_of_each_word_unless_it_says_or(pg, fuzzy_loaded):
+    import sqlalchemy as sa
+
+    with pg.connect() as c:
+        both = c.execute(sa.text("SELECT analytics.similar_query('Sarrah Davd')::text")).scalar_one()
+        either = c.execute(sa.text("SELECT analytics.similar_query('Sarrah OR Davd')::text")).scalar_one()
+        lone = c.execute(sa.text("SELECT analytics.similar_query('Sarrah qwxzvbnm')::text")).scalar_one()
+    assert " & " in both and "'sarah'" in both and "'david'" in both
+    assert " & " not in either and "'sarah'" in either and "'david'" in either
+    assert " & " not in lone and "'sarah'" in lone  # a word with no like in the transcripts is left out
+
+
+def test_similar_matches_are_checked_among_a_bounded_number_of_candidates(pg):
+    """A query of common words makes most segments candidates: the search checks 4,000 of them,
+    newest days first, and stops widening there (it used to check a year's: 15 s)."""
+    import sqlalchemy as sa
+
+    newest, older = date(2033, 6, 10), date(2033, 6, 5)
+
+    def day_of(n: int, day: date) -> None:
+        # n candidates that fail the check: the like word is only in the pair (the next text).
+        with pg.begin() as c:
+            c.execute(sa.text("DELETE FROM recordings WHERE object_key LIKE 'calls/2033/06/10/bound-%'"))
+            rid = c.execute(sa.text(
+                "INSERT INTO recordings (bucket, object_key, etag, call_date, call_id, status, channels) "
+                "VALUES ('calls', :k, 'e', :d, :k, 'done', 1) RETURNING id"),
+                {"k": f"calls/2033/06/10/bound-{n}.wav", "d": day}).scalar_one()
+            c.execute(sa.text(
+                "INSERT INTO segments (recording_id, channel, seq, speaker, start_s, end_s, text, text_redacted, "
+                "next_redacted, call_date) SELECT :r, 0, g, 'mixed', g, g + 0.5, 'filler words here', "
+                "'filler words here', 'zorbax', :d FROM generate_series(0, :n - 1) AS g"), {"r": rid, "n": n, "d": day})
+
+    with pg.begin() as c:
+        rid = c.execute(sa.text(
+            "INSERT INTO recordings (bucket, object_key, etag, call_date, call_id, status, channels) "
+            "VALUES ('calls', 'calls/2033/06/05/bound-hit.wav', 'e', :d, 'bound-hit', 'done', 1) RETURNING id"),
+            {"d": older}).scalar_one()
+        c.execute(sa.text(
+            "INSERT INTO segments (recording_id, channel, seq, speaker, start_s, end_s, text, text_redacted, "
+            "call_date) VALUES (:r, 0, 0, 'mixed', 0, 2, 'the zorbax thing', 'the zorbax thing', :d)"),
+            {"r": rid, "d": older})
+        c.execute(sa.text("INSERT INTO lexicon (word) VALUES ('zorbax') ON CONFLICT DO NOTHING"))
+
+    def found() -> set:
+        hits = search(pg, "zorbaxian", limit=10, filters=SearchFilters(from_date=older, to_date=newest, fuzzy=True))
+        return {h["object_key"] for h in hits}
+
+    day_of(3900, newest)  # under the budget: the window widens to the older day and finds it
+    assert found() == {"calls/2033/06/05/bound-hit.wav"}
+    day_of(4100, newest)  # over it: the newest day's candidates use it up
+    assert found() == set()
