@@ -46,7 +46,7 @@ def test_a_segment_of_a_recording_that_does_not_exist_is_refused_with_the_rest_o
     assert _count(pg, rid) == 0
 
 
-def test_a_segment_cannot_move_to_another_recording(pg):
+def test_a_segment_cannot_move_to_another_recording_nor_its_recording_change_id(pg):
     one, other = _recording(pg, "calls/2026/12/21/check-2.wav"), _recording(pg, "calls/2026/12/21/check-3.wav")
     with pg.begin() as c:
         c.execute(sa.text(INSERT), {"r": one, "s": 0, "d": DAY})
@@ -56,6 +56,10 @@ def test_a_segment_cannot_move_to_another_recording(pg):
         c.rollback()
         c.execute(sa.text("UPDATE segments SET text = 'edited' WHERE recording_id = :r"), {"r": one})  # others may
         c.commit()
+        # Nor can the recording take another id under its segments.
+        with pytest.raises(sa.exc.IntegrityError, match="keeps its id"):
+            c.execute(sa.text("UPDATE recordings SET id = id + 100000000 WHERE id = :r"), {"r": one})
+        c.rollback()
     assert _count(pg, one) == 1
 
 

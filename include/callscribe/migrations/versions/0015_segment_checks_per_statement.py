@@ -13,7 +13,9 @@ guarantees:
     with ``foreign_key_violation`` if one is missing;
   - ``segments_recording_fixed`` refuses an UPDATE that moves a segment to another recording;
   - ``recordings_delete_segments`` (after every DELETE on ``recordings``) deletes the deleted
-    recordings' segments: the cascade, once per statement.
+    recordings' segments: the cascade, once per statement;
+  - ``recordings_id_fixed`` refuses an UPDATE of a recording's id (the key refused one that
+    segments pointed to).
   Rows written straight into a partition (``callscribe_segment_months`` moving rows out of the
   default one) are not checked again; write through ``segments``.
 - ``segments_agent_day_idx`` becomes ``segments_agent_idx``, a BRIN on ``agent_id``: the loader
@@ -67,6 +69,14 @@ BEGIN
 END $$
 """
 
+ID_FIXED = r"""
+CREATE FUNCTION callscribe_recordings_id_fixed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'a recording keeps its id (% to %): its segments point to it', OLD.id, NEW.id
+        USING ERRCODE = 'foreign_key_violation';
+END $$
+"""
+
 DELETE_SEGMENTS = r"""
 CREATE FUNCTION callscribe_recordings_delete_segments() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -82,6 +92,8 @@ TRIGGERS = [
     "WHEN (NEW.recording_id IS DISTINCT FROM OLD.recording_id) EXECUTE FUNCTION callscribe_segments_recording_fixed()",
     "CREATE TRIGGER recordings_delete_segments AFTER DELETE ON recordings REFERENCING OLD TABLE AS gone "
     "FOR EACH STATEMENT EXECUTE FUNCTION callscribe_recordings_delete_segments()",
+    "CREATE TRIGGER recordings_id_fixed BEFORE UPDATE OF id ON recordings FOR EACH ROW "
+    "WHEN (NEW.id IS DISTINCT FROM OLD.id) EXECUTE FUNCTION callscribe_recordings_id_fixed()",
 ]
 
 
@@ -99,7 +111,7 @@ def upgrade() -> None:
     op.execute("ALTER TABLE segments DROP CONSTRAINT segments_recording_id_fkey")
     op.execute("ALTER TABLE segments ADD CONSTRAINT segments_recording_id_fkey "
                "FOREIGN KEY (recording_id) REFERENCES recordings (id) NOT ENFORCED")
-    for sql in (RECORDING_CHECK, RECORDING_FIXED, DELETE_SEGMENTS):
+    for sql in (RECORDING_CHECK, RECORDING_FIXED, DELETE_SEGMENTS, ID_FIXED):
         _raw(sql)
     for sql in TRIGGERS:
         op.execute(sql)
@@ -116,10 +128,11 @@ def downgrade() -> None:
     op.execute("DROP INDEX segments_agent_idx")
     op.execute("SET LOCAL maintenance_work_mem = '256MB'")
     op.execute("CREATE INDEX segments_agent_day_idx ON segments (agent_id, call_date)")
-    for name, table in (("segments_recording_check", "segments"), ("segments_recording_fixed", "segments"),
-                        ("recordings_delete_segments", "recordings")):
+    triggers = (("segments_recording_check", "segments"), ("segments_recording_fixed", "segments"),
+                ("recordings_delete_segments", "recordings"), ("recordings_id_fixed", "recordings"))
+    for name, table in triggers:
         op.execute(f"DROP TRIGGER {name} ON {table}")
-    for name in ("segments_recording_check", "segments_recording_fixed", "recordings_delete_segments"):
+    for name, _ in triggers:
         op.execute(f"DROP FUNCTION callscribe_{name}()")
     op.execute("ALTER TABLE segments DROP CONSTRAINT segments_recording_id_fkey")
     # Validated on the rows: any segment left without its recording fails the downgrade.
