@@ -35,15 +35,15 @@ def upload_day(s3, day: date, copies: int = 1, files=None) -> int:
 
 
 def load_call(pg, s3, key: str, day: date, segments: list[tuple], metadata: dict | None = None,
-              agent: str = "t1") -> int:
+              agent: str = "t1", etag: str = "e") -> int:
     """One two-channel call loaded through the real loader, from (channel, speaker, start, end, text[,
     word starts[, confidence]]) rows in order; returns its recording id."""
     with pg.begin() as c:
         rid = c.execute(sa.text(
             "INSERT INTO recordings (bucket, object_key, etag, call_date, call_id, agent_id, status, channels, "
-            "duration_s, last_run_id, metadata) VALUES ('calls', :k, 'e', :d, :k, :a, 'chunked', 2, :dur, :run, "
+            "duration_s, last_run_id, metadata) VALUES ('calls', :k, :e, :d, :k, :a, 'chunked', 2, :dur, :run, "
             "CAST(:m AS jsonb)) RETURNING id"),
-            {"k": key, "d": day, "a": agent, "dur": max(s[3] for s in segments) + 1, "run": f"load-{key}",
+            {"k": key, "e": etag, "d": day, "a": agent, "dur": max(s[3] for s in segments) + 1, "run": f"load-{key}",
              "m": json.dumps(metadata or {})}).scalar_one()
     seq = {0: 0, 1: 0}
     rows = []

@@ -157,3 +157,35 @@ def test_0015_goes_down_to_the_enforced_key_and_up_again(pg):
     with pg.begin() as c:
         c.execute(sa.text("DELETE FROM recordings WHERE id = :r"), {"r": rid})
     assert _count(pg, rid) == 0  # the cascade is back with the head
+
+
+def test_a_load_replacing_an_older_version_does_not_deadlock_with_another_load(pg, s3):
+    """Two loads at once, each replacing an older version of its call: each prunes the older
+    version's words (the lexicon lock, exclusive) and adds its own (shared). A load that took
+    the shared lock first and the exclusive one later deadlocked with another doing the same
+    (found by review); the deletions now come first."""
+    key = "calls/2026/12/21/check-9.wav"
+    old = load_call(pg, s3, key, DAY, [(0, "agent", 0.0, 2.0, "the quuxolotl plan")])
+    errors: list[BaseException] = []
+    with pg.connect() as other:
+        # Another load, in its word-adding step: it holds the shared lock.
+        other.execute(sa.text("SELECT pg_advisory_xact_lock_shared(hashtext('callscribe_lexicon'))"))
+
+        def load_new_version() -> None:
+            try:
+                load_call(pg, s3, key, DAY, [(0, "agent", 0.0, 2.0, "the new plan")], etag="e2")
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+
+        t = threading.Thread(target=load_new_version)
+        t.start()
+        t.join(2.0)  # now waiting on the other load's lock
+        # ... which now deletes an older version of its own call: it wants the lock exclusive.
+        other.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('callscribe_lexicon'))"))
+        other.commit()
+        t.join(30)
+    assert not t.is_alive() and errors == []
+    with pg.connect() as c:
+        status = c.execute(sa.text("SELECT status FROM recordings WHERE id = :r"), {"r": old}).scalar_one()
+        word = c.execute(sa.text("SELECT count(*) FROM lexicon WHERE word = 'quuxolotl'")).scalar_one()
+    assert status == "superseded" and word == 0 and _count(pg, old) == 0
