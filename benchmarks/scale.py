@@ -72,7 +72,7 @@ ORDER BY call_date, agent_id, recording_id, channel, seq  -- the loader's order 
 INDEXES = [
     "CREATE INDEX segments_tsv_pair_idx ON segments USING gin (tsv_pair)",
     "CREATE INDEX segments_day_idx ON segments USING brin (call_date) WITH (pages_per_range = 16, autosummarize = on)",
-    "CREATE INDEX segments_agent_idx ON segments USING brin (agent_id) WITH (pages_per_range = 8)",
+    "CREATE INDEX segments_agent_idx ON segments USING brin (agent_id) WITH (pages_per_range = 8, autosummarize = on)",
 ]
 
 

@@ -93,12 +93,26 @@ def _word_starts(df: pd.DataFrame) -> list[list[float] | None]:
 NEXT_WORDS = 3
 
 
+def _first_words(text: str) -> str:
+    """The text up to its NEXT_WORDS-th word; a token without a letter or digit ("-") is kept but
+    not counted (the search vector has no word for it)."""
+    tokens = text.split(maxsplit=NEXT_WORDS)[:NEXT_WORDS]
+    if all(t[0].isalnum() or t[-1].isalnum() for t in tokens):  # the usual case
+        return " ".join(tokens)
+    kept, words = [], 0
+    for token in text.split():
+        kept.append(token)
+        words += any(c.isalnum() for c in token)
+        if words == NEXT_WORDS:
+            break
+    return " ".join(kept)
+
+
 def _next_in_turn(texts: list[str], speakers: list[str]) -> list[str | None]:
     """A channel's redacted texts -> each one's next (its first NEXT_WORDS words), None for the
     last, and None where the next segment is another speaker's (a diarized mono channel): a phrase
     found across the two would mix what two people said."""
-    return [" ".join(texts[i + 1].split(maxsplit=NEXT_WORDS)[:NEXT_WORDS])
-            if i + 1 < len(texts) and speakers[i + 1] == speakers[i] else None
+    return [_first_words(texts[i + 1]) if i + 1 < len(texts) and speakers[i + 1] == speakers[i] else None
             for i in range(len(texts))]
 
 
@@ -152,12 +166,14 @@ def segment_rows(df: pd.DataFrame, calls: dict[int, Call], extras: LoadExtras) -
                                    " ".join(texts[lo:hi]), whole, hi - lo, call.engine))
 
 
-def silent_channels(calls: dict[int, Call], transcripts: list[tuple]) -> list[tuple]:
-    """A transcript row (TRANSCRIPT_COLUMNS) for each channel of a loaded call without a segment:
-    every channel has one, empty where nobody spoke."""
-    have = {(t[0], t[1]) for t in transcripts}
-    return [(rid, ch, "mixed" if call.channels == 1 else f"channel{ch}", "", "", 0, call.engine)
-            for rid, call in sorted(calls.items()) for ch in range(max(call.channels or 1, 1)) if (rid, ch) not in have]
+def transcript_rows(calls: dict[int, Call], spoken: list[tuple]) -> list[tuple]:
+    """The transcript rows (TRANSCRIPT_COLUMNS) of the loaded calls: one per channel the recording
+    has, its text where the channel has segments, empty where nobody spoke. Segments on a
+    channel beyond the recording's count (not from its own decode) are loaded, but get no
+    transcript row of their own: the audit counts a call's transcripts against its channels."""
+    have = {(t[0], t[1]): t for t in spoken}
+    return [have.get((rid, ch)) or (rid, ch, "mixed" if call.channels == 1 else f"channel{ch}", "", "", 0, call.engine)
+            for rid, call in sorted(calls.items()) for ch in range(max(call.channels or 1, 1))]
 
 
 def load_order(df: pd.DataFrame, calls: dict[int, Call]) -> pd.DataFrame:
@@ -256,8 +272,7 @@ def load_shard(engine: Engine, uri: str, df: pd.DataFrame, info: ShardInfo) -> L
             # work on them (search vector, indexes) runs beside the redaction of the next ones.
             extras = LoadExtras()
             segments = db.copy_rows(conn, "segments", LOADED_COLUMNS, segment_rows(mine, calls, extras))
-            db.copy_rows(conn, "transcripts", TRANSCRIPT_COLUMNS,
-                         [*extras.transcripts, *silent_channels(calls, extras.transcripts)])
+            db.copy_rows(conn, "transcripts", TRANSCRIPT_COLUMNS, transcript_rows(calls, extras.transcripts))
             conn.execute(db.q("load_words"), {"tokens": sorted(extras.tokens)})
             db.copy_rows(conn, "call_metrics", METRIC_COLUMNS, call_metrics(mine))
             conn.execute(db.q("load_replace"), {"ids": ok, "run_id": info.run_id})

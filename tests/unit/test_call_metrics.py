@@ -80,23 +80,25 @@ def test_the_pair_holds_only_the_next_segments_first_words():
     long = " ".join(f"w{i}" for i in range(NEXT_WORDS + 7))
     df = pd.DataFrame({"recording_id": [1, 1, 1], "channel": [0, 0, 0], "seq": [0, 1, 2],
                        "speaker": ["agent"] * 3, "start_s": [0.0, 2.0, 4.0], "end_s": [1.0, 3.0, 5.0],
-                       "text": ["so", long, "  spaced   out\tnext  "]})
+                       "text": ["so", long, "  spaced - out\tnext  now"]})
     rows = [dict(zip(LOADED_COLUMNS, r, strict=True))
             for r in segment_rows(df, {1: Call("2026-09-01", None, 1, "cpu")}, LoadExtras())]
     assert rows[0]["next_redacted"] == " ".join(long.split()[:NEXT_WORDS])
-    assert rows[1]["next_redacted"] == "spaced out next"
+    assert rows[1]["next_redacted"] == "spaced - out next"  # a dash is no word: three words and it
     assert rows[2]["next_redacted"] is None
 
 
 def test_every_channel_of_a_loaded_call_gets_a_transcript_row_and_rows_go_in_by_agent():
     import pandas as pd
 
-    from callscribe.loading import Call, load_order, silent_channels
+    from callscribe.loading import Call, load_order, transcript_rows
 
     calls = {5: Call("2026-09-01", "ag-2", 2, "cpu"), 6: Call("2026-09-01", None, None, "cpu"),
              7: Call("2026-09-01", "ag-1", 1, "cpu")}
-    spoken = [(5, 1, "customer", "hi", "hi", 1, "cpu")]
-    assert silent_channels(calls, spoken) == [(5, 0, "channel0", "", "", 0, "cpu"),
+    # Channel 1 of a one-channel recording (not from its decode) gets no transcript row.
+    spoken = [(5, 1, "customer", "hi", "hi", 1, "cpu"), (7, 1, "customer", "odd", "odd", 1, "cpu")]
+    assert transcript_rows(calls, spoken) == [(5, 0, "channel0", "", "", 0, "cpu"),
+                                              (5, 1, "customer", "hi", "hi", 1, "cpu"),
                                               (6, 0, "channel0", "", "", 0, "cpu"),
                                               (7, 0, "mixed", "", "", 0, "cpu")]
     df = pd.DataFrame({"recording_id": [5, 5, 7, 6, 9, 7], "channel": [1, 0, 0, 0, 0, 0], "seq": [0, 0, 1, 0, 0, 0],
