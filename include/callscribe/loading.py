@@ -17,7 +17,7 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from callscribe import db, partitions
 from callscribe.config import load_parallel
@@ -176,6 +176,17 @@ def transcript_rows(calls: dict[int, Call], spoken: list[tuple]) -> list[tuple]:
             for rid, call in sorted(calls.items()) for ch in range(max(call.channels or 1, 1))]
 
 
+def _by_month(conn: Connection, mine: pd.DataFrame, calls: dict[int, Call]) -> Iterator[tuple[str, pd.DataFrame]]:
+    """A shard's rows per month of their calls, with the table each month's go into: its partition,
+    straight (COPY into the partitioned table inserts one row at a time and copies every row for
+    segments' per-statement recording check; the fence has already checked and locked these
+    recordings, more strongly), or ``segments`` where the month has no attached partition."""
+    month = mine["recording_id"].map({rid: call.call_date.replace(day=1) for rid, call in calls.items()})
+    for first_day, part in mine.groupby(month, sort=True):
+        table = partitions.month_table(first_day)
+        yield (table if partitions.attached(conn, table) else "segments"), part
+
+
 def load_order(df: pd.DataFrame, calls: dict[int, Call]) -> pd.DataFrame:
     """The rows of ``calls``' recordings in the order they are written: by agent, recording, channel
     and seq, so one agent's segments sit together and the agent's BRIN index stays selective."""
@@ -271,7 +282,8 @@ def load_shard(engine: Engine, uri: str, df: pd.DataFrame, info: ShardInfo) -> L
             # Straight into segments, streamed: no staging copy of the rows, and the server's
             # work on them (search vector, indexes) runs beside the redaction of the next ones.
             extras = LoadExtras()
-            segments = db.copy_rows(conn, "segments", LOADED_COLUMNS, segment_rows(mine, calls, extras))
+            for table, part in _by_month(conn, mine, calls):
+                segments += db.copy_rows(conn, table, LOADED_COLUMNS, segment_rows(part, calls, extras))
             db.copy_rows(conn, "transcripts", TRANSCRIPT_COLUMNS, transcript_rows(calls, extras.transcripts))
             conn.execute(db.q("load_words"), {"tokens": sorted(extras.tokens)})
             db.copy_rows(conn, "call_metrics", METRIC_COLUMNS, call_metrics(mine))

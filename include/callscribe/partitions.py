@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterable
 from datetime import date
 
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from callscribe import db
 
@@ -20,6 +20,16 @@ log = logging.getLogger(__name__)
 
 # Months seen with a partition, per process: a load checks the database once per new month.
 _known: set[date] = set()
+
+
+def month_table(day: date) -> str:
+    """The partition of ``day``'s month (callscribe_segment_months names them so)."""
+    return f"segments_y{day:%Y}m{day:%m}"
+
+
+def attached(conn: Connection, table: str) -> bool:
+    """Whether ``table`` is a partition of ``segments`` now."""
+    return conn.execute(db.q("segment_month_table"), {"name": table}).scalar_one()
 
 
 def ensure_months(engine: Engine, days: Iterable[date]) -> list[date]:

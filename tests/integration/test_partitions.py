@@ -110,3 +110,25 @@ def test_two_runs_loading_the_first_calls_of_a_month_at_once_make_it_once_and_lo
     with pg.connect() as c:
         assert c.execute(sa.text("SELECT count(*) FROM pg_inherits WHERE inhparent = 'segments'::regclass "
                                  "AND inhrelid::regclass::text LIKE 'segments_y2033m04%'")).scalar_one() == 1
+
+
+def test_a_load_writes_into_its_months_partition_or_into_segments_when_it_is_not_attached(pg, s3):
+    """The loader COPYs a month's rows straight into its partition; a month whose table is not
+    attached (detached by hand after this process saw it) gets its rows through ``segments``."""
+    gone = date(2033, 8, 9)
+    ensure_months(pg, [gone])
+    with pg.begin() as c:
+        c.execute(sa.text("ALTER TABLE segments DETACH PARTITION segments_y2033m08"))
+        c.execute(sa.text("ALTER TABLE segments_y2033m08 RENAME TO detached_y2033m08"))
+    try:
+        rid = load_call(pg, s3, "calls/2033/08/09/detached-1.wav", gone, [(0, "agent", 0.0, 2.0, "still found")])
+        assert _where(pg, rid) == {"segments_default"}
+        with pg.connect() as c:
+            assert c.execute(sa.text("SELECT count(*) FROM detached_y2033m08")).scalar_one() == 0
+            hits = c.execute(sa.text("SELECT count(*) FROM analytics.search('found', from_date => :d, to_date => :d)"),
+                             {"d": gone}).scalar_one()
+        assert hits == 1
+    finally:
+        with pg.begin() as c:
+            c.execute(sa.text("DROP TABLE detached_y2033m08"))
+            c.execute(sa.text("DELETE FROM recordings WHERE object_key = 'calls/2033/08/09/detached-1.wav'"))

@@ -16,8 +16,10 @@ guarantees:
     recordings' segments: the cascade, once per statement;
   - ``recordings_id_fixed`` refuses an UPDATE of a recording's id (the key refused one that
     segments pointed to).
-  Rows written straight into a partition (``callscribe_segment_months`` moving rows out of the
-  default one) are not checked again; write through ``segments``.
+  Rows written straight into a partition are not checked: ``callscribe_segment_months`` moving
+  rows out of the default one, and the loader, whose fence (``load_fence.sql``) has checked and
+  locked the recordings ``FOR UPDATE`` (COPY into the partitioned table, with this trigger,
+  would insert row by row). Anything else should write through ``segments``.
 - ``segments_agent_day_idx`` becomes ``segments_agent_idx``, a BRIN on ``agent_id``: the loader
   writes a shard's segments grouped by agent (``loading.load_order``), so one agent's rows sit in
   few block ranges of a day, and agent filters combine it with the day's BRIN and the text index.
