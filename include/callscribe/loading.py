@@ -1,4 +1,4 @@
-"""Load transcript shards into Postgres: COPY into staging, replace, one transaction a shard.
+"""Load transcript shards into Postgres: COPY straight into the tables, one transaction a shard.
 
 Loads are fenced: a shard's rows go in only for recordings its run still owns, so a
 cleared task of an old run, or a run whose lease expired while it was slow, cannot put an
@@ -279,8 +279,8 @@ def load_shard(engine: Engine, uri: str, df: pd.DataFrame, info: ShardInfo) -> L
         if ok:
             conn.execute(db.q("load_clear"), {"ids": ok})
             mine = load_order(df, calls)
-            # Straight into segments, streamed: no staging copy of the rows, and the server's
-            # work on them (search vector, indexes) runs beside the redaction of the next ones.
+            # Straight into the month's partition, streamed: no staging copy of the rows, and the
+            # server's work on them (search vector, indexes) runs beside the redaction of the next.
             extras = LoadExtras()
             for table, part in _by_month(conn, mine, calls):
                 segments += db.copy_rows(conn, table, LOADED_COLUMNS, segment_rows(part, calls, extras))
