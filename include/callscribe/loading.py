@@ -131,14 +131,13 @@ class Call:
     call_date: date
     agent_id: str | None
     channels: int | None
-    engine: str
 
 
 @dataclass
 class LoadExtras:
     """What segment_rows gathers beside the segment rows, for the same transaction: a transcript
-    row per channel with segments (TRANSCRIPT_COLUMNS), and the whitespace-separated tokens of
-    the redacted texts (the lexicon's words are made from them in SQL)."""
+    row per channel with segments (TRANSCRIPT_COLUMNS but the engine), and the whitespace-separated
+    tokens of the redacted texts (the lexicon's words are made from them in SQL)."""
 
     transcripts: list[tuple] = field(default_factory=list)
     tokens: set[str] = field(default_factory=set)
@@ -163,16 +162,16 @@ def segment_rows(df: pd.DataFrame, calls: dict[int, Call], extras: LoadExtras) -
         whole = " ".join(red)
         extras.tokens.update(whole.split())
         extras.transcripts.append((rid, channel, voices.pop() if len(voices) == 1 else "mixed",
-                                   " ".join(texts[lo:hi]), whole, hi - lo, call.engine))
+                                   " ".join(texts[lo:hi]), whole, hi - lo))
 
 
-def transcript_rows(calls: dict[int, Call], spoken: list[tuple]) -> list[tuple]:
+def transcript_rows(calls: dict[int, Call], spoken: list[tuple], engine: str) -> list[tuple]:
     """The transcript rows (TRANSCRIPT_COLUMNS) of the loaded calls: one per channel the recording
     has, its text where the channel has segments, empty where nobody spoke. Segments on a
     channel beyond the recording's count (not from its own decode) are loaded, but get no
     transcript row of their own: the audit counts a call's transcripts against its channels."""
     have = {(t[0], t[1]): t for t in spoken}
-    return [have.get((rid, ch)) or (rid, ch, "mixed" if call.channels == 1 else f"channel{ch}", "", "", 0, call.engine)
+    return [(*(have.get((rid, ch)) or (rid, ch, "mixed" if call.channels == 1 else f"channel{ch}", "", "", 0)), engine)
             for rid, call in sorted(calls.items()) for ch in range(max(call.channels or 1, 1))]
 
 
@@ -270,7 +269,7 @@ def load_shard(engine: Engine, uri: str, df: pd.DataFrame, info: ShardInfo) -> L
     reasons = {f.recording_id: f.reason for f in info.failures}
     with engine.begin() as conn:
         conn.execute(db.q("load_lock_keys"), {"ids": [r.recording_id for r in info.recordings]}).all()
-        fenced = {row.id: Call(row.call_date, row.agent_id, row.channels, info.engine)
+        fenced = {row.id: Call(row.call_date, row.agent_id, row.channels)
                   for row in conn.execute(db.q("load_fence"), {
                       "ids": [r.recording_id for r in info.recordings], "run_id": info.run_id})}
         calls = {rid: call for rid, call in fenced.items() if rid not in reasons}
@@ -284,7 +283,8 @@ def load_shard(engine: Engine, uri: str, df: pd.DataFrame, info: ShardInfo) -> L
             extras = LoadExtras()
             for table, part in _by_month(conn, mine, calls):
                 segments += db.copy_rows(conn, table, LOADED_COLUMNS, segment_rows(part, calls, extras))
-            db.copy_rows(conn, "transcripts", TRANSCRIPT_COLUMNS, transcript_rows(calls, extras.transcripts))
+            db.copy_rows(conn, "transcripts", TRANSCRIPT_COLUMNS,
+                         transcript_rows(calls, extras.transcripts, info.engine))
             conn.execute(db.q("load_words"), {"tokens": sorted(extras.tokens)})
             db.copy_rows(conn, "call_metrics", METRIC_COLUMNS, call_metrics(mine))
             conn.execute(db.q("load_replace"), {"ids": ok, "run_id": info.run_id})

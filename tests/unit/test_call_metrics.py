@@ -57,7 +57,7 @@ def test_a_phrase_runs_on_into_the_same_speakers_next_segment_only():
                        "start_s": [0.0, 2.0, 4.0, 0.0, 0.0], "end_s": [1.0, 3.0, 5.0, 1.0, 1.0],
                        "text": ["please cancel", "my card 4111 1111", "1111 1111 sure", "hello", "hi"]})
     extras = LoadExtras()
-    calls = {1: Call("2026-09-01", "ag-1", 2, "cpu"), 2: Call("2026-09-02", None, 1, "cpu")}
+    calls = {1: Call("2026-09-01", "ag-1", 2), 2: Call("2026-09-02", None, 1)}
     rows = [dict(zip(LOADED_COLUMNS, r, strict=True)) for r in segment_rows(df, calls, extras)]
     # A diarized mono channel: the second speaker's "sure" does not finish the first one's phrase,
     # and a number dictated over two segments is masked in both.
@@ -66,8 +66,8 @@ def test_a_phrase_runs_on_into_the_same_speakers_next_segment_only():
     assert [(r["call_date"], r["agent_id"]) for r in rows] == [("2026-09-01", "ag-1")] * 4 + [("2026-09-02", None)]
     # One transcript row per channel with segments; a channel of two voices is 'mixed'.
     assert extras.transcripts == [(1, 0, "mixed", "please cancel my card 4111 1111 1111 1111 sure",
-                                   "please cancel my card [redacted] [redacted] sure", 3, "cpu"),
-                                  (1, 1, "customer", "hello", "hello", 1, "cpu"), (2, 0, "agent", "hi", "hi", 1, "cpu")]
+                                   "please cancel my card [redacted] [redacted] sure", 3),
+                                  (1, 1, "customer", "hello", "hello", 1), (2, 0, "agent", "hi", "hi", 1)]
     # The tokens the lexicon's words are made from: the redacted texts' only (no digit of the card).
     assert extras.tokens == {"please", "cancel", "my", "card", "[redacted]", "sure", "hello", "hi"}
 
@@ -82,7 +82,7 @@ def test_the_pair_holds_only_the_next_segments_first_words():
                        "speaker": ["agent"] * 3, "start_s": [0.0, 2.0, 4.0], "end_s": [1.0, 3.0, 5.0],
                        "text": ["so", long, "  spaced - out\tnext  now"]})
     rows = [dict(zip(LOADED_COLUMNS, r, strict=True))
-            for r in segment_rows(df, {1: Call("2026-09-01", None, 1, "cpu")}, LoadExtras())]
+            for r in segment_rows(df, {1: Call("2026-09-01", None, 1)}, LoadExtras())]
     assert rows[0]["next_redacted"] == " ".join(long.split()[:NEXT_WORDS])
     assert rows[1]["next_redacted"] == "spaced - out next"  # a dash is no word: three words and it
     assert rows[2]["next_redacted"] is None
@@ -93,11 +93,11 @@ def test_every_channel_of_a_loaded_call_gets_a_transcript_row_and_rows_go_in_by_
 
     from callscribe.loading import Call, load_order, transcript_rows
 
-    calls = {5: Call("2026-09-01", "ag-2", 2, "cpu"), 6: Call("2026-09-01", None, None, "cpu"),
-             7: Call("2026-09-01", "ag-1", 1, "cpu")}
+    calls = {5: Call("2026-09-01", "ag-2", 2), 6: Call("2026-09-01", None, None),
+             7: Call("2026-09-01", "ag-1", 1)}
     # Channel 1 of a one-channel recording (not from its decode) gets no transcript row.
-    spoken = [(5, 1, "customer", "hi", "hi", 1, "cpu"), (7, 1, "customer", "odd", "odd", 1, "cpu")]
-    assert transcript_rows(calls, spoken) == [(5, 0, "channel0", "", "", 0, "cpu"),
+    spoken = [(5, 1, "customer", "hi", "hi", 1), (7, 1, "customer", "odd", "odd", 1)]
+    assert transcript_rows(calls, spoken, "cpu") == [(5, 0, "channel0", "", "", 0, "cpu"),
                                               (5, 1, "customer", "hi", "hi", 1, "cpu"),
                                               (6, 0, "channel0", "", "", 0, "cpu"),
                                               (7, 0, "mixed", "", "", 0, "cpu")]
