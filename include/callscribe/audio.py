@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import re
+import wave
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,6 +103,43 @@ def at_16k(decoded: Decoded) -> list[np.ndarray]:
     return [as_float(resample(x, decoded.source_rate)) for x in decoded.channels]
 
 
+# Speech packs (one per recording, read once by the worker, swept after retention) are
+# written as plain 16-bit WAV by default: FLAC's fastest level costs about 0.3 CPU s per hour
+# of 8 kHz speech, a quarter of the chunk task on an MP3 call, to save 40-50 % of the bytes
+# of a short-lived file (docs/benchmarks.md, "Speech packs"). CALLSCRIBE_PACK_FORMAT=flac
+# trades that CPU back for bytes.
+PACK_FORMATS = ("wav", "flac")
+# A RIFF file counts its bytes in 32 bits: a longer pack goes to FLAC, which has no such limit.
+WAV_MAX_BYTES = 0xFFFF_FFFF - 36
+
+
+def pack_format_for(samples: np.ndarray, wanted: str) -> str:
+    """The format a pack of ``samples`` (int16, one channel) is written in: ``wanted``, unless a
+    WAV could not hold it."""
+    if wanted not in PACK_FORMATS:
+        raise ValueError(f"pack format {wanted!r} is not one of {', '.join(PACK_FORMATS)}")
+    return "flac" if wanted == "wav" and samples.nbytes > WAV_MAX_BYTES else wanted
+
+
+def encode_pack(samples: np.ndarray, rate: int, fmt: str) -> bytes:
+    """One channel of int16 samples as a pack file: ``wav`` or ``flac`` (see pack_format_for)."""
+    return encode_wav(samples, rate) if fmt == "wav" else encode_flac(samples, rate)
+
+
+def encode_wav(samples: np.ndarray, rate: int = TARGET_SR) -> bytes:
+    """16-bit mono WAV. The stdlib writer takes the samples as one buffer: no per-block
+    callbacks, as libsndfile makes through a Python file object."""
+    if samples.nbytes > WAV_MAX_BYTES:
+        raise ValueError(f"{samples.nbytes} bytes of samples do not fit in a WAV file")
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(np.ascontiguousarray(samples, dtype="<i2"))
+    return buf.getvalue()
+
+
 def encode_flac(samples: np.ndarray, rate: int = TARGET_SR) -> bytes:
     buf = io.BytesIO()
     # Fastest FLAC level: packs are short-lived and CPU, not bytes, limits chunking.
@@ -109,6 +147,7 @@ def encode_flac(samples: np.ndarray, rate: int = TARGET_SR) -> bytes:
     return buf.getvalue()
 
 
-def decode_flac(data: bytes, dtype: str = "float32") -> np.ndarray:
+def decode_pack(data: bytes, dtype: str = "float32") -> np.ndarray:
+    """A pack's samples, whichever of PACK_FORMATS it was written in (told by its content)."""
     x, _ = sf.read(io.BytesIO(data), dtype=dtype)
     return x

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 from callscribe import db
 from callscribe.audit import key_hash
 from callscribe.manifests import from_parquet, to_parquet
-from callscribe.pipeline import WORK_PREFIX, run_key
+from callscribe.pipeline import WORK_PREFIX, pack_keys, run_key
 from callscribe.storage import Store, make_uri
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ def erase(store: Store, engine: Engine, key: str, actor: str, bucket: str | None
             })
     ids = set(out.recording_ids)
     out.rewritten = _scrub_work_area(store, run_ids, ids, dry_run)
-    packs = [store.uri(f"{WORK_PREFIX}/chunks/{day}/{i}.flac") for i in sorted(ids)] if day else []
+    packs = [store.uri(k) for i in sorted(ids) for k in pack_keys(day, i)] if day else []
     out.packs = [u for u in packs if store.exists(u)]
     out.audio_deleted = delete_audio and store.exists(audio)
     if not dry_run:

@@ -24,10 +24,10 @@ import pandas as pd
 from sqlalchemy.engine import Engine
 
 from callscribe import db
-from callscribe.audio import TARGET_SR, DecodeError, decode, encode_flac
+from callscribe.audio import PACK_FORMATS, TARGET_SR, DecodeError, decode, encode_pack, pack_format_for
 from callscribe.batching import balance_jobs, job_count
 from callscribe.chunking import DEFAULT_CHUNKING, ChunkingParams, chunk_recording, chunking_for, pack_rate
-from callscribe.config import S3Settings, diarize_mono, diarized_speaker, speaker_for, speakers_hint
+from callscribe.config import S3Settings, diarize_mono, diarized_speaker, pack_format, speaker_for, speakers_hint
 from callscribe.errors import describe
 from callscribe.manifests import (
     ChunkRef,
@@ -54,16 +54,29 @@ def _work_uri(store: Store, *parts: str) -> str:
     return store.uri("/".join((WORK_PREFIX, *parts)))
 
 
+def pack_key(call_date: object, recording_id: int, fmt: str) -> str:
+    """Where a recording's speech pack is written (one per recording, overwritten when re-chunked)."""
+    return f"{WORK_PREFIX}/chunks/{call_date}/{recording_id}.{fmt}"
+
+
+def pack_keys(call_date: object, recording_id: int) -> list[str]:
+    """Every key a recording's pack may have: one per format, as the setting may have changed
+    between runs (an erasure removes them all; the sweep keeps them all while a run holds it)."""
+    return [pack_key(call_date, recording_id, fmt) for fmt in PACK_FORMATS]
+
+
 # ---------------------------------------------------------------- chunk
 
 
 def chunk_one(store: Store, engine: Engine, recording_id: int, params: ChunkingParams = DEFAULT_CHUNKING,
-              run_id: str | None = None) -> tuple[RecordingEntry, list[ChunkRef]] | None:
+              run_id: str | None = None, pack: str | None = None) -> tuple[RecordingEntry, list[ChunkRef]] | None:
     """Decode and chunk one recording, write its speech pack; None when it failed.
 
     With a ``run_id``, only a recording that run still owns is touched: a cleared chunk task
-    of an old run leaves alone what a newer run has taken since.
+    of an old run leaves alone what a newer run has taken since. ``pack``: the pack's format
+    (audio.PACK_FORMATS; the CALLSCRIBE_PACK_FORMAT setting when not given).
     """
+    pack = pack or pack_format()
     with engine.connect() as conn:
         rec = conn.execute(db.q("recording_get"), {"id": recording_id}).one_or_none()
     if rec is None:  # erased on request since the run claimed it
@@ -120,8 +133,10 @@ def chunk_one(store: Store, engine: Engine, recording_id: int, params: ChunkingP
         offset += n
     pack_uri = None
     if chunks:
-        pack_uri = _work_uri(store, "chunks", str(rec.call_date), f"{recording_id}.flac")
-        store.put_bytes(pack_uri, encode_flac(np.concatenate([a for _, a in chunks]), rate), "audio/flac")
+        samples = np.concatenate([a for _, a in chunks])
+        fmt = pack_format_for(samples, pack)
+        pack_uri = store.uri(pack_key(rec.call_date, recording_id, fmt))
+        store.put_bytes(pack_uri, encode_pack(samples, rate, fmt), f"audio/{fmt}")
     with engine.begin() as conn:
         conn.execute(db.q("recording_chunked"), {
             "id": recording_id, "duration_s": decoded.duration_s, "channels": decoded.n_channels,
@@ -145,10 +160,11 @@ def chunk_group(store: Store, engine: Engine, ids: list[int], run_id: str, group
     """Chunk a group of recordings for ``asr_engine`` (its chunk length); returns the URI of
     the group's chunk manifest."""
     params = chunking_for(asr_engine)
+    pack = pack_format()  # a bad setting fails the task before any recording is touched
     entries: list[RecordingEntry] = []
     refs: list[ChunkRef] = []
     for rid in ids:
-        out = chunk_one(store, engine, rid, params, run_id=run_id)
+        out = chunk_one(store, engine, rid, params, run_id=run_id, pack=pack)
         if out is not None:
             entries.append(out[0])
             refs.extend(out[1])

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.engine import Engine
 
 from callscribe import db
-from callscribe.pipeline import WORK_PREFIX, run_key
+from callscribe.pipeline import WORK_PREFIX, pack_keys, run_key
 from callscribe.storage import ObjectInfo, Store
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ def held(engine: Engine) -> Held:
     with engine.connect() as conn:
         for run_id, rid, day in conn.execute(db.q("work_area_live")):
             runs.add(run_key(run_id))
-            packs.add(f"{WORK_PREFIX}/chunks/{day}/{rid}.flac")
+            packs.update(pack_keys(day, rid))
     return Held(frozenset(runs), frozenset(packs))
 
 

@@ -52,6 +52,10 @@ def make_uri(bucket: str, key: str) -> str:
     return f"s3://{bucket}/{key}"
 
 
+# Objects up to this size go up in one PUT (S3 takes up to 5 GiB); larger ones in parts of it.
+PUT_PART_BYTES = 64 * 1024 * 1024
+
+
 # ---------------------------------------------------------------- credentials and trust
 
 
@@ -189,8 +193,10 @@ class Store:
     def put_bytes(self, uri: str, data: bytes, content_type: str = "application/octet-stream",
                   metadata: dict[str, str] | None = None) -> str:
         bucket, key = parse_uri(uri)
+        # One request up to PUT_PART_BYTES (a speech pack, a shard): the client's default
+        # 5 MiB multipart costs a request, a signature and a hash per part.
         self.client.put_object(bucket, key, io.BytesIO(data), len(data), content_type=content_type,
-                               metadata=metadata)
+                               metadata=metadata, part_size=PUT_PART_BYTES)
         return uri
 
     def stat(self, bucket: str, key: str) -> tuple[str, dict[str, str]]:

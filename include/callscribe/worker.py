@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from callscribe import engines
-from callscribe.audio import decode_flac, resample
+from callscribe.audio import decode_pack, resample
 from callscribe.config import s3_from_env
 from callscribe.errors import describe
 from callscribe.manifests import (
@@ -65,7 +65,7 @@ def fetch_chunks(store: Store, job: JobManifest, failures: dict[int, str],
     def get(uri: str) -> np.ndarray | str:
         try:
             # int16 halves the memory a job holds; the batch reader converts each batch.
-            return decode_flac(store.get_bytes(uri), "int16")
+            return decode_pack(store.get_bytes(uri), "int16")
         except Exception as exc:
             if unavailable(exc):
                 raise

@@ -18,7 +18,7 @@ from callscribe.audit import audit_day, key_hash
 from callscribe.discovery import day_prefix
 from callscribe.erasure import NothingToErase, erase
 from callscribe.manifests import from_parquet
-from callscribe.pipeline import run_key
+from callscribe.pipeline import pack_key, run_key
 from callscribe.samples import sample_dir
 from callscribe.search import SearchFilters, search
 from callscribe.storage import ObjectInfo
@@ -177,16 +177,19 @@ def test_erasure_removes_a_recording_everywhere_and_it_stays_erased(stack, s3, p
         for r in (rid, other_id):
             c.execute(sa.text("SELECT analytics.log_access('ana', 'play', NULL, :r)"), {"r": r})
     assert {rid, other_id} <= _work_area_ids(s3)
-    pack = s3.uri(f"_callscribe/chunks/{ERASED_DAY}/{rid}.flac")
+    pack = s3.uri(pack_key(ERASED_DAY, rid, "wav"))  # the default format
     assert s3.exists(pack)
+    # A pack from a run made while CALLSCRIBE_PACK_FORMAT was flac: the same speech, gone too.
+    older = s3.uri(pack_key(ERASED_DAY, rid, "flac"))
+    s3.put_bytes(older, b"fLaC")
 
     dry = subprocess.run([*CLI, "erase", "--key", key, "--dry-run"], capture_output=True, text=True, timeout=120)
     assert dry.returncode == 0 and dry.stdout.startswith("would erase 1 version(s)"), dry.stderr
     assert _row(pg, key).status == "done" and s3.exists(pack)  # a dry run changes nothing
 
     done = erase(s3, pg, key, actor="dpo@example.com")
-    assert done.segments > 0 and done.access_entries == 1 and done.packs == [pack] and done.rewritten
-    assert _row(pg, key) is None and not s3.exists(pack)
+    assert done.segments > 0 and done.access_entries == 1 and done.packs == [pack, older] and done.rewritten
+    assert _row(pg, key) is None and not s3.exists(pack) and not s3.exists(older)
     assert rid not in _work_area_ids(s3) and other_id in _work_area_ids(s3)
     assert s3.exists(s3.uri(key))  # the audio is the customer's unless asked
     # Its run's `load` cleared in the UI after the erasure: the scrubbed shard still loads, as one
@@ -238,19 +241,19 @@ def test_the_sweep_deletes_old_intermediates_but_not_what_a_live_run_holds(stack
             "INSERT INTO recordings (bucket, object_key, etag, call_date, call_id, status, last_run_id, lease_until) "
             "VALUES ('calls', 'calls/2026/12/13/held.wav', 'e', :d, 'held', 'chunked', 'sweep-live-run', "
             "now() + interval '1 hour') RETURNING id"), {"d": day}).scalar_one()
-    for name in (f"{held}.flac", "1.flac", "2.flac"):
-        s3.put_bytes(s3.uri(area + name), b"fLaC")
+    for name in (f"{held}.flac", f"{held}.wav", "1.flac", "2.wav"):
+        s3.put_bytes(s3.uri(area + name), b"pack")
     live_file = s3.uri("_callscribe/runs/sweep-live-run/jobs/job-00000.json")
     s3.put_bytes(live_file, b"{}")
 
     later = datetime.now(UTC) + timedelta(minutes=5)
     kept = retention.sweep(s3, pg, timedelta(days=1), now=later, under=area)
-    assert (kept.deleted, kept.kept_recent, kept.kept_live) == (0, 2, 1)
+    assert (kept.deleted, kept.kept_recent, kept.kept_live) == (0, 2, 2)
     dry = retention.sweep(s3, pg, timedelta(0), now=later, under=area, dry_run=True)
-    assert dry.deleted == 2 and len(list(s3.list(area))) == 3
+    assert dry.deleted == 2 and len(list(s3.list(area))) == 4
     swept = retention.sweep(s3, pg, timedelta(0), now=later, under=area)
-    assert (swept.deleted, swept.kept_live) == (2, 1)
-    assert [o.key for o in s3.list(area)] == [f"{area}{held}.flac"]
+    assert (swept.deleted, swept.kept_live) == (2, 2)
+    assert sorted(o.key for o in s3.list(area)) == [f"{area}{held}.flac", f"{area}{held}.wav"]
     assert retention.sweep(s3, pg, timedelta(0), now=later, under="_callscribe/runs/sweep-live-run/").kept_live == 1
     assert s3.exists(live_file)
     with pytest.raises(ValueError, match="only deletes under"):

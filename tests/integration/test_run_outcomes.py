@@ -17,6 +17,7 @@ import threading
 import time
 from datetime import date, timedelta
 
+import numpy as np
 import psutil
 import pytest
 import sqlalchemy as sa
@@ -25,8 +26,10 @@ from callscribe import discovery, loading, pipeline, reporting
 from callscribe.audit import audit_day
 from callscribe.config import s3_settings
 from callscribe.discovery import MAX_ATTEMPTS, day_prefix
+from callscribe.manifests import JobManifest
 from callscribe.samples import sample_dir
 from callscribe.storage import ObjectInfo
+from callscribe.worker import fetch_chunks
 from tests import chaos
 from tests.integration.helpers import beside, loads, record_clean, upload_day
 
@@ -166,7 +169,8 @@ def test_one_recording_that_breaks_fails_alone(stack, s3, pg):
     victim = ids[1]
     with pg.connect() as c:
         call_date = c.execute(sa.text("SELECT call_date FROM recordings WHERE id = :i"), {"i": victim}).scalar_one()
-    s3.delete(s3.uri(f"{pipeline.WORK_PREFIX}/chunks/{call_date}/{victim}.flac"))
+    for key in pipeline.pack_keys(call_date, victim):
+        s3.delete(s3.uri(key))
     shards = [pipeline.run_worker_local(j, s3_settings()) for j in jobs]
     result = loading.load_jobs(s3, pg, jobs, run)
     assert result.recordings == n - 1 and result.failed == 1
@@ -176,6 +180,30 @@ def test_one_recording_that_breaks_fails_alone(stack, s3, pg):
     assert shards
     discovery.release(pg, run)
     record_clean("one recording's pack lost before transcription", s3, pg, day, n, 1)
+
+
+def test_either_pack_format_hands_the_worker_the_same_speech(stack, s3, pg):
+    """A recording chunked with WAV packs (the default) and again with FLAC: the same chunks,
+    and the worker reads the same samples from either (both are lossless)."""
+    day = date(2026, 10, 15)
+    upload_day(s3, day)
+    run = "pack-formats"
+    ids = discovery.discover(s3, pg, day, "calls/", run)
+    rid = ids[0]
+    wav_entry, wav_refs = pipeline.chunk_one(s3, pg, rid, run_id=run)
+    flac_entry, flac_refs = pipeline.chunk_one(s3, pg, rid, run_id=run, pack="flac")
+    assert wav_entry.pack_uri.endswith(f"/{rid}.wav") and flac_entry.pack_uri.endswith(f"/{rid}.flac")
+    assert wav_refs == flac_refs and wav_entry.audio_s == flac_entry.audio_s > 0
+    wav_bytes, flac_bytes = s3.get_bytes(wav_entry.pack_uri), s3.get_bytes(flac_entry.pack_uri)
+    assert len(flac_bytes) < len(wav_bytes)
+    failures: dict[int, str] = {}
+    fetched = [fetch_chunks(s3, JobManifest(job_id="j", run_id=run, engine="null", batch_audio_s=60.0,
+                                            shard_uri=s3.uri("_callscribe/unused.parquet"),
+                                            recordings=[entry], chunks=wav_refs), failures)
+               for entry in (wav_entry, flac_entry)]
+    assert not failures and len(fetched[0]) == len(wav_refs)
+    assert all(np.array_equal(fetched[0][i], fetched[1][i]) for i in fetched[0])
+    discovery.release(pg, run)
 
 
 def test_attempts_stop_at_the_limit(stack, s3, pg):

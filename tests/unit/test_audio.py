@@ -4,7 +4,19 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from callscribe.audio import TARGET_SR, DecodeError, at_16k, decode, decode_flac, encode_flac
+from callscribe.audio import (
+    PACK_FORMATS,
+    TARGET_SR,
+    WAV_MAX_BYTES,
+    DecodeError,
+    at_16k,
+    decode,
+    decode_pack,
+    encode_pack,
+    encode_wav,
+    pack_format_for,
+)
+from callscribe.config import pack_format
 
 
 def _wav(x: np.ndarray, rate: int, subtype: str = "PCM_16") -> bytes:
@@ -43,7 +55,38 @@ def test_undecodable_bytes_raise_a_clear_error(data):
         decode(data, "bad.wav")
 
 
-def test_flac_pack_round_trip_is_16_bit_exact():
+@pytest.mark.parametrize("fmt", PACK_FORMATS)
+@pytest.mark.parametrize("rate", [8000, 16000])
+def test_a_pack_round_trips_16_bit_exact_in_either_format(fmt, rate):
     x = np.linspace(-32768, 32767, 5000).astype(np.int16)
-    assert np.array_equal(decode_flac(encode_flac(x), "int16"), x)
-    assert np.max(np.abs(decode_flac(encode_flac(x)) - x / 32768.0)) < 1e-6  # float32 reads scale by 1/32768
+    data = encode_pack(x, rate, fmt)
+    assert data[:4] == {"wav": b"RIFF", "flac": b"fLaC"}[fmt]
+    assert sf.info(io.BytesIO(data)).samplerate == rate
+    assert np.array_equal(decode_pack(data, "int16"), x)
+    assert np.max(np.abs(decode_pack(data) - x / 32768.0)) < 1e-6  # float32 reads scale by 1/32768
+
+
+def test_a_wav_pack_is_the_samples_behind_a_44_byte_header():
+    x = np.arange(-500, 500, dtype=np.int16)
+    data = encode_wav(x, 8000)
+    assert len(data) == 44 + x.nbytes and np.array_equal(np.frombuffer(data[44:], "<i2"), x)
+
+
+def test_a_pack_too_long_for_a_riff_file_is_written_as_flac():
+    huge = np.broadcast_to(np.int16(0), (WAV_MAX_BYTES // 2 + 1,))  # a view: no memory behind it
+    assert pack_format_for(huge, "wav") == "flac" and pack_format_for(huge[:1000], "wav") == "wav"
+    assert pack_format_for(huge, "flac") == "flac"
+    with pytest.raises(ValueError, match="do not fit"):
+        encode_wav(huge, 8000)
+    with pytest.raises(ValueError, match="not one of"):
+        pack_format_for(huge[:10], "mp3")
+
+
+def test_the_pack_format_setting(monkeypatch):
+    monkeypatch.delenv("CALLSCRIBE_PACK_FORMAT", raising=False)
+    assert pack_format() == "wav"
+    monkeypatch.setenv("CALLSCRIBE_PACK_FORMAT", " FLAC ")
+    assert pack_format() == "flac"
+    monkeypatch.setenv("CALLSCRIBE_PACK_FORMAT", "ogg")
+    with pytest.raises(ValueError, match="CALLSCRIBE_PACK_FORMAT='ogg'"):
+        pack_format()
