@@ -59,7 +59,7 @@ PREFIX_SCHEMA = {"type": "string", "not": {"anyOf": [
     {"pattern": "^/"},  # keys are relative to the bucket
     {"pattern": "^[A-Za-z][A-Za-z0-9+.-]*://"},  # a URI, not a key prefix
     {"pattern": r"\.\."},
-    {"pattern": "^_callscribe(/|$)"},  # the pipeline's work area: its .flac packs look like calls
+    {"pattern": "^_callscribe(/|$)"},  # the pipeline's work area: its speech packs look like calls
 ]}}
 
 
