@@ -10,6 +10,7 @@ packed editor; on a CPU in float32 with the exact per-item fallback.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -33,6 +34,7 @@ REALISTIC_DRAFT_TOKENS_PER_S = 4.0
 # specialises to 0 or 1 and the dynamic graphs cover every later batch.
 WARM_UP_SAMPLES = (33_600, 59_200)
 ENV_COMPILE = "CALLSCRIBE_NAR_COMPILE"
+ENV_ROUTE = "CALLSCRIBE_NAR_ROUTE_CONFIDENCE"
 
 
 def compile_wanted(requested: bool | None, device: str) -> bool:
@@ -43,6 +45,22 @@ def compile_wanted(requested: bool | None, device: str) -> bool:
     if env not in ("", "0", "1"):
         raise ValueError(f"{ENV_COMPILE}={env!r}: 1 (compile) or 0 (eager)")
     return env == "1" if env else device.startswith("cuda")
+
+
+def route_confidence_wanted(requested: float | None = None) -> float | None:
+    """Confidence routing's threshold (modeling.GraniteNar.transcribe): ``requested``, else
+    CALLSCRIBE_NAR_ROUTE_CONFIDENCE (a probability in (0, 1]); off (None) when unset or "off".
+    Off by default: what it costs in accuracy needs the real weights to measure (docs/granite.md)."""
+    raw = str(requested) if requested is not None else os.environ.get(ENV_ROUTE, "").strip().lower()
+    if raw in ("", "off"):
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not 0.0 < value <= 1.0:  # NaN fails too
+        raise ValueError(f"{ENV_ROUTE}={raw!r}: a probability in (0, 1], or off")
+    return value
 
 
 def compile_model(model: Any) -> None:
@@ -129,7 +147,8 @@ class GraniteNarNativeEngine(TorchEngine):
     name = "granite-nar-native"
 
     def __init__(self, path: Path | None = None, device: str | None = None, random_weights: bool = False,
-                 size: str = "full", compile: bool | None = None, seed: int = 0, fuse: bool | None = None):
+                 size: str = "full", compile: bool | None = None, seed: int = 0, fuse: bool | None = None,
+                 route_confidence: float | None = None):
         import torch
 
         from callscribe.engines.nar.checkpoint import load_model
@@ -137,6 +156,8 @@ class GraniteNarNativeEngine(TorchEngine):
         from callscribe.engines.nar.modeling import random_model
 
         self.torch = torch
+        self.route_confidence = route_confidence_wanted(route_confidence)
+        self.routed_items = 0  # chunks whose draft was their transcript (with routing on)
         # Explicit device, else CALLSCRIBE_DEVICE (a GPU asked for and absent raises), else auto.
         self.device = choose_device(device)
         dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
@@ -179,8 +200,10 @@ class GraniteNarNativeEngine(TorchEngine):
                      os.environ.get("TORCHINDUCTOR_CACHE_DIR") or "torch's default, in /tmp")
         if self.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
-        log.info("Granite NAR native on %s (%s) from %s, %s", self.device, dtype, self.source,
-                 "fused" if self.fused else "unfused")
+        log.info("Granite NAR native on %s (%s) from %s, %s, %s", self.device, dtype, self.source,
+                 "fused" if self.fused else "unfused",
+                 f"routing drafts at confidence >= {self.route_confidence:g} past the editor"
+                 if self.route_confidence is not None else "every chunk edited")
 
     def warm_up(self) -> None:
         """One small batch of two lengths, so a compiled model compiles now, at load, not in the first
@@ -193,10 +216,12 @@ class GraniteNarNativeEngine(TorchEngine):
         torch = self.torch
         try:
             waves = [t.to(self.device, non_blocking=True) for t in tensors]
-            out = self.model.transcribe(waves, draft_tokens_per_s=self.draft_tokens_per_s, token_probs=True)
+            out = self.model.transcribe(waves, draft_tokens_per_s=self.draft_tokens_per_s, token_probs=True,
+                                        route_confidence=self.route_confidence)
         except torch.cuda.OutOfMemoryError as exc:
             torch.cuda.empty_cache()
             raise EngineOutOfMemory(str(exc)) from exc
+        self.routed_items += sum(out.routed)
         return [self._segments(ids, times, d, probs)
                 for ids, times, d, probs in zip(out.tokens, out.token_times, durations, out.token_probs, strict=True)]
 

@@ -110,6 +110,11 @@ class Slots:
     total: int  # frames in the stream
     unit: int
 
+    def subset(self, items: list[int]) -> Slots:
+        """The same stream seen through some of its items (their rows, in the order given)."""
+        return Slots(tuple(self.lengths[i] for i in items), tuple(self.starts[i] for i in items),
+                     self.total, self.unit)
+
     @classmethod
     def of(cls, lengths: list[int], unit: int, slack: int = 0) -> Slots:
         sizes = [bucketed(n + slack, unit) for n in lengths]
@@ -439,6 +444,11 @@ class NarOutput:
     # Per final token, the editor's probability of it at the slot its run starts at (its softmax
     # maximum): the engine's confidence in the token. Empty lists unless asked for.
     token_probs: list[list[float]] = field(default_factory=list)
+    # With confidence routing (transcribe's ``route_confidence``): per item, the CTC draft's
+    # confidence (the lowest top probability over its steps) and whether the item skipped the
+    # editor (its tokens are then its draft). Empty lists without routing.
+    draft_confidence: list[float] = field(default_factory=list)
+    routed: list[bool] = field(default_factory=list)
 
     def draft_times(self, item: int) -> list[float]:
         """Start time in seconds, from the item's start, of each draft token (a step's start)."""
@@ -500,18 +510,26 @@ class GraniteNar(nn.Module):
 
     @torch.inference_mode()
     def transcribe(self, waves: list[torch.Tensor], draft_tokens_per_s: float | None = None,
-                   return_logits: bool = False, lm_head_rows: int = 8192, token_probs: bool = False) -> NarOutput:
+                   return_logits: bool = False, lm_head_rows: int = 8192, token_probs: bool = False,
+                   route_confidence: float | None = None) -> NarOutput:
         """Waveforms (16 kHz mono) -> token ids, in one editor pass over the packed batch.
 
         Every stage runs on items laid end to end (Slots), not on a batch padded to its longest
         item. ``draft_tokens_per_s`` holds each draft at that many tokens per second of audio:
         random weights draft nonsense lengths, and the editor's cost depends on the draft length.
         ``token_probs`` also gives each final token's probability (NarOutput.token_probs).
+
+        ``route_confidence`` (off when None): an item whose CTC draft is at least this confident
+        at every step (each step's top probability) skips the projector and the editor, and its
+        draft is its transcript. The other items are edited exactly as without routing.
         """
-        cfg, enc_cfg, proj_cfg = self.cfg, self.cfg.encoder, self.cfg.projector
+        if route_confidence is not None and return_logits:
+            raise ValueError("an item routed past the editor has no editor logits: route or return logits")
+        cfg, enc_cfg = self.cfg, self.cfg.encoder
         feats, lengths = self.features(waves)  # (B, longest, input_dim); n // 320 frames per item
         device = feats.device
         frames = lengths.tolist()
+        sr = cfg.features.sample_rate
 
         # Encoder: each item in whole attention blocks, with room for the convolution to read zeros.
         enc_slots = Slots.of(frames, enc_cfg.context, slack=enc_cfg.conv_kernel // 2)
@@ -525,20 +543,62 @@ class GraniteNar(nn.Module):
         w = enc_cfg.pool_window
         steps = [(n + w - 1) // w for n in frames]
         step_rows = _index(enc_slots.rows(per=w, counts=steps), device)
-        best, _, _ = self._argmax_rows(enc.pooled[0, step_rows], self.encoder.bpe_ctc, lm_head_rows)
-        found, offset = [], 0
+        routing = route_confidence is not None
+        best, _, step_probs = self._argmax_rows(enc.pooled[0, step_rows], self.encoder.bpe_ctc, lm_head_rows,
+                                                prob_scale=1.0 if routing else None)
+        found, confidence, draft_probs, offset = [], [], [], 0
         for n, wave in zip(steps, waves, strict=True):
             draft, first = collapse_with_slots(best[offset : offset + n], cfg.blank_id)
-            offset += n
             if draft_tokens_per_s is not None:
-                held = max(1, round(wave.numel() / cfg.features.sample_rate * draft_tokens_per_s))
+                held = max(1, round(wave.numel() / sr * draft_tokens_per_s))
                 draft, first = self._hold(draft, first, held, n)
+            if routing:
+                confidence.append(min(step_probs[offset : offset + n], default=0.0))
+                draft_probs.append([step_probs[offset + i] for i in first])
+            offset += n
             found.append((draft, first))
+        routed = [c >= route_confidence for c in confidence] if routing else []
+        edit = [i for i in range(len(waves)) if not (routed and routed[i])]
 
+        tokens: list[list[int]] = [d for d, _ in found]
+        starts: list[list[float]] = [[round(step * cfg.draft_step_s, 6) for step in first] for _, first in found]
+        kept_probs: list[list[float]] = (draft_probs if routing else [[] for _ in waves]) if token_probs else []
+        parts: list[torch.Tensor] = []
+        n_text: list[int] = []
+        if edit:
+            flat, parts, probs, n_text = self._edit(enc, enc_slots, enc_rows, [frames[i] for i in edit],
+                                                    [found[i][0] for i in edit], edit, lm_head_rows,
+                                                    return_logits, token_probs)
+            # The collapse and the slot -> time mapping are small list work on the host.
+            offset = 0
+            for i, n in zip(edit, n_text, strict=True):
+                kept, slots = collapse_with_slots(flat[offset : offset + n], cfg.blank_id)
+                if probs:
+                    kept_probs[i] = [probs[offset + k] for k in slots]
+                offset += n
+                tokens[i], starts[i] = kept, slot_times(slots, starts[i])
+        token_times = [token_spans(t, cfg.draft_step_s, wave.numel() / sr)
+                       for t, wave in zip(starts, waves, strict=True)]
+        per_item = None
+        if return_logits:
+            per_item = list((torch.cat(parts).float() / cfg.editor.logits_scaling).split(n_text))
+        return NarOutput(tokens=tokens, drafts=[d for d, _ in found], draft_steps=[s for _, s in found],
+                         step_s=cfg.draft_step_s, logits=per_item, token_times=token_times, token_probs=kept_probs,
+                         draft_confidence=confidence, routed=routed)
+
+    def _edit(self, enc: EncoderOutput, enc_slots: Slots, enc_rows: torch.Tensor, frames: list[int],
+              drafts: list[list[int]], items: list[int], lm_head_rows: int, return_logits: bool,
+              token_probs: bool) -> tuple[list[int], list[torch.Tensor], list[float], list[int]]:
+        """Projector and editor over ``items`` of the encoded batch (their ``frames`` and ``drafts``):
+        the argmax of every text slot as one host list, the kept logits, the slots' probabilities
+        when asked, and each item's slot count."""
+        cfg, proj_cfg = self.cfg, self.cfg.projector
+        device = enc.exported.device
         # Projector: each item in whole windows; an item's first n // downsample queries are its own.
+        src = enc_rows if len(items) == len(enc_slots.lengths) else _index(enc_slots.subset(items).rows(), device)
         win_slots = Slots.of(frames, proj_cfg.window)
         windows = enc.exported.new_zeros(win_slots.total, enc.exported.shape[-1])
-        windows[_index(win_slots.rows(), device)] = enc.exported[0, enc_rows]
+        windows[_index(win_slots.rows(), device)] = enc.exported[0, src]
         audio = self.projector(windows.view(-1, proj_cfg.window, windows.shape[-1]),
                                win_slots.mask(device).view(-1, proj_cfg.window))
         n_audio = [n // proj_cfg.downsample for n in frames]
@@ -547,7 +607,7 @@ class GraniteNar(nn.Module):
             audio = audio / cfg.editor.embedding_multiplier
 
         # Editor: [audio embeddings ; slots] per item, laid end to end.
-        slot_ids = [self.slot_list(d) for d, _ in found]
+        slot_ids = [self.slot_list(d) for d in drafts]
         n_text = [len(s) for s in slot_ids]
         text = self.editor.embed(torch.tensor([t for s in slot_ids for t in s], device=device))
         seq_lens = [a + t for a, t in zip(n_audio, n_text, strict=True)]
@@ -560,23 +620,7 @@ class GraniteNar(nn.Module):
         flat, parts, probs = self._argmax_rows(hidden[text_rows], self.editor.text_products, lm_head_rows,
                                                keep=return_logits,
                                                prob_scale=cfg.editor.logits_scaling if token_probs else None)
-
-        # The collapse and the slot -> time mapping are small list work on the host.
-        tokens, token_times, kept_probs, offset = [], [], [], 0
-        sr = cfg.features.sample_rate
-        for n, (_, first), wave in zip(n_text, found, waves, strict=True):
-            kept, slots = collapse_with_slots(flat[offset : offset + n], cfg.blank_id)
-            if probs:
-                kept_probs.append([probs[offset + i] for i in slots])
-            offset += n
-            draft_times = [round(step * cfg.draft_step_s, 6) for step in first]
-            tokens.append(kept)
-            token_times.append(token_spans(slot_times(slots, draft_times), cfg.draft_step_s, wave.numel() / sr))
-        per_item = None
-        if return_logits:
-            per_item = list((torch.cat(parts).float() / cfg.editor.logits_scaling).split(n_text))
-        return NarOutput(tokens=tokens, drafts=[d for d, _ in found], draft_steps=[s for _, s in found],
-                         step_s=cfg.draft_step_s, logits=per_item, token_times=token_times, token_probs=kept_probs)
+        return flat, parts, probs, n_text
 
 
 def editor_order(n_audio: list[int], n_text: list[int]) -> np.ndarray:
