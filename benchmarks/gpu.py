@@ -506,6 +506,45 @@ class Check:
                 out.setdefault("max_abs_diff", {})[name] = float((got.float() - want).abs().max())
         return out
 
+    def routing(self) -> dict:
+        """Confidence routing (off by default) on the reference batch, eager, through engine.run: off;
+        on with a threshold nothing reaches (the cost of the confidence pass alone); and thresholds that
+        route about a quarter and half of the chunks past the editor. Random weights make which chunks
+        are confident arbitrary; the time saved per routed chunk is what this measures (the accuracy
+        cost needs the real weights, docs/granite.md)."""
+        engine = self.engine
+        prepared = engine.prepare(speech_chunks(self.plan.ref_batch, self.plan.chunk_s))
+        waves = [t.to(self.device) for t in prepared[0]]
+        confidence = engine.model.transcribe(waves, draft_tokens_per_s=engine.draft_tokens_per_s,
+                                             route_confidence=1.0).draft_confidence
+        ranked = sorted(confidence, reverse=True)
+        settings = [("off", None), ("confidence pass only", 1.0)] + [
+            (f"{round(100 * share)} % asked", ranked[max(0, round(share * len(ranked)) - 1)]) for share in (0.25, 0.5)]
+        audio_s = self.plan.ref_batch * self.plan.chunk_s
+        saved, rows = engine.route_confidence, []
+        try:
+            for label, threshold in settings:
+                engine.route_confidence = threshold
+                times = []
+                for i in range(self.plan.warmup + self.plan.timed):
+                    before = engine.routed_items
+                    t = time.perf_counter()
+                    engine.run(prepared)
+                    self.sync()
+                    if i >= self.plan.warmup:
+                        times.append(time.perf_counter() - t)
+                    routed = engine.routed_items - before
+                median = statistics.median(times)
+                rows.append({"setting": label, "threshold": threshold, "routed": routed,
+                             "median_s": round(median, 4), "rtfx": round(audio_s / median, 2)})
+        finally:
+            engine.route_confidence = saved
+        off = rows[0]["median_s"]
+        for r in rows:
+            r["vs_off"] = round(off / r["median_s"], 3)
+        return {"batch": self.plan.ref_batch, "chunk_s": self.plan.chunk_s, "mode": "eager", "rows": rows,
+                "confidence_min": round(min(confidence), 6), "confidence_max": round(max(confidence), 6)}
+
     def sample_tokens(self) -> list[list[int]]:
         """Token ids of a fixed sample of the real (packed) chunks, straight from the model."""
         audios = self.real_audios("packed").audios[: self.plan.token_sample]
@@ -557,6 +596,8 @@ class Check:
                      lambda: self.real_estimate("before", passes))
         self.section("profile", self.profile, lambda: 3 * self.batch_estimate(plan.ref_batch) + 15)
         self.section("eager_tokens", self.eager_tokens, lambda: 10.0)
+        self.section("routing", self.routing,
+                     lambda: 4 * (plan.warmup + plan.timed + 0.3) * self.batch_estimate(plan.ref_batch))
         if self.compile:
             self.section("depthwise", self.depthwise, lambda: 30.0 if self.cuda else 60.0)
         if not self.compile:
@@ -665,6 +706,9 @@ def render(res: dict) -> str:
         f"then the first batch {s['first_batch_s']:.1f} s)"))))
     rows.append(("real chunks through run_batches, packed, torch.compile",
                  _figure(res.get("real_chunks_compiled"), real)))
+    rows.append(("confidence routing past the editor (off by default), eager", _figure(res.get("routing"), lambda s: (
+        f"{s['batch']} x {s['chunk_s']:g} s: " + "; ".join(
+            f"{r['setting']}: {r['routed']} routed, RTFx {_num(r['rtfx'])} (x{r['vs_off']:.2f})" for r in s["rows"])))))
     rows.append(("depthwise convolution module, ms per call", _figure(res.get("depthwise"), lambda s: (
         "; ".join(f"{k} {v:.2f}" for k, v in s["ms"].items()) + f" ({s['stream_frames']:,} frames)"))))
     dtype = res.get("build", {}).get("dtype", "?")

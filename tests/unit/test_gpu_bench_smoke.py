@@ -22,7 +22,8 @@ ROWS = ("card", "torch", "attention backend", "model build (random weights)", "f
         "fixed 1 x 30 s, eager", "fixed 2 x 30 s, eager", "fixed 4 x 30 s, eager",
         "real chunks through run_batches, packed, eager", "real chunks through run_batches, before packing, eager",
         "real chunks through run_batches, packed, torch.compile",
-        "fixed batch, torch.compile", "token ids, compiled vs eager", "warm start (new process, same inductor cache)",
+        "fixed batch, torch.compile", "token ids, compiled vs eager",
+        "confidence routing past the editor (off by default), eager", "warm start (new process, same inductor cache)",
         "peak process (RSS) memory", "wall time of the check")
 
 
@@ -113,6 +114,18 @@ def test_packed_and_before_packing_chunk_the_same_call_differently(smoke):
     assert "the before-packing RTFx" in md and "one per speech region" in md and "packed to <= 30 s" in md
 
 
+def test_routing_is_timed_off_with_the_confidence_pass_alone_and_with_chunks_routed(smoke):
+    _, res, _, _ = smoke
+    r = res["routing"]
+    assert r["batch"] == gpu.SMOKE.ref_batch and 0 < r["confidence_min"] <= r["confidence_max"] < 1
+    rows = {row["setting"]: row for row in r["rows"]}
+    assert list(rows) == ["off", "confidence pass only", "25 % asked", "50 % asked"]
+    assert rows["off"]["routed"] == rows["confidence pass only"]["routed"] == 0 and rows["off"]["vs_off"] == 1.0
+    assert 1 <= rows["25 % asked"]["routed"] <= rows["50 % asked"]["routed"] <= gpu.SMOKE.ref_batch
+    for row in rows.values():
+        assert _rate_agrees(r["batch"] * r["chunk_s"], row["median_s"], row["rtfx"])
+
+
 def test_compile_is_reported_as_skipped_on_a_cpu(smoke):
     _, res, _, _ = smoke
     assert "off on a CPU" in res["compiled"]["skipped"]
@@ -153,8 +166,8 @@ def test_the_budget_skips_what_would_overrun_it(tmp_path, capsys):
     assert rc == 0 and res["errors"] == {}
     assert res["build"]["seconds"] > 0 and res["first_batch"]["seconds"] > 0
     assert all("skipped" in r for r in res["sweep"]["rows"])
-    assert all("skipped" in res[k] for k in ("real_chunks", "real_chunks_before", "profile"))
-    assert len(res["notes"]) == len(gpu.SMOKE.sweep) + 4  # + real chunks twice, profile, eager tokens
+    assert all("skipped" in res[k] for k in ("real_chunks", "real_chunks_before", "profile", "routing"))
+    assert len(res["notes"]) == len(gpu.SMOKE.sweep) + 5  # + real chunks twice, profile, eager tokens, routing
     out = capsys.readouterr().out
     assert "| fixed 2 x 30 s, eager | skipped: needs about" in out and "Notes:" in out
 
