@@ -221,7 +221,10 @@ class GraniteNarNativeEngine(TorchEngine):
         except torch.cuda.OutOfMemoryError as exc:
             torch.cuda.empty_cache()
             raise EngineOutOfMemory(str(exc)) from exc
-        self.routed_items += sum(out.routed)
+        if self.route_confidence is not None:
+            self.routed_items += sum(out.routed)
+            log.info("%d of %d chunks routed past the editor (draft confidence >= %g)", sum(out.routed),
+                     len(out.routed), self.route_confidence)
         return [self._segments(ids, times, d, probs)
                 for ids, times, d, probs in zip(out.tokens, out.token_times, durations, out.token_probs, strict=True)]
 
