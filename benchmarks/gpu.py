@@ -31,6 +31,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -506,6 +508,28 @@ class Check:
                 out.setdefault("max_abs_diff", {})[name] = float((got.float() - want).abs().max())
         return out
 
+    def host_waits(self) -> dict:
+        """How often one reference batch makes the host wait for the GPU (torch's sync debug mode
+        warns at each such call), and where. transcribe means to wait only to read the draft and
+        the editor's argmax back (twice, plus their probabilities when asked for); every other
+        wait leaves the GPU idle while the host catches up."""
+        if not self.cuda:
+            return {"skipped": "CUDA only (a CPU never waits for itself)"}
+        prepared = self.engine.prepare(speech_chunks(self.plan.ref_batch, self.plan.chunk_s))
+        self.engine.run(prepared)
+        self.sync()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                self.engine.run(prepared)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        waits = [w for w in caught if "synchroniz" in str(w.message).lower()]
+        where = Counter(f"{Path(w.filename).name}:{w.lineno}" for w in waits)
+        return {"batch": self.plan.ref_batch, "chunk_s": self.plan.chunk_s, "waits": len(waits),
+                "where": dict(where.most_common(12))}
+
     def routing(self) -> dict:
         """Confidence routing (off by default) on the reference batch, eager, through engine.run: off;
         on with a threshold nothing reaches (the cost of the confidence pass alone); and thresholds that
@@ -596,6 +620,10 @@ class Check:
                      lambda: self.real_estimate("before", passes))
         self.section("profile", self.profile, lambda: 3 * self.batch_estimate(plan.ref_batch) + 15)
         self.section("eager_tokens", self.eager_tokens, lambda: 10.0)
+        if self.cuda:
+            self.section("host_waits", self.host_waits, lambda: 2 * self.batch_estimate(plan.ref_batch) + 2)
+        else:
+            self.results["host_waits"] = self.host_waits()
         self.section("routing", self.routing,
                      lambda: 4 * (plan.warmup + plan.timed + 0.3) * self.batch_estimate(plan.ref_batch))
         if self.compile:
@@ -706,6 +734,9 @@ def render(res: dict) -> str:
         f"then the first batch {s['first_batch_s']:.1f} s)"))))
     rows.append(("real chunks through run_batches, packed, torch.compile",
                  _figure(res.get("real_chunks_compiled"), real)))
+    rows.append(("host waits for the GPU in one batch, eager", _figure(res.get("host_waits"), lambda s: (
+        f"{s['waits']} ({s['batch']} x {s['chunk_s']:g} s; " + ", ".join(f"{k} x{v}" for k, v in s["where"].items())
+        + ")"))))
     rows.append(("confidence routing past the editor (off by default), eager", _figure(res.get("routing"), lambda s: (
         f"{s['batch']} x {s['chunk_s']:g} s: " + "; ".join(
             f"{r['setting']}: {r['routed']} routed, RTFx {_num(r['rtfx'])} (x{r['vs_off']:.2f})" for r in s["rows"])))))

@@ -23,7 +23,8 @@ ROWS = ("card", "torch", "attention backend", "model build (random weights)", "f
         "real chunks through run_batches, packed, eager", "real chunks through run_batches, before packing, eager",
         "real chunks through run_batches, packed, torch.compile",
         "fixed batch, torch.compile", "token ids, compiled vs eager",
-        "confidence routing past the editor (off by default), eager", "warm start (new process, same inductor cache)",
+        "confidence routing past the editor (off by default), eager",
+        "host waits for the GPU in one batch, eager", "warm start (new process, same inductor cache)",
         "peak process (RSS) memory", "wall time of the check")
 
 
@@ -128,6 +129,7 @@ def test_routing_is_timed_off_with_the_confidence_pass_alone_and_with_chunks_rou
 
 def test_compile_is_reported_as_skipped_on_a_cpu(smoke):
     _, res, _, _ = smoke
+    assert "CUDA only" in res["host_waits"]["skipped"]
     assert "off on a CPU" in res["compiled"]["skipped"]
     assert "skipped" in res["real_chunks_compiled"]
 

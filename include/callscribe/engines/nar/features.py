@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from callscribe.engines.nar.config import FeatureConfig
+from callscribe.engines.nar.host import upload
 
 
 def _mel_to_hz(m: torch.Tensor) -> torch.Tensor:
@@ -61,9 +62,10 @@ class LogMelFeatures(nn.Module):
             padded.append(F.pad(w[None, None], (half, half), mode="reflect")[0, 0])
         longest = max(p.numel() for p in padded)
         signal = torch.stack([F.pad(p, (0, longest - p.numel())) for p in padded])
-        frames = torch.tensor([self.frame_count(w.numel()) for w in waves], device=device)
+        counts = [self.frame_count(w.numel()) for w in waves]
+        frames = upload(torch.tensor(counts), device)
         kept = frames * cfg.stack  # mel frames each item keeps: the rest are dropped before anything else
-        usable = int(kept.max())
+        usable = max(counts, default=0) * cfg.stack  # from the host's counts: no wait for the GPU
         if usable == 0:  # every item is under one encoder frame (20 ms)
             return torch.zeros(len(waves), 0, cfg.n_mels * cfg.stack, device=device), frames
         spec = torch.stft(signal, cfg.n_fft, cfg.hop_length, window=self.window.float(), center=False,

@@ -23,6 +23,7 @@ from torch import nn
 
 from callscribe.engines.nar.config import EditorConfig, EncoderConfig, NarConfig, ProjectorConfig
 from callscribe.engines.nar.features import LogMelFeatures
+from callscribe.engines.nar.host import upload
 from callscribe.engines.nar.packed import cu_seqlens_for, varlen_attention
 
 MASKED = -1e30  # a finite "minus infinity": fully padded rows stay finite instead of NaN
@@ -130,11 +131,11 @@ class Slots:
     def mask(self, device: torch.device | str) -> torch.Tensor:
         valid = torch.zeros(self.total, dtype=torch.bool)
         valid[torch.from_numpy(self.rows())] = True
-        return valid.to(device)
+        return upload(valid, device)
 
 
 def _index(rows: np.ndarray, device: torch.device | str) -> torch.Tensor:
-    return torch.from_numpy(rows).to(device)
+    return upload(rows, device)
 
 
 # ------------------------------------------------------------------------------- encoder
@@ -526,9 +527,10 @@ class GraniteNar(nn.Module):
         if route_confidence is not None and return_logits:
             raise ValueError("an item routed past the editor has no editor logits: route or return logits")
         cfg, enc_cfg = self.cfg, self.cfg.encoder
-        feats, lengths = self.features(waves)  # (B, longest, input_dim); n // 320 frames per item
+        # Frame counts come from the lengths on the host: reading them back would wait for the GPU.
+        feats, _ = self.features(waves)  # (B, longest, input_dim); n // 320 frames per item
         device = feats.device
-        frames = lengths.tolist()
+        frames = [self.features.frame_count(w.numel()) for w in waves]
         sr = cfg.features.sample_rate
 
         # Encoder: each item in whole attention blocks, with room for the convolution to read zeros.
@@ -609,7 +611,7 @@ class GraniteNar(nn.Module):
         # Editor: [audio embeddings ; slots] per item, laid end to end.
         slot_ids = [self.slot_list(d) for d in drafts]
         n_text = [len(s) for s in slot_ids]
-        text = self.editor.embed(torch.tensor([t for s in slot_ids for t in s], device=device))
+        text = self.editor.embed(upload(np.fromiter((t for s in slot_ids for t in s), np.int64), device))
         seq_lens = [a + t for a, t in zip(n_audio, n_text, strict=True)]
         order = editor_order(n_audio, n_text)
         packed = torch.cat([audio.to(text.dtype), text])[_index(order, device)]

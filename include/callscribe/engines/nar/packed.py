@@ -28,6 +28,8 @@ from functools import cache
 import torch
 import torch.nn.functional as F
 
+from callscribe.engines.nar.host import upload
+
 log = logging.getLogger(__name__)
 
 ENV_FORCE = "CALLSCRIBE_NAR_ATTENTION"
@@ -62,7 +64,7 @@ def cu_seqlens_for(lengths: list[int], device: torch.device | str = "cpu") -> to
     """[3, 5] -> tensor([0, 3, 8], int32)."""
     out = torch.zeros(len(lengths) + 1, dtype=torch.int32)
     out[1:] = torch.tensor(lengths, dtype=torch.int32).cumsum(0)
-    return out.to(device)
+    return upload(out, device)
 
 
 def per_item_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
