@@ -77,8 +77,8 @@ class BatchMetric(BaseModel):
     n_chunks: int
     audio_s: float
     padded_audio_s: float = 0.0  # longest chunk x chunks: what a padded batch costs
-    model_s: float
-    wall_s: float
+    model_s: float  # in the engine: starting the batch and finishing it
+    wall_s: float  # the batch's share of the runner's time: waiting for its input, and model_s
     device: str
     peak_mem_bytes: int | None = None
     oom_splits: int = 0

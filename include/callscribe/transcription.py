@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +57,23 @@ def _prepare(engine: Engine, audios: Sequence[np.ndarray], idx: list[int]) -> An
     return engine.prepare([as_float(audios[i]) for i in idx])
 
 
+def _launch(engine: Engine, prepared: Any) -> Callable[[], list[list[Segment]]]:
+    """Start a batch: the engine's ``start`` where it has one (it queues the work and returns the call
+    that finishes it), else its ``run`` (finished at once)."""
+    start = getattr(engine, "start", None)
+    if start is not None:
+        return start(prepared)
+    out = engine.run(prepared)
+    return lambda: out
+
+
+def _store(engine: Engine, idx: list[int], out: list[list[Segment]], results: list) -> None:
+    if len(out) != len(idx):
+        raise RuntimeError(f"engine {engine.name} returned {len(out)} results for {len(idx)} chunks")
+    for i, segs in zip(idx, out, strict=True):
+        results[i] = segs
+
+
 def _run_splitting(engine: Engine, audios: Sequence[np.ndarray], idx: list[int], prepared: Any,
                    results: list, splits: list[int], failures: dict[int, str] | None) -> None:
     """Run one batch; on out-of-memory, halve it and run the halves (recursively).
@@ -66,31 +83,34 @@ def _run_splitting(engine: Engine, audios: Sequence[np.ndarray], idx: list[int],
     """
     try:
         out = engine.run(prepared)
-    except EngineOutOfMemory as exc:
+    except Exception as exc:
+        _failed(exc, engine, audios, idx, results, splits, failures)
+        return
+    _store(engine, idx, out, results)
+
+
+def _failed(exc: Exception, engine: Engine, audios: Sequence[np.ndarray], idx: list[int], results: list,
+            splits: list[int], failures: dict[int, str] | None) -> None:
+    """What a batch whose run raised ``exc`` becomes: halves run again, or that chunk's failure."""
+    if isinstance(exc, EngineOutOfMemory):
         if len(idx) == 1:
             if failures is None:
-                raise
+                raise exc
             failures[idx[0]] = f"out of memory on a single chunk of {len(audios[idx[0]]) / TARGET_SR:.1f} s ({exc})"
             return
         splits[0] += 1
         log.warning("out of memory on a batch of %d chunks; retrying as halves", len(idx))
         _run_halves(engine, audios, idx, results, splits, failures)
         return
-    except Exception as exc:
-        if failures is None:
-            raise
-        if len(idx) == 1:
-            failures[idx[0]] = describe(exc)
-            log.warning("chunk %d failed alone: %s", idx[0], failures[idx[0]])
-            return
-        log.warning("a batch of %d chunks failed (%s: %s); retrying as halves to find the cause",
-                    len(idx), type(exc).__name__, exc)
-        _run_halves(engine, audios, idx, results, splits, failures)
+    if failures is None:
+        raise exc
+    if len(idx) == 1:
+        failures[idx[0]] = describe(exc)
+        log.warning("chunk %d failed alone: %s", idx[0], failures[idx[0]])
         return
-    if len(out) != len(idx):
-        raise RuntimeError(f"engine {engine.name} returned {len(out)} results for {len(idx)} chunks")
-    for i, segs in zip(idx, out, strict=True):
-        results[i] = segs
+    log.warning("a batch of %d chunks failed (%s: %s); retrying as halves to find the cause",
+                len(idx), type(exc).__name__, exc)
+    _run_halves(engine, audios, idx, results, splits, failures)
 
 
 def _run_halves(engine: Engine, audios: Sequence[np.ndarray], idx: list[int], results: list,
@@ -98,6 +118,19 @@ def _run_halves(engine: Engine, audios: Sequence[np.ndarray], idx: list[int], re
     half = len(idx) // 2
     for part in (idx[:half], idx[half:]):
         _run_splitting(engine, audios, part, _prepare(engine, audios, part), results, splits, failures)
+
+
+@dataclass
+class _InFlight:
+    """A batch started and not yet finished."""
+
+    index: int
+    idx: list[int]
+    finish: Callable[[], list[list[Segment]]] | None  # None: its start failed (``error``)
+    error: Exception | None
+    wait_s: float  # waiting for the reader to prepare it
+    model_s: float  # time in the engine so far
+    splits: list[int]
 
 
 def run_batches(
@@ -108,35 +141,71 @@ def run_batches(
 
     Pass a dict as ``failures`` to have a chunk the engine cannot recognise (an error, or
     out of memory even alone) recorded there by index, instead of failing every chunk.
+
+    The next batch is prepared on a reader thread while the engine runs, and, for an engine
+    that starts a batch before finishing it (``start``), batch k+1 is started before batch k
+    is finished: the device computes k+1 while the host finishes k. A batch whose start or
+    finish fails is run again on its own, halved as above.
     """
     lengths = [len(a) / TARGET_SR for a in audios]
     plan = plan_batches(lengths, budget_s)
     results: list[list[Segment] | None] = [None] * len(audios)
     metrics: list[BatchMetric] = []
-    done_s, total_s, t0 = 0.0, sum(lengths), time.perf_counter()
+    progress = {"done_s": 0.0, "total_s": sum(lengths), "t0": time.perf_counter()}
+
+    def complete(f: _InFlight) -> None:
+        t = time.perf_counter()
+        if f.error is not None:
+            _failed(f.error, engine, audios, f.idx, results, f.splits, failures)
+        else:
+            try:
+                out = f.finish()
+            except Exception as exc:
+                _failed(exc, engine, audios, f.idx, results, f.splits, failures)
+            else:
+                _store(engine, f.idx, out, results)
+        now = time.perf_counter()
+        model_s = f.model_s + (now - t)
+        audio_s = sum(lengths[i] for i in f.idx)
+        metrics.append(BatchMetric(
+            batch_index=f.index, n_chunks=len(f.idx), audio_s=audio_s,
+            padded_audio_s=max(lengths[i] for i in f.idx) * len(f.idx), model_s=model_s,
+            wall_s=f.wait_s + model_s, device=engine.device, peak_mem_bytes=engine.peak_memory_bytes(),
+            oom_splits=f.splits[0],
+        ))
+        progress["done_s"] += audio_s
+        elapsed = now - progress["t0"]
+        rtfx = progress["done_s"] / elapsed if elapsed > 0 else 0.0
+        eta = (progress["total_s"] - progress["done_s"]) / rtfx if rtfx > 0 else float("nan")
+        log.info("batch %d/%d: %d chunks, %.1f s audio | %.0f/%.0f s done (%.0f%%), RTFx %.1f, ETA %.0f s",
+                 f.index + 1, len(plan), len(f.idx), audio_s, progress["done_s"], progress["total_s"],
+                 100 * progress["done_s"] / progress["total_s"], rtfx, eta)
+
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-reader") as reader:
         pending = reader.submit(_prepare, engine, audios, plan[0]) if plan else None
+        in_flight: _InFlight | None = None
         for b, idx in enumerate(plan):
             wall_start = time.perf_counter()
             prepared = pending.result()  # time spent here is the engine waiting for input
             pending = reader.submit(_prepare, engine, audios, plan[b + 1]) if b + 1 < len(plan) else None
             model_start = time.perf_counter()
-            splits = [0]
-            _run_splitting(engine, audios, idx, prepared, results, splits, failures)
-            now = time.perf_counter()
-            audio_s = sum(lengths[i] for i in idx)
-            metrics.append(BatchMetric(
-                batch_index=b, n_chunks=len(idx), audio_s=audio_s,
-                padded_audio_s=max(lengths[i] for i in idx) * len(idx), model_s=now - model_start,
-                wall_s=now - wall_start, device=engine.device, peak_mem_bytes=engine.peak_memory_bytes(),
-                oom_splits=splits[0],
-            ))
-            done_s += audio_s
-            elapsed = now - t0
-            rtfx = done_s / elapsed if elapsed > 0 else 0.0
-            eta = (total_s - done_s) / rtfx if rtfx > 0 else float("nan")
-            log.info("batch %d/%d: %d chunks, %.1f s audio | %.0f/%.0f s done (%.0f%%), RTFx %.1f, ETA %.0f s",
-                     b + 1, len(plan), len(idx), audio_s, done_s, total_s, 100 * done_s / total_s, rtfx, eta)
+            finish, error = None, None
+            try:
+                finish = _launch(engine, prepared)
+            except Exception as exc:  # handled in turn, after the batch before it
+                error = exc
+            started = _InFlight(b, idx, finish, error, model_start - wall_start, time.perf_counter() - model_start,
+                                [0])
+            if in_flight is not None:
+                complete(in_flight)
+            if error is not None:  # nothing of it is on the device: run it again now, alone
+                complete(started)
+                in_flight = None
+            else:
+                in_flight = started
+        if in_flight is not None:
+            complete(in_flight)
+    metrics.sort(key=lambda m: m.batch_index)
     return [r or [] for r in results], metrics
 
 

@@ -510,3 +510,15 @@ def test_a_block_that_is_not_whole_pooling_windows_is_refused():
     cfg.encoder = dataclasses.replace(cfg.encoder, context=22)
     with pytest.raises(ValueError, match="multiple of pool window"):
         GraniteNar(cfg)
+
+
+def test_a_batch_started_before_the_last_one_finished_gives_the_same_output(tiny):
+    """The batch runner starts batch k+1 before finishing batch k (GraniteNar.start / finish)."""
+    first, second = _waves([3.0, 7.5, 0.4], seed=5), _waves([5.0, 1.1], seed=6)
+    want = [tiny.transcribe(w, token_probs=True, draft_tokens_per_s=4.0) for w in (first, second)]
+    a = tiny.start(first, token_probs=True, draft_tokens_per_s=4.0)
+    b = tiny.start(second, token_probs=True, draft_tokens_per_s=4.0)
+    got = [a.finish(), b.finish()]
+    for g, w in zip(got, want, strict=True):
+        assert g.tokens == w.tokens and g.token_times == w.token_times and g.drafts == w.drafts
+        assert g.token_probs == w.token_probs

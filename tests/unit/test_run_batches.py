@@ -110,3 +110,68 @@ def test_out_of_memory_on_a_single_chunk_is_that_chunks_failure():
     failures: dict[int, str] = {}
     results, _ = run_batches(EchoEngine(max_items=0), _chunks([1.0, 2.0]), budget_s=1000, failures=failures)
     assert sorted(failures) == [0, 1] and all("out of memory on a single chunk" in r for r in failures.values())
+
+
+class StagedEngine(EchoEngine):
+    """An engine that starts a batch and finishes it later (as the native Granite engine does):
+    records the order of starts and finishes; out of memory at start above max_items; a chunk of
+    ``bad_s`` seconds fails in the finish (host work), as a decoding error would."""
+
+    def __init__(self, max_items: int | None = None, bad_s: float | None = None):
+        super().__init__(max_items=max_items)
+        self.bad = None if bad_s is None else int(bad_s * SR)
+        self.order: list[tuple[str, int]] = []
+        self.started = 0
+
+    def start(self, prepared):
+        if self.max_items is not None and len(prepared) > self.max_items:
+            raise EngineOutOfMemory("CUDA out of memory (scripted)")
+        k = self.started
+        self.started += 1
+        self.order.append(("start", k))
+
+        def finish():
+            self.order.append(("finish", k))
+            if any(len(a) == self.bad for a in prepared):
+                raise ValueError("cannot decode this chunk")
+            return [[Segment(0.0, len(a) / SR, str(len(a)))] for a in prepared]
+
+        return finish
+
+    def run(self, prepared):
+        return self.start(prepared)()
+
+
+def test_the_next_batch_starts_before_the_one_before_it_finishes():
+    seconds = [1.0, 2.0, 3.0, 4.0]
+    eng = StagedEngine()
+    results, metrics = run_batches(eng, _chunks(seconds), budget_s=4.5)  # batches of one or two chunks
+    n = len(metrics)
+    assert n >= 3
+    assert eng.order == [("start", 0)] + [e for k in range(1, n) for e in (("start", k), ("finish", k - 1))] + [
+        ("finish", n - 1)]
+    assert [int(r[0].text) for r in results] == [int(s * SR) for s in seconds]
+    assert [m.batch_index for m in metrics] == list(range(n))
+    assert all(0 <= m.model_s <= m.wall_s for m in metrics)
+
+
+def test_a_batch_that_runs_out_of_memory_at_its_start_is_halved_after_the_one_before_it_finishes():
+    seconds = [2.0] * 6
+    eng = StagedEngine(max_items=2)
+    results, metrics = run_batches(eng, _chunks(seconds), budget_s=1000)  # one batch of six: halved twice
+    assert all(r and r[0].text == str(2 * SR) for r in results)
+    assert metrics[0].oom_splits >= 2 and sum(m.n_chunks for m in metrics) == 6
+    starts = [k for what, k in eng.order if what == "start"]
+    finishes = [k for what, k in eng.order if what == "finish"]
+    assert sorted(starts) == sorted(finishes)  # every started piece was finished, none twice
+
+
+def test_a_chunk_that_fails_in_the_finish_fails_alone_and_its_neighbours_are_kept():
+    seconds = [2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+    failures: dict[int, str] = {}
+    results, metrics = run_batches(StagedEngine(bad_s=5.0), _chunks(seconds), budget_s=9.0, failures=failures)
+    assert failures == {3: "ValueError: cannot decode this chunk"}
+    assert [int(r[0].text) for i, r in enumerate(results) if i != 3] == [int(s * SR) for s in seconds if s != 5.0]
+    assert sum(m.n_chunks for m in metrics) == len(seconds)
+    with pytest.raises(ValueError, match="cannot decode"):
+        run_batches(StagedEngine(bad_s=5.0), _chunks(seconds), budget_s=9.0)

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -212,21 +213,32 @@ class GraniteNarNativeEngine(TorchEngine):
         self.model.transcribe(waves, draft_tokens_per_s=REALISTIC_DRAFT_TOKENS_PER_S)
 
     def run(self, prepared: Any) -> list[list[Segment]]:
+        return self.start(prepared)()
+
+    def start(self, prepared: Any) -> Callable[[], list[list[Segment]]]:
+        """Queue a batch on the device; the returned call waits for it and makes its segments. The
+        batch runner starts the next batch before finishing this one (transcription.run_batches), so
+        the GPU is busy while the host turns this batch's tokens into text and word times."""
         tensors, durations = prepared
         torch = self.torch
         try:
             waves = [t.to(self.device, non_blocking=True) for t in tensors]
-            out = self.model.transcribe(waves, draft_tokens_per_s=self.draft_tokens_per_s, token_probs=True,
-                                        route_confidence=self.route_confidence)
+            pending = self.model.start(waves, draft_tokens_per_s=self.draft_tokens_per_s, token_probs=True,
+                                       route_confidence=self.route_confidence)
         except torch.cuda.OutOfMemoryError as exc:
             torch.cuda.empty_cache()
             raise EngineOutOfMemory(str(exc)) from exc
-        if self.route_confidence is not None:
-            self.routed_items += sum(out.routed)
-            log.info("%d of %d chunks routed past the editor (draft confidence >= %g)", sum(out.routed),
-                     len(out.routed), self.route_confidence)
-        return [self._segments(ids, times, d, probs)
-                for ids, times, d, probs in zip(out.tokens, out.token_times, durations, out.token_probs, strict=True)]
+
+        def finish() -> list[list[Segment]]:
+            out = pending.finish()
+            if self.route_confidence is not None:
+                self.routed_items += sum(out.routed)
+                log.info("%d of %d chunks routed past the editor (draft confidence >= %g)", sum(out.routed),
+                         len(out.routed), self.route_confidence)
+            return [self._segments(ids, times, d, probs) for ids, times, d, probs
+                    in zip(out.tokens, out.token_times, durations, out.token_probs, strict=True)]
+
+        return finish
 
     def _segments(self, ids: list[int], times: list[tuple[float, float]], duration: float,
                   probs: list[float] = ()) -> list[Segment]:

@@ -20,3 +20,23 @@ def upload(t: torch.Tensor | np.ndarray, device: torch.device | str) -> torch.Te
     if torch.device(device).type != "cuda":
         return t.to(device)
     return t.pin_memory().to(device, non_blocking=True)
+
+
+class Download:
+    """A device tensor on its way to the host: the copy is queued behind the kernels computing it,
+    and only :meth:`tolist` waits, for that copy alone (the GPU may go on with later work)."""
+
+    def __init__(self, t: torch.Tensor):
+        self.event = None
+        if t.is_cuda:
+            self.host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+            self.host.copy_(t, non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+        else:
+            self.host = t
+
+    def tolist(self) -> list:
+        if self.event is not None:
+            self.event.synchronize()
+        return self.host.tolist()

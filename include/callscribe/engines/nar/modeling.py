@@ -23,7 +23,7 @@ from torch import nn
 
 from callscribe.engines.nar.config import EditorConfig, EncoderConfig, NarConfig, ProjectorConfig
 from callscribe.engines.nar.features import LogMelFeatures
-from callscribe.engines.nar.host import upload
+from callscribe.engines.nar.host import Download, upload
 from callscribe.engines.nar.packed import cu_seqlens_for, varlen_attention
 
 MASKED = -1e30  # a finite "minus infinity": fully padded rows stay finite instead of NaN
@@ -456,6 +456,48 @@ class NarOutput:
         return [round(step * self.step_s, 6) for step in self.draft_steps[item]]
 
 
+@dataclass
+class PendingBatch:
+    """A batch :meth:`GraniteNar.start` has queued: the drafts are known, the editor may still be
+    running. ``finish()`` waits for it and maps its slots back to tokens and times on the host."""
+
+    cfg: NarConfig
+    found: list[tuple[list[int], list[int]]]  # per item: draft tokens, the step each starts at
+    durations: list[float]  # seconds per item
+    edit: list[int]  # the items that went through the editor, in batch order
+    confidence: list[float]  # routing only: each item's draft confidence
+    routed: list[bool]
+    draft_probs: list[list[float]] | None  # token_probs asked: per item (routed ones: the draft's)
+    flat: Download | None = None  # every edited item's slot argmax, end to end
+    probs: Download | None = None
+    parts: list[torch.Tensor] = field(default_factory=list)  # the kept logits (return_logits)
+    n_text: list[int] = field(default_factory=list)  # slots per edited item
+
+    def finish(self) -> NarOutput:
+        cfg, step = self.cfg, self.cfg.draft_step_s
+        tokens = [d for d, _ in self.found]
+        starts = [[round(s * step, 6) for s in first] for _, first in self.found]
+        kept_probs = self.draft_probs if self.draft_probs is not None else []
+        if self.edit:
+            flat = self.flat.tolist()
+            probs = self.probs.tolist() if self.probs is not None else []
+            # The collapse and the slot -> time mapping are small list work on the host.
+            offset = 0
+            for i, n in zip(self.edit, self.n_text, strict=True):
+                kept, slots = collapse_with_slots(flat[offset : offset + n], cfg.blank_id)
+                if probs:
+                    kept_probs[i] = [probs[offset + k] for k in slots]
+                offset += n
+                tokens[i], starts[i] = kept, slot_times(slots, starts[i])
+        token_times = [token_spans(t, step, d) for t, d in zip(starts, self.durations, strict=True)]
+        per_item = None
+        if self.parts:
+            per_item = list((torch.cat(self.parts).float() / cfg.editor.logits_scaling).split(self.n_text))
+        return NarOutput(tokens=tokens, drafts=[d for d, _ in self.found], draft_steps=[s for _, s in self.found],
+                         step_s=step, logits=per_item, token_times=token_times, token_probs=kept_probs,
+                         draft_confidence=self.confidence, routed=self.routed)
+
+
 class GraniteNar(nn.Module):
     def __init__(self, cfg: NarConfig):
         super().__init__()
@@ -491,10 +533,11 @@ class GraniteNar(nn.Module):
 
     @staticmethod
     def _argmax_rows(hidden: torch.Tensor, head, rows: int, keep: bool = False,
-                     prob_scale: float | None = None) -> tuple[list[int], list[torch.Tensor], list[float]]:
+                     prob_scale: float | None = None, on_device: bool = False):
         """Argmax of a vocabulary-wide head over ``hidden``, ``rows`` at a time (the logits of a whole
         batch would take gigabytes), as one host list; the head's outputs when ``keep``; and with
-        ``prob_scale`` (the head's logits scaling) each row's softmax maximum, as a host list."""
+        ``prob_scale`` (the head's logits scaling) each row's softmax maximum, as a host list.
+        ``on_device``: the argmax and probabilities as device tensors instead (no wait for the GPU)."""
         best, kept, probs = [], [], []
         for part in hidden.split(rows):
             lg = head(part)
@@ -506,14 +549,26 @@ class GraniteNar(nn.Module):
                 probs.append(torch.exp(lg.amax(-1).float() / prob_scale - lse))
             if keep:
                 kept.append(lg)
+        if on_device:
+            return (torch.cat(best) if best else None), kept, (torch.cat(probs) if probs else None)
         return ((torch.cat(best).tolist() if best else []), kept,
                 (torch.cat(probs).tolist() if probs else []))
 
-    @torch.inference_mode()
     def transcribe(self, waves: list[torch.Tensor], draft_tokens_per_s: float | None = None,
                    return_logits: bool = False, lm_head_rows: int = 8192, token_probs: bool = False,
                    route_confidence: float | None = None) -> NarOutput:
-        """Waveforms (16 kHz mono) -> token ids, in one editor pass over the packed batch.
+        """Waveforms (16 kHz mono) -> token ids: :meth:`start` and then its ``finish()``."""
+        return self.start(waves, draft_tokens_per_s, return_logits, lm_head_rows, token_probs,
+                          route_confidence).finish()
+
+    @torch.inference_mode()
+    def start(self, waves: list[torch.Tensor], draft_tokens_per_s: float | None = None,
+              return_logits: bool = False, lm_head_rows: int = 8192, token_probs: bool = False,
+              route_confidence: float | None = None) -> PendingBatch:
+        """Waveforms (16 kHz mono) -> token ids, in one editor pass over the packed batch; this queues
+        the work (waiting for the GPU only to read the draft back) and its ``finish()`` waits for the
+        editor and does the host work. A caller may start the next batch before finishing this one,
+        so the GPU computes it while the host finishes this one.
 
         Every stage runs on items laid end to end (Slots), not on a batch padded to its longest
         item. ``draft_tokens_per_s`` holds each draft at that many tokens per second of audio:
@@ -562,38 +617,22 @@ class GraniteNar(nn.Module):
         routed = [c >= route_confidence for c in confidence] if routing else []
         edit = [i for i in range(len(waves)) if not (routed and routed[i])]
 
-        tokens: list[list[int]] = [d for d, _ in found]
-        starts: list[list[float]] = [[round(step * cfg.draft_step_s, 6) for step in first] for _, first in found]
-        kept_probs: list[list[float]] = (draft_probs if routing else [[] for _ in waves]) if token_probs else []
-        parts: list[torch.Tensor] = []
-        n_text: list[int] = []
+        pending = PendingBatch(cfg=cfg, found=found, durations=[wave.numel() / sr for wave in waves],
+                               edit=edit, confidence=confidence, routed=routed,
+                               draft_probs=(draft_probs if routing else [[] for _ in waves]) if token_probs else None)
         if edit:
-            flat, parts, probs, n_text = self._edit(enc, enc_slots, enc_rows, [frames[i] for i in edit],
-                                                    [found[i][0] for i in edit], edit, lm_head_rows,
-                                                    return_logits, token_probs)
-            # The collapse and the slot -> time mapping are small list work on the host.
-            offset = 0
-            for i, n in zip(edit, n_text, strict=True):
-                kept, slots = collapse_with_slots(flat[offset : offset + n], cfg.blank_id)
-                if probs:
-                    kept_probs[i] = [probs[offset + k] for k in slots]
-                offset += n
-                tokens[i], starts[i] = kept, slot_times(slots, starts[i])
-        token_times = [token_spans(t, cfg.draft_step_s, wave.numel() / sr)
-                       for t, wave in zip(starts, waves, strict=True)]
-        per_item = None
-        if return_logits:
-            per_item = list((torch.cat(parts).float() / cfg.editor.logits_scaling).split(n_text))
-        return NarOutput(tokens=tokens, drafts=[d for d, _ in found], draft_steps=[s for _, s in found],
-                         step_s=cfg.draft_step_s, logits=per_item, token_times=token_times, token_probs=kept_probs,
-                         draft_confidence=confidence, routed=routed)
+            flat, pending.parts, probs, pending.n_text = self._edit(
+                enc, enc_slots, enc_rows, [frames[i] for i in edit], [found[i][0] for i in edit], edit,
+                lm_head_rows, return_logits, token_probs)
+            pending.flat, pending.probs = Download(flat), (Download(probs) if probs is not None else None)
+        return pending
 
     def _edit(self, enc: EncoderOutput, enc_slots: Slots, enc_rows: torch.Tensor, frames: list[int],
               drafts: list[list[int]], items: list[int], lm_head_rows: int, return_logits: bool,
-              token_probs: bool) -> tuple[list[int], list[torch.Tensor], list[float], list[int]]:
+              token_probs: bool) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None, list[int]]:
         """Projector and editor over ``items`` of the encoded batch (their ``frames`` and ``drafts``):
-        the argmax of every text slot as one host list, the kept logits, the slots' probabilities
-        when asked, and each item's slot count."""
+        the argmax of every text slot, the kept logits, the slots' probabilities when asked (device
+        tensors, still being computed), and each item's slot count."""
         cfg, proj_cfg = self.cfg, self.cfg.projector
         device = enc.exported.device
         # Projector: each item in whole windows; an item's first n // downsample queries are its own.
@@ -621,7 +660,8 @@ class GraniteNar(nn.Module):
         # Argmax of the raw products: dividing by logits_scaling (a power of two) changes no argmax.
         flat, parts, probs = self._argmax_rows(hidden[text_rows], self.editor.text_products, lm_head_rows,
                                                keep=return_logits,
-                                               prob_scale=cfg.editor.logits_scaling if token_probs else None)
+                                               prob_scale=cfg.editor.logits_scaling if token_probs else None,
+                                               on_device=True)
         return flat, parts, probs, n_text
 
 
