@@ -360,24 +360,24 @@ class Check:
         slow = 2.5 if float(np.median(lengths)) < self.plan.chunk_s / 2 else 1.5
         return passes * float(lengths.sum()) / self.rate() * slow + 1
 
-    def real_chunks(self, chunker: str, label: str) -> dict:
+    def real_chunks(self, chunker: str, label: str, overlap: bool = True) -> dict:
         real = self.real_audios(chunker)
         audios, lengths = real.audios, real.lengths
         self.reset_peak()
         graphs = compiled_graphs()
-        run_batches(self.engine, audios, self.plan.batch_audio_s)  # warm-up: every batch shape once
+        run_batches(self.engine, audios, self.plan.batch_audio_s, overlap=overlap)  # warm-up: every shape once
         new_graphs = compiled_graphs() - graphs
         walls, metrics = [], []
         for _ in range(self.plan.timed):
             t = time.perf_counter()
-            _, metrics = run_batches(self.engine, audios, self.plan.batch_audio_s)
+            _, metrics = run_batches(self.engine, audios, self.plan.batch_audio_s, overlap=overlap)
             self.sync()
             walls.append(time.perf_counter() - t)
         median = statistics.median(walls)
         audio_s = float(lengths.sum())
         wall_in_batches = sum(m.wall_s for m in metrics)
         p10, p50, p90 = np.percentile(lengths, [10, 50, 90])
-        out = {"mode": label, "chunker": real.chunker, "chunking_source": real.source,
+        out = {"mode": label, "overlap": overlap, "chunker": real.chunker, "chunking_source": real.source,
                "chunking": asdict(real.params), "chunks": len(audios), "distinct_chunks": real.distinct,
                "repeats": real.repeats, "call_s": self.plan.real_call_s, "audio_s": round(audio_s, 1),
                "chunk_s_p10": round(float(p10), 2), "chunk_s_p50": round(float(p50), 2),
@@ -616,6 +616,8 @@ class Check:
         passes = plan.timed + 1  # a warm-up pass, then the timed ones
         self.section("real_chunks", lambda: self.real_chunks("packed", "eager"),
                      lambda: self.real_estimate("packed", passes))
+        self.section("real_chunks_sequential", lambda: self.real_chunks("packed", "eager", overlap=False),
+                     lambda: self.real_estimate("packed", passes))
         self.section("real_chunks_before", lambda: self.real_chunks("before", "eager"),
                      lambda: self.real_estimate("before", passes))
         self.section("profile", self.profile, lambda: 3 * self.batch_estimate(plan.ref_batch) + 15)
@@ -727,6 +729,8 @@ def render(res: dict) -> str:
                     if s.get("reader_wait_frac_after_first") is not None else "") + ")")
 
     rows.append(("real chunks through run_batches, packed, eager", _figure(res.get("real_chunks"), real)))
+    rows.append(("real chunks through run_batches, packed, eager, each batch finished before the next starts",
+                 _figure(res.get("real_chunks_sequential"), real)))
     rows.append(("real chunks through run_batches, before packing, eager", _figure(before, real)))
     rows.append(("fixed batch, torch.compile", _figure(res.get("compiled"), lambda s: (
         f"RTFx **{_num(s['rtfx'])}** vs eager {_num(s['eager_rtfx'])} (x{s['speedup']:.2f}; {s['batch']} x "

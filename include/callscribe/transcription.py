@@ -135,7 +135,7 @@ class _InFlight:
 
 def run_batches(
     engine: Engine, audios: Sequence[np.ndarray], budget_s: float = DEFAULT_BATCH_AUDIO_S,
-    failures: dict[int, str] | None = None,
+    failures: dict[int, str] | None = None, overlap: bool = True,
 ) -> tuple[list[list[Segment]], list[BatchMetric]]:
     """Recognise every chunk in length-sorted batches; results come back in input order.
 
@@ -144,8 +144,9 @@ def run_batches(
 
     The next batch is prepared on a reader thread while the engine runs, and, for an engine
     that starts a batch before finishing it (``start``), batch k+1 is started before batch k
-    is finished: the device computes k+1 while the host finishes k. A batch whose start or
-    finish fails is run again on its own, halved as above.
+    is finished: the device computes k+1 while the host finishes k (``overlap=False`` finishes
+    each batch before starting the next, for A/B timing). A batch whose start or finish fails
+    is run again on its own, halved as above.
     """
     lengths = [len(a) / TARGET_SR for a in audios]
     plan = plan_batches(lengths, budget_s)
@@ -198,7 +199,7 @@ def run_batches(
                                 [0])
             if in_flight is not None:
                 complete(in_flight)
-            if error is not None:  # nothing of it is on the device: run it again now, alone
+            if error is not None or not overlap:  # a failed start is run again now, alone
                 complete(started)
                 in_flight = None
             else:

@@ -24,7 +24,9 @@ ROWS = ("card", "torch", "attention backend", "model build (random weights)", "f
         "real chunks through run_batches, packed, torch.compile",
         "fixed batch, torch.compile", "token ids, compiled vs eager",
         "confidence routing past the editor (off by default), eager",
-        "host waits for the GPU in one batch, eager", "warm start (new process, same inductor cache)",
+        "host waits for the GPU in one batch, eager",
+        "real chunks through run_batches, packed, eager, each batch finished before the next starts",
+        "warm start (new process, same inductor cache)",
         "peak process (RSS) memory", "wall time of the check")
 
 
@@ -83,11 +85,12 @@ def test_the_sweep_has_every_size_with_consistent_figures(smoke):
         assert r["peak_mem_bytes"] > 0
 
 
-@pytest.mark.parametrize("key", ["real_chunks", "real_chunks_before"])
+@pytest.mark.parametrize("key", ["real_chunks", "real_chunks_before", "real_chunks_sequential"])
 def test_real_chunks_come_from_the_chunker_through_run_batches(smoke, key):
     _, res, _, _ = smoke
     r = res[key]
     assert r["mode"] == "eager" and r["call_s"] == gpu.SMOKE.real_call_s
+    assert r["overlap"] is (key != "real_chunks_sequential")
     assert r["chunks"] == r["distinct_chunks"] * r["repeats"] and r["distinct_chunks"] >= 2
     assert 0 < r["chunk_s_p10"] <= r["chunk_s_p50"] <= r["chunk_s_p90"] <= r["chunking"]["max_chunk_s"]
     assert abs(r["audio_s"] - gpu.SMOKE.real_audio_s) <= gpu.SMOKE.real_audio_s / 2  # repeated to about the target
@@ -168,8 +171,9 @@ def test_the_budget_skips_what_would_overrun_it(tmp_path, capsys):
     assert rc == 0 and res["errors"] == {}
     assert res["build"]["seconds"] > 0 and res["first_batch"]["seconds"] > 0
     assert all("skipped" in r for r in res["sweep"]["rows"])
-    assert all("skipped" in res[k] for k in ("real_chunks", "real_chunks_before", "profile", "routing"))
-    assert len(res["notes"]) == len(gpu.SMOKE.sweep) + 5  # + real chunks twice, profile, eager tokens, routing
+    assert all("skipped" in res[k] for k in ("real_chunks", "real_chunks_sequential", "real_chunks_before", "profile",
+                                             "routing"))
+    assert len(res["notes"]) == len(gpu.SMOKE.sweep) + 6  # + real chunks 3 times, profile, eager tokens, routing
     out = capsys.readouterr().out
     assert "| fixed 2 x 30 s, eager | skipped: needs about" in out and "Notes:" in out
 

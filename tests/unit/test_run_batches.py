@@ -175,3 +175,10 @@ def test_a_chunk_that_fails_in_the_finish_fails_alone_and_its_neighbours_are_kep
     assert sum(m.n_chunks for m in metrics) == len(seconds)
     with pytest.raises(ValueError, match="cannot decode"):
         run_batches(StagedEngine(bad_s=5.0), _chunks(seconds), budget_s=9.0)
+
+
+def test_without_overlap_each_batch_finishes_before_the_next_starts():
+    eng = StagedEngine()
+    results, metrics = run_batches(eng, _chunks([1.0, 2.0, 3.0]), budget_s=2.5, overlap=False)
+    assert eng.order == [e for k in range(len(metrics)) for e in (("start", k), ("finish", k))]
+    assert [int(r[0].text) for r in results] == [int(s * SR) for s in (1.0, 2.0, 3.0)]
