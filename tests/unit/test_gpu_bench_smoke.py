@@ -23,9 +23,8 @@ ROWS = ("card", "torch", "attention backend", "model build (random weights)", "f
         "real chunks through run_batches, packed, eager", "real chunks through run_batches, before packing, eager",
         "real chunks through run_batches, packed, torch.compile",
         "fixed batch, torch.compile", "token ids, compiled vs eager",
-        "confidence routing past the editor (off by default), eager",
-        "host waits for the GPU in one batch, eager",
-        "real chunks through run_batches, packed, eager, each batch finished before the next starts",
+        "confidence routing past the editor (off by default)", "host waits for the GPU in one batch",
+        "the same, each batch finished before the next starts (eager)",
         "warm start (new process, same inductor cache)",
         "peak process (RSS) memory", "wall time of the check")
 
