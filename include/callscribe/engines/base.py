@@ -55,6 +55,10 @@ class Engine(Protocol):
         """Recognise a prepared batch: one segment list per chunk, in input order."""
         ...
 
+    # Optional: ``start(prepared)`` queues a batch on the device and returns the call that waits
+    # for it and gives what ``run`` gives. The batch runner then starts the next batch before it
+    # finishes this one (transcription.run_batches); an engine without it is run batch by batch.
+
     def peak_memory_bytes(self) -> int | None:
         """High-water mark of the memory the engine computes in (device memory on a GPU)."""
         ...
