@@ -77,7 +77,10 @@ class BatchMetric(BaseModel):
     n_chunks: int
     audio_s: float
     padded_audio_s: float = 0.0  # longest chunk x chunks: what a padded batch costs
-    model_s: float  # in the engine: starting the batch and finishing it
+    # In the engine: starting the batch and finishing it. With batches overlapped (run_batches),
+    # the next batch's start waits for this one's device work, so per batch the split shifts by one;
+    # the sums over a job are right.
+    model_s: float
     wall_s: float  # the batch's share of the runner's time: waiting for its input, and model_s
     device: str
     peak_mem_bytes: int | None = None

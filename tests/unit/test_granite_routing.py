@@ -107,6 +107,22 @@ def test_a_routed_batch_never_reaches_the_projector_or_the_editor(tiny, monkeypa
     assert [len(p) for p in out.token_probs] == [len(t) for t in out.tokens]
 
 
+@pytest.mark.parametrize("order", [(0, 1), (1, 0)])
+def test_an_item_with_no_draft_steps_routes_on_its_own_probabilities(tiny, order):
+    """An item under one encoder frame has no CTC step: its held draft's fillers must not read
+    the next item's probabilities, nor past the batch's end (found by review)."""
+    waves = [WAVES[0], torch.zeros(160)]  # 10 ms: no encoder frame
+    waves = [waves[i] for i in order]
+    short = order.index(1)
+    out = tiny.transcribe(waves, draft_tokens_per_s=4.0, token_probs=True, route_confidence=0.5)
+    assert out.draft_confidence[short] == 0.0 and not out.routed[short]
+    alone = tiny.transcribe([waves[1 - short]], draft_tokens_per_s=4.0, token_probs=True, route_confidence=0.5)
+    assert out.draft_confidence[1 - short] == alone.draft_confidence[0]
+    routed = tiny.transcribe(waves, draft_tokens_per_s=4.0, token_probs=True, route_confidence=1e-9)
+    assert routed.routed[short] is False and len(routed.token_probs[short]) == len(routed.tokens[short])
+    assert routed.tokens[1 - short] == routed.drafts[1 - short]
+
+
 def test_routing_and_editor_logits_do_not_mix(tiny):
     with pytest.raises(ValueError, match="no editor logits"):
         tiny.transcribe(WAVES[:1], route_confidence=0.5, return_logits=True)

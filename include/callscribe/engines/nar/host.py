@@ -32,7 +32,8 @@ class Download:
             self.host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
             self.host.copy_(t, non_blocking=True)
             self.event = torch.cuda.Event()
-            self.event.record()
+            # On the stream the copy went to: that of t's device, which need not be the current one.
+            self.event.record(torch.cuda.current_stream(t.device))
         else:
             self.host = t
 

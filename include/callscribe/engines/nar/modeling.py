@@ -611,7 +611,8 @@ class GraniteNar(nn.Module):
                 draft, first = self._hold(draft, first, held, n)
             if routing:
                 confidence.append(min(step_probs[offset : offset + n], default=0.0))
-                draft_probs.append([step_probs[offset + i] for i in first])
+                # An item with no step (under 20 ms) holds fillers at step 0: none of its own.
+                draft_probs.append([step_probs[offset + i] if i < n else 0.0 for i in first])
             offset += n
             found.append((draft, first))
         routed = [c >= route_confidence for c in confidence] if routing else []
