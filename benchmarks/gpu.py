@@ -514,8 +514,8 @@ class Check:
     def host_waits(self) -> dict:
         """How often one reference batch makes the host wait for the GPU (torch's sync debug mode
         warns at each such call), and where. transcribe means to wait only to read the draft and
-        the editor's argmax back (twice, plus their probabilities when asked for); every other
-        wait leaves the GPU idle while the host catches up."""
+        the editor's argmax back, through an event on a pinned copy (which the debug mode may not
+        count); any wait listed here leaves the GPU idle while the host catches up."""
         if not self.cuda:
             return {"skipped": "CUDA only (a CPU never waits for itself)"}
         prepared = self.engine.prepare(speech_chunks(self.plan.ref_batch, self.plan.chunk_s))

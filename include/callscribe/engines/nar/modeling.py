@@ -601,8 +601,15 @@ class GraniteNar(nn.Module):
         steps = [(n + w - 1) // w for n in frames]
         step_rows = _index(enc_slots.rows(per=w, counts=steps), device)
         routing = route_confidence is not None
-        best, _, step_probs = self._argmax_rows(enc.pooled[0, step_rows], self.encoder.bpe_ctc, lm_head_rows,
-                                                prob_scale=1.0 if routing else None)
+        best_dev, _, probs_dev = self._argmax_rows(enc.pooled[0, step_rows], self.encoder.bpe_ctc, lm_head_rows,
+                                                   prob_scale=1.0 if routing else None, on_device=True)
+        best_dl = Download(best_dev) if best_dev is not None else None
+        probs_dl = Download(probs_dev) if probs_dev is not None else None
+        # Without routing every item is projected: queue the projector behind the draft's copy, so
+        # the GPU runs it while the host collapses the drafts (routing waits for the draft to choose).
+        audio = None if routing else self._project(enc, enc_slots, enc_rows, frames, list(range(len(frames))))
+        best = best_dl.tolist() if best_dl is not None else []
+        step_probs = probs_dl.tolist() if probs_dl is not None else []
         found, confidence, draft_probs, offset = [], [], [], 0
         for n, wave in zip(steps, waves, strict=True):
             draft, first = collapse_with_slots(best[offset : offset + n], cfg.blank_id)
@@ -622,21 +629,21 @@ class GraniteNar(nn.Module):
                                edit=edit, confidence=confidence, routed=routed,
                                draft_probs=(draft_probs if routing else [[] for _ in waves]) if token_probs else None)
         if edit:
+            if audio is None:
+                audio = self._project(enc, enc_slots, enc_rows, [frames[i] for i in edit], edit)
             flat, pending.parts, probs, pending.n_text = self._edit(
-                enc, enc_slots, enc_rows, [frames[i] for i in edit], [found[i][0] for i in edit], edit,
-                lm_head_rows, return_logits, token_probs)
+                audio, [frames[i] for i in edit], [found[i][0] for i in edit], lm_head_rows, return_logits,
+                token_probs)
             pending.flat, pending.probs = Download(flat), (Download(probs) if probs is not None else None)
         return pending
 
-    def _edit(self, enc: EncoderOutput, enc_slots: Slots, enc_rows: torch.Tensor, frames: list[int],
-              drafts: list[list[int]], items: list[int], lm_head_rows: int, return_logits: bool,
-              token_probs: bool) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None, list[int]]:
-        """Projector and editor over ``items`` of the encoded batch (their ``frames`` and ``drafts``):
-        the argmax of every text slot, the kept logits, the slots' probabilities when asked (device
-        tensors, still being computed), and each item's slot count."""
+    def _project(self, enc: EncoderOutput, enc_slots: Slots, enc_rows: torch.Tensor, frames: list[int],
+                 items: list[int]) -> torch.Tensor:
+        """The projector over ``items`` of the encoded batch (their ``frames``): their audio embeddings,
+        item after item (queued, not waited for)."""
         cfg, proj_cfg = self.cfg, self.cfg.projector
         device = enc.exported.device
-        # Projector: each item in whole windows; an item's first n // downsample queries are its own.
+        # Each item in whole windows; an item's first n // downsample queries are its own.
         src = enc_rows if len(items) == len(enc_slots.lengths) else _index(enc_slots.subset(items).rows(), device)
         win_slots = Slots.of(frames, proj_cfg.window)
         windows = enc.exported.new_zeros(win_slots.total, enc.exported.shape[-1])
@@ -647,8 +654,17 @@ class GraniteNar(nn.Module):
         audio = audio[_index(win_slots.rows(per=proj_cfg.downsample, counts=n_audio), device)]
         if cfg.scale_projected_embeddings:
             audio = audio / cfg.editor.embedding_multiplier
+        return audio
 
-        # Editor: [audio embeddings ; slots] per item, laid end to end.
+    def _edit(self, audio: torch.Tensor, frames: list[int], drafts: list[list[int]], lm_head_rows: int,
+              return_logits: bool, token_probs: bool
+              ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None, list[int]]:
+        """The editor over items with these ``frames``, projected ``audio`` and ``drafts``: the argmax of
+        every text slot, the kept logits, the slots' probabilities when asked (device tensors, still
+        being computed), and each item's slot count."""
+        cfg, device = self.cfg, audio.device
+        n_audio = [n // cfg.projector.downsample for n in frames]
+        # [audio embeddings ; slots] per item, laid end to end.
         slot_ids = [self.slot_list(d) for d in drafts]
         n_text = [len(s) for s in slot_ids]
         text = self.editor.embed(upload(np.fromiter((t for s in slot_ids for t in s), np.int64), device))
