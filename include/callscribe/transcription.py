@@ -206,7 +206,6 @@ def run_batches(
                 in_flight = started
         if in_flight is not None:
             complete(in_flight)
-    metrics.sort(key=lambda m: m.batch_index)
     return [r or [] for r in results], metrics
 
 

@@ -533,11 +533,10 @@ class GraniteNar(nn.Module):
 
     @staticmethod
     def _argmax_rows(hidden: torch.Tensor, head, rows: int, keep: bool = False,
-                     prob_scale: float | None = None, on_device: bool = False):
+                     prob_scale: float | None = None) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
         """Argmax of a vocabulary-wide head over ``hidden``, ``rows`` at a time (the logits of a whole
-        batch would take gigabytes), as one host list; the head's outputs when ``keep``; and with
-        ``prob_scale`` (the head's logits scaling) each row's softmax maximum, as a host list.
-        ``on_device``: the argmax and probabilities as device tensors instead (no wait for the GPU)."""
+        batch would take gigabytes); the head's outputs when ``keep``; and with ``prob_scale`` (the
+        head's logits scaling) each row's softmax maximum. Device tensors, queued: nothing waits."""
         best, kept, probs = [], [], []
         for part in hidden.split(rows):
             lg = head(part)
@@ -549,10 +548,7 @@ class GraniteNar(nn.Module):
                 probs.append(torch.exp(lg.amax(-1).float() / prob_scale - lse))
             if keep:
                 kept.append(lg)
-        if on_device:
-            return (torch.cat(best) if best else None), kept, (torch.cat(probs) if probs else None)
-        return ((torch.cat(best).tolist() if best else []), kept,
-                (torch.cat(probs).tolist() if probs else []))
+        return torch.cat(best), kept, (torch.cat(probs) if probs else None)  # split gives at least one part
 
     def transcribe(self, waves: list[torch.Tensor], draft_tokens_per_s: float | None = None,
                    return_logits: bool = False, lm_head_rows: int = 8192, token_probs: bool = False,
@@ -602,13 +598,12 @@ class GraniteNar(nn.Module):
         step_rows = _index(enc_slots.rows(per=w, counts=steps), device)
         routing = route_confidence is not None
         best_dev, _, probs_dev = self._argmax_rows(enc.pooled[0, step_rows], self.encoder.bpe_ctc, lm_head_rows,
-                                                   prob_scale=1.0 if routing else None, on_device=True)
-        best_dl = Download(best_dev) if best_dev is not None else None
-        probs_dl = Download(probs_dev) if probs_dev is not None else None
+                                                   prob_scale=1.0 if routing else None)
+        best_dl, probs_dl = Download(best_dev), (Download(probs_dev) if probs_dev is not None else None)
         # Without routing every item is projected: queue the projector behind the draft's copy, so
         # the GPU runs it while the host collapses the drafts (routing waits for the draft to choose).
         audio = None if routing else self._project(enc, enc_slots, enc_rows, frames, list(range(len(frames))))
-        best = best_dl.tolist() if best_dl is not None else []
+        best = best_dl.tolist()
         step_probs = probs_dl.tolist() if probs_dl is not None else []
         found, confidence, draft_probs, offset = [], [], [], 0
         for n, wave in zip(steps, waves, strict=True):
@@ -677,8 +672,7 @@ class GraniteNar(nn.Module):
         # Argmax of the raw products: dividing by logits_scaling (a power of two) changes no argmax.
         flat, parts, probs = self._argmax_rows(hidden[text_rows], self.editor.text_products, lm_head_rows,
                                                keep=return_logits,
-                                               prob_scale=cfg.editor.logits_scaling if token_probs else None,
-                                               on_device=True)
+                                               prob_scale=cfg.editor.logits_scaling if token_probs else None)
         return flat, parts, probs, n_text
 
 
