@@ -114,10 +114,8 @@ WAV_MAX_BYTES = 0xFFFF_FFFF - 36
 
 
 def pack_format_for(samples: np.ndarray, wanted: str) -> str:
-    """The format a pack of ``samples`` (int16, one channel) is written in: ``wanted``, unless a
-    WAV could not hold it."""
-    if wanted not in PACK_FORMATS:
-        raise ValueError(f"pack format {wanted!r} is not one of {', '.join(PACK_FORMATS)}")
+    """The format a pack of ``samples`` (int16, one channel) is written in: ``wanted`` (one of
+    PACK_FORMATS, checked by config.pack_format), unless a WAV could not hold it."""
     return "flac" if wanted == "wav" and samples.nbytes > WAV_MAX_BYTES else wanted
 
 

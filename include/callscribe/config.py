@@ -468,12 +468,12 @@ def load_parallel() -> int:
     return min(max(int(raw), 1), 4) if raw.isdigit() else 2
 
 
-def pack_format() -> str:
-    """The speech packs' format (CALLSCRIBE_PACK_FORMAT: wav, the default, or flac; see
-    audio.PACK_FORMATS). A value it does not know is refused rather than guessed at."""
+def pack_format(requested: str | None = None) -> str:
+    """The speech packs' format: ``requested``, else CALLSCRIBE_PACK_FORMAT (wav, the default, or
+    flac; see audio.PACK_FORMATS). A value it does not know is refused rather than guessed at."""
     from callscribe.audio import PACK_FORMATS
 
-    raw = os.environ.get("CALLSCRIBE_PACK_FORMAT", "").strip().lower() or PACK_FORMATS[0]
+    raw = (requested or os.environ.get("CALLSCRIBE_PACK_FORMAT", "")).strip().lower() or PACK_FORMATS[0]
     if raw not in PACK_FORMATS:
         raise ValueError(f"CALLSCRIBE_PACK_FORMAT={raw!r}: use one of {', '.join(PACK_FORMATS)}")
     return raw

@@ -74,9 +74,10 @@ def chunk_one(store: Store, engine: Engine, recording_id: int, params: ChunkingP
 
     With a ``run_id``, only a recording that run still owns is touched: a cleared chunk task
     of an old run leaves alone what a newer run has taken since. ``pack``: the pack's format
-    (audio.PACK_FORMATS; the CALLSCRIBE_PACK_FORMAT setting when not given).
+    (audio.PACK_FORMATS; the CALLSCRIBE_PACK_FORMAT setting when not given), checked before
+    the recording is touched.
     """
-    pack = pack or pack_format()
+    pack = pack_format(pack)
     with engine.connect() as conn:
         rec = conn.execute(db.q("recording_get"), {"id": recording_id}).one_or_none()
     if rec is None:  # erased on request since the run claimed it

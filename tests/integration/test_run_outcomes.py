@@ -206,6 +206,26 @@ def test_either_pack_format_hands_the_worker_the_same_speech(stack, s3, pg):
     discovery.release(pg, run)
 
 
+def test_a_bad_pack_format_fails_the_chunk_task_before_any_recording_is_touched(stack, s3, pg, monkeypatch):
+    """A typo in CALLSCRIBE_PACK_FORMAT is the deployment's fault: the task fails (red, retried once
+    it is mended), and no recording is charged an attempt, marked failed or chunked."""
+    day = date(2026, 10, 16)
+    upload_day(s3, day)
+    run = "bad-pack-format"
+    ids = discovery.discover(s3, pg, day, "calls/", run)
+    before = {k: (r.status, r.attempts) for k, r in _rows(pg, day).items()}
+    monkeypatch.setenv("CALLSCRIBE_PACK_FORMAT", "mp3")
+    with pytest.raises(ValueError, match="CALLSCRIBE_PACK_FORMAT='mp3'"):
+        pipeline.chunk_group(s3, pg, ids, run, 0)
+    with pytest.raises(ValueError, match="'ogg'"):
+        pipeline.chunk_one(s3, pg, ids[0], run_id=run, pack="ogg")
+    assert {k: (r.status, r.attempts) for k, r in _rows(pg, day).items()} == before
+    monkeypatch.delenv("CALLSCRIBE_PACK_FORMAT")
+    assert pipeline.chunk_group(s3, pg, ids, run, 0)  # mended: the same task goes through
+    assert {r.status for r in _rows(pg, day).values()} == {"chunked"}
+    discovery.release(pg, run)
+
+
 def test_attempts_stop_at_the_limit(stack, s3, pg):
     """A recording whose job keeps dying is tried MAX_ATTEMPTS times, then stays failed with the reason."""
     day = date(2026, 10, 23)
