@@ -533,6 +533,48 @@ class Check:
         return {"batch": self.plan.ref_batch, "chunk_s": self.plan.chunk_s, "mode": self.mode(), "waits": len(waits),
                 "where": dict(where.most_common(12))}
 
+    def fixed_overlapped(self) -> dict:
+        """ref_batch x chunk_s batches back to back as the worker runs them (run_batches): batch k+1 is
+        prepared and started before batch k is finished, so the host's work on k (the collapse, times,
+        text) runs while the GPU computes k+1. RTFx over a stream of batches, median of the passes,
+        beside the same stream run batch by batch."""
+        engine = self.engine
+        if not hasattr(engine, "start"):
+            return {"skipped": f"{getattr(engine, 'name', ENGINE)} has no start(): it runs batch by batch"}
+        chunks = speech_chunks(self.plan.ref_batch, self.plan.chunk_s)
+        stream = self.plan.timed + 1  # batches per pass
+        audio_s = stream * self.plan.ref_batch * self.plan.chunk_s
+
+        def overlapped() -> None:
+            finish = engine.start(engine.prepare(chunks))
+            for _ in range(stream - 1):
+                following = engine.start(engine.prepare(chunks))
+                finish()
+                finish = following
+            finish()
+
+        def sequential() -> None:
+            for _ in range(stream):
+                engine.run(engine.prepare(chunks))
+
+        out: dict = {"batch": self.plan.ref_batch, "chunk_s": self.plan.chunk_s, "mode": self.mode(),
+                     "batches_per_pass": stream}
+        overlapped()  # warm-up
+        self.sync()
+        passes: dict[str, list[float]] = {"overlapped": [], "sequential": []}
+        for _ in range(self.plan.timed):  # interleaved, so both see the same card state
+            for name, fn in (("overlapped", overlapped), ("sequential", sequential)):
+                t = time.perf_counter()
+                fn()
+                self.sync()
+                passes[name].append(time.perf_counter() - t)
+        for name, walls in passes.items():
+            median = statistics.median(walls)
+            out[name] = {"passes_s": [round(w, 3) for w in walls], "median_s": round(median, 3),
+                         "seconds_per_batch": round(median / stream, 4), "rtfx": round(audio_s / median, 2)}
+        out["gain"] = round(out["sequential"]["median_s"] / out["overlapped"]["median_s"], 3)
+        return out
+
     def routing(self) -> dict:
         """Confidence routing (off by default) on the reference batch, eager, through engine.run: off;
         on with a threshold nothing reaches (the cost of the confidence pass alone); and thresholds that
@@ -656,6 +698,9 @@ class Check:
         compiled): last, so the budget skips them before the issue's own figures."""
         plan = self.plan
         mode = self.mode()
+        self.section("fixed_overlapped", self.fixed_overlapped,
+                     lambda: 2 * (plan.timed + 1) * (plan.timed + 1) * self.batch_estimate(plan.ref_batch)
+                     / (1.3 if mode != "eager" else 1.0))
         self.section("real_chunks_sequential", lambda: self.real_chunks("packed", mode, overlap=False),
                      lambda: self.real_estimate("packed", passes) / (1.3 if mode != "eager" else 1.0))
         if self.cuda:
@@ -746,6 +791,11 @@ def render(res: dict) -> str:
         f"then the first batch {s['first_batch_s']:.1f} s)"))))
     rows.append(("real chunks through run_batches, packed, torch.compile",
                  _figure(res.get("real_chunks_compiled"), real)))
+    rows.append(("fixed batches back to back, batch k+1 started before batch k is finished",
+                 _figure(res.get("fixed_overlapped"), lambda s: (
+                     f"RTFx **{_num(s['overlapped']['rtfx'])}** vs {_num(s['sequential']['rtfx'])} batch by batch "
+                     f"(x{s['gain']:.3f}; {s['batches_per_pass']} x {s['batch']} x {s['chunk_s']:g} s per pass, "
+                     f"{s['mode']}; {1000 * s['overlapped']['seconds_per_batch']:.0f} ms per batch)"))))
     seq = res.get("real_chunks_sequential", {})
     rows.append((f"the same, each batch finished before the next starts ({seq.get('mode', 'as above')})",
                  _figure(seq, real)))

@@ -25,6 +25,7 @@ ROWS = ("card", "torch", "attention backend", "model build (random weights)", "f
         "fixed batch, torch.compile", "token ids, compiled vs eager",
         "confidence routing past the editor (off by default)", "host waits for the GPU in one batch",
         "the same, each batch finished before the next starts (eager)",
+        "fixed batches back to back, batch k+1 started before batch k is finished",
         "warm start (new process, same inductor cache)",
         "peak process (RSS) memory", "wall time of the check")
 
@@ -129,6 +130,21 @@ def test_routing_is_timed_off_with_the_confidence_pass_alone_and_with_chunks_rou
         assert _rate_agrees(r["batch"] * r["chunk_s"], row["median_s"], row["rtfx"])
 
 
+def test_fixed_batches_are_timed_back_to_back_beside_batch_by_batch(smoke):
+    _, res, md, _ = smoke
+    f = res["fixed_overlapped"]
+    assert f["batch"] == gpu.SMOKE.ref_batch and f["batches_per_pass"] == gpu.SMOKE.timed + 1
+    audio_s = f["batches_per_pass"] * f["batch"] * f["chunk_s"]
+    for name in ("overlapped", "sequential"):
+        row = f[name]
+        assert len(row["passes_s"]) == gpu.SMOKE.timed and row["median_s"] == pytest.approx(
+            statistics.median(row["passes_s"]), abs=1e-3)
+        assert _rate_agrees(audio_s, row["median_s"], row["rtfx"])
+        assert row["seconds_per_batch"] == pytest.approx(row["median_s"] / f["batches_per_pass"], abs=1e-3)
+    assert f["gain"] == pytest.approx(f["sequential"]["median_s"] / f["overlapped"]["median_s"], rel=0.01)
+    assert f"RTFx **{gpu._num(f['overlapped']['rtfx'])}** vs" in md
+
+
 def test_compile_is_reported_as_skipped_on_a_cpu(smoke):
     _, res, _, _ = smoke
     assert "CUDA only" in res["host_waits"]["skipped"]
@@ -171,8 +187,9 @@ def test_the_budget_skips_what_would_overrun_it(tmp_path, capsys):
     assert res["build"]["seconds"] > 0 and res["first_batch"]["seconds"] > 0
     assert all("skipped" in r for r in res["sweep"]["rows"])
     assert all("skipped" in res[k] for k in ("real_chunks", "real_chunks_sequential", "real_chunks_before", "profile",
-                                             "routing"))
-    assert len(res["notes"]) == len(gpu.SMOKE.sweep) + 6  # + real chunks 3 times, profile, eager tokens, routing
+                                             "routing", "fixed_overlapped"))
+    # + real chunks 3 times, profile, eager tokens, fixed batches back to back, routing
+    assert len(res["notes"]) == len(gpu.SMOKE.sweep) + 7
     out = capsys.readouterr().out
     assert "| fixed 2 x 30 s, eager | skipped: needs about" in out and "Notes:" in out
 
