@@ -533,7 +533,7 @@ class Check:
         return {"batch": self.plan.ref_batch, "chunk_s": self.plan.chunk_s, "mode": self.mode(), "waits": len(waits),
                 "where": dict(where.most_common(12))}
 
-    def fixed_overlapped(self) -> dict:
+    def fixed_overlapped(self, sequential_too: bool = True) -> dict:
         """ref_batch x chunk_s batches back to back as the worker runs them (run_batches): batch k+1 is
         prepared and started before batch k is finished, so the host's work on k (the collapse, times,
         text) runs while the GPU computes k+1. RTFx over a stream of batches, median of the passes,
@@ -561,9 +561,10 @@ class Check:
                      "batches_per_pass": stream}
         overlapped()  # warm-up
         self.sync()
-        passes: dict[str, list[float]] = {"overlapped": [], "sequential": []}
+        runs = (("overlapped", overlapped), ("sequential", sequential))[: 2 if sequential_too else 1]
+        passes: dict[str, list[float]] = {name: [] for name, _ in runs}
         for _ in range(self.plan.timed):  # interleaved, so both see the same card state
-            for name, fn in (("overlapped", overlapped), ("sequential", sequential)):
+            for name, fn in runs:
                 t = time.perf_counter()
                 fn()
                 self.sync()
@@ -572,8 +573,34 @@ class Check:
             median = statistics.median(walls)
             out[name] = {"passes_s": [round(w, 3) for w in walls], "median_s": round(median, 3),
                          "seconds_per_batch": round(median / stream, 4), "rtfx": round(audio_s / median, 2)}
-        out["gain"] = round(out["sequential"]["median_s"] / out["overlapped"]["median_s"], 3)
+        if sequential_too:
+            out["gain"] = round(out["sequential"]["median_s"] / out["overlapped"]["median_s"], 3)
         return out
+
+    def tuning(self, name: str) -> dict:
+        """A fresh engine compiled with one of the engine's compile tunings (COMPILE_TUNING): how long it
+        takes to compile and warm up cold, then fixed batches back to back and the packed real chunks."""
+        self.engine = None
+        gc.collect()
+        if self.cuda:
+            torch.cuda.empty_cache()
+        t = time.perf_counter()
+        self.engine = engines.create(ENGINE, random_weights=True, size=self.plan.size, device=self.device,
+                                     compile=True, compile_tuning=name)
+        out = {"tuning": name, "build_s": round(time.perf_counter() - t, 1),
+               "compile_s": round(getattr(self.engine, "warm_up_s", 0.0), 1)}
+        out["fixed"] = self.fixed_overlapped(sequential_too=False)
+        out["real"] = self.real_chunks("packed", f"torch.compile ({name})")
+        log.info("tuning %s: compile %.0f s, fixed back to back RTFx %.0f, real chunks RTFx %.0f", name,
+                 out["compile_s"], out["fixed"]["overlapped"]["rtfx"], out["real"]["rtfx"])
+        return out
+
+    def run_tunings(self, names: list[str]) -> dict:
+        """Only the compile tunings' A/B (``--compile-tunings``), each on a fresh engine, in the order given."""
+        self.section("machine", self.machine)
+        for name in names:
+            self.section(f"tuning_{name}", lambda name=name: self.tuning(name))
+        return self.finish()
 
     def routing(self) -> dict:
         """Confidence routing (off by default) on the reference batch, eager, through engine.run: off;
@@ -834,6 +861,25 @@ def render(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_tunings(res: dict) -> str:
+    m = res.get("machine", {})
+    lines = [f"Compile tunings on {m.get('card', '?')} (torch {m.get('torch', '?')}):", "",
+             "| tuning | compile + warm-up | fixed batches back to back | real chunks, packed |", "|---|---|---|---|"]
+    for key, section in res.items():
+        if key.startswith("tuning_"):
+            name = key.removeprefix("tuning_")
+            if "fixed" not in section:
+                lines.append(f"| {name} | {_figure(section, lambda s: '')} | | |")
+                continue
+            fixed, real = section["fixed"], section["real"]
+            lines.append(f"| {name} | {section['compile_s']:.0f} s | RTFx **{_num(fixed['overlapped']['rtfx'])}** "
+                         f"({1000 * fixed['overlapped']['seconds_per_batch']:.0f} ms per {fixed['batch']} x "
+                         f"{fixed['chunk_s']:g} s) | RTFx **{_num(real['rtfx'])}** ({real['chunks']} chunks) |")
+    if res.get("notes"):
+        lines += ["", "Notes:"] + [f"- {n}" for n in res["notes"]]
+    return "\n".join(lines) + "\n"
+
+
 # ---------------------------------------------------------------- entry point
 
 
@@ -877,6 +923,8 @@ def main(argv: list[str] | None = None, from_process_start: bool = False) -> int
                     help="audio seconds of real chunks per pass, per chunking (default 7200; smoke 150)")
     ap.add_argument("--real-call-s", type=float, help="length of the call they come from (default 600; smoke 90)")
     ap.add_argument("--batch-audio-s", type=float, help="run_batches' audio seconds per batch (default 3840)")
+    ap.add_argument("--compile-tunings", help="instead of the check: only compile each of these tunings "
+                                              "(comma-separated: default, tuned, autotune) and time it")
     ap.add_argument("--warm-start-probe", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--size", default="full", help=argparse.SUPPRESS)
     ap.add_argument("--probe-batch", type=int, default=128, help=argparse.SUPPRESS)
@@ -918,10 +966,14 @@ def main(argv: list[str] | None = None, from_process_start: bool = False) -> int
     if plan.cpu_threads:
         torch.set_num_threads(plan.cpu_threads)
     try:
-        results = Check(plan, "cuda" if cuda else "cpu", out, compile, args.smoke, from_process_start).run()
+        check = Check(plan, "cuda" if cuda else "cpu", out, compile, args.smoke, from_process_start)
+        if args.compile_tunings:
+            results = check.run_tunings(args.compile_tunings.split(","))
+        else:
+            results = check.run()
     finally:
         torch.set_num_threads(threads)
-    report = render(results)
+    report = render_tunings(results) if args.compile_tunings else render(results)
     print(report)
     if args.md:
         args.md.parent.mkdir(parents=True, exist_ok=True)

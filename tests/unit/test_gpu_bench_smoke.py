@@ -218,3 +218,20 @@ def test_called_in_process_the_budget_counts_from_the_call(tmp_path, monkeypatch
     assert "skipped" not in res["real_chunks"] and "skipped" not in res["real_chunks_before"]
     assert res["real_chunks"]["call_s"] == 30 and res["real_chunks"]["repeats"] == 1
     assert gpu.Budget(100, from_process_start=True).elapsed() >= 465  # from the command line it does count
+
+
+def test_compile_tunings_are_timed_each_on_a_fresh_compiled_engine(tmp_path):
+    rc = gpu.main(["--smoke", "--compile-tunings", "default", *SHORT_REAL, "--out", str(tmp_path / "r.json"),
+                   "--md", str(tmp_path / "r.md")])
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert rc == 0 and res["errors"] == {}
+    t = res["tuning_default"]
+    assert t["tuning"] == "default" and t["compile_s"] > 0 and t["build_s"] >= t["compile_s"]
+    fixed = t["fixed"]
+    assert fixed["mode"] == "torch.compile" and "sequential" not in fixed and "gain" not in fixed
+    assert _rate_agrees(fixed["batches_per_pass"] * fixed["batch"] * fixed["chunk_s"], fixed["overlapped"]["median_s"],
+                        fixed["overlapped"]["rtfx"])
+    assert t["real"]["mode"] == "torch.compile (default)" and t["real"]["rtfx"] > 0
+    assert "sweep" not in res and "profile" not in res  # nothing of the full check
+    md = (tmp_path / "r.md").read_text()
+    assert f"| default | {t['compile_s']:.0f} s | RTFx **{gpu._num(fixed['overlapped']['rtfx'])}**" in md

@@ -408,6 +408,26 @@ def test_bench_runs_the_random_weight_architecture():
     assert len(result["seconds_per_batch"]) == 2 and result["rtfx"] > 0
 
 
+@pytest.mark.parametrize(("requested", "env", "want"), [
+    (None, None, "default"), (None, "tuned", "tuned"), ("autotune", "tuned", "autotune"), (None, " ", "default")])
+def test_the_compile_tuning_comes_from_the_argument_then_the_setting(monkeypatch, requested, env, want):
+    from callscribe.engines.granite_native import COMPILE_TUNING, compile_tuning_wanted
+
+    if env is None:
+        monkeypatch.delenv("CALLSCRIBE_NAR_COMPILE_TUNING", raising=False)
+    else:
+        monkeypatch.setenv("CALLSCRIBE_NAR_COMPILE_TUNING", env)
+    assert compile_tuning_wanted(requested) == want and want in COMPILE_TUNING
+
+
+def test_an_unknown_compile_tuning_is_refused(monkeypatch):
+    from callscribe.engines.granite_native import compile_tuning_wanted
+
+    monkeypatch.setenv("CALLSCRIBE_NAR_COMPILE_TUNING", "max-autotune")
+    with pytest.raises(ValueError, match="CALLSCRIBE_NAR_COMPILE_TUNING='max-autotune': one of default, tuned"):
+        compile_tuning_wanted()
+
+
 def test_compiled_model_gives_the_same_logits():
     """torch.compile (CALLSCRIBE_NAR_COMPILE=1) changes speed, not results; ~40 s of compiling on 2 cores."""
     from callscribe.engines.granite_native import GraniteNarNativeEngine

@@ -72,3 +72,21 @@ def test_a_worker_cause_says_what_happened(tmp_path):
         "worker exited with code 1: Boom: it broke"
     err.write_text("ModelDirError: folder is incomplete\n")
     assert pipeline._worker_cause(1, str(err), deque()) == "ModelDirError: folder is incomplete"
+
+
+def test_every_native_engine_setting_reaches_a_local_worker():
+    """A CALLSCRIBE_NAR_* setting the engine reads but the worker's allow-list drops would be set on the
+    Airflow worker and silently ignored by the transcription it starts."""
+    import re
+    from pathlib import Path
+
+    import callscribe.engines
+
+    root = Path(callscribe.engines.__file__).parent
+    read = {m for f in root.rglob("*.py") for m in re.findall(r'"(CALLSCRIBE_NAR_[A-Z_]+)"', f.read_text())}
+    assert "CALLSCRIBE_NAR_COMPILE" in read  # the scan finds what it looks for
+    assert read - set(pipeline.WORKER_ENV) == set()
+    base = dict.fromkeys(read, "1") | {"PATH": "/usr/bin"}
+    env = pipeline.worker_environment(S3Settings(endpoint="s3.local:9000", access_key="AK", secret_key="SK",
+                                                 bucket="calls"), base)
+    assert {k: env.get(k) for k in read} == dict.fromkeys(read, "1")

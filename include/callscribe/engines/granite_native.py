@@ -36,6 +36,16 @@ REALISTIC_DRAFT_TOKENS_PER_S = 4.0
 WARM_UP_SAMPLES = (33_600, 59_200)
 ENV_COMPILE = "CALLSCRIBE_NAR_COMPILE"
 ENV_ROUTE = "CALLSCRIBE_NAR_ROUTE_CONFIDENCE"
+ENV_TUNING = "CALLSCRIBE_NAR_COMPILE_TUNING"
+# Inductor options per tuning level. "tuned" searches each generated kernel's launch settings;
+# "autotune" also times Triton matrix-product templates (which can fuse the element-wise work
+# around them) against cuBLAS. Both only change speed, and what they find is kept in the
+# inductor cache beside the compiled graphs; a cold compile takes longer.
+COMPILE_TUNING: dict[str, dict[str, bool]] = {
+    "default": {},
+    "tuned": {"coordinate_descent_tuning": True},
+    "autotune": {"max_autotune": True, "coordinate_descent_tuning": True},
+}
 
 
 def compile_wanted(requested: bool | None, device: str) -> bool:
@@ -64,11 +74,20 @@ def route_confidence_wanted(requested: float | None = None) -> float | None:
     return value
 
 
-def compile_model(model: Any) -> None:
+def compile_tuning_wanted(requested: str | None = None) -> str:
+    """How hard inductor tunes the compiled kernels: ``requested``, else CALLSCRIBE_NAR_COMPILE_TUNING,
+    else "default" (one of COMPILE_TUNING's names)."""
+    name = requested or os.environ.get(ENV_TUNING, "").strip() or "default"
+    if name not in COMPILE_TUNING:
+        raise ValueError(f"{ENV_TUNING}={name!r}: one of {', '.join(COMPILE_TUNING)}")
+    return name
+
+
+def compile_model(model: Any, tuning: str = "default") -> None:
     """Regional compilation: each Conformer block, Q-Former layer and editor layer as a dynamic-shape
     graph. Layers of one kind share their code, so torch compiles each kind once (seconds, not the
     minutes a whole unrolled encoder takes), and one graph serves every batch's stream length,
-    window count and packed editor length."""
+    window count and packed editor length. ``tuning`` names COMPILE_TUNING's inductor options."""
     import torch
 
     from callscribe.engines.nar.packed import attention_backend
@@ -80,7 +99,7 @@ def compile_model(model: Any) -> None:
     attention_backend(torch.empty(1, editor.heads, editor.head_dim, device=param.device, dtype=param.dtype))
     for stack in (model.encoder.blocks, model.projector.layers, model.editor.layers):
         for i, layer in enumerate(stack):
-            stack[i] = torch.compile(layer, dynamic=True)
+            stack[i] = torch.compile(layer, dynamic=True, options=dict(COMPILE_TUNING[tuning]) or None)
 
 
 def missing_native_files(path: Path) -> list[str]:
@@ -149,7 +168,7 @@ class GraniteNarNativeEngine(TorchEngine):
 
     def __init__(self, path: Path | None = None, device: str | None = None, random_weights: bool = False,
                  size: str = "full", compile: bool | None = None, seed: int = 0, fuse: bool | None = None,
-                 route_confidence: float | None = None):
+                 route_confidence: float | None = None, compile_tuning: str | None = None):
         import torch
 
         from callscribe.engines.nar.checkpoint import load_model
@@ -191,13 +210,15 @@ class GraniteNarNativeEngine(TorchEngine):
         if self.fused:
             optimize_for_inference(self.model)
         self.compiled = compile_wanted(compile, self.device)
+        self.compile_tuning = compile_tuning_wanted(compile_tuning)
         self.warm_up_s = 0.0
         if self.compiled:
-            compile_model(self.model)
+            compile_model(self.model, self.compile_tuning)
             t = time.perf_counter()
             self.warm_up()
             self.warm_up_s = time.perf_counter() - t
-            log.info("Granite NAR compiled and warmed up in %.1f s (inductor cache: %s)", self.warm_up_s,
+            log.info("Granite NAR compiled (tuning: %s) and warmed up in %.1f s (inductor cache: %s)",
+                     self.compile_tuning, self.warm_up_s,
                      os.environ.get("TORCHINDUCTOR_CACHE_DIR") or "torch's default, in /tmp")
         if self.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
