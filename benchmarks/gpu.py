@@ -577,22 +577,28 @@ class Check:
             out["gain"] = round(out["sequential"]["median_s"] / out["overlapped"]["median_s"], 3)
         return out
 
-    def tuning(self, name: str) -> dict:
-        """A fresh engine compiled with one of the engine's compile tunings (COMPILE_TUNING): how long it
-        takes to compile and warm up cold, then fixed batches back to back and the packed real chunks."""
+    def tuning(self, variant: str) -> dict:
+        """A fresh engine compiled with one of the engine's compile tunings (COMPILE_TUNING), written
+        ``name`` or ``name@seconds`` (a production-shape warm-up batch of that much audio first): how
+        long it takes to compile and warm up cold, then fixed batches back to back and the packed real
+        chunks, and how many graphs were compiled after the warm-up (should be 0)."""
+        name, _, warm_up = variant.partition("@")
         self.engine = None
         gc.collect()
         if self.cuda:
             torch.cuda.empty_cache()
         t = time.perf_counter()
         self.engine = engines.create(ENGINE, random_weights=True, size=self.plan.size, device=self.device,
-                                     compile=True, compile_tuning=name)
-        out = {"tuning": name, "build_s": round(time.perf_counter() - t, 1),
+                                     compile=True, compile_tuning=name, warm_up_audio_s=float(warm_up or 0))
+        out = {"tuning": name, "warm_up_audio_s": self.engine.warm_up_audio_s,
+               "build_s": round(time.perf_counter() - t, 1),
                "compile_s": round(getattr(self.engine, "warm_up_s", 0.0), 1)}
+        graphs = compiled_graphs()
         out["fixed"] = self.fixed_overlapped(sequential_too=False)
-        out["real"] = self.real_chunks("packed", f"torch.compile ({name})")
-        log.info("tuning %s: compile %.0f s, fixed back to back RTFx %.0f, real chunks RTFx %.0f", name,
-                 out["compile_s"], out["fixed"]["overlapped"]["rtfx"], out["real"]["rtfx"])
+        out["real"] = self.real_chunks("packed", f"torch.compile ({variant})")
+        out["graphs_after_warm_up"] = compiled_graphs() - graphs
+        log.info("tuning %s: compile and warm-up %.0f s, fixed back to back RTFx %.0f, real chunks RTFx %.0f",
+                 variant, out["compile_s"], out["fixed"]["overlapped"]["rtfx"], out["real"]["rtfx"])
         return out
 
     def run_tunings(self, names: list[str]) -> dict:
@@ -864,17 +870,19 @@ def render(res: dict) -> str:
 def render_tunings(res: dict) -> str:
     m = res.get("machine", {})
     lines = [f"Compile tunings on {m.get('card', '?')} (torch {m.get('torch', '?')}):", "",
-             "| tuning | compile + warm-up | fixed batches back to back | real chunks, packed |", "|---|---|---|---|"]
+             "| tuning | compile + warm-up | fixed batches back to back | real chunks, packed | graphs after "
+             "warm-up |", "|---|---|---|---|---|"]
     for key, section in res.items():
         if key.startswith("tuning_"):
             name = key.removeprefix("tuning_")
             if "fixed" not in section:
-                lines.append(f"| {name} | {_figure(section, lambda s: '')} | | |")
+                lines.append(f"| {name} | {_figure(section, lambda s: '')} | | | |")
                 continue
             fixed, real = section["fixed"], section["real"]
             lines.append(f"| {name} | {section['compile_s']:.0f} s | RTFx **{_num(fixed['overlapped']['rtfx'])}** "
                          f"({1000 * fixed['overlapped']['seconds_per_batch']:.0f} ms per {fixed['batch']} x "
-                         f"{fixed['chunk_s']:g} s) | RTFx **{_num(real['rtfx'])}** ({real['chunks']} chunks) |")
+                         f"{fixed['chunk_s']:g} s) | RTFx **{_num(real['rtfx'])}** ({real['chunks']} chunks) | "
+                         f"{section['graphs_after_warm_up']} |")
     if res.get("notes"):
         lines += ["", "Notes:"] + [f"- {n}" for n in res["notes"]]
     return "\n".join(lines) + "\n"
@@ -923,8 +931,9 @@ def main(argv: list[str] | None = None, from_process_start: bool = False) -> int
                     help="audio seconds of real chunks per pass, per chunking (default 7200; smoke 150)")
     ap.add_argument("--real-call-s", type=float, help="length of the call they come from (default 600; smoke 90)")
     ap.add_argument("--batch-audio-s", type=float, help="run_batches' audio seconds per batch (default 3840)")
-    ap.add_argument("--compile-tunings", help="instead of the check: only compile each of these tunings "
-                                              "(comma-separated: default, tuned, autotune) and time it")
+    ap.add_argument("--compile-tunings", help="instead of the check: only compile each of these tunings and "
+                                              "time it (comma-separated: default, tuned or autotune, each "
+                                              "optionally @SECONDS: a production-shape warm-up batch first)")
     ap.add_argument("--warm-start-probe", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--size", default="full", help=argparse.SUPPRESS)
     ap.add_argument("--probe-batch", type=int, default=128, help=argparse.SUPPRESS)

@@ -428,6 +428,49 @@ def test_an_unknown_compile_tuning_is_refused(monkeypatch):
         compile_tuning_wanted()
 
 
+def test_a_production_shape_warm_up_runs_first_then_the_small_batch(monkeypatch):
+    from callscribe.engines.granite_native import (
+        WARM_UP_BATCH_SAMPLES,
+        WARM_UP_SAMPLES,
+        GraniteNarNativeEngine,
+        warm_up_batches,
+    )
+
+    assert warm_up_batches(0) == [list(WARM_UP_SAMPLES)]
+    big, small = warm_up_batches(3840)
+    assert small == list(WARM_UP_SAMPLES) and set(big) == set(WARM_UP_BATCH_SAMPLES)
+    assert 3840 - max(WARM_UP_BATCH_SAMPLES) / 16_000 < sum(big) / 16_000 <= 3840
+    assert len(big) == 132 and big[:3] == [WARM_UP_BATCH_SAMPLES[0], WARM_UP_BATCH_SAMPLES[1], WARM_UP_BATCH_SAMPLES[0]]
+    assert warm_up_batches(1)[0] == [WARM_UP_BATCH_SAMPLES[0]]  # at least one item
+    engine = GraniteNarNativeEngine(random_weights=True, size="tiny", device="cpu", compile=False,
+                                    warm_up_audio_s=60)
+    seen = []
+    monkeypatch.setattr(engine.model, "transcribe", lambda waves, **kw: seen.append([w.numel() for w in waves]))
+    engine.warm_up()
+    assert seen == warm_up_batches(60) and len(seen[0]) == 2
+
+
+@pytest.mark.parametrize(("requested", "env", "want"), [(None, None, 0.0), (None, "3840", 3840.0), (60, "3840", 60.0),
+                                                         (0, "3840", 0.0), (None, "", 0.0)])
+def test_the_warm_up_audio_comes_from_the_argument_then_the_setting(monkeypatch, requested, env, want):
+    from callscribe.engines.granite_native import warm_up_audio_wanted
+
+    if env is None:
+        monkeypatch.delenv("CALLSCRIBE_NAR_WARM_UP_AUDIO_S", raising=False)
+    else:
+        monkeypatch.setenv("CALLSCRIBE_NAR_WARM_UP_AUDIO_S", env)
+    assert warm_up_audio_wanted(requested) == want
+
+
+@pytest.mark.parametrize("raw", ["-1", "nan", "lots", "40000"])
+def test_a_bad_warm_up_audio_setting_is_refused(monkeypatch, raw):
+    from callscribe.engines.granite_native import warm_up_audio_wanted
+
+    monkeypatch.setenv("CALLSCRIBE_NAR_WARM_UP_AUDIO_S", raw)
+    with pytest.raises(ValueError, match="CALLSCRIBE_NAR_WARM_UP_AUDIO_S=.*seconds of audio"):
+        warm_up_audio_wanted()
+
+
 def test_compiled_model_gives_the_same_logits():
     """torch.compile (CALLSCRIBE_NAR_COMPILE=1) changes speed, not results; ~40 s of compiling on 2 cores."""
     from callscribe.engines.granite_native import GraniteNarNativeEngine

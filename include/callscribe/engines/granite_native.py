@@ -34,6 +34,10 @@ REALISTIC_DRAFT_TOKENS_PER_S = 4.0
 # Warm-up items: two lengths (2.1 s and 3.7 s), neither a whole number of any unit, so no size
 # specialises to 0 or 1 and the dynamic graphs cover every later batch.
 WARM_UP_SAMPLES = (33_600, 59_200)
+# The production-shape warm-up (CALLSCRIBE_NAR_WARM_UP_AUDIO_S): items of these two lengths in turn
+# (28.4 s and 29.6 s, packed chunks' lengths, again no whole number of any unit), up to the audio asked.
+WARM_UP_BATCH_SAMPLES = (454_720, 473_920)
+ENV_WARM_UP = "CALLSCRIBE_NAR_WARM_UP_AUDIO_S"
 ENV_COMPILE = "CALLSCRIBE_NAR_COMPILE"
 ENV_ROUTE = "CALLSCRIBE_NAR_ROUTE_CONFIDENCE"
 ENV_TUNING = "CALLSCRIBE_NAR_COMPILE_TUNING"
@@ -81,6 +85,35 @@ def compile_tuning_wanted(requested: str | None = None) -> str:
     if name not in COMPILE_TUNING:
         raise ValueError(f"{ENV_TUNING}={name!r}: one of {', '.join(COMPILE_TUNING)}")
     return name
+
+
+def warm_up_audio_wanted(requested: float | None = None) -> float:
+    """Seconds of audio in the production-shape warm-up batch: ``requested``, else
+    CALLSCRIBE_NAR_WARM_UP_AUDIO_S, else 0 (only the small warm-up batch)."""
+    raw = str(requested) if requested is not None else os.environ.get(ENV_WARM_UP, "").strip()
+    try:
+        value = float(raw) if raw else 0.0
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 36_000.0:  # NaN fails too; ten hours is far past any batch
+        raise ValueError(f"{ENV_WARM_UP}={raw!r}: seconds of audio, 0 to 36000 (0: the small warm-up only)")
+    return value
+
+
+def warm_up_batches(audio_s: float) -> list[list[int]]:
+    """Sample counts of the warm-up batches, in order. Inductor fixes each generated kernel's launch
+    settings (and, tuned, its searched ones) at the kernel's first launch, on the first batch's
+    sizes: a production-shape batch first (``audio_s`` > 0) tunes them for the batches the worker
+    runs, not for two short items. The small batch always runs (second, when there is a first)."""
+    small = list(WARM_UP_SAMPLES)
+    if audio_s <= 0:
+        return [small]
+    # As many as fit in audio_s (at least one), as run_batches fills a batch up to its audio budget.
+    big, total = [WARM_UP_BATCH_SAMPLES[0]], WARM_UP_BATCH_SAMPLES[0]
+    while total + (n := WARM_UP_BATCH_SAMPLES[len(big) % 2]) <= audio_s * 16_000:
+        big.append(n)
+        total += n
+    return [big, small]
 
 
 def compile_model(model: Any, tuning: str = "default") -> None:
@@ -168,7 +201,8 @@ class GraniteNarNativeEngine(TorchEngine):
 
     def __init__(self, path: Path | None = None, device: str | None = None, random_weights: bool = False,
                  size: str = "full", compile: bool | None = None, seed: int = 0, fuse: bool | None = None,
-                 route_confidence: float | None = None, compile_tuning: str | None = None):
+                 route_confidence: float | None = None, compile_tuning: str | None = None,
+                 warm_up_audio_s: float | None = None):
         import torch
 
         from callscribe.engines.nar.checkpoint import load_model
@@ -211,14 +245,16 @@ class GraniteNarNativeEngine(TorchEngine):
             optimize_for_inference(self.model)
         self.compiled = compile_wanted(compile, self.device)
         self.compile_tuning = compile_tuning_wanted(compile_tuning)
+        self.warm_up_audio_s = warm_up_audio_wanted(warm_up_audio_s)
         self.warm_up_s = 0.0
         if self.compiled:
             compile_model(self.model, self.compile_tuning)
             t = time.perf_counter()
             self.warm_up()
             self.warm_up_s = time.perf_counter() - t
-            log.info("Granite NAR compiled (tuning: %s) and warmed up in %.1f s (inductor cache: %s)",
-                     self.compile_tuning, self.warm_up_s,
+            log.info("Granite NAR compiled (tuning: %s) and warmed up (%s) in %.1f s (inductor cache: %s)",
+                     self.compile_tuning, f"{self.warm_up_audio_s:g} s batch first" if self.warm_up_audio_s
+                     else "small batch", self.warm_up_s,
                      os.environ.get("TORCHINDUCTOR_CACHE_DIR") or "torch's default, in /tmp")
         if self.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
@@ -228,10 +264,12 @@ class GraniteNarNativeEngine(TorchEngine):
                  if self.route_confidence is not None else "every chunk edited")
 
     def warm_up(self) -> None:
-        """One small batch of two lengths, so a compiled model compiles now, at load, not in the first
-        job's first batch (every later shape reuses the same dynamic-shape graphs)."""
-        waves = [self.torch.zeros(n, device=self.device) for n in WARM_UP_SAMPLES]
-        self.model.transcribe(waves, draft_tokens_per_s=REALISTIC_DRAFT_TOKENS_PER_S)
+        """Compile now, at load, not in the first job's first batch: one small batch of two lengths
+        (every later shape reuses the same dynamic-shape graphs), after a production-shape batch
+        when one is asked for (warm_up_batches says why)."""
+        for lengths in warm_up_batches(self.warm_up_audio_s):
+            waves = [self.torch.zeros(n, device=self.device) for n in lengths]
+            self.model.transcribe(waves, draft_tokens_per_s=REALISTIC_DRAFT_TOKENS_PER_S)
 
     def run(self, prepared: Any) -> list[list[Segment]]:
         return self.start(prepared)()
