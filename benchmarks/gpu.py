@@ -1,7 +1,7 @@
 """The one-call GPU check of the native Granite NAR engine (random weights), in under 4 minutes.
 
     python -m benchmarks.gpu [--md PATH] [--out PATH] [--no-compile] [--budget-s 230]
-    python -m benchmarks.gpu --compile-tunings default,default@3840,tuned@3840 [--out PATH] [--md PATH]
+    python -m benchmarks.gpu --compile-tunings default,default@3840,default+fp8-editor [--out PATH] [--md PATH]
     python -m benchmarks.gpu --smoke [--md PATH] [--out PATH]
 
 On a bare CUDA machine with torch and the wheels of scripts/gpu_wheels.sh (docs/benchmarks.md,
@@ -27,6 +27,7 @@ import gc
 import json
 import logging
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -580,18 +581,24 @@ class Check:
 
     def tuning(self, variant: str) -> dict:
         """A fresh engine compiled with one of the engine's compile tunings (COMPILE_TUNING), written
-        ``name`` or ``name@seconds`` (a production-shape warm-up batch of that much audio first): how
-        long it takes to compile and warm up cold, then fixed batches back to back and the packed real
-        chunks, and how many graphs were compiled after the warm-up (should be 0)."""
-        name, _, warm_up = variant.partition("@")
+        ``name[+fp8-PARTS][@seconds]``: float8 products in those parts (CALLSCRIBE_NAR_FP8), and a
+        production-shape warm-up batch of that much audio first. How long it takes to compile and
+        warm up cold, then fixed batches back to back and the packed real chunks, and how many graphs
+        were compiled after the warm-up (should be 0)."""
+        found = re.fullmatch(r"(?P<name>[a-z]+)(?:\+fp8-(?P<fp8>[a-z]+))?(?:@(?P<warm>[0-9.]+))?", variant)
+        if not found:
+            raise ValueError(f"{variant!r}: a tuning is written name[+fp8-PARTS][@SECONDS], "
+                             "e.g. default+fp8-editor@3840")
+        name = found["name"]
         self.engine = None
         gc.collect()
         if self.cuda:
             torch.cuda.empty_cache()
         t = time.perf_counter()
         self.engine = engines.create(ENGINE, random_weights=True, size=self.plan.size, device=self.device,
-                                     compile=True, compile_tuning=name, warm_up_audio_s=float(warm_up or 0))
-        out = {"tuning": name, "warm_up_audio_s": self.engine.warm_up_audio_s,
+                                     compile=True, compile_tuning=name, warm_up_audio_s=float(found["warm"] or 0),
+                                     fp8=found["fp8"] or "off")
+        out = {"tuning": name, "fp8": self.engine.fp8, "warm_up_audio_s": self.engine.warm_up_audio_s,
                "build_s": round(time.perf_counter() - t, 1),
                "compile_s": round(getattr(self.engine, "warm_up_s", 0.0), 1)}
         graphs = compiled_graphs()
@@ -934,7 +941,8 @@ def main(argv: list[str] | None = None, from_process_start: bool = False) -> int
     ap.add_argument("--batch-audio-s", type=float, help="run_batches' audio seconds per batch (default 3840)")
     ap.add_argument("--compile-tunings", help="instead of the check: only compile each of these tunings and "
                                               "time it (comma-separated: default, tuned or autotune, each "
-                                              "optionally @SECONDS: a production-shape warm-up batch first)")
+                                              "optionally +fp8-editor or +fp8-all: float8 products there, "
+                                              "and @SECONDS: a production-shape warm-up batch first)")
     ap.add_argument("--warm-start-probe", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--size", default="full", help=argparse.SUPPRESS)
     ap.add_argument("--probe-batch", type=int, default=128, help=argparse.SUPPRESS)

@@ -256,7 +256,7 @@ WORKER_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "PYTHONPATH", "V
               "CALLSCRIBE_WHISPER_MODEL_DIR", "CALLSCRIBE_CPU_THREADS", "CALLSCRIBE_NAR_COMPILE",
               "CALLSCRIBE_NAR_FUSE", "CALLSCRIBE_NAR_DEPTHWISE", "CALLSCRIBE_NAR_DEPTHWISE_COMPILED",
               "CALLSCRIBE_NAR_ATTENTION", "CALLSCRIBE_NAR_ROUTE_CONFIDENCE", "CALLSCRIBE_NAR_COMPILE_TUNING",
-              "CALLSCRIBE_NAR_WARM_UP_AUDIO_S", "TORCHINDUCTOR_CACHE_DIR",
+              "CALLSCRIBE_NAR_WARM_UP_AUDIO_S", "CALLSCRIBE_NAR_FP8", "TORCHINDUCTOR_CACHE_DIR",
               # Which CAs to trust (not secrets): a private CA for the store or for STS.
               "AWS_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR")
 # What the default AWS credential chain reads: passed on only when the S3 connection has no

@@ -221,10 +221,12 @@ def test_called_in_process_the_budget_counts_from_the_call(tmp_path, monkeypatch
 
 
 def test_compile_tunings_are_timed_each_on_a_fresh_compiled_engine(tmp_path):
-    rc = gpu.main(["--smoke", "--compile-tunings", "default,default@50", *SHORT_REAL, "--out", str(tmp_path / "r.json"),
+    rc = gpu.main(["--smoke", "--compile-tunings", "default,default+fp8-all@50,bogus+fp8", *SHORT_REAL,
+                   "--out", str(tmp_path / "r.json"),
                    "--md", str(tmp_path / "r.md")])
     res = json.loads((tmp_path / "r.json").read_text())
-    assert rc == 0 and res["errors"] == {}
+    assert rc == 1 and list(res["errors"]) == ["tuning_bogus+fp8"]  # one bad name: its own error, the rest run
+    assert "name[+fp8-PARTS][@SECONDS]" in res["errors"]["tuning_bogus+fp8"]
     t = res["tuning_default"]
     assert t["tuning"] == "default" and t["compile_s"] > 0 and t["build_s"] >= t["compile_s"]
     fixed = t["fixed"]
@@ -232,11 +234,11 @@ def test_compile_tunings_are_timed_each_on_a_fresh_compiled_engine(tmp_path):
     assert _rate_agrees(fixed["batches_per_pass"] * fixed["batch"] * fixed["chunk_s"], fixed["overlapped"]["median_s"],
                         fixed["overlapped"]["rtfx"])
     assert t["real"]["mode"] == "torch.compile (default)" and t["real"]["rtfx"] > 0
-    assert t["warm_up_audio_s"] == 0 and t["graphs_after_warm_up"] == 0
-    big = res["tuning_default@50"]
+    assert t["warm_up_audio_s"] == 0 and t["graphs_after_warm_up"] == 0 and t["fp8"] == "off"
+    big = res["tuning_default+fp8-all@50"]
     assert big["tuning"] == "default" and big["warm_up_audio_s"] == 50 and big["graphs_after_warm_up"] == 0
-    assert big["real"]["mode"] == "torch.compile (default@50)"
+    assert big["fp8"] == "all" and big["real"]["mode"] == "torch.compile (default+fp8-all@50)"
     assert "sweep" not in res and "profile" not in res  # nothing of the full check
     md = (tmp_path / "r.md").read_text()
     assert f"| default | {t['compile_s']:.0f} s | RTFx **{gpu._num(fixed['overlapped']['rtfx'])}**" in md
-    assert "| default@50 | " in md
+    assert "| default+fp8-all@50 | " in md and "| bogus+fp8 | error: ValueError" in md

@@ -202,7 +202,7 @@ class GraniteNarNativeEngine(TorchEngine):
     def __init__(self, path: Path | None = None, device: str | None = None, random_weights: bool = False,
                  size: str = "full", compile: bool | None = None, seed: int = 0, fuse: bool | None = None,
                  route_confidence: float | None = None, compile_tuning: str | None = None,
-                 warm_up_audio_s: float | None = None):
+                 warm_up_audio_s: float | None = None, fp8: str | None = None):
         import torch
 
         from callscribe.engines.nar.checkpoint import load_model
@@ -237,12 +237,16 @@ class GraniteNarNativeEngine(TorchEngine):
             self.model = load_model(self.path, device=self.device, dtype=dtype)
             self.tokenizer = Tokenizer.from_file(str(self.path / "tokenizer.json"))
             self.source = str(self.path)
+        from callscribe.engines.nar.fp8 import fp8_wanted, quantize_fp8
         from callscribe.engines.nar.fuse import fusion_enabled, optimize_for_inference
 
         # Load-time fusions (same results, fewer kernels) on every device; CALLSCRIBE_NAR_FUSE=0 for A/B runs.
         self.fused = fuse if fuse is not None else fusion_enabled()
         if self.fused:
             optimize_for_inference(self.model)
+        # Float8 products (CALLSCRIBE_NAR_FP8, off by default): after fusing, so fused products are quantized whole.
+        self.fp8 = fp8_wanted(fp8)
+        quantize_fp8(self.model, self.fp8)
         self.compiled = compile_wanted(compile, self.device)
         self.compile_tuning = compile_tuning_wanted(compile_tuning)
         self.warm_up_audio_s = warm_up_audio_wanted(warm_up_audio_s)
@@ -258,7 +262,8 @@ class GraniteNarNativeEngine(TorchEngine):
                      os.environ.get("TORCHINDUCTOR_CACHE_DIR") or "torch's default, in /tmp")
         if self.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
-        log.info("Granite NAR native on %s (%s) from %s, %s, %s", self.device, dtype, self.source,
+        log.info("Granite NAR native on %s (%s%s) from %s, %s, %s", self.device, dtype,
+                 "" if self.fp8 == "off" else f", float8 products: {self.fp8}", self.source,
                  "fused" if self.fused else "unfused",
                  f"routing drafts at confidence >= {self.route_confidence:g} past the editor"
                  if self.route_confidence is not None else "every chunk edited")
