@@ -149,3 +149,21 @@ def test_the_engine_routes_and_counts_what_it_routed(monkeypatch):
     assert engine.routed_items == 3 and len(segments) == 3
     default = GraniteNarNativeEngine(random_weights=True, size="tiny", device="cpu", compile=False)
     assert default.route_confidence is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("scale", [1.0, 8.0, 3.0])
+def test_top_probability_is_the_softmax_maximum_in_float32(dtype, scale):
+    from callscribe.engines.nar.modeling import top_probability
+
+    g = torch.Generator().manual_seed(4)
+    logits = (torch.randn(37, 500, generator=g) * 6).to(dtype)
+    logits[3] = logits[3, 0]  # a row of ties: every class equally likely
+    best = logits.argmax(-1)
+    got = top_probability(logits, best, scale, rows=8)  # several slices, the last one short
+    x = logits.double() / scale
+    want = torch.exp(x.amax(-1) - torch.logsumexp(x, -1))
+    assert got.dtype == torch.float32 and got.shape == (37,)
+    torch.testing.assert_close(got.double(), want, rtol=2e-6, atol=1e-9)
+    assert got[3] == pytest.approx(1 / 500, rel=1e-6)
+    assert top_probability(logits[:0], best[:0], scale).shape == (0,)

@@ -84,6 +84,20 @@ def token_spans(starts: list[float], step_s: float, duration: float,
     return [(a, round(max(a, e), 6)) for a, e in zip(starts, ends, strict=True)]
 
 
+def top_probability(logits: torch.Tensor, best: torch.Tensor, scale: float, rows: int = 512) -> torch.Tensor:
+    """softmax(logits / scale) at each row's argmax ``best``: the row's largest probability, in
+    float32, ``rows`` rows at a time (a float copy of every row's logits would double what the
+    head's output already holds). The softmax reads the logits in their own dtype and writes
+    float32 once (on a GPU one kernel for bf16 in, float32 out); dividing by a power of two is
+    exact in any float dtype, so only another scale needs the logits in float32 first."""
+    exact_in_dtype = scale > 0 and math.frexp(scale)[0] == 0.5
+    out = []
+    for x, b in zip(logits.split(rows), best.split(rows), strict=True):
+        y = (x if scale == 1.0 else x / scale) if exact_in_dtype else x.float() / scale
+        out.append(torch.softmax(y, -1, dtype=torch.float32).gather(-1, b[:, None]).squeeze(-1))
+    return torch.cat(out)
+
+
 def bucketed(frames: int, block: int) -> int:
     """Frames rounded up to whole attention blocks, at least one (an item under 20 ms has none)."""
     return max(1, -(-frames // block)) * block
@@ -542,10 +556,7 @@ class GraniteNar(nn.Module):
             lg = head(part)
             best.append(lg.argmax(-1))
             if prob_scale is not None:
-                # max softmax = exp(max - logsumexp), in float32 a slice at a time: a float copy of
-                # all the rows' logits would double what the head's output already holds.
-                lse = torch.cat([torch.logsumexp(x.float() / prob_scale, -1) for x in lg.split(512)])
-                probs.append(torch.exp(lg.amax(-1).float() / prob_scale - lse))
+                probs.append(top_probability(lg, best[-1], prob_scale))
             if keep:
                 kept.append(lg)
         return torch.cat(best), kept, (torch.cat(probs) if probs else None)  # split gives at least one part
