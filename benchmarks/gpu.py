@@ -65,6 +65,9 @@ OUT = Path(__file__).resolve().parent / "gpu-results.json"
 SMOKE_OUT = Path(tempfile.gettempdir()) / "callscribe-gpu-smoke" / "gpu-results.json"
 TOP_KERNELS = 15
 GIB = 2**30
+# --compile-tunings: seconds from process start for all variants (four default-like ones, or two
+# with an autotune), inside the device tool's 600 s per command.
+TUNINGS_BUDGET_S = 540.0
 
 
 @dataclass(frozen=True)
@@ -537,27 +540,30 @@ class Check:
 
     def fixed_overlapped(self, sequential_too: bool = True) -> dict:
         """ref_batch x chunk_s batches back to back as the worker runs them (run_batches): batch k+1 is
-        prepared and started before batch k is finished, so the host's work on k (the collapse, times,
-        text) runs while the GPU computes k+1. RTFx over a stream of batches, median of the passes,
-        beside the same stream run batch by batch."""
+        started before batch k is finished, so the host's work on k (the collapse, times, text) runs
+        while the GPU computes k+1. RTFx over a stream of batches, median of the passes, beside the
+        same stream run batch by batch. The batch is prepared once, outside the timing: the worker
+        prepares on a reader thread either way, so neither side should pay it."""
         engine = self.engine
         if not hasattr(engine, "start"):
             return {"skipped": f"{getattr(engine, 'name', ENGINE)} has no start(): it runs batch by batch"}
-        chunks = speech_chunks(self.plan.ref_batch, self.plan.chunk_s)
+        prepared = engine.prepare(speech_chunks(self.plan.ref_batch, self.plan.chunk_s))
         stream = self.plan.timed + 1  # batches per pass
         audio_s = stream * self.plan.ref_batch * self.plan.chunk_s
 
         def overlapped() -> None:
-            finish = engine.start(engine.prepare(chunks))
-            for _ in range(stream - 1):
-                following = engine.start(engine.prepare(chunks))
-                finish()
-                finish = following
-            finish()
+            pending = [engine.start(prepared)]
+            try:
+                for _ in range(stream - 1):
+                    pending.append(engine.start(prepared))
+                    pending.pop(0)()
+            finally:  # a batch left running would spill into whatever is timed next
+                for finish in pending:
+                    finish()
 
         def sequential() -> None:
             for _ in range(stream):
-                engine.run(engine.prepare(chunks))
+                engine.run(prepared)
 
         out: dict = {"batch": self.plan.ref_batch, "chunk_s": self.plan.chunk_s, "mode": self.mode(),
                      "batches_per_pass": stream}
@@ -585,19 +591,14 @@ class Check:
         production-shape warm-up batch of that much audio first. How long it takes to compile and
         warm up cold, then fixed batches back to back and the packed real chunks, and how many graphs
         were compiled after the warm-up (should be 0)."""
-        found = re.fullmatch(r"(?P<name>[a-z]+)(?:\+fp8-(?P<fp8>[a-z]+))?(?:@(?P<warm>[0-9.]+))?", variant)
-        if not found:
-            raise ValueError(f"{variant!r}: a tuning is written name[+fp8-PARTS][@SECONDS], "
-                             "e.g. default+fp8-editor@3840")
-        name = found["name"]
+        name, fp8, warm_up_s = parse_variant(variant)
         self.engine = None
         gc.collect()
         if self.cuda:
             torch.cuda.empty_cache()
         t = time.perf_counter()
         self.engine = engines.create(ENGINE, random_weights=True, size=self.plan.size, device=self.device,
-                                     compile=True, compile_tuning=name, warm_up_audio_s=float(found["warm"] or 0),
-                                     fp8=found["fp8"] or "off")
+                                     compile=True, compile_tuning=name, warm_up_audio_s=warm_up_s, fp8=fp8)
         out = {"tuning": name, "fp8": self.engine.fp8, "warm_up_audio_s": self.engine.warm_up_audio_s,
                "build_s": round(time.perf_counter() - t, 1),
                "compile_s": round(getattr(self.engine, "warm_up_s", 0.0), 1)}
@@ -609,11 +610,40 @@ class Check:
                  variant, out["compile_s"], out["fixed"]["overlapped"]["rtfx"], out["real"]["rtfx"])
         return out
 
-    def run_tunings(self, names: list[str]) -> dict:
-        """Only the compile tunings' A/B (``--compile-tunings``), each on a fresh engine, in the order given."""
+    def tuning_estimate(self, variant: str) -> float:
+        """Seconds one variant's child process takes (H100: about 75 s, autotune about 240 s; the tiny
+        model on 2 CPU cores about 55 s, most of it compiling)."""
+        if not self.cuda:
+            return 60.0
+        return 270.0 if variant.startswith("autotune") else 100.0
+
+    def tuning_in_child(self, variant: str) -> dict:
+        """:meth:`tuning` in a new process with an empty inductor cache of its own: in this process a
+        second engine would reuse the first one's compiled graphs, and a shared cache its kernels as
+        tuned on the first one's warm-up, so no variant would compile cold."""
+        parse_variant(variant)  # a misspelt variant fails here, without a process
+        plan = self.plan
+        cmd = [sys.executable, "-m", "benchmarks.gpu", "--tuning-probe", variant, "--real-call-s",
+               str(plan.real_call_s), "--real-audio-s", str(plan.real_audio_s), "--batch-audio-s",
+               str(plan.batch_audio_s)] + (["--smoke"] if self.smoke else [])
+        with tempfile.TemporaryDirectory(prefix="callscribe-inductor-") as cache:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=max(30.0, self.budget.left()),
+                                  env={**os.environ, "PYTHONUNBUFFERED": "1", "TORCHINDUCTOR_CACHE_DIR": cache})
+        sys.stderr.write(done.stderr)  # the child's log, in order, into this run's
+        if done.returncode != 0:
+            raise RuntimeError(f"{variant}: probe exited {done.returncode}: {done.stderr.strip()[-800:]}")
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    def run_tunings(self, variants: list[str], md: Path | None = None) -> dict:
+        """Only the compile tunings' A/B (``--compile-tunings``), each cold in a process of its own, in the
+        order given; the report is rewritten after each, so a run cut short keeps what it measured."""
         self.section("machine", self.machine)
-        for name in names:
-            self.section(f"tuning_{name}", lambda name=name: self.tuning(name))
+        for variant in variants:
+            self.section(f"tuning_{variant}", lambda v=variant: self.tuning_in_child(v),
+                         lambda v=variant: self.tuning_estimate(v))
+            if md is not None:
+                md.parent.mkdir(parents=True, exist_ok=True)
+                md.write_text(render_tunings(self.results))
         return self.finish()
 
     def routing(self) -> dict:
@@ -899,6 +929,14 @@ def render_tunings(res: dict) -> str:
 # ---------------------------------------------------------------- entry point
 
 
+def parse_variant(variant: str) -> tuple[str, str, float]:
+    """``name[+fp8-PARTS][@SECONDS]`` -> (compile tuning, float8 parts, warm-up audio seconds)."""
+    found = re.fullmatch(r"(?P<name>[a-z]+)(?:\+fp8-(?P<fp8>[a-z]+))?(?:@(?P<warm>[0-9.]+))?", variant)
+    if not found:
+        raise ValueError(f"{variant!r}: a tuning is written name[+fp8-PARTS][@SECONDS], e.g. default+fp8-editor@3840")
+    return found["name"], found["fp8"] or "off", float(found["warm"] or 0)
+
+
 def compiled_graphs() -> int:
     """Graphs torch.compile has made in this process so far (a recompile adds one)."""
     from torch._dynamo.utils import counters
@@ -944,6 +982,7 @@ def main(argv: list[str] | None = None, from_process_start: bool = False) -> int
                                               "optionally +fp8-editor or +fp8-all: float8 products there, "
                                               "and @SECONDS: a production-shape warm-up batch first)")
     ap.add_argument("--warm-start-probe", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--tuning-probe", help=argparse.SUPPRESS)
     ap.add_argument("--size", default="full", help=argparse.SUPPRESS)
     ap.add_argument("--probe-batch", type=int, default=128, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -973,7 +1012,15 @@ def main(argv: list[str] | None = None, from_process_start: bool = False) -> int
         plan = replace(plan, batch_audio_s=args.batch_audio_s)
     if args.budget_s:
         plan = replace(plan, budget_s=args.budget_s)
+    elif args.compile_tunings and not args.smoke:
+        plan = replace(plan, budget_s=TUNINGS_BUDGET_S)
     out = args.out or (SMOKE_OUT if args.smoke else OUT)
+    if args.tuning_probe:
+        if plan.cpu_threads:
+            torch.set_num_threads(plan.cpu_threads)
+        probe = Check(plan, "cuda" if cuda else "cpu", Path(tempfile.gettempdir()) / "unused.json", True, args.smoke)
+        print(json.dumps(probe.tuning(args.tuning_probe)))
+        return 0
     compile = args.compile if args.compile is not None else cuda
     if cuda and compile and not os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
         # A cache of this run's own, empty at the start: the compiled section compiles cold, and the
@@ -986,7 +1033,7 @@ def main(argv: list[str] | None = None, from_process_start: bool = False) -> int
     try:
         check = Check(plan, "cuda" if cuda else "cpu", out, compile, args.smoke, from_process_start)
         if args.compile_tunings:
-            results = check.run_tunings(args.compile_tunings.split(","))
+            results = check.run_tunings([v.strip() for v in args.compile_tunings.split(",") if v.strip()], args.md)
         else:
             results = check.run()
     finally:

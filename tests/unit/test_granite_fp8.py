@@ -120,3 +120,32 @@ def test_an_unknown_fp8_setting_is_refused(monkeypatch):
     monkeypatch.setenv("CALLSCRIBE_NAR_FP8", "1")
     with pytest.raises(ValueError, match="CALLSCRIBE_NAR_FP8='1': one of off, editor, all"):
         fp8_wanted()
+
+
+def test_a_transposed_input_reaches_the_kernel_row_major(monkeypatch):
+    """The GPU's float8 kernels take only a row-major first operand (the CPU's takes either)."""
+    g = torch.Generator().manual_seed(2)
+    lin = Fp8Linear(nn.Linear(64, 32))
+    x = torch.randn(1, 64, 40, generator=g).transpose(1, 2)  # (1, 40, 64), column-major rows
+    seen = []
+    real = torch._scaled_mm
+
+    def spy(a, b, **kw):
+        seen.append((a.stride(), b.stride()))
+        return real(a, b, **kw)
+
+    monkeypatch.setattr(torch, "_scaled_mm", spy)
+    got = lin(x)
+    assert seen == [((64, 1), (1, 64))]  # a row-major, b column-major
+    torch.testing.assert_close(got, lin(x.contiguous()))
+
+
+def test_float8_is_refused_on_a_card_without_it(monkeypatch):
+    from types import SimpleNamespace
+
+    fake = SimpleNamespace(encoder=SimpleNamespace(blocks=[]), editor=SimpleNamespace(layers=[]),
+                           parameters=lambda: iter([SimpleNamespace(device=torch.device("cuda", 0))]))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    with pytest.raises(ValueError, match="compute capability 8.9 or later.*this one is 8.0"):
+        quantize_fp8(fake, "editor")
+    assert quantize_fp8(fake, "off") == 0  # off asks nothing of the card

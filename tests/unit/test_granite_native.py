@@ -9,6 +9,7 @@ mel filterbank. Numbers against the real checkpoint need the weights: `callscrib
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -445,6 +446,25 @@ def test_a_production_shape_warm_up_runs_first_then_the_small_batch(monkeypatch)
     monkeypatch.setattr(engine.model, "transcribe", lambda waves, **kw: seen.append([w.numel() for w in waves]))
     engine.warm_up()
     assert seen == warm_up_batches(60) and len(seen[0]) == 2
+
+
+def test_a_production_shape_warm_up_compiles_into_a_cache_folder_of_its_own(monkeypatch, tmp_path):
+    from callscribe.engines.granite_native import cache_dir_for_warm_up, use_cache_for_warm_up
+
+    base = str(tmp_path / "inductor")
+    assert cache_dir_for_warm_up(None, 3840) is None and cache_dir_for_warm_up("", 3840) is None
+    assert cache_dir_for_warm_up(base, 3840) == f"{base}/warm-up-3840s"
+    assert cache_dir_for_warm_up(base + "/", 60.5) == f"{base}/warm-up-60.5s"
+    # Set twice in one process, or for another size: beside, never nested.
+    assert cache_dir_for_warm_up(f"{base}/warm-up-3840s", 3840) == f"{base}/warm-up-3840s"
+    assert cache_dir_for_warm_up(f"{base}/warm-up-3840s", 60) == f"{base}/warm-up-60s"
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", base)
+    use_cache_for_warm_up(3840)
+    use_cache_for_warm_up(3840)
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == f"{base}/warm-up-3840s"
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
+    use_cache_for_warm_up(3840)  # torch's default folder stays torch's default
+    assert "TORCHINDUCTOR_CACHE_DIR" not in os.environ
 
 
 @pytest.mark.parametrize(("requested", "env", "want"), [(None, "", 0.0), (None, "3840", 3840.0), (60, "3840", 60.0),

@@ -38,6 +38,8 @@ WARM_UP_SAMPLES = (33_600, 59_200)
 # (28.4 s and 29.6 s, packed chunks' lengths, again no whole number of any unit), up to the audio asked.
 WARM_UP_BATCH_SAMPLES = (454_720, 473_920)
 ENV_WARM_UP = "CALLSCRIBE_NAR_WARM_UP_AUDIO_S"
+ENV_CACHE = "TORCHINDUCTOR_CACHE_DIR"
+WARM_UP_FOLDER = "warm-up-"  # + seconds: the inductor cache of a production-shape warm-up
 ENV_COMPILE = "CALLSCRIBE_NAR_COMPILE"
 ENV_ROUTE = "CALLSCRIBE_NAR_ROUTE_CONFIDENCE"
 ENV_TUNING = "CALLSCRIBE_NAR_COMPILE_TUNING"
@@ -98,6 +100,26 @@ def warm_up_audio_wanted(requested: float | None = None) -> float:
     if not 0.0 <= value <= 36_000.0:  # NaN fails too; ten hours is far past any batch
         raise ValueError(f"{ENV_WARM_UP}={raw!r}: seconds of audio, 0 to 36000 (0: the small warm-up only)")
     return value
+
+
+def cache_dir_for_warm_up(base: str | None, audio_s: float) -> str | None:
+    """The inductor cache folder for a production-shape warm-up of ``audio_s`` seconds under ``base``
+    (TORCHINDUCTOR_CACHE_DIR): a folder of its own, because the cache keeps each kernel's launch
+    settings as tuned by whichever warm-up compiled it first, and its keys do not tell the warm-ups
+    apart. None (torch's default folder, private to the process's machine) stays None; a folder that
+    is already a warm-up's is replaced by this one's beside it."""
+    if not base:
+        return None
+    parent, name = os.path.split(os.path.normpath(base))
+    return os.path.join(parent if name.startswith(WARM_UP_FOLDER) else base, f"{WARM_UP_FOLDER}{audio_s:g}s")
+
+
+def use_cache_for_warm_up(audio_s: float) -> None:
+    """Point this process's inductor cache at the warm-up's own folder (cache_dir_for_warm_up)."""
+    folder = cache_dir_for_warm_up(os.environ.get(ENV_CACHE), audio_s)
+    if folder:
+        os.environ[ENV_CACHE] = folder
+        log.info("inductor cache for the %g s warm-up: %s", audio_s, folder)
 
 
 def warm_up_batches(audio_s: float) -> list[list[int]]:
@@ -207,13 +229,21 @@ class GraniteNarNativeEngine(TorchEngine):
 
         from callscribe.engines.nar.checkpoint import load_model
         from callscribe.engines.nar.config import NarConfig
+        from callscribe.engines.nar.fp8 import fp8_wanted, quantize_fp8
+        from callscribe.engines.nar.fuse import fusion_enabled, optimize_for_inference
         from callscribe.engines.nar.modeling import random_model
 
         self.torch = torch
+        # Every setting is read before the model loads: a typo costs seconds, not a model load.
         self.route_confidence = route_confidence_wanted(route_confidence)
+        self.compile_tuning = compile_tuning_wanted(compile_tuning)
+        self.warm_up_audio_s = warm_up_audio_wanted(warm_up_audio_s)
+        self.fp8 = fp8_wanted(fp8)
+        self.fused = fuse if fuse is not None else fusion_enabled()
         self.routed_items = 0  # chunks whose draft was their transcript (with routing on)
         # Explicit device, else CALLSCRIBE_DEVICE (a GPU asked for and absent raises), else auto.
         self.device = choose_device(device)
+        self.compiled = compile_wanted(compile, self.device)
         dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
         self.tokenizer = None
         self._word_start: dict[int, bool] = {}
@@ -237,21 +267,15 @@ class GraniteNarNativeEngine(TorchEngine):
             self.model = load_model(self.path, device=self.device, dtype=dtype)
             self.tokenizer = Tokenizer.from_file(str(self.path / "tokenizer.json"))
             self.source = str(self.path)
-        from callscribe.engines.nar.fp8 import fp8_wanted, quantize_fp8
-        from callscribe.engines.nar.fuse import fusion_enabled, optimize_for_inference
-
         # Load-time fusions (same results, fewer kernels) on every device; CALLSCRIBE_NAR_FUSE=0 for A/B runs.
-        self.fused = fuse if fuse is not None else fusion_enabled()
         if self.fused:
             optimize_for_inference(self.model)
         # Float8 products (CALLSCRIBE_NAR_FP8, off by default): after fusing, so fused products are quantized whole.
-        self.fp8 = fp8_wanted(fp8)
         quantize_fp8(self.model, self.fp8)
-        self.compiled = compile_wanted(compile, self.device)
-        self.compile_tuning = compile_tuning_wanted(compile_tuning)
-        self.warm_up_audio_s = warm_up_audio_wanted(warm_up_audio_s)
         self.warm_up_s = 0.0
         if self.compiled:
+            if self.warm_up_audio_s:
+                use_cache_for_warm_up(self.warm_up_audio_s)
             compile_model(self.model, self.compile_tuning)
             t = time.perf_counter()
             self.warm_up()
@@ -259,7 +283,7 @@ class GraniteNarNativeEngine(TorchEngine):
             log.info("Granite NAR compiled (tuning: %s) and warmed up (%s) in %.1f s (inductor cache: %s)",
                      self.compile_tuning, f"{self.warm_up_audio_s:g} s batch first" if self.warm_up_audio_s
                      else "small batch", self.warm_up_s,
-                     os.environ.get("TORCHINDUCTOR_CACHE_DIR") or "torch's default, in /tmp")
+                     os.environ.get(ENV_CACHE) or "torch's default, in /tmp")
         if self.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         log.info("Granite NAR native on %s (%s%s) from %s, %s, %s", self.device, dtype,

@@ -68,7 +68,9 @@ class Fp8Linear(nn.Module):
         self.bias = None if src.bias is None else nn.Parameter(src.bias.detach(), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, self.in_features)
+        # Row-major, as the float8 kernels require of the first operand (a transposed input, such as
+        # the depthwise convolution's output in its "ncw" layout, would reshape to a column-major view).
+        rows = x.reshape(-1, self.in_features).contiguous()
         q, scale = to_fp8_rows(rows)
         # Fast accumulation (the tensor cores' own, without periodic promotion to float32): the
         # inference setting; its error is small beside the float8 rounding of the operands.
@@ -95,8 +97,13 @@ def quantize_fp8(model: nn.Module, setting: str) -> int:
     """Replace the linears of the layer stacks ``setting`` names (FP8_PARTS) in place; returns how many.
     A linear whose sizes the float8 kernels cannot take (not multiples of 16) stays as it is.
     Idempotent (a replaced linear is no longer an nn.Linear)."""
+    parts = FP8_PARTS[setting]
+    device = next(model.parameters()).device
+    if parts and device.type == "cuda" and torch.cuda.get_device_capability(device) < (8, 9):
+        raise ValueError(f"{ENV_FP8}={setting}: float8 products need a card of compute capability 8.9 or later "
+                         f"(Ada, Hopper); this one is {'.'.join(map(str, torch.cuda.get_device_capability(device)))}")
     replaced = kept = 0
-    for stack in _layer_stacks(model, FP8_PARTS[setting]):
+    for stack in _layer_stacks(model, parts):
         for parent in [m for layer in stack for m in layer.modules()]:
             for attr, child in list(parent.named_children()):
                 if isinstance(child, nn.Linear):
