@@ -87,9 +87,10 @@ def token_spans(starts: list[float], step_s: float, duration: float,
 def top_probability(logits: torch.Tensor, best: torch.Tensor, scale: float, rows: int = 512) -> torch.Tensor:
     """softmax(logits / scale) at each row's argmax ``best``: the row's largest probability, in
     float32, ``rows`` rows at a time (a float copy of every row's logits would double what the
-    head's output already holds). The softmax reads the logits in their own dtype and writes
-    float32 once (on a GPU one kernel for bf16 in, float32 out); dividing by a power of two is
-    exact in any float dtype, so only another scale needs the logits in float32 first."""
+    head's output already holds). One float32 softmax and a gather: by counting passes over the
+    slice, about half the memory traffic of a log-sum-exp of a divided float copy beside a
+    separate maximum. Dividing by a power of two is exact in any float dtype, so only another
+    scale divides in float32."""
     exact_in_dtype = scale > 0 and math.frexp(scale)[0] == 0.5
     out = []
     for x, b in zip(logits.split(rows), best.split(rows), strict=True):
