@@ -606,6 +606,8 @@ class Check:
         out["fixed"] = self.fixed_overlapped(sequential_too=False)
         out["real"] = self.real_chunks("packed", f"torch.compile ({variant})")
         out["graphs_after_warm_up"] = compiled_graphs() - graphs
+        # Where the time went: what a variant changes shows in its kernels (float8 in the products).
+        out["profile"] = self.profile(f"torch.compile ({variant})")
         log.info("tuning %s: compile and warm-up %.0f s, fixed back to back RTFx %.0f, real chunks RTFx %.0f",
                  variant, out["compile_s"], out["fixed"]["overlapped"]["rtfx"], out["real"]["rtfx"])
         return out
@@ -909,18 +911,20 @@ def render_tunings(res: dict) -> str:
     m = res.get("machine", {})
     lines = [f"Compile tunings on {m.get('card', '?')} (torch {m.get('torch', '?')}):", "",
              "| tuning | compile + warm-up | fixed batches back to back | real chunks, packed | graphs after "
-             "warm-up |", "|---|---|---|---|---|"]
+             "warm-up | kernels of one batch (top 3) |", "|---|---|---|---|---|---|"]
     for key, section in res.items():
         if key.startswith("tuning_"):
             name = key.removeprefix("tuning_")
             if "fixed" not in section:
-                lines.append(f"| {name} | {_figure(section, lambda s: '')} | | | |")
+                lines.append(f"| {name} | {_figure(section, lambda s: '')} | | | | |")
                 continue
-            fixed, real = section["fixed"], section["real"]
+            fixed, real, prof = section["fixed"], section["real"], section.get("profile", {})
+            top = "; ".join(f"`{t['name'][:40]}` {t['ms']:.0f} ms" for t in prof.get("top", [])[:3])
+            kernels = f"{prof['total_ms']:.0f} ms in {prof['distinct']} kernels: {top}" if prof.get("top") else "n/a"
             lines.append(f"| {name} | {section['compile_s']:.0f} s | RTFx **{_num(fixed['overlapped']['rtfx'])}** "
                          f"({1000 * fixed['overlapped']['seconds_per_batch']:.0f} ms per {fixed['batch']} x "
                          f"{fixed['chunk_s']:g} s) | RTFx **{_num(real['rtfx'])}** ({real['chunks']} chunks) | "
-                         f"{section['graphs_after_warm_up']} |")
+                         f"{section['graphs_after_warm_up']} | {kernels} |")
     if res.get("notes"):
         lines += ["", "Notes:"] + [f"- {n}" for n in res["notes"]]
     return "\n".join(lines) + "\n"

@@ -237,10 +237,12 @@ def test_compile_tunings_are_timed_each_in_a_process_of_its_own(tmp_path):
     assert _rate_agrees(fixed["batches_per_pass"] * fixed["batch"] * fixed["chunk_s"], fixed["overlapped"]["median_s"],
                         fixed["overlapped"]["rtfx"])
     assert t["real"]["mode"] == f"torch.compile ({variant})" and t["real"]["rtfx"] > 0
+    assert t["profile"]["mode"] == f"torch.compile ({variant})" and 1 <= len(t["profile"]["top"]) <= 15
     assert "sweep" not in res and "profile" not in res  # nothing of the full check
     md = (tmp_path / "r.md").read_text()
     assert f"| {variant} | {t['compile_s']:.0f} s | RTFx **{gpu._num(fixed['overlapped']['rtfx'])}**" in md
     assert "| bogus+fp8 | error: ValueError" in md
+    assert f"{t['profile']['total_ms']:.0f} ms in {t['profile']['distinct']} kernels: `" in md
 
 
 def test_a_tuning_variant_is_parsed_or_refused():
