@@ -10,11 +10,7 @@ from torch import nn
 
 from callscribe.engines.granite_native import GraniteNarNativeEngine
 from callscribe.engines.nar.fp8 import FP8, FP8_MAX, FP8_PARTS, Fp8Linear, fp8_wanted, quantize_fp8, to_fp8_rows
-
-
-def _waves(seconds: list[float], seed: int) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(int(s * 16_000), generator=g) * 0.1 for s in seconds]
+from tests.speech import noise_waves
 
 
 def test_rows_round_trip_within_the_formats_rounding():
@@ -86,7 +82,7 @@ def test_quantize_replaces_the_linears_of_the_named_stacks_only(setting):
 
 @pytest.mark.parametrize("setting", ["editor", "all"])
 def test_a_float8_engine_transcribes_close_to_the_exact_one_and_refuses_to_save(setting):
-    waves = _waves([5.0, 2.5, 4.0], seed=9)
+    waves = noise_waves([5.0, 2.5, 4.0], seed=9)
     exact = GraniteNarNativeEngine(random_weights=True, size="tiny", device="cpu", compile=False)
     fp8 = GraniteNarNativeEngine(random_weights=True, size="tiny", device="cpu", compile=False, fp8=setting)
     a = exact.model.transcribe(waves, draft_tokens_per_s=4.0, return_logits=True)

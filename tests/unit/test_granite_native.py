@@ -22,6 +22,7 @@ from callscribe.engines.nar.config_json import read_config
 from callscribe.engines.nar.features import LogMelFeatures, mel_filterbank
 from callscribe.engines.nar.modeling import GraniteNar, collapse_with_slots, random_model
 from callscribe.engines.nar.packed import cu_seqlens_for, per_item_attention, varlen_attention
+from tests.speech import noise_waves
 
 
 @pytest.fixture(scope="module")
@@ -29,17 +30,12 @@ def tiny() -> GraniteNar:
     return random_model(NarConfig.tiny(), seed=1)
 
 
-def _waves(seconds: list[float], seed: int = 0) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(int(s * 16_000), generator=g) * 0.1 for s in seconds]
-
-
 # ---------------------------------------------------------------- end to end
 
 
 def test_tiny_model_turns_audio_into_token_ids(tiny):
     cfg = tiny.cfg
-    out = tiny.transcribe(_waves([3.0, 7.5, 0.4]), return_logits=True)
+    out = tiny.transcribe(noise_waves([3.0, 7.5, 0.4]), return_logits=True)
     assert len(out.tokens) == len(out.drafts) == len(out.draft_steps) == 3
     for i, (tokens, draft, logits) in enumerate(zip(out.tokens, out.drafts, out.logits, strict=True)):
         assert all(0 <= t < cfg.editor.vocab and t != cfg.blank_id for t in tokens)
@@ -53,7 +49,7 @@ def test_tiny_model_turns_audio_into_token_ids(tiny):
 
 def test_each_output_token_has_its_probability(tiny):
     """token_probs: the editor's softmax maximum at the slot each final token's run starts at."""
-    waves = _waves([3.0, 1.2])
+    waves = noise_waves([3.0, 1.2])
     out = tiny.transcribe(waves, return_logits=True, token_probs=True)
     assert [len(p) for p in out.token_probs] == [len(t) for t in out.tokens]
     for tokens, probs, logits in zip(out.tokens, out.token_probs, out.logits, strict=True):
@@ -74,14 +70,14 @@ def test_the_engines_confidence_is_the_mean_token_probability():
 
 
 def test_a_held_draft_has_the_asked_length(tiny):
-    out = tiny.transcribe(_waves([2.0, 5.0]), draft_tokens_per_s=4.0, return_logits=True)
+    out = tiny.transcribe(noise_waves([2.0, 5.0]), draft_tokens_per_s=4.0, return_logits=True)
     assert [len(d) for d in out.drafts] == [8, 20]
     assert [len(s) for s in out.draft_steps] == [8, 20]
     assert [lg.shape[0] for lg in out.logits] == [17, 41]  # 2n + 1 text slots
 
 
 def test_an_items_output_does_not_depend_on_its_batch(tiny):
-    waves = _waves([1.3, 9.7, 4.1, 0.5])
+    waves = noise_waves([1.3, 9.7, 4.1, 0.5])
     together = tiny.transcribe(waves, return_logits=True)
     for i, w in enumerate(waves):
         alone = tiny.transcribe([w], return_logits=True)
@@ -100,7 +96,7 @@ def _valid(lengths: torch.Tensor, size: int) -> torch.Tensor:
 
 def test_padding_is_masked_in_the_encoder(tiny):
     """Without the masks an item's last frames would see its batch neighbours' padding."""
-    short, long_ = _waves([1.0, 6.0], seed=3)
+    short, long_ = noise_waves([1.0, 6.0], seed=3)
     feats, lengths = tiny.features([short, long_])
     alone_feats, alone_len = tiny.features([short])
     with torch.no_grad():
@@ -140,11 +136,11 @@ def test_each_draft_token_keeps_the_step_its_run_starts_at():
 
 def test_a_clip_under_one_encoder_frame_still_runs(tiny):
     """Under 320 samples the original keeps no frame at all: an empty draft, the minimum of slots."""
-    out = tiny.transcribe(_waves([0.01, 1.0]), return_logits=True)
+    out = tiny.transcribe(noise_waves([0.01, 1.0]), return_logits=True)
     assert out.drafts[0] == [] and out.draft_steps[0] == []
     assert out.logits[0].shape == (tiny.cfg.min_slots, tiny.cfg.editor.vocab)
     assert torch.isfinite(out.logits[0]).all()
-    alone = tiny.transcribe(_waves([0.01]), return_logits=True)
+    alone = tiny.transcribe(noise_waves([0.01]), return_logits=True)
     torch.testing.assert_close(alone.logits[0], out.logits[0], atol=1e-5, rtol=1e-4)
 
 
@@ -222,7 +218,7 @@ def test_a_saved_checkpoint_loads_back_identically(tiny, tmp_path):
     cfg = json.loads((tmp_path / "config.json").read_text())
     assert read_config(cfg) == tiny.cfg
     loaded = ck.load_model(tmp_path)
-    waves = _waves([2.2, 0.9])
+    waves = noise_waves([2.2, 0.9])
     a, b = tiny.transcribe(waves, return_logits=True), loaded.transcribe(waves, return_logits=True)
     assert a.tokens == b.tokens
     for x, y in zip(a.logits, b.logits, strict=True):
@@ -263,7 +259,7 @@ def test_mel_filters_match_an_independent_implementation():
 
 def test_features_are_the_same_alone_or_batched():
     feats = LogMelFeatures(NarConfig().features)
-    a, b = _waves([1.0, 3.7], seed=5)
+    a, b = noise_waves([1.0, 3.7], seed=5)
     x, lengths = feats([a, b])
     assert lengths.tolist() == [50, 185]  # samples // 320: 2 * (samples // 320) mel frames, stacked in pairs
     assert x.shape == (2, 185, 160)
@@ -491,7 +487,7 @@ def test_compiled_model_gives_the_same_logits():
 
     eager = GraniteNarNativeEngine(random_weights=True, size="tiny", device="cpu", compile=False)
     compiled = GraniteNarNativeEngine(random_weights=True, size="tiny", device="cpu", compile=True)
-    waves = _waves([5.0, 2.5, 4.0], seed=9)
+    waves = noise_waves([5.0, 2.5, 4.0], seed=9)
     a = eager.model.transcribe(waves, draft_tokens_per_s=4.0, return_logits=True)
     b = compiled.model.transcribe(waves, draft_tokens_per_s=4.0, return_logits=True)
     assert a.tokens == b.tokens
@@ -591,7 +587,7 @@ def test_a_block_that_is_not_whole_pooling_windows_is_refused():
 
 def test_a_batch_started_before_the_last_one_finished_gives_the_same_output(tiny):
     """The batch runner starts batch k+1 before finishing batch k (GraniteNar.start / finish)."""
-    first, second = _waves([3.0, 7.5, 0.4], seed=5), _waves([5.0, 1.1], seed=6)
+    first, second = noise_waves([3.0, 7.5, 0.4], seed=5), noise_waves([5.0, 1.1], seed=6)
     want = [tiny.transcribe(w, token_probs=True, draft_tokens_per_s=4.0) for w in (first, second)]
     a = tiny.start(first, token_probs=True, draft_tokens_per_s=4.0)
     b = tiny.start(second, token_probs=True, draft_tokens_per_s=4.0)

@@ -9,6 +9,7 @@ import torch
 from callscribe.engines.granite_native import GraniteNarNativeEngine, route_confidence_wanted
 from callscribe.engines.nar.config import NarConfig
 from callscribe.engines.nar.modeling import GraniteNar, collapse_with_slots, random_model, slot_times, token_spans
+from tests.speech import noise_waves
 
 
 @pytest.fixture(scope="module")
@@ -16,12 +17,7 @@ def tiny() -> GraniteNar:
     return random_model(NarConfig.tiny(), seed=3)
 
 
-def _waves(seconds: list[float], seed: int = 0) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(int(s * 16_000), generator=g) * 0.1 for s in seconds]
-
-
-WAVES = _waves([2.5, 4.0, 1.3, 6.2, 3.1, 0.9])
+WAVES = noise_waves([2.5, 4.0, 1.3, 6.2, 3.1, 0.9])
 
 
 def _draft_step_probs(model: GraniteNar, wave: torch.Tensor) -> list[float]:
