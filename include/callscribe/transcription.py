@@ -152,9 +152,10 @@ def run_batches(
     plan = plan_batches(lengths, budget_s)
     results: list[list[Segment] | None] = [None] * len(audios)
     metrics: list[BatchMetric] = []
-    progress = {"done_s": 0.0, "total_s": sum(lengths), "t0": time.perf_counter()}
+    done_s, total_s, t0 = 0.0, sum(lengths), time.perf_counter()
 
     def complete(f: _InFlight) -> None:
+        nonlocal done_s
         t = time.perf_counter()
         if f.error is not None:
             _failed(f.error, engine, audios, f.idx, results, f.splits, failures)
@@ -174,13 +175,12 @@ def run_batches(
             wall_s=f.wait_s + model_s, device=engine.device, peak_mem_bytes=engine.peak_memory_bytes(),
             oom_splits=f.splits[0],
         ))
-        progress["done_s"] += audio_s
-        elapsed = now - progress["t0"]
-        rtfx = progress["done_s"] / elapsed if elapsed > 0 else 0.0
-        eta = (progress["total_s"] - progress["done_s"]) / rtfx if rtfx > 0 else float("nan")
+        done_s += audio_s
+        elapsed = now - t0
+        rtfx = done_s / elapsed if elapsed > 0 else 0.0
+        eta = (total_s - done_s) / rtfx if rtfx > 0 else float("nan")
         log.info("batch %d/%d: %d chunks, %.1f s audio | %.0f/%.0f s done (%.0f%%), RTFx %.1f, ETA %.0f s",
-                 f.index + 1, len(plan), len(f.idx), audio_s, progress["done_s"], progress["total_s"],
-                 100 * progress["done_s"] / progress["total_s"], rtfx, eta)
+                 f.index + 1, len(plan), len(f.idx), audio_s, done_s, total_s, 100 * done_s / total_s, rtfx, eta)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-reader") as reader:
         pending = reader.submit(_prepare, engine, audios, plan[0]) if plan else None
