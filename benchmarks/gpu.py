@@ -49,8 +49,10 @@ from callscribe.audio import TARGET_SR, Decoded
 from callscribe.chunking import ChunkingParams, chunking_for
 from callscribe.dev.bench import cpu_model, machine_info, run_throughput, speech_chunks
 from callscribe.engines.nar.packed import (
+    BACKENDS,
     attention_backend,
     cu_seqlens_for,
+    facts_for,
     flash_available,
     per_item_attention,
     torch_varlen_kernel,
@@ -263,7 +265,8 @@ class Check:
                 "source": getattr(self.engine, "source", "")}
 
     def attention(self) -> dict:
-        """The chosen backend on an editor-shaped packed batch against an fp32 per-item reference."""
+        """The chosen backend on an editor-shaped packed batch against an fp32 per-item reference, and
+        every other backend that can run here, each timed and checked the same way (``kernels``)."""
         heads, kv_heads, d = self.plan.attn_heads
         lengths = list(self.plan.attn_lengths)
         g = torch.Generator().manual_seed(0)
@@ -272,24 +275,34 @@ class Check:
         cu = cu_seqlens_for(lengths, self.device)
         scale = 1 / d
         ref = per_item_attention(q.float(), k.float(), v.float(), cu, scale)
-        timings = {}
-        outs = {}
-        for name, fn in (("backend", lambda: varlen_attention(q, k, v, cu, max(lengths), scale)),
-                         ("per_item", lambda: per_item_attention(q, k, v, cu, scale))):
-            outs[name] = fn()
-            self.sync()
-            t = time.perf_counter()
-            for _ in range(5):
-                fn()
-            self.sync()
+        facts = facts_for(q.device, q.dtype, d)
+        candidates = {name: (lambda b=b: b.run(q, k, v, cu, max(lengths), scale))
+                      for name, b in BACKENDS.items() if b.usable(facts) and name != "per-item-sdpa"}
+        runs = {"backend": lambda: varlen_attention(q, k, v, cu, max(lengths), scale),
+                "per_item": lambda: per_item_attention(q, k, v, cu, scale), **candidates}
+        timings, errors, failed = {}, {}, {}
+        for name, fn in runs.items():
+            try:
+                out = fn()
+                self.sync()
+                t = time.perf_counter()
+                for _ in range(5):
+                    fn()
+                self.sync()
+            except Exception as exc:  # a private kernel that does not run here is a finding, not the end
+                failed[name] = f"{type(exc).__name__}: {exc}"[:300]
+                continue
             timings[name] = (time.perf_counter() - t) / 5 * 1000
-        err = (outs["backend"].float() - ref).abs().max().item()
-        err_loop = (outs["per_item"].float() - ref).abs().max().item()
-        backend = attention_backend(q)
+            errors[name] = (out.float() - ref).abs().max().item()
+        err, err_loop = errors["backend"], errors["per_item"]
+        backend = attention_backend(q, kv_heads)
         out = {"backend": backend, "dtype": str(q.dtype).replace("torch.", ""), "lengths": lengths,
                "heads": [heads, kv_heads, d], "max_abs_err": err, "per_item_max_abs_err": err_loop,
                "ok": err <= max(4 * err_loop, 1e-5), "backend_ms": round(timings["backend"], 3),
-               "per_item_ms": round(timings["per_item"], 3)}
+               "per_item_ms": round(timings["per_item"], 3),
+               "kernels": {name: {"ms": round(timings[name], 3), "max_abs_err": errors[name],
+                                  "ok": errors[name] <= max(4 * err_loop, 1e-5)} if name in timings
+                           else {"error": failed[name]} for name in candidates}}
         if not out["ok"]:
             self.note(f"attention: {backend} is off the fp32 reference by {err:.3g} (per-item loop: {err_loop:.3g})")
         if self.cuda and backend == "per-item-sdpa":
@@ -829,6 +842,9 @@ def render(res: dict) -> str:
             f"{s['backend']} ({s['dtype']}; max abs error vs fp32 {s['max_abs_err']:.2g}, per-item loop "
             f"{s['per_item_max_abs_err']:.2g}{'' if s['ok'] else ', TOO LARGE'}; {s['backend_ms']:.2f} ms vs "
             f"{s['per_item_ms']:.2f} ms per-item)"))),
+        ("attention kernels that can run here", _figure(a, lambda s: "; ".join(
+            f"{name} {k['ms']:.3f} ms{'' if k['ok'] else ' (OFF the reference)'}" if "ms" in k
+            else f"{name} fails ({k['error'][:80]})" for name, k in s.get("kernels", {}).items()) or "none")),
         ("model build (random weights)", _figure(res.get("build"), lambda s: (
             f"{s['seconds']:.2f} s ({_count(s['params'])} parameters, {s['dtype']})" if s.get("params")
             else f"{s['seconds']:.2f} s"))),

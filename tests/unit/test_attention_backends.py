@@ -1,9 +1,10 @@
 """The packed editor's attention backends: which one runs where, and that each equals the per-item reference.
 
-On a CPU the per-item SDPA loop runs. torch's varlen kernel needs CUDA, so its grouped-query
-handling (repeat the key/value heads, since torch 2.11's varlen_attn has no GQA argument) is
-checked here through a stand-in kernel with that same contract; the real kernel is checked
-against the reference where a CUDA device can run it.
+On a CPU the per-item SDPA loop runs. torch's flash kernels need CUDA, so their grouped-query
+handling (torch 2.11's varlen_attn has no GQA argument: the key/value heads are repeated; the
+aten operator under it takes them grouped) is checked here through stand-in kernels with those
+same contracts, and so is the probe that stands between the private operator and the choice;
+the real kernels are checked against the reference where a CUDA device can run them.
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ def _qkv(lengths: list[int], heads: int = 8, kv_heads: int = 2, d: int = 16, dty
     return q.to(device, dtype), k.to(device, dtype), v.to(device, dtype), cu_seqlens_for(lengths, device)
 
 
-def _facts(device_type="cuda", dtype=torch.bfloat16, capability=(9, 0), flash_attn=False, torch_varlen=True):
-    return Facts(device_type, dtype, capability, flash_attn, torch_varlen)
+def _facts(device_type="cuda", dtype=torch.bfloat16, capability=(9, 0), flash_attn=False, torch_varlen=True,
+           torch_flash=False):
+    return Facts(device_type, dtype, capability, flash_attn, torch_varlen, torch_flash=torch_flash)
 
 
 # ---------------------------------------------------------------- the choice
@@ -59,7 +61,7 @@ def test_a_cpu_gets_the_per_item_loop(dtype):
 
 
 def test_the_registry_lists_every_backend_in_order_of_preference():
-    assert list(BACKENDS) == ["flash-attn", "torch-varlen", "per-item-sdpa"]
+    assert list(BACKENDS) == ["flash-attn", "torch-flash", "torch-varlen", "per-item-sdpa"]
 
 
 @pytest.mark.parametrize(("facts", "expected"), [
@@ -70,6 +72,9 @@ def test_the_registry_lists_every_backend_in_order_of_preference():
     (_facts(dtype=torch.float32), "per-item-sdpa"),  # the flash kernels take 16-bit inputs only
     (_facts(capability=(7, 5)), "per-item-sdpa"),  # pre-Ampere: no flash kernels
     (_facts(device_type="cpu", capability=None, flash_attn=True), "per-item-sdpa"),
+    (_facts(torch_flash=True), "torch-flash"),
+    (_facts(torch_flash=True, flash_attn=True), "flash-attn"),
+    (_facts(torch_flash=True, dtype=torch.float32), "per-item-sdpa"),
 ])
 def test_the_first_usable_backend_is_chosen(facts, expected):
     assert choose(facts) == expected
@@ -78,8 +83,11 @@ def test_the_first_usable_backend_is_chosen(facts, expected):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("capability", [(8, 0), (8, 9), (9, 0), (10, 0)])
 @pytest.mark.parametrize("flash_attn", [False, True])
-def test_cuda_never_falls_to_the_loop_when_torch_has_varlen(dtype, capability, flash_attn):
-    assert choose(_facts(dtype=dtype, capability=capability, flash_attn=flash_attn)) != "per-item-sdpa"
+@pytest.mark.parametrize("torch_flash", [False, True])
+def test_cuda_never_falls_to_the_loop_when_torch_has_varlen(dtype, capability, flash_attn, torch_flash):
+    facts = _facts(dtype=dtype, capability=capability, flash_attn=flash_attn, torch_flash=torch_flash)
+    assert choose(facts) != "per-item-sdpa"
+    assert choose(facts, passes=lambda name: False) != "per-item-sdpa"  # even when the probe fails
 
 
 def test_the_choice_is_made_once_and_logged_once(monkeypatch, caplog):
@@ -150,10 +158,11 @@ def _can_run_torch_varlen() -> str | None:
 
 @pytest.mark.skipif(_can_run_torch_varlen() is not None, reason=str(_can_run_torch_varlen()))
 @pytest.mark.parametrize("lengths", [[5], [3, 11, 1, 7], [200, 31, 64]])
-def test_the_real_varlen_kernel_equals_the_reference_on_cuda(lengths):
+@pytest.mark.parametrize("backend", ["torch-varlen", "torch-flash"])
+def test_the_real_torch_kernels_equal_the_reference_on_cuda(lengths, backend):
     q, k, v, cu = _qkv(lengths, dtype=torch.bfloat16, device="cuda", d=128)
-    assert attention_backend(q) in ("flash-attn", "torch-varlen")
-    got = BACKENDS["torch-varlen"].run(q, k, v, cu, max(lengths), 1 / 128).float()
+    assert attention_backend(q, k.shape[1]) in ("flash-attn", "torch-flash", "torch-varlen")
+    got = BACKENDS[backend].run(q, k, v, cu, max(lengths), 1 / 128).float()
     ref = per_item_attention(q.float(), k.float(), v.float(), cu, 1 / 128)
     torch.testing.assert_close(got, ref, atol=2e-2, rtol=2e-2)  # bf16 inputs and output
 
@@ -162,3 +171,83 @@ def test_a_head_size_the_flash_kernels_cannot_take_goes_item_by_item():
     facts = packed.Facts("cuda", torch.bfloat16, (9, 0), flash_attn=True, torch_varlen=True, head_dim=12)
     assert packed.choose(facts) == "per-item-sdpa"
     assert packed.choose(packed.Facts("cuda", torch.bfloat16, (9, 0), True, True, 128)) == "flash-attn"
+
+
+# ---------------------------------------------------------------- torch's flash operator, grouped heads as they are
+
+
+def _aten_flash_stand_in(q, k, v, cu_q, cu_k, max_q, max_k, dropout_p, is_causal, return_debug_mask, *, scale=None):
+    """A stand-in with aten._flash_attention_forward's contract: grouped key/value heads taken as they are,
+    a tuple back whose first element is the output."""
+    assert k.shape[1] < q.shape[1] or k.shape[1] == q.shape[1]
+    assert q.shape[1] % k.shape[1] == 0 and dropout_p == 0.0 and not is_causal and not return_debug_mask
+    assert torch.equal(cu_q, cu_k) and max_q == max_k == int((cu_q[1:] - cu_q[:-1]).max())
+    item = torch.repeat_interleave(torch.arange(len(cu_q) - 1), (cu_q[1:] - cu_q[:-1]).long())
+    mask = item[:, None] == item[None, :]
+    qt, kt, vt = (x.transpose(0, 1)[None] for x in (q, k, v))
+    out = F.scaled_dot_product_attention(qt, kt, vt, attn_mask=mask, scale=scale, enable_gqa=True)[0].transpose(0, 1)
+    return out, None, None, None, None
+
+
+@pytest.mark.parametrize(("lengths", "heads", "kv_heads"), [([5], 8, 2), ([3, 11, 1, 7], 8, 2), ([16, 16], 4, 4),
+                                                             ([9, 2], 16, 4)])
+def test_the_torch_flash_path_passes_grouped_heads_and_equals_the_reference(monkeypatch, lengths, heads, kv_heads):
+    seen = []
+
+    def kernel(q, k, *rest, **kw):
+        seen.append(k.shape[1])
+        return _aten_flash_stand_in(q, k, *rest, **kw)
+
+    monkeypatch.setattr(packed, "torch_flash_op", lambda: kernel)
+    q, k, v, cu = _qkv(lengths, heads=heads, kv_heads=kv_heads, seed=len(lengths))
+    got = BACKENDS["torch-flash"].run(q, k, v, cu, max(lengths), 0.25)
+    torch.testing.assert_close(got, per_item_attention(q, k, v, cu, 0.25), atol=1e-5, rtol=1e-5)
+    assert seen == [kv_heads]  # no repeated copy of the key/value heads
+
+
+def _broken(*args, **kw):
+    raise RuntimeError("operator moved")
+
+
+def _wrong(q, k, v, *rest, **kw):
+    return (torch.zeros_like(q),)
+
+
+@pytest.mark.parametrize(("kernel", "passes", "warning"), [
+    (_aten_flash_stand_in, True, None),
+    (_broken, False, "failed its probe on cpu torch.float32 (RuntimeError: operator moved)"),
+    (_wrong, False, "is off the per-item reference by"),
+])
+def test_the_probe_accepts_a_kernel_only_when_it_runs_and_agrees(monkeypatch, caplog, kernel, passes, warning):
+    monkeypatch.setattr(packed, "torch_flash_op", lambda: kernel)
+    with caplog.at_level(logging.WARNING, logger=packed.__name__):
+        assert packed.probe("torch-flash", torch.device("cpu"), torch.float32, 16, 4, 128) is passes
+    messages = [r.getMessage() for r in caplog.records]
+    assert (warning is None and not messages) or (len(messages) == 1 and warning in messages[0])
+
+
+def test_a_failing_probe_hands_the_choice_to_the_next_backend():
+    facts = _facts(torch_flash=True)
+    asked = []
+    assert choose(facts, passes=lambda name: asked.append(name) or False) == "torch-varlen"
+    assert asked == ["torch-flash"]  # only the probed backend is asked
+    assert choose(facts, passes=lambda name: True) == "torch-flash"
+
+
+def test_a_forced_backend_that_fails_its_probe_is_refused():
+    with pytest.raises(ValueError, match="'torch-flash' failed its check against the per-item reference"):
+        choose(_facts(torch_flash=True), "torch-flash", passes=lambda name: False)
+    assert choose(_facts(torch_flash=True), "torch-varlen", passes=lambda name: False) == "torch-varlen"
+
+
+def test_the_choice_on_a_device_runs_the_probe_once_with_the_layers_grouping(monkeypatch):
+    """The registry's path end to end, on the CPU: facts say the operator exists, the probe runs with the
+    editor's grouping and its verdict decides."""
+    monkeypatch.setattr(packed, "facts_for", lambda device, dtype, head_dim: _facts(torch_flash=True))
+    probes = []
+    monkeypatch.setattr(packed, "probe", lambda name, device, dtype, heads, kv_heads, head_dim:
+                        probes.append((name, heads, kv_heads, head_dim)) or False)
+    q = torch.empty(1, 16, 128)
+    assert attention_backend(q, 4) == "torch-varlen"
+    assert attention_backend(q, 4) == "torch-varlen"
+    assert probes == [("torch-flash", 16, 4, 128)]

@@ -151,7 +151,8 @@ def compile_model(model: Any, tuning: str = "default") -> None:
     # graph break, and the changed registry would fail the graphs' guards at the next batch.
     editor = model.cfg.editor
     param = next(model.parameters())
-    attention_backend(torch.empty(1, editor.heads, editor.head_dim, device=param.device, dtype=param.dtype))
+    attention_backend(torch.empty(1, editor.heads, editor.head_dim, device=param.device, dtype=param.dtype),
+                      editor.kv_heads)
     for stack in (model.encoder.blocks, model.projector.layers, model.editor.layers):
         for i, layer in enumerate(stack):
             stack[i] = torch.compile(layer, dynamic=True, options=dict(COMPILE_TUNING[tuning]) or None)

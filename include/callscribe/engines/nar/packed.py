@@ -5,6 +5,10 @@ Which kernel runs is picked from a small registry, once per (device type, dtype)
 once, in order of preference:
 
 - ``flash-attn``: flash-attn's variable-length kernel (CUDA, fp16/bf16, when installed);
+- ``torch-flash``: the flash kernel inside torch (``aten._flash_attention_forward``, the one
+  ``varlen_attn`` calls), given the grouped key/value heads as they are: no repeated copy of
+  them per layer. A private operator, so before it is chosen it is run once on a small packed
+  batch and compared with the per-item reference; if it raises or differs, the next one is used;
 - ``torch-varlen``: torch's own ``torch.nn.attention.varlen.varlen_attn`` (CUDA, fp16/bf16,
   torch >= 2.10), with grouped queries served by repeating the key/value heads, because
   torch 2.11 has no GQA argument;
@@ -60,6 +64,11 @@ def torch_varlen_kernel() -> Callable | None:
     return _varlen_attn
 
 
+def torch_flash_op() -> Callable | None:
+    """torch's own flash-attention operator where this build has one, else None."""
+    return getattr(torch.ops.aten, "_flash_attention_forward", None)
+
+
 def cu_seqlens_for(lengths: list[int], device: torch.device | str = "cpu") -> torch.Tensor:
     """[3, 5] -> tensor([0, 3, 8], int32)."""
     out = torch.zeros(len(lengths) + 1, dtype=torch.int32)
@@ -104,6 +113,7 @@ class Facts:
     flash_attn: bool
     torch_varlen: bool
     head_dim: int = 128
+    torch_flash: bool = False  # torch has aten._flash_attention_forward (every CUDA build since 2.0 does)
 
     @property
     def fast_gpu(self) -> bool:
@@ -123,6 +133,12 @@ def _flash_attn(q, k, v, cu_seqlens, max_len, scale):
     return flash_attn_varlen_func(q, k, v, cu_seqlens, cu_seqlens, max_len, max_len, softmax_scale=scale, causal=False)
 
 
+def _torch_flash(q, k, v, cu_seqlens, max_len, scale):
+    # Positional arguments up to return_debug_mask: the same in every torch since 2.1.
+    out = torch_flash_op()(q, k, v, cu_seqlens, cu_seqlens, max_len, max_len, 0.0, False, False, scale=scale)
+    return out[0]
+
+
 def _torch_varlen(q, k, v, cu_seqlens, max_len, scale):
     kernel = torch_varlen_kernel()
     heads = q.shape[1]
@@ -137,39 +153,72 @@ def _per_item(q, k, v, cu_seqlens, max_len, scale):
 class Backend:
     run: Kernel
     usable: Callable[[Facts], bool]
+    probed: bool = False  # a private operator: tried against the reference before it is chosen
 
 
-# In order of preference: the first usable one is chosen.
+# In order of preference: the first usable one (whose probe passes) is chosen.
 BACKENDS: dict[str, Backend] = {
     "flash-attn": Backend(_flash_attn, lambda f: f.fast_gpu and f.flash_attn),
+    "torch-flash": Backend(_torch_flash, lambda f: f.fast_gpu and f.torch_flash, probed=True),
     "torch-varlen": Backend(_torch_varlen, lambda f: f.fast_gpu and f.torch_varlen),
     "per-item-sdpa": Backend(_per_item, lambda f: True),
 }
 
 
-def choose(facts: Facts, forced: str | None = None) -> str:
+def choose(facts: Facts, forced: str | None = None, passes: Callable[[str], bool] = lambda name: True) -> str:
+    """The first usable backend whose probe ``passes`` (only probed backends are asked), or the forced one."""
     if forced:
         if forced not in BACKENDS:
             raise ValueError(f"{ENV_FORCE}={forced!r}: unknown attention backend; one of {', '.join(BACKENDS)}")
         if not BACKENDS[forced].usable(facts):
             raise ValueError(f"{ENV_FORCE}={forced!r} cannot run on {facts.device_type} {facts.dtype}")
+        if BACKENDS[forced].probed and not passes(forced):
+            raise ValueError(f"{ENV_FORCE}={forced!r} failed its check against the per-item reference (logged above)")
         return forced
-    return next(name for name, b in BACKENDS.items() if b.usable(facts))
+    return next(name for name, b in BACKENDS.items() if b.usable(facts) and (not b.probed or passes(name)))
+
+
+# The probe: an editor-like packed batch (grouped heads, an item of one position, one longer than a
+# kernel tile), compared in float32 with the per-item loop, at a bound bf16 rounding stays far inside.
+PROBE_LENGTHS = (37, 1, 130, 9)
+PROBE_TOLERANCE = 0.05
+
+
+def probe(name: str, device: torch.device, dtype: torch.dtype, heads: int, kv_heads: int, head_dim: int) -> bool:
+    """Whether backend ``name`` runs and agrees with the per-item reference on this device (logged if not)."""
+    g = torch.Generator().manual_seed(0)
+    n = sum(PROBE_LENGTHS)
+    q, k, v = (torch.randn(n, h, head_dim, generator=g).to(device, dtype) for h in (heads, kv_heads, kv_heads))
+    cu = cu_seqlens_for(list(PROBE_LENGTHS), device)
+    scale = head_dim ** -0.5
+    try:
+        got = BACKENDS[name].run(q, k, v, cu, max(PROBE_LENGTHS), scale).float()
+    except Exception as exc:  # a private operator may have moved or changed: the next backend will do
+        log.warning("attention backend %s failed its probe on %s %s (%s: %s); trying the next one",
+                    name, device.type, dtype, type(exc).__name__, exc)
+        return False
+    err = float((got - per_item_attention(q.float(), k.float(), v.float(), cu, scale)).abs().max())
+    if not err <= PROBE_TOLERANCE:  # NaN fails too
+        log.warning("attention backend %s is off the per-item reference by %.3g on %s %s; trying the next one",
+                    name, err, device.type, dtype)
+        return False
+    return True
 
 
 def facts_for(device: torch.device, dtype: torch.dtype, head_dim: int = 128) -> Facts:
     cuda = device.type == "cuda"  # the kernels are looked for only where they could run
     capability = torch.cuda.get_device_capability(device) if cuda else None
     return Facts(device.type, dtype, capability, cuda and flash_available(), cuda and torch_varlen_kernel() is not None,
-                 head_dim)
+                 head_dim, cuda and torch_flash_op() is not None)
 
 
 _CHOSEN: dict[tuple[str, torch.dtype, int], str] = {}
 
 
-def _resolve(device: torch.device, dtype: torch.dtype, head_dim: int) -> str:
+def _resolve(device: torch.device, dtype: torch.dtype, head_dim: int, heads: int, kv_heads: int) -> str:
     facts = facts_for(device, dtype, head_dim)
-    name = choose(facts, os.environ.get(ENV_FORCE) or None)
+    name = choose(facts, os.environ.get(ENV_FORCE) or None,
+                  lambda candidate: probe(candidate, device, dtype, heads, kv_heads, head_dim))
     _CHOSEN[(device.type, dtype, head_dim)] = name
     if facts.device_type == "cuda" and name == "per-item-sdpa":
         log.warning("Granite NAR attention on cuda %s: per-item SDPA loop (slow; flash-attn %s, torch varlen_attn %s, "
@@ -184,12 +233,14 @@ def _resolve(device: torch.device, dtype: torch.dtype, head_dim: int) -> str:
 _resolve_outside_graph = getattr(torch, "_disable_dynamo", lambda fn: fn)(_resolve)
 
 
-def attention_backend(q: torch.Tensor) -> str:
-    """The backend's name for tensors like ``q``: chosen at first use, the same afterwards."""
+def attention_backend(q: torch.Tensor, kv_heads: int | None = None) -> str:
+    """The backend's name for tensors like ``q`` (and ``kv_heads`` key/value heads, the probe's
+    grouping; default as many as q's heads): chosen at first use, the same afterwards."""
     name = _CHOSEN.get((q.device.type, q.dtype, q.shape[-1]))
     if name is None:
         resolve = _resolve_outside_graph if torch.compiler.is_compiling() else _resolve
-        name = resolve(q.device, q.dtype, q.shape[-1])
+        heads = q.shape[-2] if q.dim() >= 2 else 1
+        name = resolve(q.device, q.dtype, q.shape[-1], heads, kv_heads or heads)
     return name
 
 
@@ -205,4 +256,4 @@ def varlen_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqle
     q: (N, heads, d); k, v: (N, kv_heads, d) with heads a multiple of kv_heads (grouped
     queries); returns (N, heads, d).
     """
-    return BACKENDS[attention_backend(q)].run(q, k, v, cu_seqlens, max_len, scale)
+    return BACKENDS[attention_backend(q, k.shape[1])].run(q, k, v, cu_seqlens, max_len, scale)
