@@ -251,3 +251,15 @@ def test_the_choice_on_a_device_runs_the_probe_once_with_the_layers_grouping(mon
     assert attention_backend(q, 4) == "torch-varlen"
     assert attention_backend(q, 4) == "torch-varlen"
     assert probes == [("torch-flash", 16, 4, 128)]
+
+
+def test_the_torch_flash_call_traces_into_one_graph():
+    """Compiled editor layers call the operator inside their graph: dynamo must trace it whole (no graph
+    break), through its meta kernel, with the grouped heads and a packed length that changes."""
+    compiled = torch.compile(BACKENDS["torch-flash"].run, backend="aot_eager", fullgraph=True, dynamic=True)
+    cu = torch.empty(3, dtype=torch.int32, device="meta")
+    for n, longest in ((100, 60), (130, 70)):
+        q = torch.empty(n, 16, 128, device="meta", dtype=torch.bfloat16)
+        kv = torch.empty(n, 4, 128, device="meta", dtype=torch.bfloat16)
+        out = compiled(q, kv, kv, cu, longest, 1 / 128)
+        assert out.shape == (n, 16, 128) and out.dtype == torch.bfloat16
