@@ -50,11 +50,13 @@ from callscribe.chunking import ChunkingParams, chunking_for
 from callscribe.dev.bench import cpu_model, machine_info, run_throughput, speech_chunks
 from callscribe.engines.nar.packed import (
     BACKENDS,
+    ENV_FORCE,
     attention_backend,
     cu_seqlens_for,
     facts_for,
     flash_available,
     per_item_attention,
+    reset_choice,
     torch_varlen_kernel,
     varlen_attention,
 )
@@ -600,11 +602,16 @@ class Check:
 
     def tuning(self, variant: str) -> dict:
         """A fresh engine compiled with one of the engine's compile tunings (COMPILE_TUNING), written
-        ``name[+fp8-PARTS][@seconds]``: float8 products in those parts (CALLSCRIBE_NAR_FP8), and a
-        production-shape warm-up batch of that much audio first. How long it takes to compile and
-        warm up cold, then fixed batches back to back and the packed real chunks, and how many graphs
-        were compiled after the warm-up (should be 0)."""
-        name, fp8, warm_up_s = parse_variant(variant)
+        ``name[+fp8-PARTS][@seconds][/ATTENTION]``: float8 products in those parts (CALLSCRIBE_NAR_FP8),
+        a production-shape warm-up batch of that much audio first, and the editor's attention backend
+        forced (CALLSCRIBE_NAR_ATTENTION; this runs in a process of its own). How long it takes to
+        compile and warm up cold, then fixed batches back to back and the packed real chunks, and how
+        many graphs were compiled after the warm-up (should be 0)."""
+        chosen = parse_variant(variant)
+        name, fp8, warm_up_s = chosen.tuning, chosen.fp8, chosen.warm_up_s
+        if chosen.attention:
+            os.environ[ENV_FORCE] = chosen.attention
+            reset_choice()
         self.engine = None
         gc.collect()
         if self.cuda:
@@ -612,7 +619,10 @@ class Check:
         t = time.perf_counter()
         self.engine = engines.create(ENGINE, random_weights=True, size=self.plan.size, device=self.device,
                                      compile=True, compile_tuning=name, warm_up_audio_s=warm_up_s, fp8=fp8)
+        editor = self.engine.model.cfg.editor
+        like = torch.empty(1, editor.heads, editor.head_dim, device=self.device, dtype=self.dtype())
         out = {"tuning": name, "fp8": self.engine.fp8, "warm_up_audio_s": self.engine.warm_up_audio_s,
+               "attention": attention_backend(like, editor.kv_heads),
                "build_s": round(time.perf_counter() - t, 1),
                "compile_s": round(getattr(self.engine, "warm_up_s", 0.0), 1)}
         graphs = compiled_graphs()
@@ -630,7 +640,7 @@ class Check:
         model on 2 CPU cores about 55 s, most of it compiling)."""
         if not self.cuda:
             return 60.0
-        return 270.0 if variant.startswith("autotune") else 100.0
+        return 270.0 if parse_variant(variant).tuning.startswith("autotune") else 100.0
 
     def tuning_in_child(self, variant: str) -> dict:
         """:meth:`tuning` in a new process with an empty inductor cache of its own: in this process a
@@ -926,18 +936,19 @@ def render(res: dict) -> str:
 def render_tunings(res: dict) -> str:
     m = res.get("machine", {})
     lines = [f"Compile tunings on {m.get('card', '?')} (torch {m.get('torch', '?')}):", "",
-             "| tuning | compile + warm-up | fixed batches back to back | real chunks, packed | graphs after "
-             "warm-up | kernels of one batch (top 3) |", "|---|---|---|---|---|---|"]
+             "| tuning | editor attention | compile + warm-up | fixed batches back to back | real chunks, packed | "
+             "graphs after warm-up | kernels of one batch (top 3) |", "|---|---|---|---|---|---|---|"]
     for key, section in res.items():
         if key.startswith("tuning_"):
             name = key.removeprefix("tuning_")
             if "fixed" not in section:
-                lines.append(f"| {name} | {_figure(section, lambda s: '')} | | | | |")
+                lines.append(f"| {name} | {_figure(section, lambda s: '')} | | | | | |")
                 continue
             fixed, real, prof = section["fixed"], section["real"], section.get("profile", {})
             top = "; ".join(f"`{t['name'][:40]}` {t['ms']:.0f} ms" for t in prof.get("top", [])[:3])
             kernels = f"{prof['total_ms']:.0f} ms in {prof['distinct']} kernels: {top}" if prof.get("top") else "n/a"
-            lines.append(f"| {name} | {section['compile_s']:.0f} s | RTFx **{_num(fixed['overlapped']['rtfx'])}** "
+            lines.append(f"| {name} | {section.get('attention', '?')} | {section['compile_s']:.0f} s | "
+                         f"RTFx **{_num(fixed['overlapped']['rtfx'])}** "
                          f"({1000 * fixed['overlapped']['seconds_per_batch']:.0f} ms per {fixed['batch']} x "
                          f"{fixed['chunk_s']:g} s) | RTFx **{_num(real['rtfx'])}** ({real['chunks']} chunks) | "
                          f"{section['graphs_after_warm_up']} | {kernels} |")
@@ -949,12 +960,23 @@ def render_tunings(res: dict) -> str:
 # ---------------------------------------------------------------- entry point
 
 
-def parse_variant(variant: str) -> tuple[str, str, float]:
-    """``name[+fp8-PARTS][@SECONDS]`` -> (compile tuning, float8 parts, warm-up audio seconds)."""
-    found = re.fullmatch(r"(?P<name>[a-z]+)(?:\+fp8-(?P<fp8>[a-z]+))?(?:@(?P<warm>[0-9.]+))?", variant)
+@dataclass(frozen=True)
+class Variant:
+    """One ``--compile-tunings`` entry: ``name[+fp8-PARTS][@SECONDS][/ATTENTION]``."""
+
+    tuning: str  # COMPILE_TUNING's name
+    fp8: str  # CALLSCRIBE_NAR_FP8's parts, "off" by default
+    warm_up_s: float  # CALLSCRIBE_NAR_WARM_UP_AUDIO_S, 0 by default
+    attention: str | None  # CALLSCRIBE_NAR_ATTENTION (forced backend), None: the registry's choice
+
+
+def parse_variant(variant: str) -> Variant:
+    found = re.fullmatch(r"(?P<name>[a-z]+(?:-[a-z]+)*)(?:\+fp8-(?P<fp8>[a-z]+))?(?:@(?P<warm>[0-9.]+))?"
+                         r"(?:/(?P<attention>[a-z]+(?:-[a-z]+)*))?", variant)
     if not found:
-        raise ValueError(f"{variant!r}: a tuning is written name[+fp8-PARTS][@SECONDS], e.g. default+fp8-editor@3840")
-    return found["name"], found["fp8"] or "off", float(found["warm"] or 0)
+        raise ValueError(f"{variant!r}: a tuning is written name[+fp8-PARTS][@SECONDS][/ATTENTION], "
+                         "e.g. default+fp8-editor@3840 or autotune-tma@3840/torch-varlen")
+    return Variant(found["name"], found["fp8"] or "off", float(found["warm"] or 0), found["attention"])
 
 
 def compiled_graphs() -> int:

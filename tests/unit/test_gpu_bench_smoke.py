@@ -223,14 +223,15 @@ def test_called_in_process_the_budget_counts_from_the_call(tmp_path, monkeypatch
 def test_compile_tunings_are_timed_each_in_a_process_of_its_own(tmp_path):
     """One variant (its own process, cold inductor cache: about 45 s of compiling on 2 cores) and a
     misspelt one, which fails alone, without a process."""
-    variant = "default+fp8-all@50"
+    variant = "default+fp8-all@50/per-item-sdpa"
     rc = gpu.main(["--smoke", "--budget-s", "300", "--compile-tunings", f"{variant}, bogus+fp8", *SHORT_REAL,
                    "--out", str(tmp_path / "r.json"), "--md", str(tmp_path / "r.md")])
     res = json.loads((tmp_path / "r.json").read_text())
     assert rc == 1 and list(res["errors"]) == ["tuning_bogus+fp8"]  # one bad name: its own error, the rest run
-    assert "name[+fp8-PARTS][@SECONDS]" in res["errors"]["tuning_bogus+fp8"]
+    assert "name[+fp8-PARTS][@SECONDS][/ATTENTION]" in res["errors"]["tuning_bogus+fp8"]
     t = res[f"tuning_{variant}"]
     assert t["tuning"] == "default" and t["fp8"] == "all" and t["warm_up_audio_s"] == 50
+    assert t["attention"] == "per-item-sdpa"  # forced in the child (the only one a CPU has)
     assert 0 < t["compile_s"] <= t["build_s"] and t["graphs_after_warm_up"] == 0
     fixed = t["fixed"]
     assert fixed["mode"] == "torch.compile" and "sequential" not in fixed and "gain" not in fixed
@@ -240,15 +241,20 @@ def test_compile_tunings_are_timed_each_in_a_process_of_its_own(tmp_path):
     assert t["profile"]["mode"] == f"torch.compile ({variant})" and 1 <= len(t["profile"]["top"]) <= 15
     assert "sweep" not in res and "profile" not in res  # nothing of the full check
     md = (tmp_path / "r.md").read_text()
-    assert f"| {variant} | {t['compile_s']:.0f} s | RTFx **{gpu._num(fixed['overlapped']['rtfx'])}**" in md
+    assert (f"| {variant} | per-item-sdpa | {t['compile_s']:.0f} s | "
+            f"RTFx **{gpu._num(fixed['overlapped']['rtfx'])}**") in md
     assert "| bogus+fp8 | error: ValueError" in md
     assert f"{t['profile']['total_ms']:.0f} ms in {t['profile']['distinct']} kernels: `" in md
 
 
 def test_a_tuning_variant_is_parsed_or_refused():
-    assert gpu.parse_variant("default") == ("default", "off", 0.0)
-    assert gpu.parse_variant("tuned+fp8-editor@3840") == ("tuned", "editor", 3840.0)
-    assert gpu.parse_variant("autotune@60.5") == ("autotune", "off", 60.5)
-    for bad in ("", "Default", "default+fp8", "default@", "default@3840+fp8-all", "default+bf16-all"):
-        with pytest.raises(ValueError, match="name\\[\\+fp8-PARTS\\]"):
+    V = gpu.Variant
+    assert gpu.parse_variant("default") == V("default", "off", 0.0, None)
+    assert gpu.parse_variant("tuned+fp8-editor@3840") == V("tuned", "editor", 3840.0, None)
+    assert gpu.parse_variant("autotune@60.5") == V("autotune", "off", 60.5, None)
+    assert gpu.parse_variant("autotune-tma@3840/torch-varlen") == V("autotune-tma", "off", 3840.0, "torch-varlen")
+    assert gpu.parse_variant("default/torch-flash") == V("default", "off", 0.0, "torch-flash")
+    for bad in ("", "Default", "default+fp8", "default@", "default@3840+fp8-all", "default+bf16-all",
+                "default/", "default/torch-varlen@3840", "-default", "default-"):
+        with pytest.raises(ValueError, match="name\\[\\+fp8-PARTS\\]\\[@SECONDS\\]\\[/ATTENTION\\]"):
             gpu.parse_variant(bad)

@@ -414,6 +414,19 @@ def test_the_compile_tuning_comes_from_the_argument_then_the_setting(monkeypatch
     assert compile_tuning_wanted(requested) == want and want in COMPILE_TUNING
 
 
+@pytest.mark.parametrize("tuning", ["default", "tuned", "autotune", "autotune-tma"])
+def test_every_compile_tuning_names_options_inductor_has(tuning):
+    """A misspelt option would fail only at the GPU's first compile: inductor checks the names here."""
+    import torch._inductor.config as inductor
+
+    from callscribe.engines.granite_native import COMPILE_TUNING
+
+    with inductor.patch(COMPILE_TUNING[tuning]):
+        for name, value in COMPILE_TUNING[tuning].items():
+            section, _, key = name.rpartition(".")
+            assert getattr(getattr(inductor, section) if section else inductor, key) == value
+
+
 def test_an_unknown_compile_tuning_is_refused(monkeypatch):
     from callscribe.engines.granite_native import compile_tuning_wanted
 

@@ -45,12 +45,16 @@ ENV_ROUTE = "CALLSCRIBE_NAR_ROUTE_CONFIDENCE"
 ENV_TUNING = "CALLSCRIBE_NAR_COMPILE_TUNING"
 # Inductor options per tuning level. "tuned" searches each generated kernel's launch settings;
 # "autotune" also times Triton matrix-product templates (which can fuse the element-wise work
-# around them) against cuBLAS. Both only change speed, and what they find is kept in the
-# inductor cache beside the compiled graphs; a cold compile takes longer.
+# around them) against cuBLAS; "autotune-tma" adds the persistent templates that load through
+# Hopper's tensor memory accelerator (TMA), the Triton products closest to cuBLAS on an H100.
+# All only change speed, and what they find is kept in the inductor cache beside the compiled
+# graphs; a cold compile takes longer.
 COMPILE_TUNING: dict[str, dict[str, bool]] = {
     "default": {},
     "tuned": {"coordinate_descent_tuning": True},
     "autotune": {"max_autotune": True, "coordinate_descent_tuning": True},
+    "autotune-tma": {"max_autotune": True, "coordinate_descent_tuning": True,
+                     "triton.enable_persistent_tma_matmul": True},
 }
 
 
