@@ -444,15 +444,23 @@ class Check:
                 if a.self_cpu_time_total > 0:
                     totals[a.key] = [a.self_cpu_time_total, a.count]
         total_us = sum(t for t, _ in totals.values())
-        top = sorted(totals.items(), key=lambda kv: -kv[1][0])[:TOP_KERNELS]
-        if not top:
+        ranked = sorted(totals.items(), key=lambda kv: -kv[1][0])
+        if not ranked:
             self.note("the profiler recorded no kernels")
+        kinds: dict[str, float] = {}
+        for name, (us, _) in ranked:
+            kinds[kernel_kind(name)] = kinds.get(kernel_kind(name), 0.0) + us
         return {"kind": kind, "mode": mode, "batch": self.plan.ref_batch, "chunk_s": self.plan.chunk_s,
                 "total_ms": round(total_us / 1000, 2), "distinct": len(totals), "wall_ms": round(wall_ms, 1),
                 # kernel time over wall time (under the profiler): how busy the GPU was kept
                 "busy": round(total_us / 1000 / wall_ms, 3) if wall_ms and self.cuda else None,
                 "top": [{"name": name[:200], "ms": round(us / 1000, 3), "calls": n,
-                         "share": round(us / total_us, 4) if total_us else 0.0} for name, (us, n) in top]}
+                         "share": round(us / total_us, 4) if total_us else 0.0}
+                        for name, (us, n) in ranked[:TOP_KERNELS]],
+                # Every kernel (the top ones above are 80 % of the time; the rest is where to look next).
+                "all": [[name[:160], round(us / 1000, 3), n] for name, (us, n) in ranked],
+                "by_kind_ms": {k: round(us / 1000, 2) for k, us in sorted(kinds.items(), key=lambda kv: -kv[1])},
+                "stages_ms": stage_times(prof, self.cuda)}
 
     def compiled(self) -> dict:
         """A fresh engine with the engine's own torch.compile (it compiles and warms up as it loads), on
@@ -925,6 +933,11 @@ def render(res: dict) -> str:
                       "| # | kernel | ms | share | calls |", "|---:|---|---:|---:|---:|"]
             lines += [f"| {i} | `{t['name'][:90].replace('|', '/')}` | {t['ms']:.1f} | {100 * t['share']:.1f} % "
                       f"| {t['calls']} |" for i, t in enumerate(p["top"], 1)]
+            if p.get("by_kind_ms"):
+                lines += ["", "By kind (ms): " + "; ".join(f"{k} {v:.0f}" for k, v in p["by_kind_ms"].items())]
+            if p.get("stages_ms"):
+                lines += ["", "By stage (ms, the kernels each launched): "
+                          + "; ".join(f"{k} {v:.0f}" for k, v in p["stages_ms"].items())]
         elif p:
             which = "Kernel profile" + (" (torch.compile)" if key == "profile_compiled" else "")
             lines += ["", f"{which}: {_figure(p, lambda s: 'no kernels recorded')}"]
@@ -977,6 +990,36 @@ def parse_variant(variant: str) -> Variant:
         raise ValueError(f"{variant!r}: a tuning is written name[+fp8-PARTS][@SECONDS][/ATTENTION], "
                          "e.g. default+fp8-editor@3840 or autotune-tma@3840/torch-varlen")
     return Variant(found["name"], found["fp8"] or "off", float(found["warm"] or 0), found["attention"])
+
+
+# What a kernel's name says it does, first match wins (cuBLAS's Hopper kernels are "nvjet").
+KERNEL_KINDS = (
+    ("matrix products", ("nvjet", "gemm", "cutlass", "sm90_xmma", "scaled_mm", "_mm_", "matmul", "addmm", "bmm")),
+    ("attention", ("flash", "sdpa", "fmha", "attention")),
+    ("copies", ("memcpy", "memset", "copy_kernel", "direct_copy")),
+    ("normalisation", ("norm",)),
+    ("fused element-wise (inductor)", ("triton_poi", "triton_per", "triton_red", "triton_")),
+)
+
+
+def kernel_kind(name: str) -> str:
+    low = name.lower()
+    return next((kind for kind, marks in KERNEL_KINDS if any(m in low for m in marks)), "other")
+
+
+def stage_times(prof, cuda: bool) -> dict[str, float]:
+    """Milliseconds per stage of the batch (modeling.stage's ranges): the GPU time of the kernels
+    launched inside each, or on a CPU the CPU time inside it."""
+    from callscribe.engines.nar.modeling import STAGE_PREFIX
+
+    out = {}
+    for a in prof.key_averages():
+        if a.key.startswith(STAGE_PREFIX):
+            us = getattr(a, "device_time_total", None) if cuda else a.cpu_time_total
+            if us is None:  # torch before the rename
+                us = a.cuda_time_total
+            out[a.key.removeprefix(STAGE_PREFIX)] = round(us / 1000, 2)
+    return out
 
 
 def compiled_graphs() -> int:

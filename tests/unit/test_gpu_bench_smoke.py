@@ -161,6 +161,25 @@ def test_the_profile_lists_the_top_operators(smoke):
     assert [t["ms"] for t in top] == sorted((t["ms"] for t in top), reverse=True) and top[0]["ms"] > 0
     assert 0 < sum(t["share"] for t in top) <= 1.0001 and all(t["calls"] >= 1 for t in top)
     assert res["peak_mem_bytes"] > 0
+    # every kernel, not only the top ones; grouped by kind; and per stage of the batch
+    assert len(p["all"]) == p["distinct"] and p["all"][0][1] == top[0]["ms"]
+    assert abs(sum(p["by_kind_ms"].values()) - p["total_ms"]) < 0.1 * len(p["by_kind_ms"])
+    assert list(p["stages_ms"]) == ["features", "encoder", "draft head", "projector", "editor", "editor head"]
+    assert p["stages_ms"]["encoder"] > 0 and p["stages_ms"]["editor"] > 0
+
+
+@pytest.mark.parametrize(("name", "kind"), [
+    ("nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_bias_TNT", "matrix products"),
+    ("void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<128, 128, 64, 4", "attention"),
+    ("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_7", "attention"),
+    ("triton_poi_fused_silu_view_1", "fused element-wise (inductor)"),
+    ("triton_red_fused__fused_rms_norm__to_copy_mul_0", "normalisation"),
+    ("Memcpy DtoD (Device -> Device)", "copies"),
+    ("void at::native::vectorized_layer_norm_kernel<c10::BFloat16, float, false>", "normalisation"),
+    ("conv1d_c1_k1_nhwc", "other"),
+])
+def test_kernels_are_grouped_by_what_their_names_say(name, kind):
+    assert gpu.kernel_kind(name) == kind
 
 
 def test_the_markdown_report_has_every_row(smoke, capsys):
@@ -172,6 +191,7 @@ def test_the_markdown_report_has_every_row(smoke, capsys):
         assert row in labels, row
     assert "| attention backend | per-item-sdpa" in md
     assert f"Top {len(res['profile']['top'])} CPU operators" in md
+    assert "By kind (ms): " in md and "By stage (ms, the kernels each launched): features " in md
     assert "not run" not in md and "error:" not in md
 
 

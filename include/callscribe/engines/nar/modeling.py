@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.profiler import record_function
 
 from callscribe.engines.nar.config import EditorConfig, EncoderConfig, NarConfig, ProjectorConfig
 from callscribe.engines.nar.features import LogMelFeatures
@@ -97,6 +98,15 @@ def top_probability(logits: torch.Tensor, best: torch.Tensor, scale: float, rows
         y = (x if scale == 1.0 else x / scale) if exact_in_dtype else x.float() / scale
         out.append(torch.softmax(y, -1, dtype=torch.float32).gather(-1, b[:, None]).squeeze(-1))
     return torch.cat(out)
+
+
+STAGE_PREFIX = "granite-nar: "
+
+
+def stage(name: str) -> record_function:
+    """A profiler range around one stage of a batch (nothing is recorded unless a profiler runs): the
+    GPU check sums each stage's kernels from it."""
+    return record_function(STAGE_PREFIX + name)
 
 
 def bucketed(frames: int, block: int) -> int:
@@ -591,7 +601,8 @@ class GraniteNar(nn.Module):
             raise ValueError("an item routed past the editor has no editor logits: route or return logits")
         cfg, enc_cfg = self.cfg, self.cfg.encoder
         # Frame counts come from the lengths on the host: reading them back would wait for the GPU.
-        feats, _ = self.features(waves)  # (B, longest, input_dim); n // 320 frames per item
+        with stage("features"):
+            feats, _ = self.features(waves)  # (B, longest, input_dim); n // 320 frames per item
         device = feats.device
         frames = [self.features.frame_count(w.numel()) for w in waves]
         sr = cfg.features.sample_rate
@@ -600,17 +611,19 @@ class GraniteNar(nn.Module):
         enc_slots = Slots.of(frames, enc_cfg.context, slack=enc_cfg.conv_kernel // 2)
         in_rows = _index(np.repeat(np.arange(len(frames)) * feats.shape[1], frames) + ragged_arange(frames), device)
         enc_rows = _index(enc_slots.rows(), device)
-        stream = feats.new_zeros(enc_slots.total, feats.shape[-1])
-        stream[enc_rows] = feats.flatten(0, 1)[in_rows]
-        enc = self.encoder(stream[None], enc_slots.mask(device)[None])
+        with stage("encoder"):
+            stream = feats.new_zeros(enc_slots.total, feats.shape[-1])
+            stream[enc_rows] = feats.flatten(0, 1)[in_rows]
+            enc = self.encoder(stream[None], enc_slots.mask(device)[None])
 
         # Draft: greedy BPE CTC over each item's pooling windows, collapsed on the host.
         w = enc_cfg.pool_window
         steps = [(n + w - 1) // w for n in frames]
         step_rows = _index(enc_slots.rows(per=w, counts=steps), device)
         routing = route_confidence is not None
-        best_dev, _, probs_dev = self._argmax_rows(enc.pooled[0, step_rows], self.encoder.bpe_ctc, lm_head_rows,
-                                                   prob_scale=1.0 if routing else None)
+        with stage("draft head"):
+            best_dev, _, probs_dev = self._argmax_rows(enc.pooled[0, step_rows], self.encoder.bpe_ctc, lm_head_rows,
+                                                       prob_scale=1.0 if routing else None)
         best_dl, probs_dl = Download(best_dev), (Download(probs_dev) if probs_dev is not None else None)
         # Without routing every item is projected: queue the projector behind the draft's copy, so
         # the GPU runs it while the host collapses the drafts (routing waits for the draft to choose).
@@ -653,10 +666,11 @@ class GraniteNar(nn.Module):
         # Each item in whole windows; an item's first n // downsample queries are its own.
         src = enc_rows if len(items) == len(enc_slots.lengths) else _index(enc_slots.subset(items).rows(), device)
         win_slots = Slots.of(frames, proj_cfg.window)
-        windows = enc.exported.new_zeros(win_slots.total, enc.exported.shape[-1])
-        windows[_index(win_slots.rows(), device)] = enc.exported[0, src]
-        audio = self.projector(windows.view(-1, proj_cfg.window, windows.shape[-1]),
-                               win_slots.mask(device).view(-1, proj_cfg.window))
+        with stage("projector"):
+            windows = enc.exported.new_zeros(win_slots.total, enc.exported.shape[-1])
+            windows[_index(win_slots.rows(), device)] = enc.exported[0, src]
+            audio = self.projector(windows.view(-1, proj_cfg.window, windows.shape[-1]),
+                                   win_slots.mask(device).view(-1, proj_cfg.window))
         n_audio = [n // proj_cfg.downsample for n in frames]
         audio = audio[_index(win_slots.rows(per=proj_cfg.downsample, counts=n_audio), device)]
         if cfg.scale_projected_embeddings:
@@ -679,12 +693,14 @@ class GraniteNar(nn.Module):
         order = editor_order(n_audio, n_text)
         packed = torch.cat([audio.to(text.dtype), text])[_index(order, device)]
         positions = _index(ragged_arange(seq_lens), device)
-        hidden = self.editor(packed, positions, cu_seqlens_for(seq_lens, device), max(seq_lens))
+        with stage("editor"):
+            hidden = self.editor(packed, positions, cu_seqlens_for(seq_lens, device), max(seq_lens))
         text_rows = _index(np.flatnonzero(order >= sum(n_audio)), device)
         # Argmax of the raw products: dividing by logits_scaling (a power of two) changes no argmax.
-        flat, parts, probs = self._argmax_rows(hidden[text_rows], self.editor.text_products, lm_head_rows,
-                                               keep=return_logits,
-                                               prob_scale=cfg.editor.logits_scaling if token_probs else None)
+        with stage("editor head"):
+            flat, parts, probs = self._argmax_rows(hidden[text_rows], self.editor.text_products, lm_head_rows,
+                                                   keep=return_logits,
+                                                   prob_scale=cfg.editor.logits_scaling if token_probs else None)
         return flat, parts, probs, n_text
 
 
