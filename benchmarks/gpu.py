@@ -687,7 +687,7 @@ class Check:
         cost needs the real weights, docs/granite.md)."""
         engine = self.engine
         prepared = engine.prepare(speech_chunks(self.plan.ref_batch, self.plan.chunk_s))
-        waves = [t.to(self.device) for t in prepared[0]]
+        waves = prepared.waves(self.device)
         confidence = engine.model.transcribe(waves, draft_tokens_per_s=engine.draft_tokens_per_s,
                                              route_confidence=1.0).draft_confidence
         ranked = sorted(confidence, reverse=True)

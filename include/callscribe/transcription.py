@@ -54,6 +54,10 @@ class PlacedSegment:
 
 
 def _prepare(engine: Engine, audios: Sequence[np.ndarray], idx: list[int]) -> Any:
+    # An engine that says it takes int16 (``takes_int16``) gets the packs' chunks as they are and
+    # scales them itself (on the device); every other engine gets float32 in [-1, 1].
+    if getattr(engine, "takes_int16", False):
+        return engine.prepare([audios[i] for i in idx])
     return engine.prepare([as_float(audios[i]) for i in idx])
 
 

@@ -48,7 +48,9 @@ class Engine(Protocol):
     device: str
 
     def prepare(self, batch: list[np.ndarray]) -> Any:
-        """CPU-side work for a batch of 16 kHz mono float32 chunks (runs in a background thread)."""
+        """CPU-side work for a batch of 16 kHz mono float32 chunks (runs in a background thread).
+        An engine with ``takes_int16 = True`` is also handed int16 chunks (full scale 32768) as they
+        are, by run_batches, and converts them itself."""
         ...
 
     def run(self, prepared: Any) -> list[list[Segment]]:

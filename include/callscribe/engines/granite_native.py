@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from callscribe.engines.base import EngineOutOfMemory, Segment, TorchEngine, Wor
 from callscribe.engines.device import choose_device
 from callscribe.engines.granite import HUB_ID, PINNED_REVISION, ModelDirError, missing_weights, model_dir
 from callscribe.engines.tokens import ItemOutput
+
+if TYPE_CHECKING:  # torch is imported when an engine is made, not when the registry is
+    from callscribe.engines.nar.host import HostBatch
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +228,7 @@ def mean_probability(probs: list[float]) -> float | None:
 
 class GraniteNarNativeEngine(TorchEngine):
     name = "granite-nar-native"
+    takes_int16 = True  # run_batches hands over the packs' int16 chunks unconverted (see prepare)
 
     def __init__(self, path: Path | None = None, device: str | None = None, random_weights: bool = False,
                  size: str = "full", compile: bool | None = None, seed: int = 0, fuse: bool | None = None,
@@ -305,17 +309,24 @@ class GraniteNarNativeEngine(TorchEngine):
             waves = [self.torch.zeros(n, device=self.device) for n in lengths]
             self.model.transcribe(waves, draft_tokens_per_s=REALISTIC_DRAFT_TOKENS_PER_S)
 
-    def run(self, prepared: Any) -> list[list[Segment]]:
+    def prepare(self, batch: list[np.ndarray]) -> HostBatch:
+        """The chunks in one buffer, int16 ones as they are (``takes_int16``: run_batches skips its float
+        conversion), pinned for a GPU so the copy is queued like a kernel."""
+        from callscribe.engines.nar.host import HostBatch
+
+        return HostBatch.of(batch, pin=self.device.startswith("cuda"))
+
+    def run(self, prepared: HostBatch) -> list[list[Segment]]:
         return self.start(prepared)()
 
-    def start(self, prepared: Any) -> Callable[[], list[list[Segment]]]:
+    def start(self, prepared: HostBatch) -> Callable[[], list[list[Segment]]]:
         """Queue a batch on the device; the returned call waits for it and makes its segments. The
         batch runner starts the next batch before finishing this one (transcription.run_batches), so
         the GPU is busy while the host turns this batch's tokens into text and word times."""
-        tensors, durations = prepared
+        durations = prepared.durations
         torch = self.torch
         try:
-            waves = [t.to(self.device, non_blocking=True) for t in tensors]
+            waves = prepared.waves(self.device)
             pending = self.model.start(waves, draft_tokens_per_s=self.draft_tokens_per_s, token_probs=True,
                                        route_confidence=self.route_confidence)
         except torch.cuda.OutOfMemoryError as exc:
@@ -346,8 +357,7 @@ class GraniteNarNativeEngine(TorchEngine):
 
     def token_outputs(self, batch: list[np.ndarray]) -> list[ItemOutput]:
         """Token ids, text and editor logits per chunk (for `callscribe parity`)."""
-        tensors, _ = self.prepare(batch)
-        waves = [t.to(self.device) for t in tensors]
+        waves = self.prepare(batch).waves(self.device)
         out = self.model.transcribe(waves, draft_tokens_per_s=self.draft_tokens_per_s, return_logits=True)
         return [ItemOutput(ids, self.decode(ids), lg.cpu()) for ids, lg in zip(out.tokens, out.logits, strict=True)]
 
