@@ -46,6 +46,7 @@ from benchmarks.data import tiled_call
 from benchmarks.heldout import BEFORE_PACKING
 from callscribe import engines
 from callscribe.audio import TARGET_SR, Decoded
+from callscribe.batching import JobSizing
 from callscribe.chunking import ChunkingParams, chunking_for
 from callscribe.dev.bench import cpu_model, machine_info, run_throughput, speech_chunks
 from callscribe.engines.nar.packed import (
@@ -82,6 +83,7 @@ class Plan:
     chunk_s: float
     real_call_s: float  # the long stereo call chunked for the real-chunk figures (the sample call tiled)
     real_audio_s: float  # its chunks, repeated (whole) to about this many audio seconds, per chunking
+    job_audio_s: float  # a worker job's speech at the job cap (JobSizing.cap_s): the real chunks' whole-job figure
     batch_audio_s: float  # run_batches' audio budget per batch (the job's batch_audio_s)
     timed: int  # timed batches (or passes) per figure, after `warmup`
     warmup: int
@@ -92,12 +94,13 @@ class Plan:
     token_sample: int = 96  # real chunks whose token ids are compared, compiled against eager
 
 
-# real_audio_s: two batches' worth (3,840 s each), so the reader's overlap with the GPU shows.
+# real_audio_s: two batches' worth (3,840 s each), so the reader's overlap with the GPU shows;
+# job_audio_s: what the pipeline puts in one worker job at most (four batches).
 GPU = Plan(size="full", sweep=(32, 128, 256), ref_batch=128, chunk_s=30.0, real_call_s=600.0, real_audio_s=7200.0,
-           batch_audio_s=3840.0, timed=3, warmup=1, budget_s=230.0, attn_heads=(16, 4, 128),
-           attn_lengths=(541, 300, 97, 13, 1200))
+           job_audio_s=JobSizing().cap_s, batch_audio_s=3840.0, timed=3, warmup=1, budget_s=230.0,
+           attn_heads=(16, 4, 128), attn_lengths=(541, 300, 97, 13, 1200))
 SMOKE = Plan(size="tiny", sweep=(1, 2, 4), ref_batch=2, chunk_s=30.0, real_call_s=90.0, real_audio_s=150.0,
-             batch_audio_s=120.0,
+             job_audio_s=300.0, batch_audio_s=120.0,
              timed=3, warmup=1, budget_s=100.0, attn_heads=(4, 2, 12), attn_lengths=(41, 30, 7, 1),
              # the tiny model gains nothing from threads, which slow it 3x on a busy machine
              cpu_threads=1, token_sample=4)
@@ -159,7 +162,7 @@ class Check:
         self.results: dict = {"smoke": smoke, "plan": asdict(plan), "notes": [], "errors": {}}
         self.engine = None
         self.peaks: list[int] = []
-        self._real: dict[str, RealChunks] = {}
+        self._real: dict[tuple[str, float], RealChunks] = {}
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -358,9 +361,11 @@ class Check:
         channels = [np.round(audio[:, c] * 32767).astype(np.int16) for c in range(audio.shape[1])]
         return Decoded(channels, rate, len(audio) / rate, "PCM_16")
 
-    def real_audios(self, chunker: str) -> RealChunks:
-        """The call's chunks as the worker gets them, repeated whole to about plan.real_audio_s of audio."""
-        if chunker not in self._real:
+    def real_audios(self, chunker: str, audio_s: float | None = None) -> RealChunks:
+        """The call's chunks as the worker gets them, repeated whole to about ``audio_s`` (default
+        plan.real_audio_s) of audio."""
+        audio_s = audio_s or self.plan.real_audio_s
+        if (chunker, audio_s) not in self._real:
             engine = getattr(self.engine, "name", None) or ENGINE
             if chunker == "before":
                 params, source = BEFORE_PACKING, "benchmarks.heldout.BEFORE_PACKING"
@@ -370,18 +375,18 @@ class Check:
             if not distinct:
                 raise RuntimeError(f"the chunker ({chunker}) found no speech in the call")
             distinct_s = sum(len(a) for a in distinct) / TARGET_SR
-            reps = max(1, round(self.plan.real_audio_s / distinct_s))
-            self._real[chunker] = RealChunks(chunker, source, params, distinct * reps, len(distinct), reps)
-        return self._real[chunker]
+            reps = max(1, round(audio_s / distinct_s))
+            self._real[(chunker, audio_s)] = RealChunks(chunker, source, params, distinct * reps, len(distinct), reps)
+        return self._real[(chunker, audio_s)]
 
-    def real_estimate(self, chunker: str, passes: int) -> float:
-        lengths = self.real_audios(chunker).lengths
+    def real_estimate(self, chunker: str, passes: int, audio_s: float | None = None) -> float:
+        lengths = self.real_audios(chunker, audio_s).lengths
         # Chunks of about 4 s ran at about 0.6 of the 30 s rate (H200); packed ones, near 30 s, near it.
         slow = 2.5 if float(np.median(lengths)) < self.plan.chunk_s / 2 else 1.5
         return passes * float(lengths.sum()) / self.rate() * slow + 1
 
-    def real_chunks(self, chunker: str, label: str, overlap: bool = True) -> dict:
-        real = self.real_audios(chunker)
+    def real_chunks(self, chunker: str, label: str, overlap: bool = True, audio_s: float | None = None) -> dict:
+        real = self.real_audios(chunker, audio_s)
         audios, lengths = real.audios, real.lengths
         self.reset_peak()
         graphs = compiled_graphs()
@@ -493,48 +498,6 @@ class Check:
                 "seconds_per_batch": r.seconds_per_batch, "median_s": r.median_s, "rtfx": r.rtfx,
                 "eager_rtfx": round(self.plan.ref_batch * self.plan.chunk_s / eager, 2),
                 "speedup": round(eager / r.median_s, 3), "peak_mem_bytes": r.peak_mem_bytes}
-
-    def depthwise(self) -> dict:
-        """The Conformer convolution module alone on the reference batch's encoder stream (ref_batch x
-        chunk_s laid end to end): cuDNN's depthwise kernel eager, and compiled as the library kernel and
-        as the fused shifted sum (the engine's default when compiled). Milliseconds per call, median of 5."""
-        import copy
-
-        from callscribe.engines.nar.fuse import FusedConvModule
-        from callscribe.engines.nar.modeling import bucketed
-
-        model = self.engine.model
-        conv = next(m for m in model.modules() if isinstance(m, FusedConvModule))
-        cfg = model.cfg.encoder
-        frames = int(self.plan.chunk_s * 50)
-        t = self.plan.ref_batch * bucketed(frames + cfg.conv_kernel // 2, cfg.context)
-        g = torch.Generator(device=self.device).manual_seed(0)
-        x = torch.randn(1, t, cfg.hidden, generator=g, device=self.device).to(self.dtype())
-        valid = torch.ones(1, t, dtype=torch.bool, device=self.device)
-        out: dict = {"stream_frames": t, "ms": {}, "compile_s": {}}
-        want = None
-        for name, path, compiled in (("eager", "conv", False), ("compiled, library kernel", "conv", True),
-                                     ("compiled, shifted sum", "shifted", True)):
-            module = copy.deepcopy(conv)
-            module.compiled_path = path
-            fn = torch.compile(module, dynamic=True) if compiled else module
-            with torch.inference_mode():
-                started = time.perf_counter()
-                got = fn(x, valid)
-                self.sync()
-                out["compile_s"][name] = round(time.perf_counter() - started, 1)
-                times = []
-                for _ in range(5):
-                    started = time.perf_counter()
-                    fn(x, valid)
-                    self.sync()
-                    times.append((time.perf_counter() - started) * 1000)
-            out["ms"][name] = round(statistics.median(times), 3)
-            if want is None:
-                want = got.float()
-            else:
-                out.setdefault("max_abs_diff", {})[name] = float((got.float() - want).abs().max())
-        return out
 
     def mode(self) -> str:
         return "torch.compile" if getattr(self.engine, "compiled", False) else "eager"
@@ -769,11 +732,9 @@ class Check:
                      lambda: self.real_estimate("before", passes))
         self.section("profile", self.profile, lambda: 3 * self.batch_estimate(plan.ref_batch) + 15)
         self.section("eager_tokens", self.eager_tokens, lambda: 10.0)
-        if self.compile:
-            self.section("depthwise", self.depthwise, lambda: 30.0 if self.cuda else 60.0)
         if not self.compile:
             why = "off on a CPU (pass --compile)" if not self.cuda else "off (--no-compile)"
-            for key in ("depthwise", "compiled", "real_chunks_compiled", "same_tokens", "profile_compiled",
+            for key in ("compiled", "real_chunks_compiled", "same_tokens", "profile_compiled",
                         "warm_start"):
                 self.results[key] = {"skipped": why}
         else:
@@ -805,6 +766,10 @@ class Check:
         self.section("fixed_overlapped", self.fixed_overlapped,
                      lambda: 2 * (plan.timed + 1) * (plan.timed + 1) * self.batch_estimate(plan.ref_batch)
                      / (1.3 if mode != "eager" else 1.0))
+        # A worker's job holds up to the job cap of speech (4 h: four batches): its first batch, read
+        # with nothing to overlap, weighs a quarter as much as in the two-batch figure above.
+        self.section("real_chunks_job", lambda: self.real_chunks("packed", mode, audio_s=plan.job_audio_s),
+                     lambda: self.real_estimate("packed", passes, plan.job_audio_s) / (1.3 if mode != "eager" else 1.0))
         self.section("real_chunks_sequential", lambda: self.real_chunks("packed", mode, overlap=False),
                      lambda: self.real_estimate("packed", passes) / (1.3 if mode != "eager" else 1.0))
         if self.cuda:
@@ -898,6 +863,8 @@ def render(res: dict) -> str:
         f"then the first batch {s['first_batch_s']:.1f} s)"))))
     rows.append(("real chunks through run_batches, packed, torch.compile",
                  _figure(res.get("real_chunks_compiled"), real)))
+    job = res.get("real_chunks_job", {})
+    rows.append((f"the same, one worker job's worth (the job cap; {job.get('mode', 'as above')})", _figure(job, real)))
     rows.append(("fixed batches back to back, batch k+1 started before batch k is finished",
                  _figure(res.get("fixed_overlapped"), lambda s: (
                      f"RTFx **{_num(s['overlapped']['rtfx'])}** vs {_num(s['sequential']['rtfx'])} batch by batch "
@@ -912,8 +879,6 @@ def render(res: dict) -> str:
     rows.append(("confidence routing past the editor (off by default)", _figure(res.get("routing"), lambda s: (
         f"{s['batch']} x {s['chunk_s']:g} s, {s['mode']}: " + "; ".join(
             f"{r['setting']}: {r['routed']} routed, RTFx {_num(r['rtfx'])} (x{r['vs_off']:.2f})" for r in s["rows"])))))
-    rows.append(("depthwise convolution module, ms per call", _figure(res.get("depthwise"), lambda s: (
-        "; ".join(f"{k} {v:.2f}" for k, v in s["ms"].items()) + f" ({s['stream_frames']:,} frames)"))))
     dtype = res.get("build", {}).get("dtype", "?")
     rows.append(("token ids, compiled vs eager", _figure(res.get("same_tokens"), lambda s: (
         f"equal on {s['equal']} of {s['chunks']} real chunks ({dtype}, random weights)"))))

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import heapq
 import math
+import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 
 def plan_batches(lengths_s: Sequence[float], budget_s: float, max_items: int | None = None) -> list[list[int]]:
@@ -71,3 +73,20 @@ def balance_jobs(recording_audio_s: Sequence[float], n_jobs: int) -> list[list[i
         jobs[j].append(i)
         heapq.heappush(heap, (total + recording_audio_s[i], j))
     return [sorted(j) for j in jobs if j]
+
+
+@dataclass(frozen=True)
+class JobSizing:
+    """How a day's speech becomes worker jobs (see :func:`job_count`)."""
+
+    slots: int = 4  # GPUs in the pool (or local workers): a day spreads over them
+    cap_s: float = 4 * 3600  # at most this much speech in one job
+    min_s: float = 600  # a job is worth a model load only above this
+
+    @classmethod
+    def from_env(cls) -> JobSizing:
+        d = cls()
+        env = os.environ.get
+        return cls(slots=int(env("CALLSCRIBE_JOB_SLOTS", d.slots)),
+                   cap_s=float(env("CALLSCRIBE_JOB_AUDIO_S", d.cap_s)),
+                   min_s=float(env("CALLSCRIBE_JOB_MIN_AUDIO_S", d.min_s)))

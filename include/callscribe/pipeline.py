@@ -16,7 +16,7 @@ import sys
 import tempfile
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, date, timedelta
 
 import numpy as np
@@ -25,7 +25,7 @@ from sqlalchemy.engine import Engine
 
 from callscribe import db
 from callscribe.audio import PACK_FORMATS, TARGET_SR, DecodeError, decode, encode_pack, pack_format_for
-from callscribe.batching import balance_jobs, job_count
+from callscribe.batching import JobSizing, balance_jobs, job_count
 from callscribe.chunking import DEFAULT_CHUNKING, ChunkingParams, chunk_recording, chunking_for, pack_rate
 from callscribe.config import S3Settings, diarize_mono, diarized_speaker, pack_format, speaker_for, speakers_hint
 from callscribe.errors import describe
@@ -178,23 +178,6 @@ def chunk_group(store: Store, engine: Engine, ids: list[int], run_id: str, group
 
 
 # ---------------------------------------------------------------- plan jobs
-
-
-@dataclass(frozen=True)
-class JobSizing:
-    """How a day's speech becomes worker jobs (see :func:`callscribe.batching.job_count`)."""
-
-    slots: int = 4  # GPUs in the pool (or local workers): a day spreads over them
-    cap_s: float = 4 * 3600  # at most this much speech in one job
-    min_s: float = 600  # a job is worth a model load only above this
-
-    @classmethod
-    def from_env(cls) -> JobSizing:
-        d = cls()
-        env = os.environ.get
-        return cls(slots=int(env("CALLSCRIBE_JOB_SLOTS", d.slots)),
-                   cap_s=float(env("CALLSCRIBE_JOB_AUDIO_S", d.cap_s)),
-                   min_s=float(env("CALLSCRIBE_JOB_MIN_AUDIO_S", d.min_s)))
 
 
 def plan_jobs(store: Store, manifest_uris: list[str], run_id: str, engine_name: str,
