@@ -49,6 +49,9 @@ from callscribe.audio import TARGET_SR, Decoded
 from callscribe.batching import JobSizing
 from callscribe.chunking import ChunkingParams, chunking_for
 from callscribe.dev.bench import cpu_model, machine_info, run_throughput, speech_chunks
+from callscribe.engines.granite_native import COMPILE_TUNING
+from callscribe.engines.nar.fp8 import FP8_PARTS
+from callscribe.engines.nar.modeling import STAGE_PREFIX
 from callscribe.engines.nar.packed import (
     BACKENDS,
     ENV_FORCE,
@@ -56,6 +59,7 @@ from callscribe.engines.nar.packed import (
     cu_seqlens_for,
     facts_for,
     flash_available,
+    grouped_views,
     per_item_attention,
     reset_choice,
     torch_varlen_kernel,
@@ -275,8 +279,8 @@ class Check:
         heads, kv_heads, d = self.plan.attn_heads
         lengths = list(self.plan.attn_lengths)
         g = torch.Generator().manual_seed(0)
-        q, k, v = (torch.randn(sum(lengths), h, d, generator=g).to(self.device, self.dtype())
-                   for h in (heads, kv_heads, kv_heads))
+        # As the fused editor layer hands them over (views into one row), at its scale (1 / d).
+        q, k, v = grouped_views(sum(lengths), heads, kv_heads, d, self.device, self.dtype(), g, d ** 0.5)
         cu = cu_seqlens_for(lengths, self.device)
         scale = 1 / d
         ref = per_item_attention(q.float(), k.float(), v.float(), cu, scale)
@@ -366,14 +370,18 @@ class Check:
         plan.real_audio_s) of audio."""
         audio_s = audio_s or self.plan.real_audio_s
         if (chunker, audio_s) not in self._real:
-            engine = getattr(self.engine, "name", None) or ENGINE
-            if chunker == "before":
-                params, source = BEFORE_PACKING, "benchmarks.heldout.BEFORE_PACKING"
+            once = next((r for (c, _), r in self._real.items() if c == chunker), None)
+            if once is not None:  # the call is chunked once per chunking, then repeated to each length
+                params, source, distinct = once.params, once.source, once.audios[: once.distinct]
             else:
-                params, source = chunking_for(engine), f"chunking_for({engine!r})"
-            _, distinct = chunk_all([self.real_call()], params)
-            if not distinct:
-                raise RuntimeError(f"the chunker ({chunker}) found no speech in the call")
+                engine = getattr(self.engine, "name", None) or ENGINE
+                if chunker == "before":
+                    params, source = BEFORE_PACKING, "benchmarks.heldout.BEFORE_PACKING"
+                else:
+                    params, source = chunking_for(engine), f"chunking_for({engine!r})"
+                _, distinct = chunk_all([self.real_call()], params)
+                if not distinct:
+                    raise RuntimeError(f"the chunker ({chunker}) found no speech in the call")
             distinct_s = sum(len(a) for a in distinct) / TARGET_SR
             reps = max(1, round(audio_s / distinct_s))
             self._real[(chunker, audio_s)] = RealChunks(chunker, source, params, distinct * reps, len(distinct), reps)
@@ -422,7 +430,6 @@ class Check:
         return out
 
     def profile(self, mode: str = "eager") -> dict:
-        from torch.autograd import DeviceType
         from torch.profiler import ProfilerActivity
         from torch.profiler import profile as torch_profile
 
@@ -438,15 +445,11 @@ class Check:
         totals: dict[str, list] = {}
         if self.cuda:  # every kernel (and copy) the GPU ran, by name
             kind = "CUDA kernels, device time"
-            for e in prof.events():
-                if e.device_type == DeviceType.CUDA:
-                    row = totals.setdefault(e.name, [0.0, 0])
-                    row[0] += e.time_range.elapsed_us()
-                    row[1] += 1
+            totals = kernel_totals(prof.events())
         else:  # no kernels on a CPU: the operators' own time stands in
             kind = "CPU operators, self time"
             for a in prof.key_averages():
-                if a.self_cpu_time_total > 0:
+                if a.self_cpu_time_total > 0 and not a.key.startswith(STAGE_PREFIX):
                     totals[a.key] = [a.self_cpu_time_total, a.count]
         total_us = sum(t for t, _ in totals.values())
         ranked = sorted(totals.items(), key=lambda kv: -kv[1][0])
@@ -954,6 +957,13 @@ def parse_variant(variant: str) -> Variant:
     if not found:
         raise ValueError(f"{variant!r}: a tuning is written name[+fp8-PARTS][@SECONDS][/ATTENTION], "
                          "e.g. default+fp8-editor@3840 or autotune-tma@3840/torch-varlen")
+    # Checked here, before a process is started for it, not after its imports and model build.
+    if found["name"] not in COMPILE_TUNING:
+        raise ValueError(f"{variant!r}: no compile tuning {found['name']!r}; one of {', '.join(COMPILE_TUNING)}")
+    if found["fp8"] and found["fp8"] not in FP8_PARTS:
+        raise ValueError(f"{variant!r}: float8 parts are one of {', '.join(FP8_PARTS)}")
+    if found["attention"] and found["attention"] not in BACKENDS:
+        raise ValueError(f"{variant!r}: no attention backend {found['attention']!r}; one of {', '.join(BACKENDS)}")
     return Variant(found["name"], found["fp8"] or "off", float(found["warm"] or 0), found["attention"])
 
 
@@ -972,14 +982,30 @@ def kernel_kind(name: str) -> str:
     return next((kind for kind, marks in KERNEL_KINDS if any(m in low for m in marks)), "other")
 
 
+def kernel_totals(events) -> dict[str, list]:
+    """Device microseconds and launches per kernel name, from the profiler's events. The stage ranges
+    (modeling.stage) also appear on the GPU's timeline, spanning their kernels: they are not kernels,
+    and counted they would double the total."""
+    from torch.autograd import DeviceType
+
+    totals: dict[str, list] = {}
+    for e in events:
+        if e.device_type == DeviceType.CUDA and not e.is_user_annotation:
+            row = totals.setdefault(e.name, [0.0, 0])
+            row[0] += e.time_range.elapsed_us()
+            row[1] += 1
+    return totals
+
+
 def stage_times(prof, cuda: bool) -> dict[str, float]:
     """Milliseconds per stage of the batch (modeling.stage's ranges): the GPU time of the kernels
-    launched inside each, or on a CPU the CPU time inside it."""
-    from callscribe.engines.nar.modeling import STAGE_PREFIX
+    launched inside each, or on a CPU the CPU time inside it. Each range is read from its host side,
+    whose device time sums its kernels; its copy on the GPU's timeline is the span, gaps included."""
+    from torch.autograd import DeviceType
 
     out = {}
     for a in prof.key_averages():
-        if a.key.startswith(STAGE_PREFIX):
+        if a.key.startswith(STAGE_PREFIX) and a.device_type == DeviceType.CPU:
             us = getattr(a, "device_time_total", None) if cuda else a.cpu_time_total
             if us is None:  # torch before the rename
                 us = a.cuda_time_total

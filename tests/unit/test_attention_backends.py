@@ -160,7 +160,10 @@ def _can_run_torch_varlen() -> str | None:
 @pytest.mark.parametrize("lengths", [[5], [3, 11, 1, 7], [200, 31, 64]])
 @pytest.mark.parametrize("backend", ["torch-varlen", "torch-flash"])
 def test_the_real_torch_kernels_equal_the_reference_on_cuda(lengths, backend):
-    q, k, v, cu = _qkv(lengths, dtype=torch.bfloat16, device="cuda", d=128)
+    # As the fused editor layer hands them over: strided views, at the editor's scale.
+    q, k, v = packed.grouped_views(sum(lengths), 8, 2, 128, "cuda", torch.bfloat16, torch.Generator().manual_seed(1),
+                                   128 ** 0.5)
+    cu = cu_seqlens_for(lengths, "cuda")
     assert attention_backend(q, k.shape[1]) in ("flash-attn", "torch-flash", "torch-varlen")
     got = BACKENDS[backend].run(q, k, v, cu, max(lengths), 1 / 128).float()
     ref = per_item_attention(q.float(), k.float(), v.float(), cu, 1 / 128)
@@ -209,21 +212,49 @@ def _broken(*args, **kw):
     raise RuntimeError("operator moved")
 
 
+def _ignores_scale(q, k, v, *rest, scale=None):
+    """Right but for the softmax scale: the kernels' default 1/sqrt(d) instead of the editor's 1/d."""
+    return _aten_flash_stand_in(q, k, v, *rest, scale=None)
+
+
+def _tiles_heads(q, k, v, *rest, scale=None):
+    """Right but for the grouping: query head h reads key/value head h % kv_heads."""
+    groups = q.shape[1] // k.shape[1]
+    return _aten_flash_stand_in(q, k.repeat(1, groups, 1), v.repeat(1, groups, 1), *rest, scale=scale)
+
+
 def _wrong(q, k, v, *rest, **kw):
     return (torch.zeros_like(q),)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(("kernel", "passes", "warning"), [
     (_aten_flash_stand_in, True, None),
-    (_broken, False, "failed its probe on cpu torch.float32 (RuntimeError: operator moved)"),
+    (_broken, False, "failed its probe on cpu torch.{dtype} (RuntimeError: operator moved)"),
     (_wrong, False, "is off the per-item reference by"),
+    (_ignores_scale, False, "is off the per-item reference by"),
+    (_tiles_heads, False, "is off the per-item reference by"),
 ])
-def test_the_probe_accepts_a_kernel_only_when_it_runs_and_agrees(monkeypatch, caplog, kernel, passes, warning):
+def test_the_probe_accepts_a_kernel_only_when_it_runs_and_agrees(monkeypatch, caplog, kernel, passes, warning, dtype):
     monkeypatch.setattr(packed, "torch_flash_op", lambda: kernel)
     with caplog.at_level(logging.WARNING, logger=packed.__name__):
-        assert packed.probe("torch-flash", torch.device("cpu"), torch.float32, 16, 4, 128) is passes
+        assert packed.probe("torch-flash", torch.device("cpu"), dtype, 16, 4, 128) is passes
     messages = [r.getMessage() for r in caplog.records]
-    assert (warning is None and not messages) or (len(messages) == 1 and warning in messages[0])
+    want = None if warning is None else warning.format(dtype=str(dtype).removeprefix("torch."))
+    assert (want is None and not messages) or (len(messages) == 1 and want in messages[0])
+
+
+def test_the_probe_hands_over_strided_views_as_the_fused_layer_does(monkeypatch):
+    seen = []
+
+    def kernel(q, k, v, *rest, **kw):
+        seen.append([(x.stride(0), x.shape[1] * x.shape[2], x.stride(-1)) for x in (q, k, v)])
+        return _aten_flash_stand_in(q, k, v, *rest, **kw)
+
+    monkeypatch.setattr(packed, "torch_flash_op", lambda: kernel)
+    assert packed.probe("torch-flash", torch.device("cpu"), torch.float32, 16, 4, 128)
+    row = (16 + 2 * 4) * 128
+    assert seen == [[(row, 16 * 128, 1), (row, 4 * 128, 1), (row, 4 * 128, 1)]]
 
 
 def test_a_failing_probe_hands_the_choice_to_the_next_backend():

@@ -170,6 +170,7 @@ def test_the_profile_lists_the_top_operators(smoke):
     assert len(p["all"]) == p["distinct"] and p["all"][0][1] == top[0]["ms"]
     assert abs(sum(p["by_kind_ms"].values()) - p["total_ms"]) < 0.1 * len(p["by_kind_ms"])
     assert list(p["stages_ms"]) == ["features", "encoder", "draft head", "projector", "editor", "editor head"]
+    assert not [name for name, _, _ in p["all"] if name.startswith(gpu.STAGE_PREFIX)]  # ranges are not operators
     assert p["stages_ms"]["encoder"] > 0 and p["stages_ms"]["editor"] > 0
 
 
@@ -283,6 +284,11 @@ def test_a_tuning_variant_is_parsed_or_refused():
                 "default/", "default/torch-varlen@3840", "-default", "default-"):
         with pytest.raises(ValueError, match="name\\[\\+fp8-PARTS\\]\\[@SECONDS\\]\\[/ATTENTION\\]"):
             gpu.parse_variant(bad)
+    # well formed but naming nothing: refused before a process is started for it
+    for bad, why in (("bogus", "no compile tuning 'bogus'"), ("default+fp8-decoder", "float8 parts are one of"),
+                     ("default/torch-varln", "no attention backend 'torch-varln'")):
+        with pytest.raises(ValueError, match=why):
+            gpu.parse_variant(bad)
 
 
 # What the project installs that the lent GPU machine has not (it has torch, numpy, pandas, pyarrow,
@@ -317,3 +323,32 @@ def test_the_check_imports_nothing_the_gpu_machine_lacks():
     done = subprocess.run([sys.executable, "-c", blocker], capture_output=True, text=True, cwd=root, timeout=120,
                           env={**os.environ, "PYTHONPATH": f"{root / 'include'}:{root}"})
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-1500:]
+
+
+def _event(name, device, annotation=False, us=0.0):
+    from types import SimpleNamespace
+
+    from torch.autograd import DeviceType
+
+    return SimpleNamespace(name=name, key=name, device_type=getattr(DeviceType, device), is_user_annotation=annotation,
+                           time_range=SimpleNamespace(elapsed_us=lambda: us), device_time_total=us, cpu_time_total=us)
+
+
+def test_kernel_totals_leave_out_the_stage_ranges_on_the_gpu_timeline():
+    """A profiler range also shows on the GPU's timeline, spanning its kernels: counted as a kernel it would
+    double the total (pytorch/pytorch#130730)."""
+    events = [_event("nvjet_gemm", "CUDA", us=300.0), _event("nvjet_gemm", "CUDA", us=200.0),
+              _event("triton_poi_fused_silu", "CUDA", us=50.0),
+              _event(gpu.STAGE_PREFIX + "encoder", "CUDA", annotation=True, us=560.0),
+              _event("aten::mm", "CPU", us=9.0)]
+    assert gpu.kernel_totals(events) == {"nvjet_gemm": [500.0, 2], "triton_poi_fused_silu": [50.0, 1]}
+
+
+def test_a_stages_time_is_its_host_ranges_kernels_not_its_span_on_the_gpu():
+    from types import SimpleNamespace
+
+    entries = [_event(gpu.STAGE_PREFIX + "encoder", "CPU", us=540_000.0),
+               _event(gpu.STAGE_PREFIX + "encoder", "CUDA", annotation=True, us=600_000.0),  # the span, gaps too
+               _event("aten::mm", "CPU", us=1_000.0)]
+    prof = SimpleNamespace(key_averages=lambda: entries)
+    assert gpu.stage_times(prof, cuda=True) == {"encoder": 540.0}

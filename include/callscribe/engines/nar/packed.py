@@ -179,25 +179,40 @@ def choose(facts: Facts, forced: str | None = None, passes: Callable[[str], bool
 
 
 # The probe: an editor-like packed batch (grouped heads, an item of one position, one longer than a
-# kernel tile), compared in float32 with the per-item loop, at a bound bf16 rounding stays far inside.
+# kernel tile), compared in float32 with the per-item loop, at a bound bf16 rounding stays far inside
+# (a wrong head grouping is off by about 4).
 PROBE_LENGTHS = (37, 1, 130, 9)
 PROBE_TOLERANCE = 0.05
 
 
+def grouped_views(n: int, heads: int, kv_heads: int, head_dim: int, device: torch.device | str,
+                  dtype: torch.dtype, generator: torch.Generator, scale: float = 1.0
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random q, k, v laid out as the fused editor layer hands them over: views into one row of
+    (heads + 2 kv_heads) x head_dim per position, so each has a row stride wider than itself.
+    ``scale`` multiplies q (logits of order one under the editor's 1/head_dim softmax scale)."""
+    fused = torch.randn(n, heads + 2 * kv_heads, head_dim, generator=generator)
+    fused[:, :heads] *= scale
+    fused = fused.to(device, dtype)
+    return fused[:, :heads], fused[:, heads : heads + kv_heads], fused[:, heads + kv_heads :]
+
+
 def probe(name: str, device: torch.device, dtype: torch.dtype, heads: int, kv_heads: int, head_dim: int) -> bool:
-    """Whether backend ``name`` runs and agrees with the per-item reference on this device (logged if not)."""
+    """Whether backend ``name`` runs and agrees with the per-item reference on this device (logged if
+    not), with the editor's softmax scale (1 / head_dim, not the kernels' default 1 / sqrt(head_dim))
+    and its strided q, k, v."""
     g = torch.Generator().manual_seed(0)
-    n = sum(PROBE_LENGTHS)
-    q, k, v = (torch.randn(n, h, head_dim, generator=g).to(device, dtype) for h in (heads, kv_heads, kv_heads))
+    q, k, v = grouped_views(sum(PROBE_LENGTHS), heads, kv_heads, head_dim, device, dtype, g, head_dim ** 0.5)
     cu = cu_seqlens_for(list(PROBE_LENGTHS), device)
-    scale = head_dim ** -0.5
+    scale = 1 / head_dim
     try:
         got = BACKENDS[name].run(q, k, v, cu, max(PROBE_LENGTHS), scale).float()
+        want = per_item_attention(q.float(), k.float(), v.float(), cu, scale)
+        err = float((got - want).abs().max())  # reads the result back: a kernel's fault shows here
     except Exception as exc:  # a private operator may have moved or changed: the next backend will do
         log.warning("attention backend %s failed its probe on %s %s (%s: %s); trying the next one",
                     name, device.type, dtype, type(exc).__name__, exc)
         return False
-    err = float((got - per_item_attention(q.float(), k.float(), v.float(), cu, scale)).abs().max())
     if not err <= PROBE_TOLERANCE:  # NaN fails too
         log.warning("attention backend %s is off the per-item reference by %.3g on %s %s; trying the next one",
                     name, err, device.type, dtype)
