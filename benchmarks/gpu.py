@@ -61,6 +61,7 @@ from callscribe.engines.nar.packed import (
     flash_available,
     grouped_views,
     per_item_attention,
+    repeat_kv,
     reset_choice,
     torch_varlen_kernel,
     varlen_attention,
@@ -287,6 +288,13 @@ class Check:
         facts = facts_for(q.device, q.dtype, d)
         candidates = {name: (lambda b=b: b.run(q, k, v, cu, max(lengths), scale))
                       for name, b in BACKENDS.items() if b.usable(facts) and name != "per-item-sdpa"}
+        cudnn = getattr(torch.ops.aten, "_cudnn_attention_forward", None)
+        if facts.fast_gpu and cudnn is not None:
+            # Not an engine backend (no meta kernel, so no compiled graph could hold it): measured here to
+            # say whether cuDNN's Hopper kernel would be worth wrapping. Its ragged path takes no grouping.
+            candidates["cudnn (check only)"] = lambda: cudnn(
+                q, repeat_kv(k, heads), repeat_kv(v, heads), None, cu, cu, max(lengths), max(lengths), False, 0.0,
+                False, False, scale=scale)[0]
         runs = {"backend": lambda: varlen_attention(q, k, v, cu, max(lengths), scale),
                 "per_item": lambda: per_item_attention(q, k, v, cu, scale), **candidates}
         timings, errors, failed = {}, {}, {}
