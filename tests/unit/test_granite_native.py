@@ -501,11 +501,19 @@ def test_compiled_model_gives_the_same_logits():
     eager = GraniteNarNativeEngine(random_weights=True, size="tiny", device="cpu", compile=False)
     compiled = GraniteNarNativeEngine(random_weights=True, size="tiny", device="cpu", compile=True)
     waves = noise_waves([5.0, 2.5, 4.0], seed=9)
-    a = eager.model.transcribe(waves, draft_tokens_per_s=4.0, return_logits=True)
-    b = compiled.model.transcribe(waves, draft_tokens_per_s=4.0, return_logits=True)
+    a = eager.model.transcribe(waves, draft_tokens_per_s=4.0, return_logits=True, token_probs=True)
+    b = compiled.model.transcribe(waves, draft_tokens_per_s=4.0, return_logits=True, token_probs=True)
     assert a.tokens == b.tokens
     for x, y in zip(a.logits, b.logits, strict=True):
         torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4)
+    # the token probabilities come from the compiled head reduction there, from top_probability here
+    assert eager.model.head_reduce is None and compiled.model.head_reduce is not None
+    assert [len(p) for p in a.token_probs] == [len(t) for t in a.tokens] and any(a.token_probs)
+    for x, y in zip(a.token_probs, b.token_probs, strict=True):
+        assert x == pytest.approx(y, rel=1e-4, abs=1e-7)
+    routed_a = eager.model.transcribe(waves, draft_tokens_per_s=4.0, route_confidence=1.0)
+    routed_b = compiled.model.transcribe(waves, draft_tokens_per_s=4.0, route_confidence=1.0)
+    assert routed_a.draft_confidence == pytest.approx(routed_b.draft_confidence, rel=1e-4, abs=1e-7)
 
 
 # ---------------------------------------------------------------- against transformers' own parts

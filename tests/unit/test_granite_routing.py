@@ -163,3 +163,22 @@ def test_top_probability_is_the_softmax_maximum_in_float32(dtype, scale):
     torch.testing.assert_close(got.double(), want, rtol=2e-6, atol=1e-9)
     assert got[3] == pytest.approx(1 / 500, rel=1e-6)
     assert top_probability(logits[:0], best[:0], scale).shape == (0,)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("scale", [1.0, 8.0, 3.0])
+def test_best_and_top_gives_the_argmax_and_its_probability(compiled, dtype, scale):
+    """The compiled engine's head reduction: the same argmax, and the same probability as top_probability."""
+    from callscribe.engines.nar.modeling import best_and_top, top_probability
+
+    fn = torch.compile(best_and_top, dynamic=True) if compiled else best_and_top
+    g = torch.Generator().manual_seed(5)
+    logits = (torch.randn(37, 500, generator=g) * 6).to(dtype)
+    logits[3] = logits[3, 0]  # a row of ties: the first class, probability 1/500
+    best, top = fn(logits, scale)
+    assert torch.equal(best, logits.argmax(-1)) and top.dtype == torch.float32
+    x = logits.double() / scale
+    torch.testing.assert_close(top.double(), torch.exp(x.amax(-1) - torch.logsumexp(x, -1)), rtol=2e-6, atol=1e-9)
+    torch.testing.assert_close(top, top_probability(logits, best, scale), rtol=2e-6, atol=1e-9)
+    assert best[3] == 0 and top[3] == pytest.approx(1 / 500, rel=1e-6)

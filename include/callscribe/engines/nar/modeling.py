@@ -13,6 +13,7 @@ checkpoint.py maps them to the published checkpoint's.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import pairwise
 
@@ -107,6 +108,16 @@ def stage(name: str) -> record_function:
     """A profiler range around one stage of a batch (nothing is recorded unless a profiler runs): the
     GPU check sums each stage's kernels from it."""
     return record_function(STAGE_PREFIX + name)
+
+
+def best_and_top(logits: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's argmax and its softmax(logits / scale) probability, 1 / sum(exp((x - max) / scale)),
+    in float32: the same values as argmax and top_probability. Written for torch.compile, which reads
+    the logits once or twice in one or two kernels; run eagerly it would make float copies of them
+    all, so the eager path keeps top_probability's slices."""
+    best = logits.argmax(-1)
+    top = logits.amax(-1, keepdim=True).float()
+    return best, 1.0 / torch.exp((logits.float() - top) / scale).sum(-1)
 
 
 def bucketed(frames: int, block: int) -> int:
@@ -537,6 +548,9 @@ class GraniteNar(nn.Module):
         self.encoder = Encoder(cfg.encoder)
         self.projector = Projector(cfg.encoder, cfg.projector, cfg.editor.hidden)
         self.editor = Editor(cfg.editor)
+        # Argmax and top probability of a head's logits in one function (best_and_top, compiled by
+        # compile_model); None: argmax, then top_probability's slices.
+        self.head_reduce: Callable | None = None
 
     def slot_list(self, draft: list[int]) -> list[int]:
         """[a, b] -> [blank, a, blank, b, blank], padded with blanks to at least min_slots.
@@ -556,18 +570,23 @@ class GraniteNar(nn.Module):
         fill = [(f + 1) % vocab if f == blank else f for f in fill]
         return draft + fill, steps + [max(n_steps - 1, 0)] * len(fill)
 
-    @staticmethod
-    def _argmax_rows(hidden: torch.Tensor, head, rows: int, keep: bool = False,
+    def _argmax_rows(self, hidden: torch.Tensor, head, rows: int, keep: bool = False,
                      prob_scale: float | None = None) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
         """Argmax of a vocabulary-wide head over ``hidden``, ``rows`` at a time (the logits of a whole
         batch would take gigabytes); the head's outputs when ``keep``; and with ``prob_scale`` (the
-        head's logits scaling) each row's softmax maximum. Device tensors, queued: nothing waits."""
+        head's logits scaling) each row's softmax maximum, through the compiled ``best_and_top`` when
+        the model was compiled (``head_reduce``). Device tensors, queued: nothing waits."""
         best, kept, probs = [], [], []
         for part in hidden.split(rows):
             lg = head(part)
-            best.append(lg.argmax(-1))
-            if prob_scale is not None:
-                probs.append(top_probability(lg, best[-1], prob_scale))
+            if prob_scale is not None and self.head_reduce is not None:
+                b, p = self.head_reduce(lg, prob_scale)
+                best.append(b)
+                probs.append(p)
+            else:
+                best.append(lg.argmax(-1))
+                if prob_scale is not None:
+                    probs.append(top_probability(lg, best[-1], prob_scale))
             if keep:
                 kept.append(lg)
         return torch.cat(best), kept, (torch.cat(probs) if probs else None)  # split gives at least one part
