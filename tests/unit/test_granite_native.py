@@ -498,8 +498,17 @@ def test_compiled_model_gives_the_same_logits():
     """torch.compile (CALLSCRIBE_NAR_COMPILE=1) changes speed, not results; ~40 s of compiling on 2 cores."""
     from callscribe.engines.granite_native import GraniteNarNativeEngine
 
+    from torch._dynamo.utils import counters
+
     eager = GraniteNarNativeEngine(random_weights=True, size="tiny", device="cpu", compile=False)
-    compiled = GraniteNarNativeEngine(random_weights=True, size="tiny", device="cpu", compile=True)
+    compiled = GraniteNarNativeEngine(random_weights=True, size="tiny", device="cpu", compile=True,
+                                      route_confidence=0.5)
+    # The warm-up at load compiled everything a batch reaches (token probabilities, routing): the worker's
+    # path compiles nothing more. (Two items, as the warm-up has: on a CPU the per-item attention loop,
+    # which CUDA never runs, is traced per item count.)
+    graphs = counters["stats"]["unique_graphs"]
+    compiled.run(compiled.prepare([w.numpy() for w in noise_waves([3.3, 1.7], seed=2)]))
+    assert counters["stats"]["unique_graphs"] == graphs
     waves = noise_waves([5.0, 2.5, 4.0], seed=9)
     a = eager.model.transcribe(waves, draft_tokens_per_s=4.0, return_logits=True, token_probs=True)
     b = compiled.model.transcribe(waves, draft_tokens_per_s=4.0, return_logits=True, token_probs=True)
@@ -514,6 +523,7 @@ def test_compiled_model_gives_the_same_logits():
     routed_a = eager.model.transcribe(waves, draft_tokens_per_s=4.0, route_confidence=1.0)
     routed_b = compiled.model.transcribe(waves, draft_tokens_per_s=4.0, route_confidence=1.0)
     assert routed_a.draft_confidence == pytest.approx(routed_b.draft_confidence, rel=1e-4, abs=1e-7)
+
 
 
 # ---------------------------------------------------------------- against transformers' own parts

@@ -310,9 +310,14 @@ class GraniteNarNativeEngine(TorchEngine):
         """Compile now, at load, not in the first job's first batch: one small batch of two lengths
         (every later shape reuses the same dynamic-shape graphs), after a production-shape batch
         when one is asked for (warm_up_batches says why)."""
+        # With token probabilities, as start() runs a batch: every compiled function a batch reaches is
+        # compiled here, none in the first job's first batch.
         for lengths in warm_up_batches(self.warm_up_audio_s):
             waves = [self.torch.zeros(n, device=self.device) for n in lengths]
-            self.model.transcribe(waves, draft_tokens_per_s=REALISTIC_DRAFT_TOKENS_PER_S)
+            self.model.transcribe(waves, draft_tokens_per_s=REALISTIC_DRAFT_TOKENS_PER_S, token_probs=True)
+        if self.route_confidence is not None:  # the draft's probabilities too (the editor may be skipped)
+            self.model.transcribe(waves, draft_tokens_per_s=REALISTIC_DRAFT_TOKENS_PER_S, token_probs=True,
+                                  route_confidence=self.route_confidence)
 
     def prepare(self, batch: list[np.ndarray]) -> HostBatch:
         """The chunks in one buffer, int16 ones as they are (``takes_int16``: run_batches skips its float
