@@ -496,9 +496,9 @@ def test_a_bad_warm_up_audio_setting_is_refused(monkeypatch, raw):
 
 def test_compiled_model_gives_the_same_logits():
     """torch.compile (CALLSCRIBE_NAR_COMPILE=1) changes speed, not results; ~40 s of compiling on 2 cores."""
-    from callscribe.engines.granite_native import GraniteNarNativeEngine
-
     from torch._dynamo.utils import counters
+
+    from callscribe.engines.granite_native import GraniteNarNativeEngine
 
     eager = GraniteNarNativeEngine(random_weights=True, size="tiny", device="cpu", compile=False)
     compiled = GraniteNarNativeEngine(random_weights=True, size="tiny", device="cpu", compile=True,
