@@ -55,6 +55,7 @@ from callscribe.engines.nar.modeling import STAGE_PREFIX
 from callscribe.engines.nar.packed import (
     BACKENDS,
     ENV_FORCE,
+    PROBE_TOLERANCE,
     attention_backend,
     cu_seqlens_for,
     facts_for,
@@ -274,43 +275,44 @@ class Check:
         return {"seconds": round(seconds, 2), "params": params, "dtype": str(self.dtype()).replace("torch.", ""),
                 "source": getattr(self.engine, "source", "")}
 
-    def attention(self) -> dict:
-        """The chosen backend on an editor-shaped packed batch against an fp32 per-item reference, and
-        every other backend that can run here, each timed and checked the same way (``kernels``)."""
+    def attention_batch(self) -> tuple:
+        """An editor-shaped packed batch as the fused editor layer hands it over (views into one row, at its
+        scale 1 / d), and its fp32 per-item reference: q, k, v, cu_seqlens, lengths, scale, reference."""
         heads, kv_heads, d = self.plan.attn_heads
         lengths = list(self.plan.attn_lengths)
         g = torch.Generator().manual_seed(0)
-        # As the fused editor layer hands them over (views into one row), at its scale (1 / d).
         q, k, v = grouped_views(sum(lengths), heads, kv_heads, d, self.device, self.dtype(), g, d ** 0.5)
         cu = cu_seqlens_for(lengths, self.device)
         scale = 1 / d
-        ref = per_item_attention(q.float(), k.float(), v.float(), cu, scale)
+        return q, k, v, cu, lengths, scale, per_item_attention(q.float(), k.float(), v.float(), cu, scale)
+
+    def timed(self, fn: Callable[[], torch.Tensor], ref: torch.Tensor) -> tuple[float, float]:
+        """Milliseconds per call (mean of 5 after one) and the max abs difference from ``ref``."""
+        out = fn()
+        err = (out.float() - ref).abs().max().item()
+        self.sync()
+        t = time.perf_counter()
+        for _ in range(5):
+            fn()
+        self.sync()
+        return (time.perf_counter() - t) / 5 * 1000, err
+
+    def attention(self) -> dict:
+        """The chosen backend on an editor-shaped packed batch against an fp32 per-item reference, and
+        every other backend that can run here, each timed and checked the same way (``kernels``)."""
+        q, k, v, cu, lengths, scale, ref = self.attention_batch()
+        heads, kv_heads, d = self.plan.attn_heads
         facts = facts_for(q.device, q.dtype, d)
         candidates = {name: (lambda b=b: b.run(q, k, v, cu, max(lengths), scale))
                       for name, b in BACKENDS.items() if b.usable(facts) and name != "per-item-sdpa"}
-        cudnn = getattr(torch.ops.aten, "_cudnn_attention_forward", None)
-        if facts.fast_gpu and cudnn is not None:
-            # Not an engine backend (no meta kernel, so no compiled graph could hold it): measured here to
-            # say whether cuDNN's Hopper kernel would be worth wrapping. Its ragged path takes no grouping.
-            candidates["cudnn (check only)"] = lambda: cudnn(
-                q, repeat_kv(k, heads), repeat_kv(v, heads), None, cu, cu, max(lengths), max(lengths), False, 0.0,
-                False, False, scale=scale)[0]
         runs = {"backend": lambda: varlen_attention(q, k, v, cu, max(lengths), scale),
                 "per_item": lambda: per_item_attention(q, k, v, cu, scale), **candidates}
         timings, errors, failed = {}, {}, {}
         for name, fn in runs.items():
             try:
-                out = fn()
-                self.sync()
-                t = time.perf_counter()
-                for _ in range(5):
-                    fn()
-                self.sync()
+                timings[name], errors[name] = self.timed(fn, ref)
             except Exception as exc:  # a private kernel that does not run here is a finding, not the end
                 failed[name] = f"{type(exc).__name__}: {exc}"[:300]
-                continue
-            timings[name] = (time.perf_counter() - t) / 5 * 1000
-            errors[name] = (out.float() - ref).abs().max().item()
         err, err_loop = errors["backend"], errors["per_item"]
         backend = attention_backend(q, kv_heads)
         out = {"backend": backend, "dtype": str(q.dtype).replace("torch.", ""), "lengths": lengths,
@@ -325,6 +327,24 @@ class Check:
         if self.cuda and backend == "per-item-sdpa":
             self.note("the CUDA editor attends item by item: no flash-attn and no usable torch varlen_attn")
         return out
+
+    def attention_cudnn(self) -> dict:
+        """cuDNN's ragged attention (aten._cudnn_attention_forward) on the attention section's batch: not
+        an engine backend (it has no meta kernel, so no compiled layer could hold it), timed to say whether
+        wrapping it would pay. Given contiguous inputs and the key/value heads repeated, made outside the
+        timing, as a wrapper would hand them over. Last in the check: a private kernel's fault can leave
+        the CUDA context unusable for whatever runs after it."""
+        cudnn = getattr(torch.ops.aten, "_cudnn_attention_forward", None)
+        if cudnn is None:
+            return {"skipped": f"torch {torch.__version__} has no aten._cudnn_attention_forward"}
+        q, k, v, cu, lengths, scale, ref = self.attention_batch()
+        heads, longest = q.shape[1], max(lengths)
+        qc, kc, vc = q.contiguous(), repeat_kv(k, heads).contiguous(), repeat_kv(v, heads).contiguous()
+        ms, err = self.timed(lambda: cudnn(qc, kc, vc, None, cu, cu, longest, longest, False, 0.0, False, False,
+                                           scale=scale)[0], ref)
+        backend_ms = self.results.get("attention", {}).get("backend_ms")
+        return {"ms": round(ms, 3), "max_abs_err": err, "ok": err <= PROBE_TOLERANCE,
+                "backend_ms": backend_ms, "vs_backend": round(backend_ms / ms, 2) if backend_ms else None}
 
     def first_batch(self) -> dict:
         chunks = speech_chunks(self.plan.ref_batch, self.plan.chunk_s)
@@ -767,6 +787,10 @@ class Check:
             else:
                 self.results["real_chunks_compiled"] = {"skipped": "no compiled engine"}
         self.extras(passes)
+        if self.cuda:
+            self.section("attention_cudnn", self.attention_cudnn, lambda: 5.0)
+        else:
+            self.results["attention_cudnn"] = {"skipped": "CUDA only"}
         return self.finish()
 
     def extras(self, passes: int) -> None:
@@ -792,7 +816,10 @@ class Check:
 
     def finish(self) -> dict:
         if self.cuda:
-            self.peaks.append(int(torch.cuda.max_memory_allocated()))
+            try:
+                self.peaks.append(int(torch.cuda.max_memory_allocated()))
+            except RuntimeError as exc:  # a CUDA context left broken by the last section: report the rest
+                self.note(f"peak memory not read: {exc}"[:200])
         self.results["peak_mem_bytes"] = max(self.peaks, default=None)
         self.results["budget_s"] = self.plan.budget_s
         self.save()
@@ -836,6 +863,10 @@ def render(res: dict) -> str:
             f"{s['backend']} ({s['dtype']}; max abs error vs fp32 {s['max_abs_err']:.2g}, per-item loop "
             f"{s['per_item_max_abs_err']:.2g}{'' if s['ok'] else ', TOO LARGE'}; {s['backend_ms']:.2f} ms vs "
             f"{s['per_item_ms']:.2f} ms per-item)"))),
+        ("cuDNN ragged attention (check only, last in the check)", _figure(res.get("attention_cudnn"), lambda s: (
+            f"{s['ms']:.3f} ms against {s['backend_ms']:.3f} ms for the engine's backend (x{s['vs_backend']:.2f}; "
+            f"max abs error vs fp32 {s['max_abs_err']:.2g}{'' if s['ok'] else ', TOO LARGE'})"
+            if s.get("backend_ms") else f"{s['ms']:.3f} ms"))),
         ("attention kernels that can run here", _figure(a, lambda s: "; ".join(
             f"{name} {k['ms']:.3f} ms{'' if k['ok'] else ' (OFF the reference)'}" if "ms" in k
             else f"{name} fails ({k['error'][:80]})" for name, k in s.get("kernels", {}).items()) or "none")),

@@ -507,7 +507,17 @@ def test_compiled_model_gives_the_same_logits():
     # path compiles nothing more. (Two items, as the warm-up has: on a CPU the per-item attention loop,
     # which CUDA never runs, is traced per item count.)
     graphs = counters["stats"]["unique_graphs"]
+    reduce, rows = compiled.model.head_reduce, []
+    compiled.model.head_reduce = lambda logits, scale: rows.append(logits.shape[0]) or reduce(logits, scale)
     compiled.run(compiled.prepare([w.numpy() for w in noise_waves([3.3, 1.7], seed=2)]))
+    assert rows and min(rows) >= 2  # the compiled reduction ran (the draft's with routing, the editor's)
+    compiled.model.head_reduce = reduce
+    # A single row (a chunk of one draft step, or what is left for the last slice) would be a graph of its
+    # own, compiled mid-job: it goes the eager way.
+    one = torch.randn(1, compiled.model.cfg.editor.hidden)
+    with torch.inference_mode():
+        best, _, top = compiled.model._argmax_rows(one, compiled.model.editor.text_products, 8192, prob_scale=8.0)
+    assert best.shape == top.shape == (1,) and 0 < float(top[0]) <= 1
     assert counters["stats"]["unique_graphs"] == graphs
     waves = noise_waves([5.0, 2.5, 4.0], seed=9)
     a = eager.model.transcribe(waves, draft_tokens_per_s=4.0, return_logits=True, token_probs=True)

@@ -312,10 +312,15 @@ class GraniteNarNativeEngine(TorchEngine):
         when one is asked for (warm_up_batches says why)."""
         # With token probabilities, as start() runs a batch: every compiled function a batch reaches is
         # compiled here, none in the first job's first batch.
-        for lengths in warm_up_batches(self.warm_up_audio_s):
+        batches = warm_up_batches(self.warm_up_audio_s)
+        for lengths in batches:
             waves = [self.torch.zeros(n, device=self.device) for n in lengths]
             self.model.transcribe(waves, draft_tokens_per_s=REALISTIC_DRAFT_TOKENS_PER_S, token_probs=True)
-        if self.route_confidence is not None:  # the draft's probabilities too (the editor may be skipped)
+        if self.route_confidence is not None:
+            # The draft's probabilities too, on the small batch. (torch 2.11 and later trace the head's
+            # scale as a value, so this usually reuses the graph above; a torch that specialises floats
+            # would compile here, not in a job.)
+            waves = [self.torch.zeros(n, device=self.device) for n in batches[-1]]
             self.model.transcribe(waves, draft_tokens_per_s=REALISTIC_DRAFT_TOKENS_PER_S, token_probs=True,
                                   route_confidence=self.route_confidence)
 

@@ -579,7 +579,8 @@ class GraniteNar(nn.Module):
         best, kept, probs = [], [], []
         for part in hidden.split(rows):
             lg = head(part)
-            if prob_scale is not None and self.head_reduce is not None:
+            # One or no row: dynamo gives sizes 0 and 1 graphs of their own, compiled mid-job; eager then.
+            if prob_scale is not None and self.head_reduce is not None and part.shape[0] >= 2:
                 b, p = self.head_reduce(lg, prob_scale)
                 best.append(b)
                 probs.append(p)
