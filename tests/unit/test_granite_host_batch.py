@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from callscribe.audio import as_float
-from callscribe.engines import BaseEngine, Segment
+from callscribe.engines import BaseEngine, EngineOutOfMemory, Segment
 from callscribe.engines.nar.host import HostBatch
 from callscribe.transcription import run_batches
 
@@ -74,6 +74,22 @@ def test_run_batches_converts_only_for_engines_that_do_not_take_int16(takes_int1
     engine = _Recorder(takes_int16)
     results, _ = run_batches(engine, _int16([0.5, 1.5, 0.2]), budget_s=10)
     assert engine.dtypes == [dtype] * 3 and [r[0].text for r in results] == ["8000", "24000", "3200"]
+
+
+class _RunsOutOfMemory(_Recorder):
+    """Takes int16, and has room for one chunk at a time: run_batches halves its batches down to one."""
+
+    def run(self, prepared):
+        if len(prepared) > 1:
+            raise EngineOutOfMemory("CUDA out of memory (scripted)")
+        return super().run(prepared)
+
+
+def test_the_halves_of_a_batch_that_ran_out_of_memory_are_handed_over_as_int16_too():
+    engine = _RunsOutOfMemory(takes_int16=True)
+    results, metrics = run_batches(engine, _int16([0.5, 1.5, 0.2, 0.3]), budget_s=10)
+    assert [r[0].text for r in results] == ["8000", "24000", "3200", "4800"]  # nothing lost, in order
+    assert metrics[0].oom_splits >= 1 and set(engine.dtypes) == {"int16"}
 
 
 def test_the_native_engine_transcribes_int16_chunks_exactly_as_their_float_copies():

@@ -160,14 +160,15 @@ def compile_model(model: Any, tuning: str = "default") -> None:
     param = next(model.parameters())
     attention_backend(torch.empty(1, editor.heads, editor.head_dim, device=param.device, dtype=param.dtype),
                       editor.kv_heads)
-    for stack in (model.encoder.blocks, model.projector.layers, model.editor.layers):
-        for i, layer in enumerate(stack):
-            stack[i] = torch.compile(layer, dynamic=True, options=dict(COMPILE_TUNING[tuning]) or None)
-    # The heads' argmax and token probability, read from the 100k-wide logits in one or two passes
-    # instead of argmax, a divided copy, a float32 softmax and a gather.
     from callscribe.engines.nar.modeling import best_and_top
 
-    model.head_reduce = torch.compile(best_and_top, dynamic=True, options=dict(COMPILE_TUNING[tuning]) or None)
+    options = dict(COMPILE_TUNING[tuning]) or None
+    for stack in (model.encoder.blocks, model.projector.layers, model.editor.layers):
+        for i, layer in enumerate(stack):
+            stack[i] = torch.compile(layer, dynamic=True, options=options)
+    # The heads' argmax and token probability, read from the 100k-wide logits in one or two passes
+    # instead of argmax, a divided copy, a float32 softmax and a gather.
+    model.head_reduce = torch.compile(best_and_top, dynamic=True, options=options)
 
 
 def missing_native_files(path: Path) -> list[str]:

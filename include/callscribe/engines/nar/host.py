@@ -63,13 +63,14 @@ class HostBatch:
     @classmethod
     def of(cls, chunks: Sequence[np.ndarray], pin: bool = False) -> HostBatch:
         """Mono 16 kHz chunks, all int16 (kept so) or any float dtype (as float32)."""
-        ints = bool(chunks) and all(np.asarray(c).dtype == np.int16 for c in chunks)
-        lengths = tuple(int(np.asarray(c).size) for c in chunks)
+        arrays = [np.ravel(c) for c in chunks]
+        ints = bool(arrays) and all(a.dtype == np.int16 for a in arrays)
+        lengths = tuple(a.size for a in arrays)
         samples = torch.empty(sum(lengths), dtype=torch.int16 if ints else torch.float32, pin_memory=pin)
         flat, at = samples.numpy(), 0
-        for c, n in zip(chunks, lengths, strict=True):
-            flat[at : at + n] = np.ravel(c) if ints else np.ravel(as_float(np.asarray(c)))
-            at += n
+        for a in arrays:
+            flat[at : at + a.size] = a if ints else as_float(a)
+            at += a.size
         return cls(samples, lengths)
 
     @property
