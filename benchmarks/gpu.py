@@ -51,6 +51,7 @@ from callscribe.chunking import ChunkingParams, chunking_for
 from callscribe.dev.bench import cpu_model, machine_info, run_throughput, speech_chunks
 from callscribe.engines.granite_native import COMPILE_TUNING
 from callscribe.engines.nar.fp8 import FP8_PARTS
+from callscribe.engines.nar.fuse import COMPILED_DEPTHWISE, ENV_DEPTHWISE_COMPILED
 from callscribe.engines.nar.modeling import STAGE_PREFIX
 from callscribe.engines.nar.packed import (
     BACKENDS,
@@ -89,7 +90,7 @@ class Plan:
     chunk_s: float
     real_call_s: float  # the long stereo call chunked for the real-chunk figures (the sample call tiled)
     real_audio_s: float  # its chunks, repeated (whole) to about this many audio seconds, per chunking
-    job_audio_s: float  # a worker job's speech at the job cap (JobSizing.cap_s): the real chunks' whole-job figure
+    job_audio_s: float  # a local worker's job at its cap (JobSizing.cap_s): the real chunks' whole-job figure
     batch_audio_s: float  # run_batches' audio budget per batch (the job's batch_audio_s)
     timed: int  # timed batches (or passes) per figure, after `warmup`
     warmup: int
@@ -101,7 +102,8 @@ class Plan:
 
 
 # real_audio_s: two batches' worth (3,840 s each), so the reader's overlap with the GPU shows;
-# job_audio_s: what the pipeline puts in one worker job at most (four batches).
+# job_audio_s: what the pipeline puts in one local worker's job at most (four batches; a GPU pod's
+# job holds up to 200 h, where the first batch weighs less still).
 GPU = Plan(size="full", sweep=(32, 128, 256), ref_batch=128, chunk_s=30.0, real_call_s=600.0, real_audio_s=7200.0,
            job_audio_s=JobSizing().cap_s, batch_audio_s=3840.0, timed=3, warmup=1, budget_s=230.0,
            attn_heads=(16, 4, 128), attn_lengths=(541, 300, 97, 13, 1200))
@@ -496,7 +498,9 @@ class Check:
                 # Every kernel (the top ones above are 80 % of the time; the rest is where to look next).
                 "all": [[name[:160], round(us / 1000, 3), n] for name, (us, n) in ranked],
                 "by_kind_ms": {k: round(us / 1000, 2) for k, us in sorted(kinds.items(), key=lambda kv: -kv[1])},
-                "stages_ms": stage_times(prof, self.cuda)}
+                "stages_ms": stage_times(prof, self.cuda),
+                # Where the device-to-device copies come from (the CPU has none).
+                "copies_by_op": copy_sources(prof.events()) if self.cuda else []}
 
     def compiled(self) -> dict:
         """A fresh engine with the engine's own torch.compile (it compiles and warms up as it loads), on
@@ -529,6 +533,76 @@ class Check:
                 "seconds_per_batch": r.seconds_per_batch, "median_s": r.median_s, "rtfx": r.rtfx,
                 "eager_rtfx": round(self.plan.ref_batch * self.plan.chunk_s / eager, 2),
                 "speedup": round(eager / r.median_s, 3), "peak_mem_bytes": r.peak_mem_bytes}
+
+    def depthwise(self) -> dict:
+        """The Conformer convolution's depthwise step on the reference batch's encoder stream
+        (ref_batch x chunk_s end to end, 2,048 channels): the shifted sum with its SiLU (compiled: the
+        engine's compiled default) against the Triton kernel (engines/nar/depthwise.py) in each of its
+        candidate tiles, milliseconds per call (median of 5), the bytes moved per second and the largest
+        difference from the float32 convolution; then the whole convolution module compiled each way."""
+        import copy
+
+        from callscribe.engines.nar import depthwise as dw
+        from callscribe.engines.nar.fuse import FusedConvModule
+        from callscribe.engines.nar.modeling import bucketed
+
+        conv = next(m for m in self.engine.model.modules() if isinstance(m, FusedConvModule))
+        cfg = self.engine.model.cfg.encoder
+        t = self.plan.ref_batch * bucketed(int(self.plan.chunk_s * 50) + cfg.conv_kernel // 2, cfg.context)
+        g = torch.Generator(device=self.device).manual_seed(0)
+        y = torch.randn(1, t, conv.channels, generator=g, device=self.device).to(self.dtype())
+        left, right = conv.padding
+        taps, bias = conv.dw_taps, conv.dw_bias
+        want = dw.reference(y, taps, bias, left)
+        gigabytes = 2 * y.numel() * y.element_size() / 1e9  # read once, written once
+
+        def median_ms(fn: Callable[[], torch.Tensor]) -> float:
+            times = []
+            for _ in range(5):
+                self.sync()
+                started = time.perf_counter()
+                fn()
+                self.sync()
+                times.append((time.perf_counter() - started) * 1000)
+            return statistics.median(times)
+
+        def shifted(z: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.silu(conv._shifted_sum(z, left, right))
+
+        runnable = dw.available() and (self.cuda or os.environ.get("TRITON_INTERPRET") == "1")
+        runs = {f"shifted sum ({self.mode()})": torch.compile(shifted, dynamic=True) if self.compile else shifted}
+        for bt, bc, warps in dw.TILES if runnable else ():
+            runs[f"triton {bt}x{bc}, {warps} warps"] = (
+                lambda z, bt=bt, bc=bc, warps=warps: dw.launch(z, taps, bias, left, torch.empty_like(z), bt, bc, warps))
+        kernels: dict[str, dict] = {}
+        with torch.inference_mode():
+            for name, fn in runs.items():
+                try:
+                    err = float((fn(y).float() - want).abs().max())
+                    ms = median_ms(lambda fn=fn: fn(y))
+                    kernels[name] = {"ms": round(ms, 3), "gb_per_s": round(gigabytes / ms * 1000, 1),
+                                     "max_abs_err": err}
+                except Exception as exc:  # a tile that does not fit this card is a finding, not the end
+                    kernels[name] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
+            modules: dict[str, dict] = {}
+            if self.compile and runnable:
+                x = torch.randn(1, t, cfg.hidden, generator=g, device=self.device).to(self.dtype())
+                valid = torch.ones(1, t, dtype=torch.bool, device=self.device)
+                first = None
+                for path in ("shifted", "triton"):
+                    module = copy.deepcopy(conv)
+                    module.compiled_path = path
+                    fn = torch.compile(module, dynamic=True)
+                    got = fn(x, valid).float()
+                    first = got if first is None else first
+                    modules[path] = {"ms": round(median_ms(lambda fn=fn: fn(x, valid)), 3),
+                                     "max_abs_diff_from_shifted": float((got - first).abs().max())}
+        why_not = None if runnable else "not run: it needs triton and CUDA (or TRITON_INTERPRET=1)"
+        if why_not and self.cuda:
+            self.note(f"depthwise: the Triton kernel was {why_not}")
+        tiles = {name: row["ms"] for name, row in kernels.items() if name.startswith("triton") and "ms" in row}
+        return {"stream_frames": t, "channels": conv.channels, "gigabytes": round(gigabytes, 6), "kernels": kernels,
+                "best_tile": min(tiles, key=tiles.get) if tiles else None, "modules": modules, "triton": why_not}
 
     def mode(self) -> str:
         return "torch.compile" if getattr(self.engine, "compiled", False) else "eager"
@@ -604,8 +678,9 @@ class Check:
 
     def tuning(self, variant: str) -> dict:
         """A fresh engine compiled with one of the engine's compile tunings (COMPILE_TUNING), written
-        ``name[+fp8-PARTS][@seconds][/ATTENTION]``: float8 products in those parts (CALLSCRIBE_NAR_FP8),
-        a production-shape warm-up batch of that much audio first, and the editor's attention backend
+        ``name[+fp8-PARTS][+dw-DEPTHWISE][@seconds][/ATTENTION]``: float8 products in those parts
+        (CALLSCRIBE_NAR_FP8), the compiled depthwise path (CALLSCRIBE_NAR_DEPTHWISE_COMPILED), a
+        production-shape warm-up batch of that much audio first, and the editor's attention backend
         forced (CALLSCRIBE_NAR_ATTENTION; this runs in a process of its own). How long it takes to
         compile and warm up cold, then fixed batches back to back and the packed real chunks, and how
         many graphs were compiled after the warm-up (should be 0)."""
@@ -614,6 +689,8 @@ class Check:
         if chosen.attention:
             os.environ[ENV_FORCE] = chosen.attention
             reset_choice()
+        if chosen.depthwise:
+            os.environ[ENV_DEPTHWISE_COMPILED] = chosen.depthwise
         self.engine = None
         gc.collect()
         if self.cuda:
@@ -625,6 +702,7 @@ class Check:
         like = torch.empty(1, editor.heads, editor.head_dim, device=self.device, dtype=self.dtype())
         out = {"tuning": name, "fp8": self.engine.fp8, "warm_up_audio_s": self.engine.warm_up_audio_s,
                "attention": attention_backend(like, editor.kv_heads),
+               "depthwise": compiled_depthwise_path(self.engine.model),
                "build_s": round(time.perf_counter() - t, 1),
                "compile_s": round(getattr(self.engine, "warm_up_s", 0.0), 1)}
         graphs = compiled_graphs()
@@ -794,25 +872,27 @@ class Check:
         return self.finish()
 
     def extras(self, passes: int) -> None:
-        """A/B figures of this session's additions, on the engine as it stands (compiled where it
-        compiled): last, so the budget skips them before the issue's own figures."""
+        """A/B figures of recent sessions' additions, on the engine as it stands (compiled where it
+        compiled): last, so the budget skips them before the issue's own figures; among them the open
+        questions first and the settled A/Bs (host waits, batches finished one at a time) last."""
         plan = self.plan
         mode = self.mode()
+        speedup = 1.3 if mode != "eager" else 1.0
+        self.section("depthwise", self.depthwise, lambda: 30.0 if self.cuda else 5.0)
         self.section("fixed_overlapped", self.fixed_overlapped,
-                     lambda: 2 * (plan.timed + 1) * (plan.timed + 1) * self.batch_estimate(plan.ref_batch)
-                     / (1.3 if mode != "eager" else 1.0))
-        # A worker's job holds up to the job cap of speech (4 h: four batches): its first batch, read
-        # with nothing to overlap, weighs a quarter as much as in the two-batch figure above.
+                     lambda: 2 * (plan.timed + 1) * (plan.timed + 1) * self.batch_estimate(plan.ref_batch) / speedup)
+        # A local worker's job holds up to 4 h of speech (four batches): its first batch, read with
+        # nothing to overlap, weighs a quarter as much as in the two-batch figure above.
         self.section("real_chunks_job", lambda: self.real_chunks("packed", mode, audio_s=plan.job_audio_s),
-                     lambda: self.real_estimate("packed", passes, plan.job_audio_s) / (1.3 if mode != "eager" else 1.0))
-        self.section("real_chunks_sequential", lambda: self.real_chunks("packed", mode, overlap=False),
-                     lambda: self.real_estimate("packed", passes) / (1.3 if mode != "eager" else 1.0))
+                     lambda: self.real_estimate("packed", passes, plan.job_audio_s) / speedup)
+        self.section("routing", self.routing,
+                     lambda: 4 * (plan.warmup + plan.timed + 0.3) * self.batch_estimate(plan.ref_batch))
         if self.cuda:
             self.section("host_waits", self.host_waits, lambda: 2 * self.batch_estimate(plan.ref_batch) + 2)
         else:
             self.results["host_waits"] = self.host_waits()
-        self.section("routing", self.routing,
-                     lambda: 4 * (plan.warmup + plan.timed + 0.3) * self.batch_estimate(plan.ref_batch))
+        self.section("real_chunks_sequential", lambda: self.real_chunks("packed", mode, overlap=False),
+                     lambda: self.real_estimate("packed", passes) / speedup)
 
     def finish(self) -> dict:
         if self.cuda:
@@ -906,12 +986,18 @@ def render(res: dict) -> str:
     rows.append(("real chunks through run_batches, packed, torch.compile",
                  _figure(res.get("real_chunks_compiled"), real)))
     job = res.get("real_chunks_job", {})
-    rows.append((f"the same, one worker job's worth (the job cap; {job.get('mode', 'as above')})", _figure(job, real)))
+    rows.append((f"the same, one worker job's worth (the job cap; {job.get('mode', 'as above')})",
+                 _figure(job, real)))
     rows.append(("fixed batches back to back, batch k+1 started before batch k is finished",
                  _figure(res.get("fixed_overlapped"), lambda s: (
                      f"RTFx **{_num(s['overlapped']['rtfx'])}** vs {_num(s['sequential']['rtfx'])} batch by batch "
                      f"(x{s['gain']:.3f}; {s['batches_per_pass']} x {s['batch']} x {s['chunk_s']:g} s per pass, "
                      f"{s['mode']}; {1000 * s['overlapped']['seconds_per_batch']:.0f} ms per batch)"))))
+    rows.append(("depthwise convolution + SiLU, one stream of the reference batch", _figure(
+        res.get("depthwise"), lambda s: "; ".join(
+            f"{name} {k['ms']:.3f} ms ({k['gb_per_s']:.0f} GB/s, max abs error vs fp32 {k['max_abs_err']:.2g})"
+            if "ms" in k else f"{name} fails ({k['error'][:80]})" for name, k in s["kernels"].items())
+        + "".join(f"; module compiled with the {path} path {m['ms']:.3f} ms" for path, m in s["modules"].items()))))
     seq = res.get("real_chunks_sequential", {})
     rows.append((f"the same, each batch finished before the next starts ({seq.get('mode', 'as above')})",
                  _figure(seq, real)))
@@ -942,6 +1028,9 @@ def render(res: dict) -> str:
                       f"| {t['calls']} |" for i, t in enumerate(p["top"], 1)]
             if p.get("by_kind_ms"):
                 lines += ["", "By kind (ms): " + "; ".join(f"{k} {v:.0f}" for k, v in p["by_kind_ms"].items())]
+            if p.get("copies_by_op"):
+                lines += ["", "Device-to-device copies by the operator that launched them: "
+                          + "; ".join(f"`{w[:80]}` {ms:.1f} ms x{n}" for w, ms, n in p["copies_by_op"])]
             if p.get("stages_ms"):
                 lines += ["", "By stage (ms, the kernels each launched): "
                           + "; ".join(f"{k} {v:.0f}" for k, v in p["stages_ms"].items())]
@@ -956,8 +1045,9 @@ def render(res: dict) -> str:
 def render_tunings(res: dict) -> str:
     m = res.get("machine", {})
     lines = [f"Compile tunings on {m.get('card', '?')} (torch {m.get('torch', '?')}):", "",
-             "| tuning | editor attention | compile + warm-up | fixed batches back to back | real chunks, packed | "
-             "graphs after warm-up | kernels of one batch (top 3) |", "|---|---|---|---|---|---|---|"]
+             "| tuning | editor attention, depthwise path | compile + warm-up | fixed batches back to back | "
+             "real chunks, packed | graphs after warm-up | kernels of one batch (top 3) |",
+             "|---|---|---|---|---|---|---|"]
     for key, section in res.items():
         if key.startswith("tuning_"):
             name = key.removeprefix("tuning_")
@@ -967,7 +1057,8 @@ def render_tunings(res: dict) -> str:
             fixed, real, prof = section["fixed"], section["real"], section.get("profile", {})
             top = "; ".join(f"`{t['name'][:40]}` {t['ms']:.0f} ms" for t in prof.get("top", [])[:3])
             kernels = f"{prof['total_ms']:.0f} ms in {prof['distinct']} kernels: {top}" if prof.get("top") else "n/a"
-            lines.append(f"| {name} | {section.get('attention', '?')} | {section['compile_s']:.0f} s | "
+            lines.append(f"| {name} | {section.get('attention', '?')}, depthwise {section.get('depthwise')} | "
+                         f"{section['compile_s']:.0f} s | "
                          f"RTFx **{_num(fixed['overlapped']['rtfx'])}** "
                          f"({1000 * fixed['overlapped']['seconds_per_batch']:.0f} ms per {fixed['batch']} x "
                          f"{fixed['chunk_s']:g} s) | RTFx **{_num(real['rtfx'])}** ({real['chunks']} chunks) | "
@@ -982,28 +1073,35 @@ def render_tunings(res: dict) -> str:
 
 @dataclass(frozen=True)
 class Variant:
-    """One ``--compile-tunings`` entry: ``name[+fp8-PARTS][@SECONDS][/ATTENTION]``."""
+    """One ``--compile-tunings`` entry: ``name[+fp8-PARTS][+dw-DEPTHWISE][@SECONDS][/ATTENTION]``."""
 
     tuning: str  # COMPILE_TUNING's name
     fp8: str  # CALLSCRIBE_NAR_FP8's parts, "off" by default
     warm_up_s: float  # CALLSCRIBE_NAR_WARM_UP_AUDIO_S, 0 by default
     attention: str | None  # CALLSCRIBE_NAR_ATTENTION (forced backend), None: the registry's choice
+    depthwise: str | None = None  # CALLSCRIBE_NAR_DEPTHWISE_COMPILED, None: the engine's default
+
+
+VARIANT_FORM = "name[+fp8-PARTS][+dw-DEPTHWISE][@SECONDS][/ATTENTION]"
 
 
 def parse_variant(variant: str) -> Variant:
-    found = re.fullmatch(r"(?P<name>[a-z]+(?:-[a-z]+)*)(?:\+fp8-(?P<fp8>[a-z]+))?(?:@(?P<warm>[0-9.]+))?"
-                         r"(?:/(?P<attention>[a-z]+(?:-[a-z]+)*))?", variant)
+    word = r"[a-z]+(?:-[a-z]+)*"
+    found = re.fullmatch(rf"(?P<name>{word})(?:\+fp8-(?P<fp8>[a-z]+))?(?:\+dw-(?P<dw>[a-z]+))?"
+                         rf"(?:@(?P<warm>[0-9.]+))?(?:/(?P<attention>{word}))?", variant)
     if not found:
-        raise ValueError(f"{variant!r}: a tuning is written name[+fp8-PARTS][@SECONDS][/ATTENTION], "
-                         "e.g. default+fp8-editor@3840 or autotune-tma@3840/torch-varlen")
+        raise ValueError(f"{variant!r}: a tuning is written {VARIANT_FORM}, "
+                         "e.g. default+fp8-editor@3840, default+dw-triton or autotune-tma@3840/torch-varlen")
     # Checked here, before a process is started for it, not after its imports and model build.
     if found["name"] not in COMPILE_TUNING:
         raise ValueError(f"{variant!r}: no compile tuning {found['name']!r}; one of {', '.join(COMPILE_TUNING)}")
     if found["fp8"] and found["fp8"] not in FP8_PARTS:
         raise ValueError(f"{variant!r}: float8 parts are one of {', '.join(FP8_PARTS)}")
+    if found["dw"] and found["dw"] not in COMPILED_DEPTHWISE:
+        raise ValueError(f"{variant!r}: compiled depthwise paths are one of {', '.join(COMPILED_DEPTHWISE)}")
     if found["attention"] and found["attention"] not in BACKENDS:
         raise ValueError(f"{variant!r}: no attention backend {found['attention']!r}; one of {', '.join(BACKENDS)}")
-    return Variant(found["name"], found["fp8"] or "off", float(found["warm"] or 0), found["attention"])
+    return Variant(found["name"], found["fp8"] or "off", float(found["warm"] or 0), found["attention"], found["dw"])
 
 
 # What a kernel's name says it does, first match wins (cuBLAS's Hopper kernels are "nvjet").
@@ -1014,6 +1112,13 @@ KERNEL_KINDS = (
     ("normalisation", ("norm",)),
     ("fused element-wise (inductor)", ("triton_poi", "triton_per", "triton_red", "triton_")),
 )
+
+
+def compiled_depthwise_path(model: torch.nn.Module) -> str | None:
+    """The path the compiled Conformer convolutions took (after the Triton kernel's probe), if fused."""
+    from callscribe.engines.nar.fuse import FusedConvModule
+
+    return next((m.compiled_path for m in model.modules() if isinstance(m, FusedConvModule)), None)
 
 
 def kernel_kind(name: str) -> str:
@@ -1034,6 +1139,30 @@ def kernel_totals(events) -> dict[str, list]:
             row[0] += e.time_range.elapsed_us()
             row[1] += 1
     return totals
+
+
+def copy_sources(events, top: int = 10, depth: int = 3) -> list[list]:
+    """Device-to-device copies by the host operator that launched them, with up to ``depth`` levels of
+    its callers (outermost first): name, ms, copies, most time first. The kernel list says how long
+    copies took, not who asked for them."""
+    from torch.autograd import DeviceType
+
+    sources: dict[str, list] = {}
+    for e in events:
+        if e.device_type != DeviceType.CPU:
+            continue
+        for k in getattr(e, "kernels", ()):
+            if k.name.startswith("Memcpy DtoD"):
+                chain, up = [], e
+                while up is not None and len(chain) < depth:
+                    chain.append(up.name)
+                    up = getattr(up, "cpu_parent", None)
+                where = " > ".join(reversed(chain))
+                row = sources.setdefault(where, [0.0, 0])
+                row[0] += k.duration
+                row[1] += 1
+    ranked = sorted(sources.items(), key=lambda kv: -kv[1][0])[:top]
+    return [[where, round(us / 1000, 3), n] for where, (us, n) in ranked]
 
 
 def stage_times(prof, cuda: bool) -> dict[str, float]:

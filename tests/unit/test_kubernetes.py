@@ -94,7 +94,7 @@ def test_torch_compile_caches_go_to_tmp_or_to_a_shared_volume(pod, monkeypatch):
     """The worker compiles the model at load: its caches need a writable place (the root filesystem
     is read-only), /tmp by default, a shared claim when one is configured (pods then compile from it)."""
     env = {e["name"]: e.get("value") for e in _worker(pod)["env"]}
-    assert env["TORCHINDUCTOR_CACHE_DIR"].startswith("/tmp/")
+    assert env["TORCHINDUCTOR_CACHE_DIR"].startswith("/tmp/") and env["TRITON_CACHE_DIR"].startswith("/tmp/")
     assert "compile-cache" not in {v["name"] for v in pod["spec"]["volumes"]}
     monkeypatch.setenv("CALLSCRIBE_K8S_COMPILE_CACHE_PVC", "callscribe-compile-cache")
     shared = render_pod(JOB, settings_from_env())
@@ -102,6 +102,7 @@ def test_torch_compile_caches_go_to_tmp_or_to_a_shared_volume(pod, monkeypatch):
     env = {e["name"]: e.get("value") for e in _worker(shared)["env"]}
     mount = next(m for m in _worker(shared)["volumeMounts"] if m["name"] == "compile-cache")
     assert env["TORCHINDUCTOR_CACHE_DIR"] == mount["mountPath"] and not mount.get("readOnly")
+    assert env["TRITON_CACHE_DIR"] == f"{mount['mountPath']}/triton"  # the depthwise kernel, launched eagerly
     vols = {v["name"]: v for v in shared["spec"]["volumes"]}
     assert vols["compile-cache"]["persistentVolumeClaim"] == {"claimName": "callscribe-compile-cache"}
     assert vols["models"]["persistentVolumeClaim"]["readOnly"] is True  # the model stays read-only
@@ -200,3 +201,15 @@ def test_compose_file_has_the_real_services_and_no_secrets():
         for port in svc.get("ports", []):
             assert port.startswith("127.0.0.1:"), port  # published on loopback only
     assert "change-me" not in text  # secrets come from docker/.env
+
+
+def test_the_pod_dag_sizes_jobs_for_gpus_and_the_local_one_for_workers(monkeypatch):
+    from callscribe import pipeline
+    from callscribe.batching import JobSizing
+
+    monkeypatch.delenv("CALLSCRIBE_JOB_AUDIO_S", raising=False)
+    monkeypatch.delenv("CALLSCRIBE_K8S_GPUS", raising=False)
+    assert pipeline.job_sizing(in_pods=True).cap_s == JobSizing.GPU_POD_CAP_S
+    assert pipeline.job_sizing(in_pods=False).cap_s == JobSizing().cap_s
+    monkeypatch.setenv("CALLSCRIBE_K8S_GPUS", "0")  # CPU pods: a job's speech is hours of work again
+    assert pipeline.job_sizing(in_pods=True).cap_s == JobSizing().cap_s

@@ -160,7 +160,10 @@ def compile_model(model: Any, tuning: str = "default") -> None:
     param = next(model.parameters())
     attention_backend(torch.empty(1, editor.heads, editor.head_dim, device=param.device, dtype=param.dtype),
                       editor.kv_heads)
+    from callscribe.engines.nar.fuse import settle_compiled_depthwise
     from callscribe.engines.nar.modeling import best_and_top
+
+    settle_compiled_depthwise(model)
 
     options = dict(COMPILE_TUNING[tuning]) or None
     for stack in (model.encoder.blocks, model.projector.layers, model.editor.layers):

@@ -50,9 +50,10 @@ log = logging.getLogger(__name__)
 ENV_FUSE = "CALLSCRIBE_NAR_FUSE"
 ENV_DEPTHWISE = "CALLSCRIBE_NAR_DEPTHWISE"
 DEPTHWISE_LAYOUTS = ("nhwc", "ncw")
-# Compiled, the depthwise convolution is a fused shifted sum ("shifted") or the library kernel ("conv").
+# Compiled, the depthwise convolution is a fused shifted sum ("shifted"), the library kernel ("conv"),
+# or our Triton kernel with the bias and SiLU (``depthwise.py``; checked on the device first).
 ENV_DEPTHWISE_COMPILED = "CALLSCRIBE_NAR_DEPTHWISE_COMPILED"
-COMPILED_DEPTHWISE = ("shifted", "conv")
+COMPILED_DEPTHWISE = ("shifted", "conv", "triton")
 
 
 class FusedModelError(RuntimeError):
@@ -183,6 +184,9 @@ class FusedConvModule(nn.Module):
         # Frames past an item's end are zeros, as the convolution's own padding would be.
         y = y.masked_fill_(~valid[:, :, None], 0.0)
         left, right = self.padding
+        if self.compiled_path == "triton" and torch.compiler.is_compiling():
+            # An opaque operator: the GLU's output is realised once as its input, no graph break.
+            return self.pointwise_out(torch.ops.callscribe.depthwise_silu(y, self.dw_taps, self.dw_bias, left))
         if self.compiled_path == "shifted" and torch.compiler.is_compiling():
             # Compiled, the convolution is written out as a sum of shifted copies, which inductor fuses
             # with the SiLU into one memory-bound pass. The graph break makes the GLU's output a real
@@ -211,6 +215,24 @@ class FusedConvModule(nn.Module):
         for k in range(1, self.kernel):
             z = z + y[:, k : k + t] * self.dw_taps[k]
         return z
+
+
+def settle_compiled_depthwise(model: nn.Module) -> str | None:
+    """Before compiling: a Triton depthwise kernel asked for is run once on the model's device and
+    compared with the convolution (depthwise.probe); if it fails or differs, every block falls back
+    to the fused shifted sum, with a warning. Returns the path the blocks take (None: no fused blocks)."""
+    convs = [m for m in model.modules() if isinstance(m, FusedConvModule)]
+    if not convs:
+        return None
+    if convs[0].compiled_path == "triton":
+        from callscribe.engines.nar import depthwise  # registers callscribe::depthwise_silu
+
+        first = convs[0]
+        if not depthwise.probe(first.dw_taps.device, first.dw_taps.dtype, first.kernel, first.padding[0]):
+            for conv in convs:
+                conv.compiled_path = "shifted"
+    log.info("compiled depthwise convolution: %s", convs[0].compiled_path)
+    return convs[0].compiled_path
 
 
 class HalfFeedForward(nn.Module):

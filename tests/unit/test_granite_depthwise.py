@@ -1,0 +1,112 @@
+"""The Triton depthwise kernel (engines/nar/depthwise.py): its numbers, its place in a compiled
+Conformer block, and the fallback when it cannot run.
+
+Triton kernels need a GPU; Triton's interpreter runs them on the CPU with numpy, and has to be
+chosen before Triton is imported, so the kernel runs in a process of its own
+(tests/unit/depthwise_interpreted.py) and the figures it prints are checked here. A GPU runs the
+same kernel compiled: the GPU check (benchmarks/gpu.py, "depthwise") times it and compares it with
+the float32 convolution there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from callscribe.engines.nar import depthwise as dw
+from callscribe.engines.nar import fuse
+from callscribe.engines.nar.config import NarConfig
+from callscribe.engines.nar.modeling import random_model
+from tests.unit.depthwise_interpreted import SHAPES
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def interpreted() -> dict:
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join(
+        [str(REPO), str(REPO / "include"), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "tests.unit.depthwise_interpreted"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_the_kernel_computes_the_convolution_bias_and_silu(interpreted):
+    """Float32 to rounding; bfloat16 within the one unit of its output's last place (the interpreter
+    truncates, a GPU rounds); odd and even kernels, items and channels past a tile, one frame, strided input."""
+    cases = interpreted["cases"]
+    assert len(cases) == 2 * len(SHAPES) * 2 + 1  # two dtypes, two tiles, and the strided input
+    for case in cases:
+        if case["dtype"] == "torch.float32":
+            assert case["max_abs_err"] < 5e-6, case
+        else:
+            assert case["beyond_rounding"] <= 1e-6 and case["max_abs_err"] < 0.05, case
+
+
+def test_the_probe_passes_the_kernel_and_fails_one_that_reads_a_frame_late(interpreted):
+    assert interpreted["probe"] is True
+    assert interpreted["probe_of_a_shifted_kernel"] is False
+    assert interpreted["settled"] == "triton"  # where the kernel runs, the blocks keep it
+
+
+def test_compiled_the_kernel_is_one_graph_with_the_modules_numbers(interpreted):
+    """The operator takes the shifted sum's graph break away: one graph instead of two, and the same
+    numbers as the module run eagerly and as the unfused module, through inductor too."""
+    triton, shifted = interpreted["modules"]["triton"], interpreted["modules"]["shifted"]
+    assert triton["graphs"] == 1 and shifted["graphs"] == 2
+    for figures in (triton, shifted, interpreted["even_kernel"]):
+        assert figures["max_abs_diff"] < 1e-5 and figures["inductor_max_abs_diff"] < 1e-5
+        assert figures["unfused_max_abs_diff"] < 1e-5
+
+
+def test_where_the_kernel_cannot_run_the_blocks_fall_back_to_the_shifted_sum(monkeypatch, caplog):
+    """Here (no interpreter, no GPU) the kernel cannot launch on CPU tensors: asked for, it is probed,
+    refused with a warning, and every block takes the fused shifted sum."""
+    monkeypatch.setenv(fuse.ENV_DEPTHWISE_COMPILED, "triton")
+    model = fuse.optimize_for_inference(random_model(NarConfig.tiny()))
+    convs = [m for m in model.modules() if isinstance(m, fuse.FusedConvModule)]
+    assert {c.compiled_path for c in convs} == {"triton"}
+    with caplog.at_level(logging.WARNING):
+        assert fuse.settle_compiled_depthwise(model) == "shifted"
+    assert {c.compiled_path for c in convs} == {"shifted"}
+    assert "Triton depthwise kernel failed its probe" in caplog.text
+
+
+def test_the_default_and_the_other_paths_are_not_probed(monkeypatch):
+    monkeypatch.delenv(fuse.ENV_DEPTHWISE_COMPILED, raising=False)
+    model = fuse.optimize_for_inference(random_model(NarConfig.tiny()))
+    monkeypatch.setattr(dw, "probe", lambda *a: pytest.fail("probed"))
+    assert fuse.settle_compiled_depthwise(model) == "shifted"
+    monkeypatch.setenv(fuse.ENV_DEPTHWISE_COMPILED, "cudnn")
+    with pytest.raises(ValueError, match="one of shifted, conv, triton"):
+        fuse.compiled_depthwise()
+    assert fuse.settle_compiled_depthwise(random_model(NarConfig.tiny())) is None  # nothing fused
+
+
+def test_the_operator_has_shapes_without_running(monkeypatch):
+    """Compiled graphs see the operator through its fake implementation: the input's shape and dtype,
+    contiguous, and no kernel launched."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    monkeypatch.setattr(dw, "launch", lambda *a, **k: pytest.fail("launched"))
+    with FakeTensorMode():
+        y = torch.empty(2, 37, 64, dtype=torch.bfloat16)
+        out = torch.ops.callscribe.depthwise_silu(y, torch.empty(15, 64, dtype=torch.bfloat16),
+                                                  torch.empty(64, dtype=torch.bfloat16), 7)
+    assert out.shape == (2, 37, 64) and out.dtype == torch.bfloat16 and out.is_contiguous()
+
+
+def test_the_launcher_refuses_what_the_kernel_cannot_read():
+    y = torch.empty(1, 10, 8)
+    with pytest.raises(ValueError, match="channels contiguous"):
+        dw.launch(y.transpose(1, 2), torch.empty(3, 10), torch.empty(10), 1, torch.empty(1, 8, 10))
+    with pytest.raises(ValueError, match="taps"):
+        dw.launch(y, torch.empty(3, 9), torch.empty(8), 1, torch.empty_like(y))
