@@ -103,7 +103,7 @@ class Plan:
 
 # real_audio_s: two batches' worth (3,840 s each), so the reader's overlap with the GPU shows;
 # job_audio_s: what the pipeline puts in one local worker's job at most (four batches; a GPU pod's
-# job holds up to 200 h, where the first batch weighs less still).
+# job holds up to 200 h for the Granite engines, where the first batch weighs less still).
 GPU = Plan(size="full", sweep=(32, 128, 256), ref_batch=128, chunk_s=30.0, real_call_s=600.0, real_audio_s=7200.0,
            job_audio_s=JobSizing().cap_s, batch_audio_s=3840.0, timed=3, warmup=1, budget_s=230.0,
            attn_heads=(16, 4, 128), attn_lengths=(541, 300, 97, 13, 1200))

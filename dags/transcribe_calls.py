@@ -152,8 +152,9 @@ def transcribe_calls_dag(dag_id: str, transcribe_in: Literal["local", "kubernete
 
             ctx = get_current_context()
             done = [m for m in (manifests[:] if manifests is not None else []) if m]
-            return pipeline.plan_jobs(store(), done, ctx["run_id"], ctx["params"]["engine"],
-                                      sizing=pipeline.job_sizing(in_pods), max_jobs=pipeline.max_map_length())
+            engine = ctx["params"]["engine"]
+            return pipeline.plan_jobs(store(), done, ctx["run_id"], engine, sizing=pipeline.job_sizing(in_pods, engine),
+                                      max_jobs=pipeline.max_map_length())
 
         jobs = plan_jobs(chunk.expand(group=discover()))
 

@@ -11,7 +11,6 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar
 
 
 def plan_batches(lengths_s: Sequence[float], budget_s: float, max_items: int | None = None) -> list[list[int]]:
@@ -84,16 +83,12 @@ class JobSizing:
     cap_s: float = 4 * 3600  # at most this much speech in one job
     min_s: float = 600  # a job is worth a model load only above this
 
-    # A GPU pod pays a start, a model load and a compile before its first batch (15 s from the model
-    # loaded on an H100 with a warm compile cache), then runs at about 3,500x: 4 h of speech would be
-    # 4 s of GPU work. 200 h is about 3.5 minutes at that speed (and 5 minutes eager).
-    GPU_POD_CAP_S: ClassVar[float] = 200 * 3600
-
     @classmethod
-    def from_env(cls, gpu_pods: bool = False) -> JobSizing:
-        """The settings (CALLSCRIBE_JOB_*); the cap's default is GPU_POD_CAP_S for jobs sent to GPU pods."""
+    def from_env(cls, default_cap_s: float | None = None) -> JobSizing:
+        """The settings (CALLSCRIBE_JOB_*); ``default_cap_s`` replaces the cap's default (GPU pods of
+        a fast engine: engines.GPU_POD_JOB_AUDIO_S), never a cap the environment sets."""
         d = cls()
         env = os.environ.get
         return cls(slots=int(env("CALLSCRIBE_JOB_SLOTS", d.slots)),
-                   cap_s=float(env("CALLSCRIBE_JOB_AUDIO_S", cls.GPU_POD_CAP_S if gpu_pods else d.cap_s)),
+                   cap_s=float(env("CALLSCRIBE_JOB_AUDIO_S", default_cap_s or d.cap_s)),
                    min_s=float(env("CALLSCRIBE_JOB_MIN_AUDIO_S", d.min_s)))

@@ -180,11 +180,14 @@ def chunk_group(store: Store, engine: Engine, ids: list[int], run_id: str, group
 # ---------------------------------------------------------------- plan jobs
 
 
-def job_sizing(in_pods: bool) -> JobSizing:
-    """How this DAG splits a day into jobs: sized for GPU pods when its jobs run in pods with GPUs."""
+def job_sizing(in_pods: bool, engine_name: str) -> JobSizing:
+    """How this DAG splits a day into jobs: a fast engine's jobs in pods with GPUs hold hours more
+    speech (engines.GPU_POD_JOB_AUDIO_S), so that each is minutes of GPU work, not seconds."""
+    from callscribe.engines import GPU_POD_JOB_AUDIO_S
     from callscribe.kubernetes import settings_from_env
 
-    return JobSizing.from_env(gpu_pods=in_pods and settings_from_env().gpus > 0)
+    gpu_pods = in_pods and settings_from_env().gpus > 0
+    return JobSizing.from_env(GPU_POD_JOB_AUDIO_S.get(engine_name) if gpu_pods else None)
 
 
 def plan_jobs(store: Store, manifest_uris: list[str], run_id: str, engine_name: str,

@@ -62,20 +62,17 @@ def test_job_count_spreads_over_the_pool_within_the_cap_and_the_map_limit():
     assert job_count(0.0, 0, slots=4, cap_s=4 * hour, min_s=600) == 0
 
 
-def test_jobs_in_gpu_pods_hold_minutes_of_gpu_work_not_seconds(monkeypatch):
-    """A GPU pod pays a start, a model load and a compile (15 s from the model loaded to its first
-    batch on an H100, warm cache): at about 3,500x a 4 h job is 4 s of GPU work. Jobs sent to GPU pods
-    default to 200 h of speech (minutes of GPU time); local workers and CPU pods keep 4 h, and
-    CALLSCRIBE_JOB_AUDIO_S decides either way."""
+def test_a_default_cap_replaces_the_four_hours_but_never_the_setting(monkeypatch):
+    """The pipeline passes a larger default for a fast engine's GPU pods (test_kubernetes): 200 h makes a
+    day of 1,000 h of speech 5 jobs instead of 250."""
     from callscribe.batching import JobSizing
 
     monkeypatch.delenv("CALLSCRIBE_JOB_AUDIO_S", raising=False)
     assert JobSizing.from_env().cap_s == 4 * 3600
-    assert JobSizing.from_env(gpu_pods=True).cap_s == JobSizing.GPU_POD_CAP_S == 200 * 3600
+    assert JobSizing.from_env(720_000.0).cap_s == 720_000.0
     day = 1000 * 3600.0  # 10,000 six-minute stereo calls, half speech: 1,000 h to transcribe
-    gpu = JobSizing.from_env(gpu_pods=True)
-    assert job_count(day, 10_000, gpu.slots, gpu.cap_s, gpu.min_s) == 5
-    local = JobSizing.from_env()
+    big, local = JobSizing.from_env(720_000.0), JobSizing.from_env()
+    assert job_count(day, 10_000, big.slots, big.cap_s, big.min_s) == 5
     assert job_count(day, 10_000, local.slots, local.cap_s, local.min_s) == 250
     monkeypatch.setenv("CALLSCRIBE_JOB_AUDIO_S", "7200")
-    assert JobSizing.from_env(gpu_pods=True).cap_s == JobSizing.from_env().cap_s == 7200
+    assert JobSizing.from_env(720_000.0).cap_s == JobSizing.from_env().cap_s == 7200

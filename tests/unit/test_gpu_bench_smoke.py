@@ -322,7 +322,7 @@ ABSENT_ON_THE_GPU_MACHINE = ("airflow", "sqlalchemy", "alembic", "psycopg2", "mi
 def test_a_job_is_what_the_pipeline_puts_in_one_local_workers_job_at_most():
     from callscribe.pipeline import job_sizing
 
-    assert gpu.GPU.job_audio_s == job_sizing(in_pods=False).cap_s == 4 * 3600
+    assert gpu.GPU.job_audio_s == job_sizing(False, "granite-nar-native").cap_s == 4 * 3600
     assert gpu.GPU.job_audio_s / gpu.GPU.batch_audio_s >= 3  # a job is several batches: its first is amortised
 
 

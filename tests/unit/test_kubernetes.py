@@ -203,13 +203,19 @@ def test_compose_file_has_the_real_services_and_no_secrets():
     assert "change-me" not in text  # secrets come from docker/.env
 
 
-def test_the_pod_dag_sizes_jobs_for_gpus_and_the_local_one_for_workers(monkeypatch):
+def test_a_fast_engines_jobs_in_gpu_pods_hold_minutes_of_gpu_work(monkeypatch):
+    """A GPU pod pays a start, a model load and a compile (15 s from the model loaded to the first batch
+    on an H100, warm cache); at about 3,500x a 4 h job is 4 s of GPU work. Granite's jobs in GPU pods
+    hold 200 h; whisper-tiny (tens of x), local workers and CPU pods keep 4 h."""
     from callscribe import pipeline
     from callscribe.batching import JobSizing
 
     monkeypatch.delenv("CALLSCRIBE_JOB_AUDIO_S", raising=False)
     monkeypatch.delenv("CALLSCRIBE_K8S_GPUS", raising=False)
-    assert pipeline.job_sizing(in_pods=True).cap_s == JobSizing.GPU_POD_CAP_S
-    assert pipeline.job_sizing(in_pods=False).cap_s == JobSizing().cap_s
-    monkeypatch.setenv("CALLSCRIBE_K8S_GPUS", "0")  # CPU pods: a job's speech is hours of work again
-    assert pipeline.job_sizing(in_pods=True).cap_s == JobSizing().cap_s
+    four_hours = JobSizing().cap_s
+    assert pipeline.job_sizing(True, "granite-nar-native").cap_s == 200 * 3600
+    assert pipeline.job_sizing(True, "granite-nar").cap_s == 200 * 3600
+    assert pipeline.job_sizing(True, "whisper-tiny").cap_s == four_hours  # 200 h would outlast the task's timeout
+    assert pipeline.job_sizing(False, "granite-nar-native").cap_s == four_hours
+    monkeypatch.setenv("CALLSCRIBE_K8S_GPUS", "0")
+    assert pipeline.job_sizing(True, "granite-nar-native").cap_s == four_hours
