@@ -709,6 +709,10 @@ class Check:
         out["fixed"] = self.fixed_overlapped(sequential_too=False)
         out["real"] = self.real_chunks("packed", f"torch.compile ({variant})")
         out["graphs_after_warm_up"] = compiled_graphs() - graphs
+        if out["depthwise"] == "triton":  # its probe at load compiled the one variant every batch should use
+            from callscribe.engines.nar.depthwise import compiled_variants
+
+            out["depthwise_kernel_variants"] = compiled_variants()
         # Where the time went: what a variant changes shows in its kernels (float8 in the products).
         out["profile"] = self.profile(f"torch.compile ({variant})")
         log.info("tuning %s: compile and warm-up %.0f s, fixed back to back RTFx %.0f, real chunks RTFx %.0f",

@@ -110,3 +110,12 @@ def test_the_launcher_refuses_what_the_kernel_cannot_read():
         dw.launch(y.transpose(1, 2), torch.empty(3, 10), torch.empty(10), 1, torch.empty(1, 8, 10))
     with pytest.raises(ValueError, match="taps"):
         dw.launch(y, torch.empty(3, 9), torch.empty(8), 1, torch.empty_like(y))
+
+
+def test_the_kernel_is_not_specialised_on_the_stream_length():
+    """Triton compiles a variant per specialisation of its integer arguments (a multiple of 16 or not):
+    the stream's length changes with every batch, so it and the per-item strides are left alone, and the
+    variant the probe compiles at load serves every batch. Nothing compiled here: no GPU."""
+    names = {p.name for p in dw.depthwise_silu_kernel.params if p.do_not_specialize}
+    assert names == {"T", "stride_yb", "stride_ob"}
+    assert dw.compiled_variants() == 0

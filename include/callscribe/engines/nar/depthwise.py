@@ -49,7 +49,10 @@ def available() -> bool:
 
 if triton is not None:
 
-    @triton.jit
+    # Not specialised on the stream's length (nor the per-item strides that follow it): Triton would
+    # otherwise compile a second variant mid-job the first time a batch's frame count is (or is not) a
+    # multiple of 16, where the probe at load compiles the one every batch then uses.
+    @triton.jit(do_not_specialize=["T", "stride_yb", "stride_ob"])
     def depthwise_silu_kernel(y_ptr, taps_ptr, bias_ptr, out_ptr, T, C, stride_yb, stride_yt, stride_ob, stride_ot,
                               LEFT: tl.constexpr, K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
         # Program (i, j): frames [t0, t0 + BLOCK_T) of item i // tiles_per_item, channels of tile j.
@@ -71,6 +74,15 @@ if triton is not None:
         z = acc * tl.sigmoid(acc)
         dst = out_ptr + item.to(tl.int64) * stride_ob + t.to(tl.int64)[:, None] * stride_ot + c[None, :]
         tl.store(dst, z.to(out_ptr.dtype.element_ty), mask=(t < T)[:, None] & c_ok[None, :])
+
+
+def compiled_variants() -> int | None:
+    """How many variants of the kernel Triton has compiled in this process (None where Triton keeps
+    them elsewhere): after the probe at load one serves every batch, so more means a compile mid-job."""
+    caches = getattr(depthwise_silu_kernel, "device_caches", None) if triton is not None else None
+    if caches is None:
+        return None
+    return sum(len(entry[0]) for entry in caches.values())
 
 
 def launch(y: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor, left: int, out: torch.Tensor,
