@@ -46,13 +46,20 @@ def job_count(total_audio_s: float, n_recordings: int, slots: int, cap_s: float,
 
     Enough that no job holds more than ``cap_s`` (one pod's time budget), and spread over the
     ``slots`` GPUs of the pool while each job keeps at least ``min_s`` (a job pays a model load,
-    which short jobs would not amortise). Never more jobs than recordings, nor than Airflow
-    may map (``max_jobs``): that limit wins over the cap.
+    which short jobs would not amortise). Past the pool's size, in whole rounds over it: five
+    jobs on four GPUs would leave three idle through a second round that eight smaller jobs
+    fill. Never more jobs than recordings, nor than Airflow may map (``max_jobs``): that limit
+    wins over the cap.
     """
     if n_recordings <= 0:
         return 0
+    slots = max(slots, 1)
+    longest = math.floor(total_audio_s / min_s) if min_s > 0 else None  # jobs that still hold min_s each
     needed = math.ceil(total_audio_s / cap_s) if cap_s > 0 else 1
-    spread = min(max(slots, 1), math.floor(total_audio_s / min_s) if min_s > 0 else slots)
+    if needed > slots:
+        rounds = math.ceil(needed / slots) * slots
+        needed = max(needed, min(rounds, longest)) if longest is not None else rounds
+    spread = min(slots, longest) if longest is not None else slots
     k = max(1, needed, spread)
     k = min(k, n_recordings)
     return min(k, max_jobs) if max_jobs else k

@@ -42,9 +42,9 @@ def cases() -> list[dict]:
             y = torch.randn(b, t, c, generator=g).to(dtype)
             taps = (torch.randn(k, c, generator=g) / k ** 0.5).to(dtype)
             bias = (torch.randn(c, generator=g) * 0.3).to(dtype)
-            for bt, bc, warps in dw.TILES[:2]:
-                rows.append({"dtype": str(dtype), "shape": [b, t, c, k, left], "tile": [bt, bc, warps],
-                             **errors(y, taps, bias, left, block_t=bt, block_c=bc, num_warps=warps)})
+            for bt, bc, warps, unroll in dw.TILES[:2]:
+                rows.append({"dtype": str(dtype), "shape": [b, t, c, k, left], "tile": [bt, bc, warps, unroll],
+                             **errors(y, taps, bias, left, block_t=bt, block_c=bc, num_warps=warps, unroll=unroll)})
     # Strided input: each frame's channels are the first C of a wider row, and the items are every
     # other one of a larger batch (the kernel reads the strides it is given).
     g = torch.Generator().manual_seed(7)

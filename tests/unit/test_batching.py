@@ -55,7 +55,7 @@ def test_job_count_spreads_over_the_pool_within_the_cap_and_the_map_limit():
     hour = 3600.0
     assert job_count(0.5 * hour, 10, slots=4, cap_s=4 * hour, min_s=600) == 3  # 30 min: 3 jobs of 10 min
     assert job_count(10 * hour, 500, slots=4, cap_s=4 * hour, min_s=600) == 4  # the pool's four GPUs
-    assert job_count(100 * hour, 5000, slots=4, cap_s=4 * hour, min_s=600) == 25  # the cap decides
+    assert job_count(100 * hour, 5000, slots=4, cap_s=4 * hour, min_s=600) == 28  # the cap, in whole rounds
     assert job_count(100 * hour, 5000, slots=4, cap_s=4 * hour, min_s=600, max_jobs=16) == 16
     assert job_count(100 * hour, 3, slots=4, cap_s=4 * hour, min_s=600) == 3  # whole recordings
     assert job_count(60.0, 2, slots=4, cap_s=4 * hour, min_s=600) == 1
@@ -64,7 +64,7 @@ def test_job_count_spreads_over_the_pool_within_the_cap_and_the_map_limit():
 
 def test_a_default_cap_replaces_the_four_hours_but_never_the_setting(monkeypatch):
     """The pipeline passes a larger default for a fast engine's GPU pods (test_kubernetes): 200 h makes a
-    day of 1,000 h of speech 5 jobs instead of 250."""
+    day of 1,000 h of speech 8 jobs (two rounds over four GPUs) instead of 252."""
     from callscribe.batching import JobSizing
 
     monkeypatch.delenv("CALLSCRIBE_JOB_AUDIO_S", raising=False)
@@ -72,7 +72,22 @@ def test_a_default_cap_replaces_the_four_hours_but_never_the_setting(monkeypatch
     assert JobSizing.from_env(720_000.0).cap_s == 720_000.0
     day = 1000 * 3600.0  # 10,000 six-minute stereo calls, half speech: 1,000 h to transcribe
     big, local = JobSizing.from_env(720_000.0), JobSizing.from_env()
-    assert job_count(day, 10_000, big.slots, big.cap_s, big.min_s) == 5
-    assert job_count(day, 10_000, local.slots, local.cap_s, local.min_s) == 250
+    assert job_count(day, 10_000, big.slots, big.cap_s, big.min_s) == 8
+    assert job_count(day, 10_000, local.slots, local.cap_s, local.min_s) == 252
     monkeypatch.setenv("CALLSCRIBE_JOB_AUDIO_S", "7200")
     assert JobSizing.from_env(720_000.0).cap_s == JobSizing.from_env().cap_s == 7200
+
+
+def test_past_the_pools_size_jobs_come_in_whole_rounds_over_it():
+    """Five jobs on four GPUs take two rounds, the second with three GPUs idle: eight smaller jobs take
+    the same two rounds with every GPU busy, and the day ends about a third sooner."""
+    hour = 3600.0
+    assert job_count(1000 * hour, 10_000, slots=4, cap_s=200 * hour, min_s=600) == 8  # not 5
+    assert job_count(801 * hour, 10_000, slots=4, cap_s=200 * hour, min_s=600) == 8
+    assert job_count(800 * hour, 10_000, slots=4, cap_s=200 * hour, min_s=600) == 4  # exactly one full round
+    assert job_count(1000 * hour, 6, slots=4, cap_s=200 * hour, min_s=600) == 6  # whole recordings still bound it
+    assert job_count(1000 * hour, 10_000, slots=4, cap_s=200 * hour, min_s=600, max_jobs=6) == 6  # and the map limit
+    assert job_count(5000.0, 100, slots=4, cap_s=1000.0, min_s=700) == 7  # and each job's minimum (not 8)
+    audio = [hour] * 1000
+    totals = [sum(audio[i] for i in j) for j in balance_jobs(audio, 8)]
+    assert max(totals) <= 200 * hour and max(totals) - min(totals) <= hour

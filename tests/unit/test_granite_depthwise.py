@@ -114,8 +114,56 @@ def test_the_launcher_refuses_what_the_kernel_cannot_read():
 
 def test_the_kernel_is_not_specialised_on_the_stream_length():
     """Triton compiles a variant per specialisation of its integer arguments (a multiple of 16 or not):
-    the stream's length changes with every batch, so it and the per-item strides are left alone, and the
-    variant the probe compiles at load serves every batch. Nothing compiled here: no GPU."""
+    the stream's length changes with every batch, so it is left alone and the variant the probe compiles
+    at load serves every batch. The strides stay specialised: they are multiples of 16 (the channels,
+    2,048), and without that hint every load would be a 2-byte one (next test). Nothing compiled here."""
     names = {p.name for p in dw.depthwise_silu_kernel.params if p.do_not_specialize}
-    assert names == {"T", "stride_yb", "stride_ob"}
+    assert names == {"T"}
     assert dw.compiled_variants() == 0
+
+
+def _hopper_build(tile: tuple[int, int, int, int]) -> tuple[str, str]:
+    """The kernel compiled for an H100 (sm_90a) here, without a GPU: Triton's compiler down to PTX, then
+    the ptxas Triton ships, verbose. The specialisation a production launch gets: 16-byte-aligned
+    pointers, and channels and strides that are multiples of 16 (2,048 channels). Returns (ptx, ptxas's
+    report)."""
+    import tempfile
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler.compiler import ASTSource
+
+    kernel = dw.depthwise_silu_kernel
+    ints = ("T", "C", "stride_yb", "stride_yt", "stride_ob", "stride_ot")
+    signature = {**{p: "*bf16" for p in ("y_ptr", "taps_ptr", "bias_ptr", "out_ptr")}, **{i: "i32" for i in ints},
+                 **{c: "constexpr" for c in ("LEFT", "K", "BLOCK_T", "BLOCK_C", "UNROLL")}}
+    # What a launch would tell the compiler: the arguments it may specialise that are multiples of 16.
+    aligned = [n for n in ("y_ptr", "taps_ptr", "bias_ptr", "out_ptr", "C", "stride_yb", "stride_yt", "stride_ob",
+                           "stride_ot") if not kernel.params[kernel.arg_names.index(n)].do_not_specialize]
+    attrs = {(kernel.arg_names.index(n),): [["tt.divisibility", 16]] for n in aligned}
+    bt, bc, warps, unroll = tile
+    constants = {"LEFT": 7, "K": 15, "BLOCK_T": bt, "BLOCK_C": bc, "UNROLL": unroll}
+    compiled = triton.compile(ASTSource(kernel, signature, constants, attrs), target=GPUTarget("cuda", 90, 32),
+                              options={"num_warps": warps})
+    ptx = compiled.asm["ptx"]
+    ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+    with tempfile.NamedTemporaryFile("w", suffix=".ptx") as f:
+        f.write(ptx)
+        f.flush()
+        done = subprocess.run([str(ptxas), "-v", "--gpu-name", "sm_90a", f.name, "-o", os.devnull],
+                              capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-1000:]
+    return ptx, done.stderr
+
+
+@pytest.mark.parametrize("tile", dw.TILES, ids=lambda t: "x".join(map(str, t)))
+def test_every_tile_compiles_for_an_h100_without_spills_and_with_wide_loads(tile, tmp_path, monkeypatch):
+    """What a CPU can say of the kernel's speed: compiled for sm_90a, no tile spills registers to local
+    memory (fully unrolled, the 15 taps spilled 8 KB per thread at 64 x 128), and the frames' rows are
+    read 16 bytes at a time, not one bf16 at a time (as they were with the strides unspecialised)."""
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))
+    ptx, report = _hopper_build(tile)
+    spills = [line for line in report.splitlines() if "spill" in line]
+    assert spills and all(" 0 bytes spill stores, 0 bytes spill loads" in line for line in spills), report
+    assert ptx.count("ld.global.v4") > 0 and ptx.count("st.global.v4") > 0
+    assert ptx.count("ld.global.b16") <= 2 * tile[3]  # the taps' and the bias's rows, one channel a thread

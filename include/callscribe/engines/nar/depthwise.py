@@ -20,6 +20,7 @@ shifted sum, with a warning.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import torch
@@ -33,14 +34,16 @@ except ImportError:
 
 log = logging.getLogger(__name__)
 
-# A tile: 64 frames x 128 channels (a row of 128 bf16 is 256 contiguous bytes: whole cache lines),
-# 4 warps. Each tap's load overlaps the previous one's but for one row, so the 15 loads of a tile
-# cost about (64 + 14) rows of DRAM reads.
-BLOCK_T = 64
+# A tile: 32 frames x 128 channels (a row of 128 bf16 is 256 contiguous bytes: whole cache lines),
+# 4 warps, the taps' loop unrolled 3 at a time. Each tap's load overlaps the previous one's but for
+# one row, so the 15 loads of a tile cost about (32 + 14) rows of DRAM reads. Every tile here
+# compiles for an H100 without register spills (tests/unit/test_granite_depthwise.py asks ptxas).
+BLOCK_T = 32
 BLOCK_C = 128
 NUM_WARPS = 4
-# Other tiles the GPU check times against this one (benchmarks/gpu.py, "depthwise").
-TILES = ((64, 128, 4), (32, 128, 4), (128, 64, 4), (64, 256, 8), (128, 128, 8))
+UNROLL = 3
+# The tiles the GPU check times (benchmarks/gpu.py, "depthwise"): frames, channels, warps, unroll.
+TILES = ((32, 128, 4, 3), (64, 128, 4, 1), (64, 64, 4, 3), (16, 128, 4, 5), (32, 256, 8, 3))
 
 
 def available() -> bool:
@@ -52,9 +55,10 @@ if triton is not None:
     # Not specialised on the stream's length (nor the per-item strides that follow it): Triton would
     # otherwise compile a second variant mid-job the first time a batch's frame count is (or is not) a
     # multiple of 16, where the probe at load compiles the one every batch then uses.
-    @triton.jit(do_not_specialize=["T", "stride_yb", "stride_ob"])
+    @triton.jit(do_not_specialize=["T"])
     def depthwise_silu_kernel(y_ptr, taps_ptr, bias_ptr, out_ptr, T, C, stride_yb, stride_yt, stride_ob, stride_ot,
-                              LEFT: tl.constexpr, K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr):
+                              LEFT: tl.constexpr, K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
+                              UNROLL: tl.constexpr):
         # Program (i, j): frames [t0, t0 + BLOCK_T) of item i // tiles_per_item, channels of tile j.
         tiles = tl.cdiv(T, BLOCK_T)
         item = tl.program_id(0) // tiles
@@ -64,7 +68,10 @@ if triton is not None:
         acc = tl.zeros((BLOCK_T, BLOCK_C), dtype=tl.float32)
         acc += tl.load(bias_ptr + c, mask=c_ok, other=0.0).to(tl.float32)[None, :]
         row = y_ptr + item.to(tl.int64) * stride_yb
-        for k in tl.static_range(K):
+        # A loop unrolled UNROLL taps at a time, not all 15: fully unrolled, the compiler starts every
+        # tap's load before the first add and spills most of them (ptxas: 8 KB of spill stores per
+        # thread at 64 x 128), where this keeps each thread within its registers.
+        for k in tl.range(0, K, loop_unroll_factor=UNROLL):
             src = t + (k - LEFT)
             ok = (src >= 0) & (src < T)
             x = tl.load(row + src.to(tl.int64)[:, None] * stride_yt + c[None, :], mask=ok[:, None] & c_ok[None, :],
@@ -86,22 +93,28 @@ def compiled_variants() -> int | None:
 
 
 def launch(y: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor, left: int, out: torch.Tensor,
-           block_t: int = BLOCK_T, block_c: int = BLOCK_C, num_warps: int = NUM_WARPS) -> torch.Tensor:
+           block_t: int = BLOCK_T, block_c: int = BLOCK_C, num_warps: int = NUM_WARPS,
+           unroll: int = UNROLL) -> torch.Tensor:
     """Run the kernel into ``out`` (the same shape as ``y``). y: (B, T, C) with unit channel stride;
-    taps: (K, C) contiguous; bias: (C,)."""
+    taps: (K, C); bias: (C,); all on one device."""
     if triton is None:
         raise RuntimeError("the Triton depthwise kernel needs the triton package")
     b, t, c = y.shape
     if y.stride(2) != 1 or out.stride(2) != 1:
         raise ValueError("depthwise_silu needs the channels contiguous (unit stride)")
-    if taps.shape[1] != c or bias.shape != (c,):
-        raise ValueError(f"depthwise_silu: taps {tuple(taps.shape)} and bias {tuple(bias.shape)} for {c} channels")
+    if taps.shape[1] != c or bias.shape != (c,) or out.shape != y.shape:
+        raise ValueError(f"depthwise_silu: taps {tuple(taps.shape)}, bias {tuple(bias.shape)} and out "
+                         f"{tuple(out.shape)} for y {tuple(y.shape)}")
+    if len({y.device, taps.device, bias.device, out.device}) != 1:
+        raise ValueError("depthwise_silu: all tensors on one device")
     if b == 0 or t == 0:
         return out
     grid = (b * triton.cdiv(t, block_t), triton.cdiv(c, block_c))
-    depthwise_silu_kernel[grid](y, taps.contiguous(), bias, out, t, c, y.stride(0), y.stride(1), out.stride(0),
-                                out.stride(1), LEFT=left, K=taps.shape[0], BLOCK_T=block_t, BLOCK_C=block_c,
-                                num_warps=num_warps)
+    # Triton launches on the current device, not the tensors': make them the same.
+    with torch.cuda.device(y.device) if y.is_cuda else contextlib.nullcontext():
+        depthwise_silu_kernel[grid](y, taps.contiguous(), bias.contiguous(), out, t, c, y.stride(0), y.stride(1),
+                                    out.stride(0), out.stride(1), LEFT=left, K=taps.shape[0], BLOCK_T=block_t,
+                                    BLOCK_C=block_c, UNROLL=unroll, num_warps=num_warps)
     return out
 
 
