@@ -55,48 +55,69 @@ DEFAULT_ERROR_PATH = "/dev/termination-log"  # Kubernetes shows it as the contai
 
 def fetch_chunks(store: Store, job: JobManifest, failures: dict[int, str],
                  threads: int = 4) -> dict[int, np.ndarray]:
-    """Each chunk's audio by its place in the job; one GET per recording pack.
+    """Each chunk's audio (int16, 16 kHz) by its place in the job; one GET per recording pack.
 
-    A pack that cannot be read fails its recording (into ``failures``); an unreachable
-    store fails the job, so the task is retried.
+    A pack is read, cut into its chunks and resampled in one of ``threads`` threads (the resampler
+    and the decoder let go of the GIL), and dropped: a job holds its chunks, not its packs too. A pack
+    that cannot be read, or is shorter than its chunks, fails its recordings (into ``failures``),
+    whose chunks are then left out; an unreachable store fails the job, so the task is retried.
     """
-    packs = sorted({r.pack_uri for r in job.recordings if r.pack_uri})
-
-    def get(uri: str) -> np.ndarray | str:
-        try:
-            # int16 halves the memory a job holds; the batch reader converts each batch.
-            return decode_pack(store.get_bytes(uri), "int16")
-        except Exception as exc:
-            if unavailable(exc):
-                raise
-            return f"speech pack unreadable ({uri}): {describe(exc)}"
-
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        audio = dict(zip(packs, pool.map(get, packs), strict=True))
-    by_rec = {r.recording_id: r.pack_uri for r in job.recordings}
-    out: dict[int, np.ndarray] = {}
+    pack_of = {r.recording_id: r.pack_uri for r in job.recordings}
+    wanted: dict[str, list[int]] = {}
     for i, c in enumerate(job.chunks):
         if c.recording_id in failures:
             continue
-        pack = audio[by_rec[c.recording_id]]
-        if isinstance(pack, str):
-            failures[c.recording_id] = pack
+        if pack_of[c.recording_id] is None:
+            failures[c.recording_id] = "its chunks have no speech pack"
             continue
-        piece = pack[c.pack_offset : c.pack_offset + c.n_samples]
-        if len(piece) != c.n_samples:
-            failures[c.recording_id] = "speech pack is shorter than its manifest says"
-            continue
-        out[i] = resample(piece, c.pack_rate)  # 8 kHz calls are stored at 8 kHz
-    return out
+        wanted.setdefault(pack_of[c.recording_id], []).append(i)
+
+    def get(uri: str) -> tuple[dict[int, np.ndarray], dict[int, str]]:
+        try:
+            pack = decode_pack(store.get_bytes(uri), "int16")  # int16 halves the memory a job holds
+        except Exception as exc:
+            if unavailable(exc):
+                raise
+            reason = f"speech pack unreadable ({uri}): {describe(exc)}"
+            return {}, {job.chunks[i].recording_id: reason for i in wanted[uri]}
+        got: dict[int, np.ndarray] = {}
+        bad: dict[int, str] = {}
+        for i in wanted[uri]:
+            c = job.chunks[i]
+            piece = pack[c.pack_offset : c.pack_offset + c.n_samples]
+            if len(piece) != c.n_samples:
+                bad.setdefault(c.recording_id, "speech pack is shorter than its manifest says")
+            elif c.recording_id not in bad:
+                got[i] = resample(piece, c.pack_rate)  # 8 kHz calls are stored at 8 kHz
+        return {i: a for i, a in got.items() if job.chunks[i].recording_id not in bad}, bad
+
+    out: dict[int, np.ndarray] = {}
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for got, bad in pool.map(get, sorted(wanted)):
+            out.update(got)
+            for rid, reason in bad.items():
+                failures.setdefault(rid, reason)
+    return dict(sorted(out.items()))
 
 
 def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None) -> str:
     t0 = time.perf_counter()
     failures: dict[int, str] = {}  # recording id -> reason
-    fetched = fetch_chunks(store, job, failures)
-    log.info("job %s: %d recordings, %d chunks, %.1f s of speech fetched in %.1f s",
-             job.job_id, len(job.recordings), len(job.chunks), job.audio_s, time.perf_counter() - t0)
-    eng = engine or engines.create(job.engine)
+
+    def fetch() -> tuple[dict[int, np.ndarray], float]:
+        fetched = fetch_chunks(store, job, failures)
+        return fetched, time.perf_counter() - t0
+
+    # The speech is fetched and resampled while the model loads, compiles and warms up (about 15 s on a
+    # GPU pod; the fetch grows with the job): side by side, not one after the other. `failures` is the
+    # fetch's until its result is taken.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fetch") as background:
+        fetching = background.submit(fetch)
+        eng = engine or engines.create(job.engine)
+        ready_s = time.perf_counter() - t0
+        fetched, fetch_s = fetching.result()
+    log.info("job %s: %d recordings, %d chunks, %.1f s of speech fetched in %.1f s; engine ready after %.1f s",
+             job.job_id, len(job.recordings), len(job.chunks), job.audio_s, fetch_s, ready_s)
     # Chunks of recordings that already failed are not sent to the engine.
     order = [i for i in range(len(job.chunks)) if i in fetched and job.chunks[i].recording_id not in failures]
     chunk_failures: dict[int, str] = {}
