@@ -589,16 +589,17 @@ class Check:
             if self.compile and runnable:
                 x = torch.randn(1, t, cfg.hidden, generator=g, device=self.device).to(self.dtype())
                 valid = torch.ones(1, t, dtype=torch.bool, device=self.device)
-                first = None
+                shifted_out = None
                 for path in ("shifted", "triton"):
                     try:  # one path failing keeps the other's figures and the kernels' above
                         module = copy.deepcopy(conv)
                         module.compiled_path = path
                         fn = torch.compile(module, dynamic=True)
                         got = fn(x, valid).float()
-                        first = got if first is None else first
+                        shifted_out = got if path == "shifted" else shifted_out
                         modules[path] = {"ms": round(median_ms(lambda fn=fn: fn(x, valid)), 3),
-                                         "max_abs_diff_from_shifted": float((got - first).abs().max())}
+                                         "max_abs_diff_from_shifted": None if shifted_out is None
+                                         else float((got - shifted_out).abs().max())}
                     except Exception as exc:
                         modules[path] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
         why_not = None if runnable else "not run: it needs triton and CUDA (or TRITON_INTERPRET=1)"

@@ -23,9 +23,12 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -49,6 +52,7 @@ from callscribe.storage import Store, unavailable
 from callscribe.transcription import order_segments, place, region_onsets, run_batches
 
 log = logging.getLogger("callscribe.worker")
+T = TypeVar("T")
 DEFAULT_XCOM_PATH = "/airflow/xcom/return.json"
 DEFAULT_ERROR_PATH = "/dev/termination-log"  # Kubernetes shows it as the container's message
 
@@ -58,7 +62,8 @@ def fetch_chunks(store: Store, job: JobManifest, failures: dict[int, str],
     """Each chunk's audio (int16, 16 kHz) by its place in the job; one GET per recording pack.
 
     A pack is read, cut into its chunks and resampled in one of ``threads`` threads (the resampler
-    and the decoder let go of the GIL), and dropped: a job holds its chunks, not its packs too. A pack
+    and the decoder let go of the GIL for part of their work); an 8 kHz pack is released once its
+    chunks are resampled (a 16 kHz pack's chunks are views of it, as before). A pack
     that cannot be read, or is shorter than its chunks, fails its recordings (into ``failures``),
     whose chunks are then left out; an unreachable store fails the job, so the task is retried.
     """
@@ -100,6 +105,22 @@ def fetch_chunks(store: Store, job: JobManifest, failures: dict[int, str],
     return dict(sorted(out.items()))
 
 
+def in_background(fn: Callable[[], T], name: str) -> Future[T]:
+    """``fn`` on a daemon thread: a caller that fails meanwhile need not wait for it (the process may
+    end first)."""
+    future: Future[T] = Future()
+
+    def run() -> None:
+        if future.set_running_or_notify_cancel():
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # handed to whoever asks for the result
+                future.set_exception(exc)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future
+
+
 def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None) -> str:
     t0 = time.perf_counter()
     failures: dict[int, str] = {}  # recording id -> reason
@@ -108,20 +129,26 @@ def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None
         fetched = fetch_chunks(store, job, failures)
         return fetched, time.perf_counter() - t0
 
-    # The speech is fetched and resampled while the model loads, compiles and warms up (about 15 s on a
-    # GPU pod; the fetch grows with the job): side by side, not one after the other. `failures` is the
-    # fetch's until its result is taken.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fetch") as background:
-        fetching = background.submit(fetch)
-        eng = engine or engines.create(job.engine)
-        ready_s = time.perf_counter() - t0
-        fetched, fetch_s = fetching.result()
+    # The speech is fetched and resampled while the model loads, compiles and warms up (15 s or more on
+    # a GPU pod; the fetch grows with the job): side by side, not one after the other. `failures` is the
+    # fetch's until its result is taken. A job with no chunks (only silent recordings) loads no model.
+    fetching = in_background(fetch, "fetch")
+    try:
+        eng = engine or (engines.create(job.engine) if job.chunks else None)
+    except Exception:
+        # The engine's error is the job's; the fetch is left to end with the process, not waited for.
+        if fetching.done() and fetching.exception() is not None:
+            log.error("job %s: fetching its speech failed too: %s", job.job_id, describe(fetching.exception()))
+        raise
+    ready_s = time.perf_counter() - t0
+    fetched, fetch_s = fetching.result()
     log.info("job %s: %d recordings, %d chunks, %.1f s of speech fetched in %.1f s; engine ready after %.1f s",
              job.job_id, len(job.recordings), len(job.chunks), job.audio_s, fetch_s, ready_s)
     # Chunks of recordings that already failed are not sent to the engine.
     order = [i for i in range(len(job.chunks)) if i in fetched and job.chunks[i].recording_id not in failures]
     chunk_failures: dict[int, str] = {}
-    results, batches = run_batches(eng, [fetched[i] for i in order], job.batch_audio_s, chunk_failures)
+    results, batches = (run_batches(eng, [fetched[i] for i in order], job.batch_audio_s, chunk_failures)
+                        if order else ([], []))
     failed_recordings = {job.chunks[order[k]].recording_id for k in chunk_failures}
     if chunk_failures and len(chunk_failures) == len(order) and len(failed_recordings) > 1:
         # Nothing recognised, in several recordings: the engine, not the audio (a broken GPU, a bad model).
@@ -152,7 +179,8 @@ def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None
     for rid, reason in failures.items():
         log.error("job %s: recording %d failed: %s", job.job_id, rid, reason)
     df = pd.DataFrame(rows, columns=[*SEGMENT_COLUMNS, WORD_STARTS, CONFIDENCE])
-    info = ShardInfo(job_id=job.job_id, run_id=job.run_id, engine=eng.name, recordings=job.recordings,
+    info = ShardInfo(job_id=job.job_id, run_id=job.run_id, engine=eng.name if eng else job.engine,
+                     recordings=job.recordings,
                      batches=batches,
                      failures=[RecordingFailure(recording_id=r, reason=m[:2000]) for r, m in sorted(failures.items())])
     store.put_bytes(job.shard_uri, to_parquet(df, info))

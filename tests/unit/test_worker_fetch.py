@@ -8,6 +8,7 @@ object store is in tests/integration (test_run_outcomes, the DAG runs).
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -101,3 +102,47 @@ def test_the_model_loads_while_the_speech_is_fetched(packs, monkeypatch):
     with pytest.raises(RuntimeError, match="no model here"):
         worker.run_job(_job([_chunk(1, 0, 0, 8000, 8000)], {1: "s3://b/1.wav"}), store)
     assert seen == {"engine_loading_during_fetch": True, "fetch_during_engine_load": True}
+
+
+def test_an_engine_that_fails_does_not_wait_for_the_fetch(packs, monkeypatch):
+    """The engine's error is the job's at once: a fetch hanging on a store that does not answer (the
+    client's own timeouts are minutes) is not waited for."""
+    release = threading.Event()
+
+    def create(name: str):
+        raise RuntimeError("no gpu")
+
+    monkeypatch.setattr(worker.engines, "create", create)
+    store = DictStore({"s3://b/1.wav": encode_pack(packs["s3://b/1.wav"], 8000, "wav")},
+                      on_get=lambda uri: release.wait(timeout=30))
+    started = time.perf_counter()
+    with pytest.raises(RuntimeError, match="no gpu"):
+        worker.run_job(_job([_chunk(1, 0, 0, 8000, 8000)], {1: "s3://b/1.wav"}), store)
+    assert time.perf_counter() - started < 10
+    release.set()
+
+
+def test_a_fetch_that_fails_fails_the_job_once_the_engine_is_ready(packs, monkeypatch):
+    made = []
+
+    def gone(uri: str) -> None:
+        raise ConnectionError("store unreachable")
+
+    monkeypatch.setattr(worker.engines, "create", lambda name: made.append(name) or object())
+    with pytest.raises(ConnectionError, match="store unreachable"):
+        worker.run_job(_job([_chunk(1, 0, 0, 8000, 8000)], {1: "s3://b/1.wav"}), DictStore({}, on_get=gone))
+    assert made == ["fake"]
+
+
+def test_a_job_of_silent_recordings_loads_no_model(monkeypatch):
+    """Recordings without speech have no chunks and no pack: their job writes a shard with no segments
+    and no failures, without a model (on a GPU pod, a load of 15 s or more for nothing)."""
+    from callscribe.manifests import from_parquet
+
+    monkeypatch.setattr(worker.engines, "create", lambda name: pytest.fail("a model was loaded"))
+    store = DictStore({})
+    store.put_bytes = lambda uri, data, *a: store.objects.__setitem__(uri, data)
+    uri = worker.run_job(_job([], {1: None, 2: None}), store)
+    df, info = from_parquet(store.objects[uri])
+    assert len(df) == 0 and info["failures"] == [] and info["engine"] == "fake"
+    assert [r["recording_id"] for r in info["recordings"]] == [1, 2]
