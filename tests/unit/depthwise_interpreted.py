@@ -8,7 +8,6 @@ The interpreter must be chosen before Triton is imported, so this runs in a proc
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 
@@ -17,7 +16,8 @@ import torch
 from callscribe.engines.nar import depthwise as dw
 from callscribe.engines.nar import fuse
 from callscribe.engines.nar.config import NarConfig
-from callscribe.engines.nar.modeling import ConvModule, random_model
+from callscribe.engines.nar.modeling import random_model
+from tests.unit.conformer_parts import conv_module
 
 # (items, frames, channels, kernel, left): odd and even kernels, frames and channels past a tile, a
 # stream shorter than the kernel, one frame.
@@ -59,12 +59,8 @@ def cases() -> list[dict]:
 def graphs_and_difference(path: str, kernel: int = 15) -> dict:
     """A fused Conformer convolution module compiled with ``path`` against the uncompiled module:
     how many graphs dynamo made of it, and the largest difference (tiny config, float32)."""
-    cfg = dataclasses.replace(NarConfig.tiny().encoder, conv_kernel=kernel)
-    torch.manual_seed(3)
-    conv = ConvModule(cfg).eval()
+    conv, cfg = conv_module(kernel, seed=3)
     with torch.no_grad():
-        conv.batch_norm.running_mean.normal_(0, 0.3)
-        conv.batch_norm.running_var.uniform_(0.3, 2.0)
         fused = fuse.FusedConvModule(conv)
         fused.compiled_path = path
         x = torch.randn(2, 41, cfg.hidden)

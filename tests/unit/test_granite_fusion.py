@@ -17,6 +17,7 @@ from callscribe.engines.nar import checkpoint as ck
 from callscribe.engines.nar import fuse
 from callscribe.engines.nar.config import NarConfig
 from callscribe.engines.nar.modeling import ConvModule, GraniteNar, random_model
+from tests.unit.conformer_parts import conv_module
 from tests.unit.test_granite_golden import ATOL, EXACT, FIXTURE, _mismatches, _stages
 
 LAYOUTS = fuse.DEPTHWISE_LAYOUTS
@@ -133,12 +134,8 @@ def test_batch_norm_folds_into_the_depthwise_convolution(layout, kernel):
 def test_the_compiled_depthwise_convolution_is_the_same_sum_of_shifts(kernel):
     """Compiled, the depthwise convolution is written out as shifted multiply-adds (one fused pass):
     the same numbers as the convolution, odd and even kernels, at item ends and past them."""
-    cfg = dataclasses.replace(NarConfig.tiny().encoder, conv_kernel=kernel)
-    torch.manual_seed(1)
-    conv = ConvModule(cfg).eval()
+    conv, cfg = conv_module(kernel, seed=1)
     with torch.no_grad():
-        conv.batch_norm.running_mean.normal_(0, 0.3)
-        conv.batch_norm.running_var.uniform_(0.3, 2.0)
         fused = fuse.FusedConvModule(conv)
         x = torch.randn(2, 41, cfg.hidden)
         valid = torch.arange(41)[None] < torch.tensor([41, 9])[:, None]
