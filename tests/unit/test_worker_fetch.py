@@ -85,12 +85,13 @@ def test_the_model_loads_while_the_speech_is_fetched(packs, monkeypatch):
     speech grows with the job (200 h: most of a minute): they run side by side, not one after the other.
     The fetch waits here until the engine is being created, and the engine until the fetch has begun:
     one after the other, the fetch would wait for nothing and say so."""
-    engine_started, fetch_started = threading.Event(), threading.Event()
+    engine_started, fetch_started, fetch_saw = threading.Event(), threading.Event(), threading.Event()
     seen: dict[str, bool] = {}
 
     def get(uri: str) -> None:
         fetch_started.set()
         seen["engine_loading_during_fetch"] = engine_started.wait(timeout=10)
+        fetch_saw.set()
 
     def create(name: str):
         engine_started.set()
@@ -101,6 +102,7 @@ def test_the_model_loads_while_the_speech_is_fetched(packs, monkeypatch):
     store = DictStore({"s3://b/1.wav": encode_pack(packs["s3://b/1.wav"], 8000, "wav")}, on_get=get)
     with pytest.raises(RuntimeError, match="no model here"):
         worker.run_job(_job([_chunk(1, 0, 0, 8000, 8000)], {1: "s3://b/1.wav"}), store)
+    assert fetch_saw.wait(timeout=15)  # the job's error does not wait for the fetch (next test): this does
     assert seen == {"engine_loading_during_fetch": True, "fetch_during_engine_load": True}
 
 
