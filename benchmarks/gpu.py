@@ -538,8 +538,9 @@ class Check:
         """The Conformer convolution's depthwise step on the reference batch's encoder stream
         (ref_batch x chunk_s end to end, 2,048 channels): the shifted sum with its SiLU (compiled: the
         engine's compiled default) against the Triton kernel (engines/nar/depthwise.py) in each of its
-        candidate tiles, milliseconds per call (median of 5), the bytes moved per second and the largest
-        difference from the float32 convolution; then the whole convolution module compiled each way."""
+        candidate tiles: milliseconds per call (``timed``: mean of 5 after one), the bytes moved per
+        second and the largest difference from the float32 convolution; then the whole convolution
+        module compiled each way."""
         import copy
 
         from callscribe.engines.nar import depthwise as dw
@@ -556,16 +557,6 @@ class Check:
         want = dw.reference(y, taps, bias, left)
         gigabytes = 2 * y.numel() * y.element_size() / 1e9  # read once, written once
 
-        def median_ms(fn: Callable[[], torch.Tensor]) -> float:
-            times = []
-            for _ in range(5):
-                self.sync()
-                started = time.perf_counter()
-                fn()
-                self.sync()
-                times.append((time.perf_counter() - started) * 1000)
-            return statistics.median(times)
-
         def shifted(z: torch.Tensor) -> torch.Tensor:
             return torch.nn.functional.silu(conv._shifted_sum(z, left, right))
 
@@ -579,8 +570,7 @@ class Check:
         with torch.inference_mode():
             for name, fn in runs.items():
                 try:
-                    err = float((fn(y).float() - want).abs().max())
-                    ms = median_ms(lambda fn=fn: fn(y))
+                    ms, err = self.timed(lambda fn=fn: fn(y), want)
                     kernels[name] = {"ms": round(ms, 3), "gb_per_s": round(gigabytes / ms * 1000, 3),
                                      "max_abs_err": err}
                 except Exception as exc:  # a tile that does not fit this card is a finding, not the end
@@ -597,9 +587,9 @@ class Check:
                         fn = torch.compile(module, dynamic=True)
                         got = fn(x, valid).float()
                         shifted_out = got if path == "shifted" else shifted_out
-                        modules[path] = {"ms": round(median_ms(lambda fn=fn: fn(x, valid)), 3),
-                                         "max_abs_diff_from_shifted": None if shifted_out is None
-                                         else float((got - shifted_out).abs().max())}
+                        ms, diff = self.timed(lambda fn=fn: fn(x, valid), got if shifted_out is None else shifted_out)
+                        modules[path] = {"ms": round(ms, 3),
+                                         "max_abs_diff_from_shifted": None if shifted_out is None else diff}
                     except Exception as exc:
                         modules[path] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
         why_not = None if runnable else "not run: it needs triton and CUDA (or TRITON_INTERPRET=1)"

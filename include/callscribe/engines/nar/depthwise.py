@@ -52,9 +52,10 @@ def available() -> bool:
 
 if triton is not None:
 
-    # Not specialised on the stream's length (nor the per-item strides that follow it): Triton would
-    # otherwise compile a second variant mid-job the first time a batch's frame count is (or is not) a
-    # multiple of 16, where the probe at load compiles the one every batch then uses.
+    # Not specialised on the stream's length: Triton would otherwise compile a second variant mid-job
+    # the first time a batch's frame count is (or is not) a multiple of 16, where the probe at load
+    # compiles the one every batch then uses. The strides stay specialised (multiples of 16 with 2,048
+    # channels, and in the probe's 160): unspecialised, every load would be two bytes wide.
     @triton.jit(do_not_specialize=["T"])
     def depthwise_silu_kernel(y_ptr, taps_ptr, bias_ptr, out_ptr, T, C, stride_yb, stride_yt, stride_ob, stride_ot,
                               LEFT: tl.constexpr, K: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_C: tl.constexpr,
