@@ -430,12 +430,13 @@ class Check:
         graphs = compiled_graphs()
         run_batches(self.engine, audios, self.plan.batch_audio_s, overlap=overlap)  # warm-up: every shape once
         new_graphs = compiled_graphs() - graphs
-        walls, metrics = [], []
+        walls, metrics, later = [], [], []
         for _ in range(self.plan.timed):
             t = time.perf_counter()
             _, metrics = run_batches(self.engine, audios, self.plan.batch_audio_s, overlap=overlap)
             self.sync()
             walls.append(time.perf_counter() - t)
+            later += metrics[1:]
         median = statistics.median(walls)
         audio_s = float(lengths.sum())
         wall_in_batches = sum(m.wall_s for m in metrics)
@@ -454,6 +455,10 @@ class Check:
                "reader_wait_frac_after_first": round(sum(m.wall_s - m.model_s for m in metrics[1:])
                                                      / sum(m.wall_s for m in metrics[1:]), 4)
                if len(metrics) > 1 else None,
+               # The rate once the reader runs ahead (every pass's batches after its first): what a
+               # GPU pod's job of up to 200 h (about 190 batches) runs at, the first batch apart.
+               "rtfx_after_first": round(sum(m.audio_s for m in later) / sum(m.wall_s for m in later), 2)
+               if later and sum(m.wall_s for m in later) > 0 else None,
                "peak_mem_bytes": self.peak(), "graphs_compiled": new_graphs}
         log.info("real chunks (%s, %s): %d chunks, p50 %.1f s, RTFx %.0f", real.chunker, label, len(audios),
                  out["chunk_s_p50"], out["rtfx"])
@@ -975,7 +980,9 @@ def render(res: dict) -> str:
                 f"<= {s['batch_audio_s']:g} s audio; median of {len(s['passes_s'])} passes {s['median_s']:.2f} s; "
                 f"reader wait {100 * s['reader_wait_frac']:.1f} %" + (
                     f", {100 * s['reader_wait_frac_after_first']:.1f} % after each pass's first batch"
-                    if s.get("reader_wait_frac_after_first") is not None else "") + ")")
+                    if s.get("reader_wait_frac_after_first") is not None else "")
+                + (f"; RTFx {_num(s['rtfx_after_first'])} over the batches after each pass's first"
+                   if s.get("rtfx_after_first") else "") + ")")
 
     rows.append(("real chunks through run_batches, packed, eager", _figure(res.get("real_chunks"), real)))
     rows.append(("real chunks through run_batches, before packing, eager", _figure(before, real)))

@@ -104,6 +104,9 @@ def test_real_chunks_come_from_the_chunker_through_run_batches(smoke, key):
     assert r["rtfx"] > 0 and _rate_agrees(r["audio_s"], r["median_s"], r["rtfx"])
     assert r["batches"] >= 1 and 0 <= r["reader_wait_frac"] < 1
     assert r["audio_s"] / r["batches"] <= r["batch_audio_s"] * 1.01  # the budget was run_batches'
+    # The rate past each pass's first batch exists exactly when a pass has more than one batch.
+    assert (r["rtfx_after_first"] is None) == (r["batches"] == 1)
+    assert r["rtfx_after_first"] is None or r["rtfx_after_first"] > 0
 
 
 def test_packed_and_before_packing_chunk_the_same_call_differently(smoke):
@@ -122,6 +125,8 @@ def test_packed_and_before_packing_chunk_the_same_call_differently(smoke):
     assert before["chunks"] >= 3 * packed["chunks"]
     assert packed["audio_s"] == pytest.approx(before["audio_s"], rel=0.1)
     assert "the before-packing RTFx" in md and "one per speech region" in md and "packed to <= 30 s" in md
+    if packed["rtfx_after_first"]:
+        assert f"RTFx {gpu._num(packed['rtfx_after_first'])} over the batches after each pass's first" in md
 
 
 def test_routing_is_timed_off_with_the_confidence_pass_alone_and_with_chunks_routed(smoke):
