@@ -49,10 +49,12 @@ def decode(data: bytes, name: str = "<bytes>") -> Decoded:
         with sf.SoundFile(io.BytesIO(data)) as f:
             rate, codec = f.samplerate, f.subtype
             short = _truncation(f.extra_info)
+            # libsndfile reads float samples as integers unscaled (0.5 -> 0): read those as floats.
+            read = _read_float_as_int16 if codec in FLOAT_SUBTYPES else _read_int16
             # Block by block, so a file damaged part-way still yields what comes before.
             while True:
                 try:
-                    block = f.read(rate * 10, dtype="int16", always_2d=True)
+                    block = read(f, rate * 10)
                 except (sf.LibsndfileError, RuntimeError) as exc:
                     if not blocks:
                         raise
@@ -72,6 +74,20 @@ def decode(data: bytes, name: str = "<bytes>") -> Decoded:
         warning = f"file is truncated: {short}; decoded the {duration:.1f} s present"
     channels = [np.ascontiguousarray(frames[:, c]) for c in range(frames.shape[1])]
     return Decoded(channels, rate, duration, codec, warning)
+
+
+FLOAT_SUBTYPES = ("FLOAT", "DOUBLE")
+
+
+def _read_int16(f: sf.SoundFile, frames: int) -> np.ndarray:
+    return f.read(frames, dtype="int16", always_2d=True)
+
+
+def _read_float_as_int16(f: sf.SoundFile, frames: int) -> np.ndarray:
+    """Float samples scaled to int16; past full scale clipped, NaN as silence."""
+    x = f.read(frames, dtype="float32", always_2d=True)
+    x = np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0) * 32768.0
+    return np.clip(np.rint(x), -32768, 32767).astype(np.int16)
 
 
 def _truncation(info: str) -> str | None:

@@ -112,9 +112,10 @@ def _frames(x: np.ndarray, rate: int) -> np.ndarray:
     return x[: n * size].reshape(n, size)
 
 
-def frame_peaks(frames: np.ndarray) -> np.ndarray:
-    """Each int16 frame's peak magnitude (from max and min: abs() of int16 wraps at -32768)."""
-    return np.maximum(frames.max(axis=1).astype(np.int32), -frames.min(axis=1).astype(np.int32))
+def frame_levels(frames: np.ndarray) -> np.ndarray:
+    """Each int16 frame's level: half its peak-to-peak swing. Unlike the peak magnitude, a
+    recorder's constant (DC) offset does not lift it, and in int32 nothing wraps at -32768."""
+    return (frames.max(axis=1).astype(np.int32) - frames.min(axis=1).astype(np.int32)) // 2
 
 
 # webrtcvad's C extension, called directly per frame when this build exposes it.
@@ -129,8 +130,8 @@ def speech_frames(x: np.ndarray, rate: int, aggressiveness: int = 2) -> np.ndarr
         return np.zeros(0, dtype=bool)
     # Frames near the channel's noise floor never hold speech: skip the VAD call for them.
     # In a stereo call each channel is quiet while the other party talks, so this halves
-    # the work; the floor is the 20th percentile of frame peaks, at least digital silence.
-    peaks = frame_peaks(frames)
+    # the work; the floor is the 20th percentile of frame levels, at least digital silence.
+    peaks = frame_levels(frames)
     floor = max(64.0, 3.0 * float(np.percentile(peaks, 20)))
     vad = webrtcvad.Vad(aggressiveness)
     raw = memoryview(np.ascontiguousarray(frames)).cast("B")

@@ -235,7 +235,7 @@ def region_onsets(audio: np.ndarray, regions: Sequence[Region]) -> list[float]:
     A region begins with up to 0.4 s of context before the speech, and an engine may put the
     first word of a chunk at the chunk's very start (Whisper does): no word starts before this.
     Frame peaks only, in numpy: this runs for every chunk the GPU returns."""
-    x = np.abs(np.asarray(audio, dtype=np.float32))
+    x = np.asarray(audio, dtype=np.float32)
     if np.issubdtype(np.asarray(audio).dtype, np.integer):
         x /= 32768.0  # int16 samples (the worker's packs): the floor below is in [-1, 1] units
     size = frame_len(TARGET_SR)
@@ -246,7 +246,8 @@ def region_onsets(audio: np.ndarray, regions: Sequence[Region]) -> list[float]:
         n = (b - a) // size
         first = 0
         if n >= 2:
-            peaks = x[a : a + n * size].reshape(n, size).max(axis=1)
+            frames = x[a : a + n * size].reshape(n, size)
+            peaks = (frames.max(axis=1) - frames.min(axis=1)) / 2  # half the swing: blind to a DC offset
             # Well above the window's quiet frames, and above digital silence (64 in int16 terms).
             floor = max(64 / 32768, 4.0 * float(np.percentile(peaks, 20)))
             loud = np.flatnonzero(peaks > floor)

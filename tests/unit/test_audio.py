@@ -49,6 +49,32 @@ def test_stereo_mulaw_keeps_channels_apart():
     assert np.abs(d.channels[0]).max() < 0.01 * 32768 < np.abs(d.channels[1]).max()
 
 
+@pytest.mark.parametrize("subtype", ["FLOAT", "DOUBLE", "PCM_24", "PCM_32", "PCM_U8"])
+def test_every_wav_sample_format_decodes_at_its_level(subtype):
+    """libsndfile reads float samples as integers without scaling them (0.5 -> 0): a float WAV
+    must not come out as near-silence, which the chunker would find no speech in."""
+    rate = 8000
+    t = np.arange(rate) / rate
+    x = (0.5 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+    x[100] = 1.5  # float files can go past full scale: clipped, not wrapped
+    x[200] = -1.5
+    d = decode(_wav(x, rate, subtype), f"call-{subtype}.wav")
+    y = d.channels[0]
+    tolerance = 300 if subtype == "PCM_U8" else 2  # 8-bit samples are coarse
+    assert y.dtype == np.int16
+    assert y[100] >= 32767 - tolerance and y[200] == -32768
+    ok = np.ones(rate, bool)
+    ok[[100, 200]] = False
+    assert np.max(np.abs(y[ok].astype(np.int32) - np.round(x[ok] * 32768))) <= tolerance
+
+
+def test_non_finite_samples_of_a_float_wav_decode_as_silence_not_garbage():
+    x = np.full(8000, 0.25, np.float32)
+    x[10], x[20], x[30] = np.nan, np.inf, -np.inf
+    y = decode(_wav(x, 8000, "FLOAT"), "nan.wav").channels[0]
+    assert y[10] == 0 and y[20] == 32767 and y[30] == -32768 and y[40] == 8192
+
+
 @pytest.mark.parametrize("data", [b"", b"this is not audio at all" * 10, b"RIFF\x00\x00\x00\x00WAVEfmt "])
 def test_undecodable_bytes_raise_a_clear_error(data):
     with pytest.raises(DecodeError, match="bad.wav"):

@@ -10,7 +10,7 @@ from callscribe.chunking import (
     chunk_recording,
     chunking_for,
     frame_len,
-    frame_peaks,
+    frame_levels,
     frames_to_regions,
     pack,
     plan_regions,
@@ -152,9 +152,28 @@ def test_each_engine_gets_its_chunk_length(monkeypatch):
             chunking_for("whisper-tiny")
 
 
-def test_frame_peaks_of_full_scale_negative_samples_do_not_wrap():
-    frames = np.array([[0, -32768, 5], [-3, 2, 1], [32767, 0, -32767]], np.int16)
-    assert frame_peaks(frames).tolist() == [32768, 3, 32767]
+def test_frame_levels_are_half_the_swing_and_do_not_wrap():
+    frames = np.array([[0, -32768, 5], [-3, 2, 1], [32767, 0, -32767], [900, 1000, 1100]], np.int16)
+    assert frame_levels(frames).tolist() == [16386, 2, 32767, 100]
+
+
+@pytest.mark.parametrize("offset", [2000, 4000, 8000])
+def test_a_dc_offset_does_not_hide_the_speech(offset):
+    """A recorder's constant offset lifts every frame's peak alike: the noise floor that spares
+    the VAD its quiet frames must not rise above the speech with it."""
+    decoded = _sample("call-0001.wav")
+
+    def speech_s(d: Decoded) -> list[float]:
+        found = [0.0] * d.n_channels
+        for chunk, _ in chunk_recording(d, at_16k=False):
+            found[chunk.channel] += chunk.duration_s
+        return found
+
+    lifted = [np.clip(x.astype(np.int32) + offset, -32768, 32767).astype(np.int16) for x in decoded.channels]
+    clean, shifted = speech_s(decoded), speech_s(Decoded(lifted, decoded.source_rate, decoded.duration_s, "PCM_16"))
+    assert min(clean) > 10
+    for a, b in zip(clean, shifted):
+        assert b == pytest.approx(a, abs=1.0)
 
 
 def test_speech_frames_are_one_per_30_ms_at_the_source_rate():

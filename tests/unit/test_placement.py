@@ -109,6 +109,7 @@ def test_no_word_starts_in_the_context_kept_before_a_regions_speech():
     regions = [(0.0, 10.0, 11.9), (1.9, 40.0, 41.9)]  # each: 0.4 s of context, then speech
     onsets = region_onsets(audio, regions)
     assert abs(onsets[0] - 0.4) <= 0.06 and abs(onsets[1] - 2.3) <= 0.06
+    assert region_onsets(audio + 0.25, regions) == onsets  # a recorder's DC offset moves no onset
     words = (Word(0.0, 0.8, "Thank"), Word(0.8, 1.2, "you."), Word(1.9, 2.6, "Hello"))
     first, second = place_with_words(regions, 0, [Segment(0.0, 2.6, "Thank you. Hello", words)], onsets)
     assert first.start == first.word_starts[0] == round(10.0 + onsets[0], 3)
