@@ -86,11 +86,9 @@ def _run_splitting(engine: Engine, audios: Sequence[np.ndarray], idx: list[int],
     causes it: that chunk's reason is recorded and every other chunk is recognised.
     """
     try:
-        out = engine.run(prepared)
-    except Exception as exc:
+        _store(engine, idx, engine.run(prepared), results)
+    except Exception as exc:  # a miscounted result is this batch's failure too
         _failed(exc, engine, audios, idx, results, splits, failures)
-        return
-    _store(engine, idx, out, results)
 
 
 def _failed(exc: Exception, engine: Engine, audios: Sequence[np.ndarray], idx: list[int], results: list,
@@ -121,7 +119,12 @@ def _run_halves(engine: Engine, audios: Sequence[np.ndarray], idx: list[int], re
                 splits: list[int], failures: dict[int, str] | None) -> None:
     half = len(idx) // 2
     for part in (idx[:half], idx[half:]):
-        _run_splitting(engine, audios, part, _prepare(engine, audios, part), results, splits, failures)
+        try:
+            prepared = _prepare(engine, audios, part)
+        except Exception as exc:
+            _failed(exc, engine, audios, part, results, splits, failures)
+            continue
+        _run_splitting(engine, audios, part, prepared, results, splits, failures)
 
 
 @dataclass
@@ -165,11 +168,9 @@ def run_batches(
             _failed(f.error, engine, audios, f.idx, results, f.splits, failures)
         else:
             try:
-                out = f.finish()
+                _store(engine, f.idx, f.finish(), results)
             except Exception as exc:
                 _failed(exc, engine, audios, f.idx, results, f.splits, failures)
-            else:
-                _store(engine, f.idx, out, results)
         now = time.perf_counter()
         model_s = f.model_s + (now - t)
         audio_s = sum(lengths[i] for i in f.idx)
@@ -191,14 +192,18 @@ def run_batches(
         in_flight: _InFlight | None = None
         for b, idx in enumerate(plan):
             wall_start = time.perf_counter()
-            prepared = pending.result()  # time spent here is the engine waiting for input
-            pending = reader.submit(_prepare, engine, audios, plan[b + 1]) if b + 1 < len(plan) else None
-            model_start = time.perf_counter()
             finish, error = None, None
             try:
-                finish = _launch(engine, prepared)
-            except Exception as exc:  # handled in turn, after the batch before it
+                prepared = pending.result()  # time spent here is the engine waiting for input
+            except Exception as exc:  # a batch that cannot be prepared is halved like one that fails
                 error = exc
+            pending = reader.submit(_prepare, engine, audios, plan[b + 1]) if b + 1 < len(plan) else None
+            model_start = time.perf_counter()
+            if error is None:
+                try:
+                    finish = _launch(engine, prepared)
+                except Exception as exc:  # handled in turn, after the batch before it
+                    error = exc
             started = _InFlight(b, idx, finish, error, model_start - wall_start, time.perf_counter() - model_start,
                                 [0])
             if in_flight is not None:

@@ -182,3 +182,41 @@ def test_without_overlap_each_batch_finishes_before_the_next_starts():
     results, metrics = run_batches(eng, _chunks([1.0, 2.0, 3.0]), budget_s=2.5, overlap=False)
     assert eng.order == [e for k in range(len(metrics)) for e in (("start", k), ("finish", k))]
     assert [int(r[0].text) for r in results] == [int(s * SR) for s in (1.0, 2.0, 3.0)]
+
+
+class MiscountingEngine(EchoEngine):
+    """Returns one result too few for any batch holding a chunk of ``bad_s`` seconds (an engine bug)."""
+
+    def __init__(self, bad_s: float, **kw):
+        super().__init__(**kw)
+        self.bad = int(bad_s * SR)
+
+    def run(self, prepared):
+        out = super().run(prepared)
+        return out[:-1] if any(len(a) == self.bad for a in prepared) else out
+
+
+class PickyPrepareEngine(EchoEngine):
+    """Cannot prepare a batch holding a chunk of ``bad_s`` seconds (a failed pinned allocation, a
+    chunk the engine rejects before it runs)."""
+
+    def __init__(self, bad_s: float, **kw):
+        super().__init__(**kw)
+        self.bad = int(bad_s * SR)
+
+    def prepare(self, batch):
+        if any(len(a) == self.bad for a in batch):
+            raise ValueError("cannot prepare this chunk")
+        return super().prepare(batch)
+
+
+@pytest.mark.parametrize("engine", [MiscountingEngine(bad_s=5.0), PickyPrepareEngine(bad_s=5.0)],
+                         ids=["result-count", "prepare"])
+@pytest.mark.parametrize("budget_s", [9.0, 1000.0])
+def test_a_batch_that_cannot_be_prepared_or_miscounts_costs_only_the_chunk_behind_it(engine, budget_s):
+    seconds = [2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+    failures: dict[int, str] = {}
+    results, metrics = run_batches(engine, _chunks(seconds), budget_s=budget_s, failures=failures)
+    assert list(failures) == [3]
+    assert [int(r[0].text) for i, r in enumerate(results) if i != 3] == [int(s * SR) for s in seconds if s != 5.0]
+    assert results[3] == [] and sum(m.n_chunks for m in metrics) == len(seconds)
