@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import io
 import json
+from collections import Counter
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 CHUNK_COLUMNS = ["recording_id", "channel", "index", "speaker", "start_s", "end_s", "pack_offset", "n_samples",
                  "pack_rate", "regions"]
@@ -66,6 +67,20 @@ class JobManifest(BaseModel):
     shard_uri: str
     recordings: list[RecordingEntry]
     chunks: list[ChunkRef]
+
+    @model_validator(mode="after")
+    def _each_once(self) -> JobManifest:
+        """A recording listed twice, or a chunk given twice, would be transcribed and loaded twice."""
+        for rid, n in Counter(r.recording_id for r in self.recordings).items():
+            if n > 1:
+                raise ValueError(f"recording {rid} is listed {n} times")
+        for key, n in Counter((c.recording_id, c.channel, c.index) for c in self.chunks).items():
+            if n > 1:
+                raise ValueError(f"chunk {key} is given {n} times")
+        unlisted = {c.recording_id for c in self.chunks} - {r.recording_id for r in self.recordings}
+        if unlisted:
+            raise ValueError(f"chunks of recording {min(unlisted)}, which the job does not list")
+        return self
 
     @property
     def audio_s(self) -> float:

@@ -20,7 +20,6 @@ from dataclasses import replace
 from datetime import UTC, date, timedelta
 
 import numpy as np
-import pandas as pd
 from sqlalchemy.engine import Engine
 
 from callscribe import db
@@ -198,17 +197,21 @@ def plan_jobs(store: Store, manifest_uris: list[str], run_id: str, engine_name: 
 
     sizing = sizing or JobSizing.from_env()
     entries: list[RecordingEntry] = []
-    frames: list[pd.DataFrame] = []
+    by_rec: dict[int, list[ChunkRef]] = {}
     for uri in manifest_uris:
         df, meta = from_parquet(store.get_bytes(uri))
-        entries.extend(RecordingEntry(**e) for e in meta.get("recordings", []))
-        frames.append(df)
+        here: dict[int, list[ChunkRef]] = {}
+        for c in chunks_from_frame(df):
+            here.setdefault(c.recording_id, []).append(c)
+        for e in meta.get("recordings", []):
+            entry = RecordingEntry(**e)
+            if entry.recording_id in by_rec:  # in an earlier manifest too: planned once, from there
+                log.warning("recording %d is in more than one chunk manifest; planned once", entry.recording_id)
+                continue
+            entries.append(entry)
+            by_rec[entry.recording_id] = here.get(entry.recording_id, [])
     if not entries:
         return []
-    chunks = chunks_from_frame(pd.concat(frames, ignore_index=True)) if frames else []
-    by_rec: dict[int, list[ChunkRef]] = {}
-    for c in chunks:
-        by_rec.setdefault(c.recording_id, []).append(c)
     key = run_key(run_id)
     speech = [e.audio_s for e in entries]
     n_jobs = job_count(sum(speech), len(entries), sizing.slots, sizing.cap_s, sizing.min_s, max_jobs)

@@ -80,3 +80,53 @@ def test_shards_from_before_confidences_load_null_beside_new_ones():
     assert confidences(new) == [0.9123, None]
     # Frames of both kinds put together (as a reader of several shards would) keep the same values.
     assert confidences(pd.concat([old, new], ignore_index=True)) == [None, None, 0.9123, None]
+
+
+def _job(recordings: list[int], chunks: list[ChunkRef]) -> dict:
+    return dict(job_id="job-00000", run_id="r", engine="whisper-tiny", batch_audio_s=240, shard_uri="s3://b/s.parquet",
+                recordings=[RecordingEntry(recording_id=r, n_channels=2) for r in recordings], chunks=chunks)
+
+
+def test_a_job_manifest_holds_each_recording_and_chunk_once():
+    """A recording listed twice, or a chunk given twice, would be transcribed and loaded twice."""
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="recording 7 is listed 2 times"):
+        JobManifest(**_job([7, 7], [_chunk(0)]))
+    with pytest.raises(ValidationError, match=r"chunk \(7, 0, 0\) is given 2 times"):
+        JobManifest(**_job([7], [_chunk(0), _chunk(1), _chunk(0)]))
+    with pytest.raises(ValidationError, match="chunks of recording 7, which the job does not list"):
+        JobManifest(**_job([8], [_chunk(0)]))
+    assert len(JobManifest(**_job([7, 8], [_chunk(0), _chunk(1)])).chunks) == 2
+
+
+def test_plan_jobs_takes_a_recording_in_two_chunk_manifests_once():
+    """Two chunk manifests that both hold a recording (a group chunked twice) plan it once."""
+    from callscribe.batching import JobSizing
+    from callscribe.pipeline import plan_jobs
+
+    class Store:
+        def __init__(self):
+            self.objects: dict[str, bytes] = {}
+
+        def uri(self, key: str) -> str:
+            return f"s3://b/{key}"
+
+        def get_bytes(self, uri: str) -> bytes:
+            return self.objects[uri]
+
+        def put_bytes(self, uri: str, data: bytes, *_) -> None:
+            self.objects[uri] = data
+
+    store = Store()
+    entry = RecordingEntry(recording_id=7, n_channels=2, pack_uri="s3://b/p.wav", audio_s=5.0).model_dump()
+    other = RecordingEntry(recording_id=9, n_channels=2, pack_uri="s3://b/q.wav", audio_s=1.0).model_dump()
+    nine = _chunk(0).model_copy(update={"recording_id": 9})
+    store.objects["s3://b/m0"] = to_parquet(chunks_frame([_chunk(i) for i in range(5)]), {"recordings": [entry]})
+    store.objects["s3://b/m1"] = to_parquet(chunks_frame([_chunk(i) for i in range(5)] + [nine]),
+                                            {"recordings": [entry, other]})
+    uris = plan_jobs(store, ["s3://b/m0", "s3://b/m1"], "run", "whisper-tiny", sizing=JobSizing(1, 3600, 0))
+    jobs = [JobManifest.model_validate_json(store.objects[u]) for u in uris]
+    assert sorted(r.recording_id for j in jobs for r in j.recordings) == [7, 9]
+    assert sorted((c.recording_id, c.index) for j in jobs for c in j.chunks) == [(7, i) for i in range(5)] + [(9, 0)]
