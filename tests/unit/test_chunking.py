@@ -172,7 +172,7 @@ def test_a_dc_offset_does_not_hide_the_speech(offset):
     lifted = [np.clip(x.astype(np.int32) + offset, -32768, 32767).astype(np.int16) for x in decoded.channels]
     clean, shifted = speech_s(decoded), speech_s(Decoded(lifted, decoded.source_rate, decoded.duration_s, "PCM_16"))
     assert min(clean) > 10
-    for a, b in zip(clean, shifted):
+    for a, b in zip(clean, shifted, strict=True):
         assert b == pytest.approx(a, abs=1.0)
 
 
