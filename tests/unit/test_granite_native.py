@@ -8,6 +8,7 @@ mel filterbank. Numbers against the real checkpoint need the weights: `callscrib
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 
@@ -87,6 +88,24 @@ def test_an_items_output_does_not_depend_on_its_batch(tiny):
         torch.testing.assert_close(alone.logits[0], together.logits[i], atol=1e-5, rtol=1e-4)
     reordered = tiny.transcribe(waves[::-1], return_logits=True)
     torch.testing.assert_close(reordered.logits[0], together.logits[3], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("bad", ["nan", "inf"])
+def test_a_non_finite_item_leaves_the_item_before_it_alone(tiny, fused, bad):
+    """Items lie end to end in one stream: the convolution over an item's padding frames reads the next
+    item's first frames, and attention gives those padding frames zero weight, which a NaN turns into
+    NaN. Each block's padding frames are zeroed, so a broken item breaks only itself."""
+    from callscribe.engines.nar.fuse import optimize_for_inference
+
+    model = optimize_for_inference(copy.deepcopy(tiny)) if fused else tiny
+    good, broken = noise_waves([1.0, 1.0], seed=5)  # 1 s: 50 frames in 60 (the tiny model's 20-frame blocks)
+    broken[8000] = float(bad)
+    alone = model.transcribe([good], return_logits=True)
+    together = model.transcribe([good, broken], return_logits=True)
+    assert torch.isfinite(alone.logits[0]).all()
+    assert together.tokens[0] == alone.tokens[0]
+    torch.testing.assert_close(together.logits[0], alone.logits[0], atol=1e-5, rtol=1e-4)
 
 
 def _valid(lengths: torch.Tensor, size: int) -> torch.Tensor:

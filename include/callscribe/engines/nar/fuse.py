@@ -260,7 +260,7 @@ class FusedConformerBlock(nn.Module):
         x = x + self.attn(x, valid)
         x = x + self.conv(x, valid)
         x = x + self.ffn2(x)
-        return self.norm_out(x)
+        return self.norm_out(x).masked_fill(~valid[..., None], 0.0)  # as modeling.ConformerBlock: why there
 
 
 # ------------------------------------------------------------------------------- projector

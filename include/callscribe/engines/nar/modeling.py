@@ -251,7 +251,11 @@ class ConvModule(nn.Module):
 
 
 class ConformerBlock(nn.Module):
-    """Macaron Conformer: half feed-forward, attention, convolution, half feed-forward, norm."""
+    """Macaron Conformer: half feed-forward, attention, convolution, half feed-forward, norm.
+
+    Frames past an item's end leave a block as zeros: in a stream of items laid end to end, the
+    convolution over them reads the next item's first frames, and the next block's attention gives
+    them zero weight, which would pass a NaN or inf in that item on to this one (0 x NaN is NaN)."""
 
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
@@ -266,7 +270,7 @@ class ConformerBlock(nn.Module):
         x = x + self.attn(x, valid)
         x = x + self.conv(x, valid)
         x = x + 0.5 * self.ffn2(x)
-        return self.norm_out(x)
+        return self.norm_out(x).masked_fill(~valid[..., None], 0.0)
 
 
 @dataclass
