@@ -49,6 +49,34 @@ def test_float_chunks_and_mixed_batches_go_as_float32(dtype):
         assert np.array_equal(w.numpy(), as_float(c))
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_float_chunk_with_non_finite_samples_is_refused_by_its_place(bad):
+    floats = [RNG.uniform(-1, 1, n).astype(np.float32) for n in (300, 40, 17)]
+    floats[1][7] = bad
+    with pytest.raises(ValueError, match=r"chunk 1 of 3 holds non-finite samples"):
+        HostBatch.of(floats)
+
+
+def test_run_batches_fails_only_the_chunk_with_non_finite_samples():
+    """Through the batch runner the refusal is that chunk's failure, with its reason; the rest run."""
+    floats = [RNG.uniform(-0.5, 0.5, 16_000).astype(np.float32) for _ in range(4)]
+    floats[2][100] = np.nan
+
+    class Engine(BaseEngine):
+        name = "host-batch"
+
+        def prepare(self, batch):
+            return HostBatch.of(batch)
+
+        def run(self, prepared):
+            return [[Segment(0.0, n / 16_000, "ok")] for n in prepared.lengths]
+
+    failures: dict[int, str] = {}
+    results, _ = run_batches(Engine(), floats, budget_s=100, failures=failures)
+    assert failures == {2: "ValueError: the chunk holds non-finite samples (NaN or inf)"}
+    assert [bool(r) for r in results] == [True, True, False, True]
+
+
 def test_an_empty_batch():
     batch = HostBatch.of([])
     assert batch.samples.numel() == 0 and batch.lengths == () and batch.waves("cpu") == []

@@ -71,6 +71,10 @@ class HostBatch:
         for a in arrays:
             flat[at : at + a.size] = a if ints else as_float(a)
             at += a.size
+        if not ints and not np.isfinite(flat).all():  # int16 cannot hold NaN or inf; floats can
+            bad = next(i for i, a in enumerate(arrays) if not np.isfinite(as_float(a)).all())
+            which = f"chunk {bad} of {len(arrays)}" if len(arrays) > 1 else "the chunk"
+            raise ValueError(f"{which} holds non-finite samples (NaN or inf)")
         return cls(samples, lengths)
 
     @property
