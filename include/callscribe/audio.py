@@ -45,6 +45,11 @@ def decode(data: bytes, name: str = "<bytes>") -> Decoded:
         raise DecodeError(f"{name}: empty object (0 bytes)")
     blocks: list[np.ndarray] = []
     warning = None
+    repaired = _undeclared_audio(data)
+    if repaired is not None:
+        data, declared, held = repaired
+        warning = (f"the header declares {declared} bytes of audio, the file holds {held}: decoded all of it "
+                   f"(a recorder that did not finish its header)")
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
             rate, codec = f.samplerate, f.subtype
@@ -88,6 +93,45 @@ def _read_float_as_int16(f: sf.SoundFile, frames: int) -> np.ndarray:
     x = f.read(frames, dtype="float32", always_2d=True)
     x = np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0) * 32768.0
     return np.clip(np.rint(x), -32768, 32767).astype(np.int16)
+
+
+def _undeclared_audio(data: bytes) -> tuple[bytes, int, int] | None:
+    """A RIFF WAVE file whose data chunk declares less than follows it, with no chunk after the
+    declared part (a recorder that crashed or streamed before finishing its header: the size is
+    often 0). libsndfile reads only what is declared, so 0 would quarantine a whole call. Returns
+    the file with the data chunk declaring all of it (whole sample frames), the declared and the
+    held sizes; None for any other file, or for less than a second undeclared."""
+    if len(data) < 44 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return None
+    at, block, rate = 12, 0, 0
+    while at + 8 <= len(data):
+        cid, size = data[at : at + 4], int.from_bytes(data[at + 4 : at + 8], "little")
+        if cid == b"fmt " and size >= 16:
+            rate = int.from_bytes(data[at + 12 : at + 16], "little")
+            block = int.from_bytes(data[at + 20 : at + 22], "little")
+        if cid == b"data":
+            start = at + 8
+            held = len(data) - start
+            after = start + size + (size & 1)
+            if size >= held or block <= 0 or rate <= 0 or held - size < rate * block or _chunk_at(data, after):
+                return None
+            held -= held % block
+            patched = bytearray(data[: start + held])
+            patched[4:8] = min(len(patched) - 8, 0xFFFF_FFFF).to_bytes(4, "little")
+            patched[at + 4 : at + 8] = min(held, 0xFFFF_FFFF).to_bytes(4, "little")
+            return bytes(patched), size, held
+        if size > len(data):
+            return None
+        at += 8 + size + (size & 1)
+    return None
+
+
+def _chunk_at(data: bytes, at: int) -> bool:
+    """Whether a RIFF chunk (a printable four-letter id and a size that fits) starts at ``at``."""
+    if at + 8 > len(data):
+        return False
+    cid, size = data[at : at + 4], int.from_bytes(data[at + 4 : at + 8], "little")
+    return all(32 <= b < 127 for b in cid) and at + 8 + size <= len(data)
 
 
 def _truncation(info: str) -> str | None:

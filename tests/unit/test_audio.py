@@ -75,6 +75,40 @@ def test_non_finite_samples_of_a_float_wav_decode_as_silence_not_garbage():
     assert y[10] == 0 and y[20] == 32767 and y[30] == -32768 and y[40] == 8192
 
 
+def _declaring(wav: bytes, data_size: int) -> bytes:
+    """The WAV with its data chunk's declared size replaced (a recorder that never finished its header)."""
+    import struct
+
+    at = wav.find(b"data")
+    return wav[: at + 4] + struct.pack("<I", data_size) + wav[at + 8 :]
+
+
+@pytest.mark.parametrize("declared", [0, "tenth"])
+def test_a_wav_whose_header_declares_less_audio_than_it_holds_is_decoded_whole_and_says_so(declared):
+    rate = 8000
+    x = (0.3 * np.sin(np.arange(rate * 12) / 7)).astype(np.float32)
+    good = _wav(x, rate)
+    whole = decode(good, "call.wav")
+    size = 0 if declared == 0 else len(x) * 2 // 10
+    d = decode(_declaring(good, size), "call.wav")
+    assert d.duration_s == pytest.approx(whole.duration_s)
+    assert np.array_equal(d.channels[0], whole.channels[0])
+    assert d.warning and f"declares {size} bytes of audio" in d.warning and "decoded all" in d.warning
+
+
+def test_chunks_after_the_audio_or_a_little_padding_are_not_taken_for_audio():
+    import struct
+
+    rate = 8000
+    good = _wav((0.3 * np.sin(np.arange(rate * 3) / 7)).astype(np.float32), rate)
+    info = b"LIST" + struct.pack("<I", 20) + b"INFOISFT" + struct.pack("<I", 7) + b"callsc\0" + b"\0"
+    with_chunk = good[:4] + struct.pack("<I", len(good) - 8 + len(info)) + good[8:] + info
+    padded = good + b"\0" * 100  # less than a second of whatever: left alone
+    for data in (with_chunk, padded):
+        d = decode(data, "call.wav")
+        assert d.warning is None and d.duration_s == pytest.approx(3.0)
+
+
 @pytest.mark.parametrize("data", [b"", b"this is not audio at all" * 10, b"RIFF\x00\x00\x00\x00WAVEfmt "])
 def test_undecodable_bytes_raise_a_clear_error(data):
     with pytest.raises(DecodeError, match="bad.wav"):
