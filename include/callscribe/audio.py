@@ -70,6 +70,9 @@ def decode(data: bytes, name: str = "<bytes>") -> Decoded:
                 blocks.append(block)
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         reason = re.sub(r"^Error opening the file: ", "", plain(str(exc)))
+        # libsndfile's words when a probe (MPEG, usually) gives up on bytes that only looked like audio.
+        reason = reason.replace("File does not exist or is not a regular file (possibly a pipe?).",
+                                "Format not recognised (no decoder could read it).")
         raise DecodeError(f"{name}: cannot decode audio ({reason})") from exc
     if rate <= 0 or not blocks or blocks[0].shape[1] == 0:
         raise DecodeError(f"{name}: no audio in the file")

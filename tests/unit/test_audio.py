@@ -109,6 +109,17 @@ def test_chunks_after_the_audio_or_a_little_padding_are_not_taken_for_audio():
         assert d.warning is None and d.duration_s == pytest.approx(3.0)
 
 
+def test_random_bytes_are_refused_in_words_about_the_bytes_not_about_files():
+    """Some random bytes start like an MPEG frame; libsndfile's probe then blames the file system."""
+    reasons = set()
+    for seed in range(300):
+        data = np.random.default_rng(seed).integers(0, 256, 20000, dtype=np.uint8).tobytes()
+        with pytest.raises(DecodeError) as info:
+            decode(data, "bad.wav")
+        reasons.add(str(info.value))
+    assert reasons and all("Format not recognised" in r for r in reasons), reasons
+
+
 @pytest.mark.parametrize("data", [b"", b"this is not audio at all" * 10, b"RIFF\x00\x00\x00\x00WAVEfmt "])
 def test_undecodable_bytes_raise_a_clear_error(data):
     with pytest.raises(DecodeError, match="bad.wav"):
