@@ -356,8 +356,18 @@ def load_jobs(store: Store, engine: Engine, job_uris: list[str], run_id: str) ->
     A job without a shard leaves its recordings claimable (the task's retry, the next run)
     with the worker's own error as their reason.
     """
-    jobs = [JobManifest.model_validate_json(store.get_bytes(uri)) for uri in job_uris]
     errors: list[str] = []
+    jobs: list[JobManifest] = []
+    for uri in job_uris:
+        try:
+            jobs.append(JobManifest.model_validate_json(store.get_bytes(uri)))
+        except Exception as exc:
+            if unavailable(exc):
+                raise
+            # Its recordings stay unfinished (the report says so, the next run takes them); the
+            # other jobs' shards load all the same.
+            log.error("job manifest %s unreadable: %s", uri, describe(exc))
+            errors.append(f"job manifest {uri} unreadable: {describe(exc)}")
     shards = _read_all(store, [j.shard_uri for j in jobs if store.exists(j.shard_uri)], errors)
     unfinished: list[str] = []
     for job in jobs:
@@ -379,4 +389,4 @@ def load_jobs(store: Store, engine: Engine, job_uris: list[str], run_id: str) ->
             conn.execute(db.q("job_unfinished"), {"ids": [r.recording_id for r in job.recordings],
                                                   "run_id": run_id, "reason": reason[:2000]})
         unfinished.append(job.job_id)
-    return _load_read(engine, shards, errors, len(jobs)) + LoadResult(unfinished_jobs=unfinished)
+    return _load_read(engine, shards, errors, len(job_uris)) + LoadResult(unfinished_jobs=unfinished)

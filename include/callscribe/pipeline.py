@@ -199,7 +199,16 @@ def plan_jobs(store: Store, manifest_uris: list[str], run_id: str, engine_name: 
     entries: list[RecordingEntry] = []
     by_rec: dict[int, list[ChunkRef]] = {}
     for uri in manifest_uris:
-        df, meta = from_parquet(store.get_bytes(uri))
+        try:
+            df, meta = from_parquet(store.get_bytes(uri))
+        except Exception as exc:
+            if unavailable(exc):
+                raise
+            # Like a chunk task that failed for good: its recordings stay unfinished, with the
+            # reason the run's report gives them, and the other groups go on.
+            log.error("chunk manifest %s unreadable, its recordings are left for the next run: %s", uri,
+                      describe(exc))
+            continue
         here: dict[int, list[ChunkRef]] = {}
         for c in chunks_from_frame(df):
             here.setdefault(c.recording_id, []).append(c)

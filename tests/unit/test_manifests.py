@@ -130,3 +130,9 @@ def test_plan_jobs_takes_a_recording_in_two_chunk_manifests_once():
     jobs = [JobManifest.model_validate_json(store.objects[u]) for u in uris]
     assert sorted(r.recording_id for j in jobs for r in j.recordings) == [7, 9]
     assert sorted((c.recording_id, c.index) for j in jobs for c in j.chunks) == [(7, i) for i in range(5)] + [(9, 0)]
+
+    # A chunk manifest that cannot be read holds back only its own recordings.
+    store.objects["s3://b/m2"] = b"not parquet"
+    uris = plan_jobs(store, ["s3://b/m2", "s3://b/m1"], "run2", "whisper-tiny", sizing=JobSizing(1, 3600, 0))
+    jobs = [JobManifest.model_validate_json(store.objects[u]) for u in uris]
+    assert sorted(r.recording_id for j in jobs for r in j.recordings) == [7, 9]
