@@ -65,11 +65,15 @@ def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls
         rows = conn.execute(db.q("audit_day"), {"bucket": store.bucket, "call_date": day, "prefix": prefix}).all()
         erased = set(conn.execute(db.q("audit_erased"), {
             "bucket": store.bucket, "hashes": [key_hash(o.key) for o in objects]}).scalars())
-    mine = {r.object_key for r in rows if run_id and r.last_run_id == run_id}
-    late = {o.key for o in objects if o.key not in mine and listed_before and o.last_modified
-            and o.last_modified > listed_before}
+    # What the run took, by content. A key it took that now holds other content was uploaded
+    # again after the run listed it (its listing had what it took), whatever the clocks say:
+    # object times can be whole seconds, and so before the listing's time.
+    mine = {(r.object_key, r.etag) for r in rows if run_id and r.last_run_id == run_id}
+    taken = {key for key, _ in mine}
+    late = {o.key for o in objects if (o.key, o.etag) not in mine and (
+        o.key in taken or (listed_before and o.last_modified and o.last_modified > listed_before))}
     if only_claimed:
-        late |= {o.key for o in objects if o.key not in mine}
+        late |= {o.key for o in objects if (o.key, o.etag) not in mine}
     listed = {o.key: o.etag for o in objects if o.key not in late}
     out = DayAudit(day=day, objects=len(listed), arrived_later=len(late))
     live: dict[str, list] = {}
@@ -79,8 +83,11 @@ def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls
             live.setdefault(r.object_key, []).append(r)
     for key, etag in sorted(listed.items()):
         versions = live.get(key, [])
-        if len(versions) > 1:
-            out.duplicated.append(f"{key}: {len(versions)} live rows")
+        # An older version stays done while a newer one is on its way (it keeps its transcript
+        # until the new one loads): twice only when two versions hold transcripts.
+        done = sum(r.status == "done" for r in versions)
+        if done > 1:
+            out.duplicated.append(f"{key}: {done} versions done")
         current = [r for r in versions if r.etag == etag]
         if not current:
             if key_hash(key) in erased:

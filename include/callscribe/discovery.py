@@ -152,7 +152,24 @@ def close_run(engine: Engine, run_id: str) -> int:
     leases end; returns how many leases it still held."""
     with engine.begin() as conn:
         conn.execute(db.q("report_unfinished"), {"run_id": run_id, "max_attempts": MAX_ATTEMPTS})
+    retire_replaced(engine, run_id)
     return release(engine, run_id)
+
+
+def retire_replaced(engine: Engine, run_id: str) -> int:
+    """An upload that ended for good without a transcript (not audio, or out of attempts) still
+    replaced the version before it in the bucket: that version's transcript leaves search, as on a
+    deletion, instead of staying beside it for ever. Returns how many versions were retired."""
+    with engine.begin() as conn:
+        ids = conn.execute(db.q("retire_find"), {"run_id": run_id, "max_attempts": MAX_ATTEMPTS}).scalars().all()
+        if not ids:
+            return 0
+        conn.execute(db.q("load_lock_keys"), {"ids": list(ids)})  # as a load of those keys would
+        n = conn.execute(db.q("retire_older"), {"ids": list(ids), "max_attempts": MAX_ATTEMPTS}).rowcount
+    if n:
+        log.warning("run %s: %d transcripts of earlier versions removed; their keys now hold uploads that "
+                    "could not be transcribed", run_id, n)
+    return n
 
 
 def release_dead(engine: Engine, day: date, run_id: str, is_live: Callable[[str], bool]) -> list[str]:

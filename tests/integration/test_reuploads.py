@@ -1,0 +1,171 @@
+"""What operators do to a day after its run: upload a key again (wrong file, a fix, a broken
+file), restore an earlier version, run a few calls by hand, lose a work file. Each sequence
+once left a day red for ever, or loaded nothing; each must end with the bucket's current
+content transcribed once, or in a known state with its reason, and the runs green.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+import sqlalchemy as sa
+
+from callscribe import discovery, loading, pipeline
+from callscribe.audit import audit_day
+from callscribe.config import s3_settings
+from callscribe.discovery import day_prefix
+from callscribe.samples import sample_dir
+from tests.integration.helpers import record_clean, upload_day
+
+pytestmark = pytest.mark.integration
+
+CALL_A = sample_dir() / "call-0003.wav"
+CALL_B = sample_dir() / "call-0001.wav"
+
+
+def _state(dr) -> str:
+    return str(dr.state).rsplit(".", 1)[-1].lower()
+
+
+def _versions(pg, day: date, key: str) -> list[sa.Row]:
+    with pg.connect() as c:
+        return c.execute(sa.text(
+            "SELECT r.id, r.etag, r.status, r.last_error, r.last_run_id, "
+            "(SELECT count(*) FROM segments s WHERE s.recording_id = r.id) AS segments "
+            "FROM recordings r WHERE r.call_date = :d AND r.object_key = :k ORDER BY r.id"),
+            {"d": day, "k": key}).all()
+
+
+def _etag(s3, key: str) -> str:
+    return next(iter(s3.list(key))).etag
+
+
+def test_a_key_restored_to_its_earlier_content_is_transcribed_again(stack, s3, pg):
+    """K = A, run; K = B (the wrong file), run; K = A again (restored), run: A's transcript, green."""
+    from callscribe.cli import run_day
+
+    day = date(2025, 3, 3)
+    key = day_prefix("calls/", day) + "k.wav"
+    for content in (CALL_A, CALL_B, CALL_A):
+        s3.put_bytes(s3.uri(key), content.read_bytes())
+        assert _state(run_day(day)) == "success"
+        live = [v for v in _versions(pg, day, key) if v.status != "superseded"]
+        assert [(v.etag, v.status) for v in live] == [(_etag(s3, key), "done")]
+        assert live[0].segments > 0
+        assert all(v.segments == 0 for v in _versions(pg, day, key) if v.status == "superseded")
+    record_clean("a key restored to its earlier content", s3, pg, day, 1, 1)
+
+
+def test_a_broken_upload_over_a_done_call_retires_the_old_transcript(stack, s3, pg):
+    """K done; K uploaded again as bytes that are not audio: the new version is quarantined with its
+    reason, the old transcript (of content no longer in the bucket) leaves search, and every run is
+    green; restoring a good file brings a transcript back."""
+    from callscribe.cli import run_day
+
+    day = date(2025, 3, 5)
+    key = day_prefix("calls/", day) + "k.wav"
+    s3.put_bytes(s3.uri(key), CALL_A.read_bytes())
+    assert _state(run_day(day)) == "success"
+    s3.put_bytes(s3.uri(key), b"RIFF not really a wav file" * 20)
+    assert [_state(run_day(day)) for _ in range(2)] == ["success", "success"]
+    old, new = _versions(pg, day, key)
+    assert new.status == "quarantined" and "cannot decode" in new.last_error and new.etag == _etag(s3, key)
+    assert old.status == "superseded" and old.segments == 0
+    assert "could not be transcribed" in old.last_error
+    record_clean("a broken upload over a done call", s3, pg, day, 1, 1)
+
+    s3.put_bytes(s3.uri(key), CALL_A.read_bytes())  # the original restored
+    assert _state(run_day(day)) == "success"
+    live = [v for v in _versions(pg, day, key) if v.status not in ("superseded",)]
+    assert [v.status for v in live] == ["done"] and live[0].segments > 0
+    record_clean("a good file restored over a broken upload", s3, pg, day, 1, 0)
+
+
+def test_a_run_limited_by_max_recordings_is_green_and_leaves_the_rest_to_the_next(stack, s3, pg):
+    from callscribe.cli import run_day
+
+    day = date(2025, 3, 7)
+    prefix = day_prefix("calls/", day)
+    for i in range(3):
+        s3.put_bytes(s3.uri(f"{prefix}c{i}.wav"), CALL_A.read_bytes())
+    dr = run_day(day, {"max_recordings": 1, "lookback_days": 0})
+    with pg.connect() as c:
+        rows = c.execute(sa.text("SELECT status, last_error, last_run_id FROM recordings WHERE call_date = :d "
+                                 "ORDER BY id"), {"d": day}).all()
+        report = c.execute(sa.text("SELECT recordings_found, recordings_done, recordings_unfinished FROM pipeline_runs "
+                                   "WHERE run_id = :r"), {"r": dr.run_id}).one()
+    assert _state(dr) == "success"
+    assert [r.status for r in rows] == ["done", "pending", "pending"]
+    assert all(r.last_error is None and r.last_run_id is None for r in rows[1:])  # not this run's to finish
+    assert tuple(report) == (1, 1, 0)
+    assert _state(run_day(day, {"lookback_days": 0})) == "success"
+    record_clean("a run limited by max_recordings, then a whole run", s3, pg, day, 3, 0)
+
+
+def test_a_reupload_between_listing_and_chunking_is_the_next_runs(stack, s3, pg, monkeypatch):
+    """New content that arrives after the run listed the bucket is not the run's to answer for."""
+    from callscribe.cli import run_day
+
+    day = date(2025, 4, 5)
+    key = day_prefix("calls/", day) + "k.wav"
+    s3.put_bytes(s3.uri(key), CALL_A.read_bytes())
+    chunk_group = pipeline.chunk_group
+
+    def upload_again_first(store, engine, ids, *args, **kw):
+        s3.put_bytes(s3.uri(key), CALL_B.read_bytes())
+        return chunk_group(store, engine, ids, *args, **kw)
+
+    monkeypatch.setattr(pipeline, "chunk_group", upload_again_first)
+    assert _state(run_day(day)) == "success"
+    monkeypatch.setattr(pipeline, "chunk_group", chunk_group)
+    assert _state(run_day(day)) == "success"
+    live = [v for v in _versions(pg, day, key) if v.status != "superseded"]
+    assert [(v.etag, v.status) for v in live] == [(_etag(s3, key), "done")]
+    record_clean("a re-upload between listing and chunking", s3, pg, day, 1, 1)
+
+
+def test_a_lost_job_manifest_holds_back_only_its_own_shard(stack, s3, pg, monkeypatch):
+    day = date(2025, 4, 9)
+    upload_day(s3, day, copies=2)
+    monkeypatch.setenv("CALLSCRIBE_JOB_SLOTS", "3")
+    monkeypatch.setenv("CALLSCRIBE_JOB_MIN_AUDIO_S", "1")
+    run = "reuploads-lost-job-manifest"
+    ids = discovery.discover(s3, pg, day, "calls/", run)
+    manifest = pipeline.chunk_group(s3, pg, ids, run, 0)
+    jobs = pipeline.plan_jobs(s3, [manifest], run, "whisper-tiny")
+    assert len(jobs) >= 2
+    for job in jobs:
+        pipeline.run_worker_local(job, s3_settings())
+    lost = jobs[-1]
+    s3.put_bytes(lost, b"{not json")  # damaged after the workers ran
+    with pytest.raises(loading.LoadIncomplete, match="job manifest"):
+        loading.load_jobs(s3, pg, jobs, run)
+    with pg.connect() as c:
+        states = c.execute(sa.text("SELECT status, count(*) FROM recordings WHERE call_date = :d GROUP BY 1"),
+                           {"d": day}).all()
+    done = dict(states).get("done", 0)
+    assert 0 < done < len(ids)  # the other jobs' shards loaded
+    assert dict(states).get("chunked", 0) == len(ids) - done  # the lost job's: the next run takes them
+    discovery.close_run(pg, run)
+
+
+def test_the_audit_still_says_doubled_when_two_versions_hold_transcripts(stack, s3, pg):
+    from callscribe.cli import run_day
+
+    day = date(2025, 4, 11)
+    key = day_prefix("calls/", day) + "k.wav"
+    s3.put_bytes(s3.uri(key), CALL_A.read_bytes())
+    assert _state(run_day(day)) == "success"
+    s3.put_bytes(s3.uri(key), CALL_B.read_bytes())
+    assert _state(run_day(day)) == "success"
+    old, new = _versions(pg, day, key)
+    with pg.begin() as c:  # a planted fault: the old version back as done beside the new one
+        c.execute(sa.text("UPDATE recordings SET status = 'done' WHERE id = :i"), {"i": old.id})
+    try:
+        result = audit_day(s3, pg, day)
+    finally:
+        with pg.begin() as c:  # the fault taken out again, for the tests after this one
+            c.execute(sa.text("UPDATE recordings SET status = 'superseded' WHERE id = :i"), {"i": old.id})
+    assert result.duplicated == [f"{key}: 2 versions done"]
+    assert audit_day(s3, pg, day).clean
