@@ -370,7 +370,9 @@ def test_a_timed_out_transcription_leaves_no_worker_behind(stack, s3, pg, quick_
     from callscribe.cli import run_day
 
     day = date(2026, 10, 21)
-    n = upload_day(s3, day, files=[sample_dir() / "call-0001.wav"])
+    # Eight calls in one job: several seconds of work, well past the 2 s limit (one call's job,
+    # its fetch beside the model load, came to finish inside it).
+    n = upload_day(s3, day, copies=8, files=[sample_dir() / "call-0001.wav"])
     monkeypatch.setenv("CALLSCRIBE_TRANSCRIBE_TIMEOUT_S", "2")
     seen: dict[int, dict] = {}
     with beside(_watch_workers, seen):
