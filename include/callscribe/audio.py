@@ -61,6 +61,7 @@ def decode(data: bytes, name: str = "<bytes>") -> Decoded:
                 try:
                     block = read(f, rate * 10)
                 except (sf.LibsndfileError, RuntimeError) as exc:
+                    blocks += _salvage(data, read, sum(len(b) for b in blocks), rate)
                     if not blocks:
                         raise
                     warning = f"decoded the first {sum(len(b) for b in blocks) / rate:.1f} s only ({plain(str(exc))})"
@@ -96,6 +97,25 @@ def _read_float_as_int16(f: sf.SoundFile, frames: int) -> np.ndarray:
     x = f.read(frames, dtype="float32", always_2d=True)
     x = np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0) * 32768.0
     return np.clip(np.rint(x), -32768, 32767).astype(np.int16)
+
+
+def _salvage(data: bytes, read, good: int, rate: int) -> list[np.ndarray]:
+    """The whole seconds between the last good read (``good`` frames in) and the damage that failed
+    the read after it: decoded again from the start, so they are exactly what an undamaged file
+    gives (a seek into an MP3 can land a few frames off), then a second at a time."""
+    out: list[np.ndarray] = []
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            while good > 0:
+                block = read(f, min(good, rate * 10))
+                if len(block) == 0:
+                    return []
+                good -= len(block)
+            while len(block := read(f, rate)):
+                out.append(block)
+    except (sf.LibsndfileError, RuntimeError):
+        pass
+    return out
 
 
 def _undeclared_audio(data: bytes) -> tuple[bytes, int, int] | None:

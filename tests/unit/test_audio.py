@@ -109,6 +109,23 @@ def test_chunks_after_the_audio_or_a_little_padding_are_not_taken_for_audio():
         assert d.warning is None and d.duration_s == pytest.approx(3.0)
 
 
+@pytest.mark.parametrize("at", [0.33, 0.7])
+def test_a_damaged_mp3_keeps_the_seconds_before_the_damage(at):
+    """The decoder fails a whole read that reaches the damage: the seconds before it, in that read
+    too, are kept (a call damaged 6 s in was quarantined whole), exactly as decoded undamaged."""
+    from callscribe.samples import sample_dir
+
+    mp3 = (sample_dir() / "call-0002.mp3").read_bytes()  # 20 s, mono
+    cut = int(len(mp3) * at)
+    damaged = mp3[:cut] + bytes(range(256)) * 20 + mp3[cut + 5120 :]
+    whole = decode(mp3, "call.mp3").channels[0]
+    d = decode(damaged, "call.mp3")
+    assert d.warning and "decoded the first" in d.warning
+    kept = d.channels[0]
+    assert 0.6 * at * 19.6 <= d.duration_s <= at * 19.6 + 1
+    assert np.array_equal(kept, whole[: len(kept)])
+
+
 def test_random_bytes_are_refused_in_words_about_the_bytes_not_about_files():
     """Some random bytes start like an MPEG frame; libsndfile's probe then blames the file system."""
     reasons = set()
