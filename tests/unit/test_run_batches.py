@@ -80,16 +80,27 @@ def test_the_next_batch_is_prepared_while_the_engine_runs():
 
 
 class PickyEngine(EchoEngine):
-    """Fails any batch holding a chunk of exactly ``bad_s`` seconds (a recording it cannot take)."""
+    """Fails any batch holding a chunk of exactly ``bad_s`` seconds (a recording it cannot take): in
+    its run (``fails_in="run"``), in its prepare (a failed pinned allocation, a chunk refused before it
+    runs), or by returning one result too few for it (``"count"``, an engine bug)."""
 
-    def __init__(self, bad_s: float, **kw):
+    def __init__(self, bad_s: float, fails_in: str = "run", **kw):
         super().__init__(**kw)
-        self.bad = int(bad_s * SR)
+        self.bad, self.fails_in = int(bad_s * SR), fails_in
+
+    def _has_bad(self, batch) -> bool:
+        return any(len(a) == self.bad for a in batch)
+
+    def prepare(self, batch):
+        if self.fails_in == "prepare" and self._has_bad(batch):
+            raise ValueError("cannot prepare this chunk")
+        return super().prepare(batch)
 
     def run(self, prepared):
-        if any(len(a) == self.bad for a in prepared):
+        if self.fails_in == "run" and self._has_bad(prepared):
             raise ValueError("cannot handle this chunk\nsecond line of detail")
-        return super().run(prepared)
+        out = super().run(prepared)
+        return out[:-1] if self.fails_in == "count" and self._has_bad(prepared) else out
 
 
 def test_a_chunk_the_engine_fails_on_fails_alone():
@@ -184,38 +195,12 @@ def test_without_overlap_each_batch_finishes_before_the_next_starts():
     assert [int(r[0].text) for r in results] == [int(s * SR) for s in (1.0, 2.0, 3.0)]
 
 
-class MiscountingEngine(EchoEngine):
-    """Returns one result too few for any batch holding a chunk of ``bad_s`` seconds (an engine bug)."""
-
-    def __init__(self, bad_s: float, **kw):
-        super().__init__(**kw)
-        self.bad = int(bad_s * SR)
-
-    def run(self, prepared):
-        out = super().run(prepared)
-        return out[:-1] if any(len(a) == self.bad for a in prepared) else out
-
-
-class PickyPrepareEngine(EchoEngine):
-    """Cannot prepare a batch holding a chunk of ``bad_s`` seconds (a failed pinned allocation, a
-    chunk the engine rejects before it runs)."""
-
-    def __init__(self, bad_s: float, **kw):
-        super().__init__(**kw)
-        self.bad = int(bad_s * SR)
-
-    def prepare(self, batch):
-        if any(len(a) == self.bad for a in batch):
-            raise ValueError("cannot prepare this chunk")
-        return super().prepare(batch)
-
-
-@pytest.mark.parametrize("engine", [MiscountingEngine(bad_s=5.0), PickyPrepareEngine(bad_s=5.0)],
-                         ids=["result-count", "prepare"])
+@pytest.mark.parametrize("fails_in", ["count", "prepare"])
 @pytest.mark.parametrize("budget_s", [9.0, 1000.0])
-def test_a_batch_that_cannot_be_prepared_or_miscounts_costs_only_the_chunk_behind_it(engine, budget_s):
+def test_a_batch_that_cannot_be_prepared_or_miscounts_costs_only_the_chunk_behind_it(fails_in, budget_s):
     seconds = [2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
     failures: dict[int, str] = {}
+    engine = PickyEngine(bad_s=5.0, fails_in=fails_in)
     results, metrics = run_batches(engine, _chunks(seconds), budget_s=budget_s, failures=failures)
     assert list(failures) == [3]
     assert [int(r[0].text) for i, r in enumerate(results) if i != 3] == [int(s * SR) for s in seconds if s != 5.0]
