@@ -45,11 +45,9 @@ def decode(data: bytes, name: str = "<bytes>") -> Decoded:
         raise DecodeError(f"{name}: empty object (0 bytes)")
     blocks: list[np.ndarray] = []
     warning = None
-    repaired = _undeclared_audio(data)
-    if repaired is not None:
-        data, declared, held = repaired
-        warning = (f"the header declares {declared} bytes of audio, the file holds {held}: decoded all of it "
-                   f"(a recorder that did not finish its header)")
+    undeclared = _undeclared_audio(data)
+    if undeclared is not None:
+        data, warning = undeclared
     try:
         with sf.SoundFile(io.BytesIO(data)) as f:
             rate, codec = f.samplerate, f.subtype
@@ -118,14 +116,19 @@ def _salvage(data: bytes, read, good: int, rate: int) -> list[np.ndarray]:
     return out
 
 
-def _undeclared_audio(data: bytes) -> tuple[bytes, int, int] | None:
-    """A RIFF WAVE file whose data chunk declares less than follows it, with no chunk after the
-    declared part (a recorder that crashed or streamed before finishing its header: the size is
-    often 0). libsndfile reads only what is declared, so 0 would quarantine a whole call. Returns
-    the file with the data chunk declaring all of it (whole sample frames), the declared and the
-    held sizes; None for any other file, or for less than a second undeclared."""
+def _undeclared_audio(data: bytes) -> tuple[bytes, str] | None:
+    """A RIFF WAVE file with a second or more after its declared audio that no chunk accounts for.
+
+    Its header unfinished (the RIFF size does not match the length, or the data chunk declares 0:
+    a recorder that crashed or streamed, having written the sizes of an earlier moment or none),
+    the rest is audio: returns the file with the data chunk declaring all of it (whole sample
+    frames; libsndfile reads only what is declared, so 0 would quarantine a whole call) and a
+    warning. Its header finished, the bytes were written on purpose (a raw tag, a chunk that
+    miscounts itself): returns the file as it is and a warning that they were not decoded.
+    None for any other file."""
     if len(data) < 44 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         return None
+    finished = int.from_bytes(data[4:8], "little") + 8 in (len(data), len(data) - 1)
     at, block, rate = 12, 0, 0
     while at + 8 <= len(data):
         cid, size = data[at : at + 4], int.from_bytes(data[at + 4 : at + 8], "little")
@@ -135,14 +138,17 @@ def _undeclared_audio(data: bytes) -> tuple[bytes, int, int] | None:
         if cid == b"data":
             start = at + 8
             held = len(data) - start
-            after = start + size + (size & 1)
-            if size >= held or block <= 0 or rate <= 0 or held - size < rate * block or _chunk_at(data, after):
+            if (size >= held or block <= 0 or rate <= 0 or held - size < rate * block
+                    or _chunk_at(data, start + size + (size & 1)) or _chunk_at(data, start + size)):
                 return None
+            if finished and size:
+                return data, f"{held - size} bytes after the declared audio belong to no chunk: not decoded"
             held -= held % block
             patched = bytearray(data[: start + held])
             patched[4:8] = min(len(patched) - 8, 0xFFFF_FFFF).to_bytes(4, "little")
             patched[at + 4 : at + 8] = min(held, 0xFFFF_FFFF).to_bytes(4, "little")
-            return bytes(patched), size, held
+            return bytes(patched), (f"the header declares {size} bytes of audio, the file holds {held}: decoded "
+                                    f"all of it (a recorder that did not finish its header)")
         if size > len(data):
             return None
         at += 8 + size + (size & 1)

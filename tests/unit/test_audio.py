@@ -76,11 +76,24 @@ def test_non_finite_samples_of_a_float_wav_decode_as_silence_not_garbage():
 
 
 def _declaring(wav: bytes, data_size: int) -> bytes:
-    """The WAV with its data chunk's declared size replaced (a recorder that never finished its header)."""
+    """The WAV as a recorder leaves it when it stops before finishing its header: the data chunk's
+    and the RIFF sizes of the moment it last wrote them (0 at the start)."""
     import struct
 
     at = wav.find(b"data")
-    return wav[: at + 4] + struct.pack("<I", data_size) + wav[at + 8 :]
+    riff = 0 if data_size == 0 else at + 8 + data_size - 8
+    return wav[:4] + struct.pack("<I", riff) + wav[8 : at + 4] + struct.pack("<I", data_size) + wav[at + 8 :]
+
+
+def _riff(fmt_tag: int, bits: int, payload: bytes, after: bytes = b"", pad: bool = True) -> bytes:
+    """A finished mono 8 kHz RIFF WAVE file: its sizes agree with its length."""
+    import struct
+
+    block = bits // 8
+    fmt = struct.pack("<HHIIHH", fmt_tag, 1, 8000, 8000 * block, block, bits)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(payload))
+    body += payload + (b"\0" if pad and len(payload) % 2 else b"") + after
+    return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
 @pytest.mark.parametrize("declared", [0, "tenth"])
@@ -107,6 +120,34 @@ def test_chunks_after_the_audio_or_a_little_padding_are_not_taken_for_audio():
     for data in (with_chunk, padded):
         d = decode(data, "call.wav")
         assert d.warning is None and d.duration_s == pytest.approx(3.0)
+
+
+def test_a_finished_wav_with_bytes_after_its_audio_is_not_repaired():
+    """Whatever follows the audio of a file whose RIFF size agrees with its length (a raw ID3 tag, a
+    chunk written without the pad byte, a chunk that miscounts its own size) was written on
+    purpose, not audio a header failed to declare."""
+    import struct
+
+    rng = np.random.default_rng(0)
+    pcm = np.zeros(8000 * 5, "<i2").tobytes()
+    id3 = b"ID3\x03\x00\x00\x00\x02\x38\x40" + rng.integers(0, 256, 40000, dtype=np.uint8).tobytes()
+    info = b"INFO" + b"ICMT" + struct.pack("<I", 12000) + b"A" * 12000
+    miscounted = b"LIST" + struct.pack("<I", len(info) + 8) + info
+    cases = {
+        "raw ID3 tag": _riff(1, 16, pcm, id3),
+        "chunk miscounting its size": _riff(1, 16, pcm, miscounted),
+        "odd mu-law data without its pad byte": _riff(7, 8, b"\xff" * 40001, b"LIST" + struct.pack("<I", len(info))
+                                                      + info, pad=False),
+    }
+    for name, data in cases.items():
+        d = decode(data, f"{name}.wav")
+        assert d.duration_s == pytest.approx(5.0, abs=0.01), name
+        assert d.warning is None or d.warning.endswith("belong to no chunk: not decoded"), (name, d.warning)
+    # A finished header that declares a tenth of what follows: the rest is not decoded, and it says so.
+    lying = _riff(1, 16, pcm[: len(pcm) // 10], pcm[len(pcm) // 10 :])
+    d = decode(lying, "lying.wav")
+    assert d.duration_s == pytest.approx(0.5) and d.warning == "72000 bytes after the declared audio belong to no " \
+        "chunk: not decoded"
 
 
 @pytest.mark.parametrize("at", [0.33, 0.7])
