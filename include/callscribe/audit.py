@@ -16,7 +16,7 @@ from datetime import date, datetime
 from sqlalchemy.engine import Engine
 
 from callscribe import db
-from callscribe.discovery import day_prefix
+from callscribe.discovery import MAX_ATTEMPTS, day_prefix
 from callscribe.storage import Store
 
 FINAL = frozenset({"done", "failed", "quarantined"})
@@ -100,6 +100,13 @@ def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls
         r = current[0]
         if r.status == "done":
             out.loads[r.loads] += 1
+        elif (r.status == "quarantined" or (r.status == "failed" and r.attempts >= MAX_ATTEMPTS)) and any(
+                v.status == "done" for v in versions):
+            # Kept only until a discovery of the day or the run's report retires it (discovery.retire_replaced).
+            where = (out.in_progress if run_id and r.leased and r.last_run_id != run_id
+                     and (is_live is None or is_live(r.last_run_id)) else out.unfinished)
+            where.append(f"{key}: an earlier version's transcript is still searchable; the current upload is "
+                         f"{r.status}")
         if r.status not in FINAL:
             if run_id and r.leased and r.last_run_id != run_id and (is_live is None or is_live(r.last_run_id)):
                 out.in_progress.append(f"{key}: {r.status} in run {r.last_run_id}")

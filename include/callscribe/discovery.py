@@ -91,6 +91,7 @@ def register(engine: Engine, objects: list[ObjectInfo], day: date, run_id: str,
             conn.execute(db.q("discover_reupload"), {"call_date": day})
         new = conn.execute(db.q("discover_register"), {"call_date": day, "run_id": run_id}).rowcount
         conn.execute(db.q("discover_supersede"), {"call_date": day})
+        conn.execute(db.q("discover_restored"), {"call_date": day})
         if deletions is not None:
             forget_vanished(conn, day, run_id, deletions)
             conn.execute(db.q("discover_revive"), {"call_date": day})
@@ -156,19 +157,21 @@ def close_run(engine: Engine, run_id: str) -> int:
     return release(engine, run_id)
 
 
-def retire_replaced(engine: Engine, run_id: str) -> int:
+def retire_replaced(engine: Engine, run_id: str | None = None, day: date | None = None) -> int:
     """An upload that ended for good without a transcript (not audio, or out of attempts) still
     replaced the version before it in the bucket: that version's transcript leaves search, as on a
-    deletion, instead of staying beside it for ever. Returns how many versions were retired."""
+    deletion, instead of staying beside it for ever. For the uploads a run ended (``run_id``, at its
+    report), or all of a day's (``day``, at each discovery of it). Returns how many were retired."""
     with engine.begin() as conn:
-        ids = conn.execute(db.q("retire_find"), {"run_id": run_id, "max_attempts": MAX_ATTEMPTS}).scalars().all()
+        ids = conn.execute(db.q("retire_find"), {"run_id": run_id, "call_date": day,
+                                                  "max_attempts": MAX_ATTEMPTS}).scalars().all()
         if not ids:
             return 0
         conn.execute(db.q("load_lock_keys"), {"ids": list(ids)})  # as a load of those keys would
         n = conn.execute(db.q("retire_older"), {"ids": list(ids), "max_attempts": MAX_ATTEMPTS}).rowcount
     if n:
-        log.warning("run %s: %d transcripts of earlier versions removed; their keys now hold uploads that "
-                    "could not be transcribed", run_id, n)
+        log.warning("%s: %d transcripts of earlier versions removed; their keys now hold uploads that could not "
+                    "be transcribed", f"run {run_id}" if run_id else day, n)
     return n
 
 
@@ -211,6 +214,7 @@ def discover(store: Store, engine: Engine, day: date, base_prefix: str, run_id: 
         new = register(engine, objects, d, run_id, deletions)
         if is_live is not None:
             release_dead(engine, d, run_id, is_live)
+        retire_replaced(engine, day=d)
         left = None if max_recordings is None else max_recordings - len(ids)
         if left is not None and left <= 0:
             break

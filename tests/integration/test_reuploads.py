@@ -169,3 +169,93 @@ def test_the_audit_still_says_doubled_when_two_versions_hold_transcripts(stack, 
             c.execute(sa.text("UPDATE recordings SET status = 'superseded' WHERE id = :i"), {"i": old.id})
     assert result.duplicated == [f"{key}: 2 versions done"]
     assert audit_day(s3, pg, day).clean
+
+
+# ---------------------------------------------------------------- found in a review of the fixes above
+
+
+def _run(s3, pg, day: date, run: str, before_chunk=None, close: bool = True):
+    """One run of the day through the pipeline's functions (no Airflow), optionally dying before its
+    report (``close=False``); returns its verdict."""
+    from datetime import UTC, datetime
+
+    from callscribe.audit import run_verdict
+
+    started = datetime.now(UTC)
+    ids = discovery.discover(s3, pg, day, "calls/", run, is_live=lambda r: False)
+    if before_chunk:
+        before_chunk()
+    if ids:
+        manifest = pipeline.chunk_group(s3, pg, ids, run, 0)
+        jobs = pipeline.plan_jobs(s3, [manifest], run, "whisper-tiny")
+        for job in jobs:
+            pipeline.run_worker_local(job, s3_settings())
+        if jobs:
+            loading.load_jobs(s3, pg, jobs, run)
+    if close:
+        discovery.close_run(pg, run)
+    return run_verdict(s3, pg, run, [day], "calls/", started)
+
+
+def test_a_key_restored_before_its_new_upload_was_transcribed_keeps_its_transcript(stack, s3, pg):
+    """K = A, done; K = B, registered; A put back before B is chunked. B's content is gone, so B must
+    not fail run after run until, out of attempts, it retires the transcript of what the bucket holds."""
+    day = date(2025, 6, 3)
+    key = day_prefix("calls/", day) + "k.wav"
+    s3.put_bytes(s3.uri(key), CALL_A.read_bytes())
+    assert _run(s3, pg, day, "restore-r1").ok
+    s3.put_bytes(s3.uri(key), CALL_B.read_bytes())
+    _run(s3, pg, day, "restore-r2", before_chunk=lambda: s3.put_bytes(s3.uri(key), CALL_A.read_bytes()))
+    verdicts = [_run(s3, pg, day, f"restore-r{i}") for i in (3, 4, 5)]
+    a, b = _versions(pg, day, key)
+    assert a.etag == _etag(s3, key) and a.status == "done" and a.segments > 0
+    assert b.status == "superseded" and "restored" in b.last_error
+    assert all(v.ok for v in verdicts), [v.problems() for v in verdicts]
+    record_clean("a key restored before its new upload was transcribed", s3, pg, day, 1, 1)
+
+
+def test_a_broken_upload_whose_run_died_before_its_report_is_retired_by_the_next_run(stack, s3, pg):
+    day = date(2025, 6, 5)
+    key = day_prefix("calls/", day) + "k.wav"
+    s3.put_bytes(s3.uri(key), CALL_A.read_bytes())
+    assert _run(s3, pg, day, "dead-r1").ok
+    s3.put_bytes(s3.uri(key), b"RIFF not really a wav file" * 20)
+    _run(s3, pg, day, "dead-r2", close=False)  # killed before its report: no close_run
+    with pg.begin() as c:  # and its leases ran out before the next daily run
+        c.execute(sa.text("UPDATE recordings SET lease_until = now() - interval '1 hour' "
+                          "WHERE last_run_id = 'dead-r2' AND lease_until IS NOT NULL"))
+    stale = audit_day(s3, pg, day)
+    assert [u.split(":")[0] for u in stale.unfinished] == [key]  # an operator's audit says so meanwhile
+    assert _run(s3, pg, day, "dead-r3").ok
+    old, new = _versions(pg, day, key)
+    assert new.status == "quarantined" and old.status == "superseded" and old.segments == 0
+    record_clean("a broken upload whose run died before its report", s3, pg, day, 1, 1)
+
+
+def test_erasing_a_key_restored_to_earlier_content_erases_every_version(stack, s3, pg):
+    """A -> B -> A: the first version's row must stay findable, or erasure leaves its speech pack and
+    its rows in the first run's shards."""
+    from callscribe import reporting
+    from callscribe.erasure import erase
+    from callscribe.manifests import from_parquet
+    from callscribe.pipeline import pack_keys, run_key
+
+    day = date(2025, 6, 7)
+    key = day_prefix("calls/", day) + "k.wav"
+    runs = []
+    for i, content in enumerate((CALL_A, CALL_B, CALL_A)):
+        s3.put_bytes(s3.uri(key), content.read_bytes())
+        run = f"erase-restored-r{i}"
+        reporting.run_listed(pg, run, "transcribe_calls", day, "whisper-tiny")
+        assert _run(s3, pg, day, run).ok
+        runs.append(run)
+    versions = _versions(pg, day, key)
+    assert len(versions) == 3 and [v.status for v in versions] == ["superseded", "superseded", "done"]
+    first = versions[0].id
+    done = erase(s3, pg, key, actor="test")
+    assert first in done.recording_ids
+    assert not [u for u in (s3.uri(k) for k in pack_keys(day, first)) if s3.exists(u)]
+    for obj in s3.list(f"_callscribe/runs/{run_key(runs[0])}/"):
+        if obj.key.endswith(".parquet"):
+            df, _ = from_parquet(s3.get_bytes(s3.uri(obj.key)))
+            assert "recording_id" not in df.columns or not (df["recording_id"] == first).any(), obj.key

@@ -1,5 +1,6 @@
 -- Every registered version of a day's objects, with what an audit checks of each.
 SELECT r.id, r.object_key, r.etag, r.status, r.last_error, r.channels, r.loads, r.lease_until, r.last_run_id,
+       r.attempts,
        COALESCE(r.lease_until > now(), false)                          AS leased,
        (SELECT count(*) FROM transcripts t WHERE t.recording_id = r.id) AS transcripts,
        (SELECT count(*) - count(DISTINCT (s.channel, s.start_s, s.end_s))
