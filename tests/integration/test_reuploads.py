@@ -259,3 +259,77 @@ def test_erasing_a_key_restored_to_earlier_content_erases_every_version(stack, s
         if obj.key.endswith(".parquet"):
             df, _ = from_parquet(s3.get_bytes(s3.uri(obj.key)))
             assert "recording_id" not in df.columns or not (df["recording_id"] == first).any(), obj.key
+
+
+# ---------------------------------------------------------------- a restore makes the newest row a superseded one
+
+BROKEN = b"RIFF not really a wav file" * 20
+
+
+def _live(versions: list[sa.Row]) -> list[tuple[str, str]]:
+    return [(v.etag, v.status) for v in versions if v.status not in ("superseded", "deleted")]
+
+
+def test_an_upload_superseded_by_a_restore_is_registered_when_it_comes_back(stack, s3, pg):
+    day = date(2025, 8, 3)
+    key = day_prefix("calls/", day) + "k.wav"
+    s3.put_bytes(s3.uri(key), CALL_A.read_bytes())
+    assert _run(s3, pg, day, "back-r1").ok
+    s3.put_bytes(s3.uri(key), CALL_B.read_bytes())
+    _run(s3, pg, day, "back-r2", before_chunk=lambda: s3.put_bytes(s3.uri(key), CALL_A.read_bytes()))
+    assert _run(s3, pg, day, "back-r3").ok
+    s3.put_bytes(s3.uri(key), CALL_B.read_bytes())  # B again
+    verdicts = [_run(s3, pg, day, f"back-r{i}") for i in (4, 5)]
+    assert _live(_versions(pg, day, key)) == [(_etag(s3, key), "done")]
+    assert all(v.ok for v in verdicts), [v.problems() for v in verdicts]
+
+
+def test_contents_flipped_back_and_forth_end_with_the_buckets(stack, s3, pg):
+    day = date(2025, 8, 4)
+    key = day_prefix("calls/", day) + "k.wav"
+    for content in (CALL_A, CALL_B):
+        s3.put_bytes(s3.uri(key), content.read_bytes())
+        assert _run(s3, pg, day, f"flip-{content.stem}").ok
+    s3.put_bytes(s3.uri(key), CALL_A.read_bytes())
+    discovery.discover(s3, pg, day, "calls/", "flip-discover-only", is_live=lambda r: False)  # lists A, dies
+    discovery.close_run(pg, "flip-discover-only")
+    s3.put_bytes(s3.uri(key), CALL_B.read_bytes())
+    assert _run(s3, pg, day, "flip-r3").ok
+    s3.put_bytes(s3.uri(key), CALL_A.read_bytes())
+    verdicts = [_run(s3, pg, day, f"flip-r{i}") for i in (4, 5)]
+    assert _live(_versions(pg, day, key)) == [(_etag(s3, key), "done")]
+    assert all(v.ok for v in verdicts), [v.problems() for v in verdicts]
+
+
+def test_a_broken_upload_restored_over_a_later_one_still_retires_the_old_transcript(stack, s3, pg):
+    day = date(2025, 8, 5)
+    key = day_prefix("calls/", day) + "k.wav"
+    s3.put_bytes(s3.uri(key), CALL_A.read_bytes())
+    assert _run(s3, pg, day, "broken-back-r1").ok
+    s3.put_bytes(s3.uri(key), BROKEN)
+    _run(s3, pg, day, "broken-back-r2", close=False)  # killed before its report
+    with pg.begin() as c:
+        c.execute(sa.text("UPDATE recordings SET lease_until = now() - interval '1 hour' "
+                          "WHERE last_run_id = 'broken-back-r2' AND lease_until IS NOT NULL"))
+    s3.put_bytes(s3.uri(key), CALL_B.read_bytes())
+    _run(s3, pg, day, "broken-back-r3", before_chunk=lambda: s3.put_bytes(s3.uri(key), BROKEN))
+    verdicts = [_run(s3, pg, day, f"broken-back-r{i}") for i in (4, 5)]
+    first = _versions(pg, day, key)[0]
+    assert first.status == "superseded" and first.segments == 0
+    assert all(v.ok for v in verdicts), [v.problems() for v in verdicts]
+    assert audit_day(s3, pg, day).clean
+
+
+def test_a_reprocess_run_redoes_a_key_whose_newer_upload_a_restore_superseded(stack, s3, pg):
+    day = date(2025, 8, 7)
+    key = day_prefix("calls/", day) + "k.wav"
+    s3.put_bytes(s3.uri(key), CALL_A.read_bytes())
+    assert _run(s3, pg, day, "redo-r1").ok
+    s3.put_bytes(s3.uri(key), CALL_B.read_bytes())
+    _run(s3, pg, day, "redo-r2", before_chunk=lambda: s3.put_bytes(s3.uri(key), CALL_A.read_bytes()))
+    assert _run(s3, pg, day, "redo-r3").ok
+    a = _versions(pg, day, key)[0]
+    assert a.status == "done"
+    ids = discovery.discover(s3, pg, day, "calls/", "redo-reprocess", reprocess=True, is_live=lambda r: False)
+    discovery.close_run(pg, "redo-reprocess")
+    assert a.id in ids

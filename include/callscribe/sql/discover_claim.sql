@@ -18,10 +18,11 @@ WHERE id IN (
           OR (CAST(:reprocess AS boolean) AND status IN ('done', 'chunked', 'failed'))
       )
       AND (lease_until IS NULL OR lease_until < now() OR last_run_id = :run_id)
-      -- An older version of a re-uploaded object waits for the new one to replace it.
+      -- An older version of a re-uploaded object waits for the new one to replace it (a newer
+      -- one superseded by a restore of this content does not count: discover_restored.sql).
       AND NOT EXISTS (SELECT 1 FROM recordings AS n
                       WHERE n.bucket = recordings.bucket AND n.object_key = recordings.object_key
-                        AND n.id > recordings.id)
+                        AND n.id > recordings.id AND n.status <> 'superseded')
     ORDER BY id
     LIMIT :max_recordings
     FOR UPDATE SKIP LOCKED

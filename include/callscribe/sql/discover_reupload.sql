@@ -11,5 +11,8 @@ SET etag = r.etag || '#' || r.id, updated_at = now()
 FROM listing AS l
 WHERE r.status IN ('deleted', 'superseded') AND r.call_date = :call_date
   AND l.bucket = r.bucket AND l.object_key = r.object_key AND l.etag = r.etag
-  AND EXISTS (SELECT 1 FROM recordings AS n
-              WHERE n.bucket = r.bucket AND n.object_key = r.object_key AND n.id > r.id)
+  -- A superseded row is newest when a restore superseded it (discover_restored.sql); a deleted
+  -- one with no newer row is revived as it is (discover_revive.sql).
+  AND (r.status = 'superseded'
+       OR EXISTS (SELECT 1 FROM recordings AS n
+                  WHERE n.bucket = r.bucket AND n.object_key = r.object_key AND n.id > r.id))

@@ -8,7 +8,8 @@ WITH older AS (
     WHERE n.id = ANY(:ids) AND o.id < n.id AND o.status = 'done'
       AND (n.status = 'quarantined' OR (n.status = 'failed' AND n.attempts >= :max_attempts))
       AND NOT EXISTS (SELECT 1 FROM recordings AS m
-                      WHERE m.bucket = n.bucket AND m.object_key = n.object_key AND m.id > n.id)
+                      WHERE m.bucket = n.bucket AND m.object_key = n.object_key AND m.id > n.id
+                        AND m.status <> 'superseded')
     FOR UPDATE OF o
 ), gone_segments AS (
     DELETE FROM segments WHERE recording_id IN (SELECT id FROM older)
