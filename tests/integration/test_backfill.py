@@ -118,9 +118,9 @@ def test_three_day_backfill_transcribes_each_day_exactly_once(airflow, s3, pg):
                 assert r.transcripts == r.channels and r.segments > 0
                 assert r.loads == 1, r  # transcribed and loaded once, whichever run took it
         dupes = c.execute(sa.text(
-            "SELECT count(*) FROM (SELECT bucket, object_key FROM recordings WHERE status <> 'superseded' "
-            "GROUP BY 1, 2 HAVING count(*) > 1) d"
-        )).scalar_one()
+            "SELECT count(*) FROM (SELECT bucket, object_key FROM recordings "
+            "WHERE status NOT IN ('superseded', 'deleted') AND call_date = ANY(:days) "
+            "GROUP BY 1, 2 HAVING count(*) > 1) d"), {"days": DAYS}).scalar_one()
         assert dupes == 0
         reported = c.execute(sa.text(
             "SELECT call_date, sum(recordings_done) FROM pipeline_runs WHERE run_id = ANY(:ids) "
