@@ -111,3 +111,44 @@ def beside(watch: Callable[..., None], *args) -> Iterator[None]:
     finally:
         stop.set()
         thread.join()
+
+
+def run_through(s3, pg, day: date, run: str, before_chunk=None, close: bool = True, reprocess: bool = False,
+                stop: str | None = None):
+    """One run of ``day`` through the pipeline's own functions (no Airflow): discover, chunk, plan, the
+    local worker, load, the report's close; returns the run's verdict. ``before_chunk`` runs between
+    listing and chunking (an upload racing the run); ``close=False`` dies before the report, ``stop``
+    earlier still (``"listed"``, ``"chunked"``; None is returned then)."""
+    from datetime import UTC, datetime
+
+    from callscribe import loading
+    from callscribe.audit import run_verdict
+
+    started = datetime.now(UTC)
+    ids = discovery.discover(s3, pg, day, "calls/", run, reprocess=reprocess, is_live=lambda r: False)
+    if before_chunk:
+        before_chunk()
+    if stop == "listed":
+        return None
+    if ids:
+        manifest = pipeline.chunk_group(s3, pg, ids, run, 0)
+        if stop == "chunked":
+            return None
+        jobs = pipeline.plan_jobs(s3, [manifest], run, "whisper-tiny")
+        for job in jobs:
+            pipeline.run_worker_local(job, s3_settings())
+        if jobs:
+            loading.load_jobs(s3, pg, jobs, run)
+    if close:
+        discovery.close_run(pg, run)
+    return run_verdict(s3, pg, run, [day], "calls/", started)
+
+
+def key_versions(pg, day: date, key: str) -> list[sa.Row]:
+    """Every row of one object key of ``day``, oldest first, with how many segments each holds."""
+    with pg.connect() as c:
+        return c.execute(sa.text(
+            "SELECT r.id, r.etag, r.status, r.attempts, r.last_error, r.last_run_id, "
+            "(SELECT count(*) FROM segments s WHERE s.recording_id = r.id) AS segments "
+            "FROM recordings r WHERE r.call_date = :d AND r.object_key = :k ORDER BY r.id"),
+            {"d": day, "k": key}).all()

@@ -16,7 +16,9 @@ from callscribe.audit import audit_day
 from callscribe.config import s3_settings
 from callscribe.discovery import day_prefix
 from callscribe.samples import sample_dir
+from tests.integration.helpers import key_versions as _versions
 from tests.integration.helpers import record_clean, upload_day
+from tests.integration.helpers import run_through as _run
 
 pytestmark = pytest.mark.integration
 
@@ -26,15 +28,6 @@ CALL_B = sample_dir() / "call-0001.wav"
 
 def _state(dr) -> str:
     return str(dr.state).rsplit(".", 1)[-1].lower()
-
-
-def _versions(pg, day: date, key: str) -> list[sa.Row]:
-    with pg.connect() as c:
-        return c.execute(sa.text(
-            "SELECT r.id, r.etag, r.status, r.last_error, r.last_run_id, "
-            "(SELECT count(*) FROM segments s WHERE s.recording_id = r.id) AS segments "
-            "FROM recordings r WHERE r.call_date = :d AND r.object_key = :k ORDER BY r.id"),
-            {"d": day, "k": key}).all()
 
 
 def _etag(s3, key: str) -> str:
@@ -172,29 +165,6 @@ def test_the_audit_still_says_doubled_when_two_versions_hold_transcripts(stack, 
 
 
 # ---------------------------------------------------------------- found in a review of the fixes above
-
-
-def _run(s3, pg, day: date, run: str, before_chunk=None, close: bool = True):
-    """One run of the day through the pipeline's functions (no Airflow), optionally dying before its
-    report (``close=False``); returns its verdict."""
-    from datetime import UTC, datetime
-
-    from callscribe.audit import run_verdict
-
-    started = datetime.now(UTC)
-    ids = discovery.discover(s3, pg, day, "calls/", run, is_live=lambda r: False)
-    if before_chunk:
-        before_chunk()
-    if ids:
-        manifest = pipeline.chunk_group(s3, pg, ids, run, 0)
-        jobs = pipeline.plan_jobs(s3, [manifest], run, "whisper-tiny")
-        for job in jobs:
-            pipeline.run_worker_local(job, s3_settings())
-        if jobs:
-            loading.load_jobs(s3, pg, jobs, run)
-    if close:
-        discovery.close_run(pg, run)
-    return run_verdict(s3, pg, run, [day], "calls/", started)
 
 
 def test_a_key_restored_before_its_new_upload_was_transcribed_keeps_its_transcript(stack, s3, pg):
