@@ -167,15 +167,21 @@ def test_the_audit_still_says_doubled_when_two_versions_hold_transcripts(stack, 
 # ---------------------------------------------------------------- found in a review of the fixes above
 
 
+def _restored_before_transcribed(s3, pg, day: date, tag: str) -> str:
+    """K = A, transcribed; K = B, taken by a run; A put back before that run chunks B. Returns K."""
+    key = day_prefix("calls/", day) + "k.wav"
+    s3.put_bytes(s3.uri(key), CALL_A.read_bytes())
+    assert _run(s3, pg, day, f"{tag}-r1").ok
+    s3.put_bytes(s3.uri(key), CALL_B.read_bytes())
+    _run(s3, pg, day, f"{tag}-r2", before_chunk=lambda: s3.put_bytes(s3.uri(key), CALL_A.read_bytes()))
+    return key
+
+
 def test_a_key_restored_before_its_new_upload_was_transcribed_keeps_its_transcript(stack, s3, pg):
     """K = A, done; K = B, registered; A put back before B is chunked. B's content is gone, so B must
     not fail run after run until, out of attempts, it retires the transcript of what the bucket holds."""
     day = date(2025, 6, 3)
-    key = day_prefix("calls/", day) + "k.wav"
-    s3.put_bytes(s3.uri(key), CALL_A.read_bytes())
-    assert _run(s3, pg, day, "restore-r1").ok
-    s3.put_bytes(s3.uri(key), CALL_B.read_bytes())
-    _run(s3, pg, day, "restore-r2", before_chunk=lambda: s3.put_bytes(s3.uri(key), CALL_A.read_bytes()))
+    key = _restored_before_transcribed(s3, pg, day, "restore")
     verdicts = [_run(s3, pg, day, f"restore-r{i}") for i in (3, 4, 5)]
     a, b = _versions(pg, day, key)
     assert a.etag == _etag(s3, key) and a.status == "done" and a.segments > 0
@@ -236,22 +242,20 @@ def test_erasing_a_key_restored_to_earlier_content_erases_every_version(stack, s
 BROKEN = b"RIFF not really a wav file" * 20
 
 
-def _live(versions: list[sa.Row]) -> list[tuple[str, str]]:
-    return [(v.etag, v.status) for v in versions if v.status not in ("superseded", "deleted")]
+def _put_then_two_runs_end_with_it(s3, pg, day: date, key: str, content, tag: str) -> None:
+    """``content`` into K, two runs: one live version, the bucket's, done, and both runs green."""
+    s3.put_bytes(s3.uri(key), content.read_bytes())
+    verdicts = [_run(s3, pg, day, f"{tag}-{i}") for i in (1, 2)]
+    live = [(v.etag, v.status) for v in _versions(pg, day, key) if v.status not in ("superseded", "deleted")]
+    assert live == [(_etag(s3, key), "done")]
+    assert all(v.ok for v in verdicts), [v.problems() for v in verdicts]
 
 
 def test_an_upload_superseded_by_a_restore_is_registered_when_it_comes_back(stack, s3, pg):
     day = date(2025, 8, 3)
-    key = day_prefix("calls/", day) + "k.wav"
-    s3.put_bytes(s3.uri(key), CALL_A.read_bytes())
-    assert _run(s3, pg, day, "back-r1").ok
-    s3.put_bytes(s3.uri(key), CALL_B.read_bytes())
-    _run(s3, pg, day, "back-r2", before_chunk=lambda: s3.put_bytes(s3.uri(key), CALL_A.read_bytes()))
+    key = _restored_before_transcribed(s3, pg, day, "back")
     assert _run(s3, pg, day, "back-r3").ok
-    s3.put_bytes(s3.uri(key), CALL_B.read_bytes())  # B again
-    verdicts = [_run(s3, pg, day, f"back-r{i}") for i in (4, 5)]
-    assert _live(_versions(pg, day, key)) == [(_etag(s3, key), "done")]
-    assert all(v.ok for v in verdicts), [v.problems() for v in verdicts]
+    _put_then_two_runs_end_with_it(s3, pg, day, key, CALL_B, "back-again")  # B again
 
 
 def test_contents_flipped_back_and_forth_end_with_the_buckets(stack, s3, pg):
@@ -265,10 +269,7 @@ def test_contents_flipped_back_and_forth_end_with_the_buckets(stack, s3, pg):
     discovery.close_run(pg, "flip-discover-only")
     s3.put_bytes(s3.uri(key), CALL_B.read_bytes())
     assert _run(s3, pg, day, "flip-r3").ok
-    s3.put_bytes(s3.uri(key), CALL_A.read_bytes())
-    verdicts = [_run(s3, pg, day, f"flip-r{i}") for i in (4, 5)]
-    assert _live(_versions(pg, day, key)) == [(_etag(s3, key), "done")]
-    assert all(v.ok for v in verdicts), [v.problems() for v in verdicts]
+    _put_then_two_runs_end_with_it(s3, pg, day, key, CALL_A, "flip-back")
 
 
 def test_a_broken_upload_restored_over_a_later_one_still_retires_the_old_transcript(stack, s3, pg):
@@ -292,11 +293,7 @@ def test_a_broken_upload_restored_over_a_later_one_still_retires_the_old_transcr
 
 def test_a_reprocess_run_redoes_a_key_whose_newer_upload_a_restore_superseded(stack, s3, pg):
     day = date(2025, 8, 7)
-    key = day_prefix("calls/", day) + "k.wav"
-    s3.put_bytes(s3.uri(key), CALL_A.read_bytes())
-    assert _run(s3, pg, day, "redo-r1").ok
-    s3.put_bytes(s3.uri(key), CALL_B.read_bytes())
-    _run(s3, pg, day, "redo-r2", before_chunk=lambda: s3.put_bytes(s3.uri(key), CALL_A.read_bytes()))
+    key = _restored_before_transcribed(s3, pg, day, "redo")
     assert _run(s3, pg, day, "redo-r3").ok
     a = _versions(pg, day, key)[0]
     assert a.status == "done"
