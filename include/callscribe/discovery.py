@@ -8,7 +8,7 @@ import os
 import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 from sqlalchemy.engine import Engine
 
@@ -75,12 +75,13 @@ def store_deletions(store: Store, prefix: str, **kw) -> Deletions:
 
 
 def register(engine: Engine, objects: list[ObjectInfo], day: date, run_id: str,
-             deletions: Deletions | None = None) -> int:
+             deletions: Deletions | None = None, listed_at: datetime | None = None) -> int:
     """Insert objects not yet in ``recordings``; returns how many were new.
 
     With ``deletions``, the listing is complete for its prefix: recordings under it whose
     object is gone leave search (``deleted``), and deleted ones that are back are to be
-    transcribed again.
+    transcribed again. ``listed_at`` (the database's time when the listing began, db_now.sql)
+    keeps a listing older than another run's registration from reading as a restore.
     """
     with engine.begin() as conn:
         conn.execute(db.q("discover_listing"))
@@ -91,7 +92,7 @@ def register(engine: Engine, objects: list[ObjectInfo], day: date, run_id: str,
             conn.execute(db.q("discover_reupload"), {"call_date": day})
         new = conn.execute(db.q("discover_register"), {"call_date": day, "run_id": run_id}).rowcount
         conn.execute(db.q("discover_supersede"), {"call_date": day})
-        conn.execute(db.q("discover_restored"), {"call_date": day})
+        conn.execute(db.q("discover_restored"), {"call_date": day, "listed_at": listed_at})
         if deletions is not None:
             forget_vanished(conn, day, run_id, deletions)
             conn.execute(db.q("discover_revive"), {"call_date": day})
@@ -208,10 +209,12 @@ def discover(store: Store, engine: Engine, day: date, base_prefix: str, run_id: 
     ids: list[int] = []
     for k, d in enumerate(run_days(day, lookback_days)):
         prefix = day_prefix(base_prefix, d)
+        with engine.connect() as conn:
+            listed_at = conn.execute(db.q("db_now")).scalar_one()
         objects = list(store.list(prefix))
         deletions = store_deletions(store, prefix, refuse=k == 0,
                                     **({"guard_share": 1.0} if accept_mass_deletion and k == 0 else {}))
-        new = register(engine, objects, d, run_id, deletions)
+        new = register(engine, objects, d, run_id, deletions, listed_at)
         if is_live is not None:
             release_dead(engine, d, run_id, is_live)
         retire_replaced(engine, day=d)

@@ -300,3 +300,30 @@ def test_a_reprocess_run_redoes_a_key_whose_newer_upload_a_restore_superseded(st
     ids = discovery.discover(s3, pg, day, "calls/", "redo-reprocess", reprocess=True, is_live=lambda r: False)
     discovery.close_run(pg, "redo-reprocess")
     assert a.id in ids
+
+
+def test_a_listing_older_than_a_new_upload_does_not_take_it_for_a_restore(stack, pg):
+    """Two runs of a day at once: one lists K = A, the other then lists K = B and registers it, and only
+    then the first registers its (stale) listing. That is not A put back: B stays to be transcribed.
+    A listing that began after B was registered and still shows A is a restore."""
+    from callscribe.storage import ObjectInfo
+
+    day = date(2025, 8, 9)
+    key = day_prefix("calls/", day) + "k.wav"
+
+    def listing(etag: str) -> list[ObjectInfo]:
+        return [ObjectInfo("calls", key, etag, 10)]
+
+    def now():
+        with pg.connect() as c:
+            return c.execute(sa.text("SELECT clock_timestamp()")).scalar_one()
+
+    discovery.register(pg, listing("a"), day, "stale-r1")
+    with pg.begin() as c:
+        c.execute(sa.text("UPDATE recordings SET status = 'done' WHERE object_key = :k"), {"k": key})
+    stale_listed_at = now()  # the first run lists K = A ...
+    discovery.register(pg, listing("b"), day, "stale-r2", listed_at=now())  # ... the second registers B
+    discovery.register(pg, listing("a"), day, "stale-r1", listed_at=stale_listed_at)
+    assert [(v.etag, v.status) for v in _versions(pg, day, key)] == [("a", "done"), ("b", "pending")]
+    discovery.register(pg, listing("a"), day, "stale-r3", listed_at=now())  # A really put back
+    assert [(v.etag, v.status) for v in _versions(pg, day, key)] == [("a", "done"), ("b", "superseded")]
