@@ -98,17 +98,18 @@ def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls
                 out.lost.append(f"{key}: not registered")
             continue
         r = current[0]
+        # Another live run is on it: its to answer for, not this run's.
+        elsewhere = bool(run_id and r.leased and r.last_run_id != run_id
+                         and (is_live is None or is_live(r.last_run_id)))
         if r.status == "done":
             out.loads[r.loads] += 1
         elif (r.status == "quarantined" or (r.status == "failed" and r.attempts >= MAX_ATTEMPTS)) and any(
                 v.status == "done" for v in versions):
             # Kept only until a discovery of the day or the run's report retires it (discovery.retire_replaced).
-            where = (out.in_progress if run_id and r.leased and r.last_run_id != run_id
-                     and (is_live is None or is_live(r.last_run_id)) else out.unfinished)
-            where.append(f"{key}: an earlier version's transcript is still searchable; the current upload is "
-                         f"{r.status}")
+            (out.in_progress if elsewhere else out.unfinished).append(
+                f"{key}: an earlier version's transcript is still searchable; the current upload is {r.status}")
         if r.status not in FINAL:
-            if run_id and r.leased and r.last_run_id != run_id and (is_live is None or is_live(r.last_run_id)):
+            if elsewhere:
                 out.in_progress.append(f"{key}: {r.status} in run {r.last_run_id}")
             else:
                 out.unfinished.append(f"{key}: {r.status}" + (f" ({r.last_error})" if r.last_error else ""))
