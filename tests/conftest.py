@@ -16,7 +16,9 @@ import pytest
 from callscribe.dev import services
 
 REPO = Path(__file__).resolve().parents[1]
-PROFILE = services.profile("test", root=REPO / ".callscribe")
+# CALLSCRIBE_TEST_PROFILE picks another port set, so a second suite can run beside this one
+# (from another clone). The CLI, run in subprocesses, finds it in CALLSCRIBE_PROFILE.
+PROFILE = services.profile(os.environ.get("CALLSCRIBE_TEST_PROFILE", "test"), root=REPO / ".callscribe")
 
 services.wipe(PROFILE)
 services.apply_environment(PROFILE, repo_root=REPO)

@@ -155,7 +155,7 @@ def test_reupload_with_new_content_supersedes_atomically(first_run, s3, pg):
 
 
 def test_status_command_shows_states_and_reasons(first_run):
-    out = subprocess.run([sys.executable, "-m", "callscribe.cli", "--profile", "test", "status", "--date", str(DAY),
+    out = subprocess.run([sys.executable, "-m", "callscribe.cli", "status", "--date", str(DAY),
                           "--json"], capture_output=True, text=True, check=True).stdout
     rows = [json.loads(line) for line in out.splitlines()]
     by_key = {r["key"].rsplit("/", 1)[1]: r for r in rows}
@@ -166,6 +166,6 @@ def test_status_command_shows_states_and_reasons(first_run):
     # A file cut short is transcribed, and status says it was cut short.
     assert by_key["truncated.wav"]["status"] == "done" and "truncated" in by_key["truncated.wav"]["warning"]
     assert "decoded the first" in by_key["corrupt.mp3"]["warning"]
-    table = subprocess.run([sys.executable, "-m", "callscribe.cli", "--profile", "test", "status", "--date",
+    table = subprocess.run([sys.executable, "-m", "callscribe.cli", "status", "--date",
                             str(DAY)], capture_output=True, text=True, check=True).stdout
     assert "warning: file is truncated" in table

@@ -14,7 +14,7 @@ from callscribe.samples import sample_dir
 
 pytestmark = pytest.mark.integration
 DAY = "2026-11-12"
-CLI = [sys.executable, "-m", "callscribe.cli", "--profile", "test"]
+CLI = [sys.executable, "-m", "callscribe.cli"]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

@@ -157,7 +157,7 @@ def test_report_row(first_run, pg):
 
 
 def test_cli_status_and_search_json(first_run, stack):
-    env_cli = [sys.executable, "-m", "callscribe.cli", "--profile", "test"]
+    env_cli = [sys.executable, "-m", "callscribe.cli"]
     out = subprocess.run([*env_cli, "status", "--date", str(DAY), "--json"], capture_output=True, text=True,
                          check=True).stdout
     rows = [json.loads(line) for line in out.splitlines()]

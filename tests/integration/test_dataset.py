@@ -33,7 +33,7 @@ HAND = [
     # and with it its neighbour on the channel, the customer's first segment
     (0, "agent", 22.5, 26.0, "Thank you.", None, None),  # an engine without confidences
 ]
-CLI = [sys.executable, "-m", "callscribe.cli", "--profile", "test", "dataset", "--from", "2026-12-01",
+CLI = [sys.executable, "-m", "callscribe.cli", "dataset", "--from", "2026-12-01",
        "--to", "2026-12-03"]
 
 

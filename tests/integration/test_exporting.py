@@ -17,7 +17,7 @@ from tests.integration.conftest import CALLS
 
 pytestmark = pytest.mark.integration
 
-CLI = [sys.executable, "-m", "callscribe.cli", "--profile", "test", "export"]
+CLI = [sys.executable, "-m", "callscribe.cli", "export"]
 
 
 def test_a_date_range_as_subtitles_and_json_lines(stack, loaded, tmp_path):

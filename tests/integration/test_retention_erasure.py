@@ -28,7 +28,7 @@ DELETED_DAY = date(2026, 12, 10)
 ERASED_DAY = date(2026, 12, 11)
 GUARD_DAY = date(2026, 12, 12)
 FILES = ("call-0002.mp3", "call-0003.wav")
-CLI = [sys.executable, "-m", "callscribe.cli", "--profile", "test"]
+CLI = [sys.executable, "-m", "callscribe.cli"]
 
 
 def _upload(s3, day: date, name: str) -> str:

@@ -74,7 +74,7 @@ def test_a_run_whose_job_fails_is_red_and_says_why(stack, s3, pg, tmp_path, quic
     day = date(2026, 10, 10)
     n = upload_day(s3, day)
     env = {**os.environ, "CALLSCRIBE_GRANITE_MODEL_DIR": str(tmp_path / "no-model")}
-    out = subprocess.run([sys.executable, "-m", "callscribe.cli", "--profile", "test", "run", "--date", str(day),
+    out = subprocess.run([sys.executable, "-m", "callscribe.cli", "run", "--date", str(day),
                           "--engine", "granite-nar"], capture_output=True, text=True, env=env, timeout=900)
     assert out.returncode != 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "failed" in out.stdout and "ModelDirError" in out.stdout  # why, and for which recordings

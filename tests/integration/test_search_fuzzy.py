@@ -79,7 +79,7 @@ def test_the_fallback_runs_as_the_analyst(stack, pg, fuzzy_loaded):
 
 
 def test_the_cli_says_it_shows_similar_matches(stack, fuzzy_loaded):
-    cli = [sys.executable, "-m", "callscribe.cli", "--profile", "test", "search", "--from", str(DAY), "--to", str(DAY)]
+    cli = [sys.executable, "-m", "callscribe.cli", "search", "--from", str(DAY), "--to", str(DAY)]
     out = subprocess.run([*cli, "Springfield"], capture_output=True, text=True, check=True).stdout
     assert out.splitlines()[0] == FALLBACK_NOTE and "[Spring Field]" in out
     out = subprocess.run([*cli, "--exact", "Springfield"], capture_output=True, text=True, check=True).stdout

@@ -29,6 +29,10 @@ PROFILES = {
     "dev": (15432, 18330, 8080),
     "test": (15442, 18350, 18380),
     "bench": (15462, 18400, 18430),
+    # Extra suites side by side on one machine (CALLSCRIBE_TEST_PROFILE), e.g. a review's
+    # integration tests in its own clone while the main suite runs.
+    "review1": (15472, 18450, 18480),
+    "review2": (15482, 18500, 18530),
 }
 APP_DB = "callscribe"
 AIRFLOW_DB = "airflow"
