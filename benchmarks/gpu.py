@@ -52,7 +52,7 @@ from callscribe.dev.bench import cpu_model, machine_info, run_throughput, speech
 from callscribe.engines.granite_native import COMPILE_TUNING
 from callscribe.engines.nar.fp8 import FP8_PARTS
 from callscribe.engines.nar.fuse import COMPILED_DEPTHWISE, ENV_DEPTHWISE_COMPILED
-from callscribe.engines.nar.modeling import STAGE_PREFIX
+from callscribe.engines.nar.modeling import ENCODER_STREAMS, STAGE_PREFIX
 from callscribe.engines.nar.packed import (
     BACKENDS,
     ENV_FORCE,
@@ -607,6 +607,49 @@ class Check:
     def mode(self) -> str:
         return "torch.compile" if getattr(self.engine, "compiled", False) else "eager"
 
+    def encoder_stream(self) -> dict:
+        """The encoder's two layouts (GraniteNar.encoder_stream) on the engine as it stands: "tight"
+        (the default since session 15: each item in its own frames, the attention's blocks gathered)
+        against "blocks" (each item in whole attention blocks, so its last block's padding runs
+        through every per-frame layer: 100 of 1,600 frames at 30 s, about 190 at 28 s). The reference
+        batch and the packed real chunks, passes interleaved; a compiled engine compiles its Conformer
+        blocks again for the layout it was not warmed up with, in this section's warm-up."""
+        engine = self.engine
+        model = getattr(engine, "model", None)
+        if not hasattr(model, "encoder_stream"):
+            return {"skipped": f"{getattr(engine, 'name', ENGINE)} has no encoder layouts"}
+        plan = self.plan
+        prepared = engine.prepare(speech_chunks(plan.ref_batch, plan.chunk_s))
+        real = self.real_audios("packed")
+        walls: dict[str, dict[str, list[float]]] = {s: {"fixed": [], "real": []} for s in ENCODER_STREAMS}
+        saved = model.encoder_stream
+        try:
+            for stream in ENCODER_STREAMS:  # warm-up: every shape once in each layout
+                model.encoder_stream = stream
+                engine.run(prepared)
+                run_batches(engine, real.audios, plan.batch_audio_s)
+            self.sync()
+            for _ in range(plan.timed):
+                for stream in ENCODER_STREAMS:
+                    model.encoder_stream = stream
+                    for what, fn in (("fixed", lambda: engine.run(prepared)),
+                                     ("real", lambda: run_batches(engine, real.audios, plan.batch_audio_s))):
+                        t = time.perf_counter()
+                        fn()
+                        self.sync()
+                        walls[stream][what].append(time.perf_counter() - t)
+        finally:
+            model.encoder_stream = saved
+        audio = {"fixed": plan.ref_batch * plan.chunk_s, "real": float(real.lengths.sum())}
+        out: dict = {"mode": self.mode(), "batch": plan.ref_batch, "chunk_s": plan.chunk_s,
+                     "real_chunks": len(real.audios), "real_audio_s": round(audio["real"], 1)}
+        for stream, by in walls.items():
+            out[stream] = {what: {"passes_s": [round(w, 3) for w in ws],
+                                  "rtfx": round(audio[what] / statistics.median(ws), 2)} for what, ws in by.items()}
+        out["tight_vs_blocks"] = {what: round(out["tight"][what]["rtfx"] / out["blocks"][what]["rtfx"], 3)
+                                  for what in audio}
+        return out
+
     def host_waits(self) -> dict:
         """How often one reference batch makes the host wait for the GPU (torch's sync debug mode
         warns at each such call), and where. transcribe means to wait only to read the draft and
@@ -884,6 +927,10 @@ class Check:
         speedup = 1.3 if mode != "eager" else 1.0
         # Three cold compiles (the shifted sum, the module each way) and five Triton tiles: 30 to 60 s.
         self.section("depthwise", self.depthwise, lambda: 45.0 if self.cuda else 5.0)
+        # A compile of the Conformer blocks for the other layout, then both layouts' passes.
+        self.section("encoder_stream", self.encoder_stream,
+                     lambda: (20.0 if mode != "eager" else 0.0) + 2 * (plan.timed + 1) * (
+                         self.batch_estimate(plan.ref_batch) + self.real_estimate("packed", 1)) / speedup)
         self.section("fixed_overlapped", self.fixed_overlapped,
                      lambda: 2 * (plan.timed + 1) * (plan.timed + 1) * self.batch_estimate(plan.ref_batch) / speedup)
         # A local worker's job holds up to 4 h of speech (four batches): its first batch, read with
@@ -1006,6 +1053,12 @@ def render(res: dict) -> str:
             if "ms" in k else f"{name} fails ({k['error'][:80]})" for name, k in s["kernels"].items())
         + "".join(f"; module compiled with the {path} path " + (f"{m['ms']:.3f} ms" if "ms" in m else "fails")
                   for path, m in s["modules"].items()))))
+    rows.append(("encoder layout: tight (default) vs whole blocks per item", _figure(
+        res.get("encoder_stream"), lambda s: (
+            f"{s['batch']} x {s['chunk_s']:g} s: RTFx {_num(s['tight']['fixed']['rtfx'])} vs "
+            f"{_num(s['blocks']['fixed']['rtfx'])} (x{s['tight_vs_blocks']['fixed']:.3f}); packed real chunks: "
+            f"{_num(s['tight']['real']['rtfx'])} vs {_num(s['blocks']['real']['rtfx'])} "
+            f"(x{s['tight_vs_blocks']['real']:.3f}); {s['mode']}"))))
     seq = res.get("real_chunks_sequential", {})
     rows.append((f"the same, each batch finished before the next starts ({seq.get('mode', 'as above')})",
                  _figure(seq, real)))

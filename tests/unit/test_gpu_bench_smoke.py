@@ -30,6 +30,7 @@ ROWS = ("card", "torch", "attention backend", "model build (random weights)", "f
         "confidence routing past the editor (off by default)", "host waits for the GPU in one batch",
         "the same, each batch finished before the next starts (eager)",
         "depthwise convolution + SiLU, one stream of the reference batch",
+        "encoder layout: tight (default) vs whole blocks per item",
         "fixed batches back to back, batch k+1 started before batch k is finished",
         "warm start (new process, same inductor cache)",
         "peak process (RSS) memory", "wall time of the check")
@@ -170,6 +171,22 @@ def test_the_depthwise_section_times_the_shifted_sum_and_says_why_not_the_kernel
     assert f"shifted sum (eager) {row['ms']:.3f} ms" in md
 
 
+def test_both_encoder_layouts_are_timed_on_the_same_batches(smoke):
+    _, res, md, _ = smoke
+    e = res["encoder_stream"]
+    assert e["batch"] == gpu.SMOKE.ref_batch and e["mode"] == "eager" and e["real_chunks"] > 0
+    audio = {"fixed": e["batch"] * e["chunk_s"], "real": e["real_audio_s"]}
+    for stream in ("tight", "blocks"):
+        for what, audio_s in audio.items():
+            row = e[stream][what]
+            assert len(row["passes_s"]) == gpu.SMOKE.timed
+            assert _rate_agrees(audio_s, round(statistics.median(row["passes_s"]), 3), row["rtfx"])
+    for what in audio:
+        assert e["tight_vs_blocks"][what] == pytest.approx(e["tight"][what]["rtfx"] / e["blocks"][what]["rtfx"],
+                                                           rel=0.01)
+    assert f"(x{e['tight_vs_blocks']['real']:.3f}); eager" in md
+
+
 def test_compile_is_reported_as_skipped_on_a_cpu(smoke):
     _, res, _, _ = smoke
     assert "CUDA only" in res["host_waits"]["skipped"]
@@ -233,9 +250,10 @@ def test_the_budget_skips_what_would_overrun_it(tmp_path, capsys):
     assert res["build"]["seconds"] > 0 and res["first_batch"]["seconds"] > 0
     assert all("skipped" in r for r in res["sweep"]["rows"])
     assert all("skipped" in res[k] for k in ("real_chunks", "real_chunks_sequential", "real_chunks_before", "profile",
-                                             "routing", "fixed_overlapped", "real_chunks_job", "depthwise"))
-    # + real chunks 4 times, profile, eager tokens, fixed batches back to back, depthwise, routing
-    assert len(res["notes"]) == len(gpu.SMOKE.sweep) + 9
+                                             "routing", "fixed_overlapped", "real_chunks_job", "depthwise",
+                                             "encoder_stream"))
+    # + real chunks 4 times, profile, eager tokens, fixed batches back to back, depthwise, encoder layouts, routing
+    assert len(res["notes"]) == len(gpu.SMOKE.sweep) + 10
     out = capsys.readouterr().out
     assert "| fixed 2 x 30 s, eager | skipped: needs about" in out and "Notes:" in out
 

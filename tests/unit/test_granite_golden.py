@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from callscribe.engines.nar import checkpoint as ck
-from callscribe.engines.nar.modeling import GraniteNar
+from callscribe.engines.nar.modeling import ENCODER_STREAMS, GraniteNar
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "granite-nar-tiny"
 ITEMS = range(5)
@@ -105,9 +105,14 @@ def _mismatches(got: dict[str, torch.Tensor], golden: dict[str, torch.Tensor], i
     return problems
 
 
+@pytest.mark.parametrize("stream", ENCODER_STREAMS)
 @pytest.mark.parametrize("item", ITEMS)
-def test_the_native_model_computes_what_the_original_computes(model, golden, item):
-    got = _stages(model, golden[f"item{item}.audio"])
+def test_the_native_model_computes_what_the_original_computes(model, golden, item, stream):
+    model.encoder_stream = stream
+    try:
+        got = _stages(model, golden[f"item{item}.audio"])
+    finally:
+        model.encoder_stream = ENCODER_STREAMS[0]
     assert set(got) | {"audio"} == {k.split(".", 1)[1] for k in golden if k.startswith(f"item{item}.")}
     problems = _mismatches(got, golden, item)
     assert not problems, "\n".join(problems)

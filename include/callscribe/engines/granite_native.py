@@ -46,6 +46,7 @@ WARM_UP_FOLDER = "warm-up-"  # + seconds: the inductor cache of a production-sha
 ENV_COMPILE = "CALLSCRIBE_NAR_COMPILE"
 ENV_ROUTE = "CALLSCRIBE_NAR_ROUTE_CONFIDENCE"
 ENV_TUNING = "CALLSCRIBE_NAR_COMPILE_TUNING"
+ENV_ENCODER_STREAM = "CALLSCRIBE_NAR_ENCODER_STREAM"
 # Inductor options per tuning level. "tuned" searches each generated kernel's launch settings;
 # "autotune" also times Triton matrix-product templates (which can fuse the element-wise work
 # around them) against cuBLAS; "autotune-tma" adds the persistent templates that load through
@@ -93,6 +94,18 @@ def compile_tuning_wanted(requested: str | None = None) -> str:
     name = requested or os.environ.get(ENV_TUNING, "").strip() or "default"
     if name not in COMPILE_TUNING:
         raise ValueError(f"{ENV_TUNING}={name!r}: one of {', '.join(COMPILE_TUNING)}")
+    return name
+
+
+def encoder_stream_wanted(requested: str | None = None) -> str:
+    """How the encoder lays out a batch (modeling.GraniteNar.encoder_stream): ``requested``, else
+    CALLSCRIBE_NAR_ENCODER_STREAM, else "tight" (each item in its own frames; "blocks" puts each in
+    whole attention blocks, as before, for A/B runs)."""
+    from callscribe.engines.nar.modeling import ENCODER_STREAMS
+
+    name = requested or os.environ.get(ENV_ENCODER_STREAM, "").strip() or ENCODER_STREAMS[0]
+    if name not in ENCODER_STREAMS:
+        raise ValueError(f"{ENV_ENCODER_STREAM}={name!r}: one of {', '.join(ENCODER_STREAMS)}")
     return name
 
 
@@ -242,7 +255,7 @@ class GraniteNarNativeEngine(TorchEngine):
     def __init__(self, path: Path | None = None, device: str | None = None, random_weights: bool = False,
                  size: str = "full", compile: bool | None = None, seed: int = 0, fuse: bool | None = None,
                  route_confidence: float | None = None, compile_tuning: str | None = None,
-                 warm_up_audio_s: float | None = None, fp8: str | None = None):
+                 warm_up_audio_s: float | None = None, fp8: str | None = None, encoder_stream: str | None = None):
         import torch
 
         from callscribe.engines.nar.checkpoint import load_model
@@ -257,6 +270,7 @@ class GraniteNarNativeEngine(TorchEngine):
         self.compile_tuning = compile_tuning_wanted(compile_tuning)
         self.warm_up_audio_s = warm_up_audio_wanted(warm_up_audio_s)
         self.fp8 = fp8_wanted(fp8)
+        self.encoder_stream = encoder_stream_wanted(encoder_stream)
         self.fused = fuse if fuse is not None else fusion_enabled()
         self.routed_items = 0  # chunks whose draft was their transcript (with routing on)
         # Explicit device, else CALLSCRIBE_DEVICE (a GPU asked for and absent raises), else auto.
@@ -285,6 +299,7 @@ class GraniteNarNativeEngine(TorchEngine):
             self.model = load_model(self.path, device=self.device, dtype=dtype)
             self.tokenizer = Tokenizer.from_file(str(self.path / "tokenizer.json"))
             self.source = str(self.path)
+        self.model.encoder_stream = self.encoder_stream
         # Load-time fusions (same results, fewer kernels) on every device; CALLSCRIBE_NAR_FUSE=0 for A/B runs.
         if self.fused:
             optimize_for_inference(self.model)
@@ -304,9 +319,9 @@ class GraniteNarNativeEngine(TorchEngine):
                      os.environ.get(ENV_CACHE) or "torch's default, in /tmp")
         if self.device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
-        log.info("Granite NAR native on %s (%s%s) from %s, %s, %s", self.device, dtype,
+        log.info("Granite NAR native on %s (%s%s) from %s, %s, %s encoder stream, %s", self.device, dtype,
                  "" if self.fp8 == "off" else f", float8 products: {self.fp8}", self.source,
-                 "fused" if self.fused else "unfused",
+                 "fused" if self.fused else "unfused", self.encoder_stream,
                  f"routing drafts at confidence >= {self.route_confidence:g} past the editor"
                  if self.route_confidence is not None else "every chunk edited")
 

@@ -25,7 +25,6 @@ model refuses ``state_dict`` (and with it ``save_checkpoint``): save from an unf
 from __future__ import annotations
 
 import logging
-import math
 import os
 
 import torch
@@ -35,6 +34,7 @@ from torch import nn
 from callscribe.engines.nar.modeling import (
     MASKED,
     BlockAttention,
+    Blocks,
     ConformerBlock,
     ConvModule,
     EditorLayer,
@@ -117,21 +117,28 @@ class FusedBlockAttention(nn.Module):
         self.register_buffer("rel_table", table)
         self.register_buffer("dists", src.dists, persistent=False)
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        b, t, _ = x.shape
-        c = self.context
-        blocks = math.ceil(t / c)
-        pad = blocks * c - t
+    def forward(self, x: torch.Tensor, valid: torch.Tensor, blocks: Blocks | None = None) -> torch.Tensor:
         h = self.norm(x)
+        if blocks is not None:  # a tight stream (1, T): its blocks gathered, and their outputs back
+            rows, keys_valid, places = blocks
+            y = self._attend(h[0, rows].view(*keys_valid.shape, -1), keys_valid)
+            return self.out(y.flatten(0, 1)[places])[None]
+        b, t, _ = x.shape
+        pad = -t % self.context
         if pad:  # frames are bucketed to whole blocks, so usually nothing to pad (and no copy)
-            h = F.pad(h, (0, 0, 0, pad))
-            valid = F.pad(valid, (0, pad))
-        qkv = self.qkv(h).view(b * blocks, c, 3, self.heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (b * blocks, heads, c, head_dim), views
+            h, valid = F.pad(h, (0, 0, 0, pad)), F.pad(valid, (0, pad))
+        y = self._attend(h.view(-1, self.context, h.shape[-1]), valid.view(-1, self.context))
+        return self.out(y.reshape(b, -1, y.shape[-1])[:, :t])
+
+    def _attend(self, h: torch.Tensor, keys_valid: torch.Tensor) -> torch.Tensor:
+        """(blocks, context, hidden) normalised frames -> (blocks, context, heads * head_dim)."""
+        n, c, _ = h.shape
+        qkv = self.qkv(h).view(n, c, 3, self.heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (blocks, heads, c, head_dim), views
         bias = torch.einsum("bhqd,qkd->bhqk", q, F.embedding(self.dists, self.rel_table))
-        bias.masked_fill_(~valid.reshape(b * blocks, 1, 1, c), MASKED)
+        bias.masked_fill_(~keys_valid[:, None, None, :], MASKED)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
-        return self.out(y.transpose(1, 2).reshape(b, blocks * c, -1)[:, :t])
+        return y.transpose(1, 2).reshape(n, c, -1)
 
 
 def compiled_depthwise() -> str:
@@ -254,10 +261,10 @@ class FusedConformerBlock(nn.Module):
         self.attn = FusedBlockAttention(src.attn)
         self.conv = FusedConvModule(src.conv, layout)
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, valid: torch.Tensor, blocks: Blocks | None = None) -> torch.Tensor:
         # Never in place: the encoder keeps some blocks' inputs as exported layers.
         x = x + self.ffn1(x)
-        x = x + self.attn(x, valid)
+        x = x + self.attn(x, valid, blocks)
         x = x + self.conv(x, valid)
         x = x + self.ffn2(x)
         return self.norm_out(x).masked_fill(~valid[..., None], 0.0)  # as modeling.ConformerBlock: why there

@@ -29,6 +29,9 @@ from callscribe.engines.nar.host import Download, upload
 from callscribe.engines.nar.packed import cu_seqlens_for, varlen_attention
 
 MASKED = -1e30  # a finite "minus infinity": fully padded rows stay finite instead of NaN
+# The encoder's attention blocks over a tight stream (Slots.blocks, on the device): rows, keys_valid, places.
+Blocks = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+ENCODER_STREAMS = ("tight", "blocks")
 
 
 def collapse_with_slots(ids: list[int], blank: int) -> tuple[list[int], list[int]]:
@@ -169,6 +172,22 @@ class Slots:
         valid[torch.from_numpy(self.rows())] = True
         return upload(valid, device)
 
+    def blocks(self, context: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The encoder's attention blocks over a stream whose slots are not whole blocks: each item's
+        frames cut into blocks of ``context``, its last block short. Returns the stream row of every
+        block position (a position past its item's end repeats the item's first row; it is masked),
+        which positions hold a real frame, and every stream row's place among the block positions
+        (a slack row takes its item's last place: nothing reads a slack row before it is zeroed)."""
+        lengths, starts = np.asarray(self.lengths, np.int64), np.asarray(self.starts, np.int64)
+        span = np.maximum(1, -(-lengths // context)) * context  # block positions per item
+        pos = ragged_arange(span.tolist())
+        real = pos < np.repeat(lengths, span)
+        rows = np.where(real, np.repeat(starts, span) + pos, np.repeat(starts, span))
+        sizes = np.diff(np.append(starts, self.total))  # stream rows per slot
+        first = np.repeat(np.cumsum(span) - span, sizes)
+        places = first + np.minimum(ragged_arange(sizes.tolist()), np.repeat(span, sizes) - 1)
+        return rows, real.reshape(-1, context), places
+
 
 def _index(rows: np.ndarray, device: torch.device | str) -> torch.Tensor:
     return upload(rows, device)
@@ -209,25 +228,31 @@ class BlockAttention(nn.Module):
         self.rel_pos = nn.Embedding(2 * cfg.max_rel + 1, cfg.head_dim)
         self.register_buffer("dists", relative_distances(cfg.context, cfg.max_rel), persistent=False)
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, valid: torch.Tensor, blocks: Blocks | None = None) -> torch.Tensor:
+        h = self.norm(x)
+        if blocks is not None:  # a tight stream (1, T): its blocks gathered, and their outputs back
+            rows, keys_valid, places = blocks
+            y = self._attend(h[0, rows].view(*keys_valid.shape, -1), keys_valid)
+            return self.out(y.flatten(0, 1)[places])[None]
         b, t, _ = x.shape
-        c = self.context
-        blocks = math.ceil(t / c)
-        pad = blocks * c - t
-        x = F.pad(self.norm(x), (0, 0, 0, pad))
-        valid = F.pad(valid, (0, pad))
+        pad = -t % self.context
+        h, valid = F.pad(h, (0, 0, 0, pad)), F.pad(valid, (0, pad))
+        y = self._attend(h.view(-1, self.context, h.shape[-1]), valid.view(-1, self.context))
+        return self.out(y.reshape(b, -1, y.shape[-1])[:, :t])
+
+    def _attend(self, h: torch.Tensor, keys_valid: torch.Tensor) -> torch.Tensor:
+        """(blocks, context, hidden) normalised frames -> (blocks, context, heads * head_dim)."""
+        n, c, _ = h.shape
 
         def split(y: torch.Tensor) -> torch.Tensor:
-            return y.reshape(b * blocks, c, self.heads, self.head_dim).transpose(1, 2)
+            return y.reshape(n, c, self.heads, self.head_dim).transpose(1, 2)
 
-        k, v = self.kv(x).chunk(2, dim=-1)
-        q, k, v = split(self.q(x)), split(k), split(v)
+        k, v = self.kv(h).chunk(2, dim=-1)
+        q, k, v = split(self.q(h)), split(k), split(v)
         bias = torch.einsum("bhqd,qkd->bhqk", q, self.rel_pos(self.dists)) * self.scale
-        keys_valid = valid.reshape(b * blocks, 1, 1, c)
-        bias = bias.masked_fill(~keys_valid, MASKED)
+        bias = bias.masked_fill(~keys_valid[:, None, None, :], MASKED)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=self.scale)
-        y = y.transpose(1, 2).reshape(b, blocks * c, -1)[:, :t]
-        return self.out(y)
+        return y.transpose(1, 2).reshape(n, c, -1)
 
 
 class ConvModule(nn.Module):
@@ -265,9 +290,9 @@ class ConformerBlock(nn.Module):
         self.ffn2 = FeedForward(cfg.hidden, cfg.ff_mult)
         self.norm_out = nn.LayerNorm(cfg.hidden)
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, valid: torch.Tensor, blocks: Blocks | None = None) -> torch.Tensor:
         x = x + 0.5 * self.ffn1(x)
-        x = x + self.attn(x, valid)
+        x = x + self.attn(x, valid, blocks)
         x = x + self.conv(x, valid)
         x = x + 0.5 * self.ffn2(x)
         return self.norm_out(x).masked_fill(~valid[..., None], 0.0)
@@ -289,17 +314,19 @@ class Encoder(nn.Module):
         self.char_feedback = nn.Linear(cfg.char_vocab, cfg.hidden)
         self.bpe_ctc = nn.Linear(cfg.hidden, cfg.bpe_vocab)
 
-    def forward(self, feats: torch.Tensor, valid: torch.Tensor) -> EncoderOutput:
+    def forward(self, feats: torch.Tensor, valid: torch.Tensor, blocks: Blocks | None = None) -> EncoderOutput:
         """feats (B, T, input_dim) and which frames are real (B, T): a padded batch, or one stream of
-        items laid end to end (see Slots), as long as no attention block holds two items and an item
-        has at least conv_kernel // 2 padding frames before the next one."""
+        items laid end to end (see Slots) with at least conv_kernel // 2 padding frames after each
+        item. Without ``blocks`` no attention block may hold two items (each item in whole blocks);
+        with them (Slots.blocks, on the device), the attention gathers its blocks from a stream of
+        any slots (one item, B = 1)."""
         cfg = self.cfg
         x = self.input_proj(feats.to(self.input_proj.weight.dtype))
         wanted = {(i if i >= 0 else cfg.layers + 1 + i) for i in cfg.export_layers}
         exported = {0: x} if 0 in wanted else {}
         blank_prob = None
         for i, block in enumerate(self.blocks, start=1):
-            x = block(x, valid)
+            x = block(x, valid, blocks)
             if i == cfg.self_cond_layer:
                 # Self-conditioning: the character CTC posteriors are fed back into the stream,
                 # and their blank probability later weights the pooling.
@@ -555,6 +582,10 @@ class GraniteNar(nn.Module):
         # Argmax and top probability of a head's logits in one function (best_and_top, compiled by
         # compile_model); None: argmax, then top_probability's slices.
         self.head_reduce: Callable | None = None
+        # "tight": each item takes its own frames and the convolution's slack in the encoder's stream,
+        # and the attention gathers its blocks; "blocks": each item in whole attention blocks, so the
+        # per-frame work (feed-forwards, convolution, norms) also runs on the padding of its last block.
+        self.encoder_stream = "tight"
 
     def slot_list(self, draft: list[int]) -> list[int]:
         """[a, b] -> [blank, a, blank, b, blank], padded with blanks to at least min_slots.
@@ -631,14 +662,19 @@ class GraniteNar(nn.Module):
         frames = [self.features.frame_count(w.numel()) for w in waves]
         sr = cfg.features.sample_rate
 
-        # Encoder: each item in whole attention blocks, with room for the convolution to read zeros.
-        enc_slots = Slots.of(frames, enc_cfg.context, slack=enc_cfg.conv_kernel // 2)
+        # Encoder: each item with room after it for the convolution to read zeros, starting on a
+        # pooling window; in whole attention blocks unless the attention gathers them (tight).
+        if self.encoder_stream not in ENCODER_STREAMS:
+            raise ValueError(f"encoder_stream {self.encoder_stream!r}: one of {', '.join(ENCODER_STREAMS)}")
+        tight = self.encoder_stream == "tight"
+        enc_slots = Slots.of(frames, enc_cfg.pool_window if tight else enc_cfg.context, slack=enc_cfg.conv_kernel // 2)
         in_rows = _index(np.repeat(np.arange(len(frames)) * feats.shape[1], frames) + ragged_arange(frames), device)
         enc_rows = _index(enc_slots.rows(), device)
+        blocks = tuple(_index(a, device) for a in enc_slots.blocks(enc_cfg.context)) if tight else None
         with stage("encoder"):
             stream = feats.new_zeros(enc_slots.total, feats.shape[-1])
             stream[enc_rows] = feats.flatten(0, 1)[in_rows]
-            enc = self.encoder(stream[None], enc_slots.mask(device)[None])
+            enc = self.encoder(stream[None], enc_slots.mask(device)[None], blocks)
 
         # Draft: greedy BPE CTC over each item's pooling windows, collapsed on the host.
         w = enc_cfg.pool_window
