@@ -137,9 +137,9 @@ def ragged_arange(counts: list[int]) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Slots:
-    """Items laid end to end in one stream, each in a slot of whole ``unit``s (attention blocks,
-    projector windows), so no block or window ever holds two items, and with at least ``slack``
-    padding frames after each item (what a convolution reads past the item's end).
+    """Items laid end to end in one stream, each in a slot of whole ``unit``s (attention blocks or
+    pooling windows in the encoder, projector windows), so no unit ever holds two items, and with
+    at least ``slack`` padding frames after each item (what a convolution reads past the item's end).
 
     A padded batch computes every item at its longest neighbour's length; the stream computes
     each at its own, rounded up to the next unit (chunks of mixed lengths cost what they hold).
