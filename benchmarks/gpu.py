@@ -975,13 +975,19 @@ def _mem(b: int | None) -> str:
     return "n/a" if not b else f"{b / GIB:.1f} GiB" if b >= GIB else f"{b / 2**20:.0f} MiB"
 
 
+def _one_line(text: str) -> str:
+    """An error's text as one table cell: a traceback's lines (a child process's stderr, an operator's
+    dispatch table) and its pipes would otherwise break the Markdown row it stands in."""
+    return " ".join(str(text).split()).replace("|", "/")
+
+
 def _figure(section: dict | None, fmt: Callable[[dict], str]) -> str:
     if not section:
         return "not run"
     if "skipped" in section:
         return f"skipped: {section['skipped']}"
     if "error" in section:
-        return f"error: {section['error']}"
+        return f"error: {_one_line(section['error'])}"
     return fmt(section)
 
 
@@ -1003,7 +1009,8 @@ def render(res: dict) -> str:
             if s.get("backend_ms") else f"{s['ms']:.3f} ms"))),
         ("attention kernels that can run here", _figure(a, lambda s: "; ".join(
             f"{name} {k['ms']:.3f} ms{'' if k['ok'] else ' (OFF the reference)'}" if "ms" in k
-            else f"{name} fails ({k['error'][:80]})" for name, k in s.get("kernels", {}).items()) or "none")),
+            else f"{name} fails ({_one_line(k['error'])[:80]})"
+            for name, k in s.get("kernels", {}).items()) or "none")),
         ("model build (random weights)", _figure(res.get("build"), lambda s: (
             f"{s['seconds']:.2f} s ({_count(s['params'])} parameters, {s['dtype']})" if s.get("params")
             else f"{s['seconds']:.2f} s"))),
@@ -1052,7 +1059,7 @@ def render(res: dict) -> str:
     rows.append(("depthwise convolution + SiLU, one stream of the reference batch", _figure(
         res.get("depthwise"), lambda s: "; ".join(
             f"{name} {k['ms']:.3f} ms ({k['gb_per_s']:.0f} GB/s, max abs error vs fp32 {k['max_abs_err']:.2g})"
-            if "ms" in k else f"{name} fails ({k['error'][:80]})" for name, k in s["kernels"].items())
+            if "ms" in k else f"{name} fails ({_one_line(k['error'])[:80]})" for name, k in s["kernels"].items())
         + "".join(f"; module compiled with the {path} path " + (f"{m['ms']:.3f} ms" if "ms" in m else "fails")
                   for path, m in s["modules"].items()))))
     rows.append(("encoder layout: tight (default) vs whole blocks per item", _figure(

@@ -9,7 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PY=${PYTHON:-.venv/bin/python}
+# The project venv when there is one (make venv), else the python3 on PATH.
+PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 # pydantic (manifests) with its own needs; soundfile + cffi + pycparser and soxr (audio); webrtcvad (chunking).
 PACKAGES=(pydantic pydantic_core annotated-types typing-inspection typing_extensions
           soundfile cffi pycparser soxr webrtcvad-wheels)

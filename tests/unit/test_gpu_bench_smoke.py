@@ -225,6 +225,24 @@ def test_kernels_are_grouped_by_what_their_names_say(name, kind):
     assert gpu.kernel_kind(name) == kind
 
 
+def test_an_error_of_many_lines_stays_in_its_table_row():
+    """A failed tuning's child process reports its stderr's tail (a traceback), and a CUDA operator that
+    does not run lists its dispatch table: each stays one cell of its row, so the rows after it (and the
+    figures of the variants that ran) still read as a table."""
+    trace = "RuntimeError: probe exited 1:\n  File \"x.py\", line 3, in f\n    a | b\n           ^^^\nRuntimeError: no"
+    res = {"machine": {"card": "H100"}, "tuning_autotune-tma@3840": {"error": trace},
+           "attention_cudnn": {"error": "NotImplementedError: not on CPU\n\nCUDA: registered at x.cpp:1 [kernel]"},
+           "depthwise": {"kernels": {"triton 32x128": {"error": "CompilationError: at 1:2:\nout of | resources"}},
+                         "modules": {}}}
+    for report in (gpu.render_tunings(res), gpu.render(res)):
+        table = [line for line in report.splitlines() if line.strip()][1 if report.startswith("Compile") else 0:]
+        table = table[: next((i for i, line in enumerate(table) if not line.startswith("|")), len(table))]
+        assert len(table) == len([line for line in report.splitlines() if line.startswith("|")])
+        assert all(line.endswith("|") and line.count("|") == table[0].count("|") for line in table), report
+    assert "| autotune-tma@3840 | error: RuntimeError: probe exited 1: File \"x.py\", line 3, in f a / b" in \
+        gpu.render_tunings(res)
+
+
 def test_the_markdown_report_has_every_row(smoke, capsys):
     _, res, md, _ = smoke
     lines = md.splitlines()
