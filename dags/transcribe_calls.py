@@ -32,7 +32,7 @@ from typing import Literal
 from airflow.sdk import CronDataIntervalTimetable, Param, TriggerRule, dag, get_current_context, task
 
 from callscribe.alerts import deadline_alert, run_failed, task_timeout
-from callscribe.engines import DEFAULT_ENGINE, available
+from callscribe.engines import DEFAULT_ENGINE, POD_DEFAULT_ENGINE, available
 
 # The two DAGs: where `transcribe` runs is the only difference between them.
 LOCAL_DAG_ID = "transcribe_calls"
@@ -94,7 +94,9 @@ def transcribe_calls_dag(dag_id: str, transcribe_in: Literal["local", "kubernete
             "prefix": Param("calls/", **PREFIX_SCHEMA,
                             description="Bucket prefix above the YYYY/MM/DD/ folders, relative to the bucket; "
                                         "not _callscribe/ (the pipeline's work area), no '..'"),
-            "engine": Param(DEFAULT_ENGINE, type="string", enum=available(), description="ASR engine"),
+            # A scheduled run takes the default: the engine the image that runs `transcribe` has.
+            "engine": Param(POD_DEFAULT_ENGINE if in_pods else DEFAULT_ENGINE, type="string", enum=available(),
+                            description="ASR engine"),
             "max_recordings": Param(None, type=["null", "integer"], minimum=1,
                                     description="Process at most this many recordings (empty: all)"),
             "reprocess": Param(False, type="boolean",

@@ -170,6 +170,8 @@ def operator_kwargs(s: KubeSettings) -> dict:
         # the namespace's pod quota until someone deletes it by hand.
         on_finish_action="delete_pod",
         log_events_on_failure=True,
+        # A worker killed before it writes its cause (OOM-killed, SIGKILL) shows its log's end instead.
+        termination_message_policy="FallbackToLogsOnError",
         startup_timeout_seconds=s.startup_timeout_s,
         active_deadline_seconds=s.active_deadline_s,
         pool=s.pool,

@@ -372,11 +372,13 @@ def load_jobs(store: Store, engine: Engine, job_uris: list[str], run_id: str) ->
     unfinished: list[str] = []
     for job in jobs:
         got = shards.get(job.shard_uri)
-        if got is not None and sorted(r.recording_id for r in got[1].recordings) == sorted(
-                r.recording_id for r in job.recordings):
+        # A shard without a plan id is from a worker image older than plan ids: its recordings decide.
+        if got is not None and got[1].plan_id in (None, job.plan_id) and sorted(
+                r.recording_id for r in got[1].recordings) == sorted(r.recording_id for r in job.recordings):
             continue
         if got is not None:
-            # Left by an earlier plan of the same run (a cleared plan_jobs): not this job's result.
+            # Left by an earlier plan of the same run id (a cleared plan_jobs, a cleared run, the
+            # day run again), even of the same recordings: not this job's result.
             del shards[job.shard_uri]
             cause = "its shard is from an earlier plan of this run"
         elif store.exists(failure_uri(job.shard_uri)):

@@ -67,6 +67,9 @@ class JobManifest(BaseModel):
     shard_uri: str
     recordings: list[RecordingEntry]
     chunks: list[ChunkRef]
+    # New for every plan: a run id can be used again (a cleared run), and a shard at the job's
+    # place from an earlier plan is not this one's result (None: planned before plan ids).
+    plan_id: str | None = None
 
     @model_validator(mode="after")
     def _each_once(self) -> JobManifest:
@@ -116,6 +119,7 @@ class ShardInfo(BaseModel):
     recordings: list[RecordingEntry]
     batches: list[BatchMetric]
     failures: list[RecordingFailure] = []
+    plan_id: str | None = None  # the job manifest's
 
 
 class JobFailure(BaseModel):

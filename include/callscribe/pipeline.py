@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import replace
@@ -224,12 +225,13 @@ def plan_jobs(store: Store, manifest_uris: list[str], run_id: str, engine_name: 
     key = run_key(run_id)
     speech = [e.audio_s for e in entries]
     n_jobs = job_count(sum(speech), len(entries), sizing.slots, sizing.cap_s, sizing.min_s, max_jobs)
+    plan_id = uuid.uuid4().hex
     uris = []
     for j, members in enumerate(balance_jobs(speech, n_jobs)):
         job_id = f"job-{j:05d}"
         recs = [entries[i] for i in members]
         job = JobManifest(
-            job_id=job_id, run_id=run_id, engine=engine_name,
+            job_id=job_id, run_id=run_id, engine=engine_name, plan_id=plan_id,
             batch_audio_s=batch_audio_s or DEFAULT_BATCH_AUDIO_S,
             shard_uri=_work_uri(store, "runs", key, "shards", f"{job_id}.parquet"),
             recordings=recs,

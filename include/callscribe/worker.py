@@ -8,10 +8,10 @@ the pod points it at /tmp: no XCom sidecar reads it, the load task knows the sha
 
 A recording the worker cannot transcribe (its speech pack unreadable, a chunk the engine
 fails on even alone) goes into the shard as a failure with its reason; its neighbours go
-on. A job that fails as a whole (no engine, every chunk failing, the store gone) exits 1
-with its cause in the termination message (/dev/termination-log in a pod) and in a
-failure note beside the shard's place, which the load task turns into the recordings'
-reason.
+on. A job that fails as a whole (no engine, every chunk failing, an engine that breaks
+part-way, the store gone) exits 1 with its cause in the termination message
+(/dev/termination-log in a pod) and in a failure note beside the shard's place, which the
+load task turns into the recordings' reason.
 """
 
 from __future__ import annotations
@@ -154,6 +154,11 @@ def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None
         # Nothing recognised, in several recordings: the engine, not the audio (a broken GPU, a bad model).
         first = next(iter(chunk_failures.values()))
         raise RuntimeError(f"the engine failed on all {len(order)} chunks; first: {first}")
+    if chunk_failures and len(chunk_failures) < len(order):
+        # A device that breaks part-way (a sticky CUDA error) fails every chunk after it, each
+        # alone too: not the calls' fault. Ask again for a chunk it recognised before.
+        k = min((k for k in range(len(order)) if k not in chunk_failures), key=lambda k: len(fetched[order[k]]))
+        _check_engine(eng, fetched[order[k]], job.batch_audio_s)
     for k, reason in chunk_failures.items():
         c = job.chunks[order[k]]
         failures.setdefault(c.recording_id, f"chunk {c.channel}/{c.index} at {c.start_s:.1f} s: {reason}")
@@ -182,13 +187,23 @@ def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None
     info = ShardInfo(job_id=job.job_id, run_id=job.run_id, engine=eng.name if eng else job.engine,
                      recordings=job.recordings,
                      batches=batches,
-                     failures=[RecordingFailure(recording_id=r, reason=m[:2000]) for r, m in sorted(failures.items())])
+                     failures=[RecordingFailure(recording_id=r, reason=m[:2000]) for r, m in sorted(failures.items())],
+                     plan_id=job.plan_id)
     store.put_bytes(job.shard_uri, to_parquet(df, info))
     wall = time.perf_counter() - t0
     log.info("job %s: %d segments written to %s (%d recordings failed); %.1f s audio in %.1f s (RTFx %.1f)",
              job.job_id, len(df), job.shard_uri, len(failures), job.audio_s, wall,
              job.audio_s / wall if wall else 0.0)
     return job.shard_uri
+
+
+def _check_engine(eng: engines.Engine, audio: np.ndarray, budget_s: float) -> None:
+    """Raise (the job fails, its task is retried) when the engine fails on a chunk it has recognised."""
+    try:
+        run_batches(eng, [audio], budget_s)
+    except Exception as exc:
+        raise RuntimeError("the engine broke during the job (it fails now on a chunk it recognised "
+                           f"before): {describe(exc)}") from exc
 
 
 def write_xcom(path: str, value: object) -> None:

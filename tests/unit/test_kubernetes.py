@@ -80,6 +80,14 @@ def test_non_root_read_only_and_no_xcom_sidecar(pod):
     assert not any(m["mountPath"].startswith("/airflow") for m in c["volumeMounts"])
 
 
+def test_a_pod_says_why_it_died_and_mounts_a_shared_cache_without_a_walk(pod):
+    """A worker killed without writing its termination message (OOM-killed, SIGKILL) still shows the
+    end of its log as the cause; and the compile cache, a shared volume, is not re-owned file by file
+    at every pod's start (only when its root's group is not already the pod's)."""
+    assert _worker(pod)["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert pod["spec"]["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"
+
+
 def test_the_worker_result_file_is_on_a_writable_volume(pod):
     # The root filesystem is read-only: the worker's result file must land on the /tmp emptyDir.
     env = {e["name"]: e.get("value") for e in _worker(pod)["env"]}

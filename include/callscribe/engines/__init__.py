@@ -35,6 +35,9 @@ _FACTORIES: dict[str, Callable[..., Engine]] = {
     "granite-nar-native": _granite_nar_native,
 }
 DEFAULT_ENGINE = "whisper-tiny"
+# The pod DAG's default (its scheduled runs have no conf): the GPU worker image installs the `gpu`
+# extra only, so it has no Whisper; Granite is what its pods are for (docs/granite.md).
+POD_DEFAULT_ENGINE = "granite-nar"
 
 # Seconds of packed speech per chunk, per engine; the chunk tasks read it without loading a
 # model. Whisper hears 30 s windows, but whisper-tiny misheard more in chunks packed to 30 s
