@@ -86,6 +86,15 @@ def chunk_one(store: Store, engine: Engine, recording_id: int, params: ChunkingP
     if run_id is not None and (rec.last_run_id != run_id or rec.status in ("superseded", "quarantined", "deleted")):
         log.info("recording %d is %s and owned by run %s now; left alone", recording_id, rec.status, rec.last_run_id)
         return None
+    if run_id is not None and rec.attempted_run_id == run_id and rec.chunking_since is not None:
+        # This run's task was on it and never finished it: the task's process died here (a crash in
+        # a native decoder, out of memory, the task's timeout). Not again in this run, or it would take
+        # the rest of its group down on every try; the next run tries it once more (it may have been
+        # the machine), up to its attempts.
+        _mark(engine, recording_id, "failed", "the chunk task died while decoding or chunking it (a crash in a "
+              f"decoder, out of memory, or the task's timeout; began {rec.chunking_since:%Y-%m-%d %H:%M:%S %Z}); "
+              "the rest of its group was chunked without it", run_id)
+        return None
     with engine.begin() as conn:
         conn.execute(db.q("recording_attempt"), {"id": recording_id, "run_id": run_id})
     try:
@@ -110,40 +119,50 @@ def chunk_one(store: Store, engine: Engine, recording_id: int, params: ChunkingP
         _mark(engine, recording_id, "failed", describe(exc), run_id)
         return None
 
-    if decoded.warning:
-        log.warning("recording %d: %s", recording_id, decoded.warning)
-        meta = {**meta, "decode_warning": decoded.warning}
-    if decoded.n_channels == 1 and diarize_mono():
-        # A mono call's speakers are told apart at chunking: each chunk holds one voice.
-        params = replace(params, diarize=True, speakers=speakers_hint(meta))
-    hint = params.speakers if params.diarize else 1
-    chunks = chunk_recording(decoded, params, at_16k=False)
-    n_speakers = len({c.speaker for c, _ in chunks if c.speaker is not None})
-    refs: list[ChunkRef] = []
-    offset = 0
-    rate = pack_rate(chunks[0][0].rate) if chunks else TARGET_SR  # every channel has the same rate
-    for c, audio in chunks:
-        n = len(audio)
-        refs.append(ChunkRef(
-            recording_id=recording_id, channel=c.channel, index=c.index,
-            speaker=(speaker_for(c.channel, decoded.n_channels) if c.speaker is None
-                     else diarized_speaker(c.speaker, n_speakers, meta, hint)),
-            start_s=c.start_s, end_s=c.end_s, pack_offset=offset, n_samples=n, pack_rate=rate,
-            regions=c.region_map(),
-        ))
-        offset += n
-    pack_uri = None
-    if chunks:
-        samples = np.concatenate([a for _, a in chunks])
-        fmt = pack_format_for(samples, pack)
-        pack_uri = store.uri(pack_key(rec.call_date, recording_id, fmt))
-        store.put_bytes(pack_uri, encode_pack(samples, rate, fmt), f"audio/{fmt}")
-    with engine.begin() as conn:
-        conn.execute(db.q("recording_chunked"), {
-            "id": recording_id, "duration_s": decoded.duration_s, "channels": decoded.n_channels,
-            "sample_rate": decoded.source_rate, "codec": decoded.codec,
-            "agent_id": meta.get("agent-id"), "metadata": json.dumps(meta), "run_id": run_id,
-        })
+    try:
+        if decoded.warning:
+            log.warning("recording %d: %s", recording_id, decoded.warning)
+            meta = {**meta, "decode_warning": decoded.warning}
+        if decoded.n_channels == 1 and diarize_mono():
+            # A mono call's speakers are told apart at chunking: each chunk holds one voice.
+            params = replace(params, diarize=True, speakers=speakers_hint(meta))
+        hint = params.speakers if params.diarize else 1
+        chunks = chunk_recording(decoded, params, at_16k=False)
+        n_speakers = len({c.speaker for c, _ in chunks if c.speaker is not None})
+        refs: list[ChunkRef] = []
+        offset = 0
+        rate = pack_rate(chunks[0][0].rate) if chunks else TARGET_SR  # every channel has the same rate
+        for c, audio in chunks:
+            n = len(audio)
+            refs.append(ChunkRef(
+                recording_id=recording_id, channel=c.channel, index=c.index,
+                speaker=(speaker_for(c.channel, decoded.n_channels) if c.speaker is None
+                         else diarized_speaker(c.speaker, n_speakers, meta, hint)),
+                start_s=c.start_s, end_s=c.end_s, pack_offset=offset, n_samples=n, pack_rate=rate,
+                regions=c.region_map(),
+            ))
+            offset += n
+        pack_uri = None
+        if chunks:
+            samples = np.concatenate([a for _, a in chunks])
+            fmt = pack_format_for(samples, pack)
+            pack_uri = store.uri(pack_key(rec.call_date, recording_id, fmt))
+            store.put_bytes(pack_uri, encode_pack(samples, rate, fmt), f"audio/{fmt}")
+        with engine.begin() as conn:
+            conn.execute(db.q("recording_chunked"), {
+                "id": recording_id, "duration_s": decoded.duration_s, "channels": decoded.n_channels,
+                "sample_rate": decoded.source_rate, "codec": decoded.codec,
+                "agent_id": meta.get("agent-id"), "metadata": json.dumps(meta), "run_id": run_id,
+            })
+    except Exception as exc:
+        if unavailable(exc):  # as above: the store or the database, not the recording
+            with engine.begin() as conn:
+                conn.execute(db.q("recording_attempt_refund"), {"id": recording_id, "run_id": run_id})
+            raise
+        # Decoded, then something in chunking it failed: this recording's error, not its group's.
+        log.exception("recording %d: chunking failed", recording_id)
+        _mark(engine, recording_id, "failed", f"chunking failed: {describe(exc)}", run_id)
+        return None
     entry = RecordingEntry(recording_id=recording_id, n_channels=decoded.n_channels, pack_uri=pack_uri,
                            audio_s=offset / rate)
     return entry, refs

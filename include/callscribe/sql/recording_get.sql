@@ -1,1 +1,2 @@
-SELECT id, bucket, object_key, etag, call_date, status, last_run_id FROM recordings WHERE id = :id
+SELECT id, bucket, object_key, etag, call_date, status, last_run_id, attempted_run_id, chunking_since
+FROM recordings WHERE id = :id
