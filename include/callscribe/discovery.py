@@ -84,6 +84,7 @@ def register(engine: Engine, objects: list[ObjectInfo], day: date, run_id: str,
     keeps a listing older than another run's registration from reading as a restore.
     """
     with engine.begin() as conn:
+        conn.execute(db.q("discover_erasure_lock"))  # an erasure under way ends first
         conn.execute(db.q("discover_listing"))
         db.copy_rows(conn, "listing", ["bucket", "object_key", "etag", "size_bytes", "call_id", "status",
                                        "last_error"], (listing_row(o) for o in objects))

@@ -102,19 +102,54 @@ def scrub_file(data: bytes, name: str, ids: set[int]) -> bytes | None:
 def _scrub_work_area(store: Store, run_ids: set[str], ids: set[int], dry_run: bool) -> list[str]:
     rewritten = []
     for run_id in sorted(run_ids):
-        for obj in store.list(f"{WORK_PREFIX}/runs/{run_key(run_id)}/"):
-            uri = store.uri(obj.key)
-            if not obj.key.endswith((".parquet", ".json")):
-                continue
-            clean = scrub_file(store.get_bytes(uri), obj.key, ids)
-            if clean is None:
+        # Every version, not the current objects alone: on a versioned bucket a file the sweep
+        # deleted, or one a retried task overwrote, keeps its old bytes in an older version.
+        by_key: dict[str, list] = {}
+        for v in store.versions(f"{WORK_PREFIX}/runs/{run_key(run_id)}/"):
+            if v.key.endswith((".parquet", ".json")):
+                by_key.setdefault(v.key, []).append(v)
+        for key, versions in sorted(by_key.items()):
+            uri = store.uri(key)
+            held = [(v, clean) for v in versions
+                    if (clean := scrub_file(store.get_bytes(uri, v.version_id), key, ids)) is not None]
+            if not held:
                 continue
             rewritten.append(uri)
-            if not dry_run:
-                store.put_bytes(uri, clean, "application/json" if obj.key.endswith(".json")
+            if dry_run:
+                continue
+            latest = [clean for v, clean in held if v.latest]
+            if latest:
+                store.put_bytes(uri, latest[0], "application/json" if key.endswith(".json")
                                 else "application/octet-stream")
                 store.purge(uri, keep_latest=True)  # a versioned bucket keeps the old text otherwise
+            else:
+                for v, _ in held:
+                    store.delete_version(uri, v.version_id)
     return rewritten
+
+
+def scrub_late_files(store: Store, engine: Engine, files: dict[str, list[int]]) -> list[str]:
+    """Take erased recordings out of work files written after their erasure scrubbed the run's
+    folder: a task that held no lease (cleared after its run reported) is not waited for, and its
+    worker may write a shard with the call's text afterwards. ``files``: URI -> the recording ids
+    it names. Returns the files rewritten."""
+    named = sorted({i for ids in files.values() for i in ids})
+    if not named:
+        return []
+    with engine.connect() as conn:
+        erased = set(conn.execute(db.q("erase_erased_ids"), {"ids": named}).scalars())
+    out = []
+    for uri, ids in sorted(files.items()):
+        if not erased.intersection(ids):
+            continue
+        clean = scrub_file(store.get_bytes(uri), uri, erased)
+        if clean is not None:
+            store.put_bytes(uri, clean)
+            store.purge(uri, keep_latest=True)
+            out.append(uri)
+    if out:
+        log.warning("rows of erased recordings taken out of %d work files written after their erasure", len(out))
+    return out
 
 
 def erase(store: Store, engine: Engine, key: str, actor: str, bucket: str | None = None,
@@ -131,6 +166,7 @@ def erase(store: Store, engine: Engine, key: str, actor: str, bucket: str | None
     audio = make_uri(bucket, key)
     out = Erasure(bucket=bucket, key=key, dry_run=dry_run)
     with engine.begin() as conn:
+        conn.execute(db.q("erase_lock"))  # no registration under way: it would add a version unseen
         rows = _versions(conn, bucket, key)  # locked until the erasure commits
         prior = conn.execute(db.q("erase_prior"), {"bucket": bucket, "hash": digest}).one_or_none()
         if not rows and prior is None and not store.exists(audio):

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from callscribe import db, partitions
 from callscribe.config import load_parallel
+from callscribe.erasure import scrub_late_files
 from callscribe.errors import describe
 from callscribe.manifests import (
     CONFIDENCE,
@@ -347,7 +348,20 @@ def load_shards(store: Store, engine: Engine, shard_uris: list[str]) -> LoadResu
     outage of the store or the database fails the load at once, for the task to retry.
     """
     errors: list[str] = []
-    return _load_read(engine, _read_all(store, shard_uris, errors), errors, len(shard_uris))
+    shards = _scrub_erased(store, engine, _read_all(store, shard_uris, errors))
+    return _load_read(engine, shards, errors, len(shard_uris))
+
+
+def _scrub_erased(store: Store, engine: Engine,
+                  shards: dict[str, tuple[pd.DataFrame, ShardInfo]]) -> dict[str, tuple[pd.DataFrame, ShardInfo]]:
+    """A shard written after an erasure of one of its calls loses that call's rows, here and in the
+    store: the fence keeps them out of Postgres, but the shard would hold its text until the sweep,
+    and it would no longer match its job manifest (which the erasure scrubbed)."""
+    named = {uri: [r.recording_id for r in info.recordings] + [f.recording_id for f in info.failures]
+             for uri, (_, info) in shards.items()}
+    for uri in scrub_late_files(store, engine, named):
+        shards[uri] = read_shard(store, uri)
+    return shards
 
 
 def load_jobs(store: Store, engine: Engine, job_uris: list[str], run_id: str) -> LoadResult:
@@ -368,7 +382,8 @@ def load_jobs(store: Store, engine: Engine, job_uris: list[str], run_id: str) ->
             # other jobs' shards load all the same.
             log.error("job manifest %s unreadable: %s", uri, describe(exc))
             errors.append(f"job manifest {uri} unreadable: {describe(exc)}")
-    shards = _read_all(store, [j.shard_uri for j in jobs if store.exists(j.shard_uri)], errors)
+    shards = _scrub_erased(store, engine, _read_all(store, [j.shard_uri for j in jobs if store.exists(j.shard_uri)],
+                                                    errors))
     unfinished: list[str] = []
     for job in jobs:
         got = shards.get(job.shard_uri)

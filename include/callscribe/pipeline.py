@@ -154,6 +154,7 @@ def chunk_one(store: Store, engine: Engine, recording_id: int, params: ChunkingP
                 "sample_rate": decoded.source_rate, "codec": decoded.codec,
                 "agent_id": meta.get("agent-id"), "metadata": json.dumps(meta), "run_id": run_id,
             })
+            gone = conn.execute(db.q("recording_get"), {"id": recording_id}).one_or_none() is None
     except Exception as exc:
         if unavailable(exc):  # as above: the store or the database, not the recording
             with engine.begin() as conn:
@@ -162,6 +163,13 @@ def chunk_one(store: Store, engine: Engine, recording_id: int, params: ChunkingP
         # Decoded, then something in chunking it failed: this recording's error, not its group's.
         log.exception("recording %d: chunking failed", recording_id)
         _mark(engine, recording_id, "failed", f"chunking failed: {describe(exc)}", run_id)
+        return None
+    if gone:
+        # Erased while it was decoded (a task with no lease: cleared after its run reported): the
+        # erasure purged the packs before this one was written, so it goes here.
+        if pack_uri:
+            store.purge(pack_uri)
+        log.info("recording %d was erased while it was chunked; its pack removed", recording_id)
         return None
     entry = RecordingEntry(recording_id=recording_id, n_channels=decoded.n_channels, pack_uri=pack_uri,
                            audio_s=offset / rate)

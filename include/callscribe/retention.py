@@ -90,6 +90,6 @@ def sweep(store: Store, engine: Engine, retention: timedelta, now: datetime | No
             out.deleted += 1
             out.deleted_bytes += obj.size
             if not dry_run:
-                store.delete(store.uri(obj.key))
+                store.purge(store.uri(obj.key))  # every version: a versioned bucket keeps them otherwise
     log.info("work area sweep (older than %s): %s", retention, out.as_dict())
     return out

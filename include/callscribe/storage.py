@@ -38,6 +38,23 @@ class ObjectInfo:
     last_modified: datetime | None = None
 
 
+@dataclass(frozen=True)
+class ObjectVersion:
+    key: str
+    version_id: str | None  # None on a bucket without versioning
+    latest: bool
+
+
+def _version(version_id: str | None) -> str | None:
+    return version_id if version_id not in (None, "", "null") else None
+
+
+def _latest(flag: object) -> bool:
+    """A listing's IsLatest: minio gives the XML's text, and 'false' is a true string. A listing
+    without it (no versioning) has only current objects."""
+    return flag is None or flag is True or str(flag).lower() == "true"
+
+
 def parse_uri(uri: str) -> tuple[str, str]:
     """'s3://bucket/some/key' -> ('bucket', 'some/key')."""
     if not uri.startswith("s3://"):
@@ -181,9 +198,18 @@ class Store:
                 continue
             yield ObjectInfo(b, obj.object_name, (obj.etag or "").strip('"'), obj.size or 0, obj.last_modified)
 
-    def get_bytes(self, uri: str) -> bytes:
+    def versions(self, prefix: str) -> Iterator[ObjectVersion]:
+        """Every version of the objects under ``prefix``, delete markers left out: on a versioned
+        bucket a deleted or overwritten object keeps its bytes in them (one version each, the
+        latest, on a bucket without versioning)."""
+        for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True, include_version=True):
+            if obj.is_dir or obj.is_delete_marker:
+                continue
+            yield ObjectVersion(obj.object_name, _version(obj.version_id), _latest(obj.is_latest))
+
+    def get_bytes(self, uri: str, version_id: str | None = None) -> bytes:
         bucket, key = parse_uri(uri)
-        resp = self.client.get_object(bucket, key)
+        resp = self.client.get_object(bucket, key, version_id=version_id)
         try:
             return resp.read()
         finally:
@@ -230,12 +256,16 @@ class Store:
         bucket, key = parse_uri(uri)
         removed = 0
         for obj in self.client.list_objects(bucket, prefix=key, include_version=True):
-            if obj.object_name != key or (keep_latest and obj.is_latest):
+            if obj.object_name != key or (keep_latest and _latest(obj.is_latest)):
                 continue
-            version = obj.version_id if obj.version_id not in (None, "", "null") else None
-            self.client.remove_object(bucket, key, version_id=version)
+            self.client.remove_object(bucket, key, version_id=_version(obj.version_id))
             removed += 1
         return removed
+
+    def delete_version(self, uri: str, version_id: str | None) -> None:
+        """Delete one version of an object for good (the object itself without versioning)."""
+        bucket, key = parse_uri(uri)
+        self.client.remove_object(bucket, key, version_id=version_id)
 
     def uri(self, key: str) -> str:
         return make_uri(self.bucket, key)

@@ -60,3 +60,11 @@ def test_the_sweep_keeps_what_live_runs_hold_and_what_is_recent():
     assert state("_callscribe/chunks/2026-11-01/8.flac", old) == "expired"
     assert state("_callscribe/chunks/2026-11-01/8.flac", new) == "recent"
     assert state("_callscribe/chunks/2026-11-01/8.flac", None) == "recent"  # unknown age: kept
+
+
+def test_a_listings_is_latest_text_is_read_as_a_flag():
+    """minio gives IsLatest as the listing's text: 'false' must not count as the latest version
+    (purge(keep_latest=True) then kept every version of a scrubbed shard)."""
+    from callscribe.storage import _latest
+
+    assert [_latest(v) for v in ("true", "false", "True", True, False, None)] == [True, False, True, True, False, True]
