@@ -122,3 +122,12 @@ def test_an_unknown_stream_is_refused(tiny, monkeypatch):
     assert encoder_stream_wanted() == "blocks"
     monkeypatch.delenv(ENV_ENCODER_STREAM)
     assert encoder_stream_wanted() == "tight"
+
+
+def test_the_layouts_benchmark_runs_and_finds_the_same_outputs():
+    from benchmarks import encoder_stream
+
+    res = encoder_stream.measure(size="tiny", layers=2, seconds=(1.3, 0.5, 2.1), repeats=1)
+    assert res["max_abs_diff"] < 1e-5  # the same function (bitwise the same here, in float32)
+    assert res["rows"]["tight"] < res["rows"]["blocks"]
+    assert set(res["median_s"]) == set(ENCODER_STREAMS) and res["tight_speedup"] > 0
