@@ -43,7 +43,7 @@ import json
 import logging
 import re
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
@@ -306,9 +306,19 @@ def fetch(store: Store, rec: Recording) -> Decoded | str:
         return f"not readable in the bucket ({exc.code})"
 
 
+NO_LONGER_DONE = "erased, deleted or replaced since the build began"
+
+
+def still_transcribed(engine: Engine, rec: Recording) -> bool:
+    """Whether ``rec`` is still `done` with the content it was read with (see dataset_still_done.sql)."""
+    with engine.connect() as conn:
+        return conn.execute(db.q("dataset_still_done"), {"id": rec.id, "etag": rec.etag}).scalar_one()
+
+
 def write_recording(store: Store, rec: Recording, out: Path, min_confidence: float | None,
-                    max_chunk_s: float) -> Written:
-    """Cut and write one recording's examples into its split's folder."""
+                    max_chunk_s: float, still: Callable[[Recording], bool] | None = None) -> Written:
+    """Cut and write one recording's examples into its split's folder; ``still`` says, once its audio
+    is fetched and before anything is written, whether it may still be used."""
     examples, left = examples_of(rec, min_confidence, max_chunk_s)
     done = Written(rec.key, split_of(rec.key), left_out=left)
     if not examples:
@@ -316,6 +326,9 @@ def write_recording(store: Store, rec: Recording, out: Path, min_confidence: flo
     decoded = fetch(store, rec)
     if isinstance(decoded, str):
         done.skipped = decoded
+        return done
+    if still is not None and not still(rec):
+        done.skipped = NO_LONGER_DONE
         return done
     for ex in examples:
         samples = cut(decoded, ex.channel, ex.start, ex.end)
@@ -348,8 +361,12 @@ def build(engine: Engine, store: Store, first: date, last: date, out: Path, min_
     out.mkdir(parents=True, exist_ok=True)
     summary = Summary()
 
+    # The calls are read at the start; one erased (or deleted, or replaced) while the build runs
+    # must not be written after that. No database: the caller gave the calls itself (tests).
+    still = None if engine is None else (lambda rec: still_transcribed(engine, rec))
+
     def work(rec: Recording) -> Written:
-        return write_recording(store, rec, out, min_confidence, max_chunk_s)
+        return write_recording(store, rec, out, min_confidence, max_chunk_s, still)
 
     with ExitStack() as files, ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="dataset") as pool:
         opened: dict[str, tuple] = {}  # split -> its metadata file and its NeMo manifest

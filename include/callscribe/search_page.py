@@ -61,6 +61,23 @@ def audio_url(bucket: str, key: str, start_s: float) -> str:
     return f"{url}#t={max(0.0, start_s):.1f}"
 
 
+def audio_unchanged(bucket: str, key: str, etag: str) -> bool:
+    """Whether the object under ``key`` is still the content transcribed as ``etag``: a key uploaded
+    again keeps its older transcript searchable until the new one loads, and a deleted one until the
+    next discovery, but neither is the audio of that transcript any more. An outage raises."""
+    from minio.error import S3Error
+
+    from callscribe.storage import store, unavailable
+
+    try:
+        current, _ = store().stat(bucket, key)
+    except S3Error as exc:
+        if unavailable(exc):
+            raise
+        return False
+    return current == etag
+
+
 def hit_json(h: dict, recording_id: int | None) -> dict:
     return {
         "key": h["object_key"], "call_date": h["call_date"].isoformat(), "agent_id": h["agent_id"],
@@ -237,6 +254,14 @@ def create_app(require_login: bool = True) -> FastAPI:
         rec = access.done_recording(engine, body.recording_id)
         if rec is None:
             raise HTTPException(status_code=404, detail="no transcribed call with that id")
+        try:
+            same = audio_unchanged(rec["bucket"], rec["object_key"], rec["etag"])
+        except Exception as exc:  # the store unreachable: no link to audio that cannot be checked
+            log.error("call search could not check %s in the bucket: %s", rec["object_key"], type(exc).__name__)
+            raise HTTPException(status_code=503, detail="the recordings' bucket is not available") from None
+        if not same:
+            raise HTTPException(status_code=409, detail="the bucket no longer holds the audio of this transcript "
+                                                        "(the call was uploaded again or deleted)")
         access.log_access(engine, actor, "play", f"from {body.start:.1f} s", recording_id=rec["recording_id"])
         ttl = access.play_url_ttl()
         return {"url": audio_url(rec["bucket"], rec["object_key"], body.start),

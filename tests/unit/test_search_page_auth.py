@@ -39,7 +39,7 @@ class FakeAuthManager:
 HIT = {"object_key": "calls/2026/10/01/a.wav", "bucket": "calls", "call_date": date(2026, 10, 1), "agent_id": "a1",
        "channel": 1, "speaker": "customer", "start_s": 10.0, "end_s": 15.0, "hit_s": 10.25,
        "snippet": "to \x02cancel\x03", "rank": 0.5, "match": "text"}
-RECORDING = {"recording_id": 7, "bucket": "calls", "object_key": HIT["object_key"]}
+RECORDING = {"recording_id": 7, "bucket": "calls", "object_key": HIT["object_key"], "etag": "e7"}
 ENGINE = object()  # stands for the analysts' engine: every query below is faked
 
 
@@ -69,6 +69,7 @@ def page(monkeypatch):
     monkeypatch.setattr(search_page, "analyst_engine", lambda: ENGINE)
     monkeypatch.setattr(search_page, "search", fake_search)
     monkeypatch.setattr(search_page, "_presigner", lambda: presigner)
+    monkeypatch.setattr(search_page, "audio_unchanged", lambda bucket, key, etag: True)
     monkeypatch.setattr(access, "log_access", lambda engine, actor, action, detail=None, recording_id=None:
                         logged.append((actor, action, detail, recording_id)))
     monkeypatch.setattr(access, "done_recording", lambda engine, rid: RECORDING if rid == 7 else None)
