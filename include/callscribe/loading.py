@@ -364,6 +364,14 @@ def _scrub_erased(store: Store, engine: Engine,
     return shards
 
 
+def _erased(engine: Engine, ids: set[int]) -> set[int]:
+    """Which of ``ids`` were erased."""
+    if not ids:
+        return set()
+    with engine.connect() as conn:
+        return set(conn.execute(db.q("erase_erased_ids"), {"ids": sorted(ids)}).scalars())
+
+
 def load_jobs(store: Store, engine: Engine, job_uris: list[str], run_id: str) -> LoadResult:
     """Load the shard of every job of a run that has one; the others' recordings get the job's cause.
 
@@ -384,12 +392,16 @@ def load_jobs(store: Store, engine: Engine, job_uris: list[str], run_id: str) ->
             errors.append(f"job manifest {uri} unreadable: {describe(exc)}")
     shards = _scrub_erased(store, engine, _read_all(store, [j.shard_uri for j in jobs if store.exists(j.shard_uri)],
                                                     errors))
+    # Asked after the scrub: a call erased while this load ran (after it read its job manifest) is
+    # out of the scrubbed shard but still in the manifest read here; the job's other calls match.
+    erased = _erased(engine, {r.recording_id for j in jobs for r in j.recordings})
     unfinished: list[str] = []
     for job in jobs:
         got = shards.get(job.shard_uri)
         # A shard without a plan id is from a worker image older than plan ids: its recordings decide.
         if got is not None and got[1].plan_id in (None, job.plan_id) and sorted(
-                r.recording_id for r in got[1].recordings) == sorted(r.recording_id for r in job.recordings):
+                {r.recording_id for r in got[1].recordings} - erased) == sorted(
+                {r.recording_id for r in job.recordings} - erased):
             continue
         if got is not None:
             # Left by an earlier plan of the same run id (a cleared plan_jobs, a cleared run, the

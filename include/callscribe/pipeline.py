@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from dataclasses import replace
 from datetime import UTC, date, timedelta
 
 import numpy as np
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
 from callscribe import db
@@ -38,7 +40,7 @@ from callscribe.manifests import (
     from_parquet,
     to_parquet,
 )
-from callscribe.storage import Store, unavailable
+from callscribe.storage import S3Error, Store, unavailable
 
 log = logging.getLogger(__name__)
 WORK_PREFIX = "_callscribe"
@@ -113,8 +115,7 @@ def chunk_one(store: Store, engine: Engine, recording_id: int, params: ChunkingP
         if unavailable(exc):
             # An outage, not this recording's fault: fail the task so Airflow retries it,
             # without spending one of the recording's attempts.
-            with engine.begin() as conn:
-                conn.execute(db.q("recording_attempt_refund"), {"id": recording_id, "run_id": run_id})
+            _refund(engine, recording_id, run_id)
             raise
         _mark(engine, recording_id, "failed", describe(exc), run_id)
         return None
@@ -156,9 +157,10 @@ def chunk_one(store: Store, engine: Engine, recording_id: int, params: ChunkingP
             })
             gone = conn.execute(db.q("recording_get"), {"id": recording_id}).one_or_none() is None
     except Exception as exc:
-        if unavailable(exc):  # as above: the store or the database, not the recording
-            with engine.begin() as conn:
-                conn.execute(db.q("recording_attempt_refund"), {"id": recording_id, "run_id": run_id})
+        if unavailable(exc) or db_unavailable(exc) or isinstance(exc, S3Error):
+            # As above: the store or the database (down, or refusing the work area's write), not
+            # the recording.
+            _refund(engine, recording_id, run_id)
             raise
         # Decoded, then something in chunking it failed: this recording's error, not its group's.
         log.exception("recording %d: chunking failed", recording_id)
@@ -174,6 +176,29 @@ def chunk_one(store: Store, engine: Engine, recording_id: int, params: ChunkingP
     entry = RecordingEntry(recording_id=recording_id, n_channels=decoded.n_channels, pack_uri=pack_uri,
                            audio_s=offset / rate)
     return entry, refs
+
+
+def db_unavailable(exc: BaseException) -> bool:
+    """True when the database could not be reached or dropped the connection: an outage."""
+    return isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)) or (
+        isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated)
+
+
+def _refund(engine: Engine, recording_id: int, run_id: str | None, waits: tuple[float, ...] = (0, 1, 4)) -> None:
+    """Give back the attempt and clear the chunking mark: the task fails on an outage and its
+    retry must neither count it again nor take the mark for a crash on this file. A database that
+    dropped the connection is asked again a few times (a failover, a restart)."""
+    for wait in waits:
+        time.sleep(wait)
+        try:
+            with engine.begin() as conn:
+                conn.execute(db.q("recording_attempt_refund"), {"id": recording_id, "run_id": run_id})
+            return
+        except Exception as exc:
+            if not db_unavailable(exc):
+                raise
+            log.warning("recording %d: could not give back its attempt: %s", recording_id, describe(exc))
+    log.error("recording %d: its attempt and chunking mark stay (the database is down)", recording_id)
 
 
 def _mark(engine: Engine, recording_id: int, status: str, error: str, run_id: str | None = None) -> None:
