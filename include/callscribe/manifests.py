@@ -135,6 +135,32 @@ def failure_uri(shard_uri: str) -> str:
     return shard_uri.removesuffix(".parquet") + ".failed.json"
 
 
+class JobProgress(BaseModel):
+    """Beside a job's shard place while its worker runs: the chunks (indexes into the job's
+    ``chunks``) the engine holds. A try whose process dies (a native crash, the OOM killer) leaves
+    it behind, and the next try of the job learns from it which chunks to keep apart."""
+
+    plan_id: str | None = None  # the job manifest's: a note of another plan is not this job's
+    in_flight: list[int] = []  # in the engine now
+    alone: bool = False  # in_flight is one chunk run on its own
+    suspects: list[int] = []  # in flight when an earlier try died: each is run alone
+    killers: list[int] = []  # an earlier try died running it alone: its recording fails
+
+    def after_death(self) -> JobProgress:
+        """What the next try knows: this note's try died with ``in_flight`` in the engine."""
+        killers, suspects = set(self.killers), set(self.suspects)
+        if self.alone and len(self.in_flight) == 1:
+            killers |= set(self.in_flight)
+        else:
+            suspects |= set(self.in_flight)
+        return JobProgress(plan_id=self.plan_id, suspects=sorted(suspects - killers), killers=sorted(killers))
+
+
+def progress_uri(shard_uri: str) -> str:
+    """Where a job's progress note goes: next to where its shard will be."""
+    return shard_uri.removesuffix(".parquet") + ".progress.json"
+
+
 def to_parquet(df: pd.DataFrame, meta: BaseModel | dict) -> bytes:
     table = pa.Table.from_pandas(df, preserve_index=False)
     payload = meta.model_dump_json() if isinstance(meta, BaseModel) else json.dumps(meta)

@@ -78,21 +78,28 @@ def _store(engine: Engine, idx: list[int], out: list[list[Segment]], results: li
         results[i] = segs
 
 
+# Called with chunks just before the engine gets them (run_batches' ``before_batch``).
+BeforeBatch = Callable[[list[int]], None]
+
+
 def _run_splitting(engine: Engine, audios: Sequence[np.ndarray], idx: list[int], prepared: Any,
-                   results: list, splits: list[int], failures: dict[int, str] | None) -> None:
+                   results: list, splits: list[int], failures: dict[int, str] | None,
+                   before: BeforeBatch | None = None) -> None:
     """Run one batch; on out-of-memory, halve it and run the halves (recursively).
 
     With ``failures``, any other error is narrowed down the same way, to the chunk that
     causes it: that chunk's reason is recorded and every other chunk is recognised.
     """
+    if before is not None:
+        before(idx)  # outside the try: its error is not the batch's
     try:
         _store(engine, idx, engine.run(prepared), results)
     except Exception as exc:  # a miscounted result is this batch's failure too
-        _failed(exc, engine, audios, idx, results, splits, failures)
+        _failed(exc, engine, audios, idx, results, splits, failures, before)
 
 
 def _failed(exc: Exception, engine: Engine, audios: Sequence[np.ndarray], idx: list[int], results: list,
-            splits: list[int], failures: dict[int, str] | None) -> None:
+            splits: list[int], failures: dict[int, str] | None, before: BeforeBatch | None = None) -> None:
     """What a batch whose run raised ``exc`` becomes: halves run again, or that chunk's failure."""
     if isinstance(exc, EngineOutOfMemory):
         if len(idx) == 1:
@@ -102,7 +109,7 @@ def _failed(exc: Exception, engine: Engine, audios: Sequence[np.ndarray], idx: l
             return
         splits[0] += 1
         log.warning("out of memory on a batch of %d chunks; retrying as halves", len(idx))
-        _run_halves(engine, audios, idx, results, splits, failures)
+        _run_halves(engine, audios, idx, results, splits, failures, before)
         return
     if failures is None:
         raise exc
@@ -112,19 +119,19 @@ def _failed(exc: Exception, engine: Engine, audios: Sequence[np.ndarray], idx: l
         return
     log.warning("a batch of %d chunks failed (%s: %s); retrying as halves to find the cause",
                 len(idx), type(exc).__name__, exc)
-    _run_halves(engine, audios, idx, results, splits, failures)
+    _run_halves(engine, audios, idx, results, splits, failures, before)
 
 
 def _run_halves(engine: Engine, audios: Sequence[np.ndarray], idx: list[int], results: list,
-                splits: list[int], failures: dict[int, str] | None) -> None:
+                splits: list[int], failures: dict[int, str] | None, before: BeforeBatch | None = None) -> None:
     half = len(idx) // 2
     for part in (idx[:half], idx[half:]):
         try:
             prepared = _prepare(engine, audios, part)
         except Exception as exc:
-            _failed(exc, engine, audios, part, results, splits, failures)
+            _failed(exc, engine, audios, part, results, splits, failures, before)
             continue
-        _run_splitting(engine, audios, part, prepared, results, splits, failures)
+        _run_splitting(engine, audios, part, prepared, results, splits, failures, before)
 
 
 @dataclass
@@ -142,7 +149,7 @@ class _InFlight:
 
 def run_batches(
     engine: Engine, audios: Sequence[np.ndarray], budget_s: float = DEFAULT_BATCH_AUDIO_S,
-    failures: dict[int, str] | None = None, overlap: bool = True,
+    failures: dict[int, str] | None = None, overlap: bool = True, before_batch: BeforeBatch | None = None,
 ) -> tuple[list[list[Segment]], list[BatchMetric]]:
     """Recognise every chunk in length-sorted batches; results come back in input order.
 
@@ -154,23 +161,35 @@ def run_batches(
     is finished: the device computes k+1 while the host finishes k (``overlap=False`` finishes
     each batch before starting the next, for A/B timing). A batch whose start or finish fails
     is run again on its own, halved as above.
+
+    ``before_batch``, when given, is called just before the engine gets a batch (or a half of
+    one) with the chunks it holds from then on: that batch's, and those of a batch started
+    before it and not yet finished (the overlap). An error in it is raised, not taken for
+    the batch's.
     """
     lengths = [len(a) / TARGET_SR for a in audios]
     plan = plan_batches(lengths, budget_s)
     results: list[list[Segment] | None] = [None] * len(audios)
     metrics: list[BatchMetric] = []
     done_s, total_s, t0 = 0.0, sum(lengths), time.perf_counter()
+    unfinished: dict[int, list[int]] = {}  # batch number -> its chunks, from its start to its finish
+
+    def held(idx: list[int]) -> None:  # the engine gets ``idx``: what it holds from now on
+        before_batch(sorted(set(idx).union(*unfinished.values())))
+
+    before: BeforeBatch | None = held if before_batch is not None else None
 
     def complete(f: _InFlight) -> None:
         nonlocal done_s
         t = time.perf_counter()
         if f.error is not None:
-            _failed(f.error, engine, audios, f.idx, results, f.splits, failures)
+            _failed(f.error, engine, audios, f.idx, results, f.splits, failures, before)
         else:
             try:
                 _store(engine, f.idx, f.finish(), results)
             except Exception as exc:
-                _failed(exc, engine, audios, f.idx, results, f.splits, failures)
+                _failed(exc, engine, audios, f.idx, results, f.splits, failures, before)
+        unfinished.pop(f.index, None)
         now = time.perf_counter()
         model_s = f.model_s + (now - t)
         audio_s = sum(lengths[i] for i in f.idx)
@@ -198,6 +217,9 @@ def run_batches(
             except Exception as exc:  # a batch that cannot be prepared is halved like one that fails
                 error = exc
             pending = reader.submit(_prepare, engine, audios, plan[b + 1]) if b + 1 < len(plan) else None
+            unfinished[b] = idx
+            if error is None and before is not None:
+                before(idx)  # not engine time: outside model_s
             model_start = time.perf_counter()
             if error is None:
                 try:

@@ -12,6 +12,14 @@ on. A job that fails as a whole (no engine, every chunk failing, an engine that 
 part-way, the store gone) exits 1 with its cause in the termination message
 (/dev/termination-log in a pod) and in a failure note beside the shard's place, which the
 load task turns into the recordings' reason.
+
+A chunk that kills the worker process (a native crash in the engine, the kernel's OOM killer: no
+exception, no shard) is found over the task's tries: before the engine gets a batch, the chunks
+it holds are written to a progress note beside the shard's place, and the next try reads it. The
+chunks of a death in a batch are suspects, run first and each alone; a death on one chunk alone
+makes it a killer, whose recording goes into the shard as failed without being run again. With 3
+tries: try 1 dies in a batch, try 2 on a suspect alone, try 3 finishes with only that recording
+failed. The note is deleted once the shard is written.
 """
 
 from __future__ import annotations
@@ -32,20 +40,25 @@ from typing import TypeVar
 
 import numpy as np
 import pandas as pd
+from pydantic import ValidationError
 
 from callscribe import engines
 from callscribe.audio import decode_pack, resample
 from callscribe.config import s3_from_env
+from callscribe.engines import Segment
 from callscribe.errors import describe
 from callscribe.manifests import (
     CONFIDENCE,
     SEGMENT_COLUMNS,
     WORD_STARTS,
+    BatchMetric,
     JobFailure,
     JobManifest,
+    JobProgress,
     RecordingFailure,
     ShardInfo,
     failure_uri,
+    progress_uri,
     to_parquet,
 )
 from callscribe.storage import Store, unavailable
@@ -55,6 +68,7 @@ log = logging.getLogger("callscribe.worker")
 T = TypeVar("T")
 DEFAULT_XCOM_PATH = "/airflow/xcom/return.json"
 DEFAULT_ERROR_PATH = "/dev/termination-log"  # Kubernetes shows it as the container's message
+KILLED = "the worker process died on this chunk, run alone (a crash in the engine or out of memory)"
 
 
 def fetch_chunks(store: Store, job: JobManifest, failures: dict[int, str],
@@ -144,32 +158,62 @@ def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None
     fetched, fetch_s = fetching.result()
     log.info("job %s: %d recordings, %d chunks, %.1f s of speech fetched in %.1f s; engine ready after %.1f s",
              job.job_id, len(job.recordings), len(job.chunks), job.audio_s, fetch_s, ready_s)
+    # An earlier try of this job whose process died (no exception, no shard) left its progress note.
+    progress = _resume(store, job) if fetched else JobProgress(plan_id=job.plan_id)
+    for i in progress.killers:  # not sent to the engine again: the job would die a third time
+        c = job.chunks[i]
+        failures.setdefault(c.recording_id, f"chunk {c.channel}/{c.index} at {c.start_s:.1f} s: {KILLED}")
     # Chunks of recordings that already failed are not sent to the engine.
     order = [i for i in range(len(job.chunks)) if i in fetched and job.chunks[i].recording_id not in failures]
+    suspects = set(progress.suspects)
+    results: dict[int, list[Segment]] = {}  # by chunk index
     chunk_failures: dict[int, str] = {}
-    results, batches = (run_batches(eng, [fetched[i] for i in order], job.batch_audio_s, chunk_failures)
-                        if order else ([], []))
-    failed_recordings = {job.chunks[order[k]].recording_id for k in chunk_failures}
-    if chunk_failures and len(chunk_failures) == len(order) and len(failed_recordings) > 1:
+    batches: list[BatchMetric] = []
+
+    def note(in_flight: list[int], alone: bool = False) -> None:
+        # Synchronous, before the engine gets the chunks: a death during them finds them named. With
+        # batches overlapped the device is busy with the batch before meanwhile: no GPU time lost.
+        now = progress.model_copy(update={"in_flight": in_flight, "alone": alone})
+        store.put_bytes(progress_uri(job.shard_uri), now.model_dump_json().encode(), "application/json")
+
+    def recognise(chunks: list[int], before: Callable[[list[int]], None]) -> None:
+        failed: dict[int, str] = {}
+        out, metrics = run_batches(eng, [fetched[i] for i in chunks], job.batch_audio_s, failed,
+                                   before_batch=lambda ks: before([chunks[k] for k in ks]))
+        results.update(zip(chunks, out, strict=True))
+        chunk_failures.update((chunks[k], reason) for k, reason in failed.items())
+        batches.extend(m.model_copy(update={"batch_index": len(batches) + n}) for n, m in enumerate(metrics))
+
+    # Suspects first, each alone: a recording whose chunks kill the process dies on its first one here,
+    # in try 2, not on a later chunk in a batch (that would make new suspects, and need a fourth try).
+    for i in (i for i in order if i in suspects):
+        recognise([i], lambda ks: note(ks, alone=True))
+    if suspects:
+        note([])  # a death after them is no suspect's
+    rest = [i for i in order if i not in suspects]
+    if rest:
+        recognise(rest, note)
+    if chunk_failures and len(chunk_failures) == len(order) and len(
+            {job.chunks[i].recording_id for i in chunk_failures}) > 1:
         # Nothing recognised, in several recordings: the engine, not the audio (a broken GPU, a bad model).
         first = next(iter(chunk_failures.values()))
         raise RuntimeError(f"the engine failed on all {len(order)} chunks; first: {first}")
     if chunk_failures and len(chunk_failures) < len(order):
         # A device that breaks part-way (a sticky CUDA error) fails every chunk after it, each
         # alone too: not the calls' fault. Ask again for a chunk it recognised before.
-        k = min((k for k in range(len(order)) if k not in chunk_failures), key=lambda k: len(fetched[order[k]]))
-        _check_engine(eng, fetched[order[k]], job.batch_audio_s)
-    for k, reason in chunk_failures.items():
-        c = job.chunks[order[k]]
+        i = min((i for i in order if i not in chunk_failures), key=lambda i: len(fetched[i]))
+        _check_engine(eng, fetched[i], job.batch_audio_s)
+    for i, reason in chunk_failures.items():
+        c = job.chunks[i]
         failures.setdefault(c.recording_id, f"chunk {c.channel}/{c.index} at {c.start_s:.1f} s: {reason}")
     rows = []
     by_rec: dict[int, list] = {}
-    for k, segs in enumerate(results):
-        c = job.chunks[order[k]]
+    for i in order:
+        c, segs = job.chunks[i], results.get(i, [])
         if c.recording_id not in failures:
             regions = c.region_map()
             # Onsets only move word times: not needed for an engine that gave none.
-            onsets = region_onsets(fetched[order[k]], regions) if any(s.words for s in segs) else None
+            onsets = region_onsets(fetched[i], regions) if any(s.words for s in segs) else None
             # A segment's speaker is its chunk's: a diarized mono channel has several.
             by_rec.setdefault(c.recording_id, []).extend(
                 (s, c.speaker) for s in place(regions, c.channel, segs, onsets))
@@ -190,11 +234,46 @@ def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None
                      failures=[RecordingFailure(recording_id=r, reason=m[:2000]) for r, m in sorted(failures.items())],
                      plan_id=job.plan_id)
     store.put_bytes(job.shard_uri, to_parquet(df, info))
+    if fetched:
+        store.delete(progress_uri(job.shard_uri))  # the shard speaks for the job now
     wall = time.perf_counter() - t0
     log.info("job %s: %d segments written to %s (%d recordings failed); %.1f s audio in %.1f s (RTFx %.1f)",
              job.job_id, len(df), job.shard_uri, len(failures), job.audio_s, wall,
              job.audio_s / wall if wall else 0.0)
     return job.shard_uri
+
+
+def _resume(store: Store, job: JobManifest) -> JobProgress:
+    """This try's progress: what the note an earlier try of the job left says, once that try died
+    (written back at once, nothing in flight); a fresh one when there is no such note."""
+    uri = progress_uri(job.shard_uri)
+    earlier = _earlier_note(store, job, uri)
+    if earlier is None:
+        return JobProgress(plan_id=job.plan_id)
+    progress = earlier.after_death()
+    log.warning("job %s: an earlier try died with chunks %s in the engine%s; suspects (run alone): %s, "
+                "killers (not run): %s", job.job_id, earlier.in_flight, " (alone)" if earlier.alone else "",
+                progress.suspects, progress.killers)
+    store.put_bytes(uri, progress.model_dump_json().encode(), "application/json")
+    return progress
+
+
+def _earlier_note(store: Store, job: JobManifest, uri: str) -> JobProgress | None:
+    """The progress note at the job's place, if it is this plan's and can be read."""
+    if not store.exists(uri):
+        return None
+    try:
+        note = JobProgress.model_validate_json(store.get_bytes(uri))  # a store that fails raises: a retry
+    except ValidationError as exc:
+        log.warning("job %s: its progress note is unreadable, ignored: %s", job.job_id, describe(exc))
+        return None
+    if note.plan_id != job.plan_id:
+        log.warning("job %s: the progress note is another plan's (%s), ignored", job.job_id, note.plan_id)
+        return None
+    if not all(0 <= i < len(job.chunks) for i in (*note.in_flight, *note.suspects, *note.killers)):
+        log.warning("job %s: its progress note names chunks the job does not have, ignored", job.job_id)
+        return None
+    return note
 
 
 def _check_engine(eng: engines.Engine, audio: np.ndarray, budget_s: float) -> None:
@@ -253,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         store = Store(s3_from_env())
         job = JobManifest.model_validate_json(store.get_bytes(args.job))
-        # An earlier try's shard or note would speak for this one.
+        # An earlier try's shard or failure note would speak for this one. Its progress note stays:
+        # it says which chunks were in the engine when that try's process died (run_job reads it).
         store.delete(job.shard_uri)
         store.delete(failure_uri(job.shard_uri))
         shard = run_job(job, store)

@@ -205,3 +205,72 @@ def test_a_batch_that_cannot_be_prepared_or_miscounts_costs_only_the_chunk_behin
     assert list(failures) == [3]
     assert [int(r[0].text) for i, r in enumerate(results) if i != 3] == [int(s * SR) for s in seconds if s != 5.0]
     assert results[3] == [] and sum(m.n_chunks for m in metrics) == len(seconds)
+
+
+class NotedEngine(StagedEngine):
+    """A StagedEngine that checks, at each start and finish, that its chunks were named by the
+    latest call of run_batches' ``before_batch`` (chunk i is i + 1 seconds long)."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.notes: list[list[int]] = []
+        self.unnamed: list[tuple[str, set[int]]] = []  # not raised: run_batches would take it for the batch's
+
+    def _check(self, what: str, chunks: set[int]) -> None:
+        if not self.notes or not chunks <= set(self.notes[-1]):
+            self.unnamed.append((what, chunks))
+
+    def start(self, prepared):
+        chunks = {round(len(a) / SR) - 1 for a in prepared}
+        self._check("start", chunks)
+        finish = super().start(prepared)
+
+        def checked():
+            self._check("finish", chunks)
+            return finish()
+
+        return checked
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_before_batch_names_every_chunk_the_engine_holds_before_it_gets_it(overlap):
+    """The worker writes its progress note from ``before_batch``: a process that dies while the engine
+    holds a chunk must find that chunk in the last note, started or being finished, overlapped or not."""
+    seconds = [float(i + 1) for i in range(6)]
+    eng = NotedEngine()
+    results, metrics = run_batches(eng, _chunks(seconds), budget_s=7.5, overlap=overlap,
+                                   before_batch=eng.notes.append)
+    assert eng.unnamed == []
+    assert len(eng.notes) == len(metrics) >= 3  # once a batch, before its start
+    assert [int(r[0].text) for r in results] == [int(s * SR) for s in seconds]
+    batch_sizes = sorted(m.n_chunks for m in metrics)
+    if overlap:  # the batch before it is still in the engine: up to two batches
+        assert max(len(n) for n in eng.notes) > batch_sizes[-1]
+        assert all(len(n) <= batch_sizes[-1] + batch_sizes[-2] for n in eng.notes)
+    else:  # exactly the batch
+        assert sorted(len(n) for n in eng.notes) == batch_sizes
+
+
+def test_before_batch_names_each_half_of_a_failing_batch_too():
+    """A batch halved (out of memory at its start, or a chunk that fails in the finish) hands each half
+    to the engine again: each is named before it goes, with the batch still in flight beside it."""
+    seconds = [float(i + 1) for i in range(6)]
+    failures: dict[int, str] = {}
+    eng = NotedEngine(max_items=2, bad_s=5.0)
+    results, metrics = run_batches(eng, _chunks(seconds), budget_s=12.0, failures=failures,
+                                   before_batch=eng.notes.append)
+    assert eng.unnamed == []
+    assert failures.keys() == {4}
+    assert len(eng.notes) > len(metrics)  # the halves were named too
+    assert [int(r[0].text) for i, r in enumerate(results) if i != 4] == [int(s * SR) for s in seconds if s != 5.0]
+
+
+def test_an_error_in_before_batch_is_not_taken_for_the_batchs():
+    """The note cannot be written (the store is gone): the job fails, its chunks are not failed one by one."""
+    def gone(chunks):
+        raise ConnectionError("store unreachable")
+
+    failures: dict[int, str] = {}
+    with pytest.raises(ConnectionError):
+        run_batches(StagedEngine(), _chunks([1.0, 2.0]), budget_s=10, failures=failures, before_batch=gone)
+    assert failures == {}

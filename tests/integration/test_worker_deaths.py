@@ -1,0 +1,147 @@
+"""A chunk that kills the worker process (a native crash in the engine, the kernel's OOM killer: no
+Python exception, no shard) fails its own recording, not its job's neighbours.
+
+The worker runs as a pod runs it (`python -m callscribe.worker`'s ``main`` in a subprocess, with the
+pod's environment), with a stand-in engine that SIGKILLs its own process when a batch holds a
+chunk of one chosen recording; the pod is run again as the task's retries would (3 tries in all).
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+from datetime import date
+
+import pytest
+import sqlalchemy as sa
+
+from callscribe import discovery, loading, pipeline
+from callscribe.config import s3_settings
+from callscribe.manifests import JobManifest, JobProgress, progress_uri
+from tests.integration.helpers import upload_day
+
+pytestmark = pytest.mark.integration
+
+# The chosen recording's chunks are marked in their first sample (the stand-in engine takes int16,
+# so the mark reaches it as it is); a batch holding a marked chunk kills the process, as a native
+# crash would: no exception, no clean-up.
+KILLING_ENGINE = textwrap.dedent("""
+    import os, signal, sys
+    from callscribe import engines, worker
+    from callscribe.engines import BaseEngine, Segment
+
+    MARK = 12345
+    fetch = worker.fetch_chunks
+
+    def marked(store, job, failures, **kw):
+        out = fetch(store, job, failures, **kw)
+        for i, audio in out.items():
+            if job.chunks[i].recording_id == KILLER:
+                audio = audio.copy()
+                audio[0] = MARK
+                out[i] = audio
+        return out
+
+    class Killing(BaseEngine):
+        name = "whisper-tiny"
+        device = "cuda"
+        takes_int16 = True
+
+        def run(self, batch):
+            print("batch of", len(batch), flush=True)
+            if any(len(a) and a[0] == MARK for a in batch):
+                os.kill(os.getpid(), signal.SIGKILL)
+            return [[Segment(0.0, 1.0, "hello there")] for _ in batch]
+
+        def peak_memory_bytes(self):
+            return None
+
+    worker.fetch_chunks = marked
+    engines._FACTORIES["whisper-tiny"] = lambda **kw: Killing()
+    sys.exit(worker.main(sys.argv[1:]))
+""")
+
+
+def _pod(job_uri: str, tmp_path, killer: int = -1) -> subprocess.CompletedProcess:
+    code = KILLING_ENGINE.replace("KILLER", str(killer))
+    env = pipeline.worker_environment(s3_settings())
+    return subprocess.run([sys.executable, "-c", code, "--job", job_uri, "--xcom-path", str(tmp_path / "x.json"),
+                           "--error-path", str(tmp_path / "err.txt")],
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def _rows(pg, ids):
+    with pg.connect() as c:
+        return {r.id: r for r in c.execute(sa.text(
+            "SELECT id, status, last_error FROM recordings WHERE id = ANY(:ids)"), {"ids": ids})}
+
+
+def _job(s3, pg, day: date, run: str, copies: int = 2) -> tuple[list[int], list[str], JobManifest]:
+    upload_day(s3, day, copies=copies)
+    ids = discovery.discover(s3, pg, day, "calls/", run)
+    manifest = pipeline.chunk_group(s3, pg, ids, run, 0)
+    # Small batches: several of them, each with chunks of several recordings.
+    jobs = pipeline.plan_jobs(s3, [manifest], run, "whisper-tiny", batch_audio_s=20)
+    assert len(jobs) == 1
+    return ids, jobs, JobManifest.model_validate_json(s3.get_bytes(jobs[0]))
+
+
+def test_a_chunk_that_kills_the_worker_fails_its_recording_and_no_other(stack, s3, pg, tmp_path):
+    """Try 1 dies in a batch (its chunks become suspects), try 2 dies on one suspect run alone (a
+    killer), try 3 leaves the killer's recording out and finishes: only that recording `failed`."""
+    ids, jobs, job = _job(s3, pg, date(2029, 2, 10), "review-worker-deaths")
+    per_rec: dict[int, int] = {}
+    for c in job.chunks:
+        per_rec[c.recording_id] = per_rec.get(c.recording_id, 0) + 1
+    assert len(per_rec) > 2 and len(job.chunks) > 4
+    killer = max(per_rec, key=lambda r: (per_rec[r], r))  # its chunks may lie in several batches
+    note = progress_uri(job.shard_uri)
+
+    tries = [_pod(jobs[0], tmp_path, killer) for _ in range(2)]
+    assert [t.returncode for t in tries] == [-signal.SIGKILL] * 2, [t.stdout[-3000:] for t in tries]
+    # Try 1 died in a batch of several chunks, try 2 on a chunk alone.
+    assert [t.stdout.split("batch of ")[-1].split()[0] for t in tries][1] == "1"
+    assert int(tries[0].stdout.split("batch of ")[-1].split()[0]) > 1
+    left = JobProgress.model_validate_json(s3.get_bytes(note))
+    assert left.alone and len(left.in_flight) == 1, left  # try 2 died on one chunk run alone
+    assert job.chunks[left.in_flight[0]].recording_id == killer
+    assert not s3.exists(job.shard_uri)
+
+    last = _pod(jobs[0], tmp_path, killer)
+    assert last.returncode == 0, last.stdout[-3000:]
+    assert not s3.exists(note)  # done with: a later try (a cleared task) starts clean
+    loading.load_jobs(s3, pg, jobs, "review-worker-deaths")
+    rows = _rows(pg, ids)
+    assert rows[killer].status == "failed", rows[killer]
+    assert "the worker process died on this chunk, run alone" in rows[killer].last_error
+    assert {r.status for i, r in rows.items() if i != killer} == {"done"}, rows
+    discovery.release(pg, "review-worker-deaths")
+
+
+def test_a_job_that_runs_through_leaves_no_note_and_a_note_of_another_plan_is_ignored(stack, s3, pg, tmp_path):
+    """A normal job cleans up after itself. A note left at the job's place by another plan (a run id
+    used again) names chunks of other recordings: it must not fail this plan's recordings."""
+    run = "review-worker-notes"
+    ids, jobs, job = _job(s3, pg, date(2029, 2, 11), run, copies=1)
+    note = progress_uri(job.shard_uri)
+    out = _pod(jobs[0], tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert not s3.exists(note)
+
+    every = list(range(len(job.chunks)))
+    s3.put_bytes(note, JobProgress(plan_id="an-earlier-plan", killers=every, in_flight=every[:1],
+                                   alone=True).model_dump_json().encode())
+    out = _pod(jobs[0], tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert "another plan" in out.stdout
+    assert not s3.exists(note)
+    loading.load_jobs(s3, pg, jobs, run)
+    assert {r.status for r in _rows(pg, ids).values()} == {"done"}
+
+    s3.put_bytes(note, b"{not json")  # an unreadable note is no reason to fail the job either
+    out = _pod(jobs[0], tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert "unreadable" in out.stdout and not s3.exists(note)
+    discovery.release(pg, run)
