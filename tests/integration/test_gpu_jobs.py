@@ -9,7 +9,6 @@ worker process by a wrapper that swaps the engine's factory before calling the w
 from __future__ import annotations
 
 import subprocess
-import sys
 import textwrap
 from datetime import date
 
@@ -17,9 +16,8 @@ import pytest
 import sqlalchemy as sa
 
 from callscribe import discovery, loading, pipeline
-from callscribe.config import s3_settings
 from callscribe.manifests import JobManifest, failure_uri
-from tests.integration.helpers import upload_day
+from tests.integration.helpers import run_pod, upload_day
 
 pytestmark = pytest.mark.integration
 
@@ -54,11 +52,8 @@ BREAKING_ENGINE = textwrap.dedent("""
 
 def _pod(job_uri: str, tmp_path, good_batches: int = 10**9, bad_samples: int = 10**12) -> subprocess.CompletedProcess:
     """The worker as the pod runs it, with the pod's environment (S3 settings only)."""
-    code = BREAKING_ENGINE.replace("GOOD", str(good_batches)).replace("BAD", str(bad_samples))
-    env = pipeline.worker_environment(s3_settings())
-    return subprocess.run([sys.executable, "-c", code, "--job", job_uri, "--xcom-path", str(tmp_path / "x.json"),
-                           "--error-path", str(tmp_path / "err.txt")],
-                          env=env, capture_output=True, text=True, timeout=300)
+    return run_pod(BREAKING_ENGINE.replace("GOOD", str(good_batches)).replace("BAD", str(bad_samples)), job_uri,
+                   tmp_path)
 
 
 def _rows(pg, ids):

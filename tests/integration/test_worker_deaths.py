@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import textwrap
 from datetime import date
 
@@ -18,9 +17,8 @@ import pytest
 import sqlalchemy as sa
 
 from callscribe import discovery, loading, pipeline
-from callscribe.config import s3_settings
 from callscribe.manifests import JobManifest, JobProgress, progress_uri
-from tests.integration.helpers import upload_day
+from tests.integration.helpers import run_pod, upload_day
 
 pytestmark = pytest.mark.integration
 
@@ -65,11 +63,7 @@ KILLING_ENGINE = textwrap.dedent("""
 
 
 def _pod(job_uri: str, tmp_path, killer: int = -1) -> subprocess.CompletedProcess:
-    code = KILLING_ENGINE.replace("KILLER", str(killer))
-    env = pipeline.worker_environment(s3_settings())
-    return subprocess.run([sys.executable, "-c", code, "--job", job_uri, "--xcom-path", str(tmp_path / "x.json"),
-                           "--error-path", str(tmp_path / "err.txt")],
-                          env=env, capture_output=True, text=True, timeout=300)
+    return run_pod(KILLING_ENGINE.replace("KILLER", str(killer)), job_uri, tmp_path)
 
 
 def _rows(pg, ids):

@@ -42,6 +42,7 @@ from callscribe.engines.nar.modeling import (
     GraniteNar,
     QFormerLayer,
     apply_rope,
+    in_blocks,
 )
 from callscribe.engines.nar.packed import varlen_attention
 
@@ -118,17 +119,7 @@ class FusedBlockAttention(nn.Module):
         self.register_buffer("dists", src.dists, persistent=False)
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor, blocks: Blocks | None = None) -> torch.Tensor:
-        h = self.norm(x)
-        if blocks is not None:  # a tight stream (1, T): its blocks gathered, and their outputs back
-            rows, keys_valid, places = blocks
-            y = self._attend(h[0, rows].view(*keys_valid.shape, -1), keys_valid)
-            return self.out(y.flatten(0, 1)[places])[None]
-        b, t, _ = x.shape
-        pad = -t % self.context
-        if pad:  # frames are bucketed to whole blocks, so usually nothing to pad (and no copy)
-            h, valid = F.pad(h, (0, 0, 0, pad)), F.pad(valid, (0, pad))
-        y = self._attend(h.view(-1, self.context, h.shape[-1]), valid.view(-1, self.context))
-        return self.out(y.reshape(b, -1, y.shape[-1])[:, :t])
+        return self.out(in_blocks(self.norm(x), valid, blocks, self.context, self._attend))
 
     def _attend(self, h: torch.Tensor, keys_valid: torch.Tensor) -> torch.Tensor:
         """(blocks, context, hidden) normalised frames -> (blocks, context, heads * head_dim)."""

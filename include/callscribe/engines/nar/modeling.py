@@ -213,6 +213,24 @@ class FeedForward(nn.Module):
         return self.down(F.silu(self.up(self.norm(x))))
 
 
+def in_blocks(h: torch.Tensor, valid: torch.Tensor, blocks: Blocks | None, context: int,
+              attend: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Block-local attention over a stream or a padded batch ``h`` (B, T, hidden): ``attend`` maps
+    (blocks, context, hidden) frames and which keys are real to (blocks, context, out) outputs.
+    Without ``blocks`` each item fills whole blocks of ``h``; with them (a tight stream, B = 1) each
+    item's blocks are gathered from it, and their outputs gathered back. Returns (B, T, out)."""
+    if blocks is not None:
+        rows, keys_valid, places = blocks
+        y = attend(h[0, rows].view(*keys_valid.shape, -1), keys_valid)
+        return y.flatten(0, 1)[places][None]
+    b, t, _ = h.shape
+    pad = -t % context
+    if pad:  # frames are bucketed to whole blocks, so usually nothing to pad (and no copy)
+        h, valid = F.pad(h, (0, 0, 0, pad)), F.pad(valid, (0, pad))
+    y = attend(h.view(-1, context, h.shape[-1]), valid.view(-1, context))
+    return y.reshape(b, -1, y.shape[-1])[:, :t]
+
+
 class BlockAttention(nn.Module):
     """Self-attention inside fixed blocks of ``context`` frames, with Shaw relative positions."""
 
@@ -229,16 +247,7 @@ class BlockAttention(nn.Module):
         self.register_buffer("dists", relative_distances(cfg.context, cfg.max_rel), persistent=False)
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor, blocks: Blocks | None = None) -> torch.Tensor:
-        h = self.norm(x)
-        if blocks is not None:  # a tight stream (1, T): its blocks gathered, and their outputs back
-            rows, keys_valid, places = blocks
-            y = self._attend(h[0, rows].view(*keys_valid.shape, -1), keys_valid)
-            return self.out(y.flatten(0, 1)[places])[None]
-        b, t, _ = x.shape
-        pad = -t % self.context
-        h, valid = F.pad(h, (0, 0, 0, pad)), F.pad(valid, (0, pad))
-        y = self._attend(h.view(-1, self.context, h.shape[-1]), valid.view(-1, self.context))
-        return self.out(y.reshape(b, -1, y.shape[-1])[:, :t])
+        return self.out(in_blocks(self.norm(x), valid, blocks, self.context, self._attend))
 
     def _attend(self, h: torch.Tensor, keys_valid: torch.Tensor) -> torch.Tensor:
         """(blocks, context, hidden) normalised frames -> (blocks, context, heads * head_dim)."""
