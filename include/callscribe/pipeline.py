@@ -157,7 +157,8 @@ def chunk_one(store: Store, engine: Engine, recording_id: int, params: ChunkingP
             })
             gone = conn.execute(db.q("recording_get"), {"id": recording_id}).one_or_none() is None
     except Exception as exc:
-        if unavailable(exc) or db_unavailable(exc) or isinstance(exc, S3Error):
+        if unavailable(exc) or db_unavailable(exc) or (
+                isinstance(exc, S3Error) and exc.code not in RECORDINGS_OWN_S3_CODES):
             # As above: the store or the database (down, or refusing the work area's write), not
             # the recording.
             _refund(engine, recording_id, run_id)
@@ -176,6 +177,11 @@ def chunk_one(store: Store, engine: Engine, recording_id: int, params: ChunkingP
     entry = RecordingEntry(recording_id=recording_id, n_channels=decoded.n_channels, pack_uri=pack_uri,
                            audio_s=offset / rate)
     return entry, refs
+
+
+# The store refusing a pack for the recording's own sake (its size): failed with that reason, not
+# taken for an outage (that would give its attempt back on every try of every run, for ever).
+RECORDINGS_OWN_S3_CODES = frozenset({"EntityTooLarge"})
 
 
 def db_unavailable(exc: BaseException) -> bool:

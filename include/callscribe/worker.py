@@ -182,27 +182,38 @@ def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None
                                    before_batch=lambda ks: before([chunks[k] for k in ks]))
         results.update(zip(chunks, out, strict=True))
         chunk_failures.update((chunks[k], reason) for k, reason in failed.items())
-        batches.extend(m.model_copy(update={"batch_index": len(batches) + n}) for n, m in enumerate(metrics))
+        first = len(batches)  # extend() grows the list while it reads the generator
+        batches.extend(m.model_copy(update={"batch_index": first + n}) for n, m in enumerate(metrics))
 
-    # Suspects first, each alone: a recording whose chunks kill the process dies on its first one here,
-    # in try 2, not on a later chunk in a batch (that would make new suspects, and need a fourth try).
-    for i in (i for i in order if i in suspects):
-        recognise([i], lambda ks: note(ks, alone=True))
-    if suspects:
-        note([])  # a death after them is no suspect's
-    rest = [i for i in order if i not in suspects]
-    if rest:
-        recognise(rest, note)
-    if chunk_failures and len(chunk_failures) == len(order) and len(
-            {job.chunks[i].recording_id for i in chunk_failures}) > 1:
-        # Nothing recognised, in several recordings: the engine, not the audio (a broken GPU, a bad model).
-        first = next(iter(chunk_failures.values()))
-        raise RuntimeError(f"the engine failed on all {len(order)} chunks; first: {first}")
-    if chunk_failures and len(chunk_failures) < len(order):
-        # A device that breaks part-way (a sticky CUDA error) fails every chunk after it, each
-        # alone too: not the calls' fault. Ask again for a chunk it recognised before.
-        i = min((i for i in order if i not in chunk_failures), key=lambda i: len(fetched[i]))
-        _check_engine(eng, fetched[i], job.batch_audio_s)
+    try:
+        # Suspects first, each alone: a recording whose chunks kill the process dies on its first one here,
+        # in try 2, not on a later chunk in a batch (that would make new suspects, and need a fourth try).
+        for i in (i for i in order if i in suspects):
+            recognise([i], lambda ks: note(ks, alone=True))
+        if suspects:
+            note([])  # a death after them is no suspect's
+        rest = [i for i in order if i not in suspects]
+        if rest:
+            recognise(rest, note)
+        if chunk_failures and len(chunk_failures) == len(order) and len(
+                {job.chunks[i].recording_id for i in chunk_failures}) > 1:
+            # Nothing recognised, in several recordings: the engine, not the audio (a broken GPU, a bad model).
+            first = next(iter(chunk_failures.values()))
+            raise RuntimeError(f"the engine failed on all {len(order)} chunks; first: {first}")
+        if chunk_failures and len(chunk_failures) < len(order):
+            # A device that breaks part-way (a sticky CUDA error) fails every chunk after it, each
+            # alone too: not the calls' fault. Ask again for a chunk it recognised before.
+            i = min((i for i in order if i not in chunk_failures), key=lambda i: len(fetched[i]))
+            _check_engine(eng, fetched[i], job.batch_audio_s)
+    except BaseException:  # an error, or a stop from outside (Stopped)
+        # Not a death: nothing this try held in the engine killed it. Its note must not name them,
+        # or the next try takes them for suspects, and one run alone for a killer.
+        if fetched:
+            try:
+                note([])
+            except Exception as exc:  # noqa: BLE001 - the store may be what failed
+                log.warning("job %s: could not clear its progress note: %s", job.job_id, describe(exc))
+        raise
     for i, reason in chunk_failures.items():
         c = job.chunks[i]
         failures.setdefault(c.recording_id, f"chunk {c.channel}/{c.index} at {c.start_s:.1f} s: {reason}")
@@ -316,6 +327,20 @@ def _report_failure(args: argparse.Namespace, store: Store | None, job: JobManif
             log.warning("could not write the failure note: %s", describe(exc))
 
 
+class Stopped(BaseException):
+    """SIGTERM: the job stopped from outside (Kubernetes deleting the pod at the task's timeout or
+    a clear, a node drained, the local task stopping its worker). A BaseException, so that no
+    batch takes it for its own failure; run_job clears its progress note on the way out, so the
+    chunks in the engine are not taken for the cause, as they would be after a death."""
+
+
+def _stop_on_sigterm() -> None:
+    def stop(signum: int, frame: object) -> None:
+        raise Stopped(f"stopped from outside (signal {signum})")
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m callscribe.worker", description=__doc__.splitlines()[0])
     ap.add_argument("--job", required=True, help="s3:// URI of the job manifest")
@@ -328,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.parent_pid:
         _die_with_parent(args.parent_pid)
+    _stop_on_sigterm()
     store = job = None
     try:
         store = Store(s3_from_env())
@@ -337,6 +363,10 @@ def main(argv: list[str] | None = None) -> int:
         store.delete(job.shard_uri)
         store.delete(failure_uri(job.shard_uri))
         shard = run_job(job, store)
+    except Stopped as exc:
+        # No failure note: whoever stopped it knows why (the task's timeout says "timed out").
+        log.warning("job %s: %s", job.job_id if job else args.job, exc)
+        return 128 + signal.SIGTERM
     except Exception as exc:
         cause = describe(exc)
         log.exception("job %s failed: %s", job.job_id if job else args.job, cause)

@@ -50,7 +50,7 @@ KILLING_ENGINE = textwrap.dedent("""
         def run(self, batch):
             print("batch of", len(batch), flush=True)
             if any(len(a) and a[0] == MARK for a in batch):
-                os.kill(os.getpid(), signal.SIGKILL)
+                os.kill(os.getpid(), signal.SIGNAL)
             return [[Segment(0.0, 1.0, "hello there")] for _ in batch]
 
         def peak_memory_bytes(self):
@@ -62,8 +62,8 @@ KILLING_ENGINE = textwrap.dedent("""
 """)
 
 
-def _pod(job_uri: str, tmp_path, killer: int = -1) -> subprocess.CompletedProcess:
-    return run_pod(KILLING_ENGINE.replace("KILLER", str(killer)), job_uri, tmp_path)
+def _pod(job_uri: str, tmp_path, killer: int = -1, sig: str = "SIGKILL") -> subprocess.CompletedProcess:
+    return run_pod(KILLING_ENGINE.replace("KILLER", str(killer)).replace("SIGNAL", sig), job_uri, tmp_path)
 
 
 def _rows(pg, ids):
@@ -112,6 +112,24 @@ def test_a_chunk_that_kills_the_worker_fails_its_recording_and_no_other(stack, s
     assert "the worker process died on this chunk, run alone" in rows[killer].last_error
     assert {r.status for i, r in rows.items() if i != killer} == {"done"}, rows
     discovery.release(pg, "review-worker-deaths")
+
+
+def test_a_worker_stopped_from_outside_blames_no_chunk(stack, s3, pg, tmp_path):
+    """Try 1 dies in a batch (suspects); try 2 is stopped from outside (SIGTERM: Kubernetes deleting
+    the pod at the task's timeout or a clear, the local task stopping its worker) while a suspect runs
+    alone. That is no death on the chunk: try 3 must not fail its recording."""
+    ids, jobs, job = _job(s3, pg, date(2029, 2, 12), "worker-stopped")
+    suspect_rec = job.chunks[0].recording_id
+    note = progress_uri(job.shard_uri)
+    assert _pod(jobs[0], tmp_path, suspect_rec).returncode == -signal.SIGKILL
+    stopped = _pod(jobs[0], tmp_path, suspect_rec, sig="SIGTERM")
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stdout[-3000:]
+    left = JobProgress.model_validate_json(s3.get_bytes(note))
+    assert left.in_flight == [] and left.killers == [], left
+    assert _pod(jobs[0], tmp_path).returncode == 0
+    loading.load_jobs(s3, pg, jobs, "worker-stopped")
+    assert {r.status for r in _rows(pg, ids).values()} == {"done"}
+    discovery.release(pg, "worker-stopped")
 
 
 def test_a_job_that_runs_through_leaves_no_note_and_a_note_of_another_plan_is_ignored(stack, s3, pg, tmp_path):
