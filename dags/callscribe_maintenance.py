@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task
 
+from callscribe.alerts import run_failed
 from callscribe.config import DEFAULT_RETENTION_DAYS, MIN_RETENTION_DAYS
 
 START_DATE = datetime(2020, 1, 1, tzinfo=UTC)
@@ -26,6 +27,8 @@ START_DATE = datetime(2020, 1, 1, tzinfo=UTC)
     catchup=False,
     max_active_runs=1,
     dagrun_timeout=timedelta(hours=2),
+    # A sweep failing day after day lets the work area grow unseen: a red run alerts too.
+    on_failure_callback=run_failed,
     default_args={"owner": "callscribe", "retries": 2, "retry_delay": timedelta(minutes=5)},
     tags=["callscribe", "maintenance"],
     params={

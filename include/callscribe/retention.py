@@ -11,6 +11,7 @@ README); the sweep is the portable default, run daily by the ``callscribe_mainte
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -80,16 +81,24 @@ def sweep(store: Store, engine: Engine, retention: timedelta, now: datetime | No
     cutoff = (now or datetime.now(UTC)) - retention
     live = held(engine)  # read before listing: a run that starts later writes newer objects
     out = Sweep(dry_run=dry_run)
-    for obj in store.list(under):
+    # Deleted objects on a versioned bucket too (a task retry deletes the earlier try's shard and
+    # failure note): their older versions keep their bytes behind the delete marker.
+    for obj in itertools.chain(store.list(under), store.hidden(under)):
         state = verdict(obj, cutoff, live)
         if state == "live":
             out.kept_live += 1
         elif state == "recent":
             out.kept_recent += 1
-        else:
+        elif dry_run:
             out.deleted += 1
             out.deleted_bytes += obj.size
-            if not dry_run:
-                store.purge(store.uri(obj.key))  # every version: a versioned bucket keeps them otherwise
+        else:
+            # Every version (a versioned bucket keeps them otherwise) written before the cut-off:
+            # not one a run wrote since the listing (it claimed the recording after `held`).
+            if store.purge_older(store.uri(obj.key), cutoff):
+                out.deleted += 1
+                out.deleted_bytes += obj.size
+            else:
+                out.kept_recent += 1
     log.info("work area sweep (older than %s): %s", retention, out.as_dict())
     return out

@@ -207,6 +207,14 @@ class Store:
                 continue
             yield ObjectVersion(obj.object_name, _version(obj.version_id), _latest(obj.is_latest))
 
+    def hidden(self, prefix: str) -> Iterator[ObjectInfo]:
+        """The keys under ``prefix`` whose current version is a delete marker (a deleted object on a
+        versioned bucket: its older versions keep their bytes), dated by that marker; a listing of
+        current objects (``list``) leaves them out. None on a bucket without versioning."""
+        for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True, include_version=True):
+            if obj.is_delete_marker and _latest(obj.is_latest):
+                yield ObjectInfo(self.bucket, obj.object_name, "", 0, obj.last_modified)
+
     def get_bytes(self, uri: str, version_id: str | None = None) -> bytes:
         bucket, key = parse_uri(uri)
         resp = self.client.get_object(bucket, key, version_id=version_id)
@@ -257,6 +265,19 @@ class Store:
         removed = 0
         for obj in self.client.list_objects(bucket, prefix=key, include_version=True):
             if obj.object_name != key or (keep_latest and _latest(obj.is_latest)):
+                continue
+            self.client.remove_object(bucket, key, version_id=_version(obj.version_id))
+            removed += 1
+        return removed
+
+    def purge_older(self, uri: str, before: datetime) -> int:
+        """Delete the versions of an object last written before ``before``, and only those: one
+        written since it was listed (a run that took the object up again) stays. Returns how
+        many were removed."""
+        bucket, key = parse_uri(uri)
+        removed = 0
+        for obj in self.client.list_objects(bucket, prefix=key, include_version=True):
+            if obj.object_name != key or obj.last_modified is None or obj.last_modified >= before:
                 continue
             self.client.remove_object(bucket, key, version_id=_version(obj.version_id))
             removed += 1
