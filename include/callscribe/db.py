@@ -20,6 +20,13 @@ _MIGRATION_LOCK_ID = 0x63616C6C
 
 
 @lru_cache(maxsize=8)
+def unavailable(exc: BaseException) -> bool:
+    """True when the database could not be reached or dropped the connection (a restart, a
+    failover): an outage, worth a retry of the task, never a recording's fault."""
+    return isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)) or (
+        isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated)
+
+
 def engine_for(url: str, connect_args: tuple[tuple[str, str], ...] = ()) -> Engine:
     """One pooled engine per URL and driver options (libpq parameters such as sslmode and
     sslrootcert: passed to psycopg2.connect, kept out of the URL so none is ever rendered)."""

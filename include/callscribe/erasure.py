@@ -128,16 +128,20 @@ def _scrub_work_area(store: Store, run_ids: set[str], ids: set[int], dry_run: bo
     return rewritten
 
 
+def erased_ids(engine: Engine, ids: set[int]) -> set[int]:
+    """Which of the recordings ``ids`` were erased (their rows are gone; ``erasures`` keeps the ids)."""
+    if not ids:
+        return set()
+    with engine.connect() as conn:
+        return set(conn.execute(db.q("erase_erased_ids"), {"ids": sorted(ids)}).scalars())
+
+
 def scrub_late_files(store: Store, engine: Engine, files: dict[str, list[int]]) -> list[str]:
     """Take erased recordings out of work files written after their erasure scrubbed the run's
     folder: a task that held no lease (cleared after its run reported) is not waited for, and its
     worker may write a shard with the call's text afterwards. ``files``: URI -> the recording ids
     it names. Returns the files rewritten."""
-    named = sorted({i for ids in files.values() for i in ids})
-    if not named:
-        return []
-    with engine.connect() as conn:
-        erased = set(conn.execute(db.q("erase_erased_ids"), {"ids": named}).scalars())
+    erased = erased_ids(engine, {i for ids in files.values() for i in ids})
     out = []
     for uri, ids in sorted(files.items()):
         if not erased.intersection(ids):

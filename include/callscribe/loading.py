@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from callscribe import db, partitions
 from callscribe.config import load_parallel
-from callscribe.erasure import scrub_late_files
+from callscribe.erasure import erased_ids, scrub_late_files
 from callscribe.errors import describe
 from callscribe.manifests import (
     CONFIDENCE,
@@ -364,14 +364,6 @@ def _scrub_erased(store: Store, engine: Engine,
     return shards
 
 
-def _erased(engine: Engine, ids: set[int]) -> set[int]:
-    """Which of ``ids`` were erased."""
-    if not ids:
-        return set()
-    with engine.connect() as conn:
-        return set(conn.execute(db.q("erase_erased_ids"), {"ids": sorted(ids)}).scalars())
-
-
 def load_jobs(store: Store, engine: Engine, job_uris: list[str], run_id: str) -> LoadResult:
     """Load the shard of every job of a run that has one; the others' recordings get the job's cause.
 
@@ -394,7 +386,7 @@ def load_jobs(store: Store, engine: Engine, job_uris: list[str], run_id: str) ->
                                                     errors))
     # Asked after the scrub: a call erased while this load ran (after it read its job manifest) is
     # out of the scrubbed shard but still in the manifest read here; the job's other calls match.
-    erased = _erased(engine, {r.recording_id for j in jobs for r in j.recordings})
+    erased = erased_ids(engine, {r.recording_id for j in jobs for r in j.recordings})
     unfinished: list[str] = []
     for job in jobs:
         got = shards.get(job.shard_uri)

@@ -22,8 +22,7 @@ from dataclasses import replace
 from datetime import UTC, date, timedelta
 
 import numpy as np
-from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, Row
 
 from callscribe import db
 from callscribe.audio import PACK_FORMATS, TARGET_SR, DecodeError, decode, encode_pack, pack_format_for
@@ -100,6 +99,19 @@ def chunk_one(store: Store, engine: Engine, recording_id: int, params: ChunkingP
     with engine.begin() as conn:
         conn.execute(db.q("recording_attempt"), {"id": recording_id, "run_id": run_id})
     try:
+        return _chunk_attempted(store, engine, rec, params, run_id, pack)
+    except KeyboardInterrupt:
+        # Stopped by hand (`callscribe run` interrupted), not by the file: the same run id may run
+        # again, and the mark left would read as a crash on this file.
+        _refund(engine, recording_id, run_id)
+        raise
+
+
+def _chunk_attempted(store: Store, engine: Engine, rec: Row, params: ChunkingParams, run_id: str | None,
+                     pack: str) -> tuple[RecordingEntry, list[ChunkRef]] | None:
+    """chunk_one once the run's attempt at ``rec`` is counted: decode, chunk, write the pack."""
+    recording_id = rec.id
+    try:
         etag, meta = store.stat(rec.bucket, rec.object_key)
         if etag != rec.etag:
             # Re-uploaded since discovery: this version's content is gone; the next run
@@ -157,7 +169,7 @@ def chunk_one(store: Store, engine: Engine, recording_id: int, params: ChunkingP
             })
             gone = conn.execute(db.q("recording_get"), {"id": recording_id}).one_or_none() is None
     except Exception as exc:
-        if unavailable(exc) or db_unavailable(exc) or (
+        if unavailable(exc) or db.unavailable(exc) or (
                 isinstance(exc, S3Error) and exc.code not in RECORDINGS_OWN_S3_CODES):
             # As above: the store or the database (down, or refusing the work area's write), not
             # the recording.
@@ -184,12 +196,6 @@ def chunk_one(store: Store, engine: Engine, recording_id: int, params: ChunkingP
 RECORDINGS_OWN_S3_CODES = frozenset({"EntityTooLarge"})
 
 
-def db_unavailable(exc: BaseException) -> bool:
-    """True when the database could not be reached or dropped the connection: an outage."""
-    return isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)) or (
-        isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated)
-
-
 def _refund(engine: Engine, recording_id: int, run_id: str | None, waits: tuple[float, ...] = (0, 1, 4)) -> None:
     """Give back the attempt and clear the chunking mark: the task fails on an outage and its
     retry must neither count it again nor take the mark for a crash on this file. A database that
@@ -201,7 +207,7 @@ def _refund(engine: Engine, recording_id: int, run_id: str | None, waits: tuple[
                 conn.execute(db.q("recording_attempt_refund"), {"id": recording_id, "run_id": run_id})
             return
         except Exception as exc:
-            if not db_unavailable(exc):
+            if not db.unavailable(exc):
                 raise
             log.warning("recording %d: could not give back its attempt: %s", recording_id, describe(exc))
     log.error("recording %d: its attempt and chunking mark stay (the database is down)", recording_id)

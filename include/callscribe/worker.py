@@ -211,7 +211,7 @@ def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None
         if fetched:
             try:
                 note([])
-            except Exception as exc:  # noqa: BLE001 - the store may be what failed
+            except Exception as exc:  # the store may be what failed
                 log.warning("job %s: could not clear its progress note: %s", job.job_id, describe(exc))
         raise
     for i, reason in chunk_failures.items():

@@ -94,3 +94,31 @@ def test_a_file_that_kills_the_chunk_task_fails_alone(stack, s3, pg):
     rows = _chunked_after_a_crash(s3, pg, run2, again, crasher)
     assert rows[crasher].status == "failed" and rows[crasher].attempts == 2
     discovery.release(pg, run2)
+
+
+def test_a_chunk_task_stopped_by_hand_blames_no_file(stack, s3, pg, monkeypatch):
+    """`callscribe run` interrupted (Ctrl-C) while a file is decoded, then run again under the same
+    run id: the interruption was not the file's doing, so it is chunked, not failed as a crash."""
+    from callscribe import pipeline
+
+    day = date(2029, 2, 5)
+    upload_day(s3, day)
+    run = "chunk-interrupted"
+    ids = discovery.discover(s3, pg, day, "calls/", run)
+    target = sorted(_rows(pg, ids))[0]
+    real = pipeline.decode
+
+    def interrupted(data, name):
+        if name.endswith(target):
+            raise KeyboardInterrupt
+        return real(data, name)
+
+    monkeypatch.setattr(pipeline, "decode", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.chunk_group(s3, pg, ids, run, 0)
+    monkeypatch.undo()
+    pipeline.chunk_group(s3, pg, ids, run, 0)
+    rows = _rows(pg, ids)
+    assert {n: r.status for n, r in rows.items()} == {n: "chunked" for n in rows}, rows
+    assert all(r.attempts == 1 for r in rows.values())
+    discovery.release(pg, run)
