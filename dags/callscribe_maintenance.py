@@ -41,12 +41,12 @@ START_DATE = datetime(2020, 1, 1, tzinfo=UTC)
 def callscribe_maintenance():
     @task(execution_timeout=timedelta(hours=1))
     def sweep_work_area() -> dict:
-        from callscribe.db import engine_from_env
+        from callscribe.db import checked_engine
         from callscribe.retention import sweep
         from callscribe.storage import store
 
         p = get_current_context()["params"]
-        return sweep(store(), engine_from_env(), timedelta(days=float(p["retention_days"])),
+        return sweep(store(), checked_engine(), timedelta(days=float(p["retention_days"])),
                      dry_run=bool(p["dry_run"])).as_dict()
 
     sweep_work_area()

@@ -117,7 +117,7 @@ def transcribe_calls_dag(dag_id: str, transcribe_in: Literal["local", "kubernete
             from airflow.sdk.exceptions import AirflowFailException
 
             from callscribe import discovery, pipeline, reporting
-            from callscribe.db import engine_from_env
+            from callscribe.db import checked_engine
             from callscribe.storage import store
 
             ctx = get_current_context()
@@ -127,7 +127,7 @@ def transcribe_calls_dag(dag_id: str, transcribe_in: Literal["local", "kubernete
             except pipeline.BadParam as exc:
                 raise AirflowFailException(str(exc)) from exc  # a retry would not change the Params
             refuse_twin_run(ctx)
-            db = engine_from_env()
+            db = checked_engine()
             reporting.run_listed(db, ctx["run_id"], ctx["dag"].dag_id, day, p["engine"])
             ids = discovery.discover(
                 store(), db, day, p["prefix"], ctx["run_id"],
@@ -139,11 +139,11 @@ def transcribe_calls_dag(dag_id: str, transcribe_in: Literal["local", "kubernete
         @task(max_active_tis_per_dagrun=4, execution_timeout=task_timeout("chunk"))
         def chunk(group: list[int]) -> str:
             from callscribe import pipeline
-            from callscribe.db import engine_from_env
+            from callscribe.db import checked_engine
             from callscribe.storage import store
 
             ctx = get_current_context()
-            return pipeline.chunk_group(store(), engine_from_env(), group, ctx["run_id"], ctx["ti"].map_index,
+            return pipeline.chunk_group(store(), checked_engine(), group, ctx["run_id"], ctx["ti"].map_index,
                                         ctx["params"]["engine"])
 
         # One chunk task failing for good must not hold back the other groups: plan what was chunked.
@@ -180,24 +180,24 @@ def transcribe_calls_dag(dag_id: str, transcribe_in: Literal["local", "kubernete
         # from the job manifests, so nothing depends on the failed tasks' return values.
         @task(trigger_rule=TriggerRule.ALL_DONE, execution_timeout=task_timeout("load"))
         def load(job_uris: list[str]) -> dict:
-            from callscribe.db import engine_from_env
+            from callscribe.db import checked_engine
             from callscribe.loading import load_jobs
             from callscribe.storage import store
 
             # None when plan_jobs did not run (nothing to chunk) or failed (then `verify` says so).
             uris = list(job_uris[:]) if job_uris is not None else []
-            result = load_jobs(store(), engine_from_env(), uris, get_current_context()["run_id"])
+            result = load_jobs(store(), checked_engine(), uris, get_current_context()["run_id"])
             return {"shards": result.shards, "recordings": result.recordings, "segments": result.segments,
                     "failed": result.failed, "unfinished_jobs": result.unfinished_jobs}
 
         @task(trigger_rule=TriggerRule.ALL_DONE, execution_timeout=task_timeout("report"))
         def report() -> dict:
             from callscribe import pipeline, reporting
-            from callscribe.db import engine_from_env
+            from callscribe.db import checked_engine
 
             ctx = get_current_context()
             figures = reporting.report_run(
-                engine_from_env(), ctx["run_id"], ctx["dag"].dag_id, pipeline.call_day(ctx),
+                checked_engine(), ctx["run_id"], ctx["dag"].dag_id, pipeline.call_day(ctx),
                 ctx["params"]["engine"],
             )
             return {k: v for k, v in figures.items() if k != "failures"} | {"failures": len(figures["failures"])}
@@ -208,13 +208,13 @@ def transcribe_calls_dag(dag_id: str, transcribe_in: Literal["local", "kubernete
             from airflow.sdk.exceptions import AirflowFailException
 
             from callscribe import pipeline
-            from callscribe.db import engine_from_env
+            from callscribe.db import checked_engine
             from callscribe.storage import store
 
             ctx = get_current_context()
             states = ctx["ti"].get_task_states(dag_id=ctx["dag"].dag_id, run_ids=[ctx["run_id"]])
             try:
-                return pipeline.verify_run(store(), engine_from_env(), ctx, states.get(ctx["run_id"], {}),
+                return pipeline.verify_run(store(), checked_engine(), ctx, states.get(ctx["run_id"], {}),
                                            run_is_live(ctx))
             except pipeline.RunIncomplete as exc:
                 # A verdict is not retried (an outage while checking is: any other error).

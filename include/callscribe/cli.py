@@ -178,7 +178,7 @@ def _print_run_problems(dr) -> None:
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
 
-    from callscribe.db import engine_from_env
+    from callscribe.db import checked_engine
     from callscribe.reporting import run_failures
 
     with create_session() as session:
@@ -186,16 +186,16 @@ def _print_run_problems(dr) -> None:
         failed = sorted({ti.task_id for ti in tis if str(ti.state).rsplit(".", 1)[-1] in ("failed", "upstream_failed")})
     if failed:
         print(f"failed tasks: {', '.join(failed)}")
-    for f in run_failures(engine_from_env(), dr.run_id):
+    for f in run_failures(checked_engine(), dr.run_id):
         print(f"  {f['status']:<11} {f['object_key']}: {f['last_error'] or ''}")
 
 
 def cmd_status(args) -> int:
-    from callscribe.db import engine_from_env
+    from callscribe.db import checked_engine
     from callscribe.reporting import day_status
 
     _use_services(args)
-    rows = day_status(engine_from_env(), args.date)
+    rows = day_status(checked_engine(), args.date)
     if args.json:
         for r in rows:
             print(json.dumps({"key": r["object_key"], "status": r["status"], "error": r["last_error"],
@@ -211,11 +211,11 @@ def cmd_status(args) -> int:
 
 def cmd_audit(args) -> int:
     from callscribe.audit import audit_day
-    from callscribe.db import engine_from_env
+    from callscribe.db import checked_engine
     from callscribe.storage import store
 
     _use_services(args)
-    result = audit_day(store(), engine_from_env(), args.date, args.prefix)
+    result = audit_day(store(), checked_engine(), args.date, args.prefix)
     if args.json:
         print(json.dumps(result.as_dict()))
     else:
@@ -230,7 +230,7 @@ def cmd_audit(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from callscribe.db import engine_from_env
+    from callscribe.db import checked_engine
     from callscribe.exporting import calls_between, export
 
     _use_services(args)
@@ -238,14 +238,14 @@ def cmd_export(args) -> int:
     if last < args.date:
         print(f"--to {last} is before --date {args.date}", file=sys.stderr)
         return 2
-    written = export(calls_between(engine_from_env(), args.date, last), args.format, Path(args.out))
+    written = export(calls_between(checked_engine(), args.date, last), args.format, Path(args.out))
     print(f"{len(written)} file(s) in {args.out}" if args.format != "jsonl" else f"wrote {written[0]}")
     return 0
 
 
 def cmd_dataset(args) -> int:
     from callscribe.dataset import build, summary_lines
-    from callscribe.db import engine_from_env
+    from callscribe.db import checked_engine
     from callscribe.storage import store
 
     _use_services(args)
@@ -260,7 +260,7 @@ def cmd_dataset(args) -> int:
 
     from callscribe.access import log_access
 
-    engine = engine_from_env()
+    engine = checked_engine()
     # A copy of raw transcripts and audio leaves a trace, written before anything is copied.
     log_access(engine, getpass.getuser(), "dataset",
                f"calls of {args.from_date}..{last} into {Path(args.out).resolve()}, min confidence "
@@ -279,13 +279,13 @@ def cmd_dataset(args) -> int:
 def cmd_erase(args) -> int:
     import getpass
 
-    from callscribe.db import engine_from_env
+    from callscribe.db import checked_engine
     from callscribe.erasure import ErasureBusy, NothingToErase, erase
     from callscribe.storage import store
 
     _use_services(args)
     try:
-        done = erase(store(), engine_from_env(), args.key, args.actor or getpass.getuser(), bucket=args.bucket,
+        done = erase(store(), checked_engine(), args.key, args.actor or getpass.getuser(), bucket=args.bucket,
                      delete_audio=args.delete_audio, dry_run=args.dry_run, force=args.force)
     except (NothingToErase, ErasureBusy) as exc:
         print(exc, file=sys.stderr)
@@ -294,11 +294,24 @@ def cmd_erase(args) -> int:
     return 0
 
 
+def cmd_migrate(args) -> int:
+    from callscribe import db
+
+    _use_services(args)
+    engine = db.engine_from_env()
+    before = db.schema_revision(engine)
+    db.migrate(engine)
+    after = db.schema_revision(engine)
+    print(f"callscribe schema: {before or 'none'} -> {after}" if after != before
+          else f"callscribe schema at {after}: nothing to do")
+    return 0
+
+
 def cmd_sweep(args) -> int:
     from datetime import timedelta
 
     from callscribe.config import DEFAULT_RETENTION_DAYS, MIN_RETENTION_DAYS
-    from callscribe.db import engine_from_env
+    from callscribe.db import checked_engine
     from callscribe.retention import sweep
     from callscribe.storage import store
 
@@ -307,20 +320,20 @@ def cmd_sweep(args) -> int:
     if days < MIN_RETENTION_DAYS:
         print(f"--days must be at least {MIN_RETENTION_DAYS} (the DAG's run timeout)", file=sys.stderr)
         return 2
-    result = sweep(store(), engine_from_env(), timedelta(days=days), dry_run=args.dry_run)
+    result = sweep(store(), checked_engine(), timedelta(days=days), dry_run=args.dry_run)
     print(json.dumps(result.as_dict()))
     return 0
 
 
 def cmd_search(args) -> int:
-    from callscribe.db import engine_from_env
+    from callscribe.db import checked_engine
     from callscribe.search import SearchFilters, highlight, note_for, search
 
     _use_services(args)
     filters = SearchFilters(from_date=args.from_date, to_date=args.to_date, speaker=args.speaker, agent=args.agent,
                             min_duration_s=args.min_duration, fuzzy=args.fuzzy,
                             recent_days=None if args.all_dates else args.recent_days)
-    hits = search(engine_from_env(), args.query, limit=args.limit, filters=filters)
+    hits = search(checked_engine(), args.query, limit=args.limit, filters=filters)
     note = note_for(hits, args.fuzzy)
     if note and not args.json:
         print(note)
@@ -538,6 +551,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "Airflow UI shows that run is over)")
     s.set_defaults(func=cmd_erase)
 
+    s = sub.add_parser("migrate", help="bring the database's schema to this version's migrations (after each "
+                                       "upgrade; as a user allowed to create roles and extensions)")
+    s.set_defaults(func=cmd_migrate)
+
     s = sub.add_parser("sweep", help="delete the pipeline's intermediates (_callscribe/) older than --days "
                                      "that no live run holds")
     s.add_argument("--days", type=float, default=None, help="retention in days (default: "
@@ -612,7 +629,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("CALLSCRIBE_LOG_LEVEL", "WARNING"),
                         format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except Exception as exc:
+        from callscribe.db import SchemaBehind
+
+        if isinstance(exc, SchemaBehind):  # an operator's step, not a bug: the message says which
+            print(f"callscribe: {exc}", file=sys.stderr)
+            return 3
+        raise
 
 
 if __name__ == "__main__":

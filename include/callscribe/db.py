@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 from functools import cache, lru_cache
 from importlib import resources
@@ -15,8 +16,12 @@ from sqlalchemy.engine import Connection, Engine
 from callscribe.config import PgSettings, analyst_pg_settings, pg_settings
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+VERSION_TABLE = "callscribe_alembic_version"
+MIGRATE_HOW = ("`callscribe migrate` (or python -c \"from callscribe import db; db.migrate(db.engine_from_env())\"), "
+               "as a user allowed to create roles and extensions")
 # Serialises concurrent `migrate` calls (several tasks may start at once).
 _MIGRATION_LOCK_ID = 0x63616C6C
+log = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=8)
@@ -65,6 +70,70 @@ def alembic_config(engine: Engine):
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.attributes["engine"] = engine
     return cfg
+
+
+class SchemaBehind(RuntimeError):
+    """The database's schema lacks migrations this code needs: deployed before they were run."""
+
+
+@cache
+def _scripts():
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory(str(MIGRATIONS_DIR))
+
+
+def head_revision() -> str:
+    """The newest migration this code ships (and needs)."""
+    return _scripts().get_current_head()
+
+
+def previous_revision(revision: str) -> str | None:
+    return _scripts().get_revision(revision).down_revision
+
+
+def schema_revision(engine: Engine) -> str | None:
+    """The migration the database was last brought to; None when it never was (alembic reads
+    the version table and answers None when there is none)."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+
+
+def require_schema(engine: Engine) -> Engine:
+    """``engine``, once its schema is known to have every migration this code ships.
+
+    Deploying the code before running its migrations would let a run register and chunk a
+    day, then fail on a missing column half-way through (or worse, run on without a column's
+    safeguard): a run refuses at its first task instead, naming what to run. A schema newer
+    than the code is the documented order of an upgrade (migrate, then deploy), so that only
+    warns."""
+    at = schema_revision(engine)
+    head = head_revision()
+    if at == head:
+        return engine
+    if at is None:
+        raise SchemaBehind(f"the database has no callscribe schema (no {VERSION_TABLE} table); "
+                           f"create it first: {MIGRATE_HOW}")
+    from alembic.util import CommandError
+
+    scripts = _scripts()
+    try:
+        scripts.get_revision(at)
+    except CommandError:  # a revision this code does not ship
+        log.warning("the database's callscribe schema is at revision %s, newer than this code (%s): "
+                    "deploy the code that migrated it", at, head)
+        return engine
+    missing = [s.revision for s in reversed(list(scripts.iterate_revisions(head, at)))]
+    raise SchemaBehind(f"the database's callscribe schema is at revision {at} and this code needs {head} "
+                       f"(missing {', '.join(missing)}): run the migrations, then clear the task: {MIGRATE_HOW}")
+
+
+def checked_engine() -> Engine:
+    """The pipeline's engine (:func:`engine_from_env`) after :func:`require_schema`: what tasks
+    and commands that read or write the schema start with."""
+    return require_schema(engine_from_env())
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:
