@@ -11,8 +11,9 @@ the file is parsed in: ``transcribe_calls_k8s`` is always created paused, ``tran
 as the ``[core] dags_are_paused_at_creation`` setting says. Unpause one of them only (runs of
 both for the same day fail in ``discover``).
 
-A run covers one calendar day (UTC), its logical date (or the ``date`` Param; a run
-triggered without a logical date covers the last whole day before it was triggered), which
+A run covers one calendar day (in ``CALLSCRIBE_TIMEZONE``, UTC unless set), its logical date
+(or the ``date`` Param; a run triggered without a logical date covers the last whole day
+before it was triggered), which
 names the bucket prefix ``<prefix>YYYY/MM/DD/``, plus the ``lookback_days`` before it for
 files that arrived late. ``prefix`` is relative to the bucket and may not lead into the
 pipeline's own ``_callscribe/`` area. Backfilling days from the UI processes those days; only
@@ -32,6 +33,7 @@ from typing import Literal
 from airflow.sdk import CronDataIntervalTimetable, Param, TriggerRule, dag, get_current_context, task
 
 from callscribe.alerts import deadline_alert, run_failed, task_timeout
+from callscribe.config import day_zone
 from callscribe.engines import DEFAULT_ENGINE, POD_DEFAULT_ENGINE, available
 
 # The two DAGs: where `transcribe` runs is the only difference between them.
@@ -72,7 +74,8 @@ def transcribe_calls_dag(dag_id: str, transcribe_in: Literal["local", "kubernete
     @dag(
         dag_id=dag_id,
         description=f"Transcribe one day of call recordings into Postgres; transcribe: {where}",
-        schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+        # Each day's run starts at the midnight that ends it, where the day folders are named.
+        schedule=CronDataIntervalTimetable("0 0 * * *", timezone=day_zone().key),
         start_date=START_DATE,
         catchup=False,
         max_active_runs=3,
@@ -90,7 +93,8 @@ def transcribe_calls_dag(dag_id: str, transcribe_in: Literal["local", "kubernete
         params={
             "date": Param(None, **DATE_SCHEMA,
                           description="Day to process (YYYY-MM-DD); empty: the run's logical date, or for a "
-                                      "run without one the last whole day (UTC) before it was triggered"),
+                                      "run without one the last whole day before it was triggered (days in "
+                                      "CALLSCRIBE_TIMEZONE, UTC unless set)"),
             "prefix": Param("calls/", **PREFIX_SCHEMA,
                             description="Bucket prefix above the YYYY/MM/DD/ folders, relative to the bucket; "
                                         "not _callscribe/ (the pipeline's work area), no '..'"),

@@ -15,11 +15,26 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 S3_CONN_ID = os.environ.get("CALLSCRIBE_S3_CONN_ID", "callscribe_s3")
 PG_CONN_ID = os.environ.get("CALLSCRIBE_PG_CONN_ID", "callscribe_postgres")
 
 DEFAULT_SPEAKERS = ("agent", "customer")
+
+
+def day_zone() -> ZoneInfo:
+    """The time zone the bucket's day folders (``YYYY/MM/DD``) are named in: the DAG's runs
+    start at its midnight and every stage reads a run's day in it. ``CALLSCRIBE_TIMEZONE``
+    (an IANA name such as ``America/New_York``), UTC unless set. The scheduler and every
+    worker must have the same value: the scheduler fixes the runs' logical dates with it and
+    the tasks read the days from them."""
+    name = os.environ.get("CALLSCRIBE_TIMEZONE", "").strip() or "UTC"
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:  # ValueError: a path-like name
+        raise ValueError(f"CALLSCRIBE_TIMEZONE={name!r} is not an IANA time zone name "
+                         "(such as Europe/Berlin or America/New_York)") from exc
 
 # ---------------------------------------------------------------- object store
 

@@ -11,6 +11,8 @@ import os
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+from callscribe.config import day_zone
+
 
 def run_day(day: date, conf: dict | None = None, logical_date: datetime | None = None):
     """Run the DAG for one day in-process (dag.test); returns the DagRun.
@@ -20,8 +22,8 @@ def run_day(day: date, conf: dict | None = None, logical_date: datetime | None =
     """
     dag = get_dag()
     conf = dict(conf or {})
-    if logical_date is None:
-        logical_date = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    if logical_date is None:  # the day's start where its folder is named, as the schedule has it
+        logical_date = datetime(day.year, day.month, day.day, tzinfo=day_zone()).astimezone(UTC)
     else:
         conf["date"] = day.isoformat()
         if logical_date.tzinfo is None:

@@ -19,7 +19,7 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 from sqlalchemy.engine import Engine, Row
@@ -28,7 +28,15 @@ from callscribe import db
 from callscribe.audio import PACK_FORMATS, TARGET_SR, DecodeError, decode, encode_pack, pack_format_for
 from callscribe.batching import JobSizing, balance_jobs, job_count
 from callscribe.chunking import DEFAULT_CHUNKING, ChunkingParams, chunk_recording, chunking_for, pack_rate
-from callscribe.config import S3Settings, diarize_mono, diarized_speaker, pack_format, speaker_for, speakers_hint
+from callscribe.config import (
+    S3Settings,
+    day_zone,
+    diarize_mono,
+    diarized_speaker,
+    pack_format,
+    speaker_for,
+    speakers_hint,
+)
 from callscribe.errors import describe
 from callscribe.manifests import (
     ChunkRef,
@@ -511,13 +519,15 @@ def _field(obj, name: str):
 
 
 def call_day(context) -> date:
-    """The calendar day (UTC) a DAG run covers; checks the run's ``date`` and ``prefix`` Params.
+    """The calendar day a DAG run covers, in the call days' time zone (:func:`day_zone`, UTC
+    unless set); checks the run's ``date`` and ``prefix`` Params.
 
     An explicit ``date`` Param wins; otherwise the run's logical date, which for this DAG's
-    timetable is the start of the day's data interval for scheduled runs and backfills,
-    and the date a person picked for a manual run. A manual run without a logical date
-    (Airflow 3 allows it; it has no data interval either) covers the last whole day before
-    it was triggered (its ``run_after``), the day a scheduled run at that moment would cover.
+    timetable is the start of the day's data interval (the zone's midnight) for scheduled runs
+    and backfills, and the date a person picked for a manual run. A manual run without a
+    logical date (Airflow 3 allows it; it has no data interval either) covers the last whole
+    day before it was triggered (its ``run_after``), the day a scheduled run at that moment
+    would cover.
 
     Every stage derives its day here, so a bad ``prefix`` fails here too (:class:`BadParam`),
     before anything lists the bucket.
@@ -530,9 +540,29 @@ def call_day(context) -> date:
     dag_run = context.get("dag_run")
     moment = (context.get("logical_date") or context.get("data_interval_start")
               or (_field(dag_run, "logical_date") if dag_run is not None else None))
+    zone = day_zone()
     if moment is not None:
-        return moment.astimezone(UTC).date()
+        local = moment.astimezone(zone)
+        run_type = _field(dag_run, "run_type") if dag_run is not None else None
+        if run_type in ("scheduled", "backfill") and not _starts_day(local):
+            # The scheduler placed the run by another zone's midnight: read here, its day could
+            # be the one before, and the run would take another day's folder.
+            raise BadParam(f"the run's interval starts at {local:%Y-%m-%d %H:%M %Z}, not at a midnight of "
+                           f"CALLSCRIBE_TIMEZONE={zone.key}: give the scheduler and the workers the same "
+                           "CALLSCRIBE_TIMEZONE")
+        return local.date()
     run_after = _field(dag_run, "run_after") if dag_run is not None else None
     if run_after is None:
         raise BadParam("the run has no logical date, no run_after and no date Param: which day?")
-    return run_after.astimezone(UTC).date() - timedelta(days=1)
+    return run_after.astimezone(zone).date() - timedelta(days=1)
+
+
+def _starts_day(local: datetime) -> bool:
+    """Whether a local time is where a daily cron at midnight fires: 00:00, or 01:00 on a day
+    whose midnight the zone skips (a DST change at midnight: Airflow fires at 01:00)."""
+    if (local.minute, local.second, local.microsecond) != (0, 0, 0) or local.hour > 1:
+        return False
+    if local.hour == 0:
+        return True
+    midnight = local.replace(hour=0)
+    return midnight.astimezone(UTC).astimezone(local.tzinfo).replace(tzinfo=None) != midnight.replace(tzinfo=None)
