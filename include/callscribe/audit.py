@@ -11,7 +11,7 @@ import hashlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from sqlalchemy.engine import Engine
 
@@ -49,6 +49,16 @@ class DayAudit:
                 "in_progress": self.in_progress, "arrived_later": self.arrived_later}
 
 
+def written_after(modified: datetime | None, cut: datetime | None) -> bool:
+    """Whether an object last modified at ``modified`` (the store's time) may have been written after
+    ``cut`` (the database's). Stores stamp whole seconds (AWS S3's and SeaweedFS's listings): an
+    upload after a listing that began at 12:00:00.300 reads 12:00:00, so such a time stands for its
+    whole second, or an upload the run could not have seen would count as lost and turn it red."""
+    if modified is None or cut is None:
+        return False
+    return modified + timedelta(seconds=1) > cut if modified.microsecond == 0 else modified > cut
+
+
 def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls/",
               listed_before: datetime | None = None, run_id: str | None = None,
               is_live: Callable[[str], bool] | None = None, only_claimed: bool = False) -> DayAudit:
@@ -71,7 +81,7 @@ def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls
     mine = {(r.object_key, r.etag) for r in rows if run_id and r.last_run_id == run_id}
     taken = {key for key, _ in mine}
     late = {o.key for o in objects if (o.key, o.etag) not in mine and (
-        o.key in taken or (listed_before and o.last_modified and o.last_modified > listed_before))}
+        o.key in taken or written_after(o.last_modified, listed_before))}
     if only_claimed:
         late |= {o.key for o in objects if (o.key, o.etag) not in mine}
     listed = {o.key: o.etag for o in objects if o.key not in late}

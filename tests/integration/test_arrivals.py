@@ -1,0 +1,166 @@
+"""What arrives in the bucket while a run lists it: a run's verdict against the real store's clock.
+
+Object stores stamp Last-Modified in whole seconds (AWS S3's listings, SeaweedFS here), while a
+run's listing time is the database's, to the microsecond. An upload that lands after the listing,
+in the same second as its start, carries a time before it.
+"""
+
+from __future__ import annotations
+
+import time
+import unicodedata
+import urllib.request
+from datetime import date, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from callscribe import discovery, reporting
+from callscribe.audit import run_verdict
+from callscribe.discovery import day_prefix
+
+pytestmark = pytest.mark.integration
+FIRST_DAY = date(2035, 2, 1)  # no other test uses these days
+
+
+def _modified(s3, key: str):
+    return next(o.last_modified for o in s3.list(key) if o.key == key)
+
+
+def _db_now(pg):
+    with pg.connect() as c:
+        return c.execute(sa.text("SELECT clock_timestamp()")).scalar_one()
+
+
+def _early_in_a_second_after(pg, moment) -> None:
+    """Until the database's clock is in a whole second later than ``moment``, early in it."""
+    for _ in range(400):
+        now = _db_now(pg)
+        if now.replace(microsecond=0) > moment and now.microsecond < 200_000:
+            return
+        time.sleep(0.01)
+    pytest.fail("the database clock never reached the start of a later second")
+
+
+def test_an_upload_in_the_listings_own_second_is_late_not_lost(stack, s3, pg):
+    """The run is not red for a call it could not have seen; one it did see and lost still is."""
+    for attempt in range(5):
+        day = FIRST_DAY + timedelta(days=attempt)
+        prefix = day_prefix("calls/", day)
+        run = f"same-second-{attempt}"
+        s3.put_bytes(s3.uri(prefix + "seen.txt"), b"agent notes")  # quarantined at registration: final
+        _early_in_a_second_after(pg, _modified(s3, prefix + "seen.txt"))
+        reporting.run_listed(pg, run, "transcribe_calls", day, "whisper-tiny")  # as `discover` does
+        discovery.discover(s3, pg, day, "calls/", run, is_live=lambda r: False)
+        s3.put_bytes(s3.uri(prefix + "late.wav"), b"RIFF arrived after the listing")
+        listed_at, late_at = reporting.listed_at(pg, run), _modified(s3, prefix + "late.wav")
+        if late_at.replace(microsecond=0) == listed_at.replace(microsecond=0):
+            break  # the scenario: listed, then uploaded, within one second
+    else:
+        pytest.fail("could not list and upload within one second in 5 tries")
+    assert late_at <= listed_at  # the store's whole second reads as before the listing
+
+    # A registration that went missing: seen.txt was listed (uploaded a second before) and is lost.
+    with pg.begin() as c:
+        c.execute(sa.text("DELETE FROM recordings WHERE object_key = :k"), {"k": prefix + "seen.txt"})
+    discovery.close_run(pg, run)
+
+    verdict = run_verdict(s3, pg, run, [day], "calls/", listed_at)
+    audit = verdict.audits[0]
+    assert audit.lost == [f"{prefix}seen.txt: not registered"], audit.as_dict()
+    assert audit.arrived_later == 1, audit.as_dict()
+
+    # The next run finds the late upload.
+    discovery.discover(s3, pg, day, "calls/", f"{run}-next", is_live=lambda r: False)
+    with pg.connect() as c:
+        assert c.execute(sa.text("SELECT count(*) FROM recordings WHERE object_key = :k"),
+                         {"k": prefix + "late.wav"}).scalar_one() == 1
+
+
+# Keys a recorder or a person produces, each with the state its run must leave it in.
+ODD_DAY = date(2035, 3, 1)
+ODD_KEYS = {
+    "with space.wav": "done",
+    "plus+sign.wav": "done",
+    "percent%41.wav": "done",
+    "hash#and?query.wav": "done",
+    unicodedata.normalize("NFC", "appel-é.wav"): "done",
+    unicodedata.normalize("NFD", "appel-é.wav"): "done",  # the same name, another byte form: another object
+    "Case.wav": "done",
+    "case.wav": "done",
+    "UPPER.WAV": "done",
+    "agentX/nested.wav": "done",
+    "agentY/deeper/nested.wav": "done",
+    "no-extension": "quarantined",
+    "wrong-extension.m4a": "quarantined",
+    "empty.wav": "quarantined",
+}
+
+
+def _short_call() -> bytes:
+    import io
+
+    import soundfile as sf
+
+    from callscribe.samples import sample_dir
+
+    x, sr = sf.read(sample_dir() / "call-0003.wav", dtype="int16")
+    buf = io.BytesIO()
+    sf.write(buf, x[: sr * 6], sr, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def test_odd_keys_end_in_a_known_state_and_play(stack, s3, pg):
+    from fastapi.testclient import TestClient
+
+    from callscribe.audit import audit_day
+    from callscribe.local_run import run_day
+    from callscribe.search_page import create_app
+
+    prefix = day_prefix("calls/", ODD_DAY)
+    audio = _short_call()
+    for name in ODD_KEYS:
+        s3.put_bytes(s3.uri(prefix + name), b"" if name == "empty.wav" else audio)
+    s3.put_bytes(s3.uri(prefix + "agentZ/"), b"")  # a folder marker (the S3 console's "Create folder")
+    dr = run_day(ODD_DAY)
+    assert str(dr.state).rsplit(".", 1)[-1].lower() == "success"
+    with pg.connect() as c:
+        rows = c.execute(sa.text("SELECT id, object_key, status, last_error, loads FROM recordings "
+                                 "WHERE call_date = :d"), {"d": ODD_DAY}).all()
+    got = {r.object_key.removeprefix(prefix): r for r in rows}
+    assert sorted(got) == sorted(ODD_KEYS)  # each object once, the folder marker not a call
+    for name, expected in ODD_KEYS.items():
+        r = got[name]
+        assert r.status == expected, r
+        assert (r.loads == 1) if expected == "done" else bool(r.last_error), r
+    assert audit_day(s3, pg, ODD_DAY).clean
+    client = TestClient(create_app(require_login=False))
+    for name, expected in ODD_KEYS.items():
+        if expected != "done":
+            continue
+        played = client.post("/api/play", json={"recording_id": got[name].id, "start": 1.0})
+        assert played.status_code == 200, (name, played.text)
+        with urllib.request.urlopen(played.json()["url"].split("#t=")[0], timeout=30) as resp:
+            assert resp.read() == audio, name
+
+
+def test_a_call_deleted_between_listing_and_chunking_fails_with_a_reason_then_reads_deleted(stack, s3, pg):
+    from tests.integration.helpers import run_through
+
+    day = date(2035, 3, 2)
+    prefix = day_prefix("calls/", day)
+    for name in ("kept.wav", "gone.wav"):
+        s3.put_bytes(s3.uri(prefix + name), _short_call())
+    verdict = run_through(s3, pg, day, "deleted-r1", before_chunk=lambda: s3.delete(s3.uri(prefix + "gone.wav")))
+    assert verdict.ok, verdict.problems()
+    with pg.connect() as c:
+        states = dict(c.execute(sa.text("SELECT object_key, status FROM recordings WHERE call_date = :d"),
+                                {"d": day}).all())
+        reason = c.execute(sa.text("SELECT last_error FROM recordings WHERE object_key = :k"),
+                           {"k": prefix + "gone.wav"}).scalar_one()
+    assert states == {prefix + "kept.wav": "done", prefix + "gone.wav": "failed"}
+    assert "NoSuchKey" in reason or "not exist" in reason, reason
+    assert run_through(s3, pg, day, "deleted-r2").ok
+    with pg.connect() as c:
+        assert c.execute(sa.text("SELECT status FROM recordings WHERE object_key = :k"),
+                         {"k": prefix + "gone.wav"}).scalar_one() == "deleted"
