@@ -163,3 +163,26 @@ def run_pod(wrapper: str, job_uri: str, tmp_path) -> subprocess.CompletedProcess
     return subprocess.run([sys.executable, "-c", wrapper, "--job", job_uri, "--xcom-path", str(tmp_path / "x.json"),
                            "--error-path", str(tmp_path / "err.txt")],
                           env=pipeline.worker_environment(s3_settings()), capture_output=True, text=True, timeout=300)
+
+
+def downgrade(pg, revision: str) -> None:
+    """The schema down to ``revision`` (alembic), as an operator rolling back would leave it."""
+    from alembic import command
+
+    from callscribe import db
+
+    cfg = db.alembic_config(pg)
+    with pg.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)
+    pg.dispose()
+
+
+def run_covered(pg, dr) -> tuple[date, list[str]]:
+    """The day a finished DAG run reported, and the states of that day's recordings."""
+    with pg.connect() as c:
+        day = c.execute(sa.text("SELECT call_date FROM pipeline_runs WHERE run_id = :r"),
+                        {"r": dr.run_id}).scalar_one()
+        states = c.execute(sa.text("SELECT status FROM recordings WHERE call_date = :d ORDER BY id"),
+                           {"d": day}).scalars().all()
+    return day, states

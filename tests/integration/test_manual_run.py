@@ -9,10 +9,9 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 import pytest
-import sqlalchemy as sa
 
 from callscribe.samples import sample_files
-from tests.integration.helpers import upload_day
+from tests.integration.helpers import run_covered, upload_day
 
 pytestmark = pytest.mark.integration
 DAY = date(2031, 3, 1)  # no other test uses it
@@ -27,8 +26,4 @@ def test_a_manual_run_without_a_logical_date_covers_the_day_before_it(stack, s3,
     dr = dag.test(run_after=datetime(2031, 3, 2, 9, 30, tzinfo=UTC), logical_date=None)
     assert dr.logical_date is None
     assert str(dr.state).rsplit(".", 1)[-1].lower() == "success"
-    with pg.connect() as c:
-        assert c.execute(sa.text("SELECT call_date FROM pipeline_runs WHERE run_id = :r"),
-                         {"r": dr.run_id}).scalar_one() == DAY
-        states = c.execute(sa.text("SELECT status FROM recordings WHERE call_date = :d"), {"d": DAY}).scalars().all()
-    assert states == ["done"]
+    assert run_covered(pg, dr) == (DAY, ["done"])

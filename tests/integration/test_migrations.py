@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
 
 from callscribe import db
 from callscribe.redaction import redact_channel
+from tests.integration.helpers import downgrade
 
 pytestmark = pytest.mark.integration
 
@@ -16,16 +16,8 @@ TEXTS = ["my card is 4111", "1111 1111 1111 thanks", "the code is four one one o
 STARTS = [[0.0, 0.3, 0.6, 0.9], [5.0, 5.5, 6.0, 6.5], [10.0, 10.2, 10.4, 10.6, 10.8, 11.0, 11.2, 11.4]]
 
 
-def _to(pg, revision: str) -> None:
-    cfg = db.alembic_config(pg)
-    with pg.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, revision)
-    pg.dispose()
-
-
 def test_redaction_moves_to_load_time_on_a_populated_table(pg):
-    _to(pg, "0008")  # segments redacted by the database's generated columns
+    downgrade(pg, "0008")  # segments redacted by the database's generated columns
     try:
         with pg.begin() as c:
             rid = c.execute(sa.text(
@@ -63,7 +55,7 @@ def test_redaction_moves_to_load_time_on_a_populated_table(pg):
 def test_every_new_revision_goes_down_and_up(pg):
     with pg.connect() as c:
         n = c.execute(sa.text("SELECT count(*) FROM analytics.search('refund', max_hits => 1000)")).scalar_one()
-    _to(pg, "0006")
+    downgrade(pg, "0006")
     try:
         with pg.connect() as c:
             columns = c.execute(sa.text("SELECT column_name FROM information_schema.columns "
@@ -88,7 +80,7 @@ def test_confidence_goes_down_and_up_and_shards_from_before_it_load_null(pg, s3)
             return c.execute(sa.text("SELECT column_name FROM information_schema.columns "
                                      "WHERE table_name = 'segments'")).scalars().all()
 
-    _to(pg, "0009")
+    downgrade(pg, "0009")
     try:
         assert CONFIDENCE not in columns()
     finally:
@@ -121,7 +113,7 @@ def test_call_metrics_and_segment_days_on_a_populated_table(pg):
     """0012 on rows loaded before it: day and agent copied onto the segments, metrics computed as the
     old view aggregated them, and back down to 0011 (the stored own-segment vector returns) and up."""
     key = "calls/2026/09/19/migrate-0012.wav"
-    _to(pg, "0011")
+    downgrade(pg, "0011")
     try:
         with pg.begin() as c:
             rid = c.execute(sa.text(
@@ -157,7 +149,7 @@ def test_call_metrics_and_segment_days_on_a_populated_table(pg):
             c.execute(sa.text("INSERT INTO segments (recording_id, channel, seq, speaker, start_s, end_s, text, "
                               "text_redacted) VALUES (:r, 0, 5, 'agent', 40, 41, 'bye', 'bye')"), {"r": rid})
         c.rollback()
-    _to(pg, "0011")
+    downgrade(pg, "0011")
     try:
         with pg.connect() as c:
             columns = c.execute(sa.text("SELECT column_name FROM information_schema.columns "
@@ -178,7 +170,7 @@ def test_the_transcripts_words_are_backfilled_and_the_segment_trigram_index_goes
         with pg.connect() as c:
             return set(c.execute(sa.text("SELECT indexname FROM pg_indexes WHERE tablename = 'segments'")).scalars())
 
-    _to(pg, "0012")
+    downgrade(pg, "0012")
     try:
         assert "segments_text_trgm_idx" in indexes()
         with pg.begin() as c:
@@ -199,7 +191,7 @@ def test_the_transcripts_words_are_backfilled_and_the_segment_trigram_index_goes
         hits = c.execute(sa.text("SELECT object_key, match FROM analytics.search('Throckmortin', "
                                  "from_date => '2026-09-19', to_date => '2026-09-19')")).all()
     assert [tuple(h) for h in hits] == [(key, "fuzzy")]
-    _to(pg, "0012")
+    downgrade(pg, "0012")
     try:
         assert "segments_text_trgm_idx" in indexes()
         with pg.connect() as c:

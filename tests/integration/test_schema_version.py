@@ -13,22 +13,15 @@ from datetime import date
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
 
 from callscribe import db
 from callscribe.samples import sample_files
-from tests.integration.helpers import upload_day
+from tests.integration.helpers import downgrade, upload_day
 
 pytestmark = pytest.mark.integration
 DAY = date(2031, 4, 7)  # no other test uses it
 
 
-def _downgrade(pg, revision: str) -> None:
-    cfg = db.alembic_config(pg)
-    with pg.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, revision)
-    pg.dispose()
 
 
 def _stamp(pg, revision: str) -> None:
@@ -46,7 +39,7 @@ def test_a_schema_behind_the_code_is_refused_with_what_to_run(pg, capsys):
 
     head = db.head_revision()
     previous = db.previous_revision(head)
-    _downgrade(pg, previous)
+    downgrade(pg, previous)
     try:
         with pytest.raises(db.SchemaBehind) as err:
             db.require_schema(pg)
@@ -95,7 +88,7 @@ def test_a_run_on_a_schema_behind_the_code_touches_nothing_and_is_red(stack, s3,
 
     monkeypatch.setenv("CALLSCRIBE_RETRY_DELAY_S", "1")  # read when the DAG file is parsed
     upload_day(s3, DAY, files=sample_files()[:1])
-    _downgrade(pg, db.previous_revision(db.head_revision()))
+    downgrade(pg, db.previous_revision(db.head_revision()))
     try:
         dr = run_day(DAY)
         with pg.connect() as c:

@@ -10,10 +10,9 @@ from datetime import UTC, date, datetime
 
 import pendulum
 import pytest
-import sqlalchemy as sa
 
 from callscribe.samples import sample_files
-from tests.integration.helpers import upload_day
+from tests.integration.helpers import run_covered, upload_day
 
 pytestmark = pytest.mark.integration
 DAY = date(2031, 3, 30)  # no other test uses it; Europe's DST starts that night
@@ -43,8 +42,4 @@ def test_a_run_covers_the_zone_s_day_folder(stack, s3, pg, monkeypatch):
     dr = run_day(DAY)
     assert dr.logical_date == datetime(2031, 3, 29, 15, 0, tzinfo=UTC)  # Tokyo's midnight, in UTC
     assert str(dr.state).rsplit(".", 1)[-1].lower() == "success"
-    with pg.connect() as c:
-        assert c.execute(sa.text("SELECT call_date FROM pipeline_runs WHERE run_id = :r"),
-                         {"r": dr.run_id}).scalar_one() == DAY
-        states = c.execute(sa.text("SELECT status FROM recordings WHERE call_date = :d"), {"d": DAY}).scalars().all()
-    assert states == ["done"]
+    assert run_covered(pg, dr) == (DAY, ["done"])
