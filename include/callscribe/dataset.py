@@ -58,7 +58,7 @@ from sqlalchemy.engine import Engine
 from callscribe import db
 from callscribe.audio import TARGET_SR, Decoded, DecodeError, decode, resample
 from callscribe.discovery import call_id_for
-from callscribe.storage import Store, make_uri, unavailable
+from callscribe.storage import CHANGED, Store, make_uri, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -294,13 +294,13 @@ class Written:
 def fetch(store: Store, rec: Recording) -> Decoded | str:
     """The recording's audio as it was transcribed, or why it cannot be had (a string)."""
     try:
-        etag, _ = store.stat(rec.bucket, rec.key)
-        if etag != rec.etag:
-            return f"the object changed since it was transcribed (etag {etag}, transcribed {rec.etag})"
-        return decode(store.get_bytes(make_uri(rec.bucket, rec.key)), rec.key)
+        # One conditional read: a content replaced between a check and a download would go in.
+        return decode(store.get_bytes(make_uri(rec.bucket, rec.key), etag=rec.etag), rec.key)
     except DecodeError as exc:
         return str(exc)
     except S3Error as exc:
+        if exc.code == CHANGED:
+            return f"the object changed since it was transcribed (transcribed etag {rec.etag})"
         if unavailable(exc):
             raise
         return f"not readable in the bucket ({exc.code})"

@@ -71,6 +71,8 @@ def make_uri(bucket: str, key: str) -> str:
 
 # Objects up to this size go up in one PUT (S3 takes up to 5 GiB); larger ones in parts of it.
 PUT_PART_BYTES = 64 * 1024 * 1024
+# What a conditional read (If-Match) answers when the object's content is no longer that one.
+CHANGED = "PreconditionFailed"
 
 
 # ---------------------------------------------------------------- credentials and trust
@@ -215,9 +217,12 @@ class Store:
             if obj.is_delete_marker and _latest(obj.is_latest):
                 yield ObjectInfo(self.bucket, obj.object_name, "", 0, obj.last_modified)
 
-    def get_bytes(self, uri: str, version_id: str | None = None) -> bytes:
+    def get_bytes(self, uri: str, version_id: str | None = None, etag: str | None = None) -> bytes:
+        """The object's bytes; with ``etag``, only if it still has that content (one conditional
+        request: a newer content is an S3Error with the code :data:`CHANGED`, not its bytes)."""
         bucket, key = parse_uri(uri)
-        resp = self.client.get_object(bucket, key, version_id=version_id)
+        headers = {"If-Match": f'"{etag}"'} if etag else None
+        resp = self.client.get_object(bucket, key, version_id=version_id, request_headers=headers)
         try:
             return resp.read()
         finally:

@@ -138,3 +138,40 @@ def test_the_folder_must_be_new_or_empty(calls, tmp_path):
     (tmp_path / "something").write_text("")
     run = subprocess.run([*CLI, "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "not empty" in run.stderr
+
+
+def test_a_call_replaced_between_the_check_and_the_download_is_not_taken(stack, s3):
+    """The object is replaced right after its etag is read: the audio fetched must still be
+    the transcribed content, or nothing (a race the check-then-download order left open)."""
+    from callscribe.dataset import Recording, fetch
+    from callscribe.samples import sample_files
+
+    first, second = sample_files()[:2]
+    key = "calls/2031/05/02/replaced-mid-fetch.wav"
+    s3.put_bytes(s3.uri(key), first.read_bytes())
+    etag, _ = s3.stat(s3.bucket, key)
+
+    class Replacing:
+        """The store, with the object replaced after whatever first asks about it."""
+
+        def __init__(self, store):
+            self.store, self.replaced = store, False
+
+        def __getattr__(self, name):
+            call = getattr(self.store, name)
+
+            def replaced_after(*args, **kwargs):
+                if self.replaced:
+                    return call(*args, **kwargs)
+                self.replaced = True
+                if name == "stat":
+                    out = call(*args, **kwargs)
+                    s3.put_bytes(s3.uri(key), second.read_bytes())
+                    return out
+                s3.put_bytes(s3.uri(key), second.read_bytes())
+                return call(*args, **kwargs)
+
+            return replaced_after
+
+    got = fetch(Replacing(s3), Recording(1, s3.bucket, key, etag))
+    assert isinstance(got, str) and "changed" in got, got
