@@ -390,16 +390,26 @@ def load_jobs(store: Store, engine: Engine, job_uris: list[str], run_id: str) ->
     unfinished: list[str] = []
     for job in jobs:
         got = shards.get(job.shard_uri)
-        # A shard without a plan id is from a worker image older than plan ids: its recordings decide.
-        if got is not None and got[1].plan_id in (None, job.plan_id) and sorted(
+        # A worker copies the job's plan id into its shard; a job planned before plan ids (a run in
+        # flight across the upgrade) has none, and neither has its shard.
+        if got is not None and got[1].plan_id == job.plan_id and sorted(
                 {r.recording_id for r in got[1].recordings} - erased) == sorted(
                 {r.recording_id for r in job.recordings} - erased):
             continue
         if got is not None:
-            # Left by an earlier plan of the same run id (a cleared plan_jobs, a cleared run, the
-            # day run again), even of the same recordings: not this job's result.
             del shards[job.shard_uri]
-            cause = "its shard is from an earlier plan of this run"
+            if got[1].plan_id is None:
+                # A worker image older than plan ids (the pods pinned to an older tag) ignores every
+                # field of the job it does not know, the plan id among them: its shard cannot show that
+                # it read this job as planned (an image from before 8 kHz packs reads them as 16 kHz),
+                # and a shard such an image left for an earlier plan looks the same.
+                cause = (f"its shard has no plan id (the job's is {job.plan_id}): the worker image is older "
+                         "than callscribe on the Airflow side; upgrade the worker image "
+                         "(CALLSCRIBE_WORKER_IMAGE) and clear the transcribe task")
+            else:
+                # Left by an earlier plan of the same run id (a cleared plan_jobs, a cleared run, the
+                # day run again), even of the same recordings: not this job's result.
+                cause = "its shard is from an earlier plan of this run"
         elif store.exists(failure_uri(job.shard_uri)):
             cause = JobFailure.model_validate_json(store.get_bytes(failure_uri(job.shard_uri))).error
         else:

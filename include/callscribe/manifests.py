@@ -26,6 +26,11 @@ WORD_STARTS = "word_starts"
 # the segment, in [0, 1]; null when the engine has none.
 CONFIDENCE = "confidence"
 _META_KEY = b"callscribe"
+# The job manifest's format. Every model here ignores a field it does not know (pydantic's default):
+# right for what the Airflow side reads from a newer worker, wrong for a worker given a job whose new
+# field changes how it must be read (older images ignored plan_id, pack_rate and the region map).
+# Bump it with such a field: a worker refuses a job of a newer format (upgrade the worker image).
+JOB_VERSION = 1
 
 
 class RecordingEntry(BaseModel):
@@ -59,7 +64,7 @@ class ChunkRef(BaseModel):
 class JobManifest(BaseModel):
     """One worker invocation: a set of whole recordings and where to write the result."""
 
-    version: int = 1
+    version: int = JOB_VERSION
     job_id: str
     run_id: str
     engine: str

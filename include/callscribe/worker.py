@@ -49,6 +49,7 @@ from callscribe.engines import Segment
 from callscribe.errors import describe
 from callscribe.manifests import (
     CONFIDENCE,
+    JOB_VERSION,
     SEGMENT_COLUMNS,
     WORD_STARTS,
     BatchMetric,
@@ -136,6 +137,10 @@ def in_background(fn: Callable[[], T], name: str) -> Future[T]:
 
 
 def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None) -> str:
+    if job.version > JOB_VERSION:
+        # Written by a newer Airflow side: what this worker would ignore in it may change the job.
+        raise RuntimeError(f"the job manifest is version {job.version}, this worker reads version {JOB_VERSION} "
+                           "at most: upgrade the worker image (CALLSCRIBE_WORKER_IMAGE) to the Airflow side's version")
     t0 = time.perf_counter()
     failures: dict[int, str] = {}  # recording id -> reason
 

@@ -6,14 +6,23 @@ from callscribe import db
 
 config = context.config
 connection = config.attributes.get("connection")
+# How long a migration waits for a lock before it gives up, the whole upgrade rolled back. A table a
+# running load or chunk task holds would otherwise be waited for as long as that task takes, with
+# every later query on the table (the analysts' search too) queued behind the migration's lock.
+# Set after `db.migrate` holds its own lock: a second migrate waits for the first as long as it takes.
+LOCK_TIMEOUT = "15s"
+
+
+
+def _migrate(conn) -> None:
+    context.configure(connection=conn, version_table=db.VERSION_TABLE)
+    with context.begin_transaction():
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+        context.run_migrations()
+
 
 if connection is None:
-    engine = config.attributes["engine"]
-    with engine.begin() as connection:
-        context.configure(connection=connection, version_table=db.VERSION_TABLE)
-        with context.begin_transaction():
-            context.run_migrations()
+    with config.attributes["engine"].begin() as connection:
+        _migrate(connection)
 else:
-    context.configure(connection=connection, version_table=db.VERSION_TABLE)
-    with context.begin_transaction():
-        context.run_migrations()
+    _migrate(connection)

@@ -30,6 +30,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # A column cannot leave a view in place: it is made again, with every grant it had (a DBA's
+    # reporting role too, as 0014 keeps those on segments), not the analysts' alone.
+    grants = op.get_bind().exec_driver_sql(
+        "SELECT grantee, string_agg(privilege_type, ', ') FROM information_schema.role_table_grants "
+        "WHERE table_schema = 'analytics' AND table_name = 'recordings' AND grantee <> current_user "
+        "GROUP BY grantee").all()
     op.execute("DROP VIEW analytics.recordings")
     op.execute(f"CREATE VIEW analytics.recordings AS {BEFORE}")
     op.execute("GRANT SELECT ON analytics.recordings TO callscribe_analyst")
+    for grantee, privileges in grants:
+        op.execute(f'GRANT {privileges} ON analytics.recordings TO "{grantee}"')
