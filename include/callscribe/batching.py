@@ -12,6 +12,10 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+# Padded seconds of audio per batch a worker gives its engine, unless its job says otherwise: a
+# CPU's. A GPU pod's batches for a fast engine are larger (engines.GPU_BATCH_AUDIO_S).
+DEFAULT_BATCH_AUDIO_S = 240.0
+
 
 def plan_batches(lengths_s: Sequence[float], budget_s: float, max_items: int | None = None) -> list[list[int]]:
     """Group item indices, longest first, into batches whose padded size stays within budget.
@@ -89,13 +93,16 @@ class JobSizing:
     slots: int = 4  # GPUs in the pool (or local workers): a day spreads over them
     cap_s: float = 4 * 3600  # at most this much speech in one job
     min_s: float = 600  # a job is worth a model load only above this
+    batch_s: float = DEFAULT_BATCH_AUDIO_S  # padded audio seconds per batch in the job's worker
 
     @classmethod
-    def from_env(cls, default_cap_s: float | None = None) -> JobSizing:
-        """The settings (CALLSCRIBE_JOB_*); ``default_cap_s`` replaces the cap's default (GPU pods of
-        a fast engine: engines.GPU_POD_JOB_AUDIO_S), never a cap the environment sets."""
+    def from_env(cls, default_cap_s: float | None = None, default_batch_s: float | None = None) -> JobSizing:
+        """The settings (CALLSCRIBE_JOB_*, CALLSCRIBE_BATCH_AUDIO_S); ``default_cap_s`` and
+        ``default_batch_s`` replace the defaults (GPU pods of a fast engine:
+        engines.GPU_POD_JOB_AUDIO_S and GPU_BATCH_AUDIO_S), never a value the environment sets."""
         d = cls()
         env = os.environ.get
         return cls(slots=int(env("CALLSCRIBE_JOB_SLOTS", d.slots)),
                    cap_s=float(env("CALLSCRIBE_JOB_AUDIO_S", default_cap_s or d.cap_s)),
-                   min_s=float(env("CALLSCRIBE_JOB_MIN_AUDIO_S", d.min_s)))
+                   min_s=float(env("CALLSCRIBE_JOB_MIN_AUDIO_S", d.min_s)),
+                   batch_s=float(env("CALLSCRIBE_BATCH_AUDIO_S", default_batch_s or d.batch_s)))

@@ -254,20 +254,20 @@ def chunk_group(store: Store, engine: Engine, ids: list[int], run_id: str, group
 
 def job_sizing(in_pods: bool, engine_name: str) -> JobSizing:
     """How this DAG splits a day into jobs: a fast engine's jobs in pods with GPUs hold hours more
-    speech (engines.GPU_POD_JOB_AUDIO_S), so that each is minutes of GPU work, not seconds."""
-    from callscribe.engines import GPU_POD_JOB_AUDIO_S
+    speech (engines.GPU_POD_JOB_AUDIO_S), so that each is minutes of GPU work, not seconds, and
+    batch it as its GPU speed was measured (engines.GPU_BATCH_AUDIO_S)."""
+    from callscribe.engines import GPU_BATCH_AUDIO_S, GPU_POD_JOB_AUDIO_S
     from callscribe.kubernetes import settings_from_env
 
-    gpu_pods = in_pods and settings_from_env().gpus > 0
-    return JobSizing.from_env(GPU_POD_JOB_AUDIO_S.get(engine_name) if gpu_pods else None)
+    if not (in_pods and settings_from_env().gpus > 0):
+        return JobSizing.from_env()
+    return JobSizing.from_env(GPU_POD_JOB_AUDIO_S.get(engine_name), GPU_BATCH_AUDIO_S.get(engine_name))
 
 
 def plan_jobs(store: Store, manifest_uris: list[str], run_id: str, engine_name: str,
               batch_audio_s: float | None = None, sizing: JobSizing | None = None,
               max_jobs: int | None = None) -> list[str]:
     """Gather chunk manifests into balanced worker jobs of whole recordings; returns job manifest URIs."""
-    from callscribe.transcription import DEFAULT_BATCH_AUDIO_S
-
     sizing = sizing or JobSizing.from_env()
     entries: list[RecordingEntry] = []
     by_rec: dict[int, list[ChunkRef]] = {}
@@ -304,7 +304,7 @@ def plan_jobs(store: Store, manifest_uris: list[str], run_id: str, engine_name: 
         recs = [entries[i] for i in members]
         job = JobManifest(
             job_id=job_id, run_id=run_id, engine=engine_name, plan_id=plan_id,
-            batch_audio_s=batch_audio_s or DEFAULT_BATCH_AUDIO_S,
+            batch_audio_s=batch_audio_s or sizing.batch_s,
             shard_uri=_work_uri(store, "runs", key, "shards", f"{job_id}.parquet"),
             recordings=recs,
             chunks=[c for r in recs for c in by_rec.get(r.recording_id, [])],

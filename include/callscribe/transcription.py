@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from callscribe.audio import TARGET_SR, Decoded, as_float
-from callscribe.batching import plan_batches
+from callscribe.batching import DEFAULT_BATCH_AUDIO_S, plan_batches
 from callscribe.chunking import (
     DEFAULT_CHUNKING,
     FRAME_MS,
@@ -35,7 +35,6 @@ from callscribe.errors import describe
 from callscribe.manifests import BatchMetric, Region
 
 log = logging.getLogger(__name__)
-DEFAULT_BATCH_AUDIO_S = 240.0
 
 
 @dataclass(frozen=True)

@@ -213,27 +213,30 @@ def test_the_two_dags_never_share_a_day_silently():
     assert is_live("manual__x") and is_live("manual__y") and not is_live("manual__z")
 
 
-@pytest.mark.parametrize(("dag_id", "engine", "cap_h"), [("transcribe_calls_k8s", "granite-nar-native", 200),
-                                                         ("transcribe_calls_k8s", "whisper-tiny", 4),
-                                                         ("transcribe_calls", "granite-nar-native", 4)])
-def test_each_dags_plan_jobs_sizes_jobs_for_where_they_run(dagbag, monkeypatch, dag_id, engine, cap_h):
+@pytest.mark.parametrize(("dag_id", "engine", "cap_h", "batch_s"), [
+    ("transcribe_calls_k8s", "granite-nar-native", 200, 3840),
+    ("transcribe_calls_k8s", "whisper-tiny", 4, 240),
+    ("transcribe_calls", "granite-nar-native", 4, 240)])
+def test_each_dags_plan_jobs_sizes_jobs_for_where_they_run(dagbag, monkeypatch, dag_id, engine, cap_h, batch_s):
     """A run triggered from the UI with an engine Param: the pod DAG's Granite jobs are minutes of GPU
     work (200 h), whisper's and the local DAG's keep 4 h. Checked on the DAG's own task, so the wiring
     between the DAG and pipeline.job_sizing is what is tested (the pipeline's plan is not run here)."""
     from callscribe import pipeline, storage
 
-    monkeypatch.delenv("CALLSCRIBE_JOB_AUDIO_S", raising=False)
-    monkeypatch.delenv("CALLSCRIBE_K8S_GPUS", raising=False)
+    for name in ("CALLSCRIBE_JOB_AUDIO_S", "CALLSCRIBE_BATCH_AUDIO_S", "CALLSCRIBE_K8S_GPUS"):
+        monkeypatch.delenv(name, raising=False)
     task = dagbag.get_dag(dag_id).get_task("plan_jobs")
     monkeypatch.setitem(task.python_callable.__globals__, "get_current_context",
                         lambda: {"run_id": "manual__ui", "params": {"engine": engine}})
     planned = {}
 
     def plan_jobs(store, manifests, run_id, engine_name, sizing=None, max_jobs=None):
-        planned.update(manifests=manifests, engine=engine_name, cap_s=sizing.cap_s if sizing else None)
+        planned.update(manifests=manifests, engine=engine_name, cap_s=sizing.cap_s if sizing else None,
+                       batch_s=sizing.batch_s if sizing else None)
         return []
 
     monkeypatch.setattr(pipeline, "plan_jobs", plan_jobs)
     monkeypatch.setattr(storage, "store", lambda: None)
     assert task.python_callable(["s3://b/m.parquet", None]) == []
-    assert planned == {"manifests": ["s3://b/m.parquet"], "engine": engine, "cap_s": cap_h * 3600}
+    assert planned == {"manifests": ["s3://b/m.parquet"], "engine": engine, "cap_s": cap_h * 3600,
+                       "batch_s": batch_s}

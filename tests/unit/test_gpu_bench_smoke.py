@@ -367,6 +367,16 @@ def test_a_job_is_what_the_pipeline_puts_in_one_local_workers_job_at_most():
     assert gpu.GPU.job_audio_s / gpu.GPU.batch_audio_s >= 3  # a job is several batches: its first is amortised
 
 
+def test_the_check_batches_as_a_gpu_pods_worker_does(monkeypatch):
+    """The check's figures stand for production only if its batches are the ones a GPU pod's jobs
+    carry (a GPU pod ran 240 s batches, 8 chunks, while the check measured 3,840 s ones)."""
+    from callscribe.pipeline import job_sizing
+
+    for name in ("CALLSCRIBE_BATCH_AUDIO_S", "CALLSCRIBE_K8S_GPUS"):
+        monkeypatch.delenv(name, raising=False)
+    assert gpu.GPU.batch_audio_s == job_sizing(True, "granite-nar-native").batch_s == 3840
+
+
 def test_the_check_imports_nothing_the_gpu_machine_lacks():
     blocker = (
         "import sys\n"

@@ -227,3 +227,23 @@ def test_a_fast_engines_jobs_in_gpu_pods_hold_minutes_of_gpu_work(monkeypatch):
     assert pipeline.job_sizing(False, "granite-nar-native").cap_s == four_hours
     monkeypatch.setenv("CALLSCRIBE_K8S_GPUS", "0")
     assert pipeline.job_sizing(True, "granite-nar-native").cap_s == four_hours
+
+
+def test_a_fast_engines_batches_in_gpu_pods_are_the_size_its_speed_was_measured_at(monkeypatch):
+    """Granite's GPU figures (docs/benchmarks.md) are batches of up to 3,840 s of audio (128 x 30 s);
+    at the 240 s CPU default a GPU pod would run 8 chunks a batch. Whisper, local workers and CPU pods
+    keep 240 s; CALLSCRIBE_BATCH_AUDIO_S overrides both (a smaller card)."""
+    from callscribe import pipeline
+
+    for name in ("CALLSCRIBE_BATCH_AUDIO_S", "CALLSCRIBE_K8S_GPUS"):
+        monkeypatch.delenv(name, raising=False)
+    assert pipeline.job_sizing(True, "granite-nar-native").batch_s == 3840
+    assert pipeline.job_sizing(True, "granite-nar").batch_s == 3840
+    assert pipeline.job_sizing(True, "whisper-tiny").batch_s == 240
+    assert pipeline.job_sizing(False, "granite-nar-native").batch_s == 240
+    monkeypatch.setenv("CALLSCRIBE_BATCH_AUDIO_S", "1920")
+    assert pipeline.job_sizing(True, "granite-nar-native").batch_s == 1920
+    assert pipeline.job_sizing(False, "whisper-tiny").batch_s == 1920
+    monkeypatch.delenv("CALLSCRIBE_BATCH_AUDIO_S")
+    monkeypatch.setenv("CALLSCRIBE_K8S_GPUS", "0")
+    assert pipeline.job_sizing(True, "granite-nar-native").batch_s == 240

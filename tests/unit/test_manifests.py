@@ -130,6 +130,11 @@ def test_plan_jobs_takes_a_recording_in_two_chunk_manifests_once():
     jobs = [JobManifest.model_validate_json(store.objects[u]) for u in uris]
     assert sorted(r.recording_id for j in jobs for r in j.recordings) == [7, 9]
     assert sorted((c.recording_id, c.index) for j in jobs for c in j.chunks) == [(7, i) for i in range(5)] + [(9, 0)]
+    assert {j.batch_audio_s for j in jobs} == {240.0}  # the CPU default
+    # The batch budget is the sizing's: a GPU pod's jobs carry the batch the GPU was measured at.
+    uris = plan_jobs(store, ["s3://b/m1"], "run-gpu", "granite-nar-native",
+                     sizing=JobSizing(1, 3600, 0, batch_s=3840.0))
+    assert {JobManifest.model_validate_json(store.objects[u]).batch_audio_s for u in uris} == {3840.0}
 
     # A chunk manifest that cannot be read holds back only its own recordings.
     store.objects["s3://b/m2"] = b"not parquet"

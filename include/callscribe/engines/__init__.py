@@ -53,6 +53,12 @@ CHUNK_SECONDS: dict[str, float] = {"whisper-tiny": 25.0, "granite-nar": 30.0, "g
 # (whisper-tiny runs at tens of x) keep the default, well inside the transcribe task's timeout.
 GPU_POD_JOB_AUDIO_S: dict[str, float] = {"granite-nar": 200 * 3600.0, "granite-nar-native": 200 * 3600.0}
 
+# Padded audio seconds per batch in a GPU pod, for the engines whose speed needs large, length-sorted
+# batches: 128 chunks of 30 s, the batch every GPU figure of docs/benchmarks.md was measured at (peak
+# about 12 GiB for the native engine on an H100). Other engines, and every CPU, keep
+# batching.DEFAULT_BATCH_AUDIO_S (240 s). CALLSCRIBE_BATCH_AUDIO_S overrides both (a smaller card).
+GPU_BATCH_AUDIO_S: dict[str, float] = {"granite-nar": 3840.0, "granite-nar-native": 3840.0}
+
 
 # An override outside these bounds is a mistake: shorter chunks leave no room for a region
 # with its context; Granite NAR cannot take items of more than about 4 minutes.
