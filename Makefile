@@ -14,7 +14,7 @@ help:
 	@echo "make lint   - ruff (including Airflow's AIR rules)"
 	@echo "make chaos  - bad input, faults and races; prints recordings lost and duplicated"
 	@echo "make bench  - benchmark every stage, write docs/benchmarks.md"
-	@echo "make ui     - Airflow UI (airflow standalone) on http://127.0.0.1:8080"
+	@echo "make ui     - Airflow UI (its components on the embedded services) on http://127.0.0.1:8080"
 	@echo "make up | down | status - the embedded services"
 
 # The virtualenv, rebuilt when the pins or the package metadata change.

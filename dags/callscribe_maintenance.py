@@ -1,6 +1,6 @@
 """callscribe_maintenance: keep the pipeline's work area ``_callscribe/`` from growing for ever.
 
-Once a day, delete the intermediates (16 kHz speech packs, chunk and job manifests,
+Once a day, delete the intermediates (speech packs, chunk and job manifests,
 transcript shards) older than ``retention_days`` that no live run of ``transcribe_calls``
 holds. Transcripts in Postgres are not touched. A task of a transcription run cleared after
 its intermediates are gone fails with the missing file named; clear the whole run instead.

@@ -2,7 +2,7 @@
 #   docker build -f docker/airflow.Dockerfile -t callscribe/airflow:0.1.0 .
 # The official image already holds Airflow: this adds only what it lacks, at the versions
 # of constraints.txt: the callscribe package with its dependencies and the embedded CPU
-# engine (for CALLSCRIBE_TRANSCRIBE_MODE=local), and the two providers the DAG uses, at
+# engine (for transcribe_calls, whose worker runs beside the task), and the two providers the DAG uses, at
 # the versions the tests ran with. Airflow itself is not installed again: constraints.txt
 # pins the image's own version, so pip keeps it, and the build fails if it ever changes.
 # Versions: docker/versions.env (checked by tests/unit/test_images.py).

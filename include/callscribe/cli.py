@@ -45,7 +45,8 @@ def _dev_command(command: str):
 
 def _use_services(args) -> None:
     """Point at configured services, or at the embedded ones when nothing is configured."""
-    if os.environ.get("AIRFLOW_CONN_CALLSCRIBE_POSTGRES") or os.environ.get("CALLSCRIBE_PG_HOST"):
+    conn_id = os.environ.get("CALLSCRIBE_PG_CONN_ID", "callscribe_postgres")  # as config reads it
+    if os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}") or os.environ.get("CALLSCRIBE_PG_HOST"):
         return
     services = _embedded()
     if services is None:
@@ -505,8 +506,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lookback-days", type=int,
                    help="also take late uploads from this many days before (default: the DAG's)")
     s.add_argument("--logical-date", type=datetime.fromisoformat,
-                   help="the run's logical date (default: the day's midnight UTC); another one runs the day "
-                        "again beside an existing run, as a manual trigger with the date Param does")
+                   help="the run's logical date (default: the day's midnight in CALLSCRIBE_TIMEZONE, UTC unless "
+                        "set); another one runs the day again beside an existing run, as a manual trigger with "
+                        "the date Param does")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("status", help="one row per recording of a day")
@@ -610,7 +612,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--job", default="s3://calls/_callscribe/runs/example/jobs/job-00000.json")
     s.set_defaults(func=cmd_pod_spec)
 
-    s = sub.add_parser("ui", help="the Airflow UI on the embedded services (airflow standalone)")
+    s = sub.add_parser("ui", help="the Airflow UI on the embedded services (API server, scheduler, DAG "
+                                  "processor, triggerer)")
     s.set_defaults(func=cmd_ui)
 
     s = sub.add_parser("demo", help="start services, upload samples, run one day, show results")

@@ -331,7 +331,7 @@ class WorkerFailed(RuntimeError):
 # What a local worker inherits from the task's environment: what a pod has, no more. The
 # task's environment also holds Airflow's database URL, its JWT secret and connections.
 WORKER_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "XDG_RUNTIME_DIR",
-              "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "CALLSCRIBE_GRANITE_MODEL_DIR",
+              "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "CALLSCRIBE_DEVICE", "CALLSCRIBE_GRANITE_MODEL_DIR",
               "CALLSCRIBE_WHISPER_MODEL_DIR", "CALLSCRIBE_CPU_THREADS", "CALLSCRIBE_NAR_COMPILE",
               "CALLSCRIBE_NAR_FUSE", "CALLSCRIBE_NAR_DEPTHWISE", "CALLSCRIBE_NAR_DEPTHWISE_COMPILED",
               "CALLSCRIBE_NAR_ATTENTION", "CALLSCRIBE_NAR_ROUTE_CONFIDENCE", "CALLSCRIBE_NAR_COMPILE_TUNING",

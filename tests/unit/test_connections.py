@@ -445,3 +445,25 @@ def test_a_worker_process_without_keys_finds_its_role(bare_aws_env, monkeypatch)
     assert out.stdout.strip() == "ASIACONTAINER" and len(seen) == 1
     assert pipeline.worker_command("s3://calls/job.json") == ["python", "-m", "callscribe.worker", "--job",
                                                               "s3://calls/job.json"]
+
+
+def test_the_commands_use_a_renamed_postgres_connection_not_the_embedded_services(monkeypatch, tmp_path):
+    """CALLSCRIBE_PG_CONN_ID renames the connection; given as AIRFLOW_CONN_<ID>, a development
+    install's commands must use it, not quietly fall back to the embedded services."""
+    from callscribe import cli
+
+    applied = []
+    monkeypatch.delenv("AIRFLOW_CONN_CALLSCRIBE_POSTGRES", raising=False)
+    monkeypatch.delenv("CALLSCRIBE_PG_HOST", raising=False)
+    monkeypatch.setenv("CALLSCRIBE_PG_CONN_ID", "reporting_pg")
+    monkeypatch.setenv("AIRFLOW_CONN_REPORTING_PG", "postgres://u:p@db.example:5432/callscribe")
+
+    class Services:
+        @staticmethod
+        def profile(name):
+            applied.append(("profile", name))
+            raise AssertionError("the embedded services were chosen over the configured connection")
+
+    monkeypatch.setattr(cli, "_embedded", lambda: Services)
+    cli._use_services(type("Args", (), {"profile": "dev"})())
+    assert applied == []

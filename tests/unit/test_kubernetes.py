@@ -203,12 +203,26 @@ def test_compose_file_has_the_real_services_and_no_secrets():
     repo = Path(__file__).resolve().parents[2]
     text = (repo / "docker" / "compose.yaml").read_text()
     compose = yaml.safe_load(text)
-    wanted = {"postgres", "minio", "airflow-api", "airflow-scheduler", "airflow-dag-processor"}
+    # The triggerer runs the deferred pod waits and the run-late alert's callback.
+    wanted = {"postgres", "minio", "airflow-api", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"}
     assert wanted <= set(compose["services"])
     for svc in compose["services"].values():
         for port in svc.get("ports", []):
             assert port.startswith("127.0.0.1:"), port  # published on loopback only
     assert "change-me" not in text  # secrets come from docker/.env
+    assert "CALLSCRIBE_TRANSCRIBE_MODE" not in text  # nothing reads it: which DAG runs is which is unpaused
+
+
+def test_compose_postgres_can_run_the_migrations():
+    """Migration 0015 declares a foreign key NOT ENFORCED (PostgreSQL 18); the image's data lives
+    under /var/lib/postgresql from 18 on, where its volume must be mounted."""
+    import re
+
+    repo = Path(__file__).resolve().parents[2]
+    pg = yaml.safe_load((repo / "docker" / "compose.yaml").read_text())["services"]["postgres"]
+    major = int(re.fullmatch(r"postgres:(\d+)(\.\d+)*", pg["image"]).group(1))
+    assert major >= 18, pg["image"]
+    assert any(v.endswith(":/var/lib/postgresql") for v in pg["volumes"]), pg["volumes"]
 
 
 def test_a_fast_engines_jobs_in_gpu_pods_hold_minutes_of_gpu_work(monkeypatch):

@@ -74,17 +74,19 @@ def test_a_worker_cause_says_what_happened(tmp_path):
     assert pipeline._worker_cause(1, str(err), deque()) == "ModelDirError: folder is incomplete"
 
 
-def test_every_native_engine_setting_reaches_a_local_worker():
-    """A CALLSCRIBE_NAR_* setting the engine reads but the worker's allow-list drops would be set on the
-    Airflow worker and silently ignored by the transcription it starts."""
+def test_every_engine_setting_reaches_a_local_worker():
+    """A CALLSCRIBE_* setting the engines read (CALLSCRIBE_NAR_*, CALLSCRIBE_DEVICE, the model folders) but
+    the worker's allow-list drops would be set on the Airflow worker and silently ignored by the
+    transcription it starts."""
     import re
     from pathlib import Path
 
     import callscribe.engines
 
     root = Path(callscribe.engines.__file__).parent
-    read = {m for f in root.rglob("*.py") for m in re.findall(r'"(CALLSCRIBE_NAR_[A-Z_]+)"', f.read_text())}
-    assert "CALLSCRIBE_NAR_COMPILE" in read  # the scan finds what it looks for
+    read = {m for f in root.rglob("*.py") for m in re.findall(r'"(CALLSCRIBE_[A-Z0-9_]+)"', f.read_text())}
+    read -= {"CALLSCRIBE_CHUNK_S"}  # read by the chunk tasks (engines.chunk_seconds), not by a worker
+    assert {"CALLSCRIBE_NAR_COMPILE", "CALLSCRIBE_DEVICE"} <= read  # the scan finds what it looks for
     assert read - set(pipeline.WORKER_ENV) == set()
     base = dict.fromkeys(read, "1") | {"PATH": "/usr/bin"}
     env = pipeline.worker_environment(S3Settings(endpoint="s3.local:9000", access_key="AK", secret_key="SK",

@@ -2,8 +2,9 @@
 
 Production engine for H100 workers. The checkpoint is read from a local folder only
 (``CALLSCRIBE_GRANITE_MODEL_DIR``, a read-only volume in the pod); nothing is downloaded.
-The model gives no timestamps: each chunk yields one segment spanning the chunk, so
-segment times are chunk times (chunks are cut at pauses, at most 30 s).
+The model gives no timestamps: each chunk (speech regions packed to at most 30 s) yields
+one segment, which the pipeline places whole in the region it overlaps most
+(``transcription.place``).
 """
 
 from __future__ import annotations
