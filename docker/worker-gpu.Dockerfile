@@ -37,13 +37,16 @@ RUN sh gpu-constraints.sh constraints.txt gpu-constraints.txt > constraints-gpu.
         -w /wheels flash-attn
 
 # CUDA's libraries come with torch's wheels; the base image adds only what the NVIDIA
-# container runtime needs to expose the GPU.
+# container runtime needs to expose the GPU. The native engine compiles on CUDA (torch.compile),
+# and Triton builds its launcher with a C compiler against Python's headers when the pod first runs
+# a kernel: gcc, libc6-dev and python3.12-dev are for that (without them every compiled warm-up fails).
 FROM nvidia/cuda:${CUDA_VERSION}-base-ubuntu24.04
 ARG TORCH_VERSION=2.13.0
 ARG TRANSFORMERS_VERSION=5.24.0
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3.12=3.12.* python3.12-venv=3.12.* libsndfile1=1.2.* \
+        gcc=4:13.2.* libc6-dev=2.39-* python3.12-dev=3.12.* \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --gid 10001 callscribe \
     && useradd --uid 10001 --gid 10001 --create-home callscribe \

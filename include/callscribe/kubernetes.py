@@ -117,6 +117,12 @@ def pod_template(path: str | None = None) -> dict:
     return pod
 
 
+def whole_cpus(cpu: str) -> int:
+    """The whole CPUs of a Kubernetes CPU quantity ("8", "7500m", "2.5"), at least 1."""
+    value = float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
+    return max(1, int(value))
+
+
 def operator_kwargs(s: KubeSettings) -> dict:
     """Everything the operator needs except the task id and the per-job arguments."""
     from kubernetes.client import models as k8s
@@ -131,6 +137,10 @@ def operator_kwargs(s: KubeSettings) -> dict:
         "TORCHINDUCTOR_CACHE_DIR": COMPILE_CACHE_MOUNT if s.compile_cache_pvc else "/tmp/torch-compile",
         # Triton's own cache: kernels launched outside inductor's graphs (the depthwise kernel).
         "TRITON_CACHE_DIR": f"{COMPILE_CACHE_MOUNT}/triton" if s.compile_cache_pvc else "/tmp/triton-cache",
+        # The container is held to its CPUs (a quota) but sees every core of the node: torch's threads and
+        # inductor's compile workers (up to 32 processes) would be sized to the node, and throttled.
+        "OMP_NUM_THREADS": str(whole_cpus(s.cpu)),
+        "TORCHINDUCTOR_COMPILE_THREADS": str(whole_cpus(s.cpu)),
     }
     volumes = [k8s.V1Volume(name="models", persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(
         claim_name=s.model_pvc, read_only=True))]

@@ -240,3 +240,27 @@ def test_each_dags_plan_jobs_sizes_jobs_for_where_they_run(dagbag, monkeypatch, 
     assert task.python_callable(["s3://b/m.parquet", None]) == []
     assert planned == {"manifests": ["s3://b/m.parquet"], "engine": engine, "cap_s": cap_h * 3600,
                        "batch_s": batch_s}
+
+
+def test_a_deployment_picks_the_pod_dags_engine_without_a_code_change(stack, monkeypatch):
+    """Scheduled runs have no conf: CALLSCRIBE_POD_ENGINE is how a deployment runs the reference engine
+    in its pods (before `callscribe parity` has been run on its checkpoint, say); a name no engine
+    has fails the parse, not every night's run."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from callscribe import engines
+
+    def pod_engine_default(value: str | None):
+        if value is None:
+            monkeypatch.delenv("CALLSCRIBE_POD_ENGINE", raising=False)
+        else:
+            monkeypatch.setenv("CALLSCRIBE_POD_ENGINE", value)
+        bag = DagBag(dag_folder=str(REPO / "dags"))
+        if bag.import_errors:
+            return next(iter(bag.import_errors.values()))
+        return (bag.get_dag("transcribe_calls_k8s").params.get_param("engine").value,
+                bag.get_dag("transcribe_calls").params.get_param("engine").value)
+
+    assert pod_engine_default(None) == (engines.POD_DEFAULT_ENGINE, engines.DEFAULT_ENGINE)
+    assert pod_engine_default("granite-nar") == ("granite-nar", engines.DEFAULT_ENGINE)
+    assert "CALLSCRIBE_POD_ENGINE" in pod_engine_default("granite-nar-fast")

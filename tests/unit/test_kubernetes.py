@@ -116,6 +116,17 @@ def test_torch_compile_caches_go_to_tmp_or_to_a_shared_volume(pod, monkeypatch):
     assert vols["models"]["persistentVolumeClaim"]["readOnly"] is True  # the model stays read-only
 
 
+def test_the_pods_threads_are_its_cpus(pod):
+    """A pod is limited to its CPUs (a CFS quota), but sees every core of the node: torch's threads and
+    inductor's compile workers (up to 32 processes at a cold compile, every pod's without a shared cache)
+    would be sized to the node, and throttled. They are the pod's whole CPUs."""
+    env = {e["name"]: e.get("value") for e in _worker(pod)["env"]}
+    assert env["OMP_NUM_THREADS"] == env["TORCHINDUCTOR_COMPILE_THREADS"] == KubeSettings().cpu == "8"
+    for cpu, threads in (("7500m", "7"), ("500m", "1"), ("2.5", "2"), ("16", "16")):
+        env = {e.name: e.value for e in operator_kwargs(KubeSettings(cpu=cpu))["env_vars"]}
+        assert env["OMP_NUM_THREADS"] == env["TORCHINDUCTOR_COMPILE_THREADS"] == threads, cpu
+
+
 def test_the_pod_demands_its_gpu(pod):
     env = {e["name"]: e.get("value") for e in _worker(pod)["env"]}
     assert env["CALLSCRIBE_DEVICE"] == "cuda"

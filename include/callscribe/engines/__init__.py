@@ -36,8 +36,20 @@ _FACTORIES: dict[str, Callable[..., Engine]] = {
 }
 DEFAULT_ENGINE = "whisper-tiny"
 # The pod DAG's default (its scheduled runs have no conf): the GPU worker image installs the `gpu`
-# extra only, so it has no Whisper; Granite is what its pods are for (docs/granite.md).
-POD_DEFAULT_ENGINE = "granite-nar"
+# extra only, so it has no Whisper; Granite is what its pods are for (docs/granite.md). The native
+# engine, the one every GPU figure and the sizing stand for (benchmarks.gpu; docs/deploy.md): the
+# reference (transformers' remote code) is not compiled, runs each batch to its end before the next
+# and gives no word times or confidence.
+POD_DEFAULT_ENGINE = "granite-nar-native"
+
+
+def pod_default_engine() -> str:
+    """The pod DAG's engine for runs without one in their conf: ``CALLSCRIBE_POD_ENGINE``, else
+    :data:`POD_DEFAULT_ENGINE` (read when the DAG is parsed; ``granite-nar`` runs the reference)."""
+    name = os.environ.get("CALLSCRIBE_POD_ENGINE", "").strip() or POD_DEFAULT_ENGINE
+    if name not in _FACTORIES:
+        raise ValueError(f"CALLSCRIBE_POD_ENGINE={name!r} is not an engine: one of {', '.join(available())}")
+    return name
 
 # Seconds of packed speech per chunk, per engine; the chunk tasks read it without loading a
 # model. Whisper hears 30 s windows, but whisper-tiny misheard more in chunks packed to 30 s
