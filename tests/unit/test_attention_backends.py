@@ -265,6 +265,17 @@ def test_a_failing_probe_hands_the_choice_to_the_next_backend():
     assert choose(facts, passes=lambda name: True) == "torch-flash"
 
 
+def test_flash_attn_is_probed_before_it_is_chosen():
+    """The GPU image compiles flash-attn against one torch; a pod on another (a rebuilt image, an ABI
+    change) would import it and fail, or compute garbage, in every editor layer. It is checked against
+    the per-item reference like the private operator, and the next backend is chosen if it fails."""
+    facts = _facts(flash_attn=True, torch_flash=True)
+    asked = []
+    assert choose(facts, passes=lambda name: asked.append(name) or name != "flash-attn") == "torch-flash"
+    assert asked == ["flash-attn", "torch-flash"]
+    assert choose(facts, passes=lambda name: True) == "flash-attn"
+
+
 def test_a_forced_backend_that_fails_its_probe_is_refused():
     with pytest.raises(ValueError, match="'torch-flash' failed its check against the per-item reference"):
         choose(_facts(torch_flash=True), "torch-flash", passes=lambda name: False)

@@ -153,12 +153,14 @@ def _per_item(q, k, v, cu_seqlens, max_len, scale):
 class Backend:
     run: Kernel
     usable: Callable[[Facts], bool]
-    probed: bool = False  # a private operator: tried against the reference before it is chosen
+    # Tried against the reference before it is chosen: a private operator, or a compiled extension
+    # (flash-attn is built against one torch; on another it may fail to load or compute garbage).
+    probed: bool = False
 
 
 # In order of preference: the first usable one (whose probe passes) is chosen.
 BACKENDS: dict[str, Backend] = {
-    "flash-attn": Backend(_flash_attn, lambda f: f.fast_gpu and f.flash_attn),
+    "flash-attn": Backend(_flash_attn, lambda f: f.fast_gpu and f.flash_attn, probed=True),
     "torch-flash": Backend(_torch_flash, lambda f: f.fast_gpu and f.torch_flash, probed=True),
     "torch-varlen": Backend(_torch_varlen, lambda f: f.fast_gpu and f.torch_varlen),
     "per-item-sdpa": Backend(_per_item, lambda f: True),
