@@ -63,6 +63,9 @@ class KubeSettings:
     active_deadline_s: int = 4 * 3600
     pod_template: str | None = None  # a file replacing the packaged template; None: the packaged one
     kubernetes_conn_id: str = "kubernetes_default"
+    # The native engine's settings (CALLSCRIBE_NAR_*) where the DAG is parsed: a local worker gets
+    # them through pipeline.WORKER_ENV, a pod through its environment. None is a secret.
+    engine_settings: tuple[tuple[str, str], ...] = ()
 
 
 def _json_env(name: str, default):
@@ -97,6 +100,7 @@ def settings_from_env() -> KubeSettings:
         active_deadline_s=int(env("CALLSCRIBE_K8S_ACTIVE_DEADLINE_S", d.active_deadline_s)),
         pod_template=env("CALLSCRIBE_K8S_POD_TEMPLATE") or None,
         kubernetes_conn_id=env("CALLSCRIBE_K8S_CONN_ID", d.kubernetes_conn_id),
+        engine_settings=tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("CALLSCRIBE_NAR_"))),
     )
 
 
@@ -141,7 +145,7 @@ def operator_kwargs(s: KubeSettings) -> dict:
         # inductor's compile workers (up to 32 processes) would be sized to the node, and throttled.
         "OMP_NUM_THREADS": str(whole_cpus(s.cpu)),
         "TORCHINDUCTOR_COMPILE_THREADS": str(whole_cpus(s.cpu)),
-    }
+    } | dict(s.engine_settings)
     volumes = [k8s.V1Volume(name="models", persistent_volume_claim=k8s.V1PersistentVolumeClaimVolumeSource(
         claim_name=s.model_pvc, read_only=True))]
     mounts = [k8s.V1VolumeMount(name="models", mount_path=MODEL_MOUNT, read_only=True)]

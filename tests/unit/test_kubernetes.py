@@ -272,3 +272,20 @@ def test_a_fast_engines_batches_in_gpu_pods_are_the_size_its_speed_was_measured_
     monkeypatch.delenv("CALLSCRIBE_BATCH_AUDIO_S")
     monkeypatch.setenv("CALLSCRIBE_K8S_GPUS", "0")
     assert pipeline.job_sizing(True, "granite-nar-native").batch_s == 240
+
+
+def test_the_native_engines_settings_reach_the_pods(monkeypatch):
+    """A CALLSCRIBE_NAR_* setting (float8 products, the Triton depthwise kernel, a forced attention
+    backend) set where the DAG is parsed reaches a local worker (pipeline.WORKER_ENV); a GPU pod, where
+    the engine runs in production, must get it too, or an A/B there changes nothing."""
+    from callscribe.kubernetes import operator_kwargs, settings_from_env
+
+    monkeypatch.setenv("CALLSCRIBE_NAR_FP8", "editor")
+    monkeypatch.setenv("CALLSCRIBE_NAR_DEPTHWISE_COMPILED", "triton")
+    monkeypatch.setenv("CALLSCRIBE_S3_SECRET_KEY", "not-for-the-pod")  # only engine settings pass
+    env = {e.name: e.value for e in operator_kwargs(settings_from_env())["env_vars"]}
+    assert env["CALLSCRIBE_NAR_FP8"] == "editor" and env["CALLSCRIBE_NAR_DEPTHWISE_COMPILED"] == "triton"
+    assert "CALLSCRIBE_S3_SECRET_KEY" not in env
+    monkeypatch.delenv("CALLSCRIBE_NAR_FP8")
+    env = {e.name: e.value for e in operator_kwargs(settings_from_env())["env_vars"]}
+    assert "CALLSCRIBE_NAR_FP8" not in env
