@@ -72,8 +72,20 @@ DEFAULT_ERROR_PATH = "/dev/termination-log"  # Kubernetes shows it as the contai
 KILLED = "the worker process died on this chunk, run alone (a crash in the engine or out of memory)"
 
 
+def fetch_threads() -> int:
+    """Threads that fetch and resample a job's packs: ``CALLSCRIBE_FETCH_THREADS``, else the CPUs the
+    worker may use (a pod's quota arrives as OMP_NUM_THREADS: the node's count would be far more), at
+    least 4 (the GETs wait on the network more than they compute) and at most 16 (each thread holds
+    a decoded pack)."""
+    forced = os.environ.get("CALLSCRIBE_FETCH_THREADS")
+    if forced:
+        return max(1, int(forced))
+    cpus = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+    return min(16, max(4, cpus))
+
+
 def fetch_chunks(store: Store, job: JobManifest, failures: dict[int, str],
-                 threads: int = 4) -> dict[int, np.ndarray]:
+                 threads: int | None = None) -> dict[int, np.ndarray]:
     """Each chunk's audio (int16, 16 kHz) by its place in the job; one GET per recording pack.
 
     A pack is read, cut into its chunks and resampled in one of ``threads`` threads (the resampler
@@ -112,7 +124,7 @@ def fetch_chunks(store: Store, job: JobManifest, failures: dict[int, str],
         return {i: a for i, a in got.items() if job.chunks[i].recording_id not in bad}, bad
 
     out: dict[int, np.ndarray] = {}
-    with ThreadPoolExecutor(max_workers=threads) as pool:
+    with ThreadPoolExecutor(max_workers=threads or fetch_threads()) as pool:
         for got, bad in pool.map(get, sorted(wanted)):
             out.update(got)
             for rid, reason in bad.items():

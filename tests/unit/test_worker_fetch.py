@@ -148,3 +148,18 @@ def test_a_job_of_silent_recordings_loads_no_model(monkeypatch):
     df, info = from_parquet(store.objects[uri])
     assert len(df) == 0 and info["failures"] == [] and info["engine"] == "fake"
     assert [r["recording_id"] for r in info["recordings"]] == [1, 2]
+
+
+def test_the_fetch_uses_the_cpus_the_worker_has(monkeypatch):
+    """A GPU pod's job is up to 200 h of packs fetched while the model loads: four threads left a
+    pod's 8 CPUs half idle and the GPU waiting. The pod's CPUs reach the worker as OMP_NUM_THREADS."""
+    for name in ("CALLSCRIBE_FETCH_THREADS", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(worker.os, "cpu_count", lambda: 2)
+    assert worker.fetch_threads() == 4  # a small machine: the GETs wait on the network more than they compute
+    monkeypatch.setenv("OMP_NUM_THREADS", "8")
+    assert worker.fetch_threads() == 8
+    monkeypatch.setenv("OMP_NUM_THREADS", "64")
+    assert worker.fetch_threads() == 16  # bounded: each thread holds a decoded pack
+    monkeypatch.setenv("CALLSCRIBE_FETCH_THREADS", "6")
+    assert worker.fetch_threads() == 6
