@@ -28,6 +28,7 @@ import argparse
 import ctypes
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -43,7 +44,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from callscribe import engines
-from callscribe.audio import decode_pack, resample
+from callscribe.audio import TARGET_SR, decode_pack, resample
 from callscribe.config import s3_from_env
 from callscribe.engines import Segment
 from callscribe.errors import describe
@@ -70,6 +71,9 @@ T = TypeVar("T")
 DEFAULT_XCOM_PATH = "/airflow/xcom/return.json"
 DEFAULT_ERROR_PATH = "/dev/termination-log"  # Kubernetes shows it as the container's message
 KILLED = "the worker process died on this chunk, run alone (a crash in the engine or out of memory)"
+# The first wave of a job waits for this many batches' worth of its speech (or all of it): enough to
+# keep the device busy while the fetch goes on, which outpaces it from there.
+WAVE_BATCHES = 4
 
 
 def fetch_threads() -> int:
@@ -84,9 +88,11 @@ def fetch_threads() -> int:
     return min(16, max(4, cpus))
 
 
-def fetch_chunks(store: Store, job: JobManifest, failures: dict[int, str],
-                 threads: int | None = None) -> dict[int, np.ndarray]:
+def fetch_chunks(store: Store, job: JobManifest, failures: dict[int, str], threads: int | None = None,
+                 on_pack: Callable[[dict[int, np.ndarray]], None] | None = None) -> dict[int, np.ndarray]:
     """Each chunk's audio (int16, 16 kHz) by its place in the job; one GET per recording pack.
+    ``on_pack``, when given, gets each pack's chunks as soon as they are ready (a recording's
+    chunks together), so the engine can start on them before the rest arrive.
 
     A pack is read, cut into its chunks and resampled in one of ``threads`` threads (the resampler
     and the decoder let go of the GIL for part of their work); an 8 kHz pack is released once its
@@ -129,7 +135,45 @@ def fetch_chunks(store: Store, job: JobManifest, failures: dict[int, str],
             out.update(got)
             for rid, reason in bad.items():
                 failures.setdefault(rid, reason)
+            if on_pack is not None and got:
+                on_pack(got)
     return dict(sorted(out.items()))
+
+
+class Arrivals:
+    """The job's chunks as the fetch delivers them (``add``, from its thread), taken by the
+    recogniser in waves (``take``): the engine starts once a few batches' worth is in, not once
+    the whole job is (a 200 h job's packs are about 11.5 GB)."""
+
+    def __init__(self) -> None:
+        self.audio: dict[int, np.ndarray] = {}  # every chunk fetched so far, by its place in the job
+        self._new: list[int] = []
+        self._new_s = 0.0
+        self._closed = False
+        self._ready = threading.Condition()
+
+    def add(self, got: dict[int, np.ndarray]) -> None:
+        with self._ready:
+            self.audio.update(got)
+            self._new.extend(got)
+            self._new_s += sum(len(a) for a in got.values()) / TARGET_SR
+            self._ready.notify_all()
+
+    def close(self) -> None:
+        """No more will come (the fetch ended, or failed: its error is the fetch's future's)."""
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
+
+    def take(self, at_least_s: float) -> list[int] | None:
+        """The chunks that arrived since the last take, once they hold ``at_least_s`` of audio or
+        the fetch has ended; None when it has ended and nothing is left."""
+        with self._ready:
+            self._ready.wait_for(lambda: self._closed or (self._new and self._new_s >= at_least_s))
+            if not self._new:
+                return None
+            taken, self._new, self._new_s = sorted(self._new), [], 0.0
+            return taken
 
 
 def in_background(fn: Callable[[], T], name: str) -> Future[T]:
@@ -154,15 +198,21 @@ def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None
         raise RuntimeError(f"the job manifest is version {job.version}, this worker reads version {JOB_VERSION} "
                            "at most: upgrade the worker image (CALLSCRIBE_WORKER_IMAGE) to the Airflow side's version")
     t0 = time.perf_counter()
-    failures: dict[int, str] = {}  # recording id -> reason
+    failures: dict[int, str] = {}  # recording id -> reason (the fetch's thread adds to it too)
+    arrivals = Arrivals()
 
-    def fetch() -> tuple[dict[int, np.ndarray], float]:
-        fetched = fetch_chunks(store, job, failures)
-        return fetched, time.perf_counter() - t0
+    def fetch() -> dict[int, np.ndarray]:
+        try:
+            fetched = fetch_chunks(store, job, failures, on_pack=arrivals.add)
+        finally:
+            arrivals.close()
+        log.info("job %s: %d recordings, %d chunks, %.1f s of speech fetched in %.1f s", job.job_id,
+                 len(job.recordings), len(job.chunks), job.audio_s, time.perf_counter() - t0)
+        return fetched
 
     # The speech is fetched and resampled while the model loads, compiles and warms up (15 s or more on
-    # a GPU pod; the fetch grows with the job): side by side, not one after the other. `failures` is the
-    # fetch's until its result is taken. A job with no chunks (only silent recordings) loads no model.
+    # a GPU pod; the fetch grows with the job): side by side, not one after the other, and the engine
+    # starts on what has arrived. A job with no chunks (only silent recordings) loads no model.
     fetching = in_background(fetch, "fetch")
     try:
         eng = engine or (engines.create(job.engine) if job.chunks else None)
@@ -171,17 +221,14 @@ def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None
         if fetching.done() and fetching.exception() is not None:
             log.error("job %s: fetching its speech failed too: %s", job.job_id, describe(fetching.exception()))
         raise
-    ready_s = time.perf_counter() - t0
-    fetched, fetch_s = fetching.result()
-    log.info("job %s: %d recordings, %d chunks, %.1f s of speech fetched in %.1f s; engine ready after %.1f s",
-             job.job_id, len(job.recordings), len(job.chunks), job.audio_s, fetch_s, ready_s)
+    log.info("job %s: engine ready after %.1f s", job.job_id, time.perf_counter() - t0)
+    fetched = arrivals.audio  # grows while the fetch runs
     # An earlier try of this job whose process died (no exception, no shard) left its progress note.
-    progress = _resume(store, job) if fetched else JobProgress(plan_id=job.plan_id)
+    progress = _resume(store, job) if job.chunks else JobProgress(plan_id=job.plan_id)
     for i in progress.killers:  # not sent to the engine again: the job would die a third time
         c = job.chunks[i]
         failures.setdefault(c.recording_id, f"chunk {c.channel}/{c.index} at {c.start_s:.1f} s: {KILLED}")
-    # Chunks of recordings that already failed are not sent to the engine.
-    order = [i for i in range(len(job.chunks)) if i in fetched and job.chunks[i].recording_id not in failures]
+    order: list[int] = []  # the chunks sent to the engine, wave by wave
     suspects = set(progress.suspects)
     results: dict[int, list[Segment]] = {}  # by chunk index
     chunk_failures: dict[int, str] = {}
@@ -203,15 +250,27 @@ def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None
         batches.extend(m.model_copy(update={"batch_index": first + n}) for n, m in enumerate(metrics))
 
     try:
-        # Suspects first, each alone: a recording whose chunks kill the process dies on its first one here,
-        # in try 2, not on a later chunk in a batch (that would make new suspects, and need a fourth try).
-        for i in (i for i in order if i in suspects):
-            recognise([i], lambda ks: note(ks, alone=True))
-        if suspects:
-            note([])  # a death after them is no suspect's
-        rest = [i for i in order if i not in suspects]
-        if rest:
-            recognise(rest, note)
+        # A try after a death takes the whole job at once: its suspects first, each alone, so a recording
+        # whose chunks kill the process dies on its first one here, in try 2, not on a later chunk in a
+        # batch (that would make new suspects, and need a fourth try). Otherwise the first wave starts
+        # once a few batches' worth has arrived, and each later one takes what came meanwhile.
+        want = math.inf if suspects else min(job.audio_s, WAVE_BATCHES * job.batch_audio_s)
+        while (wave := arrivals.take(want)) is not None:
+            # Chunks of recordings that already failed are not sent to the engine.
+            wave = [i for i in wave if job.chunks[i].recording_id not in failures]
+            order.extend(wave)
+            for i in (i for i in wave if i in suspects):
+                recognise([i], lambda ks: note(ks, alone=True))
+            if suspects:
+                note([])  # a death after them is no suspect's
+                suspects = set()
+            rest = [i for i in wave if i not in progress.suspects]
+            if rest:
+                recognise(rest, note)
+                note([])  # nothing in the engine while the next wave arrives
+            want = job.batch_audio_s
+        fetching.result()  # the fetch's own error (an unreachable store) is the job's
+        order.sort()
         if chunk_failures and len(chunk_failures) == len(order) and len(
                 {job.chunks[i].recording_id for i in chunk_failures}) > 1:
             # Nothing recognised, in several recordings: the engine, not the audio (a broken GPU, a bad model).
@@ -225,7 +284,7 @@ def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None
     except BaseException:  # an error, or a stop from outside (Stopped)
         # Not a death: nothing this try held in the engine killed it. Its note must not name them,
         # or the next try takes them for suspects, and one run alone for a killer.
-        if fetched:
+        if order:
             try:
                 note([])
             except Exception as exc:  # the store may be what failed
@@ -262,7 +321,7 @@ def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None
                      failures=[RecordingFailure(recording_id=r, reason=m[:2000]) for r, m in sorted(failures.items())],
                      plan_id=job.plan_id)
     store.put_bytes(job.shard_uri, to_parquet(df, info))
-    if fetched:
+    if order:
         store.delete(progress_uri(job.shard_uri))  # the shard speaks for the job now
     wall = time.perf_counter() - t0
     log.info("job %s: %d segments written to %s (%d recordings failed); %.1f s audio in %.1f s (RTFx %.1f)",

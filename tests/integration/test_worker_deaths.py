@@ -33,14 +33,18 @@ KILLING_ENGINE = textwrap.dedent("""
     MARK = 12345
     fetch = worker.fetch_chunks
 
-    def marked(store, job, failures, **kw):
-        out = fetch(store, job, failures, **kw)
-        for i, audio in out.items():
-            if job.chunks[i].recording_id == KILLER:
-                audio = audio.copy()
-                audio[0] = MARK
-                out[i] = audio
-        return out
+    def marked(store, job, failures, on_pack=None, **kw):
+        def mark(got):
+            for i, audio in got.items():
+                if job.chunks[i].recording_id == KILLER:
+                    audio = audio.copy()
+                    audio[0] = MARK
+                    got[i] = audio
+            return got
+
+        # Marked as each pack arrives (what the engine starts on) and in the whole fetch's result.
+        hand_on = (lambda got: on_pack(mark(got))) if on_pack else None
+        return mark(fetch(store, job, failures, on_pack=hand_on, **kw))
 
     class Killing(BaseEngine):
         name = "whisper-tiny"

@@ -27,6 +27,9 @@ class DictStore:
             self.on_get(uri)
         return self.objects[uri]
 
+    def exists(self, uri: str) -> bool:
+        return uri in self.objects
+
 
 def _chunk(rid: int, index: int, offset: int, n: int, rate: int) -> ChunkRef:
     return ChunkRef(recording_id=rid, channel=0, index=index, speaker="agent", start_s=offset / rate,

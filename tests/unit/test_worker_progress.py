@@ -149,3 +149,58 @@ def test_a_note_of_another_plan_or_unreadable_is_ignored(raw, caplog):
     assert info["failures"] == []
     assert _texts(store) == {r: str(r * 1000) for r in range(1, 6)}
     assert "progress note" in caplog.text and "ignored" in caplog.text
+
+
+def test_the_engine_starts_on_the_speech_that_has_arrived():
+    """A 200 h job's packs take most of a minute to fetch: the engine starts once a few batches' worth
+    is in, and takes the rest in later waves, with the same results as one wave."""
+    import threading
+
+    job, store = _setup(8)
+    last = max(r.pack_uri for r in job.recordings)
+    ran = threading.Event()
+    order: list[str] = []
+
+    class Slow(MemStore):
+        def get_bytes(self, uri: str) -> bytes:
+            if uri == last:
+                order.append("last pack waits" if ran.wait(10) else "last pack gave up waiting")
+            return super().get_bytes(uri)
+
+    slow = Slow(store.objects)
+
+    class Started(Recorder):
+        def run(self, batch):
+            out = super().run(batch)
+            ran.set()
+            return out
+
+    eng = Started(slow)
+    worker.run_job(job, slow, eng)
+    assert order == ["last pack waits"]  # the engine ran while the fetch was still going
+    assert sum(len(b) for b in eng.batches) == 8
+    assert _texts(slow) == {r: str(r * 1000) for r in range(1, 9)}
+    assert progress_uri(SHARD) not in slow.objects
+
+
+def test_arrivals_come_in_waves_and_end_when_the_fetch_does():
+    import threading
+
+    arrivals = worker.Arrivals()
+    second = np.zeros(16000, dtype=np.int16)  # 1 s
+    arrivals.add({0: second})
+    got: list = []
+    t = threading.Thread(target=lambda: got.append(arrivals.take(2.0)))
+    t.start()
+    t.join(0.2)
+    assert t.is_alive()  # 1 s of the 2 asked for: it waits
+    arrivals.add({3: second, 1: second})
+    t.join(5)
+    assert got == [[0, 1, 3]]
+    t = threading.Thread(target=lambda: got.append(arrivals.take(0.0)))
+    t.start()
+    t.join(0.2)
+    assert t.is_alive()  # nothing new, the fetch still going: it waits, it does not end the job's waves
+    arrivals.close()
+    t.join(5)
+    assert got[-1] is None and arrivals.audio.keys() == {0, 1, 3}
