@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from minio.error import S3Error
 
 from callscribe import dataset
 from callscribe.audio import Decoded, decode
@@ -29,6 +30,7 @@ from callscribe.dataset import (
     split_of,
 )
 from callscribe.redaction import redact_channel
+from callscribe.storage import CHANGED
 
 KEY = "calls/2026/12/01/call-1.wav"
 
@@ -168,13 +170,15 @@ def _two_channel_wav(seconds: float, rate: int = 8000) -> bytes:
 
 
 class FakeStore:
+    """Objects whose content has ``etag``; a read asking for another content is refused, as a
+    conditional GET (If-Match) is by S3."""
+
     def __init__(self, objects: dict[str, bytes], etag: str = "etag-1"):
         self.objects, self.etag = objects, etag
 
-    def stat(self, bucket: str, key: str) -> tuple[str, dict]:
-        return self.etag, {}
-
-    def get_bytes(self, uri: str) -> bytes:
+    def get_bytes(self, uri: str, version_id: str | None = None, etag: str | None = None) -> bytes:
+        if etag is not None and etag != self.etag:
+            raise S3Error(None, CHANGED, "At least one of the pre-conditions you specified did not hold", uri, "r", "h")
         return self.objects[uri.split("/", 3)[3]]
 
 

@@ -85,7 +85,8 @@ def test_every_engine_setting_reaches_a_local_worker():
 
     root = Path(callscribe.engines.__file__).parent
     read = {m for f in root.rglob("*.py") for m in re.findall(r'"(CALLSCRIBE_[A-Z0-9_]+)"', f.read_text())}
-    read -= {"CALLSCRIBE_CHUNK_S"}  # read by the chunk tasks (engines.chunk_seconds), not by a worker
+    # Read by the chunk tasks (engines.chunk_seconds) and where the DAG is parsed, not by a worker.
+    read -= {"CALLSCRIBE_CHUNK_S", "CALLSCRIBE_POD_ENGINE"}
     assert {"CALLSCRIBE_NAR_COMPILE", "CALLSCRIBE_DEVICE"} <= read  # the scan finds what it looks for
     assert read - set(pipeline.WORKER_ENV) == set()
     base = dict.fromkeys(read, "1") | {"PATH": "/usr/bin"}
