@@ -506,9 +506,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lookback-days", type=int,
                    help="also take late uploads from this many days before (default: the DAG's)")
     s.add_argument("--logical-date", type=datetime.fromisoformat,
-                   help="the run's logical date (default: the day's midnight in CALLSCRIBE_TIMEZONE, UTC unless "
-                        "set); another one runs the day again beside an existing run, as a manual trigger with "
-                        "the date Param does")
+                   help="the run's logical date (default: the day's midnight in CALLSCRIBE_TIMEZONE; UTC when "
+                        "given without an offset); another one runs the day again beside an existing run, as a "
+                        "manual trigger with the date Param does")
     s.set_defaults(func=cmd_run)
 
     s = sub.add_parser("status", help="one row per recording of a day")

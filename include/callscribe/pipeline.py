@@ -547,10 +547,12 @@ def call_day(context) -> date:
         run_type = _field(dag_run, "run_type") if dag_run is not None else None
         if run_type in ("scheduled", "backfill") and not _starts_day(local):
             # The scheduler placed the run by another zone's midnight: read here, its day could
-            # be the one before, and the run would take another day's folder.
+            # be the one before, and the run would take another day's folder. So is a run made
+            # before CALLSCRIBE_TIMEZONE changed, which no clearing will mend: say what does.
             raise BadParam(f"the run's interval starts at {local:%Y-%m-%d %H:%M %Z}, not at a midnight of "
                            f"CALLSCRIBE_TIMEZONE={zone.key}: give the scheduler and the workers the same "
-                           "CALLSCRIBE_TIMEZONE")
+                           "CALLSCRIBE_TIMEZONE; a run made before CALLSCRIBE_TIMEZONE was changed cannot "
+                           "be read in the new zone: trigger its day by hand with the date Param instead")
         return local.date()
     run_after = _field(dag_run, "run_after") if dag_run is not None else None
     if run_after is None:
@@ -565,5 +567,8 @@ def _starts_day(local: datetime) -> bool:
         return False
     if local.hour == 0:
         return True
-    midnight = local.replace(hour=0)
+    # Built with the standard library's datetime: the task runner's times are pendulum's, whose
+    # replace() moves a midnight that does not exist to 23:00 the day before (then it would
+    # exist, and every such day's run would be refused).
+    midnight = datetime(local.year, local.month, local.day, tzinfo=local.tzinfo)
     return midnight.astimezone(UTC).astimezone(local.tzinfo).replace(tzinfo=None) != midnight.replace(tzinfo=None)

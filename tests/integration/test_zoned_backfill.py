@@ -1,0 +1,69 @@
+"""A backfill across a DST change at midnight, through Airflow's own scheduler.
+
+America/Havana skips midnight on 8 March 2026 (00:00 becomes 01:00), so Airflow starts that
+day's run at 01:00. The backfill is created as the UI does it (POST /backfills), runs on the
+scheduler and LocalExecutor, and each task reads its day from the context the task runner
+gives it: every day of the range must be transcribed and every run green.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+import sqlalchemy as sa
+
+from callscribe.dev import services
+from callscribe.discovery import day_prefix
+from callscribe.samples import sample_dir
+from tests.integration.test_backfill import _api, _wait
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+ZONE = "America/Havana"
+# The range starts two days before the change: Airflow's own alignment (CronMixin._align_to_next)
+# moves a from_date on the day just before a skipped midnight to the next day, dropping it.
+DAYS = [date(2026, 3, 6), date(2026, 3, 7), date(2026, 3, 8), date(2026, 3, 9)]  # no other test uses them
+FILE = "call-0003.wav"
+DAG_ID = "transcribe_calls"
+
+
+@pytest.fixture(scope="module")
+def airflow_in_havana(stack):
+    logdir = stack.airflow_home / "component-logs"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CALLSCRIBE_TIMEZONE", ZONE)  # the DAG processor's, the scheduler's and the tasks'
+        mp.setenv("CALLSCRIBE_RETRY_DELAY_S", "1")  # a refused day goes red in seconds, not minutes
+        procs = services.airflow_up(stack, logdir)
+
+        def logs() -> str:
+            return "\n".join(f"--- {f.name}\n{f.read_text(errors='replace')[-3000:]}" for f in logdir.glob("*.log"))
+
+        try:
+            _wait("the DAG to be parsed", lambda: _api(stack.api_port, "GET", f"/dags/{DAG_ID}"), 240, logs)
+            yield stack, logs
+        finally:
+            services.airflow_down(procs)
+
+
+def test_a_backfill_across_a_skipped_midnight_is_green_and_takes_every_day(airflow_in_havana, s3, pg):
+    stack, logs = airflow_in_havana
+    for day in DAYS:
+        s3.put_bytes(s3.uri(day_prefix("calls/", day) + FILE), (sample_dir() / FILE).read_bytes())
+    port = stack.api_port
+    _api(port, "PATCH", f"/dags/{DAG_ID}", {"is_paused": False})
+    _api(port, "POST", "/backfills", {
+        "dag_id": DAG_ID, "from_date": "2026-03-06T00:00:00-05:00", "to_date": "2026-03-09T00:00:00-04:00",
+        "max_active_runs": 3, "reprocess_behavior": "none", "dag_run_conf": {"lookback_days": 0},
+    })
+
+    def finished():
+        runs = _api(port, "GET", f"/dags/{DAG_ID}/dagRuns?run_type=backfill&limit=50")["dag_runs"]
+        done = [r for r in runs if r["state"] in ("success", "failed")]
+        return runs if len(runs) == len(DAYS) and len(done) == len(DAYS) else None
+
+    runs = _wait("the backfill's runs to finish", finished, 900, logs)
+    with pg.connect() as c:
+        states = dict(c.execute(sa.text("SELECT call_date, status FROM recordings WHERE call_date = ANY(:d)"),
+                                {"d": DAYS}).all())
+    assert states == {day: "done" for day in DAYS}
+    assert sorted(r["state"] for r in runs) == ["success"] * len(DAYS), runs
