@@ -655,3 +655,23 @@ def test_a_batch_started_before_the_last_one_finished_gives_the_same_output(tiny
     for g, w in zip(got, want, strict=True):
         assert g.tokens == w.tokens and g.token_times == w.token_times and g.drafts == w.drafts
         assert g.token_probs == w.token_probs
+
+
+def test_a_compile_cache_that_cannot_be_written_falls_back_to_a_private_folder(monkeypatch, tmp_path, caplog):
+    """A pod's shared cache volume whose driver ignores fsGroup (some NFS ones) is mounted but not
+    writable: inductor and Triton would fail the compile, and every pod's warm-up with it. The engine
+    compiles into a folder of its own instead, and says why."""
+    import os
+
+    from callscribe.engines import granite_native
+
+    not_a_folder = tmp_path / "volume"
+    not_a_folder.write_text("a file where the cache folder should be")  # unwritable even for root
+    good = tmp_path / "cache"
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(not_a_folder / "torch-compile"))
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(good))
+    granite_native.writable_compile_caches()
+    moved = os.environ["TORCHINDUCTOR_CACHE_DIR"]
+    assert moved != str(not_a_folder / "torch-compile") and os.access(moved, os.W_OK)
+    assert os.environ["TRITON_CACHE_DIR"] == str(good)  # a writable one stays
+    assert "TORCHINDUCTOR_CACHE_DIR" in caplog.text and "not writable" in caplog.text

@@ -122,6 +122,31 @@ def warm_up_audio_wanted(requested: float | None = None) -> float:
     return value
 
 
+# The compile caches a pod may be given on a shared volume (docs/deploy.md).
+COMPILE_CACHE_ENVS = (ENV_CACHE, "TRITON_CACHE_DIR")
+
+
+def writable_compile_caches() -> None:
+    """Point a compile cache that cannot be written (a shared volume whose driver ignores the pod's
+    fsGroup, a path through a file) at a folder of this process's own, with a warning: inductor and
+    Triton would otherwise fail the compile, and the warm-up with it, on every pod."""
+    import tempfile
+
+    for name in COMPILE_CACHE_ENVS:
+        folder = os.environ.get(name)
+        if not folder:
+            continue
+        try:
+            os.makedirs(folder, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".callscribe-probe-"):
+                pass
+        except OSError as exc:
+            own = tempfile.mkdtemp(prefix=f"callscribe-{name.lower()}-")
+            log.warning("%s=%s is not writable (%s: %s); compiling into %s instead, so this pod compiles "
+                        "cold", name, folder, type(exc).__name__, exc, own)
+            os.environ[name] = own
+
+
 def cache_dir_for_warm_up(base: str | None, audio_s: float) -> str | None:
     """The inductor cache folder for a production-shape warm-up of ``audio_s`` seconds under ``base``
     (TORCHINDUCTOR_CACHE_DIR): a folder of its own, because the cache keeps each kernel's launch
@@ -276,6 +301,8 @@ class GraniteNarNativeEngine(TorchEngine):
         # Explicit device, else CALLSCRIBE_DEVICE (a GPU asked for and absent raises), else auto.
         self.device = choose_device(device)
         self.compiled = compile_wanted(compile, self.device)
+        if self.compiled or self.device.startswith("cuda"):  # Triton compiles the depthwise probe on CUDA too
+            writable_compile_caches()
         dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
         self.tokenizer = None
         self._word_start: dict[int, bool] = {}
