@@ -10,8 +10,7 @@ import sqlalchemy as sa
 
 from callscribe import db
 from callscribe.partitions import ensure_months
-from tests.integration.helpers import load_call
-from tests.integration.test_migrations import _to
+from tests.integration.helpers import downgrade, load_call
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +70,7 @@ def test_down_to_one_table_and_up_to_months_keeps_every_row(pg, s3):
 
     kind, rows = state()
     assert kind == "p"
-    _to(pg, "0013")
+    downgrade(pg, "0013")
     try:
         assert state() == ("r", rows)
     finally:

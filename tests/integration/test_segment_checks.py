@@ -137,7 +137,7 @@ def _schema(pg) -> dict:
 
 def test_0015_goes_down_to_the_enforced_key_and_up_again(pg):
     from callscribe import db
-    from tests.integration.test_migrations import _to
+    from tests.integration.helpers import downgrade
 
     rid = _recording(pg, "calls/2026/12/21/check-8.wav")
     with pg.begin() as c:
@@ -145,7 +145,7 @@ def test_0015_goes_down_to_the_enforced_key_and_up_again(pg):
     up = _schema(pg)
     assert up["fk_enforced"] is False and up["agent_index"] == ["brin"]
     assert up["transcripts"] in ("xl", "e-")  # lz4 where the server has it, else uncompressed
-    _to(pg, "0014")
+    downgrade(pg, "0014")
     try:
         down = _schema(pg)
         assert down == {"fk_enforced": True, "agent_index": ["btree"], "transcripts": "x-"}
