@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import TypeVar
 
@@ -84,15 +84,21 @@ def fetch_threads() -> int:
     forced = os.environ.get("CALLSCRIBE_FETCH_THREADS")
     if forced:
         return max(1, int(forced))
-    cpus = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
+    # OpenMP reads a list ("8,2": threads per nesting level), and a local worker inherits the task's
+    # value: its first level is the worker's CPUs; a value OpenMP would not read is the node's count.
+    omp = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    cpus = int(omp) if omp.isdigit() else os.cpu_count() or 1
     return min(16, max(4, cpus))
 
 
 def fetch_chunks(store: Store, job: JobManifest, failures: dict[int, str], threads: int | None = None,
-                 on_pack: Callable[[dict[int, np.ndarray]], None] | None = None) -> dict[int, np.ndarray]:
+                 on_pack: Callable[[dict[int, np.ndarray]], None] | None = None,
+                 stop: threading.Event | None = None) -> dict[int, np.ndarray]:
     """Each chunk's audio (int16, 16 kHz) by its place in the job; one GET per recording pack.
     ``on_pack``, when given, gets each pack's chunks as soon as they are ready (a recording's
-    chunks together), so the engine can start on them before the rest arrive.
+    chunks together), in the order the packs come in, so the engine can start on them before the
+    rest arrive. Once ``stop`` is set (the job has failed or was stopped) no pack is asked for any
+    more: what is left is left out.
 
     A pack is read, cut into its chunks and resampled in one of ``threads`` threads (the resampler
     and the decoder let go of the GIL for part of their work); an 8 kHz pack is released once its
@@ -111,6 +117,8 @@ def fetch_chunks(store: Store, job: JobManifest, failures: dict[int, str], threa
         wanted.setdefault(pack_of[c.recording_id], []).append(i)
 
     def get(uri: str) -> tuple[dict[int, np.ndarray], dict[int, str]]:
+        if stop is not None and stop.is_set():
+            return {}, {}
         try:
             pack = decode_pack(store.get_bytes(uri), "int16")  # int16 halves the memory a job holds
         except Exception as exc:
@@ -130,13 +138,21 @@ def fetch_chunks(store: Store, job: JobManifest, failures: dict[int, str], threa
         return {i: a for i, a in got.items() if job.chunks[i].recording_id not in bad}, bad
 
     out: dict[int, np.ndarray] = {}
-    with ThreadPoolExecutor(max_workers=threads or fetch_threads()) as pool:
-        for got, bad in pool.map(get, sorted(wanted)):
+    pool = ThreadPoolExecutor(max_workers=threads or fetch_threads())
+    try:
+        # As each pack comes, not in the job's order: one slow GET (a store's tail latency, a retry)
+        # must not hold back the packs fetched after it from the engine.
+        for done in as_completed([pool.submit(get, uri) for uri in sorted(wanted)]):
+            got, bad = done.result()
             out.update(got)
             for rid, reason in bad.items():
                 failures.setdefault(rid, reason)
             if on_pack is not None and got:
                 on_pack(got)
+    finally:
+        # After an error the packs not yet begun are not fetched (the job fails anyway); the pool's
+        # threads are joined when the process ends, so a queue left behind would keep it up.
+        pool.shutdown(wait=True, cancel_futures=True)
     return dict(sorted(out.items()))
 
 
@@ -200,10 +216,13 @@ def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None
     t0 = time.perf_counter()
     failures: dict[int, str] = {}  # recording id -> reason (the fetch's thread adds to it too)
     arrivals = Arrivals()
+    # Set when the job fails or is stopped with the fetch still going: the process ends at once, not
+    # once the rest of the job's packs are in (the fetch pool's threads are joined at exit).
+    abandon = threading.Event()
 
     def fetch() -> dict[int, np.ndarray]:
         try:
-            fetched = fetch_chunks(store, job, failures, on_pack=arrivals.add)
+            fetched = fetch_chunks(store, job, failures, on_pack=arrivals.add, stop=abandon)
         finally:
             arrivals.close()
         log.info("job %s: %d recordings, %d chunks, %.1f s of speech fetched in %.1f s", job.job_id,
@@ -216,8 +235,9 @@ def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None
     fetching = in_background(fetch, "fetch")
     try:
         eng = engine or (engines.create(job.engine) if job.chunks else None)
-    except Exception:
+    except BaseException:
         # The engine's error is the job's; the fetch is left to end with the process, not waited for.
+        abandon.set()
         if fetching.done() and fetching.exception() is not None:
             log.error("job %s: fetching its speech failed too: %s", job.job_id, describe(fetching.exception()))
         raise
@@ -282,6 +302,7 @@ def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None
             i = min((i for i in order if i not in chunk_failures), key=lambda i: len(fetched[i]))
             _check_engine(eng, fetched[i], job.batch_audio_s)
     except BaseException:  # an error, or a stop from outside (Stopped)
+        abandon.set()
         # Not a death: nothing this try held in the engine killed it. Its note must not name them,
         # or the next try takes them for suspects, and one run alone for a killer.
         if order:
@@ -321,8 +342,10 @@ def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None
                      failures=[RecordingFailure(recording_id=r, reason=m[:2000]) for r, m in sorted(failures.items())],
                      plan_id=job.plan_id)
     store.put_bytes(job.shard_uri, to_parquet(df, info))
-    if order:
-        store.delete(progress_uri(job.shard_uri))  # the shard speaks for the job now
+    if job.chunks:
+        # The shard speaks for the job now. Not only when chunks went to the engine: a try that sends
+        # none (a one-recording job whose chunk is a killer, packs that all failed) has a note too.
+        store.delete(progress_uri(job.shard_uri))
     wall = time.perf_counter() - t0
     log.info("job %s: %d segments written to %s (%d recordings failed); %.1f s audio in %.1f s (RTFx %.1f)",
              job.job_id, len(df), job.shard_uri, len(failures), job.audio_s, wall,
