@@ -186,3 +186,51 @@ def run_covered(pg, dr) -> tuple[date, list[str]]:
         states = c.execute(sa.text("SELECT status FROM recordings WHERE call_date = :d ORDER BY id"),
                            {"d": day}).scalars().all()
     return day, states
+
+
+def airflow_api(port: int, method: str, path: str, body: dict | None = None) -> dict:
+    """One call to the test Airflow's REST API (v2), JSON in and out."""
+    import urllib.request
+
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/v2{path}", method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read() or b"{}")
+
+
+def wait_for(what: str, check: Callable[[], object], timeout: float, logs: Callable[[], str]) -> object:
+    """``check()``'s first true answer, polled every 2 s (an unreachable server counts as no); the test
+    fails with the components' logs after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            got = check()
+        except OSError:
+            got = None
+        if got:
+            return got
+        time.sleep(2)
+    pytest.fail(f"timed out waiting for {what}\n{logs()}")
+
+
+@contextmanager
+def airflow_running(stack) -> Iterator[tuple[object, Callable[[], str]]]:
+    """The Airflow components (API server, scheduler, DAG processor, triggerer) on the test services,
+    up until the DAG is parsed: yields the stack and a function giving their logs' ends."""
+    from callscribe.dev import services
+
+    logdir = stack.airflow_home / "component-logs"
+    procs = services.airflow_up(stack, logdir)
+
+    def logs() -> str:
+        return "\n".join(f"--- {f.name}\n{f.read_text(errors='replace')[-3000:]}" for f in logdir.glob("*.log"))
+
+    try:
+        wait_for("the DAG to be parsed", lambda: airflow_api(stack.api_port, "GET", "/dags/transcribe_calls"),
+                 240, logs)
+        yield stack, logs
+    finally:
+        services.airflow_down(procs)

@@ -6,19 +6,18 @@ embedded services, then checks that every day's recordings are transcribed exact
 
 from __future__ import annotations
 
-import json
-import time
-import urllib.request
 from datetime import date
 
 import pytest
 import sqlalchemy as sa
 
 from callscribe.audit import audit_day
-from callscribe.dev import services
 from callscribe.discovery import day_prefix
 from callscribe.samples import sample_dir
 from tests import chaos
+from tests.integration.helpers import airflow_api as _api
+from tests.integration.helpers import airflow_running
+from tests.integration.helpers import wait_for as _wait
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 DAYS = [date(2026, 11, 2), date(2026, 11, 3), date(2026, 11, 4)]
@@ -26,42 +25,10 @@ FILES = ["call-0003.wav", "call-0002.mp3"]
 DAG_ID = "transcribe_calls"
 
 
-def _api(port: int, method: str, path: str, body: dict | None = None) -> dict:
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/api/v2{path}", method=method,
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return json.loads(resp.read() or b"{}")
-
-
-def _wait(what: str, check, timeout: float, logs) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            got = check()
-        except OSError:
-            got = None
-        if got:
-            return got
-        time.sleep(2)
-    pytest.fail(f"timed out waiting for {what}\n{logs()}")
-
-
 @pytest.fixture(scope="module")
 def airflow(stack):
-    logdir = stack.airflow_home / "component-logs"
-    procs = services.airflow_up(stack, logdir)
-
-    def logs() -> str:
-        return "\n".join(f"--- {f.name}\n{f.read_text(errors='replace')[-3000:]}" for f in logdir.glob("*.log"))
-
-    try:
-        _wait("the DAG to be parsed", lambda: _api(stack.api_port, "GET", f"/dags/{DAG_ID}"), 240, logs)
-        yield stack, logs
-    finally:
-        services.airflow_down(procs)
+    with airflow_running(stack) as running:
+        yield running
 
 
 def test_three_day_backfill_transcribes_each_day_exactly_once(airflow, s3, pg):

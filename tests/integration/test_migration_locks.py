@@ -45,21 +45,26 @@ def test_a_downgrade_of_0018_keeps_the_grants_on_analytics_recordings(pg):
             c.execute(sa.text(f"DROP ROLE {ROLE}"))
 
 
+def _migrating(pg, errors: list[BaseException]) -> threading.Thread:
+    """A thread (not started) running db.migrate on an engine of its own, as another pod would; what
+    it raises goes to ``errors``."""
+    def run() -> None:
+        try:
+            db.migrate(db.engine_for(pg.url.render_as_string(hide_password=False)))
+        except BaseException as exc:  # noqa: BLE001 - the test asserts on it
+            errors.append(exc)
+
+    return threading.Thread(target=run, daemon=True)
+
+
 def test_two_pods_migrating_at_once_both_end_at_head(pg):
     """The upgrade run from two pods at once (a Job retried, two operators): one waits for the other
     and finds nothing left to do, rather than fail on the other's half-made objects."""
     head = db.schema_revision(pg)
     downgrade(pg, "0016")
     errors: list[BaseException] = []
-
-    def migrate() -> None:
-        try:
-            db.migrate(db.engine_for(pg.url.render_as_string(hide_password=False)))
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
-
     try:
-        threads = [threading.Thread(target=migrate) for _ in range(2)]
+        threads = [_migrating(pg, errors) for _ in range(2)]
         for t in threads:
             t.start()
         for t in threads:
@@ -84,18 +89,11 @@ def test_a_migration_during_a_load_gives_up_instead_of_stalling_every_query_on_r
                 "last_run_id) VALUES ('calls', 'calls/2031/06/01/zz-lock.wav', 'e', '2031-06-01', 'zz-lock', "
                 "'chunked', 1, 'zz-lock-run') RETURNING id")).scalar_one()
         errors: list[BaseException] = []
-
-        def migrate() -> None:
-            try:
-                db.migrate(db.engine_for(pg.url.render_as_string(hide_password=False)))
-            except BaseException as exc:  # noqa: BLE001 - asserted below
-                errors.append(exc)
-
         with pg.connect() as load:
             with load.begin():
                 load.execute(db.q("load_lock_keys"), {"ids": [rid]}).all()
                 assert load.execute(db.q("load_fence"), {"ids": [rid], "run_id": "zz-lock-run"}).all()
-                thread = threading.Thread(target=migrate, daemon=True)
+                thread = _migrating(pg, errors)
                 thread.start()
                 thread.join(90)  # a guard against a hang, not a measure
                 waited = thread.is_alive()

@@ -14,10 +14,11 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from callscribe.dev import services
 from callscribe.discovery import day_prefix
 from callscribe.samples import sample_dir
-from tests.integration.test_backfill import _api, _wait
+from tests.integration.helpers import airflow_api as _api
+from tests.integration.helpers import airflow_running
+from tests.integration.helpers import wait_for as _wait
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ZONE = "America/Havana"
@@ -30,20 +31,11 @@ DAG_ID = "transcribe_calls"
 
 @pytest.fixture(scope="module")
 def airflow_in_havana(stack):
-    logdir = stack.airflow_home / "component-logs"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CALLSCRIBE_TIMEZONE", ZONE)  # the DAG processor's, the scheduler's and the tasks'
         mp.setenv("CALLSCRIBE_RETRY_DELAY_S", "1")  # a refused day goes red in seconds, not minutes
-        procs = services.airflow_up(stack, logdir)
-
-        def logs() -> str:
-            return "\n".join(f"--- {f.name}\n{f.read_text(errors='replace')[-3000:]}" for f in logdir.glob("*.log"))
-
-        try:
-            _wait("the DAG to be parsed", lambda: _api(stack.api_port, "GET", f"/dags/{DAG_ID}"), 240, logs)
-            yield stack, logs
-        finally:
-            services.airflow_down(procs)
+        with airflow_running(stack) as running:
+            yield running
 
 
 def test_a_backfill_across_a_skipped_midnight_is_green_and_takes_every_day(airflow_in_havana, s3, pg):
