@@ -35,6 +35,14 @@ def airflow_in_havana(stack):
         mp.setenv("CALLSCRIBE_TIMEZONE", ZONE)  # the DAG processor's, the scheduler's and the tasks'
         mp.setenv("CALLSCRIBE_RETRY_DELAY_S", "1")  # a refused day goes red in seconds, not minutes
         with airflow_running(stack) as running:
+            # An earlier test's DAG, parsed in UTC, is already serialized: a backfill made before the
+            # DAG processor parses it again in Havana would get UTC midnights, which the tasks (in
+            # Havana) refuse, rightly. Wait until the serialized timetable is Havana's.
+            def in_havana() -> bool:
+                nxt = _api(stack.api_port, "GET", f"/dags/{DAG_ID}").get("next_dagrun_logical_date")
+                return bool(nxt) and datetime.fromisoformat(nxt).astimezone(ZoneInfo(ZONE)).hour in (0, 1)
+
+            _wait("the DAG to be parsed in Havana's zone", in_havana, 300, running[1])
             yield running
 
 
