@@ -79,6 +79,8 @@ def _store(engine: Engine, idx: list[int], out: list[list[Segment]], results: li
 
 # Called with chunks just before the engine gets them (run_batches' ``before_batch``).
 BeforeBatch = Callable[[list[int]], None]
+# Called with a batch's chunks and their segments once final (run_batches' ``after_batch``).
+AfterBatch = Callable[[list[int], list[list[Segment]]], None]
 
 
 def _run_splitting(engine: Engine, audios: Sequence[np.ndarray], idx: list[int], prepared: Any,
@@ -149,6 +151,7 @@ class _InFlight:
 def run_batches(
     engine: Engine, audios: Sequence[np.ndarray], budget_s: float = DEFAULT_BATCH_AUDIO_S,
     failures: dict[int, str] | None = None, overlap: bool = True, before_batch: BeforeBatch | None = None,
+    after_batch: AfterBatch | None = None,
 ) -> tuple[list[list[Segment]], list[BatchMetric]]:
     """Recognise every chunk in length-sorted batches; results come back in input order.
 
@@ -165,6 +168,13 @@ def run_batches(
     one) with the chunks it holds from then on: that batch's, and those of a batch started
     before it and not yet finished (the overlap). An error in it is raised, not taken for
     the batch's.
+
+    ``after_batch``, when given, is called with each batch's chunks and their segments once
+    they are final (a chunk that failed has none, and its reason is in ``failures``), in the
+    order the batches finish. With an engine that overlaps
+    batches it runs while the device computes the next batch: the place for the host's own
+    work on a batch's results, which would otherwise wait for the last batch. An error in it
+    is raised, not taken for the batch's.
     """
     lengths = [len(a) / TARGET_SR for a in audios]
     plan = plan_batches(lengths, budget_s)
@@ -204,6 +214,8 @@ def run_batches(
         eta = (total_s - done_s) / rtfx if rtfx > 0 else float("nan")
         log.info("batch %d/%d: %d chunks, %.1f s audio | %.0f/%.0f s done (%.0f%%), RTFx %.1f, ETA %.0f s",
                  f.index + 1, len(plan), len(f.idx), audio_s, done_s, total_s, 100 * done_s / total_s, rtfx, eta)
+        if after_batch is not None:
+            after_batch(list(f.idx), [results[i] or [] for i in f.idx])  # host work, outside model_s
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-reader") as reader:
         pending = reader.submit(_prepare, engine, audios, plan[0]) if plan else None
@@ -320,6 +332,14 @@ def place(regions: Sequence[Region], channel: int, segs: list[Segment],
     return out
 
 
+def place_chunk(regions: Sequence[Region], channel: int, audio: np.ndarray,
+                segs: list[Segment]) -> list[PlacedSegment]:
+    """A chunk's segments timed in the recording (``place``), its words held to each region's
+    speech onset when the engine timed words (onsets only move word times)."""
+    onsets = region_onsets(audio, regions) if any(s.words for s in segs) else None
+    return place(regions, channel, segs, onsets)
+
+
 def _placed(channel: int, region: Region, start: float, end: float, text: str,
             words: Sequence[Word] = (), confidence: float | None = None) -> PlacedSegment:
     a = round(float(_to_recording(region, max(0.0, start))), 3)
@@ -358,8 +378,7 @@ def recognize_chunks(
     results, metrics = run_batches(engine, audios, budget_s)
     placed: list[list[PlacedSegment]] = [[] for _ in range(n_recordings)]
     for (i, c), segs, audio in zip(items, results, audios, strict=True):
-        onsets = region_onsets(audio, c.region_map()) if any(s.words for s in segs) else None
-        placed[i].extend(place(c.region_map(), c.channel, segs, onsets))
+        placed[i].extend(place_chunk(c.region_map(), c.channel, audio, segs))
     return [order_segments(p) for p in placed], metrics
 
 

@@ -274,3 +274,40 @@ def test_an_error_in_before_batch_is_not_taken_for_the_batchs():
     with pytest.raises(ConnectionError):
         run_batches(StagedEngine(), _chunks([1.0, 2.0]), budget_s=10, failures=failures, before_batch=gone)
     assert failures == {}
+
+
+def test_after_batch_gets_each_batch_once_with_its_segments_while_the_next_is_on_the_device():
+    seconds = [1.0, 2.0, 3.0, 4.0, 5.0]
+    eng = StagedEngine()
+
+    def after(idx, segments):
+        eng.order.append(("after", tuple(idx)))
+        assert [s[0].text for s in segments] == [str(int(seconds[i] * SR)) for i in idx]
+
+    _, metrics = run_batches(eng, _chunks(seconds), budget_s=5.5, after_batch=after)  # batches of 1-2 chunks
+    n = len(metrics)
+    assert n >= 3
+    handed = [idx for what, idx in eng.order if what == "after"]
+    assert sorted(i for idx in handed for i in idx) == list(range(len(seconds)))  # each chunk once
+    # Batch k is handed on after its finish and before batch k+1's: the host's work on k runs while the
+    # device holds k+1 (started before k finished).
+    kinds = [what if what != "after" else "after" for what, _ in eng.order]
+    for k in range(n):
+        at = eng.order.index(("finish", k))
+        assert kinds[at + 1] == "after"
+        if k + 1 < n:
+            assert eng.order.index(("start", k + 1)) < at < eng.order.index(("finish", k + 1))
+
+
+def test_after_batch_hands_on_a_failed_chunk_without_segments_and_its_reason_is_recorded_first():
+    seconds = [2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+    failures: dict[int, str] = {}
+    seen: dict[int, tuple[list, bool]] = {}
+
+    def after(idx, segments):
+        seen.update((i, (s, i in failures)) for i, s in zip(idx, segments, strict=True))
+
+    run_batches(StagedEngine(bad_s=5.0), _chunks(seconds), budget_s=9.0, failures=failures, after_batch=after)
+    assert sorted(seen) == list(range(6))
+    assert seen[3] == ([], True)
+    assert all(segs and not failed for i, (segs, failed) in seen.items() if i != 3)
