@@ -96,6 +96,9 @@ def chunk_one(store: Store, engine: Engine, recording_id: int, params: ChunkingP
         log.info("recording %d is %s and owned by run %s now; left alone", recording_id, rec.status, rec.last_run_id)
         return None
     if run_id is not None and rec.attempted_run_id == run_id and rec.chunking_since is not None:
+        if _refund_owed(store, engine, recording_id, run_id):
+            # Not a death: the try before failed on a database outage that outlasted its refund.
+            return chunk_one(store, engine, recording_id, params, run_id, pack)
         # This run's task was on it and never finished it: the task's process died here (a crash in
         # a native decoder, out of memory, the task's timeout). Not again in this run, or it would take
         # the rest of its group down on every try; the next run tries it once more (it may have been
@@ -111,7 +114,7 @@ def chunk_one(store: Store, engine: Engine, recording_id: int, params: ChunkingP
     except KeyboardInterrupt:
         # Stopped by hand (`callscribe run` interrupted), not by the file: the same run id may run
         # again, and the mark left would read as a crash on this file.
-        _refund(engine, recording_id, run_id)
+        _refund(store, engine, recording_id, run_id)
         raise
 
 
@@ -135,7 +138,7 @@ def _chunk_attempted(store: Store, engine: Engine, rec: Row, params: ChunkingPar
         if unavailable(exc):
             # An outage, not this recording's fault: fail the task so Airflow retries it,
             # without spending one of the recording's attempts.
-            _refund(engine, recording_id, run_id)
+            _refund(store, engine, recording_id, run_id)
             raise
         _mark(engine, recording_id, "failed", describe(exc), run_id)
         return None
@@ -181,7 +184,7 @@ def _chunk_attempted(store: Store, engine: Engine, rec: Row, params: ChunkingPar
                 isinstance(exc, S3Error) and exc.code not in RECORDINGS_OWN_S3_CODES):
             # As above: the store or the database (down, or refusing the work area's write), not
             # the recording.
-            _refund(engine, recording_id, run_id)
+            _refund(store, engine, recording_id, run_id)
             raise
         # Decoded, then something in chunking it failed: this recording's error, not its group's.
         log.exception("recording %d: chunking failed", recording_id)
@@ -204,10 +207,12 @@ def _chunk_attempted(store: Store, engine: Engine, rec: Row, params: ChunkingPar
 RECORDINGS_OWN_S3_CODES = frozenset({"EntityTooLarge"})
 
 
-def _refund(engine: Engine, recording_id: int, run_id: str | None, waits: tuple[float, ...] = (0, 1, 4)) -> None:
+def _refund(store: Store, engine: Engine, recording_id: int, run_id: str | None,
+            waits: tuple[float, ...] = (0, 1, 4)) -> None:
     """Give back the attempt and clear the chunking mark: the task fails on an outage and its
     retry must neither count it again nor take the mark for a crash on this file. A database that
-    dropped the connection is asked again a few times (a failover, a restart)."""
+    dropped the connection is asked again a few times (a failover, a restart); one still down after
+    that gets a note in the run's work area instead, which the retry honours (``_refund_owed``)."""
     for wait in waits:
         time.sleep(wait)
         try:
@@ -218,7 +223,31 @@ def _refund(engine: Engine, recording_id: int, run_id: str | None, waits: tuple[
             if not db.unavailable(exc):
                 raise
             log.warning("recording %d: could not give back its attempt: %s", recording_id, describe(exc))
-    log.error("recording %d: its attempt and chunking mark stay (the database is down)", recording_id)
+    if run_id is None:
+        return  # no run: nothing reads the mark as a crash
+    try:
+        store.put_bytes(_refund_uri(store, run_id, recording_id), b"{}", "application/json")
+        log.warning("recording %d: the database is down; its attempt will be given back by the task's retry",
+                    recording_id)
+    except Exception as exc:  # the store too: the retry will take the mark for a crash on this file
+        log.error("recording %d: its attempt and chunking mark stay (the database and the object store are "
+                  "down: %s)", recording_id, describe(exc))
+
+
+def _refund_uri(store: Store, run_id: str, recording_id: int) -> str:
+    return _work_uri(store, "runs", run_key(run_id), "refunds", f"{recording_id}.json")
+
+
+def _refund_owed(store: Store, engine: Engine, recording_id: int, run_id: str) -> bool:
+    """Whether an earlier try of this run left its refund owed (``_refund``); if so it is paid now."""
+    uri = _refund_uri(store, run_id, recording_id)
+    if not store.exists(uri):  # an unreachable store raises: the task fails and is retried
+        return False
+    with engine.begin() as conn:
+        conn.execute(db.q("recording_attempt_refund"), {"id": recording_id, "run_id": run_id})
+    store.delete(uri)
+    log.info("recording %d: its attempt given back (the try before failed on a database outage)", recording_id)
+    return True
 
 
 def _mark(engine: Engine, recording_id: int, status: str, error: str, run_id: str | None = None) -> None:

@@ -91,6 +91,34 @@ def test_a_database_down_while_a_recording_is_chunked_is_not_taken_for_a_crash(s
     discovery.release(pg, run)
 
 
+def test_a_database_down_longer_than_the_refund_waits_is_not_taken_for_a_crash_either(stack, s3, pg, monkeypatch):
+    """The database stays down for every refund try (about 5 s): the task fails with the chunking
+    mark still set. Its retry, the database back, must still not blame the recording."""
+    run = "review-db-down-long"
+    rid = _one_call(s3, pg, date(2033, 4, 4), run)
+    _database_blip_on(monkeypatch, "recording_chunked")
+    real = db.q
+    monkeypatch.setattr(db, "q", lambda n: (sa.text("SELECT pg_terminate_backend(pg_backend_pid())")
+                                            if n == "recording_attempt_refund" else real(n)))
+    with pytest.raises(OperationalError):
+        pipeline.chunk_one(s3, pg, rid, run_id=run)
+    monkeypatch.undo()
+    assert _status(pg, rid).chunking_since is not None  # the mark a crash would have left
+    out = pipeline.chunk_one(s3, pg, rid, run_id=run)  # the task's retry, the database back
+    row = _status(pg, rid)
+    assert out is not None and row.status == "chunked" and row.attempts == 1, row
+    # A crash's mark is still a crash: the next run's task dies on the file, and its retry blames it.
+    run2 = "review-db-down-long-2"
+    discovery.release(pg, run)
+    with pg.begin() as c:
+        c.execute(sa.text("UPDATE recordings SET status = 'pending', last_run_id = :r WHERE id = :i"),
+                  {"r": run2, "i": rid})
+        c.execute(db.q("recording_attempt"), {"id": rid, "run_id": run2})
+    assert pipeline.chunk_one(s3, pg, rid, run_id=run2) is None
+    row = _status(pg, rid)
+    assert row.status == "failed" and "chunk task died" in row.last_error, row
+
+
 def test_an_erasure_during_a_load_does_not_throw_away_its_jobs_other_calls(stack, s3, pg):
     day = date(2033, 4, 3)
     prefix = day_prefix("calls/", day)
