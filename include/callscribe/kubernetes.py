@@ -63,9 +63,14 @@ class KubeSettings:
     active_deadline_s: int = 4 * 3600
     pod_template: str | None = None  # a file replacing the packaged template; None: the packaged one
     kubernetes_conn_id: str = "kubernetes_default"
-    # The native engine's settings (CALLSCRIBE_NAR_*) where the DAG is parsed: a local worker gets
-    # them through pipeline.WORKER_ENV, a pod through its environment. None is a secret.
+    # The native engine's settings (CALLSCRIBE_NAR_*) and the worker's own (WORKER_SETTINGS) where the
+    # DAG is parsed: a local worker gets them through pipeline.WORKER_ENV, a pod through its
+    # environment. None is a secret.
     engine_settings: tuple[tuple[str, str], ...] = ()
+
+
+# The worker's settings that follow it into a pod, beside the engine's.
+WORKER_SETTINGS = frozenset({"CALLSCRIBE_WORKER_RESPAWNS"})
 
 
 def _json_env(name: str, default):
@@ -100,7 +105,8 @@ def settings_from_env() -> KubeSettings:
         active_deadline_s=int(env("CALLSCRIBE_K8S_ACTIVE_DEADLINE_S", d.active_deadline_s)),
         pod_template=env("CALLSCRIBE_K8S_POD_TEMPLATE") or None,
         kubernetes_conn_id=env("CALLSCRIBE_K8S_CONN_ID", d.kubernetes_conn_id),
-        engine_settings=tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("CALLSCRIBE_NAR_"))),
+        engine_settings=tuple(sorted((k, v) for k, v in os.environ.items()
+                                     if k.startswith("CALLSCRIBE_NAR_") or k in WORKER_SETTINGS)),
     )
 
 

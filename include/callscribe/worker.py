@@ -14,18 +14,19 @@ part-way, the store gone) exits 1 with its cause in the termination message
 load task turns into the recordings' reason.
 
 A chunk that kills the worker process (a native crash in the engine, the kernel's OOM killer: no
-exception, no shard) is found over the task's tries: before the engine gets a batch, the chunks
-it holds are written to a progress note beside the shard's place, and the next try reads it. The
+exception, no shard) is found over the job's next runs: before the engine gets a batch, the chunks
+it holds are written to a progress note beside the shard's place, and the next run reads it. The
 chunks of a death in a batch are suspects, run first and each alone; a death on one chunk alone
-makes it a killer, whose recording goes into the shard as failed without being run again. With 3
-tries: try 1 dies in a batch, try 2 on a suspect alone, try 3 finishes with only that recording
-failed. The note is deleted once the shard is written.
+makes it a killer, whose recording goes into the shard as failed without being run again. The job
+runs in a child process (supervisor.py), started again after each death with chunks in the engine
+(CALLSCRIBE_WORKER_RESPAWNS times, default 4): one death in a batch and one per killer cost
+seconds in the same pod, not a try of the task. Past that, or with 0, the task's next try goes on
+from the note. The note is deleted once the shard is written.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import logging
 import math
@@ -64,6 +65,7 @@ from callscribe.manifests import (
     to_parquet,
 )
 from callscribe.storage import Store, unavailable
+from callscribe.supervisor import die_with_parent, respawns, signal_name, supervise
 from callscribe.transcription import PlacedSegment, order_segments, place_chunk, run_batches
 
 log = logging.getLogger("callscribe.worker")
@@ -278,9 +280,9 @@ def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None
         batches.extend(m.model_copy(update={"batch_index": first + n}) for n, m in enumerate(metrics))
 
     try:
-        # A try after a death takes the whole job at once: its suspects first, each alone, so a recording
-        # whose chunks kill the process dies on its first one here, in try 2, not on a later chunk in a
-        # batch (that would make new suspects, and need a fourth try). Otherwise the first wave starts
+        # A run after a death takes the whole job at once: its suspects first, each alone, so a recording
+        # whose chunks kill the process dies on its first one here, not on a later chunk in a batch
+        # (that would make new suspects, and cost one more death). Otherwise the first wave starts
         # once a few batches' worth has arrived, and each later one takes what came meanwhile.
         want = math.inf if suspects else min(job.audio_s, WAVE_BATCHES * job.batch_audio_s)
         while (wave := arrivals.take(want)) is not None:
@@ -405,17 +407,6 @@ def write_xcom(path: str, value: object) -> None:
     p.write_text(json.dumps(value))
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Ask the kernel to kill this process when its parent (the Airflow task) dies."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        return  # not Linux: the task's own clean-up still stops the process group
-    if os.getppid() != parent_pid:  # the parent died before the request took effect
-        os._exit(1)
-
-
 def _report_failure(args: argparse.Namespace, store: Store | None, job: JobManifest | None, cause: str) -> None:
     """Leave the cause where the task and the load look for it (both best effort)."""
     try:
@@ -439,6 +430,9 @@ class Stopped(BaseException):
 
 def _stop_on_sigterm() -> None:
     def stop(signum: int, frame: object) -> None:
+        # Once: a stop may come twice (to the process group, and passed on by the supervisor), and a
+        # second Stopped raised while the first is handled would cut the note's clean-up short.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise Stopped(f"stopped from outside (signal {signum})")
 
     signal.signal(signal.SIGTERM, stop)
@@ -455,7 +449,23 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.parent_pid:
-        _die_with_parent(args.parent_pid)
+        die_with_parent(args.parent_pid)
+    try:
+        limit = respawns()
+    except ValueError as exc:
+        _report_failure(args, None, None, str(exc))
+        return 1
+    if limit == 0:
+        return run_once(args)
+    rc = supervise(lambda: run_once(args), lambda sig, deaths: _died_in_engine(args), limit)
+    if rc > 128 and rc != 128 + signal.SIGTERM:
+        _report_death(args, rc - 128, limit)
+    return rc
+
+
+def run_once(args: argparse.Namespace) -> int:
+    """One try at the job in this process: the shard written (0), the job failed (1, its cause
+    reported), or stopped from outside (128 + SIGTERM)."""
     _stop_on_sigterm()
     store = job = None
     try:
@@ -477,6 +487,38 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     write_xcom(args.xcom_path, shard)
     return 0
+
+
+def _note_after_death(args: argparse.Namespace) -> tuple[Store, JobManifest, JobProgress | None]:
+    store = Store(s3_from_env())
+    job = JobManifest.model_validate_json(store.get_bytes(args.job))
+    return store, job, _earlier_note(store, job, progress_uri(job.shard_uri))
+
+
+def _died_in_engine(args: argparse.Namespace) -> bool:
+    """Whether the process that just died held chunks in the engine (its progress note says so): a
+    new one can go on from there. A death elsewhere (loading the model, the fetch) is left to the
+    task's retry, on another pod."""
+    try:
+        _, _, note = _note_after_death(args)
+    except Exception as exc:  # noqa: BLE001 - the store may be down: the task's retry, then
+        log.warning("after the worker process died, its progress note could not be read: %s", describe(exc))
+        return False
+    return note is not None and bool(note.in_flight)
+
+
+def _report_death(args: argparse.Namespace, sig: int, limit: int) -> None:
+    """The cause of a try that ends in a death the supervisor did not outlive."""
+    store = job = None
+    try:
+        store, job, note = _note_after_death(args)
+        held = note is not None and bool(note.in_flight)
+    except Exception:  # noqa: BLE001 - the cause is still worth writing where the task reads it
+        held = False
+    where = (f"with chunks in the engine, after {limit} respawns in this try; the task's next try goes on "
+             "from the job's progress note" if held else
+             "with no chunk in the engine (the model's load or the fetch: out of memory?)")
+    _report_failure(args, store, job, f"the worker process died ({signal_name(sig)}) {where}")
 
 
 if __name__ == "__main__":

@@ -156,13 +156,14 @@ def key_versions(pg, day: date, key: str) -> list[sa.Row]:
             {"d": day, "k": key}).all()
 
 
-def run_pod(wrapper: str, job_uri: str, tmp_path) -> subprocess.CompletedProcess:
+def run_pod(wrapper: str, job_uri: str, tmp_path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """The worker as a pod runs it, in a process of its own with the pod's environment (the S3
     settings only): ``wrapper`` is a script that puts its stand-in engine in place and ends with
     ``sys.exit(worker.main(sys.argv[1:]))``, so the command line, the store and the exit status are real."""
     return subprocess.run([sys.executable, "-c", wrapper, "--job", job_uri, "--xcom-path", str(tmp_path / "x.json"),
                            "--error-path", str(tmp_path / "err.txt")],
-                          env=pipeline.worker_environment(s3_settings()), capture_output=True, text=True, timeout=300)
+                          env={**pipeline.worker_environment(s3_settings()), **(env or {})}, capture_output=True,
+                          text=True, timeout=300)
 
 
 def downgrade(pg, revision: str) -> None:

@@ -36,7 +36,7 @@ KILLING_ENGINE = textwrap.dedent("""
     def marked(store, job, failures, on_pack=None, **kw):
         def mark(got):
             for i, audio in got.items():
-                if job.chunks[i].recording_id == KILLER:
+                if job.chunks[i].recording_id in KILLERS:
                     audio = audio.copy()
                     audio[0] = MARK
                     got[i] = audio
@@ -66,8 +66,13 @@ KILLING_ENGINE = textwrap.dedent("""
 """)
 
 
-def _pod(job_uri: str, tmp_path, killer: int = -1, sig: str = "SIGKILL") -> subprocess.CompletedProcess:
-    return run_pod(KILLING_ENGINE.replace("KILLER", str(killer)).replace("SIGNAL", sig), job_uri, tmp_path)
+def _pod(job_uri: str, tmp_path, killer: int | tuple[int, ...] = (), sig: str = "SIGKILL",
+         respawns: int = 0) -> subprocess.CompletedProcess:
+    """One try of the job's pod. ``respawns``: the deaths its worker outlives (0: each death ends the
+    try, and the task's next try carries on)."""
+    killers = (killer,) if isinstance(killer, int) else killer
+    return run_pod(KILLING_ENGINE.replace("KILLERS", repr(set(killers) or {-1})).replace("SIGNAL", sig),
+                   job_uri, tmp_path, env={"CALLSCRIBE_WORKER_RESPAWNS": str(respawns)})
 
 
 def _rows(pg, ids):
@@ -160,4 +165,37 @@ def test_a_job_that_runs_through_leaves_no_note_and_a_note_of_another_plan_is_ig
     out = _pod(jobs[0], tmp_path)
     assert out.returncode == 0, out.stdout[-3000:]
     assert "unreadable" in out.stdout and not s3.exists(note)
+    discovery.release(pg, run)
+
+
+def test_one_pod_outlives_the_deaths_of_two_killer_chunks_and_fails_only_their_recordings(stack, s3, pg, tmp_path):
+    """The worker runs the job in a child process and starts a new one after each death with chunks in
+    the engine: two killers in one job (which needed a fourth try of the task) cost one try."""
+    run = "worker-respawns"
+    ids, jobs, job = _job(s3, pg, date(2029, 2, 13), run)
+    by_batch = sorted({c.recording_id for c in job.chunks})
+    killers = (by_batch[0], by_batch[1])
+    out = _pod(jobs[0], tmp_path, killers, respawns=4)
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert out.stdout.count("the job goes on in a new one") >= 2, out.stdout[-3000:]
+    assert not s3.exists(progress_uri(job.shard_uri))
+    loading.load_jobs(s3, pg, jobs, run)
+    rows = _rows(pg, ids)
+    assert {i for i, r in rows.items() if r.status == "failed"} == set(killers), rows
+    assert all("the worker process died on this chunk, run alone" in rows[k].last_error for k in killers)
+    assert {r.status for i, r in rows.items() if i not in killers} == {"done"}, rows
+    discovery.release(pg, run)
+
+
+def test_a_pod_whose_deaths_outrun_its_respawns_leaves_the_rest_to_the_tasks_next_try(stack, s3, pg, tmp_path):
+    run = "worker-respawns-spent"
+    ids, jobs, job = _job(s3, pg, date(2029, 2, 14), run)
+    killers = tuple(sorted({c.recording_id for c in job.chunks})[:2])
+    first = _pod(jobs[0], tmp_path, killers, respawns=1)
+    assert first.returncode == 128 + signal.SIGKILL, first.stdout[-3000:]
+    assert "died" in (tmp_path / "err.txt").read_text()
+    last = _pod(jobs[0], tmp_path, killers, respawns=4)
+    assert last.returncode == 0, last.stdout[-3000:]
+    loading.load_jobs(s3, pg, jobs, run)
+    assert {i for i, r in _rows(pg, ids).items() if r.status == "failed"} == set(killers)
     discovery.release(pg, run)

@@ -289,3 +289,15 @@ def test_the_native_engines_settings_reach_the_pods(monkeypatch):
     monkeypatch.delenv("CALLSCRIBE_NAR_FP8")
     env = {e.name: e.value for e in operator_kwargs(settings_from_env())["env_vars"]}
     assert "CALLSCRIBE_NAR_FP8" not in env
+
+
+def test_the_workers_respawn_setting_reaches_pods_and_local_workers(monkeypatch):
+    from callscribe import pipeline
+    from callscribe.config import S3Settings
+    from callscribe.kubernetes import operator_kwargs, settings_from_env
+
+    monkeypatch.setenv("CALLSCRIBE_WORKER_RESPAWNS", "0")
+    env = {e.name: e.value for e in operator_kwargs(settings_from_env())["env_vars"]}
+    assert env["CALLSCRIBE_WORKER_RESPAWNS"] == "0"
+    local = pipeline.worker_environment(S3Settings(endpoint="localhost:9000", access_key="a", secret_key="b"))
+    assert local["CALLSCRIBE_WORKER_RESPAWNS"] == "0"
