@@ -457,9 +457,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if limit == 0:
         return run_once(args)
-    rc = supervise(lambda: run_once(args), lambda sig, deaths: _died_in_engine(args), limit)
+    notes: list[JobProgress | None] = []  # the note each death outlived left
+    rc = supervise(lambda: run_once(args), lambda sig, deaths: _died_in_engine(args, notes), limit)
     if rc > 128 and rc != 128 + signal.SIGTERM:
-        _report_death(args, rc - 128, limit)
+        _report_death(args, rc - 128, notes)
     return rc
 
 
@@ -495,30 +496,38 @@ def _note_after_death(args: argparse.Namespace) -> tuple[Store, JobManifest, Job
     return store, job, _earlier_note(store, job, progress_uri(job.shard_uri))
 
 
-def _died_in_engine(args: argparse.Namespace) -> bool:
-    """Whether the process that just died held chunks in the engine (its progress note says so): a
-    new one can go on from there. A death elsewhere (loading the model, the fetch) is left to the
-    task's retry, on another pod."""
+def _died_in_engine(args: argparse.Namespace, notes: list[JobProgress | None]) -> bool:
+    """Whether the process that just died held chunks in the engine: its progress note names them,
+    and it is not the note the death before left (a process that dies before it reads the note, in
+    the model's load or warm-up, leaves it as it found it). A new process can go on from there; a
+    death elsewhere (a broken GPU, the fetch's memory) is left to the task's retry, on another pod."""
     try:
         _, _, note = _note_after_death(args)
     except Exception as exc:  # noqa: BLE001 - the store may be down: the task's retry, then
         log.warning("after the worker process died, its progress note could not be read: %s", describe(exc))
         return False
-    return note is not None and bool(note.in_flight)
+    if not _moved(note, notes):
+        return False
+    notes.append(note)
+    return True
 
 
-def _report_death(args: argparse.Namespace, sig: int, limit: int) -> None:
-    """The cause of a try that ends in a death the supervisor did not outlive."""
+def _moved(note: JobProgress | None, notes: list[JobProgress | None]) -> bool:
+    return note is not None and bool(note.in_flight) and (not notes or note != notes[-1])
+
+
+def _report_death(args: argparse.Namespace, sig: int, notes: list[JobProgress | None]) -> None:
+    """The cause of a try that ends in a death it did not outlive, after ``notes`` it did."""
     store = job = None
     try:
         store, job, note = _note_after_death(args)
-        held = note is not None and bool(note.in_flight)
+        held = _moved(note, notes)
     except Exception:  # noqa: BLE001 - the cause is still worth writing where the task reads it
         held = False
-    where = (f"with chunks in the engine, after {limit} respawns in this try; the task's next try goes on "
-             "from the job's progress note" if held else
-             "with no chunk in the engine (the model's load or the fetch: out of memory?)")
-    _report_failure(args, store, job, f"the worker process died ({signal_name(sig)}) {where}")
+    where = ("with chunks in the engine" if held else
+             "with no chunk in the engine (in the model's load or warm-up, or the fetch: a broken GPU, out of memory?)")
+    _report_failure(args, store, job, f"the worker process died ({signal_name(sig)}) {where}, after {len(notes)} "
+                    "respawns in this try; the task's next try goes on from the job's progress note")
 
 
 if __name__ == "__main__":

@@ -199,3 +199,28 @@ def test_a_pod_whose_deaths_outrun_its_respawns_leaves_the_rest_to_the_tasks_nex
     loading.load_jobs(s3, pg, jobs, run)
     assert {i for i, r in _rows(pg, ids).items() if r.status == "failed"} == set(killers)
     discovery.release(pg, run)
+
+
+def test_a_death_before_the_engine_after_a_death_in_it_is_left_to_the_tasks_retry(stack, s3, pg, tmp_path):
+    """The first process dies in a batch; the one started after it dies loading the model (a GPU gone
+    bad). That death names no new chunks: no further respawn (it would die the same way, or blame the
+    suspects for the GPU), and the progress note still holds the first death's chunks for the next try."""
+    run = "worker-respawn-load-death"
+    ids, jobs, job = _job(s3, pg, date(2029, 2, 15), run)
+    killer = job.chunks[0].recording_id
+    loads = tmp_path / "loads"
+    wrapper = KILLING_ENGINE.replace("KILLERS", repr({killer})).replace("SIGNAL", "SIGKILL").replace(
+        'engines._FACTORIES["whisper-tiny"] = lambda **kw: Killing()',
+        f'engines._FACTORIES["whisper-tiny"] = lambda **kw: (open({str(loads)!r}, "a").write("x"), '
+        f'os.path.getsize({str(loads)!r}) > 1 and os.kill(os.getpid(), signal.SIGKILL), Killing())[-1]')
+    out = run_pod(wrapper, jobs[0], tmp_path, env={"CALLSCRIBE_WORKER_RESPAWNS": "4"})
+    assert out.returncode == 128 + signal.SIGKILL, out.stdout[-3000:]
+    assert loads.read_text() == "xx"  # the first process and one respawn, not four
+    assert "no chunk in the engine" in (tmp_path / "err.txt").read_text()
+    left = JobProgress.model_validate_json(s3.get_bytes(progress_uri(job.shard_uri)))
+    assert left.in_flight and not left.killers, left
+    last = _pod(jobs[0], tmp_path, killer, respawns=4)  # the task's retry, on a sound pod
+    assert last.returncode == 0, last.stdout[-3000:]
+    loading.load_jobs(s3, pg, jobs, run)
+    assert {i for i, r in _rows(pg, ids).items() if r.status == "failed"} == {killer}
+    discovery.release(pg, run)
