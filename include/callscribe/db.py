@@ -101,6 +101,23 @@ def schema_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
 
 
+def analyst_revision(engine: Engine) -> str | None:
+    """:func:`schema_revision` through the analysts' login, which may read the version table since
+    0019: a login refused it reads a schema from before that (SchemaBehind)."""
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+    except sa.exc.ProgrammingError as exc:
+        code = getattr(exc.orig, "pgcode", None)
+        if code == "42P01":  # undefined_table: never migrated
+            return None
+        if code == "42501":  # insufficient_privilege
+            raise SchemaBehind(f"the database's callscribe schema is from before 0019 (the analysts' login may "
+                               f"not read {VERSION_TABLE}) and this code needs {head_revision()}: "
+                               f"run the migrations: {MIGRATE_HOW}") from None
+        raise
+
+
 def require_schema(engine: Engine) -> Engine:
     """``engine``, once its schema is known to have every migration this code ships.
 
@@ -109,10 +126,15 @@ def require_schema(engine: Engine) -> Engine:
     safeguard): a run refuses at its first task instead, naming what to run. A schema newer
     than the code is the documented order of an upgrade (migrate, then deploy), so that only
     warns."""
-    at = schema_revision(engine)
+    check_revision(schema_revision(engine))
+    return engine
+
+
+def check_revision(at: str | None) -> None:
+    """Raise SchemaBehind unless a schema at revision ``at`` has every migration this code ships."""
     head = head_revision()
     if at == head:
-        return engine
+        return
     if at is None:
         raise SchemaBehind(f"the database has no callscribe schema (no {VERSION_TABLE} table); "
                            f"create it first: {MIGRATE_HOW}")
@@ -122,12 +144,17 @@ def require_schema(engine: Engine) -> Engine:
     try:
         scripts.get_revision(at)
     except CommandError:  # a revision this code does not ship
-        log.warning("the database's callscribe schema is at revision %s, newer than this code (%s): "
-                    "deploy the code that migrated it", at, head)
-        return engine
+        _warn_ahead(at, head)
+        return
     missing = [s.revision for s in reversed(list(scripts.iterate_revisions(head, at)))]
     raise SchemaBehind(f"the database's callscribe schema is at revision {at} and this code needs {head} "
                        f"(missing {', '.join(missing)}): run the migrations, then clear the task: {MIGRATE_HOW}")
+
+
+@cache
+def _warn_ahead(at: str, head: str) -> None:  # once a process: the search page checks every request
+    log.warning("the database's callscribe schema is at revision %s, newer than this code (%s): "
+                "deploy the code that migrated it", at, head)
 
 
 def checked_engine() -> Engine:

@@ -136,16 +136,23 @@ def auth_manager() -> Any:
 
 
 def analyst_engine() -> Engine:
-    """The analysts' login, checked to be analyst-only; 503 when it is missing or not analyst-only
-    (never a fallback to the owner's login)."""
+    """The analysts' login, checked to be analyst-only and on a schema migrated for this code; 503
+    when it is missing, not analyst-only (never a fallback to the owner's login) or behind."""
     from callscribe import db
 
     try:
         engine = db.analyst_engine()
         access.check_analyst_login(engine)
+        # Deployed with the code, maybe before the database was migrated for it: say so, rather than
+        # fail on a missing column.
+        db.check_revision(db.analyst_revision(engine))
     except access.NotAnAnalystLogin as exc:
         log.error("call search refused to query: %s", exc)
         raise HTTPException(status_code=503, detail="the page's database login is not an analyst login") from None
+    except db.SchemaBehind as exc:
+        log.error("call search refused to query: %s", exc)
+        raise HTTPException(status_code=503, detail="the database is not yet migrated for this version of the "
+                            "page: the operators must run `callscribe migrate`") from None
     except Exception as exc:  # no connection, a wrong password, the database down
         # The type and message only: connection errors name host and user, never the password.
         log.error("call search has no analyst database login: %s: %s", type(exc).__name__, exc)

@@ -101,3 +101,30 @@ def test_a_run_on_a_schema_behind_the_code_touches_nothing_and_is_red(stack, s3,
     # Migrated, the same day runs green.
     dr = run_day(DAY)
     assert str(dr.state).rsplit(".", 1)[-1].lower() == "success"
+
+
+def test_the_search_page_on_a_schema_behind_it_says_so_instead_of_failing_on_a_column(stack, pg, s3):
+    """The page is deployed with the code; a database not yet migrated (0017: analytics.recordings has
+    no etag, which a play reads) must answer 503 with what the operators must run, not a 500 from a
+    missing column, and it must answer again once the schema is migrated."""
+    from fastapi.testclient import TestClient
+
+    from callscribe.search_page import create_app
+    from tests.integration.helpers import load_call
+
+    key = "calls/2031/04/08/schema-behind.wav"
+    s3.put_bytes(s3.uri(key), sample_files()[0].read_bytes())
+    etag, _ = s3.stat("calls", key)
+    rid = load_call(pg, s3, key, date(2031, 4, 8), [(0, "agent", 0.5, 3.0, "thank you for calling")], etag=etag)
+    client = TestClient(create_app(require_login=False), raise_server_exceptions=False)
+    assert client.post("/api/play", json={"recording_id": rid, "start": 1.0}).status_code == 200
+    downgrade(pg, "0017")
+    try:
+        for answer in (client.post("/api/play", json={"recording_id": rid, "start": 1.0}),
+                       client.get("/api/search", params={"q": "thank you"})):
+            assert answer.status_code == 503, answer.text
+            assert "callscribe migrate" in answer.json()["detail"], answer.text
+    finally:
+        db.migrate(pg)
+    assert client.post("/api/play", json={"recording_id": rid, "start": 1.0}).status_code == 200
+    assert client.get("/api/search", params={"q": "thank you"}).status_code == 200
