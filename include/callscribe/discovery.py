@@ -178,13 +178,15 @@ def retire_replaced(engine: Engine, run_id: str | None = None, day: date | None 
 
 
 def release_dead(engine: Engine, day: date, run_id: str, is_live: Callable[[str], bool]) -> list[str]:
-    """End the leases of runs that are over but never reported (timed out, marked failed in the
-    UI): what they left says why, or is `failed` once out of attempts, and is free to claim."""
+    """Close the runs that are over but never reported (timed out, marked success or failed in the
+    UI; leases expired or not), or that left recordings unfinished after their report (a task
+    cleared without its downstream): what they left says why, or is `failed` once out of
+    attempts, and is free to claim."""
     with engine.connect() as conn:
         holders = conn.execute(db.q("leases_held"), {"call_date": day, "run_id": run_id}).scalars().all()
     dead = [r for r in holders if not is_live(r)]
     for r in dead:
-        log.warning("run %s is over but still held recordings of %s; released", r, day)
+        log.warning("run %s is over and left recordings of %s unfinished or leased; closed", r, day)
         close_run(engine, r)
     return dead
 
