@@ -8,13 +8,19 @@ on. Each death in the engine makes suspects or pins one killer, so a few respawn
 several killer chunks, at the cost of loading the model again (seconds with a warm compile cache),
 not of a pod rescheduled by the task's retry.
 
-The parent does no work of its own: it imports no engine and starts no thread before it forks
-(a CUDA context or a thread does not survive a fork), waits, forwards SIGTERM to the child, and
-reaps whatever the child leaves behind (in a pod it is PID 1).
+The parent does no work of its own: it imports no engine and starts no Python thread before it
+forks (a CUDA context or a thread holding a lock does not survive a fork; the native pools numpy
+and pyarrow start handle fork themselves), waits, forwards SIGTERM to the child, and reaps
+whatever the child leaves behind (in a pod it is PID 1).
+
+Where the kernel's OOM killer ends the whole container, as the kubelet asks it to on cgroup v2
+from Kubernetes 1.28 (memory.oom.group), an out-of-memory death takes the parent too: there only
+native crashes are outlived in the pod, and an OOM death costs a try of the task, as before.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -67,24 +73,38 @@ def supervise(run_once: Callable[[], int], may_respawn: Callable[[int, int], boo
     """
     child = 0
     stopped = False
+    parent = os.getpid()
 
     def forward(signum: int, frame: object) -> None:
         nonlocal stopped
         stopped = True
         if child:
-            os.kill(child, signum)
+            with contextlib.suppress(ProcessLookupError):  # reaped a moment ago: its status is in hand
+                os.kill(child, signum)
 
     previous = signal.signal(signal.SIGTERM, forward)
+    # Ctrl-C reaches the child too (the terminal signals the whole group): it stops, and this process
+    # waits for it, or the child would be killed with this one's exit in the midst of its clean-up.
+    previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Inherited as ignored (exec keeps that), the kernel would reap the child itself, and its exit
+    # status would be lost to waitpid.
+    previous_chld = signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     try:
         deaths = 0
         while True:
             sys.stdout.flush()
             sys.stderr.flush()  # or the child writes out the parent's buffer again
-            pid = os.fork()
-            if pid == 0:
-                _child(run_once)
-            child = pid
-            if stopped:  # a SIGTERM between the fork and here
+            # Held back over the fork: in the child, until _child puts SIG_DFL in place, a SIGTERM would
+            # run this process's handler, which stops nothing there.
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            try:
+                pid = os.fork()
+                if pid == 0:
+                    _child(run_once, parent, previous_int)
+                child = pid
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+            if stopped:  # a SIGTERM before the fork
                 os.kill(pid, signal.SIGTERM)
             status = _wait(pid)
             child = 0
@@ -93,19 +113,27 @@ def supervise(run_once: Callable[[], int], may_respawn: Callable[[int, int], boo
             sig = os.WTERMSIG(status)
             if stopped or sig == signal.SIGTERM or deaths >= limit or not may_respawn(sig, deaths):
                 return 128 + sig
+            if stopped:  # a SIGTERM while the death was judged (the note is read from the store): a stop
+                return 128 + signal.SIGTERM
             deaths += 1
             log.warning("the worker process died (%s) with chunks in the engine; the job goes on in a new one "
                         "(respawn %d of at most %d)", signal_name(sig), deaths, limit)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        for signum, handler in ((signal.SIGINT, previous_int), (signal.SIGCHLD, previous_chld)):
+            if handler is not None:  # None: put in place outside Python, not Python's to put back
+                signal.signal(signum, handler)
 
 
-def _child(run_once: Callable[[], int]) -> None:
+def _child(run_once: Callable[[], int], parent: int, on_int: signal.Handlers | Callable | None) -> None:
     """The forked child: run, then leave without returning into the parent's loop."""
     rc = 1
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # until run_once puts its own handler in place
-        die_with_parent(os.getppid())
+        signal.signal(signal.SIGINT, signal.default_int_handler if on_int is None else on_int)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # one sent meanwhile ends it now
+        # The pid from before the fork: os.getppid() here would name whoever adopted an orphan.
+        die_with_parent(parent)
         rc = run_once()
     except BaseException:  # noqa: BLE001 - whatever it was, the child must not go on as the parent
         log.exception("the worker process failed")

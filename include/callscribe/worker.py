@@ -457,7 +457,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if limit == 0:
         return run_once(args)
-    notes: list[JobProgress | None] = []  # the note each death outlived left
+    # The note this try starts from, then the one each death it outlived left: the first death too is
+    # judged against the note before it (an earlier try's, which a death in the model's load leaves).
+    notes: list[JobProgress | None] = [_note_at_start(args)]
     rc = supervise(lambda: run_once(args), lambda sig, deaths: _died_in_engine(args, notes), limit)
     if rc > 128 and rc != 128 + signal.SIGTERM:
         _report_death(args, rc - 128, notes)
@@ -496,11 +498,20 @@ def _note_after_death(args: argparse.Namespace) -> tuple[Store, JobManifest, Job
     return store, job, _earlier_note(store, job, progress_uri(job.shard_uri))
 
 
+def _note_at_start(args: argparse.Namespace) -> JobProgress | None:
+    try:
+        return _note_after_death(args)[2]
+    except Exception as exc:  # noqa: BLE001 - the store may be down: the child finds out and says so
+        log.warning("the job's progress note could not be read: %s", describe(exc))
+        return None
+
+
 def _died_in_engine(args: argparse.Namespace, notes: list[JobProgress | None]) -> bool:
     """Whether the process that just died held chunks in the engine: its progress note names them,
-    and it is not the note the death before left (a process that dies before it reads the note, in
-    the model's load or warm-up, leaves it as it found it). A new process can go on from there; a
-    death elsewhere (a broken GPU, the fetch's memory) is left to the task's retry, on another pod."""
+    and it is not the note the death before left, or the try started from (a process that dies
+    before it reads the note, in the model's load or warm-up, leaves it as it found it). A new
+    process can go on from there; a death elsewhere (a broken GPU, the fetch's memory) is left to
+    the task's retry, on another pod."""
     try:
         _, _, note = _note_after_death(args)
     except Exception as exc:  # noqa: BLE001 - the store may be down: the task's retry, then
@@ -513,11 +524,12 @@ def _died_in_engine(args: argparse.Namespace, notes: list[JobProgress | None]) -
 
 
 def _moved(note: JobProgress | None, notes: list[JobProgress | None]) -> bool:
-    return note is not None and bool(note.in_flight) and (not notes or note != notes[-1])
+    return note is not None and bool(note.in_flight) and note != notes[-1]
 
 
 def _report_death(args: argparse.Namespace, sig: int, notes: list[JobProgress | None]) -> None:
-    """The cause of a try that ends in a death it did not outlive, after ``notes`` it did."""
+    """The cause of a try that ends in a death it did not outlive, after those it did (``notes`` past
+    the first, the try's start)."""
     store = job = None
     try:
         store, job, note = _note_after_death(args)
@@ -526,7 +538,7 @@ def _report_death(args: argparse.Namespace, sig: int, notes: list[JobProgress | 
         held = False
     where = ("with chunks in the engine" if held else
              "with no chunk in the engine (in the model's load or warm-up, or the fetch: a broken GPU, out of memory?)")
-    _report_failure(args, store, job, f"the worker process died ({signal_name(sig)}) {where}, after {len(notes)} "
+    _report_failure(args, store, job, f"the worker process died ({signal_name(sig)}) {where}, after {len(notes) - 1} "
                     "respawns in this try; the task's next try goes on from the job's progress note")
 
 
