@@ -85,9 +85,14 @@ ORPHAN = textwrap.dedent("""
     fork = os.fork
 
     def slow_child_fork():
+        parent = os.getpid()
         pid = fork()
         if pid == 0:
-            time.sleep(1)  # the child not yet scheduled when its parent dies
+            # The child not yet scheduled when its parent dies: it goes on only once orphaned, however
+            # slowly a loaded machine runs the parent's kill.
+            deadline = time.monotonic() + 20
+            while os.getppid() == parent and time.monotonic() < deadline:
+                time.sleep(0.01)
         else:
             os.kill(os.getpid(), signal.SIGKILL)  # the supervisor killed (its own parent died)
         return pid
@@ -109,7 +114,7 @@ def test_a_child_whose_supervisor_died_before_it_started_does_not_run_the_job(tm
     proc = subprocess.run([sys.executable, "-c", ORPHAN, str(marker)], capture_output=True, text=True, timeout=30,
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert proc.returncode == -signal.SIGKILL, proc.stderr
-    time.sleep(2.5)  # the orphan's sleep, and a job it must not run
+    time.sleep(1.5)  # the orphan's wait, and a job it must not run
     assert not marker.exists(), f"an orphan ran the job (its parent: {marker.read_text()})"
 
 
