@@ -47,7 +47,8 @@ test: $(STAMP) system-deps
 # and puts that summary in the README's reliability section.
 chaos: $(STAMP)
 	$(BIN)/pytest -q tests/integration/test_faults.py tests/integration/test_run_outcomes.py \
-	  tests/integration/test_bad_input.py tests/integration/test_security.py tests/integration/test_backfill.py
+	  tests/integration/test_bad_input.py tests/integration/test_security.py tests/integration/test_backfill.py \
+	  tests/integration/test_ui_actions.py
 	$(BIN)/python -m tests.chaos README.md
 
 test-fast: $(STAMP)
