@@ -10,26 +10,9 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 from callscribe import supervisor
-
-
-def _runs(tmp_path: Path, deaths: int):
-    """A child that dies by SIGKILL on its first ``deaths`` runs and then returns 0 after a short
-    wait; its runs are counted in a file."""
-    count = tmp_path / "runs"
-    count.write_text("0")
-
-    def run() -> int:
-        n = int(count.read_text()) + 1
-        count.write_text(str(n))
-        if n <= deaths:
-            os.kill(os.getpid(), signal.SIGKILL)
-        time.sleep(1)
-        return 0
-
-    return run, count
+from tests.unit.test_supervisor import _counting_child as _runs
 
 
 def test_a_sigterm_while_a_death_is_judged_starts_no_new_child(tmp_path):
