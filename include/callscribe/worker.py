@@ -271,7 +271,10 @@ def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None
             for k, segs in zip(ks, segments, strict=True):
                 c = job.chunks[chunks[k]]
                 if k not in failed and c.recording_id not in failures:
-                    placed[chunks[k]] = place_chunk(c.region_map(), c.channel, fetched[chunks[k]], segs)
+                    try:
+                        placed[chunks[k]] = place_chunk(c.region_map(), c.channel, fetched[chunks[k]], segs)
+                    except Exception as exc:  # this chunk's output, not its neighbours': its recording fails
+                        failed[k] = f"placing its segments in the recording failed: {describe(exc)}"
 
         _, metrics = run_batches(eng, [fetched[i] for i in chunks], job.batch_audio_s, failed,
                                  before_batch=lambda ks: before([chunks[k] for k in ks]), after_batch=after)
@@ -331,10 +334,10 @@ def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None
         if c.recording_id not in failures:
             # A segment's speaker is its chunk's: a diarized mono channel has several.
             by_rec.setdefault(c.recording_id, []).extend((s, c.speaker) for s in placed.get(i, []))
-    for rid, placed in by_rec.items():
+    for rid, mine in by_rec.items():
         seq_by_channel: dict[int, int] = {}
-        speaker_of = {id(s): speaker for s, speaker in placed}
-        for s in order_segments([s for s, _ in placed]):
+        speaker_of = {id(s): speaker for s, speaker in mine}
+        for s in order_segments([s for s, _ in mine]):
             seq = seq_by_channel.get(s.channel, 0)
             seq_by_channel[s.channel] = seq + 1
             rows.append((rid, s.channel, seq, speaker_of[id(s)], s.start, s.end, s.text,
@@ -492,7 +495,8 @@ def run_once(args: argparse.Namespace) -> int:
     return 0
 
 
-def _note_after_death(args: argparse.Namespace) -> tuple[Store, JobManifest, JobProgress | None]:
+def _read_note(args: argparse.Namespace) -> tuple[Store, JobManifest, JobProgress | None]:
+    """The job's progress note as the supervisor sees it (the job read again: it holds no state)."""
     store = Store(s3_from_env())
     job = JobManifest.model_validate_json(store.get_bytes(args.job))
     return store, job, _earlier_note(store, job, progress_uri(job.shard_uri))
@@ -500,7 +504,7 @@ def _note_after_death(args: argparse.Namespace) -> tuple[Store, JobManifest, Job
 
 def _note_at_start(args: argparse.Namespace) -> JobProgress | None:
     try:
-        return _note_after_death(args)[2]
+        return _read_note(args)[2]
     except Exception as exc:  # noqa: BLE001 - the store may be down: the child finds out and says so
         log.warning("the job's progress note could not be read: %s", describe(exc))
         return None
@@ -513,7 +517,7 @@ def _died_in_engine(args: argparse.Namespace, notes: list[JobProgress | None]) -
     process can go on from there; a death elsewhere (a broken GPU, the fetch's memory) is left to
     the task's retry, on another pod."""
     try:
-        _, _, note = _note_after_death(args)
+        _, _, note = _read_note(args)
     except Exception as exc:  # noqa: BLE001 - the store may be down: the task's retry, then
         log.warning("after the worker process died, its progress note could not be read: %s", describe(exc))
         return False
@@ -532,7 +536,7 @@ def _report_death(args: argparse.Namespace, sig: int, notes: list[JobProgress | 
     the first, the try's start)."""
     store = job = None
     try:
-        store, job, note = _note_after_death(args)
+        store, job, note = _read_note(args)
         held = _moved(note, notes)
     except Exception:  # noqa: BLE001 - the cause is still worth writing where the task reads it
         held = False

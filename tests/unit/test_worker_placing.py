@@ -45,3 +45,20 @@ def test_each_batch_is_placed_before_the_engine_runs_the_last_one(monkeypatch):
         got = df[df["recording_id"] == r]
         assert [(s.start, s.end, s.text, list(s.word_starts)) for s in want] == [
             (row.start_s, row.end_s, row.text, list(row.word_starts)) for row in got.itertuples()]
+
+
+def test_a_chunk_whose_segments_cannot_be_placed_fails_its_recording_not_the_job(monkeypatch):
+    job, store = _setup(6)
+    real = worker.place_chunk
+
+    def broken_for_recording_3(regions, channel, audio, segs):
+        if len(audio) == 3000:  # recording 3's chunk
+            raise ValueError("a word time the regions cannot hold")
+        return real(regions, channel, audio, segs)
+
+    monkeypatch.setattr(worker, "place_chunk", broken_for_recording_3)
+    worker.run_job(job, store, Worded(store))
+    df, info = from_parquet(store.objects[SHARD])
+    assert [f["recording_id"] for f in info["failures"]] == [3]
+    assert "placing its segments in the recording failed: ValueError" in info["failures"][0]["reason"]
+    assert sorted(set(df["recording_id"])) == [1, 2, 4, 5, 6]
