@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks import parity
 from benchmarks.data import tiled_call
 from benchmarks.heldout import BEFORE_PACKING
 from callscribe import engines
@@ -837,25 +838,25 @@ class Check:
         return {"batch": self.plan.ref_batch, "chunk_s": self.plan.chunk_s, "mode": self.mode(), "rows": rows,
                 "confidence_min": round(min(confidence), 6), "confidence_max": round(max(confidence), 6)}
 
-    def sample_tokens(self) -> list[list[int]]:
-        """Token ids of a fixed sample of the real (packed) chunks, straight from the model."""
+    def sample_waves(self) -> list[torch.Tensor]:
+        """A fixed sample of the real (packed) chunks, as the model takes them."""
         audios = self.real_audios("packed").audios[: self.plan.token_sample]
-        waves = [torch.from_numpy(a.astype(np.float32) / 32768.0).to(self.device) for a in audios]
-        return self.engine.model.transcribe(waves, draft_tokens_per_s=self.engine.draft_tokens_per_s).tokens
+        return [torch.from_numpy(a.astype(np.float32) / 32768.0).to(self.device) for a in audios]
 
     def eager_tokens(self) -> dict:
-        self._eager_tokens = self.sample_tokens()
-        return {"chunks": len(self._eager_tokens)}
+        """The eager model's tokens on the sample, and its logits' best per text slot (benchmarks.parity)."""
+        self._parity_ref = parity.reference(self.engine.model, self.sample_waves(), self.engine.draft_tokens_per_s)
+        return {"chunks": len(self._parity_ref.tokens)}
 
     def same_tokens(self) -> dict:
-        """Compiled against eager token ids on the same chunks (random weights: nearly flat logits, so
-        bf16 rounding in another order flips some argmaxes; the real weights decide the issue's 99 %)."""
-        got = self.sample_tokens()
-        want = getattr(self, "_eager_tokens", None)
-        if want is None:
+        """Compiled against eager token ids on the same chunks, and slot for slot on the eager drafts
+        (random weights: nearly flat logits, so bf16 rounding in another order flips some argmaxes; the
+        real weights decide the issue's 99 %, and the logit error says by how much a trained model's
+        slots may move)."""
+        ref = getattr(self, "_parity_ref", None)
+        if ref is None:
             return {"skipped": "no eager tokens"}
-        equal = sum(a == b for a, b in zip(got, want, strict=True))
-        return {"chunks": len(got), "equal": equal, "share": round(equal / len(got), 4) if got else None}
+        return parity.compare(self.engine.model, self.sample_waves(), ref, self.engine.draft_tokens_per_s)
 
     def warm_start(self) -> dict:
         """A new process with the same inductor cache: import, build, compile from the cache and warm
@@ -991,6 +992,18 @@ def _figure(section: dict | None, fmt: Callable[[dict], str]) -> str:
     return fmt(section)
 
 
+def _same_drafts(s: dict | None) -> str:
+    """The slot-for-slot part of the token comparison (benchmarks.parity), as a clause."""
+    if not s or not s.get("slots"):
+        return ""
+    return (f"; on the eager drafts {s['slots_equal']} of {s['slots']} text slots agree "
+            f"({100 * s['slot_share']:.2f} %), "
+            f"{s['flips_outside_top_k']} flips outside eager's top {parity.TOP_K}; logit error p50/p99/max "
+            f"{s['logit_err_p50']:.3g}/{s['logit_err_p99']:.3g}/{s['logit_err_max']:.3g} against eager's spread "
+            f"{s['logit_spread_p50']:.3g} and top-two gap p50 {s['top2_gap_p50']:.3g} ({s['near_ties']} slots closer "
+            "than the largest error)")
+
+
 def render(res: dict) -> str:
     m = res.get("machine", {})
     mem_word = "GPU" if str(m.get("device", "")).startswith("cuda") else "process (RSS)"
@@ -1079,7 +1092,8 @@ def render(res: dict) -> str:
             f"{r['setting']}: {r['routed']} routed, RTFx {_num(r['rtfx'])} (x{r['vs_off']:.2f})" for r in s["rows"])))))
     dtype = res.get("build", {}).get("dtype", "?")
     rows.append(("token ids, compiled vs eager", _figure(res.get("same_tokens"), lambda s: (
-        f"equal on {s['equal']} of {s['chunks']} real chunks ({dtype}, random weights)"))))
+        f"equal on {s['equal']} of {s['chunks']} real chunks, drafts on {s['drafts_equal']} ({dtype}, random "
+        "weights)" + _same_drafts(s.get("same_drafts"))))))
     rows.append(("warm start (new process, same inductor cache)", _figure(res.get("warm_start"), lambda s: (
         f"first batch starts {s['load_to_first_batch_s']:.1f} s after the model is loaded (compile from cache "
         f"and warm-up {s['compile_s']:.1f} s); model load {s['load_s']:.1f} s; imports {s['import_s']:.1f} s"))))

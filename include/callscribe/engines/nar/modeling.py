@@ -508,6 +508,10 @@ class Editor(nn.Module):
 # ------------------------------------------------------------------------------- the model
 
 
+# One item's draft: its token ids, and the BPE CTC step each token's run starts at.
+Draft = tuple[list[int], list[int]]
+
+
 @dataclass
 class NarOutput:
     tokens: list[list[int]]  # final transcript ids per item
@@ -638,15 +642,15 @@ class GraniteNar(nn.Module):
 
     def transcribe(self, waves: list[torch.Tensor], draft_tokens_per_s: float | None = None,
                    return_logits: bool = False, lm_head_rows: int = 8192, token_probs: bool = False,
-                   route_confidence: float | None = None) -> NarOutput:
+                   route_confidence: float | None = None, drafts: list[Draft] | None = None) -> NarOutput:
         """Waveforms (16 kHz mono) -> token ids: :meth:`start` and then its ``finish()``."""
         return self.start(waves, draft_tokens_per_s, return_logits, lm_head_rows, token_probs,
-                          route_confidence).finish()
+                          route_confidence, drafts).finish()
 
     @torch.inference_mode()
     def start(self, waves: list[torch.Tensor], draft_tokens_per_s: float | None = None,
               return_logits: bool = False, lm_head_rows: int = 8192, token_probs: bool = False,
-              route_confidence: float | None = None) -> PendingBatch:
+              route_confidence: float | None = None, drafts: list[Draft] | None = None) -> PendingBatch:
         """Waveforms (16 kHz mono) -> token ids, in one editor pass over the packed batch; this queues
         the work (waiting for the GPU only to read the draft back) and its ``finish()`` waits for the
         editor and does the host work. A caller may start the next batch before finishing this one,
@@ -660,9 +664,16 @@ class GraniteNar(nn.Module):
         ``route_confidence`` (off when None): an item whose CTC draft is at least this confident
         at every step (each step's top probability) skips the projector and the editor, and its
         draft is its transcript. The other items are edited exactly as without routing.
+
+        ``drafts`` (per item: draft token ids and the BPE CTC step each starts at, as NarOutput's
+        ``drafts`` and ``draft_steps``) are edited instead of the CTC head's own: a parity check gives
+        two builds of the model the same drafts, so one flipped draft argmax cannot change every slot
+        after it and the editors are compared slot for slot.
         """
         if route_confidence is not None and return_logits:
             raise ValueError("an item routed past the editor has no editor logits: route or return logits")
+        if drafts is not None and (route_confidence is not None or len(drafts) != len(waves)):
+            raise ValueError("drafts: one (tokens, steps) pair per wave, and no routing (it judges the CTC head's)")
         cfg, enc_cfg = self.cfg, self.cfg.encoder
         # Frame counts come from the lengths on the host: reading them back would wait for the GPU.
         with stage("features"):
@@ -688,29 +699,34 @@ class GraniteNar(nn.Module):
         # Draft: greedy BPE CTC over each item's pooling windows, collapsed on the host.
         w = enc_cfg.pool_window
         steps = [(n + w - 1) // w for n in frames]
-        step_rows = _index(enc_slots.rows(per=w, counts=steps), device)
         routing = route_confidence is not None
-        with stage("draft head"):
-            best_dev, _, probs_dev = self._argmax_rows(enc.pooled[0, step_rows], self.encoder.bpe_ctc, lm_head_rows,
-                                                       prob_scale=1.0 if routing else None)
-        best_dl, probs_dl = Download(best_dev), (Download(probs_dev) if probs_dev is not None else None)
+        if drafts is None:
+            step_rows = _index(enc_slots.rows(per=w, counts=steps), device)
+            with stage("draft head"):
+                best_dev, _, probs_dev = self._argmax_rows(enc.pooled[0, step_rows], self.encoder.bpe_ctc,
+                                                           lm_head_rows, prob_scale=1.0 if routing else None)
+            best_dl, probs_dl = Download(best_dev), (Download(probs_dev) if probs_dev is not None else None)
         # Without routing every item is projected: queue the projector behind the draft's copy, so
         # the GPU runs it while the host collapses the drafts (routing waits for the draft to choose).
         audio = None if routing else self._project(enc, enc_slots, enc_rows, frames, list(range(len(frames))))
-        best = best_dl.tolist()
-        step_probs = probs_dl.tolist() if probs_dl is not None else []
-        found, confidence, draft_probs, offset = [], [], [], 0
-        for n, wave in zip(steps, waves, strict=True):
-            draft, first = collapse_with_slots(best[offset : offset + n], cfg.blank_id)
-            if draft_tokens_per_s is not None:
-                held = max(1, round(wave.numel() / sr * draft_tokens_per_s))
-                draft, first = self._hold(draft, first, held, n)
-            if routing:
-                confidence.append(min(step_probs[offset : offset + n], default=0.0))
-                # An item with no step (under 20 ms) holds fillers at step 0: none of its own.
-                draft_probs.append([step_probs[offset + i] if i < n else 0.0 for i in first])
-            offset += n
-            found.append((draft, first))
+        found, confidence, draft_probs = [], [], []
+        if drafts is not None:
+            found = [(list(tokens), list(first)) for tokens, first in drafts]
+        else:
+            best = best_dl.tolist()
+            step_probs = probs_dl.tolist() if probs_dl is not None else []
+            offset = 0
+            for n, wave in zip(steps, waves, strict=True):
+                draft, first = collapse_with_slots(best[offset : offset + n], cfg.blank_id)
+                if draft_tokens_per_s is not None:
+                    held = max(1, round(wave.numel() / sr * draft_tokens_per_s))
+                    draft, first = self._hold(draft, first, held, n)
+                if routing:
+                    confidence.append(min(step_probs[offset : offset + n], default=0.0))
+                    # An item with no step (under 20 ms) holds fillers at step 0: none of its own.
+                    draft_probs.append([step_probs[offset + i] if i < n else 0.0 for i in first])
+                offset += n
+                found.append((draft, first))
         routed = [c >= route_confidence for c in confidence] if routing else []
         edit = [i for i in range(len(waves)) if not (routed and routed[i])]
 
