@@ -511,10 +511,7 @@ class Check:
     def compiled(self) -> dict:
         """A fresh engine with the engine's own torch.compile (it compiles and warms up as it loads), on
         the reference shape."""
-        self.engine = None
-        gc.collect()
-        if self.cuda:
-            torch.cuda.empty_cache()
+        self.free_engine()
         t = time.perf_counter()
         self.engine = self.build(compile=True)
         build_s = time.perf_counter() - t
@@ -735,10 +732,10 @@ class Check:
             reset_choice()
         if chosen.depthwise:
             os.environ[ENV_DEPTHWISE_COMPILED] = chosen.depthwise
-        self.engine = None
-        gc.collect()
-        if self.cuda:
-            torch.cuda.empty_cache()
+        # Float8 products change what the model computes: the variant is compared, slot for slot, with
+        # the eager model of the same (seeded) weights, made first since fp8 replaces weights at load.
+        ref = self.eager_reference() if fp8 != "off" else None
+        self.free_engine()
         t = time.perf_counter()
         self.engine = engines.create(ENGINE, random_weights=True, size=self.plan.size, device=self.device,
                                      compile=True, compile_tuning=name, warm_up_audio_s=warm_up_s, fp8=fp8)
@@ -759,9 +756,28 @@ class Check:
             out["depthwise_kernel_variants"] = compiled_variants()
         # Where the time went: what a variant changes shows in its kernels (float8 in the products).
         out["profile"] = self.profile(f"torch.compile ({variant})")
+        if ref is not None:
+            out["same_tokens"] = parity.compare(self.engine.model, self.sample_waves(), ref,
+                                                self.engine.draft_tokens_per_s)
         log.info("tuning %s: compile and warm-up %.0f s, fixed back to back RTFx %.0f, real chunks RTFx %.0f",
                  variant, out["compile_s"], out["fixed"]["overlapped"]["rtfx"], out["real"]["rtfx"])
         return out
+
+    def free_engine(self) -> None:
+        self.engine = None
+        gc.collect()
+        if self.cuda:
+            torch.cuda.empty_cache()
+
+    def eager_reference(self) -> parity.Reference:
+        """The eager, unquantised model's reference on the token sample (benchmarks.parity)."""
+        self.free_engine()
+        self.engine = engines.create(ENGINE, random_weights=True, size=self.plan.size, device=self.device,
+                                     compile=False, fp8="off")
+        try:
+            return parity.reference(self.engine.model, self.sample_waves(), self.engine.draft_tokens_per_s)
+        finally:
+            self.free_engine()
 
     def tuning_estimate(self, variant: str) -> float:
         """Seconds one variant's child process takes (H100: about 75 s, autotune about 240 s; the tiny
@@ -1121,6 +1137,12 @@ def render(res: dict) -> str:
         elif p:
             which = "Kernel profile" + (" (torch.compile)" if key == "profile_compiled" else "")
             lines += ["", f"{which}: {_figure(p, lambda s: 'no kernels recorded')}"]
+    parities = [(key.removeprefix("tuning_"), section["same_tokens"]) for key, section in res.items()
+                 if key.startswith("tuning_") and "same_tokens" in section]
+    if parities:
+        lines += ["", "Against the eager model of the same weights (token ids; benchmarks/parity.py):", ""]
+        lines += [f"- {name}: equal on {s['equal']} of {s['chunks']} real chunks, drafts on {s['drafts_equal']}"
+                  + _same_drafts(s.get("same_drafts")) for name, s in parities]
     if res.get("notes"):
         lines += ["", "Notes:"] + [f"- {n}" for n in res["notes"]]
     return "\n".join(lines) + "\n"
@@ -1147,6 +1169,12 @@ def render_tunings(res: dict) -> str:
                          f"({1000 * fixed['overlapped']['seconds_per_batch']:.0f} ms per {fixed['batch']} x "
                          f"{fixed['chunk_s']:g} s) | RTFx **{_num(real['rtfx'])}** ({real['chunks']} chunks) | "
                          f"{section['graphs_after_warm_up']} | {kernels} |")
+    parities = [(key.removeprefix("tuning_"), section["same_tokens"]) for key, section in res.items()
+                 if key.startswith("tuning_") and "same_tokens" in section]
+    if parities:
+        lines += ["", "Against the eager model of the same weights (token ids; benchmarks/parity.py):", ""]
+        lines += [f"- {name}: equal on {s['equal']} of {s['chunks']} real chunks, drafts on {s['drafts_equal']}"
+                  + _same_drafts(s.get("same_drafts")) for name, s in parities]
     if res.get("notes"):
         lines += ["", "Notes:"] + [f"- {n}" for n in res["notes"]]
     return "\n".join(lines) + "\n"

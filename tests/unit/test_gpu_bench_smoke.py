@@ -323,10 +323,15 @@ def test_compile_tunings_are_timed_each_in_a_process_of_its_own(tmp_path):
     assert t["real"]["mode"] == f"torch.compile ({variant})" and t["real"]["rtfx"] > 0
     assert t["profile"]["mode"] == f"torch.compile ({variant})" and 1 <= len(t["profile"]["top"]) <= 15
     assert "sweep" not in res and "profile" not in res  # nothing of the full check
+    # float8 products: compared with the eager model of the same weights, slot for slot on its drafts
+    same = t["same_tokens"]
+    assert 1 <= same["chunks"] <= gpu.SMOKE.token_sample and 0 <= same["equal"] <= same["chunks"]
+    assert same["same_drafts"]["slots"] > 0 and same["same_drafts"]["logit_err_max"] > 0  # float8 rounds
     md = (tmp_path / "r.md").read_text()
     assert (f"| {variant} | per-item-sdpa, depthwise shifted | {t['compile_s']:.0f} s | "
             f"RTFx **{gpu._num(fixed['overlapped']['rtfx'])}**") in md
     assert "| bogus+fp8 | error: ValueError" in md
+    assert f"- {variant}: equal on {same['equal']} of {same['chunks']} real chunks" in md
     assert f"{t['profile']['total_ms']:.0f} ms in {t['profile']['distinct']} kernels: `" in md
 
 
