@@ -198,11 +198,12 @@ def transcribe_calls_dag(dag_id: str, transcribe_in: Literal["local", "kubernete
         def report() -> dict:
             from callscribe import pipeline, reporting
             from callscribe.db import checked_engine
+            from callscribe.storage import store
 
             ctx = get_current_context()
             figures = reporting.report_run(
                 checked_engine(), ctx["run_id"], ctx["dag"].dag_id, pipeline.call_day(ctx),
-                ctx["params"]["engine"],
+                ctx["params"]["engine"], store=store(),
             )
             return {k: v for k, v in figures.items() if k != "failures"} | {"failures": len(figures["failures"])}
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
@@ -21,6 +22,13 @@ S3_CONN_ID = os.environ.get("CALLSCRIBE_S3_CONN_ID", "callscribe_s3")
 PG_CONN_ID = os.environ.get("CALLSCRIBE_PG_CONN_ID", "callscribe_postgres")
 
 DEFAULT_SPEAKERS = ("agent", "customer")
+# The pipeline's own area of the bucket (packs, manifests, shards, notes).
+WORK_PREFIX = "_callscribe"
+
+
+def run_key(run_id: str) -> str:
+    """A run id made safe for object keys."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
 
 
 def day_zone() -> ZoneInfo:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -14,6 +15,7 @@ from sqlalchemy.engine import Engine
 
 from callscribe import db
 from callscribe.audio import AUDIO_EXTENSIONS
+from callscribe.config import WORK_PREFIX, run_key
 from callscribe.storage import ObjectInfo, Store
 
 log = logging.getLogger(__name__)
@@ -150,9 +152,12 @@ def release(engine: Engine, run_id: str) -> int:
         return conn.execute(db.q("claims_release"), {"run_id": run_id}).rowcount
 
 
-def close_run(engine: Engine, run_id: str) -> int:
+def close_run(engine: Engine, run_id: str, store: Store | None = None) -> int:
     """What a run leaves unfinished gets its reason (or `failed` once out of attempts), and its
-    leases end; returns how many leases it still held."""
+    leases end; returns how many leases it still held. With the ``store``, the refunds its
+    chunk tasks left owed are paid first (``pay_refunds``)."""
+    if store is not None:
+        pay_refunds(store, engine, run_id)
     with engine.begin() as conn:
         conn.execute(db.q("report_unfinished"), {"run_id": run_id, "max_attempts": MAX_ATTEMPTS})
     retire_replaced(engine, run_id)
@@ -177,7 +182,8 @@ def retire_replaced(engine: Engine, run_id: str | None = None, day: date | None 
     return n
 
 
-def release_dead(engine: Engine, day: date, run_id: str, is_live: Callable[[str], bool]) -> list[str]:
+def release_dead(engine: Engine, day: date, run_id: str, is_live: Callable[[str], bool],
+                 store: Store | None = None) -> list[str]:
     """Close the runs that are over but never reported (timed out, marked success or failed in the
     UI; leases expired or not), or that left recordings unfinished after their report (a task
     cleared without its downstream): what they left says why, or is `failed` once out of
@@ -187,8 +193,57 @@ def release_dead(engine: Engine, day: date, run_id: str, is_live: Callable[[str]
     dead = [r for r in holders if not is_live(r)]
     for r in dead:
         log.warning("run %s is over and left recordings of %s unfinished or leased; closed", r, day)
-        close_run(engine, r)
+        close_run(engine, r, store)
     return dead
+
+
+def refund_uri(store: Store, run_id: str, recording_id: int) -> str:
+    """Where a chunk task that could not give back a recording's attempt (the database down)
+    leaves that refund owed (pipeline._refund)."""
+    return store.uri(f"{_refunds_prefix(run_id)}{recording_id}.json")
+
+
+def _refunds_prefix(run_id: str) -> str:
+    return f"{WORK_PREFIX}/runs/{run_key(run_id)}/refunds/"
+
+
+def write_refund_note(store: Store, run_id: str, recording_id: int, since: datetime | None) -> None:
+    """Leave the refund of the try whose chunking mark is ``since`` owed."""
+    body = {"chunking_since": since.isoformat() if since else None}
+    store.put_bytes(refund_uri(store, run_id, recording_id), json.dumps(body).encode(), "application/json")
+
+
+def pay_refund(store: Store, engine: Engine, run_id: str, recording_id: int) -> bool | None:
+    """Pay a refund owed (``write_refund_note``): None when none is; else whether it was, which
+    it is only while the recording still has the mark of the try that wrote it (not a later
+    try's, which may be a crash on the file). The note is removed either way."""
+    uri = refund_uri(store, run_id, recording_id)
+    if not store.exists(uri):  # an unreachable store raises: the task fails and is retried
+        return None
+    try:
+        since = json.loads(store.get_bytes(uri)).get("chunking_since")
+    except ValueError:  # not written whole: the mark it was for is unknown, so none is paid
+        since, paid = None, False
+    else:
+        with engine.begin() as conn:
+            paid = conn.execute(db.q("recording_attempt_refund"),
+                                {"id": recording_id, "run_id": run_id, "since": since}).rowcount == 1
+    store.delete(uri)
+    return paid
+
+
+def pay_refunds(store: Store, engine: Engine, run_id: str) -> int:
+    """Pay every refund a run's chunk tasks left owed: at its close the retries that would have
+    paid them are over (the database down for all of them, the run ended or marked failed),
+    and the attempts were not the recordings' to spend. Returns how many were paid."""
+    paid = 0
+    for obj in store.list(_refunds_prefix(run_id)):
+        name = posixpath.basename(obj.key)
+        if name.endswith(".json") and name[:-5].isdigit() and pay_refund(store, engine, run_id, int(name[:-5])):
+            log.warning("run %s: recording %s's attempt given back (its chunk task failed on a database "
+                        "outage and no retry gave it back)", run_id, name[:-5])
+            paid += 1
+    return paid
 
 
 def run_days(day: date, lookback_days: int = 0) -> list[date]:
@@ -219,7 +274,7 @@ def discover(store: Store, engine: Engine, day: date, base_prefix: str, run_id: 
                                     **({"guard_share": 1.0} if accept_mass_deletion and k == 0 else {}))
         new = register(engine, objects, d, run_id, deletions, listed_at)
         if is_live is not None:
-            release_dead(engine, d, run_id, is_live)
+            release_dead(engine, d, run_id, is_live, store)
         retire_replaced(engine, day=d)
         left = None if max_recordings is None else max_recordings - len(ids)
         if left is not None and left <= 0:

@@ -29,11 +29,13 @@ from callscribe.audio import PACK_FORMATS, TARGET_SR, DecodeError, decode, encod
 from callscribe.batching import JobSizing, balance_jobs, job_count
 from callscribe.chunking import DEFAULT_CHUNKING, ChunkingParams, chunk_recording, chunking_for, pack_rate
 from callscribe.config import (
+    WORK_PREFIX,
     S3Settings,
     day_zone,
     diarize_mono,
     diarized_speaker,
     pack_format,
+    run_key,
     speaker_for,
     speakers_hint,
 )
@@ -50,13 +52,7 @@ from callscribe.manifests import (
 from callscribe.storage import S3Error, Store, unavailable
 
 log = logging.getLogger(__name__)
-WORK_PREFIX = "_callscribe"
 DEFAULT_GROUP_SIZE = int(os.environ.get("CALLSCRIBE_CHUNK_GROUP_SIZE", 25))
-
-
-def run_key(run_id: str) -> str:
-    """A run id made safe for object keys."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
 
 
 def _work_uri(store: Store, *parts: str) -> str:
@@ -96,8 +92,12 @@ def chunk_one(store: Store, engine: Engine, recording_id: int, params: ChunkingP
         log.info("recording %d is %s and owned by run %s now; left alone", recording_id, rec.status, rec.last_run_id)
         return None
     if run_id is not None and rec.attempted_run_id == run_id and rec.chunking_since is not None:
-        if _refund_owed(store, engine, recording_id, run_id):
+        from callscribe.discovery import pay_refund
+
+        if pay_refund(store, engine, run_id, recording_id):
             # Not a death: the try before failed on a database outage that outlasted its refund.
+            log.info("recording %d: its attempt given back (the try before failed on a database outage)",
+                     recording_id)
             return chunk_one(store, engine, recording_id, params, run_id, pack)
         # This run's task was on it and never finished it: the task's process died here (a crash in
         # a native decoder, out of memory, the task's timeout). Not again in this run, or it would take
@@ -108,19 +108,20 @@ def chunk_one(store: Store, engine: Engine, recording_id: int, params: ChunkingP
               "the rest of its group was chunked without it", run_id)
         return None
     with engine.begin() as conn:
-        conn.execute(db.q("recording_attempt"), {"id": recording_id, "run_id": run_id})
+        since = conn.execute(db.q("recording_attempt"), {"id": recording_id, "run_id": run_id}).scalar()
     try:
-        return _chunk_attempted(store, engine, rec, params, run_id, pack)
+        return _chunk_attempted(store, engine, rec, params, run_id, pack, since)
     except KeyboardInterrupt:
         # Stopped by hand (`callscribe run` interrupted), not by the file: the same run id may run
         # again, and the mark left would read as a crash on this file.
-        _refund(store, engine, recording_id, run_id)
+        _refund(store, engine, recording_id, run_id, since)
         raise
 
 
 def _chunk_attempted(store: Store, engine: Engine, rec: Row, params: ChunkingParams, run_id: str | None,
-                     pack: str) -> tuple[RecordingEntry, list[ChunkRef]] | None:
-    """chunk_one once the run's attempt at ``rec`` is counted: decode, chunk, write the pack."""
+                     pack: str, since: datetime | None) -> tuple[RecordingEntry, list[ChunkRef]] | None:
+    """chunk_one once the run's attempt at ``rec`` is counted (its chunking mark ``since``): decode,
+    chunk, write the pack."""
     recording_id = rec.id
     try:
         etag, meta = store.stat(rec.bucket, rec.object_key)
@@ -138,7 +139,7 @@ def _chunk_attempted(store: Store, engine: Engine, rec: Row, params: ChunkingPar
         if unavailable(exc):
             # An outage, not this recording's fault: fail the task so Airflow retries it,
             # without spending one of the recording's attempts.
-            _refund(store, engine, recording_id, run_id)
+            _refund(store, engine, recording_id, run_id, since)
             raise
         _mark(engine, recording_id, "failed", describe(exc), run_id)
         return None
@@ -184,7 +185,7 @@ def _chunk_attempted(store: Store, engine: Engine, rec: Row, params: ChunkingPar
                 isinstance(exc, S3Error) and exc.code not in RECORDINGS_OWN_S3_CODES):
             # As above: the store or the database (down, or refusing the work area's write), not
             # the recording.
-            _refund(store, engine, recording_id, run_id)
+            _refund(store, engine, recording_id, run_id, since)
             raise
         # Decoded, then something in chunking it failed: this recording's error, not its group's.
         log.exception("recording %d: chunking failed", recording_id)
@@ -207,17 +208,20 @@ def _chunk_attempted(store: Store, engine: Engine, rec: Row, params: ChunkingPar
 RECORDINGS_OWN_S3_CODES = frozenset({"EntityTooLarge"})
 
 
-def _refund(store: Store, engine: Engine, recording_id: int, run_id: str | None,
+def _refund(store: Store, engine: Engine, recording_id: int, run_id: str | None, since: datetime | None,
             waits: tuple[float, ...] = (0, 1, 4)) -> None:
-    """Give back the attempt and clear the chunking mark: the task fails on an outage and its
-    retry must neither count it again nor take the mark for a crash on this file. A database that
-    dropped the connection is asked again a few times (a failover, a restart); one still down after
-    that gets a note in the run's work area instead, which the retry honours (``_refund_owed``)."""
+    """Give back the attempt and clear the chunking mark (``since``): the task fails on an outage
+    and its retry must neither count it again nor take the mark for a crash on this file. A
+    database that dropped the connection is asked again a few times (a failover, a restart); one
+    still down after that gets a note in the run's work area instead, which the retry, or else the
+    run's close, pays (discovery.pay_refund)."""
+    from callscribe.discovery import write_refund_note
+
     for wait in waits:
         time.sleep(wait)
         try:
             with engine.begin() as conn:
-                conn.execute(db.q("recording_attempt_refund"), {"id": recording_id, "run_id": run_id})
+                conn.execute(db.q("recording_attempt_refund"), {"id": recording_id, "run_id": run_id, "since": None})
             return
         except Exception as exc:
             if not db.unavailable(exc):
@@ -226,28 +230,12 @@ def _refund(store: Store, engine: Engine, recording_id: int, run_id: str | None,
     if run_id is None:
         return  # no run: nothing reads the mark as a crash
     try:
-        store.put_bytes(_refund_uri(store, run_id, recording_id), b"{}", "application/json")
+        write_refund_note(store, run_id, recording_id, since)
         log.warning("recording %d: the database is down; its attempt will be given back by the task's retry",
                     recording_id)
     except Exception as exc:  # the store too: the retry will take the mark for a crash on this file
         log.error("recording %d: its attempt and chunking mark stay (the database and the object store are "
                   "down: %s)", recording_id, describe(exc))
-
-
-def _refund_uri(store: Store, run_id: str, recording_id: int) -> str:
-    return _work_uri(store, "runs", run_key(run_id), "refunds", f"{recording_id}.json")
-
-
-def _refund_owed(store: Store, engine: Engine, recording_id: int, run_id: str) -> bool:
-    """Whether an earlier try of this run left its refund owed (``_refund``); if so it is paid now."""
-    uri = _refund_uri(store, run_id, recording_id)
-    if not store.exists(uri):  # an unreachable store raises: the task fails and is retried
-        return False
-    with engine.begin() as conn:
-        conn.execute(db.q("recording_attempt_refund"), {"id": recording_id, "run_id": run_id})
-    store.delete(uri)
-    log.info("recording %d: its attempt given back (the try before failed on a database outage)", recording_id)
-    return True
 
 
 def _mark(engine: Engine, recording_id: int, status: str, error: str, run_id: str | None = None) -> None:

@@ -9,17 +9,20 @@ from sqlalchemy.engine import Engine
 
 from callscribe import db
 from callscribe.discovery import close_run
+from callscribe.storage import Store
 
 log = logging.getLogger(__name__)
 
 
-def report_run(engine: Engine, run_id: str, dag_id: str, day: date, engine_name: str) -> dict:
+def report_run(engine: Engine, run_id: str, dag_id: str, day: date, engine_name: str,
+               store: Store | None = None) -> dict:
     """Count this run's recordings by outcome, store the figures and return them.
 
     Also ends the run's leases: whatever it left undone is free for the next run, with its
-    reason, or `failed` for good once out of attempts.
+    reason, or `failed` for good once out of attempts (with the ``store``, after the refunds
+    its chunk tasks left owed are paid: discovery.close_run).
     """
-    released = close_run(engine, run_id)
+    released = close_run(engine, run_id, store)
     if released:
         log.warning("run %s released %d recordings it did not finish", run_id, released)
     with engine.begin() as conn:

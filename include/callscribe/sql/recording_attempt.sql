@@ -8,3 +8,5 @@ SET attempts = attempts + CASE WHEN attempted_run_id IS NOT DISTINCT FROM CAST(:
     -- Until the recording is chunked, failed or quarantined: the chunk task is on it.
     chunking_since = clock_timestamp()
 WHERE id = :id
+-- The mark, which a refund note names (pipeline._refund).
+RETURNING chunking_since

@@ -1,0 +1,107 @@
+"""Refund notes (pipeline._refund) in the orders of events review found them mishandled:
+
+1. The run ends without a retry that pays the note (the database down for all of the chunk
+   task's tries; the run marked failed): its close (the report, or the next run's
+   release_dead) counts the outage as the recording's attempt, and at its last attempt fails
+   it for good ("gave up after 3 attempts"), though it was never tried.
+2. A note outlives the try it was written for (its payment's delete failed): a later death of
+   the task on that file in the same run is taken for that old outage, and the file is chunked
+   again, killing the group's task once more.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+import sqlalchemy as sa
+
+from callscribe import db, discovery, pipeline, reporting
+from callscribe.discovery import MAX_ATTEMPTS, day_prefix
+from callscribe.samples import sample_dir
+
+pytestmark = pytest.mark.integration
+
+CALL = sample_dir() / "call-0003.wav"
+KILL = "SELECT pg_terminate_backend(pg_backend_pid())"
+
+
+class Died(BaseException):
+    """The chunk task's process dying in the decoder: nothing runs after it."""
+
+
+def _row(pg, rid: int) -> sa.Row:
+    with pg.connect() as c:
+        return c.execute(sa.text("SELECT status, last_error, attempts, chunking_since, attempted_run_id "
+                                 "FROM recordings WHERE id = :i"), {"i": rid}).one()
+
+
+def _claimed(s3, pg, day: date, run: str, attempts: int = 0) -> int:
+    s3.put_bytes(s3.uri(day_prefix("calls/", day) + "call.wav"), CALL.read_bytes())
+    (rid,) = discovery.discover(s3, pg, day, "calls/", run, is_live=lambda r: False)
+    with pg.begin() as c:
+        c.execute(sa.text("UPDATE recordings SET attempts = :a WHERE id = :i"), {"a": attempts, "i": rid})
+    return rid
+
+
+def _outage_outlasting_the_refund(s3, pg, rid: int, run: str, monkeypatch) -> None:
+    """The try's database goes away as it records the chunking, and stays away for the refund."""
+    real = db.q
+    monkeypatch.setattr(db, "q", lambda n: sa.text(KILL) if n in ("recording_chunked", "recording_attempt_refund")
+                        else real(n))
+    monkeypatch.setattr(pipeline._refund, "__defaults__", ((0,),))  # one refund try, no waits
+    with pytest.raises(sa.exc.OperationalError):
+        pipeline.chunk_one(s3, pg, rid, run_id=run)
+    monkeypatch.undo()
+    assert s3.exists(discovery.refund_uri(s3, run, rid))
+
+
+@pytest.mark.parametrize("closed_by", ["next run", "report"])
+def test_a_refund_note_no_retry_paid_is_paid_when_the_run_is_closed(stack, s3, pg, monkeypatch, closed_by):
+    day = date(2033, 6, 1) if closed_by == "next run" else date(2033, 6, 2)
+    run = f"review2-unpaid-{closed_by.replace(' ', '-')}"
+    rid = _claimed(s3, pg, day, run, attempts=MAX_ATTEMPTS - 1)  # its last attempt
+    _outage_outlasting_the_refund(s3, pg, rid, run, monkeypatch)
+    # Every retry of the chunk task fails while the database is down; the run ends without them.
+    if closed_by == "report":
+        reporting.report_run(pg, run, "transcribe_calls", day, "whisper-tiny", store=s3)
+        row = _row(pg, rid)
+        assert row.status == "pending" and row.attempts == MAX_ATTEMPTS - 1, row
+        next_run = f"{run}-next"
+        ids = discovery.discover(s3, pg, day, "calls/", next_run, is_live=lambda r: False)
+    else:
+        next_run = f"{run}-next"
+        ids = discovery.discover(s3, pg, day, "calls/", next_run, is_live=lambda r: False)
+    # The outage was not the recording's: it keeps its last attempt, and the next run uses it.
+    row = _row(pg, rid)
+    assert ids == [rid], row
+    assert row.attempts == MAX_ATTEMPTS - 1 and row.chunking_since is None, row
+    assert not s3.exists(discovery.refund_uri(s3, run, rid))
+    assert pipeline.chunk_one(s3, pg, rid, run_id=next_run) is not None
+    assert _row(pg, rid).status == "chunked"
+    discovery.release(pg, next_run)
+
+
+def test_a_refund_note_left_over_does_not_excuse_a_later_death_on_the_file(stack, s3, pg, monkeypatch):
+    day, run = date(2033, 6, 3), "review2-stale-note"
+    rid = _claimed(s3, pg, day, run)
+    _outage_outlasting_the_refund(s3, pg, rid, run, monkeypatch)
+    note = discovery.refund_uri(s3, run, rid)
+    # The retry pays the note, and the store fails it as it deletes the note: the retry fails.
+    real_delete = type(s3).delete
+    monkeypatch.setattr(type(s3), "delete", lambda self, uri: (_ for _ in ()).throw(OSError("store down"))
+                        if uri == note else real_delete(self, uri))
+    with pytest.raises(OSError):
+        pipeline.chunk_one(s3, pg, rid, run_id=run)
+    monkeypatch.undo()
+    assert s3.exists(note) and _row(pg, rid).chunking_since is None
+    # The next retry's process dies in the file's decoder: a crash, the mark left.
+    monkeypatch.setattr(pipeline, "decode", lambda *a, **k: (_ for _ in ()).throw(Died()))
+    with pytest.raises(Died):
+        pipeline.chunk_one(s3, pg, rid, run_id=run)
+    # The retry after it must blame the file (not chunk it again, dying again).
+    assert pipeline.chunk_one(s3, pg, rid, run_id=run) is None
+    row = _row(pg, rid)
+    assert row.status == "failed" and "chunk task died" in row.last_error, row
+    assert row.attempts == 1, row
+    discovery.close_run(pg, run)
