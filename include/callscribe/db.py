@@ -112,9 +112,11 @@ def analyst_revision(engine: Engine) -> str | None:
         if code == "42P01":  # undefined_table: never migrated
             return None
         if code == "42501":  # insufficient_privilege
-            raise SchemaBehind(f"the database's callscribe schema is from before 0019 (the analysts' login may "
-                               f"not read {VERSION_TABLE}) and this code needs {head_revision()}: "
-                               f"run the migrations: {MIGRATE_HOW}") from None
+            # Or the grant 0019 gives was revoked since: the message names both.
+            raise SchemaBehind(f"the analysts' login may not read {VERSION_TABLE}: the database's callscribe "
+                               f"schema is from before 0019 (this code needs {head_revision()}; run the "
+                               f"migrations: {MIGRATE_HOW}), or that login's SELECT on it was revoked "
+                               f"(grant it again)") from None
         raise
 
 

@@ -128,3 +128,18 @@ def test_the_search_page_on_a_schema_behind_it_says_so_instead_of_failing_on_a_c
         db.migrate(pg)
     assert client.post("/api/play", json={"recording_id": rid, "start": 1.0}).status_code == 200
     assert client.get("/api/search", params={"q": "thank you"}).status_code == 200
+
+
+def test_an_analyst_login_refused_the_version_table_is_told_both_causes(pg):
+    """At the code's revision, with the analysts' SELECT on the version table revoked by hand: the
+    refusal must not send the operators to migrate only (that changes nothing at head)."""
+    with pg.begin() as c:
+        c.exec_driver_sql(f"REVOKE SELECT ON {db.VERSION_TABLE} FROM callscribe_analyst")
+    try:
+        with pytest.raises(db.SchemaBehind) as refused:
+            db.analyst_revision(db.analyst_engine())
+        assert "callscribe migrate" in str(refused.value) and "revoked" in str(refused.value)
+    finally:
+        with pg.begin() as c:
+            c.exec_driver_sql(f"GRANT SELECT ON {db.VERSION_TABLE} TO callscribe_analyst")
+    assert db.analyst_revision(db.analyst_engine()) == db.head_revision()
