@@ -1,10 +1,14 @@
-"""callscribe_maintenance: keep the pipeline's work area ``_callscribe/`` from growing for ever.
+"""callscribe_maintenance: keep the pipeline's work area ``_callscribe/`` from growing for ever,
+and the months of ``segments`` made before their loads.
 
 Once a day, delete the intermediates (speech packs, chunk and job manifests,
 transcript shards) older than ``retention_days`` that no live run of ``transcribe_calls``
 holds. Transcripts in Postgres are not touched. A task of a transcription run cleared after
 its intermediates are gone fails with the missing file named; clear the whole run instead.
 A bucket lifecycle rule on the ``_callscribe/`` prefix is the alternative (README).
+
+``make_months`` makes the current and next month's partitions of ``segments``, so the first
+load of a month needs no table change (which waits for analysts' long queries).
 """
 
 from __future__ import annotations
@@ -49,7 +53,16 @@ def callscribe_maintenance():
         return sweep(store(), checked_engine(), timedelta(days=float(p["retention_days"])),
                      dry_run=bool(p["dry_run"])).as_dict()
 
+    @task(execution_timeout=timedelta(minutes=10))
+    def make_months() -> list[str]:
+        from callscribe import partitions
+        from callscribe.db import checked_engine
+
+        day = get_current_context()["data_interval_end"].date()
+        return [m.isoformat() for m in partitions.ensure_ahead(checked_engine(), day)]
+
     sweep_work_area()
+    make_months()
 
 
 callscribe_maintenance()

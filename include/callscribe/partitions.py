@@ -2,16 +2,24 @@
 
 A day whose month has no partition would land in ``segments_default`` (nothing is lost, but
 its month's searches and loads then read and write the default partition's indexes too), so
-the loader makes the months of a load's days first, each in a short transaction of its own.
-Attaching a month blocks neither readers nor writers of the others.
+the loader makes the months of a load's days first, each in a short transaction of its own, and
+the maintenance DAG makes the current and next month ahead of their loads.
+
+Attaching a month needs an exclusive lock on the default partition, which an analyst's long
+query over ``segments`` holds off; a lock request waiting behind it would hold up every later
+reader and writer of ``segments`` too (the search page, the next load). So a month is made
+only with a short lock timeout, tried a few times, and otherwise left for later: its rows wait
+in the default partition meanwhile (nothing is lost, and the month's making moves them).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
-from datetime import date
+from datetime import date, timedelta
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from callscribe import db
@@ -20,6 +28,11 @@ log = logging.getLogger(__name__)
 
 # Months seen with a partition, per process: a load checks the database once per new month.
 _known: set[date] = set()
+# How long the making of a month may queue for its locks (others queue behind it meanwhile), and
+# the waits before each try: about 15 s in all before a load goes on without the month.
+LOCK_TIMEOUT = "1s"
+TRIES = (0.0, 1.0, 2.0, 4.0, 8.0)
+LOCK_NOT_AVAILABLE = "55P03"
 
 
 def month_table(day: date) -> str:
@@ -39,14 +52,40 @@ def ensure_months(engine: Engine, days: Iterable[date]) -> list[date]:
         return []
     with engine.connect() as conn:
         missing = list(conn.execute(db.q("segment_months_missing"), {"months": months}).scalars())
-    made = []
+    made, deferred = [], []
     for month in missing:
-        with engine.begin() as conn:
-            if conn.execute(db.q("segment_months_make"), {"month": month}).scalar_one():
-                made.append(month)
-                log.info("segments: made the partition of %s", month.strftime("%Y-%m"))
-    _known.update(months)
+        got = _make(engine, month)
+        if got is None:
+            deferred.append(month)
+        elif got:
+            made.append(month)
+            log.info("segments: made the partition of %s", month.strftime("%Y-%m"))
+    _known.update(set(months) - set(deferred))
     return made
+
+
+def _make(engine: Engine, month: date) -> bool | None:
+    """Make ``month``'s partition: whether this call made it (False: another had), or None when
+    long queries held its locks through every try."""
+    for wait in TRIES:
+        time.sleep(wait)
+        try:
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+                return bool(conn.execute(db.q("segment_months_make"), {"month": month}).scalar_one())
+        except sa.exc.OperationalError as exc:
+            if getattr(exc.orig, "pgcode", None) != LOCK_NOT_AVAILABLE:
+                raise
+    log.warning("segments: the partition of %s is not made yet: long queries on segments held its locks; "
+                "its rows wait in segments_default until a later load or the maintenance DAG makes it",
+                month.strftime("%Y-%m"))
+    return None
+
+
+def ensure_ahead(engine: Engine, today: date) -> list[date]:
+    """The current and next month, made before their first loads (the maintenance DAG, daily)."""
+    first = today.replace(day=1)
+    return ensure_months(engine, [first, (first + timedelta(days=32)).replace(day=1)])
 
 
 def ensure_for_recordings(engine: Engine, recording_ids: list[int]) -> list[date]:

@@ -131,3 +131,57 @@ def test_a_load_writes_into_its_months_partition_or_into_segments_when_it_is_not
         with pg.begin() as c:
             c.execute(sa.text("DROP TABLE detached_y2033m08"))
             c.execute(sa.text("DELETE FROM recordings WHERE object_key = 'calls/2033/08/09/detached-1.wav'"))
+
+
+def test_making_a_month_behind_an_analysts_long_query_holds_up_no_other_query(pg):
+    """An analyst's long query over `segments` (an open transaction reading every month) while a
+    load reaches a new month: attaching its partition needs an exclusive lock on the default
+    partition, which waits for that query. Queued behind the waiting lock, every other reader
+    of `segments` (the search page, the next load) would wait too, until the long query ended.
+    The month is made once nothing holds the lock, and meanwhile nobody else waits."""
+    import threading
+
+    from callscribe import partitions
+
+    month = date(2034, 5, 1)
+    partitions._known.discard(month)
+    long_query = pg.connect()
+    long_query.begin()
+    long_query.execute(sa.text("SELECT count(*) FROM segments"))  # holds its lock till the end
+    made: list = []
+    maker = threading.Thread(target=lambda: made.append(ensure_months(pg, [date(2034, 5, 2)])))
+    try:
+        maker.start()
+        maker.join(3)  # long enough for a lock request to queue
+        with pg.connect() as other:  # an analyst's search meanwhile, bounded so a block shows
+            other.execute(sa.text("SET statement_timeout = '5s'"))
+            assert other.execute(sa.text("SELECT count(*) FROM segments WHERE call_date = :d"),
+                                 {"d": NEW_MONTH}).scalar_one() >= 0
+    finally:
+        long_query.rollback()
+        long_query.close()
+        maker.join(60)
+    assert made == [[month]]  # a later try, once the long query was over
+    with pg.connect() as c:
+        assert partitions.attached(c, "segments_y2034m05")
+
+
+def test_a_month_held_off_through_every_try_is_left_for_later_and_its_rows_wait_in_the_default(pg, s3,
+                                                                                              monkeypatch):
+    from callscribe import partitions
+
+    day = date(2034, 9, 3)
+    partitions._known.discard(day.replace(day=1))
+    monkeypatch.setattr(partitions, "TRIES", (0.0, 0.1))
+    long_query = pg.connect()
+    long_query.begin()
+    long_query.execute(sa.text("SELECT count(*) FROM segments"))
+    try:
+        rid = load_call(pg, s3, "calls/2034/09/03/held-off.wav", day, [(0, "agent", 0.0, 2.0, "loaded all the same")])
+    finally:
+        long_query.rollback()
+        long_query.close()
+    assert _where(pg, rid) == {"segments_default"}  # loaded, not lost
+    assert day.replace(day=1) not in partitions._known  # the next load (or the maintenance DAG) tries again
+    assert partitions.ensure_ahead(pg, day) == [date(2034, 9, 1), date(2034, 10, 1)]
+    assert _where(pg, rid) == {"segments_y2034m09"}  # moved when its month was made
