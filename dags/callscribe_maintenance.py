@@ -58,8 +58,8 @@ def callscribe_maintenance():
         from callscribe import partitions
         from callscribe.db import checked_engine
 
-        day = get_current_context()["data_interval_end"].date()
-        return [m.isoformat() for m in partitions.ensure_ahead(checked_engine(), day)]
+        # Ahead of today's loads, whatever the run's logical date (a manual run may have none).
+        return [m.isoformat() for m in partitions.ensure_ahead(checked_engine(), datetime.now(UTC).date())]
 
     sweep_work_area()
     make_months()
