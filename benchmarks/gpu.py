@@ -1137,15 +1137,20 @@ def render(res: dict) -> str:
         elif p:
             which = "Kernel profile" + (" (torch.compile)" if key == "profile_compiled" else "")
             lines += ["", f"{which}: {_figure(p, lambda s: 'no kernels recorded')}"]
-    parities = [(key.removeprefix("tuning_"), section["same_tokens"]) for key, section in res.items()
-                 if key.startswith("tuning_") and "same_tokens" in section]
-    if parities:
-        lines += ["", "Against the eager model of the same weights (token ids; benchmarks/parity.py):", ""]
-        lines += [f"- {name}: equal on {s['equal']} of {s['chunks']} real chunks, drafts on {s['drafts_equal']}"
-                  + _same_drafts(s.get("same_drafts")) for name, s in parities]
     if res.get("notes"):
         lines += ["", "Notes:"] + [f"- {n}" for n in res["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def _tuning_parities(res: dict) -> list[str]:
+    """The float8 tunings against the eager model of the same weights, a line each."""
+    parities = [(key.removeprefix("tuning_"), section["same_tokens"]) for key, section in res.items()
+                if key.startswith("tuning_") and "same_tokens" in section]
+    if not parities:
+        return []
+    return ["", "Against the eager model of the same weights (token ids; benchmarks/parity.py):", ""] + [
+        f"- {name}: equal on {s['equal']} of {s['chunks']} real chunks, drafts on {s['drafts_equal']}"
+        + _same_drafts(s.get("same_drafts")) for name, s in parities]
 
 
 def render_tunings(res: dict) -> str:
@@ -1169,12 +1174,7 @@ def render_tunings(res: dict) -> str:
                          f"({1000 * fixed['overlapped']['seconds_per_batch']:.0f} ms per {fixed['batch']} x "
                          f"{fixed['chunk_s']:g} s) | RTFx **{_num(real['rtfx'])}** ({real['chunks']} chunks) | "
                          f"{section['graphs_after_warm_up']} | {kernels} |")
-    parities = [(key.removeprefix("tuning_"), section["same_tokens"]) for key, section in res.items()
-                 if key.startswith("tuning_") and "same_tokens" in section]
-    if parities:
-        lines += ["", "Against the eager model of the same weights (token ids; benchmarks/parity.py):", ""]
-        lines += [f"- {name}: equal on {s['equal']} of {s['chunks']} real chunks, drafts on {s['drafts_equal']}"
-                  + _same_drafts(s.get("same_drafts")) for name, s in parities]
+    lines += _tuning_parities(res)
     if res.get("notes"):
         lines += ["", "Notes:"] + [f"- {n}" for n in res["notes"]]
     return "\n".join(lines) + "\n"
