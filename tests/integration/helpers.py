@@ -235,3 +235,74 @@ def airflow_running(stack) -> Iterator[tuple[object, Callable[[], str]]]:
         yield stack, logs
     finally:
         services.airflow_down(procs)
+
+
+# ---------------------------------------------------------------- a live Airflow, driven as the UI does
+
+
+@contextmanager
+def airflow_reparsed(stack) -> Iterator[tuple[int, Callable[[], str]]]:
+    """``airflow_running``, until the DAG processor has parsed the DAG again in this environment (an
+    earlier module's Airflow may have serialized it with another zone or deadline), with the DAG
+    unpaused; yields the API port and the logs."""
+    from datetime import UTC, datetime
+
+    since = datetime.now(UTC)
+    with airflow_running(stack) as (running, logs):
+        port = running.api_port
+
+        def parsed() -> bool:
+            last = airflow_api(port, "GET", "/dags/transcribe_calls").get("last_parsed_time")
+            return bool(last) and datetime.fromisoformat(last) > since
+
+        wait_for("the DAG to be parsed again", parsed, 300, logs)
+        airflow_api(port, "PATCH", "/dags/transcribe_calls", {"is_paused": False})
+        yield port, logs
+
+
+def airflow_trigger(port: int, day: date, at_midnight: bool = False) -> str:
+    """A manual run of ``day`` (the Trigger dialog): by the ``date`` Param, or with the day's midnight
+    as its logical date (a backfill finds that run by it); returns its run id."""
+    body = ({"logical_date": f"{day}T00:00:00Z", "conf": {"lookback_days": 0}} if at_midnight
+            else {"logical_date": None, "conf": {"date": str(day), "lookback_days": 0}})
+    return airflow_api(port, "POST", "/dags/transcribe_calls/dagRuns", body)["dag_run_id"]
+
+
+def airflow_finished(port: int, run_id: str, logs: Callable[[], str], timeout: float = 600) -> str:
+    """The run's end state, once it is success or failed."""
+    def state():
+        s = airflow_api(port, "GET", f"/dags/transcribe_calls/dagRuns/{run_id}")["state"]
+        return s if s in ("success", "failed") else None
+
+    return wait_for(f"run {run_id} to finish", state, timeout, logs)
+
+
+def airflow_task_running(port: int, run_id: str, task: str, logs: Callable[[], str], timeout: float = 600) -> None:
+    """Until ``task`` (map index 0 of a mapped one) of the run is running: polled often, to act mid-task."""
+    import urllib.error
+
+    path = f"/dags/transcribe_calls/dagRuns/{run_id}/taskInstances/{task}" + (
+        "/0" if task in ("chunk", "transcribe") else "")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = airflow_api(port, "GET", path)["state"]
+        except urllib.error.HTTPError:
+            state = None  # not mapped yet
+        if state == "running":
+            return
+        assert state not in ("success", "failed", "skipped"), f"{task} ended ({state}) before it was caught running"
+        time.sleep(0.3)
+    pytest.fail(f"{task} of {run_id} never ran\n{logs()}")
+
+
+def airflow_task_states(port: int, run_id: str) -> dict[str, str]:
+    tis = airflow_api(port, "GET", f"/dags/transcribe_calls/dagRuns/{run_id}/taskInstances")["task_instances"]
+    return {t["task_id"] + (f"[{t['map_index']}]" if t["map_index"] >= 0 else ""): t["state"] for t in tis}
+
+
+def day_rows(pg, day: date) -> list[sa.Row]:
+    """A day's recordings (status, reason, owner, lease, loads), by key."""
+    with pg.connect() as c:
+        return c.execute(sa.text("SELECT object_key, status, last_error, last_run_id, lease_until, loads, attempts "
+                                 "FROM recordings WHERE call_date = :d ORDER BY object_key"), {"d": day}).all()
