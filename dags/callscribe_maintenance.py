@@ -8,7 +8,8 @@ its intermediates are gone fails with the missing file named; clear the whole ru
 A bucket lifecycle rule on the ``_callscribe/`` prefix is the alternative (README).
 
 ``make_months`` makes the current and next month's partitions of ``segments``, so the first
-load of a month needs no table change (which waits for analysts' long queries).
+load of a month needs no table change (which waits for analysts' long queries), and the months
+whose rows wait in ``segments_default`` (a load's making of them was held off).
 """
 
 from __future__ import annotations
@@ -59,7 +60,9 @@ def callscribe_maintenance():
         from callscribe.db import checked_engine
 
         # Ahead of today's loads, whatever the run's logical date (a manual run may have none).
-        return [m.isoformat() for m in partitions.ensure_ahead(checked_engine(), datetime.now(UTC).date())]
+        engine = checked_engine()
+        made = partitions.ensure_ahead(engine, datetime.now(UTC).date()) + partitions.ensure_waiting(engine)
+        return [m.isoformat() for m in made]
 
     sweep_work_area()
     make_months()
