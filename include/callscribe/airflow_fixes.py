@@ -7,9 +7,9 @@ to the new queue time: every clear of a run whose ``DAGRUN_QUEUED_AT`` deadline 
 fails with a TypeError, an HTTP 500 in the UI, and so does a backfill that reprocesses such a
 run (apache/airflow#70368, fix pending in #70370). That is exactly when an operator clears a red
 run. The transcription DAGs set such a deadline (callscribe.alerts), so the recalculation is
-replaced by one that decodes the interval first, on the affected versions only: by the Airflow
-plugin in plugins/ in the API server (the UI's clears and backfills) and by the DAG files
-wherever they are parsed (``airflow tasks clear`` and ``dags clear`` parse them).
+replaced by one that decodes the interval first, on the affected versions only, by the Airflow
+plugin in plugins/: in the API server (the UI's clears and backfills), and in a command line
+that loads plugins (``AIRFLOW__CORE__LAZY_LOAD_PLUGINS=False airflow tasks clear ...``).
 """
 
 from __future__ import annotations
@@ -59,14 +59,8 @@ def move_queued_at_deadlines(dagrun, new_queued_at: datetime, session) -> None:
         deadline.deadline_time = new_queued_at + deadline_interval(alert.interval)
 
 
-def apply(import_core: bool = True) -> bool:
-    """Put the fix in place if this Airflow has the bug; returns whether it is in place. With
-    ``import_core`` False only in a process that has Airflow's core loaded already (a DAG file
-    parsed by the CLI or the DAG processor, not a task's start, which need not pay for it)."""
-    import sys
-
-    if not import_core and "airflow.models.taskinstance" not in sys.modules:
-        return False
+def apply() -> bool:
+    """Put the fix in place if this Airflow has the bug; returns whether it is in place."""
     try:
         import airflow
         from airflow.models import taskinstance

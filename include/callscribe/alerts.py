@@ -73,9 +73,6 @@ def deadline_alert():
         return None
     from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
 
-    from callscribe.airflow_fixes import apply
-
-    apply(import_core=False)  # clears of runs with this deadline (`airflow tasks clear` parses the DAG)
 
     return DeadlineAlert(
         # A scheduled run is queued when its day ends; measuring from the queueing, not the

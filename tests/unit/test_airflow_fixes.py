@@ -32,18 +32,6 @@ def test_the_fix_is_in_place_on_this_airflow_and_applying_it_again_changes_nothi
     assert taskinstance._recalculate_dagrun_queued_at_deadlines is airflow_fixes.move_queued_at_deadlines
 
 
-def test_the_transcription_dags_put_it_in_place_where_airflow_core_is_loaded(monkeypatch):
-    from airflow.models import taskinstance
-
-    from callscribe import alerts
-
-    original = object()
-    monkeypatch.setattr(taskinstance, "_recalculate_dagrun_queued_at_deadlines", original)
-    monkeypatch.setenv("CALLSCRIBE_DEADLINE_HOURS", "8")
-    assert alerts.deadline_alert() is not None
-    assert taskinstance._recalculate_dagrun_queued_at_deadlines is airflow_fixes.move_queued_at_deadlines
-
-
 class _Session:
     def __init__(self, rows):
         self.rows = rows
