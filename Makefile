@@ -49,7 +49,7 @@ chaos: $(STAMP)
 	$(BIN)/pytest -q tests/integration/test_faults.py tests/integration/test_run_outcomes.py \
 	  tests/integration/test_bad_input.py tests/integration/test_security.py tests/integration/test_backfill.py \
 	  tests/integration/test_ui_actions.py tests/integration/test_scheduler_clears.py \
-	  tests/integration/test_scheduler_ui_marks.py
+	  tests/integration/test_scheduler_ui_marks.py tests/integration/test_scheduler_cancelled_backfill.py
 	$(BIN)/python -m tests.chaos README.md
 
 test-fast: $(STAMP)
