@@ -260,6 +260,17 @@ def airflow_reparsed(stack) -> Iterator[tuple[int, Callable[[], str]]]:
         yield port, logs
 
 
+@contextmanager
+def airflow_for_ui_actions(stack) -> Iterator[tuple[int, Callable[[], str]]]:
+    """``airflow_reparsed`` as a deployment runs it (the DAG's default deadline), with a second
+    between a task's tries, so a test's marks and clears do not wait minutes for retries."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CALLSCRIBE_RETRY_DELAY_S", "1")
+        mp.delenv("CALLSCRIBE_DEADLINE_HOURS", raising=False)
+        with airflow_reparsed(stack) as running:
+            yield running
+
+
 def airflow_trigger(port: int, day: date, at_midnight: bool = False) -> str:
     """A manual run of ``day`` (the Trigger dialog): by the ``date`` Param, or with the day's midnight
     as its logical date (a backfill finds that run by it); returns its run id."""

@@ -35,6 +35,8 @@ def _where(pg, rid: int) -> set[str]:
 
 
 def _maker(pg, day: date) -> tuple[threading.Thread, list, list]:
+    with pg.connect() as c:  # else the making has nothing to do, and nothing to wait for
+        assert not partitions.attached(c, partitions.month_table(day)), f"{day:%Y-%m} is another test's month"
     partitions._known.discard(day.replace(day=1))
     made, errors = [], []
 
@@ -63,11 +65,11 @@ def test_a_load_committing_rows_of_the_month_while_the_attach_waits_does_not_fai
     maintenance DAG) makes the month: the making moves the rows committed so far, then its attach
     waits for the load; the load commits within the lock timeout, and the attach's check of the
     default partition finds the load's rows of the month there."""
-    day = date(2035, 3, 4)
-    first = _recording(pg, "calls/2035/03/04/in-default.wav", day)
+    day = date(2041, 3, 4)
+    first = _recording(pg, "calls/2041/03/04/in-default.wav", day)
     with pg.begin() as c:
         _segment(c, first, day)  # a deferred month's rows, committed
-    late = _recording(pg, "calls/2035/03/04/copy-in-flight.wav", day)
+    late = _recording(pg, "calls/2041/03/04/copy-in-flight.wav", day)
     load = pg.connect()
     tx = load.begin()
     _segment(load, late, day)  # a load's COPY into segments_default, not committed yet
@@ -81,18 +83,18 @@ def test_a_load_committing_rows_of_the_month_while_the_attach_waits_does_not_fai
         maker.join(60)
     assert not errors, errors
     assert made == [[day.replace(day=1)]]
-    assert _where(pg, first) == _where(pg, late) == {"segments_y2035m03"}
+    assert _where(pg, first) == _where(pg, late) == {"segments_y2041m03"}
 
 
 def test_a_reprocess_deleting_rows_in_the_default_while_the_month_is_made_is_no_deadlock(pg):
     """A reprocess (load_clear.sql) or an erasure deletes a call's old rows in the default partition
     while the month is made: neither the making nor the deletion fails, and each row ends deleted
     or in the month's partition."""
-    day = date(2035, 5, 6)
-    old = _recording(pg, "calls/2035/05/06/reprocessed.wav", day)
+    day = date(2041, 5, 6)
+    old = _recording(pg, "calls/2041/05/06/reprocessed.wav", day)
     with pg.begin() as c:
         _segment(c, old, day)  # old transcript, in the default partition (its month was deferred)
-    other = _recording(pg, "calls/2035/05/06/other.wav", day)
+    other = _recording(pg, "calls/2041/05/06/other.wav", day)
     load = pg.connect()
     tx = load.begin()
     _segment(load, other, day)  # a load writing into the default partition holds it (RowExclusive)
@@ -111,7 +113,7 @@ def test_a_reprocess_deleting_rows_in_the_default_while_the_month_is_made_is_no_
         maker.join(60)
     assert not errors, errors
     assert made == [[day.replace(day=1)]]
-    assert _where(pg, old) == set() and _where(pg, other) == {"segments_y2035m05"}
+    assert _where(pg, old) == set() and _where(pg, other) == {"segments_y2041m05"}
 
 
 def test_the_maintenance_dag_moves_a_deferred_backfill_months_rows_out_of_the_default(stack, pg):
@@ -123,8 +125,8 @@ def test_the_maintenance_dag_moves_a_deferred_backfill_months_rows_out_of_the_de
 
     from airflow.dag_processing.dagbag import DagBag
 
-    day = date(2030, 2, 11)
-    rid = _recording(pg, "calls/2030/02/11/backfilled.wav", day)
+    day = date(2041, 2, 11)
+    rid = _recording(pg, "calls/2041/02/11/backfilled.wav", day)
     with pg.begin() as c:
         _segment(c, rid, day)
     assert _where(pg, rid) == {"segments_default"}
@@ -132,7 +134,7 @@ def test_the_maintenance_dag_moves_a_deferred_backfill_months_rows_out_of_the_de
     dags = Path(__file__).resolve().parents[2] / "dags"
     make_months = DagBag(dag_folder=str(dags)).get_dag("callscribe_maintenance").get_task("make_months")
     assert day.replace(day=1).isoformat() in make_months.python_callable()
-    assert _where(pg, rid) == {"segments_y2030m02"}
+    assert _where(pg, rid) == {"segments_y2041m02"}
 
 
 def test_an_erasure_while_the_month_is_attached_leaves_none_of_the_calls_segments(pg):
@@ -140,8 +142,8 @@ def test_an_erasure_while_the_month_is_attached_leaves_none_of_the_calls_segment
     erasure (erase_apply.sql: the recording's row deleted, its segments by the trigger) comes
     meanwhile, then the query ends and the month is made. The erasure's deletion of the segments,
     planned before the attach committed, must not miss the rows the making moved into the month."""
-    day = date(2035, 7, 8)
-    rid = _recording(pg, "calls/2035/07/08/erased.wav", day)
+    day = date(2041, 7, 8)
+    rid = _recording(pg, "calls/2041/07/08/erased.wav", day)
     with pg.begin() as c:
         _segment(c, rid, day)
         _segment(c, rid, day, seq=1)
@@ -177,8 +179,8 @@ def test_a_deletion_waiting_for_the_making_reaches_the_rows_it_moved(pg):
     """A reprocess's or an erasure's deletion of a call's segments that comes while a month is being
     made (its transaction open) waits for it, and then deletes the rows the making moved into the
     month: planned before the attach committed, it would read the default partition only."""
-    day = date(2035, 9, 10)
-    rid = _recording(pg, "calls/2035/09/10/deleted-meanwhile.wav", day)
+    day = date(2041, 9, 10)
+    rid = _recording(pg, "calls/2041/09/10/deleted-meanwhile.wav", day)
     with pg.begin() as c:
         _segment(c, rid, day)
     partitions._known.discard(day.replace(day=1))
@@ -214,14 +216,14 @@ def test_a_reprocess_of_a_call_whose_old_rows_wait_in_the_default_replaces_them_
     from callscribe.manifests import CONFIDENCE, SEGMENT_COLUMNS, WORD_STARTS, RecordingEntry, ShardInfo, to_parquet
     from tests.integration.helpers import load_call
 
-    day = date(2035, 11, 12)
+    day = date(2041, 11, 12)
     partitions._known.discard(day.replace(day=1))
     monkeypatch.setattr(partitions, "TRIES", (0.0,))
     long_query = pg.connect()
     long_query.begin()
     long_query.execute(sa.text("SELECT count(*) FROM segments"))
     try:
-        rid = load_call(pg, s3, "calls/2035/11/12/reprocessed.wav", day,
+        rid = load_call(pg, s3, "calls/2041/11/12/reprocessed.wav", day,
                         [(0, "agent", 0.0, 2.0, "old words zebra"), (1, "customer", 2.0, 4.0, "old answer")])
     finally:
         long_query.rollback()
@@ -236,7 +238,7 @@ def test_a_reprocess_of_a_call_whose_old_rows_wait_in_the_default_replaces_them_
     uri = s3.uri(f"_callscribe/tests/rerun-{rid}.parquet")
     s3.put_bytes(uri, to_parquet(pd.DataFrame(rows, columns=[*SEGMENT_COLUMNS, WORD_STARTS, CONFIDENCE]), info))
     load_shards(s3, pg, [uri])
-    assert _where(pg, rid) == {"segments_y2035m11"}
+    assert _where(pg, rid) == {"segments_y2041m11"}
     with pg.connect() as c:
         assert c.execute(sa.text("SELECT array_agg(text) FROM segments WHERE recording_id = :r"),
                          {"r": rid}).scalar_one() == ["new words giraffe"]

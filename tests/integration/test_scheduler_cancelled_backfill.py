@@ -20,7 +20,7 @@ import pytest
 from callscribe.samples import sample_dir
 from tests.integration.helpers import airflow_api as _api
 from tests.integration.helpers import airflow_finished as _finished
-from tests.integration.helpers import airflow_reparsed, upload_day
+from tests.integration.helpers import airflow_for_ui_actions, upload_day
 from tests.integration.helpers import airflow_trigger as _trigger
 from tests.integration.helpers import day_rows as _rows
 
@@ -31,10 +31,8 @@ FILES = [sample_dir() / "call-0001.wav"]
 
 @pytest.fixture(scope="module")
 def airflow(stack):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CALLSCRIBE_RETRY_DELAY_S", "1")
-        with airflow_reparsed(stack) as running:
-            yield running
+    with airflow_for_ui_actions(stack) as running:
+        yield running
 
 
 def _cancel_open_backfills(port: int) -> None:

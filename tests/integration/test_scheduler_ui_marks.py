@@ -17,7 +17,7 @@ import pytest
 from callscribe.samples import sample_dir
 from tests.integration.helpers import airflow_api as _api
 from tests.integration.helpers import airflow_finished as _finished
-from tests.integration.helpers import airflow_reparsed, record_clean, upload_day
+from tests.integration.helpers import airflow_for_ui_actions, record_clean, upload_day
 from tests.integration.helpers import airflow_task_running as _running
 from tests.integration.helpers import airflow_task_states as _states
 from tests.integration.helpers import airflow_trigger as _trigger
@@ -30,10 +30,8 @@ FILES = [sample_dir() / "call-0001.wav", sample_dir() / "call-0003.wav"]
 
 @pytest.fixture(scope="module")
 def airflow(stack):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CALLSCRIBE_RETRY_DELAY_S", "1")
-        with airflow_reparsed(stack) as running:
-            yield running
+    with airflow_for_ui_actions(stack) as running:
+        yield running
 
 
 def _backfill(port: int, first: date, last: date, behaviour: str) -> dict:
