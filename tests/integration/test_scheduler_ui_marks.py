@@ -114,9 +114,9 @@ def test_a_backfill_over_a_green_day_and_a_live_one_takes_nothing_twice(airflow,
         time.sleep(1)
     assert _finished(port, first, logs) == "success", _states(port, first)
     assert _finished(port, busy, logs) == "success", _states(port, busy)
-    for day in (green, live):
+    for day, which in ((green, "the green day"), (live, "the live day")):
         assert [(r.status, r.loads) for r in _rows(pg, day)] == [("done", 1)] * len(FILES), _rows(pg, day)
-        record_clean("a backfill (completed) over a green day and a live one (scheduler)", s3, pg, day,
+        record_clean(f"a backfill (completed) over a green day and a live one: {which} (scheduler)", s3, pg, day,
                      len(FILES), 1)
 
 
