@@ -73,7 +73,6 @@ def deadline_alert():
         return None
     from airflow.sdk import AsyncCallback, DeadlineAlert, DeadlineReference
 
-
     return DeadlineAlert(
         # A scheduled run is queued when its day ends; measuring from the queueing, not the
         # logical date, keeps a backfill of old days from being "late" the moment it starts.

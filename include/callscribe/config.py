@@ -31,6 +31,11 @@ def run_key(run_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
 
 
+def run_area(run_id: str) -> str:
+    """The key prefix of a run's files in the work area (packs, manifests, shards, notes)."""
+    return f"{WORK_PREFIX}/runs/{run_key(run_id)}/"
+
+
 def day_zone() -> ZoneInfo:
     """The time zone the bucket's day folders (``YYYY/MM/DD``) are named in: the DAG's runs
     start at its midnight and every stage reads a run's day in it. ``CALLSCRIBE_TIMEZONE``

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 
 from callscribe import db
 from callscribe.audio import AUDIO_EXTENSIONS
-from callscribe.config import WORK_PREFIX, run_key
+from callscribe.config import run_area
 from callscribe.storage import ObjectInfo, Store
 
 log = logging.getLogger(__name__)
@@ -204,7 +204,7 @@ def refund_uri(store: Store, run_id: str, recording_id: int) -> str:
 
 
 def _refunds_prefix(run_id: str) -> str:
-    return f"{WORK_PREFIX}/runs/{run_key(run_id)}/refunds/"
+    return f"{run_area(run_id)}refunds/"
 
 
 def write_refund_note(store: Store, run_id: str, recording_id: int, since: datetime | None) -> None:

@@ -21,8 +21,9 @@ from sqlalchemy.engine import Connection, Engine
 
 from callscribe import db
 from callscribe.audit import key_hash
+from callscribe.config import run_area
 from callscribe.manifests import from_parquet, to_parquet
-from callscribe.pipeline import WORK_PREFIX, pack_keys, run_key
+from callscribe.pipeline import pack_keys
 from callscribe.storage import Store, make_uri
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ def _scrub_work_area(store: Store, run_ids: set[str], ids: set[int], dry_run: bo
         # Every version, not the current objects alone: on a versioned bucket a file the sweep
         # deleted, or one a retried task overwrote, keeps its old bytes in an older version.
         by_key: dict[str, list] = {}
-        for v in store.versions(f"{WORK_PREFIX}/runs/{run_key(run_id)}/"):
+        for v in store.versions(run_area(run_id)):
             if v.key.endswith((".parquet", ".json")):
                 by_key.setdefault(v.key, []).append(v)
         for key, versions in sorted(by_key.items()):
