@@ -82,3 +82,13 @@ def browser():
         b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+@pytest.fixture(scope="module")
+def airflow_ui(stack):
+    """Airflow's API server, scheduler and DAG processor for one module of UI-action tests
+    (helpers.airflow_for_ui_actions); yields the API port and the logs."""
+    from tests.integration.helpers import airflow_for_ui_actions
+
+    with airflow_for_ui_actions(stack) as running:
+        yield running

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 from datetime import date
 
 import pytest
@@ -60,6 +61,39 @@ def _wait_for_the_making(pg) -> None:
     raise AssertionError("the month's making never waited for segments")
 
 
+@contextmanager
+def _a_long_query(pg):
+    """An analyst's query over `segments` in an open transaction: it holds every partition, the
+    default too, until the block ends."""
+    conn = pg.connect()
+    conn.begin()
+    conn.execute(sa.text("SELECT count(*) FROM segments"))
+    try:
+        yield
+    finally:
+        conn.rollback()
+        conn.close()
+
+
+@contextmanager
+def _a_write_while_made(pg, rid: int, day: date):
+    """A load's row of ``rid`` written into the default partition, not committed, while another
+    thread makes ``day``'s month: the block runs once the making waits, with the load's connection
+    and the making's results; the load commits at its end."""
+    load = pg.connect()
+    tx = load.begin()
+    _segment(load, rid, day)
+    maker, made, errors = _maker(pg, day)
+    try:
+        maker.start()
+        _wait_for_the_making(pg)
+        yield load, made, errors
+        tx.commit()
+    finally:
+        load.close()
+        maker.join(60)
+
+
 def test_a_load_committing_rows_of_the_month_while_the_attach_waits_does_not_fail_the_making(pg):
     """A load of a deferred month COPYs into the default partition while another load (or the
     maintenance DAG) makes the month: the making moves the rows committed so far, then its attach
@@ -70,17 +104,8 @@ def test_a_load_committing_rows_of_the_month_while_the_attach_waits_does_not_fai
     with pg.begin() as c:
         _segment(c, first, day)  # a deferred month's rows, committed
     late = _recording(pg, "calls/2041/03/04/copy-in-flight.wav", day)
-    load = pg.connect()
-    tx = load.begin()
-    _segment(load, late, day)  # a load's COPY into segments_default, not committed yet
-    maker, made, errors = _maker(pg, day)
-    try:
-        maker.start()
-        _wait_for_the_making(pg)
-        tx.commit()
-    finally:
-        load.close()
-        maker.join(60)
+    with _a_write_while_made(pg, late, day) as (_, made, errors):  # a load's COPY, committed meanwhile
+        pass
     assert not errors, errors
     assert made == [[day.replace(day=1)]]
     assert _where(pg, first) == _where(pg, late) == {"segments_y2041m03"}
@@ -95,22 +120,13 @@ def test_a_reprocess_deleting_rows_in_the_default_while_the_month_is_made_is_no_
     with pg.begin() as c:
         _segment(c, old, day)  # old transcript, in the default partition (its month was deferred)
     other = _recording(pg, "calls/2041/05/06/other.wav", day)
-    load = pg.connect()
-    tx = load.begin()
-    _segment(load, other, day)  # a load writing into the default partition holds it (RowExclusive)
-    maker, made, errors = _maker(pg, day)
-    try:
-        maker.start()
-        _wait_for_the_making(pg)
+    # A load writing into the default partition holds it (RowExclusive), then deletes the old rows.
+    with _a_write_while_made(pg, other, day) as (load, made, errors):
         load.execute(sa.text("SET LOCAL statement_timeout = '20s'"))
         # The deletion's deadlock check first, as when it began waiting for the rows the making moves
         # before the making's attach began waiting (a move of many rows takes a while).
         load.execute(sa.text("SET LOCAL deadlock_timeout = '200ms'"))
         load.execute(sa.text("DELETE FROM segments WHERE recording_id = :r"), {"r": old})  # load_clear.sql
-        tx.commit()
-    finally:
-        load.close()
-        maker.join(60)
     assert not errors, errors
     assert made == [[day.replace(day=1)]]
     assert _where(pg, old) == set() and _where(pg, other) == {"segments_y2041m05"}
@@ -147,9 +163,6 @@ def test_an_erasure_while_the_month_is_attached_leaves_none_of_the_calls_segment
     with pg.begin() as c:
         _segment(c, rid, day)
         _segment(c, rid, day, seq=1)
-    long_query = pg.connect()
-    long_query.begin()
-    long_query.execute(sa.text("SELECT count(*) FROM segments"))  # holds every partition, the default too
     maker, made, errors = _maker(pg, day)
 
     def erase() -> None:
@@ -161,13 +174,12 @@ def test_an_erasure_while_the_month_is_attached_leaves_none_of_the_calls_segment
 
     eraser = threading.Thread(target=erase)
     try:
-        maker.start()
-        time.sleep(0.2)  # the making tries (and waits, or gives way to the long query)
-        eraser.start()
-        time.sleep(0.3)  # the erasure reaches the segments
+        with _a_long_query(pg):
+            maker.start()
+            time.sleep(0.2)  # the making tries (and waits, or gives way to the long query)
+            eraser.start()
+            time.sleep(0.3)  # the erasure reaches the segments
     finally:
-        long_query.rollback()
-        long_query.close()
         maker.join(60)
         eraser.join(60)
     assert not errors, errors
@@ -219,15 +231,9 @@ def test_a_reprocess_of_a_call_whose_old_rows_wait_in_the_default_replaces_them_
     day = date(2041, 11, 12)
     partitions._known.discard(day.replace(day=1))
     monkeypatch.setattr(partitions, "TRIES", (0.0,))
-    long_query = pg.connect()
-    long_query.begin()
-    long_query.execute(sa.text("SELECT count(*) FROM segments"))
-    try:
+    with _a_long_query(pg):
         rid = load_call(pg, s3, "calls/2041/11/12/reprocessed.wav", day,
                         [(0, "agent", 0.0, 2.0, "old words zebra"), (1, "customer", 2.0, 4.0, "old answer")])
-    finally:
-        long_query.rollback()
-        long_query.close()
     assert _where(pg, rid) == {"segments_default"}
     assert partitions.ensure_months(pg, [day]) == [day.replace(day=1)]
     with pg.begin() as c:

@@ -20,19 +20,13 @@ import pytest
 from callscribe.samples import sample_dir
 from tests.integration.helpers import airflow_api as _api
 from tests.integration.helpers import airflow_finished as _finished
-from tests.integration.helpers import airflow_for_ui_actions, upload_day
 from tests.integration.helpers import airflow_trigger as _trigger
 from tests.integration.helpers import day_rows as _rows
+from tests.integration.helpers import upload_day
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.chaos]
 DAG = "/dags/transcribe_calls"
 FILES = [sample_dir() / "call-0001.wav"]
-
-
-@pytest.fixture(scope="module")
-def airflow(stack):
-    with airflow_for_ui_actions(stack) as running:
-        yield running
 
 
 def _cancel_open_backfills(port: int) -> None:
@@ -54,8 +48,8 @@ def _run_of(port: int, day: date) -> dict:
     return run
 
 
-def test_a_cleared_run_of_a_cancelled_backfill_stays_queued_until_backfilled_again(airflow, s3, pg):
-    port, logs = airflow
+def test_a_cleared_run_of_a_cancelled_backfill_stays_queued_until_backfilled_again(airflow_ui, s3, pg):
+    port, logs = airflow_ui
     days = [date(2025, 8, 11), date(2025, 8, 12), date(2025, 8, 13)]
     for day in days:  # a rerun on the same services: the days' runs of the last time go
         for old in _api(port, "GET", f"{DAG}/dagRuns?logical_date_gte={day}T00:00:00Z"

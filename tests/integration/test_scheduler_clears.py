@@ -15,21 +15,15 @@ import pytest
 from callscribe.samples import sample_dir
 from tests.integration.helpers import airflow_api as _api
 from tests.integration.helpers import airflow_finished as _finished
-from tests.integration.helpers import airflow_for_ui_actions, record_clean, upload_day
 from tests.integration.helpers import airflow_task_running as _running
 from tests.integration.helpers import airflow_task_states as _states
 from tests.integration.helpers import airflow_trigger as _trigger
 from tests.integration.helpers import day_rows as _rows
+from tests.integration.helpers import record_clean, upload_day
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.chaos]
 DAG = "/dags/transcribe_calls"
 FILES = [sample_dir() / "call-0001.wav", sample_dir() / "call-0003.wav"]
-
-
-@pytest.fixture(scope="module")
-def airflow(stack):
-    with airflow_for_ui_actions(stack) as running:
-        yield running
 
 
 def _clear(port: int, run: str, task: str | list) -> None:
@@ -51,8 +45,8 @@ def _red_run(port: int, day: date, logs) -> str:
 
 @pytest.mark.parametrize("finished_meanwhile", [False, True])
 def test_a_red_runs_failed_task_cleared_with_downstream_is_judged_again_and_loads_nothing_twice(
-        airflow, s3, pg, finished_meanwhile):
-    port, logs = airflow
+        airflow_ui, s3, pg, finished_meanwhile):
+    port, logs = airflow_ui
     day = date(2031, 4, 2) if finished_meanwhile else date(2031, 4, 1)
     n = upload_day(s3, day, files=FILES)
     red = _red_run(port, day, logs)
@@ -66,8 +60,8 @@ def test_a_red_runs_failed_task_cleared_with_downstream_is_judged_again_and_load
                  if finished_meanwhile else "") + " (scheduler)", s3, pg, day, n, 1)
 
 
-def test_a_green_run_cleared_whole_stays_green_and_loads_nothing_twice(airflow, s3, pg):
-    port, logs = airflow
+def test_a_green_run_cleared_whole_stays_green_and_loads_nothing_twice(airflow_ui, s3, pg):
+    port, logs = airflow_ui
     day = date(2031, 4, 3)
     n = upload_day(s3, day, files=FILES)
     run = _trigger(port, day)
@@ -77,10 +71,10 @@ def test_a_green_run_cleared_whole_stays_green_and_loads_nothing_twice(airflow, 
     assert [(r.status, r.loads) for r in _rows(pg, day)] == [("done", 1)] * n
 
 
-def test_a_backfill_of_failed_days_runs_a_red_run_again_whole(airflow, s3, pg):
+def test_a_backfill_of_failed_days_runs_a_red_run_again_whole(airflow_ui, s3, pg):
     """reprocess_behavior "failed" clears the red run of the day (same run id, every task, now a
     backfill run with the backfill's conf): its calls are finished, once."""
-    port, logs = airflow
+    port, logs = airflow_ui
     day = date(2025, 6, 4)
     n = upload_day(s3, day, files=FILES)
     red = _trigger(port, day, at_midnight=True)

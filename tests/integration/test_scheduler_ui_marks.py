@@ -17,21 +17,15 @@ import pytest
 from callscribe.samples import sample_dir
 from tests.integration.helpers import airflow_api as _api
 from tests.integration.helpers import airflow_finished as _finished
-from tests.integration.helpers import airflow_for_ui_actions, record_clean, upload_day
 from tests.integration.helpers import airflow_task_running as _running
 from tests.integration.helpers import airflow_task_states as _states
 from tests.integration.helpers import airflow_trigger as _trigger
 from tests.integration.helpers import day_rows as _rows
+from tests.integration.helpers import record_clean, upload_day
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.chaos]
 DAG = "/dags/transcribe_calls"
 FILES = [sample_dir() / "call-0001.wav", sample_dir() / "call-0003.wav"]
-
-
-@pytest.fixture(scope="module")
-def airflow(stack):
-    with airflow_for_ui_actions(stack) as running:
-        yield running
 
 
 def _backfill(port: int, first: date, last: date, behaviour: str) -> dict:
@@ -51,9 +45,9 @@ def _backfill(port: int, first: date, last: date, behaviour: str) -> dict:
     # its running tasks killed (their heartbeats answered 404).
     ("run", "deleted", date(2031, 3, 6)),
 ])
-def test_marked_mid_transcription_the_calls_are_finished_by_the_next_run_of_the_day(airflow, s3, pg, what, state,
+def test_marked_mid_transcription_the_calls_are_finished_by_the_next_run_of_the_day(airflow_ui, s3, pg, what, state,
                                                                                      day):
-    port, logs = airflow
+    port, logs = airflow_ui
     n = upload_day(s3, day, files=FILES)
     run = _trigger(port, day)
     _running(port, run, "transcribe", logs)
@@ -83,8 +77,8 @@ def test_marked_mid_transcription_the_calls_are_finished_by_the_next_run_of_the_
                  n, 1)
 
 
-def test_a_run_paused_mid_transcription_ends_green_once_unpaused(airflow, s3, pg):
-    port, logs = airflow
+def test_a_run_paused_mid_transcription_ends_green_once_unpaused(airflow_ui, s3, pg):
+    port, logs = airflow_ui
     day = date(2031, 3, 5)
     n = upload_day(s3, day, files=FILES)
     run = _trigger(port, day)
@@ -97,10 +91,10 @@ def test_a_run_paused_mid_transcription_ends_green_once_unpaused(airflow, s3, pg
     assert [(r.status, r.loads) for r in _rows(pg, day)] == [("done", 1)] * n
 
 
-def test_a_backfill_over_a_green_day_and_a_live_one_takes_nothing_twice(airflow, s3, pg):
+def test_a_backfill_over_a_green_day_and_a_live_one_takes_nothing_twice(airflow_ui, s3, pg):
     """reprocess_behavior "completed" clears the green day's run (same run id, now a backfill) and
     leaves the live one alone (Airflow: in flight)."""
-    port, logs = airflow
+    port, logs = airflow_ui
     green, live = date(2025, 6, 1), date(2025, 6, 2)
     for day in (green, live):
         upload_day(s3, day, files=FILES)
@@ -120,13 +114,13 @@ def test_a_backfill_over_a_green_day_and_a_live_one_takes_nothing_twice(airflow,
                      len(FILES), 1)
 
 
-def test_a_red_run_can_be_cleared_with_downstream_or_backfilled_again(airflow, s3, pg):
+def test_a_red_run_can_be_cleared_with_downstream_or_backfilled_again(airflow_ui, s3, pg):
     """The README's recovery for a red run: Clear the failed task with Downstream (or a backfill of
     failed days, which clears the run), within CALLSCRIBE_DEADLINE_HOURS of the run being queued.
     Airflow 3.3.0-3.3.2 answer both with HTTP 500 (a TypeError recalculating the queued-at
     deadline, apache/airflow#70368) unless callscribe.airflow_fixes is in place (the plugin in
     plugins/); test_scheduler_clears runs the same without a deadline."""
-    port, logs = airflow
+    port, logs = airflow_ui
     days = [date(2025, 6, 3), date(2025, 6, 5)]
     runs = []
     for day in days:
