@@ -8,11 +8,13 @@ calls of its day are missing; what a marked run leaves is finished by the next r
 
 from __future__ import annotations
 
+import os
 import time
 import urllib.error
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
+import sqlalchemy as sa
 
 from callscribe.samples import sample_dir
 from tests.integration.helpers import airflow_api as _api
@@ -114,12 +116,26 @@ def test_a_backfill_over_a_green_day_and_a_live_one_takes_nothing_twice(airflow_
                      len(FILES), 1)
 
 
+def _pending_deadlines(run_id: str) -> list[timedelta]:
+    """How long after its queue time each deadline of a run still to come falls (Airflow's metadata
+    database, on the suite's PostgreSQL)."""
+    engine = sa.create_engine(os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+    try:
+        with engine.connect() as c:
+            return list(c.execute(sa.text(
+                "SELECT d.deadline_time - r.queued_at FROM deadline d JOIN dag_run r ON r.id = d.dagrun_id "
+                "WHERE r.run_id = :r AND NOT d.missed"), {"r": run_id}).scalars())
+    finally:
+        engine.dispose()
+
+
 def test_a_red_run_can_be_cleared_with_downstream_or_backfilled_again(airflow_ui, s3, pg):
     """The README's recovery for a red run: Clear the failed task with Downstream (or a backfill of
     failed days, which clears the run), within CALLSCRIBE_DEADLINE_HOURS of the run being queued.
     Airflow 3.3.0-3.3.2 answer both with HTTP 500 (a TypeError recalculating the queued-at
     deadline, apache/airflow#70368) unless callscribe.airflow_fixes is in place (the plugin in
-    plugins/); test_scheduler_clears runs the same without a deadline."""
+    plugins/). The cleared run's deadline then counts from its new queue time, so its "run late"
+    alert still tells the truth."""
     port, logs = airflow_ui
     days = [date(2025, 6, 3), date(2025, 6, 5)]
     runs = []
@@ -129,7 +145,7 @@ def test_a_red_run_can_be_cleared_with_downstream_or_backfilled_again(airflow_ui
         _running(port, runs[-1], "transcribe", logs)
         _api(port, "PATCH", f"{DAG}/dagRuns/{runs[-1]}/taskInstances/transcribe/0", {"new_state": "failed"})
         assert _finished(port, runs[-1], logs) == "failed"
-    codes = []
+    codes, deadlines = [], []
     for action in (lambda: _api(port, "POST", f"{DAG}/clearTaskInstances", {  # the UI dialog's defaults
                        "dry_run": False, "dag_run_id": runs[0], "task_ids": [["transcribe", 0]], "only_failed": False,
                        "include_downstream": True}),
@@ -139,7 +155,13 @@ def test_a_red_run_can_be_cleared_with_downstream_or_backfilled_again(airflow_ui
             codes.append(200)
         except urllib.error.HTTPError as exc:
             codes.append(exc.code)
+        # Read at once: Airflow drops a run's deadline when the run succeeds.
+        deadlines.append(_pending_deadlines(runs[len(codes) - 1]))
     assert codes == [200, 200], f"clear, backfill answered {codes}"
+    # From the new queue time (the clear's; Airflow stamps the run's queueing again a moment later),
+    # not the first one, a minute and more before.
+    assert [len(d) for d in deadlines] == [1, 1], deadlines
+    assert all(abs(d[0] - timedelta(hours=8)) < timedelta(seconds=1) for d in deadlines), deadlines
     assert [_finished(port, run, logs) for run in runs] == ["success", "success"]
     for day in days:
         assert [(r.status, r.loads) for r in _rows(pg, day)] == [("done", 1)] * len(FILES)
