@@ -37,16 +37,18 @@ class DayAudit:
     unfinished: list[str] = field(default_factory=list)  # pending or chunked: a run still owes them
     loads: Counter = field(default_factory=Counter)        # times loaded -> how many done recordings
     in_progress: list[str] = field(default_factory=list)  # unfinished, but another live run holds them
+    not_reprocessed: list[str] = field(default_factory=list)  # a reprocess run left them to another run
     arrived_later: int = 0  # objects newer than the audit's cut-off: the next run's work
 
     @property
     def clean(self) -> bool:
-        return not (self.lost or self.duplicated or self.unfinished)
+        return not (self.lost or self.duplicated or self.unfinished or self.not_reprocessed)
 
     def as_dict(self) -> dict:
         return {"day": str(self.day), "objects": self.objects, "states": dict(self.states), "lost": self.lost,
                 "duplicated": self.duplicated, "unfinished": self.unfinished, "loads": dict(self.loads),
-                "in_progress": self.in_progress, "arrived_later": self.arrived_later}
+                "in_progress": self.in_progress, "not_reprocessed": self.not_reprocessed,
+                "arrived_later": self.arrived_later}
 
 
 def written_after(modified: datetime | None, cut: datetime | None) -> bool:
@@ -61,13 +63,16 @@ def written_after(modified: datetime | None, cut: datetime | None) -> bool:
 
 def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls/",
               listed_before: datetime | None = None, run_id: str | None = None,
-              is_live: Callable[[str], bool] | None = None, only_claimed: bool = False) -> DayAudit:
+              is_live: Callable[[str], bool] | None = None, only_claimed: bool = False,
+              held_back: dict[int, str] | None = None) -> DayAudit:
     """Reconcile one day's prefix with its rows.
 
     For a run's verdict (``run_id``): objects modified after ``listed_before`` that the run
     did not take are counted apart (it cannot have seen them); unfinished recordings another
     run holds are in progress, not owed, while that run is live (``is_live``); with
     ``only_claimed`` (a run limited by ``max_recordings``) only what the run took counts.
+    ``held_back`` (recording id -> holder) are those a reprocess run left to other runs: owed
+    until the run takes them (a later pass under its id).
     """
     prefix = day_prefix(base_prefix, day)
     objects = list(store.list(prefix))
@@ -129,6 +134,9 @@ def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls
             out.lost.append(f"{key}: done with {r.transcripts} transcripts for {r.channels} channels")
         if r.repeated_segments:
             out.duplicated.append(f"{key}: {r.repeated_segments} repeated segments")
+        if held_back and r.id in held_back and r.last_run_id != run_id:
+            out.not_reprocessed.append(f"{key}: {r.status}, left to run {held_back[r.id]}, which held it when "
+                                       f"this run claimed; reprocess the day again once that run has ended")
     if run_id is None:
         # Gone from the bucket but still searchable: a run's verdict leaves these alone (its
         # discovery forgot what was gone when it listed), an operator's audit names them.
@@ -152,7 +160,8 @@ class RunVerdict:
     def problems(self, limit: int = 5) -> list[str]:
         out = [f"task {t} failed" for t in self.failed_tasks]
         for a in self.audits:
-            for kind, items in (("lost", a.lost), ("unfinished", a.unfinished), ("doubled", a.duplicated)):
+            for kind, items in (("lost", a.lost), ("unfinished", a.unfinished), ("doubled", a.duplicated),
+                                ("not reprocessed", a.not_reprocessed)):
                 if items:
                     more = f"; and {len(items) - limit} more" if len(items) > limit else ""
                     shown = "; ".join(items[:limit]) + more
@@ -168,6 +177,9 @@ def run_verdict(store: Store, engine: Engine, run_id: str, days: list[date], bas
                 started_at: datetime | None, failed_tasks: list[str] | None = None,
                 is_live: Callable[[str], bool] | None = None, only_claimed: bool = False) -> RunVerdict:
     """Audit each day a run covered, as of its listing, on behalf of that run."""
+    with engine.connect() as conn:
+        held = conn.execute(db.q("run_held_back_get"), {"run_id": run_id}).scalar_one_or_none() or []
+    held_back = {int(h["id"]): str(h["run_id"]) for h in held}
     audits = [audit_day(store, engine, d, base_prefix, listed_before=started_at, run_id=run_id, is_live=is_live,
-                        only_claimed=only_claimed) for d in days]
+                        only_claimed=only_claimed, held_back=held_back) for d in days]
     return RunVerdict(run_id, audits, sorted(failed_tasks or []))

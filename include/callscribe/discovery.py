@@ -132,6 +132,8 @@ def claim(engine: Engine, bucket: str, prefix: str, day: date, run_id: str, repr
 
     Recordings another live run holds are left to it (and logged), so two runs of the same
     day, a daily run and an overlapping backfill say, never transcribe the same recording.
+    A reprocess claim records those it left in the run's row (``held_back``): they keep the
+    other run's transcript, and the run's verdict names them.
     """
     params = {"bucket": bucket, "prefix": prefix, "call_date": day, "run_id": run_id}
     with engine.begin() as conn:
@@ -141,8 +143,16 @@ def claim(engine: Engine, bucket: str, prefix: str, day: date, run_id: str, repr
              "max_recordings": max_recordings or None, "lease_s": lease_s},
         ).all()
         held = conn.execute(db.q("discover_held"), params).scalar_one()
+        if reprocess:
+            back = [{"id": r.id, "run_id": r.holder} for r in
+                    conn.execute(db.q("discover_held_back"), {**params, "max_attempts": MAX_ATTEMPTS})]
+            conn.execute(db.q("run_held_back"), {"run_id": run_id, "held_back": json.dumps(back)})
     if held:
         log.warning("%d unfinished recordings of %s are held by another live run; left to it", held, day)
+    if reprocess and back:
+        log.warning("%d recordings of %s are held by other live runs (%s): this run cannot reprocess them, and "
+                    "its verdict names them; reprocess the day again once those runs have ended", len(back), day,
+                    ", ".join(sorted({b["run_id"] for b in back})))
     return sorted(r.id for r in rows)
 
 

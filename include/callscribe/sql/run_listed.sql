@@ -1,4 +1,5 @@
 -- A run lists its days' prefixes now: objects newer than this are the next run's to find.
+-- What an earlier listing under this run id held back is forgotten: this one claims anew.
 INSERT INTO pipeline_runs (run_id, dag_id, call_date, engine, listed_at)
 VALUES (:run_id, :dag_id, :call_date, :engine, now())
-ON CONFLICT (run_id) DO UPDATE SET listed_at = now()
+ON CONFLICT (run_id) DO UPDATE SET listed_at = now(), held_back = NULL

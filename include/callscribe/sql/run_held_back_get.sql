@@ -1,0 +1,1 @@
+SELECT held_back FROM pipeline_runs WHERE run_id = :run_id
