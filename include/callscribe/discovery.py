@@ -143,17 +143,20 @@ def claim(engine: Engine, bucket: str, prefix: str, day: date, run_id: str, repr
              "max_recordings": max_recordings or None, "lease_s": lease_s},
         ).all()
         held = conn.execute(db.q("discover_held"), params).scalar_one()
+        claimed = sorted(r.id for r in rows)
+        back = []
+        if reprocess and not max_recordings:  # with a limit, the verdict answers only for what was claimed
+            back = [{"id": h.id, "run_id": h.holder} for h in conn.execute(
+                db.q("discover_held_back"), {**params, "max_attempts": MAX_ATTEMPTS, "claimed": claimed})]
         if reprocess:
-            back = [{"id": r.id, "run_id": r.holder} for r in
-                    conn.execute(db.q("discover_held_back"), {**params, "max_attempts": MAX_ATTEMPTS})]
             conn.execute(db.q("run_held_back"), {"run_id": run_id, "held_back": json.dumps(back)})
     if held:
         log.warning("%d unfinished recordings of %s are held by another live run; left to it", held, day)
-    if reprocess and back:
+    if back:
         log.warning("%d recordings of %s are held by other live runs (%s): this run cannot reprocess them, and "
                     "its verdict names them; reprocess the day again once those runs have ended", len(back), day,
                     ", ".join(sorted({b["run_id"] for b in back})))
-    return sorted(r.id for r in rows)
+    return claimed
 
 
 def release(engine: Engine, run_id: str) -> int:
