@@ -32,6 +32,10 @@ log = logging.getLogger("callscribe.worker")
 
 # Deaths with chunks in the engine that one worker process outlives; the task's tries come on top.
 DEFAULT_RESPAWNS = 4
+# A child's exit status for "my engine broke for good (a device-side assert leaves a CUDA context
+# unusable), and the progress note names the chunks it held": a new process, with a new device
+# context, goes on from the note as after a death.
+ENGINE_BROKE = 75
 
 
 def respawns() -> int:
@@ -67,9 +71,10 @@ def signal_name(sig: int) -> str:
 def supervise(run_once: Callable[[], int], may_respawn: Callable[[int, int], bool], limit: int) -> int:
     """``run_once`` in a forked child; its return value is the exit status.
 
-    A child killed by a signal is started again while ``may_respawn(signal, deaths so far)`` says
-    so, ``limit`` times at most. A SIGTERM to this process is passed on to the child, and no new
-    child follows it. Returns the last child's exit status, 128 + the signal for a death.
+    A child killed by a signal, or one that exits with ``ENGINE_BROKE``, is started again while
+    ``may_respawn(signal, deaths so far)`` says so (the signal is 0 for ``ENGINE_BROKE``), ``limit``
+    times at most. A SIGTERM to this process is passed on to the child, and no new child follows
+    it. Returns the last child's exit status, 128 + the signal for a death.
     """
     child = 0
     stopped = False
@@ -109,15 +114,20 @@ def supervise(run_once: Callable[[], int], may_respawn: Callable[[int, int], boo
             status = _wait(pid)
             child = 0
             if os.WIFEXITED(status):
-                return os.WEXITSTATUS(status)
-            sig = os.WTERMSIG(status)
-            if stopped or sig == signal.SIGTERM or deaths >= limit or not may_respawn(sig, deaths):
-                return 128 + sig
+                rc = os.WEXITSTATUS(status)
+                if rc != ENGINE_BROKE or stopped or deaths >= limit or not may_respawn(0, deaths):
+                    return rc
+                what = "the worker process's engine broke for good"
+            else:
+                sig = os.WTERMSIG(status)
+                if stopped or sig == signal.SIGTERM or deaths >= limit or not may_respawn(sig, deaths):
+                    return 128 + sig
+                what = f"the worker process died ({signal_name(sig)})"
             if stopped:  # a SIGTERM while the death was judged (the note is read from the store): a stop
                 return 128 + signal.SIGTERM
             deaths += 1
-            log.warning("the worker process died (%s) with chunks in the engine; the job goes on in a new one "
-                        "(respawn %d of at most %d)", signal_name(sig), deaths, limit)
+            log.warning("%s with chunks in the engine; the job goes on in a new one (respawn %d of at most %d)",
+                        what, deaths, limit)
     finally:
         signal.signal(signal.SIGTERM, previous)
         for signum, handler in ((signal.SIGINT, previous_int), (signal.SIGCHLD, previous_chld)):

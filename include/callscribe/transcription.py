@@ -213,7 +213,8 @@ def run_batches(
         rtfx = done_s / elapsed if elapsed > 0 else 0.0
         eta = (total_s - done_s) / rtfx if rtfx > 0 else float("nan")
         log.info("batch %d/%d: %d chunks, %.1f s audio | %.0f/%.0f s done (%.0f%%), RTFx %.1f, ETA %.0f s",
-                 f.index + 1, len(plan), len(f.idx), audio_s, done_s, total_s, 100 * done_s / total_s, rtfx, eta)
+                 f.index + 1, len(plan), len(f.idx), audio_s, done_s, total_s,
+                 100 * done_s / total_s if total_s else 100.0, rtfx, eta)  # chunks of no samples: no audio
         if after_batch is not None:
             after_batch(list(f.idx), [results[i] or [] for i in f.idx])  # host work, outside model_s
 

@@ -17,11 +17,14 @@ A chunk that kills the worker process (a native crash in the engine, the kernel'
 exception, no shard) is found over the job's next runs: before the engine gets a batch, the chunks
 it holds are written to a progress note beside the shard's place, and the next run reads it. The
 chunks of a death in a batch are suspects, run first and each alone; a death on one chunk alone
-makes it a killer, whose recording goes into the shard as failed without being run again. The job
-runs in a child process (supervisor.py), started again after each death with chunks in the engine
-(CALLSCRIBE_WORKER_RESPAWNS times, default 4): one death in a batch and one per killer cost
-seconds in the same pod, not a try of the task. Past that, or with 0, the task's next try goes on
-from the note. The note is deleted once the shard is written.
+makes it a killer, whose recording goes into the shard as failed without being run again. A chunk
+that breaks the engine for good (a device-side assert leaves the CUDA context unusable: every later
+batch fails) is found the same way: the note names the chunks the engine held when a batch first
+failed, and the next process checks its engine on silence, then runs them alone. The job
+runs in a child process (supervisor.py), started again after each death, or breakage, with chunks
+in the engine (CALLSCRIBE_WORKER_RESPAWNS times, default 4): one death in a batch and one per killer
+cost seconds in the same pod, not a try of the task. Past that, or with 0, the task's next try goes
+on from the note. The note is deleted once the shard is written.
 """
 
 from __future__ import annotations
@@ -65,14 +68,16 @@ from callscribe.manifests import (
     to_parquet,
 )
 from callscribe.storage import Store, unavailable
-from callscribe.supervisor import die_with_parent, respawns, signal_name, supervise
+from callscribe.supervisor import ENGINE_BROKE, die_with_parent, respawns, signal_name, supervise
 from callscribe.transcription import PlacedSegment, order_segments, place_chunk, run_batches
 
 log = logging.getLogger("callscribe.worker")
 T = TypeVar("T")
 DEFAULT_XCOM_PATH = "/airflow/xcom/return.json"
 DEFAULT_ERROR_PATH = "/dev/termination-log"  # Kubernetes shows it as the container's message
-KILLED = "the worker process died on this chunk, run alone (a crash in the engine or out of memory)"
+KILLED = (
+    "the worker process died on this chunk, run alone, or its engine broke for good on it (a crash in the engine, "
+    "a device error, or out of memory)")
 # The first wave of a job waits for this many batches' worth of its speech (or all of it): enough to
 # keep the device busy while the fetch goes on, which outpaces it from there.
 WAVE_BATCHES = 4
@@ -255,10 +260,16 @@ def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None
     placed: dict[int, list[PlacedSegment]] = {}  # by chunk index: its segments timed in the recording
     chunk_failures: dict[int, str] = {}
     batches: list[BatchMetric] = []
+    # What the engine held when it last got chunks, and when a batch of this try first failed: if the
+    # engine turns out broken, the chunks it held then are the ones that may have broken it.
+    held_now: list[int] = []
+    first_failure: list[int] | None = None
 
     def note(in_flight: list[int], alone: bool = False) -> None:
         # Synchronous, before the engine gets the chunks: a death during them finds them named. With
         # batches overlapped the device is busy with the batch before meanwhile: no GPU time lost.
+        nonlocal held_now
+        held_now = in_flight
         now = progress.model_copy(update={"in_flight": in_flight, "alone": alone})
         store.put_bytes(progress_uri(job.shard_uri), now.model_dump_json().encode(), "application/json")
 
@@ -268,6 +279,9 @@ def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None
         def after(ks: list[int], segments: list[list[Segment]]) -> None:
             # Timed in the recording as each batch finishes, while the device computes the next one,
             # not all after the last batch (about 7 s of host work in a 200 h job).
+            nonlocal first_failure
+            if first_failure is None and any(k in failed for k in ks):
+                first_failure = list(held_now)  # a batch's failures, halved: the notes still held it
             for k, segs in zip(ks, segments, strict=True):
                 c = job.chunks[chunks[k]]
                 if k not in failed and c.recording_id not in failures:
@@ -292,8 +306,18 @@ def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None
             # Chunks of recordings that already failed are not sent to the engine.
             wave = [i for i in wave if job.chunks[i].recording_id not in failures]
             order.extend(wave)
-            for i in (i for i in wave if i in suspects):
+            alone_now = [i for i in wave if i in suspects]
+            if alone_now:
+                # The engine must work before a suspect can be blamed for breaking it (a broken device
+                # fails every chunk: not theirs to answer for).
+                _check_engine(eng, _SILENCE, job.batch_audio_s, "before its suspects were run alone")
+            for i in alone_now:
                 recognise([i], lambda ks: note(ks, alone=True))
+                if i in chunk_failures:
+                    try:  # failed alone: did it leave the engine broken (a device-side assert is sticky)?
+                        _check_engine(eng, _SILENCE, job.batch_audio_s, f"after chunk {i} failed alone")
+                    except RuntimeError as exc:
+                        raise EngineBroke(str(exc), [i], alone=True) from exc
             if suspects:
                 note([])  # a death after them is no suspect's
                 suspects = set()
@@ -308,19 +332,25 @@ def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None
                 {job.chunks[i].recording_id for i in chunk_failures}) > 1:
             # Nothing recognised, in several recordings: the engine, not the audio (a broken GPU, a bad model).
             first = next(iter(chunk_failures.values()))
-            raise RuntimeError(f"the engine failed on all {len(order)} chunks; first: {first}")
+            raise EngineBroke(f"the engine failed on all {len(order)} chunks; first: {first}",
+                              first_failure or [])
         if chunk_failures and len(chunk_failures) < len(order):
             # A device that breaks part-way (a sticky CUDA error) fails every chunk after it, each
             # alone too: not the calls' fault. Ask again for a chunk it recognised before.
             i = min((i for i in order if i not in chunk_failures), key=lambda i: len(fetched[i]))
-            _check_engine(eng, fetched[i], job.batch_audio_s)
-    except BaseException:  # an error, or a stop from outside (Stopped)
+            try:
+                _check_engine(eng, fetched[i], job.batch_audio_s)
+            except RuntimeError as exc:
+                raise EngineBroke(str(exc), first_failure or []) from exc
+    except BaseException as error:  # an error, or a stop from outside (Stopped)
         abandon.set()
         # Not a death: nothing this try held in the engine killed it. Its note must not name them,
-        # or the next try takes them for suspects, and one run alone for a killer.
+        # or the next try takes them for suspects, and one run alone for a killer. Except for an
+        # engine that broke: the chunks it held when a batch first failed are named, so the next try
+        # runs them alone first, and one that breaks it alone becomes a killer (as after a death).
         if order:
             try:
-                note([])
+                note(*((error.held, error.alone) if isinstance(error, EngineBroke) else ([],)))
             except Exception as exc:  # the store may be what failed
                 log.warning("job %s: could not clear its progress note: %s", job.job_id, describe(exc))
         raise
@@ -395,13 +425,29 @@ def _earlier_note(store: Store, job: JobManifest, uri: str) -> JobProgress | Non
     return note
 
 
-def _check_engine(eng: engines.Engine, audio: np.ndarray, budget_s: float) -> None:
-    """Raise (the job fails, its task is retried) when the engine fails on a chunk it has recognised."""
+class EngineBroke(RuntimeError):
+    """The engine fails on what it recognises otherwise: the job fails. ``held``: the chunks the engine
+    held when it first failed (``alone``: one chunk run on its own), named in the progress note for the
+    next try, as after a death."""
+
+    def __init__(self, message: str, held: list[int], alone: bool = False):
+        super().__init__(message)
+        self.held, self.alone = list(held), alone
+
+
+# Two seconds of digital silence: what the engine is asked to recognise to show it still works, when
+# no chunk of the job has been recognised yet.
+_SILENCE = np.zeros(2 * TARGET_SR, dtype=np.int16)
+
+
+def _check_engine(eng: engines.Engine, audio: np.ndarray, budget_s: float, when: str | None = None) -> None:
+    """Raise (the job fails, its task is retried) when the engine fails on a chunk it has recognised
+    (or, with ``when``, on silence)."""
     try:
         run_batches(eng, [audio], budget_s)
     except Exception as exc:
-        raise RuntimeError("the engine broke during the job (it fails now on a chunk it recognised "
-                           f"before): {describe(exc)}") from exc
+        what = f"it fails on silence {when}" if when else "it fails now on a chunk it recognised before"
+        raise RuntimeError(f"the engine broke during the job ({what}): {describe(exc)}") from exc
 
 
 def write_xcom(path: str, value: object) -> None:
@@ -459,14 +505,15 @@ def main(argv: list[str] | None = None) -> int:
         _report_failure(args, None, None, str(exc))
         return 1
     if limit == 0:
-        return run_once(args)
+        rc = run_once(args)
+        return 1 if rc == ENGINE_BROKE else rc
     # The note this try starts from, then the one each death it outlived left: the first death too is
     # judged against the note before it (an earlier try's, which a death in the model's load leaves).
     notes: list[JobProgress | None] = [_note_at_start(args)]
     rc = supervise(lambda: run_once(args), lambda sig, deaths: _died_in_engine(args, notes), limit)
     if rc > 128 and rc != 128 + signal.SIGTERM:
         _report_death(args, rc - 128, notes)
-    return rc
+    return 1 if rc == ENGINE_BROKE else rc  # its cause is reported (run_once)
 
 
 def run_once(args: argparse.Namespace) -> int:
@@ -489,8 +536,9 @@ def run_once(args: argparse.Namespace) -> int:
     except Exception as exc:
         cause = describe(exc)
         log.exception("job %s failed: %s", job.job_id if job else args.job, cause)
+        # Reported either way: it stands unless a new process goes on (the next one deletes it).
         _report_failure(args, store, job, cause)
-        return 1
+        return ENGINE_BROKE if isinstance(exc, EngineBroke) else 1
     write_xcom(args.xcom_path, shard)
     return 0
 

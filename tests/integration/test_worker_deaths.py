@@ -224,3 +224,33 @@ def test_a_death_before_the_engine_after_a_death_in_it_is_left_to_the_tasks_retr
     loading.load_jobs(s3, pg, jobs, run)
     assert {i for i, r in _rows(pg, ids).items() if r.status == "failed"} == {killer}
     discovery.release(pg, run)
+
+
+# The same stand-in, except that a batch holding a marked chunk breaks the engine for good (as a
+# device-side assert leaves a CUDA context): that batch and every later one in the process raise.
+BREAKING_ENGINE = KILLING_ENGINE.replace(
+    "        if any(len(a) and a[0] == MARK for a in batch):\n            os.kill(os.getpid(), signal.SIGNAL)\n",
+    "        global BROKEN\n"
+    "        BROKEN = globals().get('BROKEN') or any(len(a) and a[0] == MARK for a in batch)\n"
+    "        if BROKEN:\n            raise RuntimeError('CUDA error: device-side assert triggered')\n")
+
+
+def test_one_pod_outlives_a_chunk_that_breaks_its_engine_and_fails_only_its_recording(stack, s3, pg, tmp_path):
+    """Try 1's engine breaks in a batch (every later batch fails too): the job fails, its note names
+    the batch's chunks, and a new process runs them alone; the one that breaks it again is a killer.
+    All in one try of the task, as for a death."""
+    assert BREAKING_ENGINE != KILLING_ENGINE
+    run = "worker-engine-broke"
+    ids, jobs, job = _job(s3, pg, date(2029, 2, 16), run)
+    breaker = sorted({c.recording_id for c in job.chunks})[1]
+    out = run_pod(BREAKING_ENGINE.replace("KILLERS", repr({breaker})), jobs[0], tmp_path,
+                  env={"CALLSCRIBE_WORKER_RESPAWNS": "4"})
+    assert out.returncode == 0, out.stdout[-3000:]
+    assert out.stdout.count("engine broke for good with chunks in the engine") == 2, out.stdout[-3000:]
+    assert not s3.exists(progress_uri(job.shard_uri))
+    loading.load_jobs(s3, pg, jobs, run)
+    rows = _rows(pg, ids)
+    assert {i for i, r in rows.items() if r.status == "failed"} == {breaker}, rows
+    assert "its engine broke for good on it" in rows[breaker].last_error
+    assert {r.status for i, r in rows.items() if i != breaker} == {"done"}, rows
+    discovery.release(pg, run)

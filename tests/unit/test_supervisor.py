@@ -114,3 +114,21 @@ def test_a_bad_respawns_setting_is_an_error(monkeypatch, raw):
     monkeypatch.setenv("CALLSCRIBE_WORKER_RESPAWNS", raw)
     with pytest.raises(ValueError, match="CALLSCRIBE_WORKER_RESPAWNS"):
         supervisor.respawns()
+
+
+def test_a_child_whose_engine_broke_is_started_again_while_the_judge_says_so(tmp_path):
+    """Exit status ENGINE_BROKE (the note names the chunks its engine held): a new process goes on."""
+    count = tmp_path / "runs"
+    count.write_text("0")
+
+    def run() -> int:
+        n = int(count.read_text()) + 1
+        count.write_text(str(n))
+        return supervisor.ENGINE_BROKE if n == 1 else 0
+
+    asked = []
+    assert supervisor.supervise(run, lambda sig, deaths: asked.append((sig, deaths)) or True, limit=4) == 0
+    assert count.read_text() == "2" and asked == [(0, 0)]
+    count.write_text("0")
+    assert supervisor.supervise(run, lambda sig, deaths: False, limit=4) == supervisor.ENGINE_BROKE
+    assert count.read_text() == "1"

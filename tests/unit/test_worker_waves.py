@@ -145,9 +145,10 @@ def test_a_try_after_a_death_in_a_later_wave_takes_the_whole_job_suspects_first(
     store.objects[progress_uri(SHARD)] = JobProgress(plan_id="p", in_flight=[6, 7]).model_dump_json().encode()
     eng = Recorder(store)
     worker.run_job(job, store, eng)
-    assert eng.batches[:2] == [[7000], [8000]]  # the suspects, each alone, before the rest
-    assert [n.alone for n in eng.notes[:2]] == [True, True] and not any(n.alone for n in eng.notes[2:])
-    assert sum(len(b) for b in eng.batches) == 8
+    assert eng.batches[0] == [len(worker._SILENCE)]  # the engine shown to work before a suspect is blamed
+    assert eng.batches[1:3] == [[7000], [8000]]  # the suspects, each alone, before the rest
+    assert [n.alone for n in eng.notes[1:3]] == [True, True] and not any(n.alone for n in eng.notes[3:])
+    assert sum(len(b) for b in eng.batches[1:]) == 8
     assert _texts(store) == {r: str(r * 1000) for r in range(1, 9)}
 
 
@@ -219,7 +220,8 @@ def test_the_fetch_threads_read_an_openmp_list(monkeypatch):
 def test_a_broken_engine_fails_the_job_across_waves(monkeypatch, good_batches, error):
     """Counted over the whole job, not per wave: an engine broken from the start fails every chunk
     of every wave; one that breaks after the first wave's first batch fails the check on a chunk it
-    recognised. Either way the job fails (a retry, on another device), and its note names nothing."""
+    recognised. Either way the job fails (a retry, on another device), and its note names the chunks
+    the engine held when it first failed (suspects for the next try, none a killer)."""
     monkeypatch.setattr(worker, "WAVE_BATCHES", 1)
     job, store = _setup(8)
     held = Held(store.objects, {job.recordings[-1].pack_uri})
@@ -235,4 +237,6 @@ def test_a_broken_engine_fails_the_job_across_waves(monkeypatch, good_batches, e
     with pytest.raises(RuntimeError, match=error):
         worker.run_job(job, held, eng)
     assert SHARD not in held.objects
-    assert JobProgress.model_validate_json(held.objects[progress_uri(SHARD)]) == JobProgress(plan_id="p")
+    note = JobProgress.model_validate_json(held.objects[progress_uri(SHARD)])
+    assert note.in_flight and not note.alone and note.killers == [] and note.suspects == []
+    assert note.after_death().killers == []
