@@ -64,7 +64,7 @@ def written_after(modified: datetime | None, cut: datetime | None) -> bool:
 def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls/",
               listed_before: datetime | None = None, run_id: str | None = None,
               is_live: Callable[[str], bool] | None = None, only_claimed: bool = False,
-              held_back: dict[int, str] | None = None) -> DayAudit:
+              held_back: dict[int, str | None] | None = None) -> DayAudit:
     """Reconcile one day's prefix with its rows.
 
     For a run's verdict (``run_id``): objects modified after ``listed_before`` that the run
@@ -134,8 +134,11 @@ def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls
             out.lost.append(f"{key}: done with {r.transcripts} transcripts for {r.channels} channels")
         if r.repeated_segments:
             out.duplicated.append(f"{key}: {r.repeated_segments} repeated segments")
-        if held_back and r.id in held_back and r.last_run_id != run_id:
-            out.not_reprocessed.append(f"{key}: {r.status}, left to run {held_back[r.id]}, which held it when "
+        # Quarantined (the holder found it undecodable or not audio): a reprocess never takes it,
+        # so nothing of it is left to reprocess, nor would a later pass take it.
+        if held_back and r.id in held_back and r.last_run_id != run_id and r.status != "quarantined":
+            holder = f"run {held_back[r.id]}" if held_back[r.id] else "another run"
+            out.not_reprocessed.append(f"{key}: {r.status}, left to {holder}, which held it when "
                                        f"this run claimed; reprocess the day again once that run has ended")
     if run_id is None:
         # Gone from the bucket but still searchable: a run's verdict leaves these alone (its
@@ -179,7 +182,7 @@ def run_verdict(store: Store, engine: Engine, run_id: str, days: list[date], bas
     """Audit each day a run covered, as of its listing, on behalf of that run."""
     with engine.connect() as conn:
         held = conn.execute(db.q("run_held_back_get"), {"run_id": run_id}).scalar_one_or_none() or []
-    held_back = {int(h["id"]): str(h["run_id"]) for h in held}
+    held_back = {int(h["id"]): h["run_id"] for h in held}
     audits = [audit_day(store, engine, d, base_prefix, listed_before=started_at, run_id=run_id, is_live=is_live,
                         only_claimed=only_claimed, held_back=held_back) for d in days]
     return RunVerdict(run_id, audits, sorted(failed_tasks or []))

@@ -137,6 +137,7 @@ def claim(engine: Engine, bucket: str, prefix: str, day: date, run_id: str, repr
     """
     params = {"bucket": bucket, "prefix": prefix, "call_date": day, "run_id": run_id}
     with engine.begin() as conn:
+        conn.execute(db.q("discover_claim_lock"), {**params, "reprocess": reprocess})
         rows = conn.execute(
             db.q("discover_claim"),
             {**params, "reprocess": reprocess, "max_attempts": MAX_ATTEMPTS,
@@ -155,7 +156,7 @@ def claim(engine: Engine, bucket: str, prefix: str, day: date, run_id: str, repr
     if back:
         log.warning("%d recordings of %s are held by other live runs (%s): this run cannot reprocess them, and "
                     "its verdict names them; reprocess the day again once those runs have ended", len(back), day,
-                    ", ".join(sorted({b["run_id"] for b in back})))
+                    ", ".join(sorted({b["run_id"] or "a run that had them locked" for b in back})))
     return claimed
 
 
