@@ -211,3 +211,15 @@ def test_the_vad_gives_the_same_frames_through_its_public_call(monkeypatch):
     direct = speech_frames(x, 8000)
     monkeypatch.setattr(chunking, "_VAD_EXTENSION", None)  # a build without the extension module exposed
     assert direct.any() and np.array_equal(speech_frames(x, 8000), direct)
+
+
+def test_granite_chunks_stay_within_the_editors_positions(monkeypatch):
+    """The editor holds 4096 positions: audio at 10 Hz plus 2n+1 slots for n draft tokens. A 240 s
+    chunk at 4 tokens/s needs 2400 + 1921; past them the text is unreliable, with no error."""
+    monkeypatch.setenv("CALLSCRIBE_CHUNK_S", "200")
+    assert chunking_for("whisper-tiny").max_chunk_s == 200.0
+    for name in ("granite-nar", "granite-nar-native"):
+        with pytest.raises(ValueError, match="CALLSCRIBE_CHUNK_S=200.*120"):
+            chunking_for(name)
+    monkeypatch.setenv("CALLSCRIBE_CHUNK_S", "120")
+    assert chunking_for("granite-nar-native").max_chunk_s == 120.0

@@ -73,17 +73,22 @@ GPU_BATCH_AUDIO_S: dict[str, float] = {"granite-nar": 3840.0, "granite-nar-nativ
 
 
 # An override outside these bounds is a mistake: shorter chunks leave no room for a region
-# with its context; Granite NAR cannot take items of more than about 4 minutes.
+# with its context. Granite NAR's editor holds 4096 positions, its audio at 10 Hz plus 2n + 1
+# slots for n draft tokens (about 4 a second in speech, more in fast speech or noise): 120 s
+# needs about 2,200 of them; a 240 s chunk overruns them and its text is unreliable, with no error.
 CHUNK_SECONDS_RANGE = (5.0, 240.0)
+MAX_CHUNK_SECONDS: dict[str, float] = {"granite-nar": 120.0, "granite-nar-native": 120.0}
 
 
 def chunk_seconds(name: str | None) -> float:
     override = os.environ.get("CALLSCRIBE_CHUNK_S")
     if override:
         lo, hi = CHUNK_SECONDS_RANGE
+        hi = MAX_CHUNK_SECONDS.get(name or DEFAULT_ENGINE, hi)
         value = float(override)
         if not lo <= value <= hi:
-            raise ValueError(f"CALLSCRIBE_CHUNK_S={override}: a chunk must be {lo:g} to {hi:g} seconds")
+            raise ValueError(f"CALLSCRIBE_CHUNK_S={override}: a chunk must be {lo:g} to {hi:g} seconds"
+                             + (f" for {name}" if name in MAX_CHUNK_SECONDS else ""))
         return value
     return CHUNK_SECONDS.get(name or DEFAULT_ENGINE, 30.0)
 
