@@ -260,8 +260,8 @@ def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None
     placed: dict[int, list[PlacedSegment]] = {}  # by chunk index: its segments timed in the recording
     chunk_failures: dict[int, str] = {}
     batches: list[BatchMetric] = []
-    # What the engine held when it last got chunks, and when a batch of this try first failed: if the
-    # engine turns out broken, the chunks it held then are the ones that may have broken it.
+    # What the engine held when it last got chunks, and when a batch first failed with no batch wholly
+    # recognised since: if the engine turns out broken, the chunks it held then may have broken it.
     held_now: list[int] = []
     first_failure: list[int] | None = None
 
@@ -280,7 +280,11 @@ def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None
             # Timed in the recording as each batch finishes, while the device computes the next one,
             # not all after the last batch (about 7 s of host work in a 200 h job).
             nonlocal first_failure
-            if first_failure is None and any(k in failed for k in ks):
+            if not any(k in failed for k in ks):
+                # A whole batch recognised: the engine was not broken by a failure before it (a chunk
+                # that fails alone and leaves the engine working). The first failure since is the one.
+                first_failure = None
+            elif first_failure is None:
                 first_failure = list(held_now)  # a batch's failures, halved: the notes still held it
             for k, segs in zip(ks, segments, strict=True):
                 c = job.chunks[chunks[k]]
@@ -309,8 +313,11 @@ def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None
             alone_now = [i for i in wave if i in suspects]
             if alone_now:
                 # The engine must work before a suspect can be blamed for breaking it (a broken device
-                # fails every chunk: not theirs to answer for).
-                _check_engine(eng, _SILENCE, job.batch_audio_s, "before its suspects were run alone")
+                # fails every chunk: not theirs to answer for), and for as many batches as testing one
+                # takes (the suspect, then silence): the control for a device that fails after a batch
+                # or two of its own in each new process, which would otherwise pin it on the suspect.
+                for _ in range(2):
+                    _check_engine(eng, _SILENCE, job.batch_audio_s, "before its suspects were run alone")
             for i in alone_now:
                 recognise([i], lambda ks: note(ks, alone=True))
                 if i in chunk_failures:
@@ -328,12 +335,19 @@ def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None
             want = job.batch_audio_s
         fetching.result()  # the fetch's own error (an unreachable store) is the job's
         order.sort()
-        if chunk_failures and len(chunk_failures) == len(order) and len(
-                {job.chunks[i].recording_id for i in chunk_failures}) > 1:
-            # Nothing recognised, in several recordings: the engine, not the audio (a broken GPU, a bad model).
+        if chunk_failures and len(chunk_failures) == len(order):
             first = next(iter(chunk_failures.values()))
-            raise EngineBroke(f"the engine failed on all {len(order)} chunks; first: {first}",
-                              first_failure or [])
+            if len({job.chunks[i].recording_id for i in chunk_failures}) > 1:
+                # Nothing recognised, in several recordings: the engine, not the audio (a broken GPU, a bad model).
+                raise EngineBroke(f"the engine failed on all {len(order)} chunks; first: {first}",
+                                  first_failure or [])
+            # One recording, none of its chunks recognised: its audio, or a device broken from the start?
+            # Silence tells them apart (a failure path only: no GPU work when anything was recognised).
+            try:
+                _check_engine(eng, _SILENCE, job.batch_audio_s,
+                              f"after all {len(order)} chunks of one recording failed")
+            except RuntimeError as exc:
+                raise EngineBroke(f"{exc}; first: {first}", first_failure or []) from exc
         if chunk_failures and len(chunk_failures) < len(order):
             # A device that breaks part-way (a sticky CUDA error) fails every chunk after it, each
             # alone too: not the calls' fault. Ask again for a chunk it recognised before.
@@ -470,6 +484,15 @@ def _report_failure(args: argparse.Namespace, store: Store | None, job: JobManif
             log.warning("could not write the failure note: %s", describe(exc))
 
 
+def _clear_cause(args: argparse.Namespace) -> None:
+    """Empty the termination message a process before this one in the try left (best effort)."""
+    try:
+        if os.path.exists(args.error_path) and os.path.getsize(args.error_path):
+            Path(args.error_path).write_text("")
+    except OSError:
+        pass
+
+
 class Stopped(BaseException):
     """SIGTERM: the job stopped from outside (Kubernetes deleting the pod at the task's timeout or
     a clear, a node drained, the local task stopping its worker). A BaseException, so that no
@@ -520,6 +543,7 @@ def run_once(args: argparse.Namespace) -> int:
     """One try at the job in this process: the shard written (0), the job failed (1, its cause
     reported), or stopped from outside (128 + SIGTERM)."""
     _stop_on_sigterm()
+    _clear_cause(args)  # an earlier process's (its engine broke, a new one goes on): not this one's
     store = job = None
     try:
         store = Store(s3_from_env())
