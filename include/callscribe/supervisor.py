@@ -115,7 +115,9 @@ def supervise(run_once: Callable[[], int], may_respawn: Callable[[int, int], boo
             child = 0
             if os.WIFEXITED(status):
                 rc = os.WEXITSTATUS(status)
-                if rc != ENGINE_BROKE or stopped or deaths >= limit or not may_respawn(0, deaths):
+                if rc == ENGINE_BROKE and stopped:  # stopped from outside meanwhile: that is the try's end
+                    return 128 + signal.SIGTERM
+                if rc != ENGINE_BROKE or deaths >= limit or not may_respawn(0, deaths):
                     return rc
                 what = "the worker process's engine broke for good"
             else:

@@ -132,3 +132,15 @@ def test_a_child_whose_engine_broke_is_started_again_while_the_judge_says_so(tmp
     count.write_text("0")
     assert supervisor.supervise(run, lambda sig, deaths: False, limit=4) == supervisor.ENGINE_BROKE
     assert count.read_text() == "1"
+
+
+def test_a_child_whose_engine_broke_while_the_supervisor_was_stopped_ends_as_stopped():
+    """A SIGTERM to the supervisor (the pod deleted) while the child ends with ENGINE_BROKE: no new
+    child, and the try ends as stopped (whoever stopped it knows why), not as a failed job."""
+    def run() -> int:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # already on its way out when the stop comes
+        os.kill(os.getppid(), signal.SIGTERM)  # the supervisor's handler marks it stopped
+        time.sleep(0.5)
+        return supervisor.ENGINE_BROKE
+
+    assert supervisor.supervise(run, lambda sig, deaths: True, limit=4) == 128 + signal.SIGTERM
