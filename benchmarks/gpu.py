@@ -510,7 +510,20 @@ class Check:
 
     def compiled(self) -> dict:
         """A fresh engine with the engine's own torch.compile (it compiles and warms up as it loads), on
-        the reference shape."""
+        the reference shape. If it fails (a compile no GPU has run yet), the eager engine is built again
+        before the error is recorded, so every section after this one still has an engine to measure."""
+        try:
+            return self._compiled()
+        except Exception:
+            self.free_engine()
+            try:
+                self.engine = self.build(compile=False)
+                self.note("compiled: failed (see errors); the sections after it measure the eager engine")
+            except Exception:  # a CUDA context left broken: the original error is the one to report
+                log.exception("rebuilding the eager engine after the compiled section failed")
+            raise
+
+    def _compiled(self) -> dict:
         self.free_engine()
         t = time.perf_counter()
         self.engine = self.build(compile=True)
@@ -937,23 +950,24 @@ class Check:
 
     def extras(self, passes: int) -> None:
         """A/B figures of recent sessions' additions, on the engine as it stands (compiled where it
-        compiled): last, so the budget skips them before the issue's own figures; among them the
-        issue's targets as a worker runs them first (fixed batches back to back, a job's worth of real
-        chunks), then the open questions, and the settled A/Bs (host waits, batches finished one at a
-        time) last."""
+        compiled): last, so the budget skips them before the issue's own figures; among them fixed
+        batches back to back (as a worker runs them) first, then the encoder's two layouts (the default
+        has not run on a GPU), a job's worth of real chunks, the other open questions, and the settled
+        A/Bs (host waits, batches finished one at a time) last."""
         plan = self.plan
         mode = self.mode()
         speedup = 1.3 if mode != "eager" else 1.0
         self.section("fixed_overlapped", self.fixed_overlapped,
                      lambda: 2 * (plan.timed + 1) * (plan.timed + 1) * self.batch_estimate(plan.ref_batch) / speedup)
-        # A local worker's job holds up to 4 h of speech (four batches): its first batch, read with
-        # nothing to overlap, weighs a quarter as much as in the two-batch figure above.
-        self.section("real_chunks_job", lambda: self.real_chunks("packed", mode, audio_s=plan.job_audio_s),
-                     lambda: self.real_estimate("packed", passes, plan.job_audio_s) / speedup)
+        # Next, the default no GPU has run (the tight stream): if it loses, every figure here is low.
         # A compile of the Conformer blocks for the other layout, then both layouts' passes.
         self.section("encoder_stream", self.encoder_stream,
                      lambda: (20.0 if mode != "eager" else 0.0) + 2 * (plan.timed + 1) * (
                          self.batch_estimate(plan.ref_batch) + self.real_estimate("packed", 1)) / speedup)
+        # A local worker's job holds up to 4 h of speech (four batches): its first batch, read with
+        # nothing to overlap, weighs a quarter as much as in the two-batch figure above.
+        self.section("real_chunks_job", lambda: self.real_chunks("packed", mode, audio_s=plan.job_audio_s),
+                     lambda: self.real_estimate("packed", passes, plan.job_audio_s) / speedup)
         # Three cold compiles (the shifted sum, the module each way) and five Triton tiles: 30 to 60 s.
         self.section("depthwise", self.depthwise, lambda: 45.0 if self.cuda else 5.0)
         self.section("routing", self.routing,
