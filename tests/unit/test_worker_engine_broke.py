@@ -4,13 +4,12 @@ device, the cause a process before left)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from callscribe import worker
-from callscribe.audio import encode_pack
-from callscribe.manifests import ChunkRef, JobManifest, JobProgress, RecordingEntry, progress_uri
-from tests.unit.test_worker_poison import MARK, Poison, _outcome
+from callscribe.manifests import JobManifest, JobProgress, progress_uri
+from tests.unit.test_worker_poison import Poison, _outcome
+from tests.unit.test_worker_poison import _job as poison_job
 from tests.unit.test_worker_progress import SHARD, MemStore
 
 SOFT = 23456  # the first sample of a chunk the engine fails on, alone too, without breaking
@@ -37,23 +36,7 @@ def engine() -> SoftAndSticky:
 
 def _job(n: int, soft: int, breaker: int) -> tuple[JobManifest, MemStore]:
     """Recordings 1..n, two 4 s chunks each; batches of 30 s hold 7 chunks, in the job's order."""
-    g = np.random.default_rng(0)
-    objects, recs, chunks = {}, [], []
-    for r in range(1, n + 1):
-        a = (g.standard_normal(16000 * 8) * 3000).astype(np.int16)
-        if r == soft:
-            a[0] = SOFT
-        if r == breaker:
-            a[0] = MARK
-        uri = f"s3://b/{r}.wav"
-        objects[uri] = encode_pack(a, 16000, "wav")
-        recs.append(RecordingEntry(recording_id=r, n_channels=1, pack_uri=uri))
-        for k in range(2):
-            chunks.append(ChunkRef(recording_id=r, channel=0, index=k, speaker="agent", start_s=4.0 * k,
-                                   end_s=4.0 * k + 4, pack_offset=64000 * k, n_samples=64000))
-    job = JobManifest(job_id="job-00000", run_id="r", engine="granite-nar-native", batch_audio_s=30.0,
-                      shard_uri=SHARD, recordings=recs, chunks=chunks, plan_id="p")
-    return job, MemStore(objects)
+    return poison_job(n, poison=(breaker,), marks={soft: SOFT})
 
 
 @pytest.mark.parametrize("at", ["start", "finish"])
@@ -82,26 +65,6 @@ def test_a_chunk_that_fails_alone_early_does_not_hide_a_later_breaker(engine, at
     assert len(outcomes) <= 2, outcomes  # one break in a batch, one alone: as in test_worker_poison
 
 
-class _JobStore:
-    """The job manifest, and nothing else worth keeping (each process has its own copy)."""
-
-    def __init__(self, manifest: bytes):
-        self.objects = {"s3://b/job.json": manifest}
-
-    def get_bytes(self, uri: str) -> bytes:
-        return self.objects[uri]
-
-    def put_bytes(self, uri: str, data: bytes, *args) -> str:
-        self.objects[uri] = data
-        return uri
-
-    def exists(self, uri: str) -> bool:
-        return uri in self.objects
-
-    def delete(self, uri: str) -> None:
-        self.objects.pop(uri, None)
-
-
 def test_a_respawned_process_that_finishes_leaves_no_cause_behind(monkeypatch, tmp_path):
     """The first process's engine breaks (exit status 75; its cause goes to the termination message,
     /dev/termination-log in a pod); a new process goes on and writes the shard. The try succeeded:
@@ -121,7 +84,7 @@ def test_a_respawned_process_that_finishes_leaves_no_cause_behind(monkeypatch, t
     monkeypatch.setenv("CALLSCRIBE_WORKER_RESPAWNS", "4")
     monkeypatch.setattr(worker, "run_job", run_job)
     monkeypatch.setattr(worker, "s3_from_env", lambda: None)
-    monkeypatch.setattr(worker, "Store", lambda s3: _JobStore(job.model_dump_json().encode()))
+    monkeypatch.setattr(worker, "Store", lambda s3: MemStore({"s3://b/job.json": job.model_dump_json().encode()}))
     monkeypatch.setattr(worker, "_note_at_start", lambda args: None)
     monkeypatch.setattr(worker, "_died_in_engine", lambda args, notes: True)
     monkeypatch.setattr(worker, "_stop_on_sigterm", lambda: None)

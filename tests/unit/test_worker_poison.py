@@ -62,16 +62,19 @@ def engine() -> Poison:
     return Poison(random_weights=True, size="tiny", device="cpu", compile=False)
 
 
-def _job(n: int = 6, poison: tuple[int, ...] = (3,), zero: tuple[int, ...] = ()) -> tuple[JobManifest, MemStore]:
+def _job(n: int = 6, poison: tuple[int, ...] = (3,), zero: tuple[int, ...] = (),
+         marks: dict[int, int] | None = None) -> tuple[JobManifest, MemStore]:
     """Recordings 1..n, two 4 s chunks each (a pack of 8 s); batches of 30 s hold 7 chunks, so a
     batch mixes recordings. Recording p in ``poison``: its first chunk is a poison one; z in ``zero``:
-    a third chunk of no samples (a manifest that says so)."""
+    a third chunk of no samples (a manifest that says so); ``marks``: other first samples, by recording."""
     g = np.random.default_rng(0)
     objects, recs, chunks = {}, [], []
     for r in range(1, n + 1):
         a = (g.standard_normal(16000 * 8) * 3000).astype(np.int16)
         if r in poison:
             a[0] = MARK
+        elif marks and r in marks:
+            a[0] = marks[r]
         uri = f"s3://b/{r}.wav"
         objects[uri] = encode_pack(a, 16000, "wav")
         recs.append(RecordingEntry(recording_id=r, n_channels=1, pack_uri=uri))
