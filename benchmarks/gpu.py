@@ -355,8 +355,21 @@ class Check:
         t = time.perf_counter()
         self.engine.run(self.engine.prepare(chunks))
         self.sync()
+        seconds = round(time.perf_counter() - t, 3)
         return {"batch": self.plan.ref_batch, "chunk_s": self.plan.chunk_s,
-                "seconds": round(time.perf_counter() - t, 3), "peak_mem_bytes": self.peak()}
+                "seconds": seconds, "peak_mem_bytes": self.peak(), "silence": self.silence("eager")}
+
+    def silence(self, mode: str) -> str:
+        """The worker's check that its engine still works (worker._check_engine: 2 s of digital
+        silence through run_batches), which a respawned worker runs before it blames a chunk: "ok",
+        or why not. On a GPU it has run only here."""
+        try:
+            run_batches(self.engine, [np.zeros(2 * TARGET_SR, dtype=np.int16)], 30.0)
+        except Exception as exc:  # noqa: BLE001 - the figure is the answer
+            why = f"failed: {type(exc).__name__}: {exc}"[:300]
+            self.note(f"silence ({mode}): {why}: a respawned worker would blame no chunk")
+            return why
+        return "ok"
 
     def sweep_one(self, batch: int) -> dict:
         self.reset_peak()
@@ -548,7 +561,8 @@ class Check:
                 "graphs_after_warm_up": recompiled,
                 "seconds_per_batch": r.seconds_per_batch, "median_s": r.median_s, "rtfx": r.rtfx,
                 "eager_rtfx": round(self.plan.ref_batch * self.plan.chunk_s / eager, 2),
-                "speedup": round(eager / r.median_s, 3), "peak_mem_bytes": r.peak_mem_bytes}
+                "speedup": round(eager / r.median_s, 3), "peak_mem_bytes": r.peak_mem_bytes,
+                "silence": self.silence("compiled")}
 
     def depthwise(self) -> dict:
         """The Conformer convolution's depthwise step on the reference batch's encoder stream

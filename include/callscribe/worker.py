@@ -363,8 +363,9 @@ def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None
         # engine that broke: the chunks it held when a batch first failed are named, so the next try
         # runs them alone first, and one that breaks it alone becomes a killer (as after a death).
         if order:
+            held, alone = (error.held, error.alone) if isinstance(error, EngineBroke) else ([], False)
             try:
-                note(*((error.held, error.alone) if isinstance(error, EngineBroke) else ([],)))
+                note(held, alone)
             except Exception as exc:  # the store may be what failed
                 log.warning("job %s: could not clear its progress note: %s", job.job_id, describe(exc))
         raise
@@ -541,7 +542,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_once(args: argparse.Namespace) -> int:
     """One try at the job in this process: the shard written (0), the job failed (1, its cause
-    reported), or stopped from outside (128 + SIGTERM)."""
+    reported; ``ENGINE_BROKE`` when its engine broke for good with chunks named in the note, for
+    the supervisor to start a new process), or stopped from outside (128 + SIGTERM)."""
     _stop_on_sigterm()
     _clear_cause(args)  # an earlier process's (its engine broke, a new one goes on): not this one's
     store = job = None
@@ -583,15 +585,16 @@ def _note_at_start(args: argparse.Namespace) -> JobProgress | None:
 
 
 def _died_in_engine(args: argparse.Namespace, notes: list[JobProgress | None]) -> bool:
-    """Whether the process that just died held chunks in the engine: its progress note names them,
-    and it is not the note the death before left, or the try started from (a process that dies
-    before it reads the note, in the model's load or warm-up, leaves it as it found it). A new
-    process can go on from there; a death elsewhere (a broken GPU, the fetch's memory) is left to
-    the task's retry, on another pod."""
+    """Whether the process that just died (or whose engine broke for good: exit status
+    ``ENGINE_BROKE``) held chunks in the engine: its progress note names them, and it is not the
+    note the death before left, or the try started from (a process that dies before it reads the
+    note, in the model's load or warm-up, leaves it as it found it). A new process can go on from
+    there; a death elsewhere (a broken GPU, the fetch's memory) is left to the task's retry, on
+    another pod."""
     try:
         _, _, note = _read_note(args)
     except Exception as exc:  # noqa: BLE001 - the store may be down: the task's retry, then
-        log.warning("after the worker process died, its progress note could not be read: %s", describe(exc))
+        log.warning("after the worker process ended, its progress note could not be read: %s", describe(exc))
         return False
     if not _moved(note, notes):
         return False

@@ -93,7 +93,7 @@ def test_a_reprocess_claiming_beside_another_names_the_run_that_took_the_calls(s
     day = date(2037, 2, 4)
     upload_day(s3, day, files=CALLS)
     assert run_through(s3, pg, day, "scheduled__long-over").ok
-    first, second = "manual__reprocess-first", "manual__reprocess-second"
+    first, second = "manual__race-reprocess-first", "manual__race-reprocess-second"
     for run in (first, second):
         reporting.run_listed(pg, run, DAG, day, "whisper-tiny")
     took, got = _claims_at_once(pg, s3, day, first, second)

@@ -77,6 +77,7 @@ def test_machine_attention_build_and_first_batch(smoke):
     assert a["max_abs_err"] <= 1e-5 and a["backend_ms"] > 0 and a["per_item_ms"] > 0
     assert res["build"]["seconds"] > 0 and res["build"]["params"] > 1000 and res["build"]["dtype"] == "float32"
     assert res["first_batch"]["batch"] == gpu.SMOKE.ref_batch and res["first_batch"]["seconds"] > 0
+    assert res["first_batch"]["silence"] == "ok"  # the worker's check before it blames a chunk
 
 
 def test_the_sweep_has_every_size_with_consistent_figures(smoke):
