@@ -530,14 +530,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if limit == 0:
         rc = run_once(args)
-        return 1 if rc == ENGINE_BROKE else rc
-    # The note this try starts from, then the one each death it outlived left: the first death too is
-    # judged against the note before it (an earlier try's, which a death in the model's load leaves).
-    notes: list[JobProgress | None] = [_note_at_start(args)]
-    rc = supervise(lambda: run_once(args), lambda sig, deaths: _died_in_engine(args, notes), limit)
-    if rc > 128 and rc != 128 + signal.SIGTERM:
-        _report_death(args, rc - 128, notes)
-    return 1 if rc == ENGINE_BROKE else rc  # its cause is reported (run_once)
+    else:
+        # The note this try starts from, then the one each death it outlived left: the first death too
+        # is judged against the note before it (an earlier try's, which a death in the model's load leaves).
+        notes: list[JobProgress | None] = [_note_at_start(args)]
+        rc = supervise(lambda: run_once(args), lambda sig, deaths: _died_in_engine(args, notes), limit)
+        if rc > 128 and rc != 128 + signal.SIGTERM:
+            _report_death(args, rc - 128, notes)
+    return 1 if rc == ENGINE_BROKE else rc  # a broken engine no new process went on from: its cause is reported
 
 
 def run_once(args: argparse.Namespace) -> int:
