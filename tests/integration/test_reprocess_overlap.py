@@ -99,3 +99,24 @@ def test_a_run_listed_again_without_reprocess_forgets_what_an_earlier_reprocess_
     _finish(s3, pg, holder, held)
     _listed(pg, run, day)
     assert run_through(s3, pg, day, run, is_live=lambda r: False).ok
+
+
+def test_a_holder_marked_success_in_the_ui_does_not_keep_a_reprocess_run_red(stack, s3, pg):
+    """The run holding the calls is marked success in the UI before it finished (no report: its
+    leases stand). Cleared once that run is over, the red reprocess run closes it, takes the calls
+    and ends green, each call loaded once more."""
+    day = date(2037, 1, 7)
+    upload_day(s3, day, files=CALLS[:1])
+    assert run_through(s3, pg, day, "scheduled__first").ok
+    holder = "manual__reprocess-marked-success"
+    _listed(pg, holder, day)
+    assert len(discovery.discover(s3, pg, day, "calls/", holder, reprocess=True, is_live=lambda r: False)) == 1
+    run = "manual__reprocess-after-a-mark"
+    _listed(pg, run, day)
+    verdict = run_through(s3, pg, day, run, reprocess=True, is_live=lambda r: r == holder)
+    assert not verdict.ok and holder in " | ".join(verdict.problems())
+    # Marked success: over, never reported. The clear of the red run lists and claims again.
+    _listed(pg, run, day)
+    verdict = run_through(s3, pg, day, run, reprocess=True, is_live=lambda r: False)
+    assert verdict.ok, verdict.problems()
+    assert list(loads(pg, day).values()) == [2]
