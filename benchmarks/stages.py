@@ -22,6 +22,7 @@ from callscribe import db, discovery, partitions, pipeline
 from callscribe.loading import NEXT_WORDS, load_shards
 from callscribe.manifests import SEGMENT_COLUMNS, JobManifest, RecordingEntry, ShardInfo, to_parquet
 from callscribe.redaction import redact_channel
+from callscribe.samples import distinct_copy
 from callscribe.search import SearchFilters, search
 from callscribe.storage import Store
 from callscribe.worker import run_job
@@ -139,22 +140,23 @@ def loading(store: Store, engine, n_segments: int, runs: int, per_recording: int
 def discovery_stage(store: Store, engine, n_objects: int, runs: int) -> dict:
     """Seconds to list a day of n objects and diff it against `recordings` (fresh day, then a re-run)."""
     day = date(2025, 3, 1)
-    prefix = discovery.day_prefix("bench-disc/", day)
+    prefix = discovery.day_prefix("bench-discovery/", day)
     existing = sum(1 for _ in store.list(prefix))
     if existing < n_objects:
         with ThreadPoolExecutor(max_workers=16) as pool:
-            list(pool.map(lambda i: store.put_bytes(store.uri(f"{prefix}call-{i:06d}.wav"), b"RIFF"),
+            list(pool.map(lambda i: store.put_bytes(store.uri(f"{prefix}call-{i:06d}.wav"),
+                                                    f"RIFF{i}".encode()),  # distinct: copies are one call
                           range(existing, n_objects)))
     fresh, rerun = [], []
     for run in range(runs):
         with engine.begin() as c:
             c.execute(sa.text("DELETE FROM recordings WHERE call_date = :d"), {"d": day})
         t = time.perf_counter()
-        ids = discovery.discover(store, engine, day, "bench-disc/", f"bench-disc-{run}")
+        ids = discovery.discover(store, engine, day, "bench-discovery/", f"bench-disc-{run}")
         fresh.append(time.perf_counter() - t)
         assert len(ids) == n_objects, (len(ids), n_objects)
         t = time.perf_counter()
-        discovery.discover(store, engine, day, "bench-disc/", f"bench-disc-{run}-again")
+        discovery.discover(store, engine, day, "bench-discovery/", f"bench-disc-{run}-again")
         rerun.append(time.perf_counter() - t)
     return {"fresh": fresh, "rerun": rerun}
 
@@ -260,7 +262,8 @@ def end_to_end(store: Store, engine, seconds_per_call: float, calls: int, runs: 
         day = date(2026, 11, 2) + timedelta(days=run)  # inside the DAG's schedule
         audio = encode(tiled_call(seconds_per_call, True), 8000, "WAV", "ULAW")
         for i in range(calls):
-            store.put_bytes(store.uri(discovery.day_prefix("calls/", day) + f"e2e-{i}.wav"), audio)
+            store.put_bytes(store.uri(discovery.day_prefix("calls/", day) + f"e2e-{i}.wav"),
+                            distinct_copy(audio, ".wav", i))  # identical uploads are one call
         with engine.begin() as c:
             c.execute(sa.text("DELETE FROM recordings WHERE call_date = :d"), {"d": day})
         t = time.perf_counter()

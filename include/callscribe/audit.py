@@ -19,7 +19,7 @@ from callscribe import db
 from callscribe.discovery import MAX_ATTEMPTS, day_prefix
 from callscribe.storage import Store
 
-FINAL = frozenset({"done", "failed", "quarantined"})
+FINAL = frozenset({"done", "failed", "quarantined", "duplicate"})
 
 
 def key_hash(key: str) -> str:
@@ -118,8 +118,8 @@ def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls
                          and (is_live is None or is_live(r.last_run_id)))
         if r.status == "done":
             out.loads[r.loads] += 1
-        elif (r.status == "quarantined" or (r.status == "failed" and r.attempts >= MAX_ATTEMPTS)) and any(
-                v.status == "done" for v in versions):
+        elif (r.status in ("quarantined", "duplicate") or (r.status == "failed" and r.attempts >= MAX_ATTEMPTS)) \
+                and any(v.status == "done" for v in versions):
             # Kept only until a discovery of the day or the run's report retires it (discovery.retire_replaced).
             (out.in_progress if elsewhere else out.unfinished).append(
                 f"{key}: an earlier version's transcript is still searchable; the current upload is {r.status}")
@@ -130,6 +130,10 @@ def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls
                 out.unfinished.append(f"{key}: {r.status}" + (f" ({r.last_error})" if r.last_error else ""))
         elif r.status != "done" and not r.last_error:
             out.lost.append(f"{key}: {r.status} without a reason")
+        elif r.status == "duplicate" and r.original_status in ("deleted", "superseded"):
+            # Its call's transcript left with the original: the next discovery of the day revives it.
+            out.unfinished.append(f"{key}: a copy whose original is {r.original_status}; the next run of its "
+                                  f"day transcribes it")
         elif r.status == "done" and r.transcripts != max(r.channels or 1, 1):
             out.lost.append(f"{key}: done with {r.transcripts} transcripts for {r.channels} channels")
         if r.repeated_segments:

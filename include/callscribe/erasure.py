@@ -52,14 +52,20 @@ class Erasure:
     audio_deleted: bool = False
     dry_run: bool = False
     finished_earlier: bool = False  # the key had been erased before: this run finished or repeated it
+    copies: list[str] = field(default_factory=list)  # other keys of its day with the same content, left in place
 
-    def summary(self, name: str | None = None) -> str:
+    def summary(self, name: str | None = None, name_copies: bool = True) -> str:
+        """One line of what was (or would be) removed; ``name_copies=False`` counts the copies' keys
+        instead of naming them (for logs, which outlive an erasure of those keys)."""
+        copies = ", ".join(self.copies) if name_copies else f"{len(self.copies)} other key(s)"
         verb = "would erase" if self.dry_run else "erased"
         return (f"{verb} {len(self.recording_ids)} version(s) of {name or self.bucket + '/' + self.key}: "
                 f"{self.segments} segments, "
                 f"{self.access_entries} access log entries, {len(self.packs)} speech packs, "
                 f"{len(self.rewritten)} work-area files rewritten; audio in the bucket "
-                f"{'deleted' if self.audio_deleted else 'kept'}")
+                f"{'deleted' if self.audio_deleted else 'kept'}"
+                + (f"; the same audio is also under {copies} (not erased: erase those keys "
+                   f"too if they are the same call)" if self.copies else ""))
 
 
 def _versions(conn: Connection, bucket: str, key: str) -> list:
@@ -187,7 +193,9 @@ def erase(store: Store, engine: Engine, key: str, actor: str, bucket: str | None
         out.access_entries = conn.execute(db.q("erase_access_count"),
                                           {"ids": out.recording_ids, "hash": digest}).scalar_one()
         out.finished_earlier = prior is not None
+        out.copies = list(conn.execute(db.q("erase_copies"), {"ids": [r.id for r in rows]}).scalars())
         if not dry_run:
+            conn.execute(db.q("erase_copies_orphan"), {"ids": [r.id for r in rows]})
             conn.execute(db.q("erase_apply"), {
                 "ids": [r.id for r in rows], "all_ids": out.recording_ids, "bucket": bucket, "hash": digest,
                 "call_date": day, "actor": actor,
@@ -205,5 +213,5 @@ def erase(store: Store, engine: Engine, key: str, actor: str, bucket: str | None
         if delete_audio:
             store.purge(audio)
         # Logs outlive the erasure: the key is named by its hash there too.
-        log.info("%s (by %s)", out.summary(f"the object with key sha256 {digest[:16]}"), actor)
+        log.info("%s (by %s)", out.summary(f"the object with key sha256 {digest[:16]}", name_copies=False), actor)
     return out

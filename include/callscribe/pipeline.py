@@ -55,6 +55,10 @@ log = logging.getLogger(__name__)
 DEFAULT_GROUP_SIZE = int(os.environ.get("CALLSCRIBE_CHUNK_GROUP_SIZE", 25))
 
 
+# States a chunk task leaves alone even when its run still owns the row.
+_NOT_TO_CHUNK = ("superseded", "quarantined", "deleted", "duplicate")
+
+
 def _work_uri(store: Store, *parts: str) -> str:
     return store.uri("/".join((WORK_PREFIX, *parts)))
 
@@ -88,7 +92,7 @@ def chunk_one(store: Store, engine: Engine, recording_id: int, params: ChunkingP
     if rec is None:  # erased on request since the run claimed it
         log.info("recording %d is gone (erased); left alone", recording_id)
         return None
-    if run_id is not None and (rec.last_run_id != run_id or rec.status in ("superseded", "quarantined", "deleted")):
+    if run_id is not None and (rec.last_run_id != run_id or rec.status in _NOT_TO_CHUNK):
         log.info("recording %d is %s and owned by run %s now; left alone", recording_id, rec.status, rec.last_run_id)
         return None
     if run_id is not None and rec.attempted_run_id == run_id and rec.chunking_since is not None:

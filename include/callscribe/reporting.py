@@ -32,10 +32,10 @@ def report_run(engine: Engine, run_id: str, dag_id: str, day: date, engine_name:
     failures = run_failures(engine, run_id)
     figures["audio_h"] = round(figures["audio_s"] / 3600, 4)
     figures["failures"] = failures
-    log.info("run %s (%s): %d found, %d done, %d failed, %d quarantined, %d unfinished, %.3f h of audio, "
-             "%d segments", run_id, day, figures["recordings_found"], figures["recordings_done"],
-             figures["recordings_failed"], figures["recordings_quarantined"], figures["recordings_unfinished"],
-             figures["audio_h"], figures["segments"])
+    log.info("run %s (%s): %d found, %d done, %d failed, %d quarantined, %d duplicate, %d unfinished, "
+             "%.3f h of audio, %d segments", run_id, day, figures["recordings_found"], figures["recordings_done"],
+             figures["recordings_failed"], figures["recordings_quarantined"], figures["recordings_duplicate"],
+             figures["recordings_unfinished"], figures["audio_h"], figures["segments"])
     for f in failures:
         log.warning("%s %s: %s", f["status"], f["object_key"], f["last_error"])
     return figures

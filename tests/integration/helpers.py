@@ -21,17 +21,18 @@ from callscribe.config import s3_settings
 from callscribe.discovery import day_prefix
 from callscribe.loading import load_shards
 from callscribe.manifests import CONFIDENCE, SEGMENT_COLUMNS, WORD_STARTS, RecordingEntry, ShardInfo, to_parquet
-from callscribe.samples import sample_files
+from callscribe.samples import distinct_copy, sample_files
 from tests import chaos
 
 
 def upload_day(s3, day: date, copies: int = 1, files=None) -> int:
-    """The sample calls (or ``files``) into the day's prefix, ``copies`` times; returns how many."""
+    """The sample calls (or ``files``) into the day's prefix, ``copies`` times (each copy another
+    call's bytes: identical uploads of a day are one call); returns how many."""
     prefix = day_prefix("calls/", day)
     n = 0
     for i in range(copies):
         for f in files or sample_files():
-            s3.put_bytes(s3.uri(f"{prefix}{f.stem}-{i}{f.suffix}"), f.read_bytes())
+            s3.put_bytes(s3.uri(f"{prefix}{f.stem}-{i}{f.suffix}"), distinct_copy(f.read_bytes(), f.suffix, i))
             n += 1
     return n
 

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from callscribe import discovery, reporting
 from callscribe.audit import run_verdict
 from callscribe.discovery import day_prefix
+from callscribe.samples import distinct_copy
 
 pytestmark = pytest.mark.integration
 FIRST_DAY = date(2035, 2, 1)  # no other test uses these days
@@ -118,9 +119,10 @@ def test_odd_keys_end_in_a_known_state_and_play(stack, s3, pg):
     from callscribe.search_page import create_app
 
     prefix = day_prefix("calls/", ODD_DAY)
-    audio = _short_call()
+    # Each key another call (identical uploads of a day are one call, transcribed once).
+    audio = {name: distinct_copy(_short_call(), ".wav", i) for i, name in enumerate(ODD_KEYS)}
     for name in ODD_KEYS:
-        s3.put_bytes(s3.uri(prefix + name), b"" if name == "empty.wav" else audio)
+        s3.put_bytes(s3.uri(prefix + name), b"" if name == "empty.wav" else audio[name])
     s3.put_bytes(s3.uri(prefix + "agentZ/"), b"")  # a folder marker (the S3 console's "Create folder")
     dr = run_day(ODD_DAY)
     assert str(dr.state).rsplit(".", 1)[-1].lower() == "success"
@@ -141,7 +143,7 @@ def test_odd_keys_end_in_a_known_state_and_play(stack, s3, pg):
         played = client.post("/api/play", json={"recording_id": got[name].id, "start": 1.0})
         assert played.status_code == 200, (name, played.text)
         with urllib.request.urlopen(played.json()["url"].split("#t=")[0], timeout=30) as resp:
-            assert resp.read() == audio, name
+            assert resp.read() == audio[name], name
 
 
 def test_a_call_deleted_between_listing_and_chunking_fails_with_a_reason_then_reads_deleted(stack, s3, pg):
@@ -149,8 +151,8 @@ def test_a_call_deleted_between_listing_and_chunking_fails_with_a_reason_then_re
 
     day = date(2035, 3, 2)
     prefix = day_prefix("calls/", day)
-    for name in ("kept.wav", "gone.wav"):
-        s3.put_bytes(s3.uri(prefix + name), _short_call())
+    for i, name in enumerate(("kept.wav", "gone.wav")):
+        s3.put_bytes(s3.uri(prefix + name), distinct_copy(_short_call(), ".wav", i))
     verdict = run_through(s3, pg, day, "deleted-r1", before_chunk=lambda: s3.delete(s3.uri(prefix + "gone.wav")))
     assert verdict.ok, verdict.problems()
     with pg.connect() as c:

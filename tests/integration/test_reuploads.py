@@ -15,7 +15,7 @@ from callscribe import discovery, loading, pipeline
 from callscribe.audit import audit_day
 from callscribe.config import s3_settings
 from callscribe.discovery import day_prefix
-from callscribe.samples import sample_dir
+from callscribe.samples import distinct_copy, sample_dir
 from tests.integration.helpers import key_versions as _versions
 from tests.integration.helpers import record_clean, upload_day
 from tests.integration.helpers import run_through as _run
@@ -81,7 +81,7 @@ def test_a_run_limited_by_max_recordings_is_green_and_leaves_the_rest_to_the_nex
     day = date(2025, 3, 7)
     prefix = day_prefix("calls/", day)
     for i in range(3):
-        s3.put_bytes(s3.uri(f"{prefix}c{i}.wav"), CALL_A.read_bytes())
+        s3.put_bytes(s3.uri(f"{prefix}c{i}.wav"), distinct_copy(CALL_A.read_bytes(), ".wav", i))
     dr = run_day(day, {"max_recordings": 1, "lookback_days": 0})
     with pg.connect() as c:
         rows = c.execute(sa.text("SELECT status, last_error, last_run_id FROM recordings WHERE call_date = :d "

@@ -14,4 +14,6 @@ AND NOT EXISTS (
     SELECT 1 FROM erasures AS e
     WHERE e.bucket = l.bucket AND e.key_sha256 = encode(sha256(convert_to(l.object_key, 'UTF8')), 'hex')
 )
+-- Ids in key order: of copies listed together, the first by name is the one transcribed.
+ORDER BY l.object_key
 ON CONFLICT ON CONSTRAINT recordings_object_version DO NOTHING

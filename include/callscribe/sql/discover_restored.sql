@@ -9,7 +9,7 @@ SET status = 'superseded', last_error = 'the key was restored to an earlier vers
         || o.id || ')', lease_until = NULL, updated_at = now()
 FROM listing AS l, recordings AS o
 WHERE n.call_date = :call_date
-  AND n.status IN ('pending', 'chunked', 'failed', 'quarantined')
+  AND n.status IN ('pending', 'chunked', 'failed', 'quarantined', 'duplicate')
   AND l.bucket = n.bucket AND l.object_key = n.object_key AND l.etag <> n.etag
   AND o.bucket = n.bucket AND o.object_key = n.object_key AND o.etag = l.etag AND o.id < n.id
   AND o.status IN ('done', 'quarantined')

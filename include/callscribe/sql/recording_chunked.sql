@@ -7,5 +7,5 @@ SET status = CASE WHEN status = 'done' THEN 'done' ELSE 'chunked' END,
     last_error = NULL, duration_s = :duration_s,
     channels = :channels, sample_rate = :sample_rate, codec = :codec, agent_id = :agent_id,
     metadata = CAST(:metadata AS jsonb), updated_at = now(), chunking_since = NULL
-WHERE id = :id AND status NOT IN ('superseded', 'quarantined', 'deleted')
+WHERE id = :id AND status NOT IN ('superseded', 'quarantined', 'deleted', 'duplicate')
   AND (CAST(:run_id AS text) IS NULL OR last_run_id = :run_id)

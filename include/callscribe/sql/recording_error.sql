@@ -6,5 +6,5 @@ UPDATE recordings
 SET status = CASE WHEN status = 'done' THEN 'done' ELSE :status END,
     last_error = CASE WHEN status = 'done' THEN last_error ELSE :error END,
     updated_at = now(), chunking_since = NULL
-WHERE id = :id AND status NOT IN ('superseded', 'quarantined', 'deleted')
+WHERE id = :id AND status NOT IN ('superseded', 'quarantined', 'deleted', 'duplicate')
   AND (CAST(:run_id AS text) IS NULL OR last_run_id = :run_id)

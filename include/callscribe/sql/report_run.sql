@@ -4,6 +4,7 @@ SELECT
     count(*) FILTER (WHERE status = 'done')             AS recordings_done,
     count(*) FILTER (WHERE status = 'failed')           AS recordings_failed,
     count(*) FILTER (WHERE status = 'quarantined')      AS recordings_quarantined,
+    count(*) FILTER (WHERE status = 'duplicate')        AS recordings_duplicate,
     count(*) FILTER (WHERE status IN ('pending', 'chunked')) AS recordings_unfinished,
     COALESCE(sum(duration_s) FILTER (WHERE status = 'done'), 0) AS audio_s,
     (SELECT count(*) FROM segments s JOIN recordings r2 ON r2.id = s.recording_id

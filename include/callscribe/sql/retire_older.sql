@@ -6,7 +6,7 @@ WITH older AS (
     SELECT o.id, n.status AS why FROM recordings AS o
     JOIN recordings AS n ON n.bucket = o.bucket AND n.object_key = o.object_key
     WHERE n.id = ANY(:ids) AND o.id < n.id AND o.status = 'done'
-      AND (n.status = 'quarantined' OR (n.status = 'failed' AND n.attempts >= :max_attempts))
+      AND (n.status IN ('quarantined', 'duplicate') OR (n.status = 'failed' AND n.attempts >= :max_attempts))
       AND NOT EXISTS (SELECT 1 FROM recordings AS m
                       WHERE m.bucket = n.bucket AND m.object_key = n.object_key AND m.id > n.id
                         AND m.status <> 'superseded')
