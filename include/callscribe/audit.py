@@ -92,6 +92,7 @@ def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls
     listed = {o.key: o.etag for o in objects if o.key not in late}
     out = DayAudit(day=day, objects=len(listed), arrived_later=len(late))
     live: dict[str, list] = {}
+    transcribed: dict[tuple, list[str]] = {}  # content -> keys whose current upload is done
     for r in rows:
         out.states[r.status] += 1
         if r.status not in ("superseded", "deleted"):
@@ -118,6 +119,8 @@ def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls
                          and (is_live is None or is_live(r.last_run_id)))
         if r.status == "done":
             out.loads[r.loads] += 1
+            if r.size_bytes:
+                transcribed.setdefault((r.etag, r.size_bytes), []).append(key)
         elif (r.status in ("quarantined", "duplicate") or (r.status == "failed" and r.attempts >= MAX_ATTEMPTS)) \
                 and any(v.status == "done" for v in versions):
             # Kept only until a discovery of the day or the run's report retires it (discovery.retire_replaced).
@@ -144,6 +147,9 @@ def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls
             holder = f"run {held_back[r.id]}" if held_back[r.id] else "another run"
             out.not_reprocessed.append(f"{key}: {r.status}, left to {holder}, which held it when "
                                        f"this run claimed; reprocess the day again once that run has ended")
+    for keys in transcribed.values():
+        if len(keys) > 1:  # copies are one call (discover_copy_retire.sql keeps one)
+            out.duplicated.append(f"{', '.join(keys)}: the same audio transcribed {len(keys)} times")
     if run_id is None:
         # Gone from the bucket but still searchable: a run's verdict leaves these alone (its
         # discovery forgot what was gone when it listed), an operator's audit names them.

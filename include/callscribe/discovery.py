@@ -100,8 +100,11 @@ def register(engine: Engine, objects: list[ObjectInfo], day: date, run_id: str,
             forget_vanished(conn, day, run_id, deletions)
             conn.execute(db.q("discover_revive"), {"call_date": day})
         # Copies of one call under several keys: transcribed once (see discover_copy_mark.sql).
-        conn.execute(db.q("discover_copy_revive"), {"call_date": day})
-        conn.execute(db.q("discover_copy_mark"), {"call_date": day, "run_id": run_id})
+        copies = {"call_date": day, "run_id": run_id, "max_attempts": MAX_ATTEMPTS}
+        conn.execute(db.q("discover_copy_revive"), copies)
+        conn.execute(db.q("discover_copy_erased"), copies)
+        conn.execute(db.q("discover_copy_mark"), copies)
+        conn.execute(db.q("discover_copy_retire"), copies)
         return new
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
+import posixpath
+import re
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -70,6 +72,34 @@ class Erasure:
 
 def _versions(conn: Connection, bucket: str, key: str) -> list:
     return conn.execute(db.q("erase_versions"), {"bucket": bucket, "key": key}).all()
+
+
+def _day_in(key: str) -> date | None:
+    """The day a key's folders name (…/YYYY/MM/DD/…), for a key no run has registered yet."""
+    found = re.search(r"/(\d{4})/(\d{2})/(\d{2})/", "/" + key)
+    try:
+        return date(*map(int, found.groups())) if found else None
+    except ValueError:
+        return None
+
+
+def _contents(store: Store, bucket: str, key: str, rows: list) -> list[dict]:
+    """The etags and sizes the key's calls had: its registered versions and what the bucket holds
+    under it now (uploaded, perhaps not yet discovered)."""
+    found = {(r.etag, r.size_bytes) for r in rows}
+    found |= {(o.etag, o.size) for o in store.list(key, bucket=bucket) if o.key == key}
+    return [{"etag": etag, "size": size} for etag, size in sorted(found) if size]
+
+
+def _copies_in_bucket(store: Store, bucket: str, key: str, day: date | None, contents: list[dict]) -> list[str]:
+    """Other keys in the erased key's day folder (its folder when the day is unknown) that hold
+    one of ``contents``: copies no run has registered yet are named too."""
+    if not contents:
+        return []
+    marker = f"/{day:%Y/%m/%d}/" if day else None
+    folder = key[: key.index(marker) + len(marker)] if marker and marker in key else posixpath.dirname(key) + "/"
+    wanted = {(c["etag"], c["size"]) for c in contents}
+    return [o.key for o in store.list(folder, bucket=bucket) if o.key != key and (o.etag, o.size) in wanted]
 
 
 def _run_ids(conn: Connection, rows: list, day: date | None) -> set[str]:
@@ -193,12 +223,14 @@ def erase(store: Store, engine: Engine, key: str, actor: str, bucket: str | None
         out.access_entries = conn.execute(db.q("erase_access_count"),
                                           {"ids": out.recording_ids, "hash": digest}).scalar_one()
         out.finished_earlier = prior is not None
-        out.copies = list(conn.execute(db.q("erase_copies"), {"ids": [r.id for r in rows]}).scalars())
+        contents = _contents(store, bucket, key, rows)
+        out.copies = sorted(set(conn.execute(db.q("erase_copies"), {"ids": [r.id for r in rows]}).scalars())
+                            | set(_copies_in_bucket(store, bucket, key, day or _day_in(key), contents)))
         if not dry_run:
             conn.execute(db.q("erase_copies_orphan"), {"ids": [r.id for r in rows]})
             conn.execute(db.q("erase_apply"), {
                 "ids": [r.id for r in rows], "all_ids": out.recording_ids, "bucket": bucket, "hash": digest,
-                "call_date": day, "actor": actor,
+                "call_date": day or _day_in(key), "actor": actor, "contents": json.dumps(contents),
                 "detail": f"{len(rows)} version(s), {out.segments} segments"
                           + ("; finishing an earlier erasure" if prior is not None else ""),
             })

@@ -1,5 +1,5 @@
 -- Every registered version of a day's objects, with what an audit checks of each.
-SELECT r.id, r.object_key, r.etag, r.status, r.last_error, r.channels, r.loads, r.lease_until, r.last_run_id,
+SELECT r.id, r.object_key, r.etag, r.size_bytes, r.status, r.last_error, r.channels, r.loads, r.lease_until, r.last_run_id,
        r.attempts,
        COALESCE(r.lease_until > now(), false)                          AS leased,
        (SELECT o.status FROM recordings o WHERE o.id = r.duplicate_of)  AS original_status,

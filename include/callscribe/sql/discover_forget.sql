@@ -10,5 +10,5 @@ WITH gone AS (
 )
 UPDATE recordings
 SET status = 'deleted', last_error = 'deleted from the bucket (noticed by run ' || :run_id || ')',
-    lease_until = NULL, updated_at = now()
+    lease_until = NULL, updated_at = now(), duplicate_of = NULL
 WHERE id IN (SELECT id FROM gone)

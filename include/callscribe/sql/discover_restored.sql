@@ -6,7 +6,7 @@
 -- of the day registered the upload meanwhile) shows the old content without its coming back.
 UPDATE recordings AS n
 SET status = 'superseded', last_error = 'the key was restored to an earlier version''s content (recording '
-        || o.id || ')', lease_until = NULL, updated_at = now()
+        || o.id || ')', lease_until = NULL, updated_at = now(), duplicate_of = NULL
 FROM listing AS l, recordings AS o
 WHERE n.call_date = :call_date
   AND n.status IN ('pending', 'chunked', 'failed', 'quarantined', 'duplicate')

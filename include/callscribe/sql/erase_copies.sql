@@ -5,4 +5,7 @@ FROM recordings AS r
 JOIN recordings AS c ON c.bucket = r.bucket AND c.call_date = r.call_date AND c.etag = r.etag
                     AND c.size_bytes = r.size_bytes AND c.object_key <> r.object_key
 WHERE r.id = ANY(CAST(:ids AS bigint[])) AND c.status NOT IN ('deleted', 'superseded')
+  AND NOT EXISTS (SELECT 1 FROM recordings AS n  -- what the key holds now, not an older upload
+                  WHERE n.bucket = c.bucket AND n.object_key = c.object_key AND n.id > c.id
+                    AND n.status <> 'superseded')
 ORDER BY c.object_key

@@ -3,4 +3,4 @@
 UPDATE recordings
 SET duplicate_of = NULL, updated_at = now(),
     last_error = 'same content as a recording erased on request: the same call, not transcribed (erase this key too)'
-WHERE duplicate_of = ANY(CAST(:ids AS bigint[]))
+WHERE duplicate_of = ANY(CAST(:ids AS bigint[])) AND status = 'duplicate'

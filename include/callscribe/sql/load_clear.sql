@@ -20,5 +20,6 @@ WITH older AS (
     DELETE FROM transcripts WHERE recording_id IN (SELECT id FROM older)
 )
 UPDATE recordings
-SET status = 'superseded', last_error = 'replaced by a newer upload of the same key', updated_at = now()
+SET status = 'superseded', last_error = 'replaced by a newer upload of the same key', updated_at = now(),
+    duplicate_of = NULL
 WHERE id IN (SELECT id FROM older);
