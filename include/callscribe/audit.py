@@ -92,7 +92,7 @@ def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls
     listed = {o.key: o.etag for o in objects if o.key not in late}
     out = DayAudit(day=day, objects=len(listed), arrived_later=len(late))
     live: dict[str, list] = {}
-    transcribed: dict[tuple, list[str]] = {}  # content -> keys whose current upload is done
+    transcribed: dict[tuple, list[tuple[str, bool]]] = {}  # content -> (key, another live run holds it), done
     for r in rows:
         out.states[r.status] += 1
         if r.status not in ("superseded", "deleted"):
@@ -120,7 +120,7 @@ def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls
         if r.status == "done":
             out.loads[r.loads] += 1
             if r.size_bytes:
-                transcribed.setdefault((r.etag, r.size_bytes), []).append(key)
+                transcribed.setdefault((r.etag, r.size_bytes), []).append((key, elsewhere))
         elif (r.status in ("quarantined", "duplicate") or (r.status == "failed" and r.attempts >= MAX_ATTEMPTS)) \
                 and any(v.status == "done" for v in versions):
             # Kept only until a discovery of the day or the run's report retires it (discovery.retire_replaced).
@@ -133,10 +133,11 @@ def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls
                 out.unfinished.append(f"{key}: {r.status}" + (f" ({r.last_error})" if r.last_error else ""))
         elif r.status != "done" and not r.last_error:
             out.lost.append(f"{key}: {r.status} without a reason")
-        elif r.status == "duplicate" and r.original_status in ("deleted", "superseded"):
-            # Its call's transcript left with the original: the next discovery of the day revives it.
-            out.unfinished.append(f"{key}: a copy whose original is {r.original_status}; the next run of its "
-                                  f"day transcribes it")
+        elif r.status == "duplicate" and (r.original_status in ("deleted", "superseded") or (
+                r.original_status == "failed" and r.original_attempts >= MAX_ATTEMPTS)):
+            # The call has no transcript under the original: the next discovery of the day revives the copy.
+            gone = "failed for good" if r.original_status == "failed" else r.original_status
+            out.unfinished.append(f"{key}: a copy whose original is {gone}; the next run of its day transcribes it")
         elif r.status == "done" and r.transcripts != max(r.channels or 1, 1):
             out.lost.append(f"{key}: done with {r.transcripts} transcripts for {r.channels} channels")
         if r.repeated_segments:
@@ -147,9 +148,14 @@ def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls
             holder = f"run {held_back[r.id]}" if held_back[r.id] else "another run"
             out.not_reprocessed.append(f"{key}: {r.status}, left to {holder}, which held it when "
                                        f"this run claimed; reprocess the day again once that run has ended")
-    for keys in transcribed.values():
-        if len(keys) > 1:  # copies are one call (discover_copy_retire.sql keeps one)
-            out.duplicated.append(f"{', '.join(keys)}: the same audio transcribed {len(keys)} times")
+    for found in transcribed.values():
+        if len(found) > 1:  # copies are one call (discover_copy_retire.sql keeps one)
+            keys = ", ".join(k for k, _ in found)
+            if any(held for _, held in found):  # that run's to settle: the next discovery retires one
+                out.in_progress.append(f"{keys}: the same audio transcribed {len(found)} times, one held by "
+                                       f"another live run")
+            else:
+                out.duplicated.append(f"{keys}: the same audio transcribed {len(found)} times")
     if run_id is None:
         # Gone from the bucket but still searchable: a run's verdict leaves these alone (its
         # discovery forgot what was gone when it listed), an operator's audit names them.

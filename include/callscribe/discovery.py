@@ -99,13 +99,17 @@ def register(engine: Engine, objects: list[ObjectInfo], day: date, run_id: str,
         if deletions is not None:
             forget_vanished(conn, day, run_id, deletions)
             conn.execute(db.q("discover_revive"), {"call_date": day})
-        # Copies of one call under several keys: transcribed once (see discover_copy_mark.sql).
-        copies = {"call_date": day, "run_id": run_id, "max_attempts": MAX_ATTEMPTS}
-        conn.execute(db.q("discover_copy_revive"), copies)
-        conn.execute(db.q("discover_copy_erased"), copies)
-        conn.execute(db.q("discover_copy_mark"), copies)
-        conn.execute(db.q("discover_copy_retire"), copies)
+        settle_copies(conn, day, run_id)
         return new
+
+
+def settle_copies(conn, day: date, run_id: str) -> None:
+    """One call under several keys of a day is transcribed once: copies whose original left or
+    failed for good go back to work, new copies are marked, a second transcript is retired."""
+    params = {"call_date": day, "run_id": run_id, "max_attempts": MAX_ATTEMPTS}
+    conn.execute(db.q("discover_copy_revive"), params)
+    conn.execute(db.q("discover_copy_mark"), params)
+    conn.execute(db.q("discover_copy_retire"), params)
 
 
 def forget_vanished(conn, day: date, run_id: str, deletions: Deletions) -> list[int]:
@@ -293,8 +297,9 @@ def discover(store: Store, engine: Engine, day: date, base_prefix: str, run_id: 
         deletions = store_deletions(store, prefix, refuse=k == 0,
                                     **({"guard_share": 1.0} if accept_mass_deletion and k == 0 else {}))
         new = register(engine, objects, d, run_id, deletions, listed_at)
-        if is_live is not None:
-            release_dead(engine, d, run_id, is_live, store)
+        if is_live is not None and release_dead(engine, d, run_id, is_live, store):
+            with engine.begin() as conn:  # what the dead runs held or gave up on, settled again
+                settle_copies(conn, d, run_id)
         retire_replaced(engine, day=d)
         left = None if max_recordings is None else max_recordings - len(ids)
         if left is not None and left <= 0:

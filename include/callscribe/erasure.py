@@ -54,7 +54,7 @@ class Erasure:
     audio_deleted: bool = False
     dry_run: bool = False
     finished_earlier: bool = False  # the key had been erased before: this run finished or repeated it
-    copies: list[str] = field(default_factory=list)  # other keys of its day with the same content, left in place
+    copies: list[str] = field(default_factory=list)  # other keys of its day with the same audio, left in place
 
     def summary(self, name: str | None = None, name_copies: bool = True) -> str:
         """One line of what was (or would be) removed; ``name_copies=False`` counts the copies' keys
@@ -66,8 +66,8 @@ class Erasure:
                 f"{self.access_entries} access log entries, {len(self.packs)} speech packs, "
                 f"{len(self.rewritten)} work-area files rewritten; audio in the bucket "
                 f"{'deleted' if self.audio_deleted else 'kept'}"
-                + (f"; the same audio is also under {copies} (not erased: erase those keys "
-                   f"too if they are the same call)" if self.copies else ""))
+                + (f"; the same audio is also under {copies} (not erased, and transcribed as calls of their "
+                   f"own by the next run: erase those keys too if they are the same call)" if self.copies else ""))
 
 
 def _versions(conn: Connection, bucket: str, key: str) -> list:
@@ -230,7 +230,7 @@ def erase(store: Store, engine: Engine, key: str, actor: str, bucket: str | None
             conn.execute(db.q("erase_copies_orphan"), {"ids": [r.id for r in rows]})
             conn.execute(db.q("erase_apply"), {
                 "ids": [r.id for r in rows], "all_ids": out.recording_ids, "bucket": bucket, "hash": digest,
-                "call_date": day or _day_in(key), "actor": actor, "contents": json.dumps(contents),
+                "call_date": day, "actor": actor,
                 "detail": f"{len(rows)} version(s), {out.segments} segments"
                           + ("; finishing an earlier erasure" if prior is not None else ""),
             })

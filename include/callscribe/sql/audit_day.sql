@@ -3,6 +3,7 @@ SELECT r.id, r.object_key, r.etag, r.size_bytes, r.status, r.last_error, r.chann
        r.attempts,
        COALESCE(r.lease_until > now(), false)                          AS leased,
        (SELECT o.status FROM recordings o WHERE o.id = r.duplicate_of)  AS original_status,
+       (SELECT o.attempts FROM recordings o WHERE o.id = r.duplicate_of) AS original_attempts,
        (SELECT count(*) FROM transcripts t WHERE t.recording_id = r.id) AS transcripts,
        (SELECT count(*) - count(DISTINCT (s.channel, s.start_s, s.end_s))
           FROM segments s WHERE s.recording_id = r.id)                  AS repeated_segments

@@ -1,23 +1,30 @@
--- A day's row not yet taken by any run (pending, never attempted: new, or back in use after a
--- deletion or a copy's revival) whose content (etag and size) another key of that day holds is
--- the same call uploaded twice: `duplicate` of that recording, never claimed, and this run's to
--- report. The original is the current version of its key and on its way to a transcript: one
--- done first, else one a run has taken, else the oldest of the untaken ones (so two untaken
--- copies never mark each other). A quarantined row is no original: a copy under an audio name
--- is looked at on its own.
+-- A day's row whose content (etag and size) another key of that day holds is the same call
+-- uploaded twice: `duplicate` of that recording, never claimed, and this run's to report.
+-- Marked: a row no run has taken (pending, never attempted: new, or back in use after a
+-- deletion or a copy's revival), and one that failed for good while another key of the call was
+-- transcribed (a reprocess would transcribe the call twice). The original is the current
+-- version of its key and on its way to a transcript: one done first, else one a run has taken
+-- (attempted, or leased by another run), else the oldest untaken one, so two untaken copies
+-- never mark each other. A quarantined row is no original: a copy under an audio name is looked
+-- at on its own. Not a row another run holds now.
 UPDATE recordings AS d
 SET status = 'duplicate', duplicate_of = o.id, last_run_id = :run_id, updated_at = now(),
     last_error = 'same content as ' || o.object_key || ' (recording ' || o.id || '): one call, transcribed there'
 FROM recordings AS o
-WHERE d.status = 'pending' AND d.attempts = 0 AND d.call_date = :call_date AND d.size_bytes > 0
-  AND (d.lease_until IS NULL OR d.lease_until < now() OR d.last_run_id = :run_id)  -- not another run's now
+WHERE d.call_date = :call_date AND d.size_bytes > 0
+  AND ((d.status = 'pending' AND d.attempts = 0) OR (d.status = 'failed' AND d.attempts >= :max_attempts))
+  AND (d.lease_until IS NULL OR d.lease_until < now() OR d.last_run_id = :run_id)
   AND o.id = (
       SELECT c.id FROM recordings AS c
       WHERE c.bucket = d.bucket AND c.call_date = d.call_date AND c.etag = d.etag
         AND c.size_bytes = d.size_bytes AND c.object_key <> d.object_key
-        AND (c.status IN ('done', 'chunked')
-             OR (c.status = 'failed' AND c.attempts < :max_attempts)
-             OR (c.status = 'pending' AND (c.attempts > 0 OR c.id < d.id)))
+        AND (c.status = 'done'
+             OR (d.status = 'pending'
+                 AND (c.status = 'chunked'
+                      OR (c.status = 'failed' AND c.attempts < :max_attempts)
+                      OR (c.status = 'pending'
+                          AND (c.attempts > 0 OR c.id < d.id
+                               OR (c.lease_until > now() AND c.last_run_id IS DISTINCT FROM :run_id))))))
         AND NOT EXISTS (SELECT 1 FROM recordings AS n
                         WHERE n.bucket = c.bucket AND n.object_key = c.object_key AND n.id > c.id
                           AND n.status <> 'superseded')

@@ -7,8 +7,7 @@ content (etag and size) is already a live recording of that day under another ke
 ``duplicate``, with ``duplicate_of`` naming the recording it repeats; it is never claimed, and is
 transcribed after all when its original leaves (deleted from the bucket, replaced by another
 upload). ``analytics.calls`` and ``analytics.recordings`` show ``duplicate_of``, so analysts can
-follow a copy; ``pipeline_runs.recordings_duplicate`` counts a run's copies. ``erasures.contents``
-keeps the etag and size of an erased call, so a copy of it under another key is held back too.
+follow a copy; ``pipeline_runs.recordings_duplicate`` counts a run's copies.
 
 Revision ID: 0021
 Revises: 0020
@@ -59,9 +58,6 @@ def upgrade() -> None:
     # Discovery looks a new object's content up among its day's rows.
     op.execute("CREATE INDEX recordings_day_content ON recordings (call_date, etag, size_bytes)")
     op.execute("ALTER TABLE pipeline_runs ADD COLUMN recordings_duplicate integer NOT NULL DEFAULT 0")
-    # What an erased call's content was ([{"etag", "size"}]): the same call under another key
-    # is not transcribed behind the erasure's back.
-    op.execute("ALTER TABLE erasures ADD COLUMN contents jsonb NOT NULL DEFAULT '[]'::jsonb")
     op.execute(f"CREATE OR REPLACE VIEW analytics.recordings AS {VIEW.replace(' FROM', ', duplicate_of FROM')}")
     op.execute("CREATE OR REPLACE VIEW analytics.calls AS " + CALLS.replace("__EXTRA__", ", r.duplicate_of"))
 
@@ -73,7 +69,6 @@ def downgrade() -> None:
     _remake_view("recordings", VIEW)
     _remake_view("calls", CALLS.replace("__EXTRA__", ""))
     op.execute("ALTER TABLE pipeline_runs DROP COLUMN recordings_duplicate")
-    op.execute("ALTER TABLE erasures DROP COLUMN contents")
     op.execute("DROP INDEX recordings_day_content")
     op.execute("ALTER TABLE recordings DROP COLUMN duplicate_of")
     op.execute("ALTER TABLE recordings DROP CONSTRAINT recordings_status_check")
