@@ -13,43 +13,11 @@ import pytest
 import sqlalchemy as sa
 
 from callscribe.audit import audit_day
-from callscribe.discovery import day_prefix
 from callscribe.erasure import erase
-from callscribe.samples import sample_dir
+from tests.integration import copies as cp
 from tests.integration.helpers import run_through
 
 pytestmark = pytest.mark.integration
-
-CALL = sample_dir() / "call-0003.wav"
-OTHER = sample_dir() / "call-0002.mp3"
-
-
-def _rows(pg, day: date) -> list[sa.Row]:
-    with pg.connect() as c:
-        return c.execute(sa.text(
-            "SELECT r.id, r.object_key, r.etag, r.status, r.last_error, r.duplicate_of, r.loads, "
-            "(SELECT count(*) FROM transcripts t WHERE t.recording_id = r.id) AS transcripts "
-            "FROM recordings r WHERE r.call_date = :d ORDER BY r.id"), {"d": day}).all()
-
-
-def _name(r) -> str:
-    return r.object_key.rsplit("/", 1)[1]
-
-
-def _newest(pg, day: date) -> dict[str, sa.Row]:
-    return {_name(r): r for r in _rows(pg, day)}
-
-
-def _put(s3, day: date, name: str, data) -> str:
-    key = day_prefix("calls/", day) + name
-    s3.put_bytes(s3.uri(key), data if isinstance(data, bytes) else data.read_bytes())
-    return key
-
-
-def _transcribed_keys(pg, day: date) -> list[str]:
-    """Keys whose current row holds transcripts (what analysts count as calls)."""
-    return sorted(_name(r) for r in _rows(pg, day) if r.status == "done" and r.transcripts > 0)
-
 
 # ------------------------------------------------------------------ an original back again
 
@@ -59,18 +27,18 @@ def test_an_original_put_back_after_its_copy_was_transcribed_becomes_the_copy(st
     (its row pending again, with an id lower than b's) is compared with the transcribed b too,
     not only with older rows: the call stays transcribed once."""
     day = date(2043, 1, 5)
-    a = _put(s3, day, "a.wav", CALL)
-    _put(s3, day, "b.wav", CALL)
+    a = cp.put(s3, day, "a.wav", cp.CALL)
+    cp.put(s3, day, "b.wav", cp.CALL)
     assert run_through(s3, pg, day, "scheduled__rv1-1").ok
     s3.purge(s3.uri(a))
     assert run_through(s3, pg, day, "manual__rv1-2").ok
-    assert _transcribed_keys(pg, day) == ["b.wav"]
-    _put(s3, day, "a.wav", CALL)  # restored from a backup: the very same bytes
+    assert cp.transcribed_keys(pg, day) == ["b.wav"]
+    cp.put(s3, day, "a.wav", cp.CALL)  # restored from a backup: the very same bytes
     verdict = run_through(s3, pg, day, "manual__rv1-3")
     assert verdict.ok, verdict.problems()
-    rows = _newest(pg, day)
+    rows = cp.newest(pg, day)
     # Expected: one of the two keys is `duplicate` of the other; the call transcribed once.
-    assert _transcribed_keys(pg, day) in (["a.wav"], ["b.wav"]), (
+    assert cp.transcribed_keys(pg, day) in (["a.wav"], ["b.wav"]), (
         f"same content transcribed twice: a={rows['a.wav'].status}/{rows['a.wav'].transcripts} "
         f"b={rows['b.wav'].status}/{rows['b.wav'].transcripts}")
 
@@ -81,15 +49,15 @@ def test_a_key_put_back_to_a_call_another_key_got_meanwhile_keeps_one_transcript
     a's old X row is current and done again beside b's. The next discovery keeps one transcript
     (discover_copy_retire.sql; without it, the audit calls the day "doubled")."""
     day = date(2043, 1, 6)
-    _put(s3, day, "a.wav", CALL)
+    cp.put(s3, day, "a.wav", cp.CALL)
     assert run_through(s3, pg, day, "scheduled__rv2-1").ok
-    _put(s3, day, "a.wav", OTHER)
-    _put(s3, day, "b.wav", CALL)
-    run_through(s3, pg, day, "manual__rv2-2", before_chunk=lambda: _put(s3, day, "a.wav", CALL))
+    cp.put(s3, day, "a.wav", cp.OTHER)
+    cp.put(s3, day, "b.wav", cp.CALL)
+    run_through(s3, pg, day, "manual__rv2-2", before_chunk=lambda: cp.put(s3, day, "a.wav", cp.CALL))
     verdict = run_through(s3, pg, day, "manual__rv2-3")
     assert verdict.ok, verdict.problems()
-    assert _transcribed_keys(pg, day) in (["a.wav"], ["b.wav"]), [
-        (_name(r), r.etag[:8], r.status, r.transcripts) for r in _rows(pg, day)]
+    assert cp.transcribed_keys(pg, day) in (["a.wav"], ["b.wav"]), [
+        (cp.name(r), r.etag[:8], r.status, r.transcripts) for r in cp.rows(pg, day)]
 
 
 # ------------------------------------------------------------------ a copy's key overwritten
@@ -100,12 +68,12 @@ def test_a_copys_key_overwritten_is_no_copy_any_more(stack, s3, pg):
     row is superseded at once, so erasing a does not tell the DPO "the same audio is also under
     b", which holds something else now (erased on that advice, it would be another call)."""
     day = date(2043, 1, 7)
-    a = _put(s3, day, "a.wav", CALL)
-    _put(s3, day, "b.wav", CALL)
+    a = cp.put(s3, day, "a.wav", cp.CALL)
+    cp.put(s3, day, "b.wav", cp.CALL)
     assert run_through(s3, pg, day, "scheduled__rv3-1").ok
-    _put(s3, day, "b.wav", b"this is not audio at all " * 200)
+    cp.put(s3, day, "b.wav", b"this is not audio at all " * 200)
     assert run_through(s3, pg, day, "manual__rv3-2").ok
-    b_rows = [(r.status, r.duplicate_of is not None) for r in _rows(pg, day) if _name(r) == "b.wav"]
+    b_rows = [(r.status, r.duplicate_of is not None) for r in cp.rows(pg, day) if cp.name(r) == "b.wav"]
     done = erase(s3, pg, a, "dpo", dry_run=True)
     assert done.copies == [], f"erasure names {done.copies} as holding a's audio; b's rows: {b_rows}"
     assert [s for s, _ in b_rows] == ["superseded", "quarantined"], b_rows
@@ -116,18 +84,18 @@ def test_a_copys_key_overwritten_then_put_back_is_transcribed_when_the_original_
     and a is deleted: the run that notices transcribes b, green (not red twice over an old copy
     row that no run would claim)."""
     day = date(2043, 1, 10)
-    a = _put(s3, day, "a.wav", CALL)
-    _put(s3, day, "b.wav", CALL)
+    a = cp.put(s3, day, "a.wav", cp.CALL)
+    cp.put(s3, day, "b.wav", cp.CALL)
     assert run_through(s3, pg, day, "scheduled__rv6-1").ok
-    _put(s3, day, "b.wav", b"this is not audio at all " * 200)
+    cp.put(s3, day, "b.wav", b"this is not audio at all " * 200)
     assert run_through(s3, pg, day, "manual__rv6-2").ok
-    _put(s3, day, "b.wav", CALL)  # the wrong export fixed: b holds the call again
+    cp.put(s3, day, "b.wav", cp.CALL)  # the wrong export fixed: b holds the call again
     assert run_through(s3, pg, day, "manual__rv6-3").ok
     time.sleep(2)  # runs are a day apart: no upload of this test reads as racing the next run's listing
     s3.purge(s3.uri(a))
     verdict = run_through(s3, pg, day, "manual__rv6-4")
-    b_rows = [(r.status, r.transcripts) for r in _rows(pg, day) if _name(r) == "b.wav"]
-    transcribed = _transcribed_keys(pg, day)
+    b_rows = [(r.status, r.transcripts) for r in cp.rows(pg, day) if cp.name(r) == "b.wav"]
+    transcribed = cp.transcribed_keys(pg, day)
     # What the next two runs make of it (for the report): red, then red again, then healed.
     later = [run_through(s3, pg, day, f"manual__rv6-{n}").problems() for n in (5, 6)]
     assert transcribed == ["b.wav"] and verdict.ok, (b_rows, verdict.problems(), later)
@@ -141,19 +109,19 @@ def test_a_former_copy_transcribed_on_its_own_names_no_original(stack, s3, pg):
     own. analytics.calls shows no duplicate_of for it, and erasing a leaves its reason alone (no
     "not transcribed" on a transcribed call)."""
     day = date(2043, 1, 8)
-    a = _put(s3, day, "a.wav", CALL)
-    b = _put(s3, day, "b.wav", CALL)
+    a = cp.put(s3, day, "a.wav", cp.CALL)
+    b = cp.put(s3, day, "b.wav", cp.CALL)
     assert run_through(s3, pg, day, "scheduled__rv4-1").ok
     s3.purge(s3.uri(b))
     assert run_through(s3, pg, day, "manual__rv4-2").ok
     s3.purge(s3.uri(a))
-    _put(s3, day, "b.wav", CALL)
+    cp.put(s3, day, "b.wav", cp.CALL)
     assert run_through(s3, pg, day, "manual__rv4-3").ok
     with pg.connect() as c:
         view = c.execute(sa.text("SELECT status, duplicate_of FROM analytics.calls WHERE object_key = :k"),
                          {"k": b}).one()
     erase(s3, pg, a, "dpo")
-    after = _newest(pg, day)["b.wav"]
+    after = cp.newest(pg, day)["b.wav"]
     assert view.status == "done" and after.status == "done" and after.transcripts > 0
     assert (view.duplicate_of, after.last_error) == (None, None), (
         f"a transcribed call shows duplicate_of={view.duplicate_of}; after erasing a its reason reads "
@@ -168,12 +136,12 @@ def test_an_erasure_names_a_copy_no_run_has_registered(stack, s3, pg):
     lists the day's folder, not only the rows), so the DPO can erase it too before the next run
     transcribes it as a call of its own."""
     day = date(2043, 1, 9)
-    a = _put(s3, day, "a.wav", CALL)
+    a = cp.put(s3, day, "a.wav", cp.CALL)
     assert run_through(s3, pg, day, "scheduled__rv5-1").ok
-    b = _put(s3, day, "b.wav", CALL)
+    b = cp.put(s3, day, "b.wav", cp.CALL)
     done = erase(s3, pg, a, "dpo")
     assert run_through(s3, pg, day, "manual__rv5-2").ok
-    status = _newest(pg, day)["b.wav"].status
+    status = cp.newest(pg, day)["b.wav"].status
     assert done.copies == [b]
     assert status == "done"
 
@@ -185,15 +153,15 @@ def test_a_copy_of_a_recording_that_failed_for_good_is_tried_on_its_own(stack, s
     """a ended `failed` out of attempts (the chunk task died three times: it may have been the
     machine). The same call arriving as b is no copy of a failure: it is transcribed."""
     day = date(2043, 1, 11)
-    a = _put(s3, day, "a.wav", CALL)
+    a = cp.put(s3, day, "a.wav", cp.CALL)
     run_through(s3, pg, day, "scheduled__rv7-1", stop="listed")
     with pg.begin() as c:
         c.execute(sa.text("UPDATE recordings SET status = 'failed', attempts = 3, lease_until = NULL, "
                           "last_error = 'gave up after 3 attempts: the chunk task died while decoding' "
                           "WHERE object_key = :k"), {"k": a})
-    _put(s3, day, "b.wav", CALL)
+    cp.put(s3, day, "b.wav", cp.CALL)
     verdict = run_through(s3, pg, day, "manual__rv7-2")
-    b = _newest(pg, day)["b.wav"]
+    b = cp.newest(pg, day)["b.wav"]
     assert verdict.ok, verdict.problems()
     assert (b.status, b.duplicate_of) == ("done", None), (b.status, b.last_error)
 
@@ -203,25 +171,25 @@ def test_a_copy_of_a_recording_that_failed_for_good_is_tried_on_its_own(stack, s
 
 def test_three_copies_original_deleted_then_the_next_is_transcribed_once(stack, s3, pg):
     day = date(2043, 1, 12)
-    a = _put(s3, day, "a.wav", CALL)
-    _put(s3, day, "b.wav", CALL)
-    _put(s3, day, "c.wav", CALL)
+    a = cp.put(s3, day, "a.wav", cp.CALL)
+    cp.put(s3, day, "b.wav", cp.CALL)
+    cp.put(s3, day, "c.wav", cp.CALL)
     assert run_through(s3, pg, day, "scheduled__rvp1-1").ok
-    assert [r.status for r in _rows(pg, day)] == ["done", "duplicate", "duplicate"]
+    assert [r.status for r in cp.rows(pg, day)] == ["done", "duplicate", "duplicate"]
     s3.purge(s3.uri(a))
     verdict = run_through(s3, pg, day, "manual__rvp1-2")
     assert verdict.ok, verdict.problems()
-    rows = _newest(pg, day)
-    assert _transcribed_keys(pg, day) == ["b.wav"]
+    rows = cp.newest(pg, day)
+    assert cp.transcribed_keys(pg, day) == ["b.wav"]
     assert rows["c.wav"].status == "duplicate" and rows["c.wav"].duplicate_of == rows["b.wav"].id
     assert audit_day(s3, pg, day).clean
 
 
 def test_erasing_the_original_leaves_its_name_nowhere_and_one_copy_is_transcribed(stack, s3, pg):
     day = date(2043, 1, 13)
-    a = _put(s3, day, "a.wav", CALL)
-    b = _put(s3, day, "b.wav", CALL)
-    c = _put(s3, day, "c.wav", CALL)
+    a = cp.put(s3, day, "a.wav", cp.CALL)
+    b = cp.put(s3, day, "b.wav", cp.CALL)
+    c = cp.put(s3, day, "c.wav", cp.CALL)
     assert run_through(s3, pg, day, "scheduled__rvp2-1").ok
     done = erase(s3, pg, a, "dpo")
     assert done.copies == [b, c]
@@ -233,7 +201,7 @@ def test_erasing_the_original_leaves_its_name_nowhere_and_one_copy_is_transcribe
                               {"k": a}).scalar_one()
     assert hits == 0 and logged == 0
     assert run_through(s3, pg, day, "manual__rvp2-2").ok
-    assert [r.status for r in _rows(pg, day)] == ["done", "duplicate"]  # b, then c its copy
+    assert [r.status for r in cp.rows(pg, day)] == ["done", "duplicate"]  # b, then c its copy
     assert audit_day(s3, pg, day).clean
 
 
@@ -241,41 +209,41 @@ def test_a_copy_of_a_recording_in_another_live_runs_lease(stack, s3, pg):
     """Original claimed by a daily run still live; its copy arrives and a backfill of the day marks
     it; the daily run dies; the next run finishes the original; the copy stays one call."""
     day = date(2043, 1, 16)
-    _put(s3, day, "a.wav", CALL)
+    cp.put(s3, day, "a.wav", cp.CALL)
     assert run_through(s3, pg, day, "scheduled__rvp4-1", stop="listed") is None  # holds a's lease
     time.sleep(2)
-    _put(s3, day, "b.wav", CALL)
+    cp.put(s3, day, "b.wav", cp.CALL)
     time.sleep(2)
     verdict = run_through(s3, pg, day, "backfill__rvp4-2", is_live=lambda r: r == "scheduled__rvp4-1")
     assert verdict.ok, verdict.problems()
-    rows = _newest(pg, day)
+    rows = cp.newest(pg, day)
     assert rows["b.wav"].status == "duplicate" and rows["a.wav"].status == "pending"
     verdict = run_through(s3, pg, day, "manual__rvp4-3")
     assert verdict.ok, verdict.problems()
-    assert _transcribed_keys(pg, day) == ["a.wav"] and _newest(pg, day)["b.wav"].status == "duplicate"
+    assert cp.transcribed_keys(pg, day) == ["a.wav"] and cp.newest(pg, day)["b.wav"].status == "duplicate"
     assert audit_day(s3, pg, day).clean
 
 
 def test_erasing_the_copy_leaves_the_original_transcribed(stack, s3, pg):
     day = date(2043, 1, 17)
-    a = _put(s3, day, "a.wav", CALL)
-    b = _put(s3, day, "b.wav", CALL)
+    a = cp.put(s3, day, "a.wav", cp.CALL)
+    b = cp.put(s3, day, "b.wav", cp.CALL)
     assert run_through(s3, pg, day, "scheduled__rvp5-1").ok
     done = erase(s3, pg, b, "dpo")
     assert done.copies == [a]
     assert run_through(s3, pg, day, "manual__rvp5-2").ok
-    assert _transcribed_keys(pg, day) == ["a.wav"] and [r.status for r in _rows(pg, day)] == ["done"]
+    assert cp.transcribed_keys(pg, day) == ["a.wav"] and [r.status for r in cp.rows(pg, day)] == ["done"]
     assert audit_day(s3, pg, day).clean
 
 
 def test_a_reprocess_run_leaves_copies_alone_and_is_green(stack, s3, pg):
     day = date(2043, 1, 18)
-    _put(s3, day, "a.wav", CALL)
-    _put(s3, day, "b.wav", CALL)
+    cp.put(s3, day, "a.wav", cp.CALL)
+    cp.put(s3, day, "b.wav", cp.CALL)
     assert run_through(s3, pg, day, "scheduled__rvp6-1").ok
     verdict = run_through(s3, pg, day, "manual__rvp6-2", reprocess=True)
     assert verdict.ok, verdict.problems()
-    rows = _newest(pg, day)
+    rows = cp.newest(pg, day)
     assert rows["a.wav"].status == "done" and rows["a.wav"].loads == 2 and rows["b.wav"].status == "duplicate"
 
 
@@ -285,8 +253,8 @@ def test_migration_0021_goes_down_and_up_with_copies_in_the_table(stack, s3, pg)
     from tests.integration.helpers import downgrade
 
     day = date(2043, 1, 15)
-    _put(s3, day, "a.wav", CALL)
-    _put(s3, day, "b.wav", CALL)
+    cp.put(s3, day, "a.wav", cp.CALL)
+    cp.put(s3, day, "b.wav", cp.CALL)
     assert run_through(s3, pg, day, "scheduled__rvp3-1").ok
     downgrade(pg, "0020")
     try:

@@ -13,54 +13,11 @@ import sqlalchemy as sa
 
 from callscribe import discovery
 from callscribe.audit import audit_day
-from callscribe.discovery import day_prefix
 from callscribe.erasure import erase
-from callscribe.samples import sample_dir
+from tests.integration import copies as cp
 from tests.integration.helpers import run_through
 
 pytestmark = pytest.mark.integration
-
-CALL = sample_dir() / "call-0003.wav"
-OTHER = sample_dir() / "call-0002.mp3"
-
-
-def _rows(pg, day: date) -> list[sa.Row]:
-    with pg.connect() as c:
-        return c.execute(sa.text(
-            "SELECT r.id, r.object_key, r.etag, r.status, r.attempts, r.last_error, r.duplicate_of, r.loads, "
-            "r.last_run_id, (SELECT count(*) FROM transcripts t WHERE t.recording_id = r.id) AS transcripts "
-            "FROM recordings r WHERE r.call_date = :d ORDER BY r.id"), {"d": day}).all()
-
-
-def _name(r) -> str:
-    return r.object_key.rsplit("/", 1)[1]
-
-
-def _newest(pg, day: date) -> dict[str, sa.Row]:
-    return {_name(r): r for r in _rows(pg, day)}
-
-
-def _put(s3, day: date, name: str, data) -> str:
-    key = day_prefix("calls/", day) + name
-    s3.put_bytes(s3.uri(key), data if isinstance(data, bytes) else data.read_bytes())
-    return key
-
-
-def _transcribed_keys(pg, day: date) -> list[str]:
-    return sorted(_name(r) for r in _rows(pg, day) if r.status == "done" and r.transcripts > 0)
-
-
-def _table(pg, day: date) -> list[tuple]:
-    return [(_name(r), r.id, r.status, r.attempts, r.duplicate_of, r.transcripts) for r in _rows(pg, day)]
-
-
-def _give_up(pg, key: str) -> None:
-    """The state a recording's third failed run leaves (as test_duplicate_content_cases does)."""
-    with pg.begin() as c:
-        c.execute(sa.text("UPDATE recordings SET status = 'failed', attempts = 3, lease_until = NULL, "
-                          "last_error = 'gave up after 3 attempts: the chunk task died while decoding' "
-                          "WHERE object_key = :k"), {"k": key})
-
 
 # ------------------------------------------------------------------ erasing a copy
 
@@ -70,16 +27,16 @@ def test_erasing_the_copy_leaves_its_untaken_original_to_be_transcribed(stack, s
     it (a pending, attempts 0). The DPO erases b only, told a holds the same audio, and keeps a:
     the next run transcribes a."""
     day = date(2044, 2, 1)
-    a = _put(s3, day, "a.wav", CALL)
-    b = _put(s3, day, "b.wav", CALL)
+    a = cp.put(s3, day, "a.wav", cp.CALL)
+    b = cp.put(s3, day, "b.wav", cp.CALL)
     assert run_through(s3, pg, day, "scheduled__z1-1", stop="listed") is None
     discovery.close_run(pg, "scheduled__z1-1")  # its chunk task never started; the report closed it
-    before = _newest(pg, day)
+    before = cp.newest(pg, day)
     assert (before["a.wav"].status, before["a.wav"].attempts, before["b.wav"].status) == ("pending", 0, "duplicate")
     done = erase(s3, pg, b, "dpo")
     assert done.copies == [a]
     verdict = run_through(s3, pg, day, "manual__z1-2")
-    after = _newest(pg, day)["a.wav"]
+    after = cp.newest(pg, day)["a.wav"]
     assert after.status == "done" and after.transcripts > 0, (
         f"expected the kept original a transcribed; actual a is {after.status} ({after.last_error!r}), "
         f"verdict ok={verdict.ok}")
@@ -89,18 +46,18 @@ def test_an_original_kept_by_the_dpo_is_transcribed_again_once_restored(stack, s
     """a transcribed, b its copy; the DPO erases b and keeps a. a, later deleted by mistake and
     restored from a backup (the same bytes), is transcribed again like any restored key."""
     day = date(2044, 2, 2)
-    a = _put(s3, day, "a.wav", CALL)
-    b = _put(s3, day, "b.wav", CALL)
+    a = cp.put(s3, day, "a.wav", cp.CALL)
+    b = cp.put(s3, day, "b.wav", cp.CALL)
     assert run_through(s3, pg, day, "scheduled__z2-1").ok
     erase(s3, pg, b, "dpo")
-    assert _transcribed_keys(pg, day) == ["a.wav"]
+    assert cp.transcribed_keys(pg, day) == ["a.wav"]
     s3.purge(s3.uri(a))
     assert run_through(s3, pg, day, "manual__z2-2").ok
-    _put(s3, day, "a.wav", CALL)
+    cp.put(s3, day, "a.wav", cp.CALL)
     time.sleep(2)
     verdict = run_through(s3, pg, day, "manual__z2-3")
-    after = _newest(pg, day)["a.wav"]
-    assert _transcribed_keys(pg, day) == ["a.wav"], (
+    after = cp.newest(pg, day)["a.wav"]
+    assert cp.transcribed_keys(pg, day) == ["a.wav"], (
         f"expected a transcribed again; actual a is {after.status} ({after.last_error!r}), verdict ok={verdict.ok}")
 
 
@@ -112,14 +69,14 @@ def test_an_audit_names_the_copy_of_an_original_that_failed_for_good(stack, s3, 
     no transcript anywhere, so the audit names b as owed until a discovery of the day revives it
     (with lookback_days 0 no later run might otherwise)."""
     day = date(2044, 2, 3)
-    a = _put(s3, day, "a.wav", CALL)
-    _put(s3, day, "b.wav", CALL)
+    a = cp.put(s3, day, "a.wav", cp.CALL)
+    cp.put(s3, day, "b.wav", cp.CALL)
     assert run_through(s3, pg, day, "scheduled__z3-1", stop="listed") is None
-    _give_up(pg, a)
-    rows = _newest(pg, day)
+    cp.give_up(pg, a)
+    rows = cp.newest(pg, day)
     assert rows["b.wav"].status == "duplicate" and rows["b.wav"].duplicate_of == rows["a.wav"].id
     result = audit_day(s3, pg, day)
-    assert _transcribed_keys(pg, day) == []
+    assert cp.transcribed_keys(pg, day) == []
     assert not result.clean, (f"expected the copy b named unfinished (its original failed for good, the call has "
                               f"no transcript); actual audit clean: {result.as_dict()}")
 
@@ -128,14 +85,14 @@ def test_a_reprocess_after_a_failed_original_transcribes_its_call_once(stack, s3
     """a failed for good, so its copy b was transcribed on its own. A reprocess run of the day
     makes a b's copy instead of taking both: one transcript, green."""
     day = date(2044, 2, 4)
-    a = _put(s3, day, "a.wav", CALL)
-    _put(s3, day, "b.wav", CALL)
+    a = cp.put(s3, day, "a.wav", cp.CALL)
+    cp.put(s3, day, "b.wav", cp.CALL)
     assert run_through(s3, pg, day, "scheduled__z4-1", stop="listed") is None
-    _give_up(pg, a)
+    cp.give_up(pg, a)
     assert run_through(s3, pg, day, "manual__z4-2").ok
-    assert _transcribed_keys(pg, day) == ["b.wav"]
+    assert cp.transcribed_keys(pg, day) == ["b.wav"]
     verdict = run_through(s3, pg, day, "manual__z4-3", reprocess=True)
-    transcribed = _transcribed_keys(pg, day)
+    transcribed = cp.transcribed_keys(pg, day)
     assert verdict.ok and len(transcribed) == 1, (
         f"expected one transcript and a green reprocess; actual transcribed={transcribed}, "
         f"problems={verdict.problems()}")
@@ -150,21 +107,21 @@ def test_a_key_put_back_while_another_run_holds_its_copy_is_the_copy(stack, s3, 
     a row another run has taken is the original, so b is a's copy and the call is transcribed
     once."""
     day = date(2044, 2, 5)
-    b = _put(s3, day, "b.wav", CALL)
+    b = cp.put(s3, day, "b.wav", cp.CALL)
     assert run_through(s3, pg, day, "scheduled__z5-1").ok
     s3.purge(s3.uri(b))
-    _put(s3, day, "a.wav", CALL)
+    cp.put(s3, day, "a.wav", cp.CALL)
     time.sleep(2)
     seen = {}
 
     def restore_and_run_s():
-        _put(s3, day, "b.wav", CALL)
+        cp.put(s3, day, "b.wav", cp.CALL)
         time.sleep(2)
         seen["s"] = run_through(s3, pg, day, "manual__z5-S", is_live=lambda r: r == "manual__z5-R")
-        seen["rows"] = _table(pg, day)
+        seen["rows"] = cp.table(pg, day)
 
     verdict_r = run_through(s3, pg, day, "manual__z5-R", before_chunk=restore_and_run_s)
-    transcribed = _transcribed_keys(pg, day)
+    transcribed = cp.transcribed_keys(pg, day)
     result = audit_day(s3, pg, day)
     assert len(transcribed) == 1, (
         f"expected the call transcribed once; actual transcribed under {transcribed}; after S: {seen['rows']}; "
@@ -181,20 +138,20 @@ def test_a_pair_of_transcripts_another_live_run_holds_is_in_progress(stack, s3, 
     in progress, R's to answer for, not doubled."""
     day = date(2044, 2, 6)
     live = {"manual__z6-X", "manual__z6-R"}
-    _put(s3, day, "a.wav", CALL)
+    cp.put(s3, day, "a.wav", cp.CALL)
     assert run_through(s3, pg, day, "scheduled__z6-1").ok
-    _put(s3, day, "a.wav", OTHER)
+    cp.put(s3, day, "a.wav", cp.OTHER)
     time.sleep(2)
     assert run_through(s3, pg, day, "manual__z6-X", stop="listed") is None
-    _put(s3, day, "b.wav", CALL)
+    cp.put(s3, day, "b.wav", cp.CALL)
     time.sleep(2)
     run_through(s3, pg, day, "manual__z6-2", is_live=lambda r: r in live)
-    assert "b.wav" in _transcribed_keys(pg, day), _table(pg, day)
+    assert "b.wav" in cp.transcribed_keys(pg, day), cp.table(pg, day)
     assert run_through(s3, pg, day, "manual__z6-R", reprocess=True, stop="listed", is_live=lambda r: r in live) is None
-    _put(s3, day, "a.wav", CALL)  # put back
+    cp.put(s3, day, "a.wav", cp.CALL)  # put back
     time.sleep(2)
     verdict = run_through(s3, pg, day, "manual__z6-S", is_live=lambda r: r in live)
-    table = _table(pg, day)
+    table = cp.table(pg, day)
     assert verdict.ok, (f"expected S green (b is in live reprocess run R's hands); actual red: "
                         f"{verdict.problems()}; rows: {table}")
 
@@ -204,9 +161,9 @@ def test_a_pair_of_transcripts_another_live_run_holds_is_in_progress(stack, s3, 
 
 def test_erasure_dry_run_changes_nothing_and_twice_leaves_no_name(stack, s3, pg):
     day = date(2044, 2, 7)
-    a = _put(s3, day, "a.wav", CALL)
-    b = _put(s3, day, "b.wav", CALL)
-    c = _put(s3, day, "c.wav", CALL)
+    a = cp.put(s3, day, "a.wav", cp.CALL)
+    b = cp.put(s3, day, "b.wav", cp.CALL)
+    c = cp.put(s3, day, "c.wav", cp.CALL)
     assert run_through(s3, pg, day, "scheduled__zp1-1").ok
 
     def snapshot():
@@ -230,7 +187,7 @@ def test_erasure_dry_run_changes_nothing_and_twice_leaves_no_name(stack, s3, pg)
             " + (SELECT count(*) FROM erasures e WHERE position(:k in e::text) > 0)"), {"k": a}).scalar_one()
     assert hits == 0
     assert run_through(s3, pg, day, "manual__zp1-2").ok
-    assert [r.status for r in _rows(pg, day)] == ["done", "duplicate"]  # b, then c its copy
+    assert [r.status for r in cp.rows(pg, day)] == ["done", "duplicate"]  # b, then c its copy
 
 
 def test_three_done_keys_of_one_content_keep_the_oldest_once(stack, s3, pg):
@@ -238,7 +195,7 @@ def test_three_done_keys_of_one_content_keep_the_oldest_once(stack, s3, pg):
     copies and running them), then a discovery: one transcript left, the other two its copies."""
     day = date(2044, 2, 8)
     for n in ("a.wav", "b.wav", "c.wav"):
-        _put(s3, day, n, CALL)
+        cp.put(s3, day, n, cp.CALL)
     assert run_through(s3, pg, day, "scheduled__zp2-1").ok
     with pg.begin() as conn:  # as days transcribed before copies were matched: each on its own
         conn.execute(sa.text("UPDATE recordings SET status = 'pending', duplicate_of = NULL, last_error = NULL, "
@@ -256,12 +213,12 @@ def test_three_done_keys_of_one_content_keep_the_oldest_once(stack, s3, pg):
         pipeline.run_worker_local(job, s3_settings())
     loading.load_jobs(s3, pg, jobs, "legacy__zp2")
     discovery.close_run(pg, "legacy__zp2")
-    assert _transcribed_keys(pg, day) == ["a.wav", "b.wav", "c.wav"]
+    assert cp.transcribed_keys(pg, day) == ["a.wav", "b.wav", "c.wav"]
     assert not audit_day(s3, pg, day).clean
     verdict = run_through(s3, pg, day, "manual__zp2-2")
     assert verdict.ok, verdict.problems()
-    rows = _newest(pg, day)
-    assert _transcribed_keys(pg, day) == ["a.wav"]
+    rows = cp.newest(pg, day)
+    assert cp.transcribed_keys(pg, day) == ["a.wav"]
     assert rows["b.wav"].duplicate_of == rows["a.wav"].id == rows["c.wav"].duplicate_of
     assert audit_day(s3, pg, day).clean
 
@@ -271,19 +228,19 @@ def test_a_pair_of_transcripts_a_dead_run_held_is_settled_once_that_run_is_close
     closes R, then settles the copies again: one transcript, green."""
     day = date(2044, 2, 9)
     live = {"manual__z7-X"}
-    _put(s3, day, "a.wav", CALL)
+    cp.put(s3, day, "a.wav", cp.CALL)
     assert run_through(s3, pg, day, "scheduled__z7-1").ok
-    _put(s3, day, "a.wav", OTHER)
+    cp.put(s3, day, "a.wav", cp.OTHER)
     time.sleep(2)
     assert run_through(s3, pg, day, "manual__z7-X", stop="listed") is None
-    _put(s3, day, "b.wav", CALL)
+    cp.put(s3, day, "b.wav", cp.CALL)
     time.sleep(2)
     run_through(s3, pg, day, "manual__z7-2", is_live=lambda r: r in live)
     assert run_through(s3, pg, day, "manual__z7-R", reprocess=True, stop="listed", is_live=lambda r: r in live) is None
-    _put(s3, day, "a.wav", CALL)  # put back
+    cp.put(s3, day, "a.wav", cp.CALL)  # put back
     time.sleep(2)
     verdict = run_through(s3, pg, day, "manual__z7-S", is_live=lambda r: r in live)  # R is over
-    transcribed = _transcribed_keys(pg, day)
+    transcribed = cp.transcribed_keys(pg, day)
     assert verdict.ok and len(transcribed) == 1, (
         f"expected S green with one transcript; actual transcribed={transcribed}, problems={verdict.problems()}; "
-        f"rows: {_table(pg, day)}")
+        f"rows: {cp.table(pg, day)}")

@@ -25,6 +25,10 @@ def _counting_child(tmp_path: Path, deaths: int, sig: int = signal.SIGKILL):
         n = int(count.read_text()) + 1
         count.write_text(str(n))
         if n <= deaths:
+            # Its default action, whatever this process inherited: a shell's background job starts
+            # with SIGINT and SIGQUIT ignored (POSIX, without job control), and so would the child.
+            if sig != signal.SIGKILL:  # whose action cannot be changed
+                signal.signal(sig, signal.SIG_DFL)
             os.kill(os.getpid(), sig)
             time.sleep(5)
         return 0

@@ -119,11 +119,18 @@ CTRL_C = textwrap.dedent("""
 """)
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """SIGINT at its default, as a terminal's foreground job has it: tests started as a shell's
+    background job inherit it ignored (POSIX, without job control), and Python keeps it so."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_lets_the_child_clean_up_and_the_supervisor_waits_for_it():
     """Ctrl-C signals the terminal's process group: the supervisor must not leave on a KeyboardInterrupt
     of its own and take its child (die_with_parent) with it before the child's clean-up is done."""
     proc = subprocess.Popen([sys.executable, "-c", CTRL_C], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+                            start_new_session=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+                            preexec_fn=_ctrl_c_as_in_a_terminal)
     assert proc.stdout is not None
     assert proc.stdout.readline().startswith("child")
     os.killpg(proc.pid, signal.SIGINT)

@@ -1,0 +1,55 @@
+"""Shared by the tests of copies (one call uploaded under several keys of a day)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import sqlalchemy as sa
+
+from callscribe.discovery import day_prefix
+from callscribe.samples import sample_dir
+
+CALL = sample_dir() / "call-0003.wav"
+OTHER = sample_dir() / "call-0002.mp3"
+
+
+def rows(pg, day: date) -> list[sa.Row]:
+    """Every row of the day, oldest first, with how many transcripts each holds."""
+    with pg.connect() as c:
+        return c.execute(sa.text(
+            "SELECT r.id, r.object_key, r.etag, r.status, r.attempts, r.last_error, r.duplicate_of, r.loads, "
+            "r.last_run_id, (SELECT count(*) FROM transcripts t WHERE t.recording_id = r.id) AS transcripts "
+            "FROM recordings r WHERE r.call_date = :d ORDER BY r.id"), {"d": day}).all()
+
+
+def name(r) -> str:
+    return r.object_key.rsplit("/", 1)[1]
+
+
+def newest(pg, day: date) -> dict[str, sa.Row]:
+    """object name -> its newest row."""
+    return {name(r): r for r in rows(pg, day)}
+
+
+def put(s3, day: date, object_name: str, data) -> str:
+    key = day_prefix("calls/", day) + object_name
+    s3.put_bytes(s3.uri(key), data if isinstance(data, bytes) else data.read_bytes())
+    return key
+
+
+def transcribed_keys(pg, day: date) -> list[str]:
+    """Names whose row holds transcripts (what analysts count as calls)."""
+    return sorted(name(r) for r in rows(pg, day) if r.status == "done" and r.transcripts > 0)
+
+
+def table(pg, day: date) -> list[tuple]:
+    """The day's rows in short, for assertion messages."""
+    return [(name(r), r.id, r.status, r.attempts, r.duplicate_of, r.transcripts) for r in rows(pg, day)]
+
+
+def give_up(pg, key: str) -> None:
+    """The state a recording's third failed run leaves."""
+    with pg.begin() as c:
+        c.execute(sa.text("UPDATE recordings SET status = 'failed', attempts = 3, lease_until = NULL, "
+                          "last_error = 'gave up after 3 attempts: the chunk task died while decoding' "
+                          "WHERE object_key = :k"), {"k": key})
