@@ -244,3 +244,20 @@ def test_a_pair_of_transcripts_a_dead_run_held_is_settled_once_that_run_is_close
     assert verdict.ok and len(transcribed) == 1, (
         f"expected S green with one transcript; actual transcribed={transcribed}, problems={verdict.problems()}; "
         f"rows: {cp.table(pg, day)}")
+
+
+def test_a_reprocess_of_a_red_run_whose_original_failed_for_good_transcribes_the_call_once(stack, s3, pg):
+    """a fails for good while b is its copy: the run is red (b owed). The operator's answer, a
+    reprocess of the day, revives b and makes a b's copy in the same discovery: it transcribes the
+    call once and is green, instead of transcribing both and going red "doubled"."""
+    day = date(2044, 2, 10)
+    a = cp.put(s3, day, "a.wav", cp.CALL)
+    cp.put(s3, day, "b.wav", cp.CALL)
+    assert run_through(s3, pg, day, "scheduled__z8-1", stop="listed") is None
+    cp.give_up(pg, a)
+    assert not audit_day(s3, pg, day).clean
+    verdict = run_through(s3, pg, day, "manual__z8-2", reprocess=True)
+    assert verdict.ok, verdict.problems()
+    rows = cp.newest(pg, day)
+    assert cp.transcribed_keys(pg, day) == ["b.wav"]
+    assert (rows["a.wav"].status, rows["a.wav"].duplicate_of) == ("duplicate", rows["b.wav"].id)

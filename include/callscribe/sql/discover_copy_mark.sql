@@ -1,8 +1,8 @@
 -- A day's row whose content (etag and size) another key of that day holds is the same call
 -- uploaded twice: `duplicate` of that recording, never claimed, and this run's to report.
 -- Marked: a row no run has taken (pending, never attempted: new, or back in use after a
--- deletion or a copy's revival), and one that failed for good while another key of the call was
--- transcribed (a reprocess would transcribe the call twice). The original is the current
+-- deletion or a copy's revival), and one that failed for good while another key of the call is
+-- transcribed or on its way (a reprocess would transcribe the call twice). The original is the current
 -- version of its key and on its way to a transcript: one done first, else one a run has taken
 -- (attempted, or leased by another run), else the oldest untaken one, so two untaken copies
 -- never mark each other. A quarantined row is no original: a copy under an audio name is looked
@@ -19,6 +19,8 @@ WHERE d.call_date = :call_date AND d.size_bytes > 0
       WHERE c.bucket = d.bucket AND c.call_date = d.call_date AND c.etag = d.etag
         AND c.size_bytes = d.size_bytes AND c.object_key <> d.object_key
         AND (c.status = 'done'
+             OR (d.status = 'failed'
+                 AND (c.status IN ('pending', 'chunked') OR (c.status = 'failed' AND c.attempts < :max_attempts)))
              OR (d.status = 'pending'
                  AND (c.status = 'chunked'
                       OR (c.status = 'failed' AND c.attempts < :max_attempts)
