@@ -83,23 +83,15 @@ def _day_in(key: str) -> date | None:
         return None
 
 
-def _contents(store: Store, bucket: str, key: str, rows: list) -> list[dict]:
-    """The etags and sizes the key's calls had: its registered versions and what the bucket holds
-    under it now (uploaded, perhaps not yet discovered)."""
-    found = {(r.etag, r.size_bytes) for r in rows}
-    found |= {(o.etag, o.size) for o in store.list(key, bucket=bucket) if o.key == key}
-    return [{"etag": etag, "size": size} for etag, size in sorted(found) if size]
-
-
-def _copies_in_bucket(store: Store, bucket: str, key: str, day: date | None, contents: list[dict]) -> list[str]:
-    """Other keys in the erased key's day folder (its folder when the day is unknown) that hold
-    one of ``contents``: copies no run has registered yet are named too."""
-    if not contents:
-        return []
+def _copies_in_bucket(store: Store, bucket: str, key: str, day: date | None, rows: list) -> list[str]:
+    """Other keys in the erased key's day folder (its folder when the day is unknown) holding the
+    content of its registered versions or of what the bucket holds under it now: copies no run
+    has registered yet are named too."""
     marker = f"/{day:%Y/%m/%d}/" if day else None
     folder = key[: key.index(marker) + len(marker)] if marker and marker in key else posixpath.dirname(key) + "/"
-    wanted = {(c["etag"], c["size"]) for c in contents}
-    return [o.key for o in store.list(folder, bucket=bucket) if o.key != key and (o.etag, o.size) in wanted]
+    listed = list(store.list(folder, bucket=bucket))
+    wanted = {(r.etag, r.size_bytes) for r in rows} | {(o.etag, o.size) for o in listed if o.key == key}
+    return [o.key for o in listed if o.key != key and o.size and (o.etag, o.size) in wanted]
 
 
 def _run_ids(conn: Connection, rows: list, day: date | None) -> set[str]:
@@ -223,9 +215,7 @@ def erase(store: Store, engine: Engine, key: str, actor: str, bucket: str | None
         out.access_entries = conn.execute(db.q("erase_access_count"),
                                           {"ids": out.recording_ids, "hash": digest}).scalar_one()
         out.finished_earlier = prior is not None
-        contents = _contents(store, bucket, key, rows)
-        out.copies = sorted(set(conn.execute(db.q("erase_copies"), {"ids": [r.id for r in rows]}).scalars())
-                            | set(_copies_in_bucket(store, bucket, key, day or _day_in(key), contents)))
+        registered_copies = set(conn.execute(db.q("erase_copies"), {"ids": [r.id for r in rows]}).scalars())
         if not dry_run:
             conn.execute(db.q("erase_copies_orphan"), {"ids": [r.id for r in rows]})
             conn.execute(db.q("erase_apply"), {
@@ -234,6 +224,8 @@ def erase(store: Store, engine: Engine, key: str, actor: str, bucket: str | None
                 "detail": f"{len(rows)} version(s), {out.segments} segments"
                           + ("; finishing an earlier erasure" if prior is not None else ""),
             })
+    # Listed after the transaction: discoveries wait on the erasure's lock, not on a day's listing.
+    out.copies = sorted(registered_copies | set(_copies_in_bucket(store, bucket, key, day or _day_in(key), rows)))
     ids = set(out.recording_ids)
     out.rewritten = _scrub_work_area(store, run_ids, ids, dry_run)
     packs = [store.uri(k) for i in sorted(ids) for k in pack_keys(day, i)] if day else []
