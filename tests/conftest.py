@@ -25,6 +25,9 @@ services.apply_environment(PROFILE, repo_root=REPO)
 # Tests share one database and use neighbouring days: a run that also took the days before
 # its own would take other tests' recordings. The tests of late uploads set it per run.
 os.environ["CALLSCRIBE_LOOKBACK_DAYS"] = "0"
+# For the same reason, copies are matched on the same day only: tests upload the same sample
+# bytes on neighbouring days as calls of their own. The tests of copies across days set it.
+os.environ["CALLSCRIBE_COPY_WINDOW_DAYS"] = "0"
 
 
 @pytest.fixture(scope="session")

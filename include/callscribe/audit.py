@@ -16,6 +16,7 @@ from datetime import date, datetime, timedelta
 from sqlalchemy.engine import Engine
 
 from callscribe import db
+from callscribe.config import copy_window_days
 from callscribe.discovery import MAX_ATTEMPTS, day_prefix
 from callscribe.storage import Store
 
@@ -77,7 +78,8 @@ def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls
     prefix = day_prefix(base_prefix, day)
     objects = list(store.list(prefix))
     with engine.connect() as conn:
-        rows = conn.execute(db.q("audit_day"), {"bucket": store.bucket, "call_date": day, "prefix": prefix}).all()
+        rows = conn.execute(db.q("audit_day"), {"bucket": store.bucket, "call_date": day, "prefix": prefix,
+                                                "window": copy_window_days()}).all()
         erased = set(conn.execute(db.q("audit_erased"), {
             "bucket": store.bucket, "hashes": [key_hash(o.key) for o in objects]}).scalars())
     # What the run took, by content. A key it took that now holds other content was uploaded
@@ -121,6 +123,12 @@ def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls
             out.loads[r.loads] += 1
             if r.size_bytes:
                 transcribed.setdefault((r.etag, r.size_bytes), []).append((key, elsewhere))
+            if r.twin_key:  # the same call transcribed on another day too (discover_copy_retire.sql keeps one)
+                held = elsewhere or bool(run_id and r.twin_holder and r.twin_holder != run_id
+                                         and (is_live is None or is_live(r.twin_holder)))
+                (out.in_progress if held else out.duplicated).append(
+                    f"{key}, {r.twin_key} of {r.twin_day}: the same audio transcribed on two days"
+                    + ("; another live run holds one" if held else "; the next discovery of either day keeps one"))
         elif (r.status in ("quarantined", "duplicate") or (r.status == "failed" and r.attempts >= MAX_ATTEMPTS)) \
                 and any(v.status == "done" for v in versions):
             # Kept only until a discovery of the day or the run's report retires it (discovery.retire_replaced).
@@ -138,6 +146,13 @@ def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls
             # The call has no transcript under the original: the next discovery of the day revives the copy.
             gone = "failed for good" if r.original_status == "failed" else r.original_status
             out.unfinished.append(f"{key}: a copy whose original is {gone}; the next run of its day transcribes it")
+        elif r.status == "duplicate" and r.original_elsewhere and r.original_status in ("pending", "chunked", "failed"):
+            # Its original is on another day, outside this audit: the call has no transcript yet.
+            held = bool(run_id and r.original_holder and r.original_holder != run_id
+                        and (is_live is None or is_live(r.original_holder)))
+            (out.in_progress if held else out.unfinished).append(
+                f"{key}: a copy of {r.original_elsewhere} of {r.original_day}, which is {r.original_status}"
+                + (f" in run {r.original_holder}" if held else "; a run of that day transcribes it"))
         elif r.status == "done" and r.transcripts != max(r.channels or 1, 1):
             out.lost.append(f"{key}: done with {r.transcripts} transcripts for {r.channels} channels")
         if r.repeated_segments:

@@ -49,6 +49,27 @@ def day_zone() -> ZoneInfo:
         raise ValueError(f"CALLSCRIBE_TIMEZONE={name!r} is not an IANA time zone name "
                          "(such as Europe/Berlin or America/New_York)") from exc
 
+COPY_WINDOW_DAYS = 7
+
+
+def copy_window_days() -> int:
+    """How many days apart two keys of one content may be and still be one call
+    (``CALLSCRIBE_COPY_WINDOW_DAYS``, default 7; 0 matches copies on the same day only). An export
+    re-run that drops yesterday's calls into today's folder repeats them a day or two later; the
+    same bytes months apart are more likely a deliberate re-upload, and a bound keeps identical
+    short files (the same silence, an IVR prompt) from folding a season of calls into one."""
+    raw = os.environ.get("CALLSCRIBE_COPY_WINDOW_DAYS", "").strip()
+    if not raw:
+        return COPY_WINDOW_DAYS
+    try:
+        days = int(raw)
+    except ValueError:
+        days = -1
+    if not 0 <= days <= 366:
+        raise ValueError(f"CALLSCRIBE_COPY_WINDOW_DAYS={raw!r} must be a whole number of days from 0 to 366")
+    return days
+
+
 # ---------------------------------------------------------------- object store
 
 

@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import posixpath
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -15,7 +16,7 @@ from sqlalchemy.engine import Engine
 
 from callscribe import db
 from callscribe.audio import AUDIO_EXTENSIONS
-from callscribe.config import run_area
+from callscribe.config import copy_window_days, run_area
 from callscribe.storage import ObjectInfo, Store
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ def register(engine: Engine, objects: list[ObjectInfo], day: date, run_id: str,
         db.copy_rows(conn, "listing", ["bucket", "object_key", "etag", "size_bytes", "call_id", "status",
                                        "last_error"], (listing_row(o) for o in objects))
         conn.execute(db.q("discover_listing_index"))
+        conn.execute(db.q("discover_copy_lock"))  # as does another day's settling of copies
         if deletions is not None:
             conn.execute(db.q("discover_reupload"), {"call_date": day})
         new = conn.execute(db.q("discover_register"), {"call_date": day, "run_id": run_id}).rowcount
@@ -104,10 +106,14 @@ def register(engine: Engine, objects: list[ObjectInfo], day: date, run_id: str,
 
 
 def settle_copies(conn, day: date, run_id: str) -> None:
-    """One call under several keys of a day is transcribed once: copies whose original left or
-    failed for good go back to work, new copies are marked, a second transcript is retired."""
-    params = {"call_date": day, "run_id": run_id, "max_attempts": MAX_ATTEMPTS}
-    conn.execute(db.q("discover_copy_revive"), params)
+    """One call under several keys (of a day, or of days ``copy_window_days`` apart) is transcribed
+    once: copies whose original left or failed for good go back to work, new copies are marked,
+    a second transcript is retired. The caller holds the copies lock (discover_copy_lock.sql)."""
+    params = {"call_date": day, "run_id": run_id, "max_attempts": MAX_ATTEMPTS, "window": copy_window_days()}
+    elsewhere = Counter(d for d in conn.execute(db.q("discover_copy_revive"), params).scalars() if d != day)
+    for d, n in sorted(elsewhere.items()):
+        log.warning("%d copies on %s of recordings of %s are calls to transcribe now (their original left); a run "
+                    "of %s, or one whose lookback_days cover it, takes them", n, d, day, d)
     conn.execute(db.q("discover_copy_mark"), params)
     conn.execute(db.q("discover_copy_retire"), params)
 
@@ -148,6 +154,10 @@ def claim(engine: Engine, bucket: str, prefix: str, day: date, run_id: str, repr
     params = {"bucket": bucket, "prefix": prefix, "call_date": day, "run_id": run_id}
     with engine.begin() as conn:
         conn.execute(db.q("discover_claim_lock"), {**params, "reprocess": reprocess})
+        # Copies settled again under the lock, with what other days' claims committed since this
+        # day was registered: a key of one call another day's run has just taken is left to it.
+        conn.execute(db.q("discover_copy_lock"))
+        settle_copies(conn, day, run_id)
         rows = conn.execute(
             db.q("discover_claim"),
             {**params, "reprocess": reprocess, "max_attempts": MAX_ATTEMPTS,
@@ -289,6 +299,7 @@ def discover(store: Store, engine: Engine, day: date, base_prefix: str, run_id: 
     not hold back the new calls.
     """
     ids: list[int] = []
+    claimed: list[tuple[date, str]] = []
     for k, d in enumerate(run_days(day, lookback_days)):
         prefix = day_prefix(base_prefix, d)
         with engine.connect() as conn:
@@ -299,6 +310,7 @@ def discover(store: Store, engine: Engine, day: date, base_prefix: str, run_id: 
         new = register(engine, objects, d, run_id, deletions, listed_at)
         if is_live is not None and release_dead(engine, d, run_id, is_live, store):
             with engine.begin() as conn:  # what the dead runs held or gave up on, settled again
+                conn.execute(db.q("discover_copy_lock"))
                 settle_copies(conn, d, run_id)
         retire_replaced(engine, day=d)
         left = None if max_recordings is None else max_recordings - len(ids)
@@ -306,8 +318,20 @@ def discover(store: Store, engine: Engine, day: date, base_prefix: str, run_id: 
             break
         got = claim(engine, store.bucket, prefix, d, run_id, reprocess and k == 0, left)
         ids.extend(got)
+        claimed.append((d, prefix))
         if k == 0 or got or new:
             log.info("%s: %d objects listed, %d new, %d to process", prefix, len(objects), new, len(got))
+    if copy_window_days() > 0:
+        # An earlier day's listing can show the original of a copy on a day already claimed gone
+        # (discover_copy_revive.sql): that copy is a call to transcribe now, in this run.
+        for d, prefix in claimed[:-1]:
+            left = None if max_recordings is None else max_recordings - len(ids)
+            if left is not None and left <= 0:
+                break
+            more = sorted(set(claim(engine, store.bucket, prefix, d, run_id, False, left)) - set(ids))
+            if more:
+                log.info("%s: %d more to process, copies whose original was gone", prefix, len(more))
+            ids.extend(more)
     return sorted(ids)
 
 

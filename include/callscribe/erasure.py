@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from callscribe import db
 from callscribe.audit import key_hash
-from callscribe.config import run_area
+from callscribe.config import copy_window_days, run_area
 from callscribe.manifests import from_parquet, to_parquet
 from callscribe.pipeline import pack_keys
 from callscribe.storage import Store, make_uri
@@ -200,6 +200,7 @@ def erase(store: Store, engine: Engine, key: str, actor: str, bucket: str | None
     out = Erasure(bucket=bucket, key=key, dry_run=dry_run)
     with engine.begin() as conn:
         conn.execute(db.q("erase_lock"))  # no registration under way: it would add a version unseen
+        conn.execute(db.q("discover_copy_lock"))  # nor a claim marking a copy of what this erases
         rows = _versions(conn, bucket, key)  # locked until the erasure commits
         prior = conn.execute(db.q("erase_prior"), {"bucket": bucket, "hash": digest}).one_or_none()
         if not rows and prior is None and not store.exists(audio):
@@ -215,7 +216,8 @@ def erase(store: Store, engine: Engine, key: str, actor: str, bucket: str | None
         out.access_entries = conn.execute(db.q("erase_access_count"),
                                           {"ids": out.recording_ids, "hash": digest}).scalar_one()
         out.finished_earlier = prior is not None
-        registered_copies = set(conn.execute(db.q("erase_copies"), {"ids": [r.id for r in rows]}).scalars())
+        registered_copies = set(conn.execute(db.q("erase_copies"), {"ids": [r.id for r in rows],
+                                                                     "window": copy_window_days()}).scalars())
         if not dry_run:
             conn.execute(db.q("erase_copies_orphan"), {"ids": [r.id for r in rows]})
             conn.execute(db.q("erase_apply"), {

@@ -117,19 +117,20 @@ def beside(watch: Callable[..., None], *args) -> Iterator[None]:
 
 
 def run_through(s3, pg, day: date, run: str, before_chunk=None, close: bool = True, reprocess: bool = False,
-                stop: str | None = None, is_live: Callable[[str], bool] | None = None):
+                stop: str | None = None, is_live: Callable[[str], bool] | None = None, lookback_days: int = 0):
     """One run of ``day`` through the pipeline's own functions (no Airflow): discover, chunk, plan, the
     local worker, load, the report's close; returns the run's verdict. ``before_chunk`` runs between
     listing and chunking (an upload racing the run); ``close=False`` dies before the report, ``stop``
     earlier still (``"listed"``, ``"chunked"``; None is returned then). Other runs are over unless
-    ``is_live`` says they are live."""
+    ``is_live`` says they are live; ``lookback_days`` as the DAG's Param."""
     from datetime import UTC, datetime
 
     from callscribe import loading
     from callscribe.audit import run_verdict
 
     started = datetime.now(UTC)
-    ids = discovery.discover(s3, pg, day, "calls/", run, reprocess=reprocess, is_live=is_live or (lambda r: False))
+    ids = discovery.discover(s3, pg, day, "calls/", run, reprocess=reprocess, is_live=is_live or (lambda r: False),
+                             lookback_days=lookback_days)
     if before_chunk:
         before_chunk()
     if stop == "listed":
@@ -145,7 +146,7 @@ def run_through(s3, pg, day: date, run: str, before_chunk=None, close: bool = Tr
             loading.load_jobs(s3, pg, jobs, run)
     if close:
         discovery.close_run(pg, run)
-    return run_verdict(s3, pg, run, [day], "calls/", started, is_live=is_live)
+    return run_verdict(s3, pg, run, discovery.run_days(day, lookback_days), "calls/", started, is_live=is_live)
 
 
 def key_versions(pg, day: date, key: str) -> list[sa.Row]:

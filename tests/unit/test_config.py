@@ -70,3 +70,16 @@ def test_uris():
     assert parse_uri("s3://bucket/a/b c.wav") == ("bucket", "a/b c.wav")
     with pytest.raises(ValueError):
         parse_uri("http://bucket/a")
+
+
+def test_the_copy_window_is_a_week_by_default_and_refuses_nonsense(monkeypatch):
+    from callscribe.config import copy_window_days
+
+    monkeypatch.delenv("CALLSCRIBE_COPY_WINDOW_DAYS", raising=False)
+    assert copy_window_days() == 7
+    monkeypatch.setenv("CALLSCRIBE_COPY_WINDOW_DAYS", " 0 ")
+    assert copy_window_days() == 0
+    for bad in ("-1", "2.5", "a week", "367"):
+        monkeypatch.setenv("CALLSCRIBE_COPY_WINDOW_DAYS", bad)
+        with pytest.raises(ValueError, match="CALLSCRIBE_COPY_WINDOW_DAYS"):
+            copy_window_days()

@@ -1,27 +1,34 @@
--- A day's row whose content (etag and size) another key of that day holds is the same call
--- uploaded twice: `duplicate` of that recording, never claimed, and this run's to report.
+-- A day's row whose content (etag and size) another key holds, on its day or within :window days
+-- of it, is the same call uploaded twice: `duplicate` of that recording, never claimed, and this
+-- run's to report.
 -- Marked: a row no run has taken (pending, never attempted: new, or back in use after a
 -- deletion or a copy's revival), and one that failed for good while another key of the call is
 -- transcribed or on its way (a reprocess would transcribe the call twice). The original is the current
 -- version of its key and on its way to a transcript: one done first, else one a run has taken
--- (attempted, or leased by another run), else the oldest untaken one, so two untaken copies
--- never mark each other. A quarantined row is no original: a copy under an audio name is looked
--- at on its own. Not a row another run holds now.
+-- (attempted, or leased by another run), else, on the same day, the oldest untaken one, so two
+-- untaken copies never mark each other. On another day an original must be done or held by a
+-- run now (this one's lease counts): anything else waits for a run of its own day, which may
+-- never come, and the copy would stand on nothing. A quarantined row is no original: a copy
+-- under an audio name is looked at on its own. Not a row another run holds now.
 UPDATE recordings AS d
 SET status = 'duplicate', duplicate_of = o.id, last_run_id = :run_id, updated_at = now(),
-    last_error = 'same content as ' || o.object_key || ' (recording ' || o.id || '): one call, transcribed there'
+    last_error = 'same content as ' || o.object_key || ' of ' || CAST(o.call_date AS text)
+                 || ' (recording ' || o.id || '): one call, transcribed there'
 FROM recordings AS o
 WHERE d.call_date = :call_date AND d.size_bytes > 0
   AND ((d.status = 'pending' AND d.attempts = 0) OR (d.status = 'failed' AND d.attempts >= :max_attempts))
   AND (d.lease_until IS NULL OR d.lease_until < now() OR d.last_run_id = :run_id)
   AND o.id = (
       SELECT c.id FROM recordings AS c
-      WHERE c.bucket = d.bucket AND c.call_date = d.call_date AND c.etag = d.etag
-        AND c.size_bytes = d.size_bytes AND c.object_key <> d.object_key
+      WHERE c.bucket = d.bucket AND c.etag = d.etag AND c.size_bytes = d.size_bytes
+        AND c.object_key <> d.object_key
+        AND c.call_date BETWEEN d.call_date - CAST(:window AS integer) AND d.call_date + CAST(:window AS integer)
         AND (c.status = 'done'
-             OR (d.status = 'failed'
+             OR (c.call_date <> d.call_date AND c.lease_until > now()
+                 AND c.status IN ('pending', 'chunked', 'failed') AND c.attempts < :max_attempts)
+             OR (c.call_date = d.call_date AND d.status = 'failed'
                  AND (c.status IN ('pending', 'chunked') OR (c.status = 'failed' AND c.attempts < :max_attempts)))
-             OR (d.status = 'pending'
+             OR (c.call_date = d.call_date AND d.status = 'pending'
                  AND (c.status = 'chunked'
                       OR (c.status = 'failed' AND c.attempts < :max_attempts)
                       OR (c.status = 'pending'

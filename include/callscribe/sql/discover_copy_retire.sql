@@ -1,33 +1,48 @@
--- Two keys of the day whose current uploads hold the same content and are both transcribed (a key
--- put back to a call that another key got meanwhile; days transcribed before copies were matched):
--- the later one becomes the earlier one's `duplicate` and its transcript leaves search in this
--- transaction, so the call is counted and found once. Not while another live run holds it.
-WITH twice AS (
-    SELECT d.id,
-           (SELECT c.id FROM recordings AS c
-            WHERE c.bucket = d.bucket AND c.call_date = d.call_date AND c.etag = d.etag
-              AND c.size_bytes = d.size_bytes AND c.object_key <> d.object_key AND c.id < d.id
-              AND c.status = 'done'
-              AND NOT EXISTS (SELECT 1 FROM recordings AS n
-                              WHERE n.bucket = c.bucket AND n.object_key = c.object_key AND n.id > c.id
-                                AND n.status <> 'superseded')
-            ORDER BY c.id LIMIT 1) AS original
+-- Two keys whose current uploads hold the same content, on the day or within :window days of it,
+-- and are both transcribed (a key put back to a call that another key got meanwhile; days
+-- transcribed before copies were matched): the later one becomes the earlier one's `duplicate`
+-- and its transcript leaves search in this transaction, so the call is counted and found once.
+-- The later one may be on another day: a discovery of either day settles the pair. Not while
+-- another live run holds it.
+WITH mine AS (
+    SELECT d.id, d.bucket, d.object_key, d.etag, d.size_bytes, d.call_date
     FROM recordings AS d
     WHERE d.call_date = :call_date AND d.status = 'done' AND d.size_bytes > 0
-      AND (d.lease_until IS NULL OR d.lease_until < now() OR d.last_run_id = :run_id)
       AND NOT EXISTS (SELECT 1 FROM recordings AS n
                       WHERE n.bucket = d.bucket AND n.object_key = d.object_key AND n.id > d.id
                         AND n.status <> 'superseded')
+), pairs AS (  -- each with the oldest other transcribed key of its content
+    SELECT m.id AS mine,
+           (SELECT c.id FROM recordings AS c
+            WHERE c.bucket = m.bucket AND c.etag = m.etag AND c.size_bytes = m.size_bytes
+              AND c.object_key <> m.object_key AND c.status = 'done'
+              AND c.call_date BETWEEN m.call_date - CAST(:window AS integer)
+                                  AND m.call_date + CAST(:window AS integer)
+              AND NOT EXISTS (SELECT 1 FROM recordings AS n
+                              WHERE n.bucket = c.bucket AND n.object_key = c.object_key AND n.id > c.id
+                                AND n.status <> 'superseded')
+            ORDER BY c.id LIMIT 1) AS other
+    FROM mine AS m
 ), chosen AS (
-    SELECT twice.id, twice.original, o.object_key FROM twice JOIN recordings AS o ON o.id = twice.original
+    SELECT DISTINCT ON (GREATEST(mine, other)) GREATEST(mine, other) AS id, LEAST(mine, other) AS original
+    FROM pairs
+    WHERE other IS NOT NULL
+    ORDER BY GREATEST(mine, other), LEAST(mine, other)
+), retired AS (
+    SELECT chosen.id, chosen.original, o.object_key, o.call_date
+    FROM chosen
+    JOIN recordings AS r ON r.id = chosen.id
+    JOIN recordings AS o ON o.id = chosen.original
+    WHERE r.lease_until IS NULL OR r.lease_until < now() OR r.last_run_id = :run_id
 ), gone_segments AS (
-    DELETE FROM segments WHERE recording_id IN (SELECT id FROM chosen)
+    DELETE FROM segments WHERE recording_id IN (SELECT id FROM retired)
 ), gone_transcripts AS (
-    DELETE FROM transcripts WHERE recording_id IN (SELECT id FROM chosen)
+    DELETE FROM transcripts WHERE recording_id IN (SELECT id FROM retired)
 )
 UPDATE recordings AS r
-SET status = 'duplicate', duplicate_of = chosen.original, last_run_id = :run_id, updated_at = now(),
-    last_error = 'same content as ' || chosen.object_key || ' (recording ' || chosen.original
-                 || '): one call, transcribed there; this key''s second transcript was removed'
-FROM chosen
-WHERE r.id = chosen.id
+SET status = 'duplicate', duplicate_of = retired.original, last_run_id = :run_id, updated_at = now(),
+    last_error = 'same content as ' || retired.object_key || ' of ' || CAST(retired.call_date AS text)
+                 || ' (recording ' || retired.original || '): one call, transcribed there; this key''s '
+                 || 'second transcript was removed'
+FROM retired
+WHERE r.id = retired.id

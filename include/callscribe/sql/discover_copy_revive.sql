@@ -1,13 +1,17 @@
 -- A copy stands on its original's transcript: once the original has left (gone from the bucket,
 -- its key holding another upload now) or failed for good, the copy is a call to transcribe in
--- its own right. A copy of a call erased on request (duplicate_of emptied) stays as it is.
+-- its own right. The day's copies, and the copies on other days of the day's recordings (whose
+-- leaving this discovery may just have seen). A copy of a call erased on request (duplicate_of
+-- emptied) stays as it is.
 UPDATE recordings AS d
-SET status = 'pending', duplicate_of = NULL, last_error = NULL, last_run_id = NULL, attempts = 0,
+SET status = 'pending', duplicate_of = NULL, last_error = NULL, last_run_id = NULL, lease_until = NULL, attempts = 0,
     updated_at = now()
 FROM recordings AS o
-WHERE d.status = 'duplicate' AND d.call_date = :call_date AND o.id = d.duplicate_of
+WHERE d.status = 'duplicate' AND o.id = d.duplicate_of
+  AND (d.call_date = :call_date OR o.call_date = :call_date)
   AND (o.status IN ('deleted', 'superseded')
        OR (o.status = 'failed' AND o.attempts >= :max_attempts)
        OR EXISTS (SELECT 1 FROM recordings AS n
                   WHERE n.bucket = o.bucket AND n.object_key = o.object_key AND n.id > o.id
                     AND n.status <> 'superseded'))
+RETURNING d.call_date
