@@ -38,6 +38,17 @@ def log_access(engine: Engine, actor: str, action: str, detail: str | None = Non
                      {"actor": actor, "action": action, "detail": detail, "rid": recording_id})
 
 
+def log_call_access(engine: Engine, actor: str, action: str, detail: str | None, recording_id: int) -> bool:
+    """Log a play or download of one recording, committed before the caller serves it; False (and
+    nothing logged) when the recording is no longer transcribed: an erasure or a new upload came
+    between the caller's lookup and now, and nothing of the call may be served."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown access action {action!r}")
+    with engine.begin() as conn:
+        return bool(conn.execute(db.q("access_log_call"), {"actor": actor, "action": action, "detail": detail,
+                                                           "rid": recording_id}).scalar_one())
+
+
 def done_recording(engine: Engine, recording_id: int) -> dict | None:
     """The recording, when the analyst views show it as transcribed (status done); else None."""
     with engine.connect() as conn:

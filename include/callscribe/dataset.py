@@ -207,13 +207,20 @@ def left_out_because(seg: Seg, min_confidence: float | None, max_chunk_s: float,
     return None
 
 
-def _example(key: str, group: list[Seg], before: float, after: float, max_chunk_s: float) -> Example:
+def _example(key: str, group: list[Seg], before: float, after: float, max_chunk_s: float,
+             barriers: list[tuple[float, float]] = ()) -> Example:
     """The group's example, padded by up to PAD_S into the free time around it (``before`` is where
-    the channel's previous segment ends, ``after`` where its next one starts)."""
+    the channel's previous segment ends, ``after`` where its next one starts), never into a
+    ``barrier`` (a number said on another channel)."""
     start, end = group[0].start, max(s.end for s in group)
     pad = max(0.0, min(PAD_S, (max_chunk_s - (end - start)) / 2))
     lo = min(start, max(start - pad, before, 0.0))
     hi = max(end, min(end + pad, after))
+    for a, b in barriers:
+        if a < start and b > lo:
+            lo = max(lo, min(b, start))
+        if a < hi and b > end:
+            hi = min(hi, max(a, end))
     return Example(key, group[0].channel, group[0].speaker, round(lo, 3), round(hi, 3),
                    " ".join(_words(s.text) for s in group), len(group))
 
@@ -226,9 +233,13 @@ def examples_of(rec: Recording, min_confidence: float | None = None,
     left: Counter = Counter()
     by_channel: dict[int, list[Seg]] = {}
     pii = near_pii(rec.segments)
+    # When a number was said, on which channel: an example of another channel is more than its
+    # segments (merged across pauses, padded) and must not reach into that time either (echo).
+    said = [(s.channel, s.start, s.end) for s in rec.segments if holds_pii(s)]
     for s in rec.segments:
         by_channel.setdefault(s.channel, []).append(s)
-    for segs in by_channel.values():
+    for channel, segs in by_channel.items():
+        barriers = [(a, b) for ch, a, b in said if ch != channel]
         group: list[Seg] = []
         before = last_end = 0.0  # where the segment before the group ends; where the last one seen ends
         for s in sorted(segs, key=lambda s: s.seq):
@@ -237,9 +248,10 @@ def examples_of(rec: Recording, min_confidence: float | None = None,
                 left[why] += 1
             # A mono call's channel holds both speakers (diarized): an example keeps to one of them.
             joins = bool(group) and why is None and s.speaker == group[-1].speaker \
-                and s.start - group[-1].end <= MAX_GAP_S and s.end - group[0].start <= max_chunk_s
+                and s.start - group[-1].end <= MAX_GAP_S and s.end - group[0].start <= max_chunk_s \
+                and not any(a < s.start and b > group[-1].end for a, b in barriers)
             if group and not joins:
-                out.append(_example(rec.key, group, before, s.start, max_chunk_s))
+                out.append(_example(rec.key, group, before, s.start, max_chunk_s, barriers))
                 group = []
             if why is None:
                 if not group:
@@ -247,7 +259,7 @@ def examples_of(rec: Recording, min_confidence: float | None = None,
                 group.append(s)
             last_end = max(last_end, s.end)
         if group:
-            out.append(_example(rec.key, group, before, float("inf"), max_chunk_s))
+            out.append(_example(rec.key, group, before, float("inf"), max_chunk_s, barriers))
     return sorted(out, key=lambda e: (e.start, e.channel)), left
 
 

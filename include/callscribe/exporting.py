@@ -39,18 +39,24 @@ class Call:
     agent_id: str | None
     duration_s: float | None
     lines: list[Line] = field(default_factory=list)
+    bucket: str = ""
+    recording_id: int | None = None
 
 
-def calls_between(engine: Engine, first: date, last: date, key: str | None = None) -> Iterator[Call]:
-    """The calls of [first, last] (or the one ``key``) with their redacted segments, in time order."""
+def calls_between(engine: Engine, first: date, last: date, key: str | None = None,
+                  recording_id: int | None = None) -> Iterator[Call]:
+    """The calls of [first, last] (or the one ``key``, or the one recording) with their redacted
+    segments, in time order; a key transcribed in two buckets is two calls."""
     current: Call | None = None
     with engine.connect() as conn:
-        rows = conn.execute(db.q("export_segments"), {"first": first, "last": last, "key": key})
+        rows = conn.execute(db.q("export_segments"), {"first": first, "last": last, "key": key,
+                                                      "rid": recording_id})
         for r in rows:
-            if current is None or current.key != r.object_key:
+            if current is None or current.recording_id != r.recording_id:
                 if current is not None:
                     yield current
-                current = Call(r.object_key, r.call_date, r.agent_id, r.duration_s)
+                current = Call(r.object_key, r.call_date, r.agent_id, r.duration_s, bucket=r.bucket,
+                               recording_id=r.recording_id)
             if r.text is not None:
                 current.lines.append(Line(r.speaker, r.channel, float(r.start_s), float(r.end_s), r.text))
     if current is not None:
@@ -127,6 +133,8 @@ def export(calls: Iterable[Call], fmt: str, out: Path) -> list[Path]:
     written = []
     for call in calls:
         path = out / file_name(call.key, fmt)
+        if path in written:  # the key's call in another bucket: named by bucket and key
+            path = out / file_name(f"{call.bucket}/{call.key}", fmt)
         path.write_text(RENDER[fmt](call), encoding="utf-8")
         written.append(path)
     return written

@@ -269,7 +269,8 @@ def create_app(require_login: bool = True) -> FastAPI:
         if not same:
             raise HTTPException(status_code=409, detail="the bucket no longer holds the audio of this transcript "
                                                         "(the call was uploaded again or deleted)")
-        access.log_access(engine, actor, "play", f"from {body.start:.1f} s", recording_id=rec["recording_id"])
+        if not access.log_call_access(engine, actor, "play", f"from {body.start:.1f} s", rec["recording_id"]):
+            raise HTTPException(status_code=404, detail="no transcribed call with that id")
         ttl = access.play_url_ttl()
         return {"url": audio_url(rec["bucket"], rec["object_key"], body.start),
                 "expires_in_s": int(ttl.total_seconds())}
@@ -277,16 +278,21 @@ def create_app(require_login: bool = True) -> FastAPI:
     @app.get("/api/export")
     def api_export(key: Annotated[str, Query(min_length=1, max_length=1024)],
                    format: Annotated[str, Query(pattern="^(srt|vtt|txt|jsonl)$")] = "srt",  # noqa: A002
+                   recording_id: Annotated[int | None, Query(ge=1)] = None,
                    actor: str = Depends(actor_dep)) -> Response:
-        """One call's transcript as a file, redacted as analysts see it; the export is logged."""
+        """One call's transcript as a file, redacted as analysts see it; the export is logged. The
+        key's newest transcribed recording, or the one ``recording_id`` (a hit's: a key can hold a
+        call in two buckets)."""
         from callscribe.exporting import MEDIA_TYPES, RENDER, calls_between, file_name
 
         engine = analyst_engine()
-        rec = access.done_recording_by_key(engine, key)
-        if rec is None:
+        rec = (access.done_recording(engine, recording_id) if recording_id is not None
+               else access.done_recording_by_key(engine, key))
+        if rec is None or rec["object_key"] != key:
             raise HTTPException(status_code=404, detail="no transcribed call with that key")
-        access.log_access(engine, actor, "export", f"format {format}", recording_id=rec["recording_id"])
-        call = next(calls_between(engine, date.min, date.max, key=key), None)
+        if not access.log_call_access(engine, actor, "export", f"format {format}", rec["recording_id"]):
+            raise HTTPException(status_code=404, detail="no transcribed call with that key")
+        call = next(calls_between(engine, date.min, date.max, key=key, recording_id=rec["recording_id"]), None)
         if call is None:
             raise HTTPException(status_code=404, detail="no transcribed call with that key")
         body = RENDER[format](call) + ("\n" if format == "jsonl" else "")

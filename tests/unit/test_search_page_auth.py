@@ -72,6 +72,9 @@ def page(monkeypatch):
     monkeypatch.setattr(search_page, "audio_unchanged", lambda bucket, key, etag: True)
     monkeypatch.setattr(access, "log_access", lambda engine, actor, action, detail=None, recording_id=None:
                         logged.append((actor, action, detail, recording_id)))
+    # A play or download is logged only while its call is transcribed (here: always).
+    monkeypatch.setattr(access, "log_call_access", lambda engine, actor, action, detail, recording_id:
+                        logged.append((actor, action, detail, recording_id)) or True)
     monkeypatch.setattr(access, "done_recording", lambda engine, rid: RECORDING if rid == 7 else None)
     monkeypatch.setattr(access, "done_recording_by_key",
                         lambda engine, key: RECORDING if key == RECORDING["object_key"] else None)
@@ -151,6 +154,14 @@ def test_play_checks_the_recording_logs_and_returns_a_short_lived_link(page):
     assert page.logged == [("analyst", "play", "from 10.2 s", 7)]
 
 
+def test_a_call_gone_by_the_time_the_access_is_logged_gets_no_link_and_no_file(page, monkeypatch):
+    monkeypatch.setattr(access, "log_call_access", lambda engine, actor, action, detail, recording_id: False)
+    client = page.login("analyst")
+    assert client.post("/api/play", json={"recording_id": 7, "start": 1}).status_code == 404
+    assert client.get("/api/export", params={"key": RECORDING["object_key"]}).status_code == 404
+    assert page.presigner.calls == []
+
+
 def test_play_refuses_a_recording_analysts_do_not_see_as_done(page):
     client = page.login("analyst")
     assert client.post("/api/play", json={"recording_id": 8, "start": 0}).status_code == 404
@@ -185,7 +196,7 @@ def test_export_is_logged_with_the_recording(page, monkeypatch):
 
     call = exporting.Call(RECORDING["object_key"], date(2026, 10, 1), "a1", 30.0,
                           [exporting.Line("customer", 1, 1.0, 2.0, "hello")])
-    monkeypatch.setattr(exporting, "calls_between", lambda engine, first, last, key: iter([call]))
+    monkeypatch.setattr(exporting, "calls_between", lambda engine, first, last, key, recording_id: iter([call]))
     client = page.login("analyst")
     r = client.get("/api/export", params={"key": RECORDING["object_key"], "format": "txt"})
     assert r.status_code == 200 and "customer: hello" in r.text

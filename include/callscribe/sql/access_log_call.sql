@@ -1,0 +1,4 @@
+-- One row in access_log about one recording, only while it is transcribed: false when it is not
+-- (erased or replaced since the page looked it up), and then the page serves nothing.
+SELECT analytics.log_call_access(CAST(:actor AS text), CAST(:action AS text), CAST(:detail AS text),
+                                 CAST(:rid AS bigint))
