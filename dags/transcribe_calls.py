@@ -196,15 +196,20 @@ def transcribe_calls_dag(dag_id: str, transcribe_in: Literal["local", "kubernete
 
         @task(trigger_rule=TriggerRule.ALL_DONE, execution_timeout=task_timeout("report"))
         def report() -> dict:
+            from airflow.sdk.exceptions import AirflowFailException
+
             from callscribe import pipeline, reporting
             from callscribe.db import checked_engine
             from callscribe.storage import store
 
             ctx = get_current_context()
-            figures = reporting.report_run(
-                checked_engine(), ctx["run_id"], ctx["dag"].dag_id, pipeline.call_day(ctx),
-                ctx["params"]["engine"], store=store(),
-            )
+            try:
+                figures = reporting.report_run(
+                    checked_engine(), ctx["run_id"], ctx["dag"].dag_id, pipeline.call_day(ctx),
+                    ctx["params"]["engine"], store=store(),
+                )
+            except reporting.ForeignRun as exc:
+                raise AirflowFailException(str(exc)) from exc
             return {k: v for k, v in figures.items() if k != "failures"} | {"failures": len(figures["failures"])}
 
         # The run's verdict, and its only leaf: Airflow colours a run by its leaves.

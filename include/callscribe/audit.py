@@ -65,7 +65,7 @@ def written_after(modified: datetime | None, cut: datetime | None) -> bool:
 def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls/",
               listed_before: datetime | None = None, run_id: str | None = None,
               is_live: Callable[[str], bool] | None = None, only_claimed: bool = False,
-              held_back: dict[int, str | None] | None = None) -> DayAudit:
+              held_back: dict[int, str | None] | None = None, reprocess: bool = False) -> DayAudit:
     """Reconcile one day's prefix with its rows.
 
     For a run's verdict (``run_id``): objects modified after ``listed_before`` that the run
@@ -73,7 +73,8 @@ def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls
     run holds are in progress, not owed, while that run is live (``is_live``); with
     ``only_claimed`` (a run limited by ``max_recordings``) only what the run took counts.
     ``held_back`` (recording id -> holder) are those a reprocess run left to other runs: owed
-    until the run takes them (a later pass under its id).
+    until the run takes them (a later pass under its id). A ``reprocess`` run also owes what it
+    took and did not transcribe again (still `done` with the earlier transcript).
     """
     prefix = day_prefix(base_prefix, day)
     objects = list(store.list(prefix))
@@ -159,6 +160,10 @@ def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls
             out.duplicated.append(f"{key}: {r.repeated_segments} repeated segments")
         # Quarantined (the holder found it undecodable or not audio): a reprocess never takes it,
         # so nothing of it is left to reprocess, nor would a later pass take it.
+        if reprocess and run_id and r.last_run_id == run_id and r.status == "done" and r.loaded_run_id != run_id:
+            out.not_reprocessed.append(f"{key}: not transcribed again by this run, which kept the earlier "
+                                       f"transcript ({r.last_error or 'its work on it did not finish'}); "
+                                       f"reprocess the day again")
         if held_back and r.id in held_back and r.last_run_id != run_id and r.status != "quarantined":
             holder = f"run {held_back[r.id]}" if held_back[r.id] else "another run"
             out.not_reprocessed.append(f"{key}: {r.status}, left to {holder}, which held it when "
@@ -209,11 +214,17 @@ class RunVerdict:
 
 def run_verdict(store: Store, engine: Engine, run_id: str, days: list[date], base_prefix: str,
                 started_at: datetime | None, failed_tasks: list[str] | None = None,
-                is_live: Callable[[str], bool] | None = None, only_claimed: bool = False) -> RunVerdict:
-    """Audit each day a run covered, as of its listing, on behalf of that run."""
+                is_live: Callable[[str], bool] | None = None, only_claimed: bool = False,
+                reprocess: bool | None = None) -> RunVerdict:
+    """Audit each day a run covered, as of its listing, on behalf of that run. ``reprocess``
+    (its first day taken again whole): by default, whether its claim recorded what it held back."""
     with engine.connect() as conn:
-        held = conn.execute(db.q("run_held_back_get"), {"run_id": run_id}).scalar_one_or_none() or []
-    held_back = {int(h["id"]): h["run_id"] for h in held}
+        held = conn.execute(db.q("run_held_back_get"), {"run_id": run_id}).scalar_one_or_none()
+    # A reprocess claim records what it left to other runs, an empty list too: a plain run has none.
+    held_back = {int(h["id"]): h["run_id"] for h in held or []}
+    if reprocess is None:
+        reprocess = held is not None
     audits = [audit_day(store, engine, d, base_prefix, listed_before=started_at, run_id=run_id, is_live=is_live,
-                        only_claimed=only_claimed, held_back=held_back) for d in days]
+                        only_claimed=only_claimed, held_back=held_back, reprocess=reprocess and k == 0)
+              for k, d in enumerate(days)]
     return RunVerdict(run_id, audits, sorted(failed_tasks or []))

@@ -476,15 +476,20 @@ def verify_run(store: Store, engine: Engine, context, task_states: dict[str, str
     """
     from callscribe.audit import run_verdict
     from callscribe.discovery import run_days
-    from callscribe.reporting import listed_at
+    from callscribe.reporting import ForeignRun, check_owner, listed_at
 
     params = context["params"]
     run_id = context["run_id"]
+    try:
+        check_owner(engine, run_id, context["dag"].dag_id)
+    except ForeignRun as exc:
+        raise RunIncomplete(str(exc)) from None
     failed = sorted(t for t, state in task_states.items()
                     if str(state) in ("failed", "upstream_failed") and not t.startswith("verify"))
     days = run_days(call_day(context), int(params.get("lookback_days") or 0))
     verdict = run_verdict(store, engine, run_id, days, params["prefix"], listed_at(engine, run_id), failed,
-                          is_live, only_claimed=bool(params.get("max_recordings")))
+                          is_live, only_claimed=bool(params.get("max_recordings")),
+                          reprocess=bool(params.get("reprocess")))
     for a in verdict.audits:
         log.info("%s: %d objects, %s%s", a.day, a.objects, dict(a.states),
                  f", {len(a.in_progress)} in another live run" if a.in_progress else "")

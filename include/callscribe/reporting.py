@@ -14,14 +14,34 @@ from callscribe.storage import Store
 log = logging.getLogger(__name__)
 
 
+class ForeignRun(RuntimeError):
+    """The run id's leases and figures are another DAG's run's: this run never listed the bucket."""
+
+
+def check_owner(engine: Engine, run_id: str, dag_id: str) -> None:
+    """Raise :class:`ForeignRun` when the other DAG's run listed the bucket under this run id last.
+
+    Both DAGs' scheduled runs have the same ids, and leases name the run id only: a run refused
+    at ``discover`` (the other DAG's run of that id was live) must not close, count or judge the
+    calls that run holds.
+    """
+    with engine.connect() as conn:
+        owner = conn.execute(db.q("run_owner"), {"run_id": run_id}).scalar_one_or_none()
+    if owner is not None and owner != dag_id:
+        raise ForeignRun(f"run {run_id} of {dag_id} took no calls: {owner}'s run {run_id} listed the bucket under "
+                         f"this id, and its calls are left to it (unpause only one of the two DAGs)")
+
+
 def report_run(engine: Engine, run_id: str, dag_id: str, day: date, engine_name: str,
                store: Store | None = None) -> dict:
     """Count this run's recordings by outcome, store the figures and return them.
 
     Also ends the run's leases: whatever it left undone is free for the next run, with its
     reason, or `failed` for good once out of attempts (with the ``store``, after the refunds
-    its chunk tasks left owed are paid: discovery.close_run).
+    its chunk tasks left owed are paid: discovery.close_run). Not for a run id the other DAG's
+    run holds (:class:`ForeignRun`).
     """
+    check_owner(engine, run_id, dag_id)
     released = close_run(engine, run_id, store)
     if released:
         log.warning("run %s released %d recordings it did not finish", run_id, released)

@@ -1,5 +1,6 @@
 -- A run lists its days' prefixes now: objects newer than this are the next run's to find.
--- What an earlier listing under this run id held back is forgotten: this one claims anew.
+-- What an earlier listing under this run id held back is forgotten: this one claims anew, and
+-- the id's leases are this DAG's run's now (the other DAG's run under the same id, if any, is over).
 INSERT INTO pipeline_runs (run_id, dag_id, call_date, engine, listed_at)
 VALUES (:run_id, :dag_id, :call_date, :engine, now())
-ON CONFLICT (run_id) DO UPDATE SET listed_at = now(), held_back = NULL
+ON CONFLICT (run_id) DO UPDATE SET listed_at = now(), held_back = NULL, dag_id = EXCLUDED.dag_id
