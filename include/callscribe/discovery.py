@@ -78,13 +78,15 @@ def store_deletions(store: Store, prefix: str, **kw) -> Deletions:
 
 
 def register(engine: Engine, objects: list[ObjectInfo], day: date, run_id: str,
-             deletions: Deletions | None = None, listed_at: datetime | None = None) -> int:
+             deletions: Deletions | None = None, listed_at: datetime | None = None,
+             freed: list[tuple[int, date]] | None = None) -> int:
     """Insert objects not yet in ``recordings``; returns how many were new.
 
     With ``deletions``, the listing is complete for its prefix: recordings under it whose
     object is gone leave search (``deleted``), and deleted ones that are back are to be
     transcribed again. ``listed_at`` (the database's time when the listing began, db_now.sql)
-    keeps a listing older than another run's registration from reading as a restore.
+    keeps a listing older than another run's registration from reading as a restore. ``freed``
+    gathers the copies on other days that are calls to transcribe now (settle_copies).
     """
     with engine.begin() as conn:
         conn.execute(db.q("discover_erasure_lock"))  # an erasure under way ends first
@@ -101,21 +103,23 @@ def register(engine: Engine, objects: list[ObjectInfo], day: date, run_id: str,
         if deletions is not None:
             forget_vanished(conn, day, run_id, deletions)
             conn.execute(db.q("discover_revive"), {"call_date": day})
-        settle_copies(conn, day, run_id)
+        (freed if freed is not None else []).extend(settle_copies(conn, day, run_id))
         return new
 
 
-def settle_copies(conn, day: date, run_id: str) -> None:
+def settle_copies(conn, day: date, run_id: str) -> list[tuple[int, date]]:
     """One call under several keys (of a day, or of days ``copy_window_days`` apart) is transcribed
     once: copies whose original left or failed for good go back to work, new copies are marked,
-    a second transcript is retired. The caller holds the copies lock (discover_copy_lock.sql)."""
+    a second transcript is retired. The caller holds the copies lock (discover_copy_lock.sql).
+    Returns the copies on other days that went back to work: (id, day)."""
     params = {"call_date": day, "run_id": run_id, "max_attempts": MAX_ATTEMPTS, "window": copy_window_days()}
-    elsewhere = Counter(d for d in conn.execute(db.q("discover_copy_revive"), params).scalars() if d != day)
-    for d, n in sorted(elsewhere.items()):
-        log.warning("%d copies on %s of recordings of %s are calls to transcribe now (their original left); a run "
-                    "of %s, or one whose lookback_days cover it, takes them", n, d, day, d)
+    freed = [(r.id, r.call_date) for r in conn.execute(db.q("discover_copy_revive"), params) if r.call_date != day]
+    for d, n in sorted(Counter(d for _, d in freed).items()):
+        log.warning("%d copies on %s of recordings of %s are calls to transcribe now (their original left)",
+                    n, d, day)
     conn.execute(db.q("discover_copy_mark"), params)
     conn.execute(db.q("discover_copy_retire"), params)
+    return freed
 
 
 def forget_vanished(conn, day: date, run_id: str, deletions: Deletions) -> list[int]:
@@ -143,13 +147,15 @@ def forget_vanished(conn, day: date, run_id: str, deletions: Deletions) -> list[
 
 
 def claim(engine: Engine, bucket: str, prefix: str, day: date, run_id: str, reprocess: bool = False,
-          max_recordings: int | None = None, lease_s: float = CLAIM_LEASE_S) -> list[int]:
+          max_recordings: int | None = None, lease_s: float = CLAIM_LEASE_S, ids: list[int] | None = None,
+          freed: list[tuple[int, date]] | None = None) -> list[int]:
     """Lease the recordings this run should process to its run id; returns their ids.
 
     Recordings another live run holds are left to it (and logged), so two runs of the same
     day, a daily run and an overlapping backfill say, never transcribe the same recording.
     A reprocess claim records those it left in the run's row (``held_back``): they keep the
-    other run's transcript, and the run's verdict names them.
+    other run's transcript, and the run's verdict names them. ``ids``: only those (copies
+    another day's discovery freed); ``freed`` as for :func:`register`.
     """
     params = {"bucket": bucket, "prefix": prefix, "call_date": day, "run_id": run_id}
     with engine.begin() as conn:
@@ -157,11 +163,11 @@ def claim(engine: Engine, bucket: str, prefix: str, day: date, run_id: str, repr
         # Copies settled again under the lock, with what other days' claims committed since this
         # day was registered: a key of one call another day's run has just taken is left to it.
         conn.execute(db.q("discover_copy_lock"))
-        settle_copies(conn, day, run_id)
+        (freed if freed is not None else []).extend(settle_copies(conn, day, run_id))
         rows = conn.execute(
             db.q("discover_claim"),
             {**params, "reprocess": reprocess, "max_attempts": MAX_ATTEMPTS,
-             "max_recordings": max_recordings or None, "lease_s": lease_s},
+             "max_recordings": max_recordings or None, "lease_s": lease_s, "ids": ids},
         ).all()
         held = conn.execute(db.q("discover_held"), params).scalar_one()
         claimed = sorted(r.id for r in rows)
@@ -300,6 +306,7 @@ def discover(store: Store, engine: Engine, day: date, base_prefix: str, run_id: 
     """
     ids: list[int] = []
     claimed: list[tuple[date, str]] = []
+    freed: list[tuple[int, date]] = []  # copies on other days back to work (their original left)
     for k, d in enumerate(run_days(day, lookback_days)):
         prefix = day_prefix(base_prefix, d)
         with engine.connect() as conn:
@@ -307,16 +314,16 @@ def discover(store: Store, engine: Engine, day: date, base_prefix: str, run_id: 
         objects = list(store.list(prefix))
         deletions = store_deletions(store, prefix, refuse=k == 0,
                                     **({"guard_share": 1.0} if accept_mass_deletion and k == 0 else {}))
-        new = register(engine, objects, d, run_id, deletions, listed_at)
+        new = register(engine, objects, d, run_id, deletions, listed_at, freed)
         if is_live is not None and release_dead(engine, d, run_id, is_live, store):
             with engine.begin() as conn:  # what the dead runs held or gave up on, settled again
                 conn.execute(db.q("discover_copy_lock"))
-                settle_copies(conn, d, run_id)
+                freed.extend(settle_copies(conn, d, run_id))
         retire_replaced(engine, day=d)
         left = None if max_recordings is None else max_recordings - len(ids)
         if left is not None and left <= 0:
             break
-        got = claim(engine, store.bucket, prefix, d, run_id, reprocess and k == 0, left)
+        got = claim(engine, store.bucket, prefix, d, run_id, reprocess and k == 0, left, freed=freed)
         ids.extend(got)
         claimed.append((d, prefix))
         if k == 0 or got or new:
@@ -328,10 +335,25 @@ def discover(store: Store, engine: Engine, day: date, base_prefix: str, run_id: 
             left = None if max_recordings is None else max_recordings - len(ids)
             if left is not None and left <= 0:
                 break
-            more = sorted(set(claim(engine, store.bucket, prefix, d, run_id, False, left)) - set(ids))
+            more = sorted(set(claim(engine, store.bucket, prefix, d, run_id, False, left, freed=freed)) - set(ids))
             if more:
                 log.info("%s: %d more to process, copies whose original was gone", prefix, len(more))
             ids.extend(more)
+        # Copies freed on days this run does not cover (a backfill of an old day frees a copy on a
+        # later one, which no run's lookback reaches any more): this run transcribes them.
+        mine = {d for d, _ in claimed}
+        elsewhere: dict[date, list[int]] = {}
+        for rid, d in freed:
+            if d not in mine:
+                elsewhere.setdefault(d, []).append(rid)
+        for d, rids in sorted(elsewhere.items()):
+            left = None if max_recordings is None else max_recordings - len(ids)
+            if left is not None and left <= 0:
+                break
+            more = claim(engine, store.bucket, day_prefix(base_prefix, d), d, run_id, False, left, ids=sorted(rids))
+            log.warning("%d copies on %s freed by this run (their original left): %d taken by it", len(rids), d,
+                        len(more))
+            ids.extend(i for i in more if i not in ids)
     return sorted(ids)
 
 

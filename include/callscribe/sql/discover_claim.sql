@@ -13,6 +13,7 @@ WHERE id IN (
     WHERE bucket = :bucket
       AND call_date = :call_date
       AND starts_with(object_key, :prefix)
+      AND (CAST(:ids AS bigint[]) IS NULL OR id = ANY(CAST(:ids AS bigint[])))  -- copies freed on a day not the run's
       AND (
           (status IN ('pending', 'chunked', 'failed') AND attempts < :max_attempts)
           OR (CAST(:reprocess AS boolean) AND status IN ('done', 'chunked', 'failed'))

@@ -8,15 +8,19 @@
 -- (attempted, or leased by another run), else, on the same day, the oldest untaken one, so two
 -- untaken copies never mark each other. On another day an original must be done or held by a
 -- run now (this one's lease counts): anything else waits for a run of its own day, which may
--- never come, and the copy would stand on nothing. A quarantined row is no original: a copy
--- under an audio name is looked at on its own. Not a row another run holds now.
+-- never come, and the copy would stand on nothing. A row that failed with attempts left (or
+-- a run died on) is a copy too once another key of the call is transcribed or held by a run
+-- now: its retry would transcribe the call twice (of two such rows of one day in this run,
+-- the later one). A quarantined row is no original: a copy under an audio name is looked at on
+-- its own. Not a row another run holds now.
 UPDATE recordings AS d
 SET status = 'duplicate', duplicate_of = o.id, last_run_id = :run_id, updated_at = now(),
     last_error = 'same content as ' || o.object_key || ' of ' || CAST(o.call_date AS text)
                  || ' (recording ' || o.id || '): one call, transcribed there'
 FROM recordings AS o
 WHERE d.call_date = :call_date AND d.size_bytes > 0
-  AND ((d.status = 'pending' AND d.attempts = 0) OR (d.status = 'failed' AND d.attempts >= :max_attempts))
+  AND ((d.status = 'pending' AND d.attempts = 0) OR (d.status = 'failed' AND d.attempts >= :max_attempts)
+       OR (d.status IN ('pending', 'failed') AND d.attempts BETWEEN 1 AND :max_attempts - 1))
   AND (d.lease_until IS NULL OR d.lease_until < now() OR d.last_run_id = :run_id)
   AND o.id = (
       SELECT c.id FROM recordings AS c
@@ -24,11 +28,16 @@ WHERE d.call_date = :call_date AND d.size_bytes > 0
         AND c.object_key <> d.object_key
         AND c.call_date BETWEEN d.call_date - CAST(:window AS integer) AND d.call_date + CAST(:window AS integer)
         AND (c.status = 'done'
-             OR (c.call_date <> d.call_date AND c.lease_until > now()
+             OR (d.attempts BETWEEN 1 AND :max_attempts - 1
+                 AND c.lease_until > now() AND c.status IN ('pending', 'chunked', 'failed')
+                 AND c.attempts < :max_attempts
+                 AND (c.last_run_id IS DISTINCT FROM :run_id OR c.call_date <> d.call_date OR c.id < d.id))
+             OR (d.attempts NOT BETWEEN 1 AND :max_attempts - 1 AND c.call_date <> d.call_date
+                 AND c.lease_until > now()
                  AND c.status IN ('pending', 'chunked', 'failed') AND c.attempts < :max_attempts)
-             OR (c.call_date = d.call_date AND d.status = 'failed'
+             OR (c.call_date = d.call_date AND d.status = 'failed' AND d.attempts >= :max_attempts
                  AND (c.status IN ('pending', 'chunked') OR (c.status = 'failed' AND c.attempts < :max_attempts)))
-             OR (c.call_date = d.call_date AND d.status = 'pending'
+             OR (c.call_date = d.call_date AND d.status = 'pending' AND d.attempts = 0
                  AND (c.status = 'chunked'
                       OR (c.status = 'failed' AND c.attempts < :max_attempts)
                       OR (c.status = 'pending'

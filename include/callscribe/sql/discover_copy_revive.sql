@@ -14,4 +14,4 @@ WHERE d.status = 'duplicate' AND o.id = d.duplicate_of
        OR EXISTS (SELECT 1 FROM recordings AS n
                   WHERE n.bucket = o.bucket AND n.object_key = o.object_key AND n.id > o.id
                     AND n.status <> 'superseded'))
-RETURNING d.call_date
+RETURNING d.id, d.call_date
