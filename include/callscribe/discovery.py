@@ -305,7 +305,6 @@ def discover(store: Store, engine: Engine, day: date, base_prefix: str, run_id: 
     not hold back the new calls.
     """
     ids: list[int] = []
-    claimed: list[tuple[date, str]] = []
     freed: list[tuple[int, date]] = []  # copies on other days back to work (their original left)
     for k, d in enumerate(run_days(day, lookback_days)):
         prefix = day_prefix(base_prefix, d)
@@ -325,35 +324,23 @@ def discover(store: Store, engine: Engine, day: date, base_prefix: str, run_id: 
             break
         got = claim(engine, store.bucket, prefix, d, run_id, reprocess and k == 0, left, freed=freed)
         ids.extend(got)
-        claimed.append((d, prefix))
         if k == 0 or got or new:
             log.info("%s: %d objects listed, %d new, %d to process", prefix, len(objects), new, len(got))
-    if copy_window_days() > 0:
-        # An earlier day's listing can show the original of a copy on a day already claimed gone
-        # (discover_copy_revive.sql): that copy is a call to transcribe now, in this run.
-        for d, prefix in claimed[:-1]:
-            left = None if max_recordings is None else max_recordings - len(ids)
-            if left is not None and left <= 0:
-                break
-            more = sorted(set(claim(engine, store.bucket, prefix, d, run_id, False, left, freed=freed)) - set(ids))
-            if more:
-                log.info("%s: %d more to process, copies whose original was gone", prefix, len(more))
-            ids.extend(more)
-        # Copies freed on days this run does not cover (a backfill of an old day frees a copy on a
-        # later one, which no run's lookback reaches any more): this run transcribes them.
-        mine = {d for d, _ in claimed}
-        elsewhere: dict[date, list[int]] = {}
-        for rid, d in freed:
-            if d not in mine:
-                elsewhere.setdefault(d, []).append(rid)
-        for d, rids in sorted(elsewhere.items()):
-            left = None if max_recordings is None else max_recordings - len(ids)
-            if left is not None and left <= 0:
-                break
-            more = claim(engine, store.bucket, day_prefix(base_prefix, d), d, run_id, False, left, ids=sorted(rids))
-            log.warning("%d copies on %s freed by this run (their original left): %d taken by it", len(rids), d,
-                        len(more))
-            ids.extend(i for i in more if i not in ids)
+    # A later day's listing can free a copy (its original gone) on a day already claimed, or on a
+    # day this run does not cover at all (a backfill of an old day frees a copy on a later one,
+    # which no run's lookback_days reach any more): this run transcribes them.
+    by_day: dict[date, list[int]] = {}
+    for rid, d in freed:
+        by_day.setdefault(d, []).append(rid)
+    for d, rids in sorted(by_day.items()):
+        left = None if max_recordings is None else max_recordings - len(ids)
+        if left is not None and left <= 0:
+            break
+        more = [i for i in claim(engine, store.bucket, day_prefix(base_prefix, d), d, run_id, False, left,
+                                 ids=sorted(set(rids))) if i not in ids]
+        log.warning("%d copies on %s freed by this run (their original left): %d taken by it", len(set(rids)), d,
+                    len(more))
+        ids.extend(more)
     return sorted(ids)
 
 
