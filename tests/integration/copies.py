@@ -7,7 +7,8 @@ from datetime import date
 import sqlalchemy as sa
 
 from callscribe.discovery import day_prefix
-from callscribe.samples import sample_dir
+from callscribe.samples import distinct_copy, sample_dir
+from tests.integration.helpers import run_through
 
 CALL = sample_dir() / "call-0003.wav"
 OTHER = sample_dir() / "call-0002.mp3"
@@ -53,3 +54,21 @@ def give_up(pg, key: str) -> None:
         c.execute(sa.text("UPDATE recordings SET status = 'failed', attempts = 3, lease_until = NULL, "
                           "last_error = 'gave up after 3 attempts: the chunk task died while decoding' "
                           "WHERE object_key = :k"), {"k": key})
+
+
+def call_bytes(i: int, mp3: bool = False) -> bytes:
+    """Copy ``i`` of a sample as a call of its own: the tests of copies across days sit within one
+    window of each other, so each needs audio no other test uploads (its own range of ``i``)."""
+    path = OTHER if mp3 else CALL
+    return distinct_copy(path.read_bytes(), path.suffix, i)
+
+
+def transcribed_with_copy(s3, pg, day: date, copy_day: date, data: bytes, run: str) -> str:
+    """a.wav of ``day`` transcribed, then b.wav of ``copy_day`` (the same audio) marked its copy,
+    each by a run of its day (``run``-1, ``run``-2); returns a.wav's key."""
+    original = put(s3, day, "a.wav", data)
+    assert run_through(s3, pg, day, f"{run}-1").ok
+    put(s3, copy_day, "b.wav", data)
+    assert run_through(s3, pg, copy_day, f"{run}-2").ok
+    assert newest(pg, copy_day)["b.wav"].status == "duplicate", table(pg, copy_day)
+    return original

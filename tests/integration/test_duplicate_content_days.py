@@ -16,7 +16,6 @@ from callscribe import discovery
 from callscribe.audit import audit_day
 from callscribe.discovery import day_prefix
 from callscribe.erasure import erase
-from callscribe.samples import distinct_copy
 from tests.integration import copies as cp
 from tests.integration.helpers import run_through
 
@@ -32,11 +31,8 @@ def _done(pg, day: date) -> list[str]:
     return cp.transcribed_keys(pg, day)
 
 
-def _call(test: int, mp3: bool = False) -> bytes:
-    """A call of this test's own: the tests' days are within one window of each other."""
-    path = cp.OTHER if mp3 else cp.CALL
-    return distinct_copy(path.read_bytes(), path.suffix, 20 + test)
-
+def _call(i: int, mp3: bool = False) -> bytes:
+    return cp.call_bytes(20 + i, mp3)
 
 def test_yesterdays_calls_dropped_again_into_todays_folder_are_not_transcribed_again(stack, s3, pg, window):
     day, next_day = date(2046, 3, 2), date(2046, 3, 3)
@@ -72,11 +68,7 @@ def test_a_copy_on_a_later_day_is_transcribed_when_its_original_is_deleted(stack
     """The run of the copy's day, looking back at the original's, finds the original gone after
     it claimed its own day: the copy is transcribed by that same run all the same."""
     day, next_day = date(2046, 3, 9), date(2046, 3, 10)
-    original = cp.put(s3, day, "a.wav", _call(3))
-    assert run_through(s3, pg, day, "scheduled__xd3-1").ok
-    cp.put(s3, next_day, "b.wav", _call(3))
-    assert run_through(s3, pg, next_day, "scheduled__xd3-2").ok
-    assert cp.newest(pg, next_day)["b.wav"].status == "duplicate"
+    original = cp.transcribed_with_copy(s3, pg, day, next_day, _call(3), "scheduled__xd3")
     s3.purge(s3.uri(original))
     verdict = run_through(s3, pg, next_day, "scheduled__xd3-3", lookback_days=1)
     assert verdict.ok, verdict.problems()
@@ -141,10 +133,8 @@ def test_two_transcripts_of_one_call_on_two_days_are_settled_by_the_next_discove
 
 def test_erasing_a_call_names_its_copy_on_another_day(stack, s3, pg, window):
     day, next_day = date(2046, 4, 2), date(2046, 4, 3)
-    original = cp.put(s3, day, "a.wav", _call(7))
-    assert run_through(s3, pg, day, "scheduled__xd7-1").ok
-    copy = cp.put(s3, next_day, "b.wav", _call(7))
-    assert run_through(s3, pg, next_day, "scheduled__xd7-2").ok
+    original = cp.transcribed_with_copy(s3, pg, day, next_day, _call(7), "scheduled__xd7")
+    copy = day_prefix("calls/", next_day) + "b.wav"
     done = erase(s3, pg, original, "dpo")
     assert done.copies == [copy]
     # Left alone, the copy is a call of its own again: its day's next run transcribes it.

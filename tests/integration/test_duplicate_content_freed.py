@@ -8,7 +8,6 @@ from datetime import date
 
 import pytest
 
-from callscribe.samples import distinct_copy
 from tests.integration import copies as cp
 from tests.integration.helpers import run_through
 
@@ -21,17 +20,11 @@ def window(monkeypatch):
 
 
 def _call(i: int, mp3: bool = False) -> bytes:
-    path = cp.OTHER if mp3 else cp.CALL
-    return distinct_copy(path.read_bytes(), path.suffix, 4400 + i)
-
+    return cp.call_bytes(4400 + i, mp3)
 
 def test_a_copy_freed_by_a_backfill_of_its_originals_earlier_day_is_not_left_behind_green(stack, s3, pg, window):
     day, next_day, today = date(2064, 8, 1), date(2064, 8, 2), date(2064, 8, 9)
-    cp.put(s3, day, "a.wav", _call(1))
-    assert run_through(s3, pg, day, "scheduled__xdf4-1", lookback_days=3).ok
-    cp.put(s3, next_day, "b.wav", _call(1))
-    assert run_through(s3, pg, next_day, "scheduled__xdf4-2", lookback_days=3).ok
-    assert cp.newest(pg, next_day)["b.wav"].status == "duplicate"
+    cp.transcribed_with_copy(s3, pg, day, next_day, _call(1), "scheduled__xdf4")
     # Days later the first day's a.wav is overwritten with other audio (an export fixing a
     # mis-filed call), and that day is backfilled.
     cp.put(s3, day, "a.wav", _call(2, mp3=True))

@@ -9,7 +9,6 @@ from datetime import date
 import pytest
 
 from callscribe.audit import audit_day
-from callscribe.samples import distinct_copy
 from tests.integration import copies as cp
 from tests.integration.helpers import run_through
 
@@ -17,8 +16,7 @@ pytestmark = pytest.mark.integration
 
 
 def _call(i: int) -> bytes:
-    return distinct_copy(cp.CALL.read_bytes(), cp.CALL.suffix, 920 + i)
-
+    return cp.call_bytes(920 + i)
 
 def test_a_copy_freed_on_a_day_the_run_does_not_cover_is_not_left_untranscribed_by_a_green_run(
         stack, s3, pg, monkeypatch):

@@ -13,7 +13,6 @@ import sqlalchemy as sa
 from callscribe import discovery
 from callscribe.audit import audit_day
 from callscribe.discovery import day_prefix
-from callscribe.samples import distinct_copy
 from tests.integration import copies as cp
 from tests.integration.helpers import run_through
 
@@ -26,8 +25,7 @@ def window(monkeypatch):
 
 
 def _call(i: int) -> bytes:
-    return distinct_copy(cp.CALL.read_bytes(), cp.CALL.suffix, 4200 + i)
-
+    return cp.call_bytes(4200 + i)
 
 def test_a_retried_failure_whose_copy_was_transcribed_on_the_next_day_is_not_transcribed_again(
         stack, s3, pg, window):

@@ -8,7 +8,6 @@ from datetime import date
 import pytest
 
 from callscribe.erasure import erase
-from callscribe.samples import distinct_copy
 from tests.integration import copies as cp
 from tests.integration.helpers import run_through
 
@@ -16,8 +15,7 @@ pytestmark = pytest.mark.integration
 
 
 def _call(i: int) -> bytes:
-    return distinct_copy(cp.CALL.read_bytes(), cp.CALL.suffix, 940 + i)
-
+    return cp.call_bytes(940 + i)
 
 def test_erasure_names_every_copy_it_frees_after_the_window_shrank(stack, s3, pg, monkeypatch):
     monkeypatch.setenv("CALLSCRIBE_COPY_WINDOW_DAYS", "7")
@@ -39,11 +37,7 @@ def test_a_copy_freed_by_a_lookback_day_is_taken_by_the_same_run_after_the_windo
         stack, s3, pg, monkeypatch):
     monkeypatch.setenv("CALLSCRIBE_COPY_WINDOW_DAYS", "7")
     day, next_day = date(2063, 4, 1), date(2063, 4, 2)
-    original = cp.put(s3, day, "a.wav", _call(2))
-    assert run_through(s3, pg, day, "scheduled__xdc-3").ok
-    cp.put(s3, next_day, "b.wav", _call(2))
-    assert run_through(s3, pg, next_day, "scheduled__xdc-4").ok
-    assert cp.newest(pg, next_day)["b.wav"].status == "duplicate"
+    original = cp.transcribed_with_copy(s3, pg, day, next_day, _call(2), "scheduled__xdc-3")
     monkeypatch.setenv("CALLSCRIBE_COPY_WINDOW_DAYS", "0")  # copies on the same day only, from now on
     s3.purge(s3.uri(original))
     verdict = run_through(s3, pg, next_day, "scheduled__xdc-5", lookback_days=1)

@@ -11,7 +11,6 @@ import sqlalchemy as sa
 
 from callscribe import discovery
 from callscribe.discovery import day_prefix
-from callscribe.samples import distinct_copy
 from tests.integration import copies as cp
 from tests.integration.helpers import run_through
 
@@ -19,8 +18,7 @@ pytestmark = pytest.mark.integration
 
 
 def _call(i: int) -> bytes:
-    return distinct_copy(cp.CALL.read_bytes(), cp.CALL.suffix, 900 + i)
-
+    return cp.call_bytes(900 + i)
 
 def _failed_once(pg, key: str) -> None:
     """The state a run whose chunk task failed on the recording leaves (attempts left)."""

@@ -80,5 +80,8 @@ def test_a_refused_twin_run_leaves_the_live_twin_s_leases_alone(stack, s3, pg):
         # Consequence: another run of the day now takes the calls the twin is transcribing.
         stolen = discovery.discover(s3, pg, DAY, "calls/", "manual__twin-other-run", is_live=lambda r: True)
         assert stolen == [], f"another run took {len(stolen)} calls the live twin is transcribing"
+        # The twin itself still reports its own calls (the refused run took nothing from it).
+        figures = reporting.report_run(pg, run_id, "transcribe_calls_k8s", DAY, "whisper-tiny")
+        assert figures["recordings_found"] == 2
     finally:
         _end_k8s_run(run_id)
