@@ -158,12 +158,13 @@ def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls
             out.lost.append(f"{key}: done with {r.transcripts} transcripts for {r.channels} channels")
         if r.repeated_segments:
             out.duplicated.append(f"{key}: {r.repeated_segments} repeated segments")
-        # Quarantined (the holder found it undecodable or not audio): a reprocess never takes it,
-        # so nothing of it is left to reprocess, nor would a later pass take it.
+        # Taken, but its load never came (the chunker or the worker failed on it): the earlier transcript stays.
         if reprocess and run_id and r.last_run_id == run_id and r.status == "done" and r.loaded_run_id != run_id:
             out.not_reprocessed.append(f"{key}: not transcribed again by this run, which kept the earlier "
                                        f"transcript ({r.last_error or 'its work on it did not finish'}); "
                                        f"reprocess the day again")
+        # Quarantined (the holder found it undecodable or not audio): a reprocess never takes it,
+        # so nothing of it is left to reprocess, nor would a later pass take it.
         if held_back and r.id in held_back and r.last_run_id != run_id and r.status != "quarantined":
             holder = f"run {held_back[r.id]}" if held_back[r.id] else "another run"
             out.not_reprocessed.append(f"{key}: {r.status}, left to {holder}, which held it when "
