@@ -213,6 +213,12 @@ class RunVerdict:
                 "days": [a.as_dict() for a in self.audits]}
 
 
+def days_taken(engine: Engine, run_id: str) -> list[date]:
+    """The call days of the recordings a run took or settled, newest first."""
+    with engine.connect() as conn:
+        return list(conn.execute(db.q("run_days_taken"), {"run_id": run_id}).scalars())
+
+
 def run_verdict(store: Store, engine: Engine, run_id: str, days: list[date], base_prefix: str,
                 started_at: datetime | None, failed_tasks: list[str] | None = None,
                 is_live: Callable[[str], bool] | None = None, only_claimed: bool = False,
@@ -228,4 +234,8 @@ def run_verdict(store: Store, engine: Engine, run_id: str, days: list[date], bas
     audits = [audit_day(store, engine, d, base_prefix, listed_before=started_at, run_id=run_id, is_live=is_live,
                         only_claimed=only_claimed, held_back=held_back, reprocess=reprocess and k == 0)
               for k, d in enumerate(days)]
+    # Copies the run freed and took on days it does not cover (discovery.discover): what it took
+    # there is its to answer for, and no later run's lookback may reach that day.
+    audits += [audit_day(store, engine, d, base_prefix, listed_before=started_at, run_id=run_id, is_live=is_live,
+                         only_claimed=True) for d in days_taken(engine, run_id) if d not in days]
     return RunVerdict(run_id, audits, sorted(failed_tasks or []))

@@ -501,7 +501,7 @@ def verify_run(store: Store, engine: Engine, context, task_states: dict[str, str
     states: Counter = Counter()
     for a in verdict.audits:
         states.update(a.states)
-    return {"days": [str(d) for d in days], "objects": sum(a.objects for a in verdict.audits),
+    return {"days": [str(a.day) for a in verdict.audits], "objects": sum(a.objects for a in verdict.audits),
             "states": dict(states)}
 
 
