@@ -96,6 +96,7 @@ def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls
     out = DayAudit(day=day, objects=len(listed), arrived_later=len(late))
     live: dict[str, list] = {}
     transcribed: dict[tuple, list[tuple[str, bool]]] = {}  # content -> (key, another live run holds it), done
+    same_bytes: dict[bytes, list[tuple[str, bool]]] = {}  # the same, by the bytes the chunker read
     for r in rows:
         out.states[r.status] += 1
         if r.status not in ("superseded", "deleted"):
@@ -124,6 +125,8 @@ def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls
             out.loads[r.loads] += 1
             if r.size_bytes:
                 transcribed.setdefault((r.etag, r.size_bytes), []).append((key, elsewhere))
+            if r.content_sha256 is not None:  # the same bytes under another etag (recording_bytes.sql)
+                same_bytes.setdefault(bytes(r.content_sha256), []).append((key, elsewhere))
             if r.twin_key:  # the same call transcribed on another day too (discover_copy_retire.sql keeps one)
                 held = elsewhere or bool(run_id and r.twin_holder and r.twin_holder != run_id
                                          and (is_live is None or is_live(r.twin_holder)))
@@ -169,14 +172,14 @@ def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls
             holder = f"run {held_back[r.id]}" if held_back[r.id] else "another run"
             out.not_reprocessed.append(f"{key}: {r.status}, left to {holder}, which held it when "
                                        f"this run claimed; reprocess the day again once that run has ended")
-    for found in transcribed.values():
-        if len(found) > 1:  # copies are one call (discover_copy_retire.sql keeps one)
-            keys = ", ".join(k for k, _ in found)
-            if any(held for _, held in found):  # that run's to settle: the next discovery retires one
-                out.in_progress.append(f"{keys}: the same audio transcribed {len(found)} times, one held by "
-                                       f"another live run")
-            else:
-                out.duplicated.append(f"{keys}: the same audio transcribed {len(found)} times")
+    pairs = {tuple(sorted(found)) for found in (*transcribed.values(), *same_bytes.values()) if len(found) > 1}
+    for found in sorted(pairs):  # copies are one call (discover_copy_retire.sql keeps one)
+        keys = ", ".join(k for k, _ in found)
+        if any(held for _, held in found):  # that run's to settle: the next discovery retires one
+            out.in_progress.append(f"{keys}: the same audio transcribed {len(found)} times, one held by "
+                                   f"another live run")
+        else:
+            out.duplicated.append(f"{keys}: the same audio transcribed {len(found)} times")
     if run_id is None:
         # Gone from the bucket but still searchable: a run's verdict leaves these alone (its
         # discovery forgot what was gone when it listed), an operator's audit names them.

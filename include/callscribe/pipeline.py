@@ -6,6 +6,7 @@ they run the same under Airflow, from the CLI and in tests.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ from callscribe.chunking import DEFAULT_CHUNKING, ChunkingParams, chunk_recordin
 from callscribe.config import (
     WORK_PREFIX,
     S3Settings,
+    copy_window_days,
     day_zone,
     diarize_mono,
     diarized_speaker,
@@ -135,18 +137,17 @@ def _chunk_attempted(store: Store, engine: Engine, rec: Row, params: ChunkingPar
             _mark(engine, recording_id, "failed", f"object changed since discovery (etag {etag})", run_id)
             return None
         data = store.get_bytes(f"s3://{rec.bucket}/{rec.object_key}")
+    except Exception as exc:
+        return _read_failed(store, engine, recording_id, run_id, since, exc)
+    if _copy_by_bytes(store, engine, rec, data, run_id, since):
+        return None
+    try:
         decoded = decode(data, rec.object_key)
     except DecodeError as exc:
         _mark(engine, recording_id, "quarantined", str(exc), run_id)
         return None
     except Exception as exc:
-        if unavailable(exc):
-            # An outage, not this recording's fault: fail the task so Airflow retries it,
-            # without spending one of the recording's attempts.
-            _refund(store, engine, recording_id, run_id, since)
-            raise
-        _mark(engine, recording_id, "failed", describe(exc), run_id)
-        return None
+        return _read_failed(store, engine, recording_id, run_id, since, exc)
 
     try:
         if decoded.warning:
@@ -205,6 +206,42 @@ def _chunk_attempted(store: Store, engine: Engine, rec: Row, params: ChunkingPar
     entry = RecordingEntry(recording_id=recording_id, n_channels=decoded.n_channels, pack_uri=pack_uri,
                            audio_s=offset / rate)
     return entry, refs
+
+
+def _read_failed(store: Store, engine: Engine, recording_id: int, run_id: str | None, since: datetime | None,
+                 exc: Exception) -> None:
+    """Reading or decoding a recording failed: its own failure, or an outage (raised again)."""
+    if unavailable(exc):
+        # An outage, not this recording's fault: fail the task so Airflow retries it,
+        # without spending one of the recording's attempts.
+        _refund(store, engine, recording_id, run_id, since)
+        raise exc
+    _mark(engine, recording_id, "failed", describe(exc), run_id)
+    return None
+
+
+def _copy_by_bytes(store: Store, engine: Engine, rec: Row, data: bytes, run_id: str | None,
+                   since: datetime | None) -> bool:
+    """Record the recording's bytes (SHA-256); True when another key of the copy window holds them,
+    transcribed or on its way, and this one is now its `duplicate` (recording_bytes.sql), or the run
+    no longer owns it: nothing to chunk either way."""
+    params = {"id": rec.id, "run_id": run_id, "sha256": hashlib.sha256(data).digest(),
+              "window": copy_window_days()}
+    try:
+        with engine.begin() as conn:
+            conn.execute(db.q("discover_copy_lock"))
+            row = conn.execute(db.q("recording_bytes"), params).one_or_none()
+    except Exception as exc:
+        if db.unavailable(exc):
+            _refund(store, engine, rec.id, run_id, since)
+        raise
+    if row is None:
+        log.info("recording %d is no longer its run's to chunk; left alone", rec.id)
+        return True
+    if row.original_id is not None:
+        log.info("recording %d: %s", rec.id, row.last_error)
+        return True
+    return False
 
 
 # The store refusing a pack for the recording's own sake (its size): failed with that reason, not
