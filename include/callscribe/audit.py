@@ -151,12 +151,13 @@ def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls
             gone = "failed for good" if r.original_status == "failed" else r.original_status
             out.unfinished.append(f"{key}: a copy whose original is {gone}; the next run of its day transcribes it")
         elif r.status == "duplicate" and r.original_elsewhere and r.original_status in ("pending", "chunked", "failed"):
-            # Its original is on another day, outside this audit: the call has no transcript yet.
+            # Its original is on another day or under another prefix, outside this audit: the call has no
+            # transcript yet.
             held = bool(run_id and r.original_holder and r.original_holder != run_id
                         and (is_live is None or is_live(r.original_holder)))
             (out.in_progress if held else out.unfinished).append(
                 f"{key}: a copy of {r.original_elsewhere} of {r.original_day}, which is {r.original_status}"
-                + (f" in run {r.original_holder}" if held else "; a run of that day transcribes it"))
+                + (f" in run {r.original_holder}" if held else "; a run of that day and prefix transcribes it"))
         elif r.status == "done" and r.transcripts != max(r.channels or 1, 1):
             out.lost.append(f"{key}: done with {r.transcripts} transcripts for {r.channels} channels")
         if r.repeated_segments:
@@ -216,10 +217,11 @@ class RunVerdict:
                 "days": [a.as_dict() for a in self.audits]}
 
 
-def days_taken(engine: Engine, run_id: str) -> list[date]:
-    """The call days of the recordings a run took or settled, newest first."""
+def days_taken(engine: Engine, run_id: str) -> list[tuple[date, str]]:
+    """The call days of the recordings a run took or settled, with the base prefix of their keys,
+    newest first."""
     with engine.connect() as conn:
-        return list(conn.execute(db.q("run_days_taken"), {"run_id": run_id}).scalars())
+        return [(r.call_date, r.base_prefix) for r in conn.execute(db.q("run_days_taken"), {"run_id": run_id})]
 
 
 def run_verdict(store: Store, engine: Engine, run_id: str, days: list[date], base_prefix: str,
@@ -237,8 +239,10 @@ def run_verdict(store: Store, engine: Engine, run_id: str, days: list[date], bas
     audits = [audit_day(store, engine, d, base_prefix, listed_before=started_at, run_id=run_id, is_live=is_live,
                         only_claimed=only_claimed, held_back=held_back, reprocess=reprocess and k == 0)
               for k, d in enumerate(days)]
-    # Copies the run freed and took on days it does not cover (discovery.discover): what it took
-    # there is its to answer for, and no later run's lookback may reach that day.
-    audits += [audit_day(store, engine, d, base_prefix, listed_before=started_at, run_id=run_id, is_live=is_live,
-                         only_claimed=True) for d in days_taken(engine, run_id) if d not in days]
+    # Copies the run freed and took on days or under prefixes it does not cover (discovery.discover):
+    # what it took there is its to answer for, and no later run of its own may list them.
+    covered = {day_prefix(base_prefix, d) for d in days}
+    audits += [audit_day(store, engine, d, base, listed_before=started_at, run_id=run_id, is_live=is_live,
+                         only_claimed=True)
+               for d, base in days_taken(engine, run_id) if day_prefix(base, d) not in covered]
     return RunVerdict(run_id, audits, sorted(failed_tasks or []))

@@ -111,10 +111,11 @@ def settle_copies(conn, day: date, run_id: str) -> list[tuple[int, date]]:
     """One call under several keys (of a day, or of days ``copy_window_days`` apart) is transcribed
     once: copies whose original left or failed for good go back to work, new copies are marked,
     a second transcript is retired. The caller holds the copies lock (discover_copy_lock.sql).
-    Returns the copies on other days that went back to work: (id, day)."""
+    Returns the copies that went back to work: (id, day), the day's own too (a copy under another
+    prefix than the run's, which the day's claim does not reach)."""
     params = {"call_date": day, "run_id": run_id, "max_attempts": MAX_ATTEMPTS, "window": copy_window_days()}
-    freed = [(r.id, r.call_date) for r in conn.execute(db.q("discover_copy_revive"), params) if r.call_date != day]
-    for d, n in sorted(Counter(d for _, d in freed).items()):
+    freed = [(r.id, r.call_date) for r in conn.execute(db.q("discover_copy_revive"), params)]
+    for d, n in sorted(Counter(d for _, d in freed if d != day).items()):
         log.warning("%d copies on %s of recordings of %s are calls to transcribe now (their original left)",
                     n, d, day)
     conn.execute(db.q("discover_copy_mark"), params)
@@ -328,15 +329,18 @@ def discover(store: Store, engine: Engine, day: date, base_prefix: str, run_id: 
             log.info("%s: %d objects listed, %d new, %d to process", prefix, len(objects), new, len(got))
     # A later day's listing can free a copy (its original gone) on a day already claimed, or on a
     # day this run does not cover at all (a backfill of an old day frees a copy on a later one,
-    # which no run's lookback_days reach any more): this run transcribes them.
+    # which no run's lookback_days reach any more), or under another prefix than the run's (one
+    # call filed into two folders; copies are matched across the bucket): this run transcribes
+    # them. Claimed by id, whatever their prefix: no run of that prefix may come again.
     by_day: dict[date, list[int]] = {}
     for rid, d in freed:
-        by_day.setdefault(d, []).append(rid)
+        if rid not in ids:
+            by_day.setdefault(d, []).append(rid)
     for d, rids in sorted(by_day.items()):
         left = None if max_recordings is None else max_recordings - len(ids)
         if left is not None and left <= 0:
             break
-        more = [i for i in claim(engine, store.bucket, day_prefix(base_prefix, d), d, run_id, False, left,
+        more = [i for i in claim(engine, store.bucket, "", d, run_id, False, left,
                                  ids=sorted(set(rids))) if i not in ids]
         log.warning("%d copies on %s freed by this run (their original left): %d taken by it", len(set(rids)), d,
                     len(more))

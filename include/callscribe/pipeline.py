@@ -37,6 +37,7 @@ from callscribe.config import (
     diarize_mono,
     diarized_speaker,
     pack_format,
+    run_area,
     run_key,
     speaker_for,
     speakers_hint,
@@ -51,7 +52,7 @@ from callscribe.manifests import (
     from_parquet,
     to_parquet,
 )
-from callscribe.storage import S3Error, Store, unavailable
+from callscribe.storage import CHANGED, S3Error, Store, refuses_client, unavailable
 
 log = logging.getLogger(__name__)
 DEFAULT_GROUP_SIZE = int(os.environ.get("CALLSCRIBE_CHUNK_GROUP_SIZE", 25))
@@ -80,8 +81,12 @@ def pack_keys(call_date: object, recording_id: int) -> list[str]:
 
 
 def chunk_one(store: Store, engine: Engine, recording_id: int, params: ChunkingParams = DEFAULT_CHUNKING,
-              run_id: str | None = None, pack: str | None = None) -> tuple[RecordingEntry, list[ChunkRef]] | None:
+              run_id: str | None = None, pack: str | None = None,
+              freed: list[int] | None = None) -> tuple[RecordingEntry, list[ChunkRef]] | None:
     """Decode and chunk one recording, write its speech pack; None when it failed.
+
+    A recording that cannot be read frees its copies for the run to chunk instead: their ids
+    are added to ``freed`` (recording_copies_free.sql).
 
     With a ``run_id``, only a recording that run still owns is touched: a cleared chunk task
     of an old run leaves alone what a newer run has taken since. ``pack``: the pack's format
@@ -104,7 +109,7 @@ def chunk_one(store: Store, engine: Engine, recording_id: int, params: ChunkingP
             # Not a death: the try before failed on a database outage that outlasted its refund.
             log.info("recording %d: its attempt given back (the try before failed on a database outage)",
                      recording_id)
-            return chunk_one(store, engine, recording_id, params, run_id, pack)
+            return chunk_one(store, engine, recording_id, params, run_id, pack, freed)
         # This run's task was on it and never finished it: the task's process died here (a crash in
         # a native decoder, out of memory, the task's timeout). Not again in this run, or it would take
         # the rest of its group down on every try; the next run tries it once more (it may have been
@@ -117,6 +122,10 @@ def chunk_one(store: Store, engine: Engine, recording_id: int, params: ChunkingP
         since = conn.execute(db.q("recording_attempt"), {"id": recording_id, "run_id": run_id}).scalar()
     try:
         return _chunk_attempted(store, engine, rec, params, run_id, pack, since)
+    except _Unreadable:
+        if freed is not None:
+            freed.extend(_free_copies(engine, recording_id, run_id))
+        return None
     except KeyboardInterrupt:
         # Stopped by hand (`callscribe run` interrupted), not by the file: the same run id may run
         # again, and the mark left would read as a crash on this file.
@@ -135,10 +144,16 @@ def _chunk_attempted(store: Store, engine: Engine, rec: Row, params: ChunkingPar
             # Re-uploaded since discovery: this version's content is gone; the next run
             # registers the new one and supersedes this row.
             _mark(engine, recording_id, "failed", f"object changed since discovery (etag {etag})", run_id)
-            return None
-        data = store.get_bytes(f"s3://{rec.bucket}/{rec.object_key}")
+            raise _Unreadable
+        # Read only that content (If-Match): an upload landing between the check above and this read
+        # would otherwise be transcribed as the version discovery registered (and, put back after it,
+        # stay under that version's row for good).
+        data = store.get_bytes(f"s3://{rec.bucket}/{rec.object_key}", etag=rec.etag)
+    except _Unreadable:
+        raise
     except Exception as exc:
-        return _read_failed(store, engine, recording_id, run_id, since, exc)
+        _read_failed(store, engine, recording_id, run_id, since, exc)
+        raise _Unreadable from None
     if _copy_by_bytes(store, engine, rec, data, run_id, since):
         return None
     try:
@@ -147,7 +162,8 @@ def _chunk_attempted(store: Store, engine: Engine, rec: Row, params: ChunkingPar
         _mark(engine, recording_id, "quarantined", str(exc), run_id)
         return None
     except Exception as exc:
-        return _read_failed(store, engine, recording_id, run_id, since, exc)
+        _read_failed(store, engine, recording_id, run_id, since, exc)
+        return None
 
     try:
         if decoded.warning:
@@ -208,16 +224,36 @@ def _chunk_attempted(store: Store, engine: Engine, rec: Row, params: ChunkingPar
     return entry, refs
 
 
+class _Unreadable(Exception):
+    """The recording's object could not be read, for its own sake (not an outage): marked failed."""
+
+
+def _free_copies(engine: Engine, recording_id: int, run_id: str | None) -> list[int]:
+    from callscribe.discovery import CLAIM_LEASE_S
+
+    with engine.begin() as conn:
+        conn.execute(db.q("discover_copy_lock"))
+        ids = list(conn.execute(db.q("recording_copies_free"), {"id": recording_id, "run_id": run_id,
+                                                                 "lease_s": CLAIM_LEASE_S}).scalars())
+    if ids:
+        log.warning("recording %d could not be read: its %d copies (recordings %s) are chunked instead",
+                    recording_id, len(ids), ", ".join(map(str, ids)))
+    return ids
+
+
 def _read_failed(store: Store, engine: Engine, recording_id: int, run_id: str | None, since: datetime | None,
                  exc: Exception) -> None:
-    """Reading or decoding a recording failed: its own failure, or an outage (raised again)."""
-    if unavailable(exc):
-        # An outage, not this recording's fault: fail the task so Airflow retries it,
-        # without spending one of the recording's attempts.
+    """Reading or decoding a recording failed: its own failure (marked), or an outage (raised again)."""
+    if isinstance(exc, S3Error) and exc.code == CHANGED:
+        _mark(engine, recording_id, "failed", "object changed since discovery (while it was read)", run_id)
+        return
+    if refuses_client(store, exc, f"{run_area(run_id or 'no-run')}probe-{recording_id}.txt"):
+        # An outage, not this recording's fault: fail the task so Airflow retries it, without
+        # spending one of the recording's attempts. So is a store that refuses this client whatever
+        # it reads (credentials expired or rotated, a key grant withdrawn).
         _refund(store, engine, recording_id, run_id, since)
         raise exc
     _mark(engine, recording_id, "failed", describe(exc), run_id)
-    return None
 
 
 def _copy_by_bytes(store: Store, engine: Engine, rec: Row, data: bytes, run_id: str | None,
@@ -294,16 +330,19 @@ def chunk_group(store: Store, engine: Engine, ids: list[int], run_id: str, group
     pack = pack_format()  # a bad setting fails the task before any recording is touched
     entries: list[RecordingEntry] = []
     refs: list[ChunkRef] = []
-    for rid in ids:
-        out = chunk_one(store, engine, rid, params, run_id=run_id, pack=pack)
+    todo = list(ids)
+    for rid in todo:  # grows by the copies of a recording that could not be read
+        freed: list[int] = []
+        out = chunk_one(store, engine, rid, params, run_id=run_id, pack=pack, freed=freed)
         if out is not None:
             entries.append(out[0])
             refs.extend(out[1])
+        todo.extend(i for i in freed if i not in todo)
     uri = _work_uri(store, "runs", run_key(run_id), "chunks", f"{group_index:05d}.parquet")
     meta = {"recordings": [e.model_dump() for e in entries]}
     store.put_bytes(uri, to_parquet(chunks_frame(refs), meta))
     log.info("group %d: %d/%d recordings chunked into %d chunks (%.1f s of speech)",
-             group_index, len(entries), len(ids), len(refs), sum(e.audio_s for e in entries))
+             group_index, len(entries), len(todo), len(refs), sum(e.audio_s for e in entries))
     return uri
 
 

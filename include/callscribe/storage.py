@@ -299,14 +299,50 @@ class Store:
 
 # S3 error codes that say "try again later", not "this object is bad".
 TRANSIENT_CODES = frozenset({"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout"})
+# S3 error codes about this client or the bucket, never about one object: credentials expired, rotated
+# or refused, a clock the store will not sign with, the bucket gone. Every object would fail alike.
+CLIENT_CODES = frozenset({"ExpiredToken", "ExpiredTokenException", "InvalidAccessKeyId", "SignatureDoesNotMatch",
+                          "InvalidToken", "TokenRefreshRequired", "RequestTimeTooSkewed", "AccountProblem",
+                          "AllAccessDisabled", "InvalidSecurity", "NoSuchBucket"})
+# What a refusal of one object may look like (a HEAD has no body: minio reports any 403 as
+# AccessDenied, and a 400 as BadRequest): the object's own policy or storage, or the client's
+# credentials; only a second request tells which (:func:`refuses_client`).
+REFUSED_CODES = frozenset({"AccessDenied", "BadRequest", "Forbidden"})
 
 
 def unavailable(exc: BaseException) -> bool:
-    """True when the store could not be reached or asked us to back off: an outage, worth a
-    retry of the whole task, never a reason to fail or quarantine a recording."""
+    """True when the store could not be reached, asked us to back off, or refuses this client
+    whatever the object (CLIENT_CODES): an outage, worth a retry of the whole task, never a reason
+    to fail or quarantine a recording."""
     if isinstance(exc, S3Error):
-        return exc.code in TRANSIENT_CODES
+        return exc.code in TRANSIENT_CODES or exc.code in CLIENT_CODES
     return isinstance(exc, (urllib3.exceptions.HTTPError, ServerError, ConnectionError, TimeoutError))
+
+
+def refuses_client(store: Store, exc: BaseException, probe_key: str) -> bool:
+    """After ``exc`` on one object: whether the store refuses this client everything rather than that
+    object (expired or rotated credentials, whose 403 a HEAD reports as AccessDenied; a bucket policy or
+    the bucket's KMS key grant withdrawn): a small object written at ``probe_key`` (in the work area) and
+    read back. True when that is refused too, or the store is down."""
+    if unavailable(exc):
+        return True
+    if not isinstance(exc, S3Error) or exc.code not in REFUSED_CODES:
+        return False
+    uri = store.uri(probe_key)
+    try:
+        store.put_bytes(uri, b"callscribe: can this client read what it writes?", "text/plain")
+        store.get_bytes(uri)
+    except Exception as probe:
+        if isinstance(probe, S3Error) or unavailable(probe):
+            log.error("the object store refuses this client, not one object (%s; a probe in the work area: %s)",
+                      exc.code, getattr(probe, "code", type(probe).__name__))
+            return True
+        raise
+    try:
+        store.delete(uri)
+    except Exception:  # the sweep removes it
+        log.warning("probe %s left in the work area", uri)
+    return False
 
 
 @lru_cache(maxsize=4)

@@ -1,5 +1,5 @@
 -- Every registered version of a day's objects, with what an audit checks of each: of a copy, its
--- original's state (and, on another day, its key and the run holding it, if any). A transcribed
+-- original's state (and, on another day or under another prefix, its key and the run holding it, if any). A transcribed
 -- one also names the oldest other key within :window days, on another day, whose current upload
 -- holds a transcript of the same content (etag and size, or the bytes the chunker read: copies are
 -- one call), and the run holding it, if any.
@@ -8,7 +8,10 @@ SELECT r.id, r.object_key, r.etag, r.size_bytes, r.content_sha256, r.status, r.l
        COALESCE(r.lease_until > now(), false)                          AS leased,
        (SELECT o.status FROM recordings o WHERE o.id = r.duplicate_of)  AS original_status,
        (SELECT o.attempts FROM recordings o WHERE o.id = r.duplicate_of) AS original_attempts,
-       (SELECT o.object_key FROM recordings o WHERE o.id = r.duplicate_of AND o.call_date <> r.call_date)
+       -- On another day, or under another prefix than the audited one (copies are matched across the
+       -- bucket; a run takes only its prefix): no run of this day and prefix transcribes it.
+       (SELECT o.object_key FROM recordings o WHERE o.id = r.duplicate_of
+          AND (o.call_date <> r.call_date OR NOT starts_with(o.object_key, :prefix)))
                                                                         AS original_elsewhere,
        (SELECT o.call_date FROM recordings o WHERE o.id = r.duplicate_of) AS original_day,
        (SELECT o.last_run_id FROM recordings o WHERE o.id = r.duplicate_of AND o.lease_until > now())

@@ -1,0 +1,123 @@
+"""Runs of one day under two prefixes of one bucket (the `prefix` Param: "calls/" nightly, an
+engineer's run of "imports/" for calls delivered into another folder). Copies are matched on content
+across every key of the bucket, prefixes included ("one call filed into two folders"), but a run
+claims and judges only its own prefix. A copy under one prefix whose original (under the other)
+leaves must end transcribed, or the run that freed it must say it did not take it."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import pytest
+import sqlalchemy as sa
+
+from callscribe import discovery, loading, pipeline
+from callscribe.audit import run_verdict
+from callscribe.config import s3_settings
+from callscribe.discovery import day_prefix
+from tests.integration.copies import call_bytes
+
+pytestmark = pytest.mark.integration
+
+
+def run_prefix(s3, pg, day: date, prefix: str, run: str, lookback_days: int = 0):
+    """One run of ``day`` under ``prefix`` through the pipeline's functions (as helpers.run_through,
+    which is for "calls/" only); returns its verdict."""
+    started = datetime.now(UTC)
+    ids = discovery.discover(s3, pg, day, prefix, run, is_live=lambda r: False, lookback_days=lookback_days)
+    if ids:
+        manifest = pipeline.chunk_group(s3, pg, ids, run, 0)
+        jobs = pipeline.plan_jobs(s3, [manifest], run, "whisper-tiny")
+        for job in jobs:
+            pipeline.run_worker_local(job, s3_settings())
+        if jobs:
+            loading.load_jobs(s3, pg, jobs, run)
+    discovery.close_run(pg, run)
+    return run_verdict(s3, pg, run, discovery.run_days(day, lookback_days), prefix, started,
+                       is_live=lambda r: False)
+
+
+def row(pg, key: str):
+    with pg.connect() as c:
+        return c.execute(sa.text(
+            "SELECT id, status, attempts, last_error, last_run_id, duplicate_of, "
+            "(SELECT count(*) FROM transcripts t WHERE t.recording_id = r.id) AS transcripts "
+            "FROM recordings r WHERE object_key = :k ORDER BY id DESC LIMIT 1"), {"k": key}).one()
+
+
+DAY = date(2031, 5, 3)
+
+
+def test_a_copy_under_another_prefix_freed_by_this_prefix_run_is_not_left_untaken(stack, pg, s3):
+    data = call_bytes(901)
+    original = day_prefix("calls/", DAY) + "a.wav"
+    copy = day_prefix("imports/", DAY) + "b.wav"
+    s3.put_bytes(s3.uri(original), data)
+    assert run_prefix(s3, pg, DAY, "calls/", "rv2-pfx-1").ok
+    assert row(pg, original).status == "done"
+    # The same call, delivered again into another folder: an engineer's run of that prefix.
+    s3.put_bytes(s3.uri(copy), data)
+    assert run_prefix(s3, pg, DAY, "imports/", "rv2-pfx-2").ok
+    assert row(pg, copy).status == "duplicate", row(pg, copy)
+    # The original leaves the bucket; the next run of "calls/" for the day (a rerun, or the next
+    # days' runs through lookback_days) sees it gone: its transcript leaves search, and the copy
+    # is a call to transcribe in its own right again.
+    s3.delete(s3.uri(original))
+    verdict = run_prefix(s3, pg, DAY, "calls/", "rv2-pfx-3")
+    assert row(pg, original).status == "deleted"
+    b = row(pg, copy)
+    # The call is still in the bucket (under imports/) and has no transcript any more. Either the run
+    # that freed it transcribed it, or that run is red for it. Nothing else will: "imports/" was a
+    # one-off run, and no scheduled run lists its folders.
+    assert b.status == "done" or not verdict.ok, (
+        f"run rv2-pfx-3 is green, the call's only key {copy} is {b.status} with {b.transcripts} transcripts "
+        f"(last run {b.last_run_id}): lost from search, no run will take it")
+
+
+DAY2 = date(2031, 5, 7)
+
+
+def test_a_copy_of_an_untaken_key_under_another_prefix_is_not_green_without_a_transcript(stack, pg, s3):
+    """The same day, the original under "calls/" registered but not taken (a run of "calls/" with
+    max_recordings left it pending): the "imports/" run marks its key a copy of it and is green,
+    though the call has no transcript and no run of "imports/" will take it."""
+    data = call_bytes(902)
+    first = day_prefix("calls/", DAY2) + "a0.wav"
+    original = day_prefix("calls/", DAY2) + "a1.wav"
+    copy = day_prefix("imports/", DAY2) + "b.wav"
+    s3.put_bytes(s3.uri(first), call_bytes(903))
+    s3.put_bytes(s3.uri(original), data)
+    ids = discovery.discover(s3, pg, DAY2, "calls/", "rv2-pfx-4", max_recordings=1, is_live=lambda r: False)
+    assert len(ids) == 1
+    discovery.close_run(pg, "rv2-pfx-4")  # a1 stays pending: the next "calls/" run's
+    assert row(pg, original).status == "pending"
+    s3.put_bytes(s3.uri(copy), data)
+    verdict = run_prefix(s3, pg, DAY2, "imports/", "rv2-pfx-5")
+    b = row(pg, copy)
+    assert b.status == "done" or not verdict.ok, (
+        f"run rv2-pfx-5 of imports/ is green, its call {copy} is {b.status} ({b.last_error}) of a key no run "
+        f"has taken")
+
+
+DAY3 = date(2031, 5, 11)
+
+
+def test_a_freed_copy_under_another_prefix_the_run_took_and_left_unfinished_makes_it_red(stack, pg, s3):
+    """As the first test, but the freeing run's chunk task for the copy never ran (marked success in
+    the UI): its verdict must answer for the copy it took under the other prefix."""
+    data = call_bytes(904)
+    original = day_prefix("calls/", DAY3) + "a.wav"
+    copy = day_prefix("imports/", DAY3) + "b.wav"
+    s3.put_bytes(s3.uri(original), data)
+    assert run_prefix(s3, pg, DAY3, "calls/", "rv2-pfx-6").ok
+    s3.put_bytes(s3.uri(copy), data)
+    assert run_prefix(s3, pg, DAY3, "imports/", "rv2-pfx-7").ok
+    s3.delete(s3.uri(original))
+    run = "rv2-pfx-8"
+    started = datetime.now(UTC)
+    ids = discovery.discover(s3, pg, DAY3, "calls/", run, is_live=lambda r: False)
+    assert ids == [row(pg, copy).id], (ids, row(pg, copy))
+    discovery.close_run(pg, run)
+    verdict = run_verdict(s3, pg, run, [DAY3], "calls/", started, is_live=lambda r: False)
+    assert row(pg, copy).status == "pending"
+    assert not verdict.ok and any("imports/" in p for p in verdict.problems()), verdict.problems()

@@ -1,0 +1,81 @@
+"""The object store refusing the pipeline itself (expired or rotated credentials, a key
+policy or KMS grant withdrawn) during the chunk stage is an outage, not each recording's fault:
+"Outages fail the task, not the recording ... no recording is charged an attempt for it"."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from minio.error import S3Error
+
+from callscribe import discovery, pipeline
+from tests.integration.copies import call_bytes, newest, put, table
+from tests.integration.helpers import run_through
+
+pytestmark = pytest.mark.integration
+
+
+def _refuse(s3, m, code: str, prefix: str = "", methods=("stat", "get_bytes", "put_bytes")) -> None:
+    """Requests under ``prefix`` refused with ``code`` (as a store with XML bodies says it)."""
+    keys = {"stat": lambda bucket, key, *a: key, "get_bytes": lambda uri, *a: uri.split("/", 3)[3],
+            "put_bytes": lambda uri, *a: uri.split("/", 3)[3]}
+
+    def wrap(real, key_of):
+        def refused(*args, **kw):
+            key = key_of(*args)
+            if key.startswith(prefix):
+                raise S3Error(None, code, "refused", key, "req", "host", s3.bucket, key)
+            return real(*args, **kw)
+        return refused
+
+    for name in methods:
+        m.setattr(s3, name, wrap(getattr(s3, name), keys[name]))
+
+
+# AccessDenied: how minio reports any 403 to a HEAD (no body to name the cause), an expired token's too.
+@pytest.mark.parametrize("code", ["ExpiredToken", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"])
+def test_credentials_that_stop_working_mid_run_charge_no_recording(stack, s3, pg, monkeypatch, code):
+    """The session token in the connection expires (or the key is rotated) after discover listed the day:
+    every HEAD of the chunk stage is refused. Before: every recording `failed` with an attempt spent and
+    the run green; three such nights and the day's calls are failed for good."""
+    codes = ["ExpiredToken", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"]
+    day = date(2037, 11, 1 + codes.index(code))
+    put(s3, day, "a.wav", call_bytes(11001 + day.day))
+    put(s3, day, "b.wav", call_bytes(11011 + day.day))
+    run = f"scheduled__rv-creds-{code}"
+    ids = discovery.discover(s3, pg, day, "calls/", run, is_live=lambda r: False)
+    assert len(ids) == 2
+    monkeypatch_ctx = pytest.MonkeyPatch()
+    _refuse(s3, monkeypatch_ctx, code)  # every request: the credentials, not an object
+    try:
+        with pytest.raises(S3Error):  # the task fails, and Airflow retries it
+            pipeline.chunk_group(s3, pg, ids, run, 0)
+    finally:
+        monkeypatch_ctx.undo()
+    rows = newest(pg, day)
+    assert [(r.status, r.attempts) for r in rows.values()] == [("pending", 0), ("pending", 0)], table(pg, day)
+    discovery.close_run(pg, run)
+    verdict = run_through(s3, pg, day, f"manual__rv-creds-{code}-again")  # credentials fixed
+    assert verdict.ok, verdict.problems()
+    assert {r.status for r in newest(pg, day).values()} == {"done"}, table(pg, day)
+
+
+def test_every_read_of_a_group_denied_is_an_outage_not_each_calls_fault(stack, s3, pg, monkeypatch):
+    """A bucket policy or KMS key grant withdrawn after discover listed the day (list allowed, every GET
+    403 AccessDenied, as S3 answers a GET of an SSE-KMS object without kms:Decrypt): no call of the day
+    can be read, so none is at fault. Before: each `failed` with an attempt spent, the run green."""
+    day = date(2037, 11, 9)
+    for i in range(3):
+        put(s3, day, f"c{i}.wav", call_bytes(11090 + i))
+    run = "scheduled__rv-kms"
+    ids = discovery.discover(s3, pg, day, "calls/", run, is_live=lambda r: False)
+    m = pytest.MonkeyPatch()
+    _refuse(s3, m, "AccessDenied", methods=("get_bytes",))  # every GET in the bucket (its KMS key)
+    try:
+        with pytest.raises(S3Error):
+            pipeline.chunk_group(s3, pg, ids, run, 0)
+    finally:
+        m.undo()
+    rows = newest(pg, day)
+    assert {(r.status, r.attempts) for r in rows.values()} == {("pending", 0)}, table(pg, day)
