@@ -131,10 +131,14 @@ def transcribe_calls_dag(dag_id: str, transcribe_in: Literal["local", "kubernete
             except pipeline.BadParam as exc:
                 raise AirflowFailException(str(exc)) from exc  # a retry would not change the Params
             refuse_twin_run(ctx)
-            db = checked_engine()
-            reporting.run_listed(db, ctx["run_id"], ctx["dag"].dag_id, day, p["engine"])
+            db, st = checked_engine(), store()
+            try:
+                reporting.run_listed(db, ctx["run_id"], ctx["dag"].dag_id, day, p["engine"],
+                                     reporting.run_source(st.bucket, p["prefix"]))
+            except reporting.ForeignRun as exc:  # another deployment's run id: a retry would not change it
+                raise AirflowFailException(str(exc)) from exc
             ids = discovery.discover(
-                store(), db, day, p["prefix"], ctx["run_id"],
+                st, db, day, p["prefix"], ctx["run_id"],
                 reprocess=p["reprocess"], max_recordings=p["max_recordings"], lookback_days=p["lookback_days"],
                 is_live=run_is_live(ctx), accept_mass_deletion=p["accept_mass_deletion"],
             )
@@ -203,10 +207,11 @@ def transcribe_calls_dag(dag_id: str, transcribe_in: Literal["local", "kubernete
             from callscribe.storage import store
 
             ctx = get_current_context()
+            st = store()
             try:
                 figures = reporting.report_run(
                     checked_engine(), ctx["run_id"], ctx["dag"].dag_id, pipeline.call_day(ctx),
-                    ctx["params"]["engine"], store=store(),
+                    ctx["params"]["engine"], store=st, source=reporting.run_source(st.bucket, ctx["params"]["prefix"]),
                 )
             except reporting.ForeignRun as exc:
                 raise AirflowFailException(str(exc)) from exc

@@ -552,12 +552,12 @@ def verify_run(store: Store, engine: Engine, context, task_states: dict[str, str
     """
     from callscribe.audit import run_verdict
     from callscribe.discovery import run_days
-    from callscribe.reporting import ForeignRun, check_owner, listed_at
+    from callscribe.reporting import ForeignRun, check_owner, listed_at, run_source
 
     params = context["params"]
     run_id = context["run_id"]
     try:
-        check_owner(engine, run_id, context["dag"].dag_id)
+        check_owner(engine, run_id, context["dag"].dag_id, run_source(store.bucket, params["prefix"]))
     except ForeignRun as exc:
         raise RunIncomplete(str(exc)) from None
     failed = sorted(t for t, state in task_states.items()

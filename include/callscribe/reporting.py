@@ -15,33 +15,50 @@ log = logging.getLogger(__name__)
 
 
 class ForeignRun(RuntimeError):
-    """The run id's leases and figures are another DAG's run's: this run never listed the bucket."""
+    """The run id's leases and figures are another run's: another DAG's, or another deployment's
+    (another bucket or prefix on the same database). This run never listed the bucket."""
 
 
-def check_owner(engine: Engine, run_id: str, dag_id: str) -> None:
-    """Raise :class:`ForeignRun` when the other DAG's run listed the bucket under this run id last.
+def run_source(bucket: str, prefix: str) -> str:
+    """What a run lists, as pipeline_runs.source records it."""
+    return f"{bucket}/{prefix}"
 
-    Both DAGs' scheduled runs have the same ids, and leases name the run id only: a run refused
-    at ``discover`` (the other DAG's run of that id was live) must not close, count or judge the
-    calls that run holds.
+
+def _other_deployment(run_id: str, theirs: str, mine: str) -> str:
+    return (f"run {run_id} lists {mine}, but a run with this id already listed {theirs} on this database: "
+            f"the scheduled runs of two deployments have the same ids, and one callscribe database serves one "
+            f"deployment (give each its own database); its calls are left to it. After moving this deployment "
+            f"to another bucket or prefix, trigger a new run of the day instead of clearing this one")
+
+
+def check_owner(engine: Engine, run_id: str, dag_id: str, source: str | None = None) -> None:
+    """Raise :class:`ForeignRun` when the other DAG's run listed the bucket under this run id last,
+    or (with the ``source`` this run lists) a run of another deployment did.
+
+    Both DAGs' scheduled runs have the same ids, as have two deployments', and leases name the run
+    id only: a run refused at ``discover`` must not close, count or judge the calls that run holds.
     """
     with engine.connect() as conn:
-        owner = conn.execute(db.q("run_owner"), {"run_id": run_id}).scalar_one_or_none()
-    if owner is not None and owner != dag_id:
-        raise ForeignRun(f"run {run_id} of {dag_id} took no calls: {owner}'s run {run_id} listed the bucket under "
-                         f"this id, and its calls are left to it (unpause only one of the two DAGs)")
+        row = conn.execute(db.q("run_owner"), {"run_id": run_id}).one_or_none()
+    if row is None:
+        return
+    if source is not None and row.source is not None and row.source != source:
+        raise ForeignRun(_other_deployment(run_id, row.source, source))
+    if row.dag_id != dag_id:
+        raise ForeignRun(f"run {run_id} of {dag_id} took no calls: {row.dag_id}'s run {run_id} listed the bucket "
+                         f"under this id, and its calls are left to it (unpause only one of the two DAGs)")
 
 
 def report_run(engine: Engine, run_id: str, dag_id: str, day: date, engine_name: str,
-               store: Store | None = None) -> dict:
+               store: Store | None = None, source: str | None = None) -> dict:
     """Count this run's recordings by outcome, store the figures and return them.
 
     Also ends the run's leases: whatever it left undone is free for the next run, with its
     reason, or `failed` for good once out of attempts (with the ``store``, after the refunds
     its chunk tasks left owed are paid: discovery.close_run). Not for a run id the other DAG's
-    run holds (:class:`ForeignRun`).
+    run, or another deployment's (``source``: what this run lists), holds (:class:`ForeignRun`).
     """
-    check_owner(engine, run_id, dag_id)
+    check_owner(engine, run_id, dag_id, source)
     released = close_run(engine, run_id, store)
     if released:
         log.warning("run %s released %d recordings it did not finish", run_id, released)
@@ -67,11 +84,17 @@ def run_failures(engine: Engine, run_id: str) -> list[dict]:
         return [dict(r._mapping) for r in conn.execute(db.q("report_failures"), {"run_id": run_id})]
 
 
-def run_listed(engine: Engine, run_id: str, dag_id: str, day: date, engine_name: str) -> None:
-    """Note that the run is about to list the bucket (its verdict's cut-off for late uploads)."""
+def run_listed(engine: Engine, run_id: str, dag_id: str, day: date, engine_name: str,
+               source: str | None = None) -> None:
+    """Note that the run is about to list the bucket (its verdict's cut-off for late uploads), and
+    what it lists (``source``, :func:`run_source`): a run id that listed another source is another
+    deployment's on this database (:class:`ForeignRun`)."""
     with engine.begin() as conn:
+        row = conn.execute(db.q("run_source"), {"run_id": run_id}).one_or_none()
+        if source is not None and row is not None and row.source is not None and row.source != source:
+            raise ForeignRun(_other_deployment(run_id, row.source, source))
         conn.execute(db.q("run_listed"), {"run_id": run_id, "dag_id": dag_id, "call_date": day,
-                                          "engine": engine_name})
+                                          "engine": engine_name, "source": source})
 
 
 def listed_at(engine: Engine, run_id: str):
