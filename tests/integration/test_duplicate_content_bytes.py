@@ -27,8 +27,13 @@ def window(monkeypatch):
     monkeypatch.setenv("CALLSCRIBE_COPY_WINDOW_DAYS", "7")
 
 
-def _etag(pg, day: date, name: str) -> str:
-    return cp.newest(pg, day)[name].etag
+def _each_day_run(s3, pg, day: date, later: date, data: bytes, run: str) -> None:
+    """a.wav of ``day`` uploaded plainly and transcribed, then b.wav of ``later`` (the same bytes in
+    a multipart upload) and a run of its day (``run``-1, ``run``-2)."""
+    cp.put(s3, day, "a.wav", data)
+    assert run_through(s3, pg, day, f"{run}-1").ok
+    cp.put_in_parts(s3, later, "b.wav", data)
+    assert run_through(s3, pg, later, f"{run}-2").ok
 
 
 def test_the_same_bytes_under_another_etag_on_one_day_are_transcribed_once(stack, s3, pg):
@@ -48,10 +53,7 @@ def test_the_same_bytes_under_another_etag_on_one_day_are_transcribed_once(stack
 
 def test_the_same_bytes_on_a_neighbouring_day_are_its_copy_and_freed_when_the_original_leaves(stack, s3, pg, window):
     day, next_day = date(2065, 2, 5), date(2065, 2, 6)
-    cp.put(s3, day, "a.wav", _call(2))
-    assert run_through(s3, pg, day, "scheduled__xcb2-1").ok
-    cp.put_in_parts(s3, next_day, "b.wav", _call(2))
-    assert run_through(s3, pg, next_day, "scheduled__xcb2-2").ok
+    _each_day_run(s3, pg, day, next_day, _call(2), "scheduled__xcb2")
     copy = cp.newest(pg, next_day)["b.wav"]
     assert copy.status == "duplicate" and copy.duplicate_of == cp.newest(pg, day)["a.wav"].id, \
         cp.table(pg, next_day)
@@ -92,10 +94,7 @@ def test_two_chunk_tasks_reading_the_same_bytes_at_once_chunk_one(stack, s3, pg)
 def test_two_transcripts_of_the_same_bytes_keep_one_and_the_audit_counts_them_meanwhile(stack, s3, pg, monkeypatch):
     day, later = date(2065, 4, 5), date(2065, 4, 7)
     # Transcribed under a window of 0: two days apart, the bytes are not compared.
-    cp.put(s3, day, "a.wav", _call(4))
-    assert run_through(s3, pg, day, "scheduled__xcb4-1").ok
-    cp.put_in_parts(s3, later, "b.wav", _call(4))
-    assert run_through(s3, pg, later, "scheduled__xcb4-2").ok
+    _each_day_run(s3, pg, day, later, _call(4), "scheduled__xcb4")
     assert cp.transcribed_keys(pg, later) == ["b.wav"], cp.table(pg, later)
     monkeypatch.setenv("CALLSCRIBE_COPY_WINDOW_DAYS", "7")
     audit = audit_day(s3, pg, later)

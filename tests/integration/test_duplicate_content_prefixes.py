@@ -48,17 +48,22 @@ def row(pg, key: str):
 DAY = date(2031, 5, 3)
 
 
-def test_a_copy_under_another_prefix_freed_by_this_prefix_run_is_not_left_untaken(stack, pg, s3):
-    data = call_bytes(901)
-    original = day_prefix("calls/", DAY) + "a.wav"
-    copy = day_prefix("imports/", DAY) + "b.wav"
+def filed_twice(s3, pg, day: date, data: bytes, run: str) -> tuple[str, str]:
+    """calls/…/a.wav transcribed by a run of "calls/" (``run``-1), then the same call delivered into
+    imports/…/b.wav and an engineer's run of that prefix (``run``-2) marking it a copy; returns both keys."""
+    original = day_prefix("calls/", day) + "a.wav"
+    copy = day_prefix("imports/", day) + "b.wav"
     s3.put_bytes(s3.uri(original), data)
-    assert run_prefix(s3, pg, DAY, "calls/", "rv2-pfx-1").ok
+    assert run_prefix(s3, pg, day, "calls/", f"{run}-1").ok
     assert row(pg, original).status == "done"
-    # The same call, delivered again into another folder: an engineer's run of that prefix.
     s3.put_bytes(s3.uri(copy), data)
-    assert run_prefix(s3, pg, DAY, "imports/", "rv2-pfx-2").ok
+    assert run_prefix(s3, pg, day, "imports/", f"{run}-2").ok
     assert row(pg, copy).status == "duplicate", row(pg, copy)
+    return original, copy
+
+
+def test_a_copy_under_another_prefix_freed_by_this_prefix_run_is_not_left_untaken(stack, pg, s3):
+    original, copy = filed_twice(s3, pg, DAY, call_bytes(901), "rv2-pfx")
     # The original leaves the bucket; the next run of "calls/" for the day (a rerun, or the next
     # days' runs through lookback_days) sees it gone: its transcript leaves search, and the copy
     # is a call to transcribe in its own right again.
@@ -66,12 +71,11 @@ def test_a_copy_under_another_prefix_freed_by_this_prefix_run_is_not_left_untake
     verdict = run_prefix(s3, pg, DAY, "calls/", "rv2-pfx-3")
     assert row(pg, original).status == "deleted"
     b = row(pg, copy)
-    # The call is still in the bucket (under imports/) and has no transcript any more. Either the run
-    # that freed it transcribed it, or that run is red for it. Nothing else will: "imports/" was a
-    # one-off run, and no scheduled run lists its folders.
-    assert b.status == "done" or not verdict.ok, (
-        f"run rv2-pfx-3 is green, the call's only key {copy} is {b.status} with {b.transcripts} transcripts "
-        f"(last run {b.last_run_id}): lost from search, no run will take it")
+    # The call is still in the bucket (under imports/): the run that freed it transcribes it. Nothing
+    # else would: "imports/" was a one-off run, and no scheduled run lists its folders.
+    assert b.status == "done" and b.transcripts > 0 and verdict.ok, (
+        f"the call's only key {copy} is {b.status} with {b.transcripts} transcripts (last run {b.last_run_id}); "
+        f"{verdict.problems()}")
 
 
 DAY2 = date(2031, 5, 7)
@@ -105,13 +109,7 @@ DAY3 = date(2031, 5, 11)
 def test_a_freed_copy_under_another_prefix_the_run_took_and_left_unfinished_makes_it_red(stack, pg, s3):
     """As the first test, but the freeing run's chunk task for the copy never ran (marked success in
     the UI): its verdict must answer for the copy it took under the other prefix."""
-    data = call_bytes(904)
-    original = day_prefix("calls/", DAY3) + "a.wav"
-    copy = day_prefix("imports/", DAY3) + "b.wav"
-    s3.put_bytes(s3.uri(original), data)
-    assert run_prefix(s3, pg, DAY3, "calls/", "rv2-pfx-6").ok
-    s3.put_bytes(s3.uri(copy), data)
-    assert run_prefix(s3, pg, DAY3, "imports/", "rv2-pfx-7").ok
+    original, copy = filed_twice(s3, pg, DAY3, call_bytes(904), "rv2-pfx-6")
     s3.delete(s3.uri(original))
     run = "rv2-pfx-8"
     started = datetime.now(UTC)
