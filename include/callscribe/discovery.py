@@ -331,16 +331,15 @@ def discover(store: Store, engine: Engine, day: date, base_prefix: str, run_id: 
     # day this run does not cover at all (a backfill of an old day frees a copy on a later one,
     # which no run's lookback_days reach any more), or under another prefix than the run's (one
     # call filed into two folders; copies are matched across the bucket): this run transcribes
-    # them. Claimed by id, whatever their prefix: no run of that prefix may come again.
+    # them. Claimed by id, whatever their prefix: no run of that prefix may come again. Past
+    # max_recordings too: freed, such a copy is untaken (no run's verdict answers for it), and no
+    # later run of this prefix and these days may list it; the limit bounds the calls listed.
     by_day: dict[date, list[int]] = {}
     for rid, d in freed:
         if rid not in ids:
             by_day.setdefault(d, []).append(rid)
     for d, rids in sorted(by_day.items()):
-        left = None if max_recordings is None else max_recordings - len(ids)
-        if left is not None and left <= 0:
-            break
-        more = [i for i in claim(engine, store.bucket, "", d, run_id, False, left,
+        more = [i for i in claim(engine, store.bucket, "", d, run_id, False, None,
                                  ids=sorted(set(rids))) if i not in ids]
         log.warning("%d copies on %s freed by this run (their original left): %d taken by it", len(set(rids)), d,
                     len(more))

@@ -82,11 +82,13 @@ def pack_keys(call_date: object, recording_id: int) -> list[str]:
 
 def chunk_one(store: Store, engine: Engine, recording_id: int, params: ChunkingParams = DEFAULT_CHUNKING,
               run_id: str | None = None, pack: str | None = None,
-              freed: list[int] | None = None) -> tuple[RecordingEntry, list[ChunkRef]] | None:
+              freed: list[tuple[int, int]] | None = None,
+              freed_note: str | None = None) -> tuple[RecordingEntry, list[ChunkRef]] | None:
     """Decode and chunk one recording, write its speech pack; None when it failed.
 
     A recording that cannot be read frees its copies for the run to chunk instead: their ids
-    are added to ``freed`` (recording_copies_free.sql).
+    are added to ``freed`` with its own, (copy, recording) (recording_copies_free.sql), and written to
+    ``freed_note`` (in the work area) before they are freed, so a retry of the task still chunks them.
 
     With a ``run_id``, only a recording that run still owns is touched: a cleared chunk task
     of an old run leaves alone what a newer run has taken since. ``pack``: the pack's format
@@ -109,7 +111,7 @@ def chunk_one(store: Store, engine: Engine, recording_id: int, params: ChunkingP
             # Not a death: the try before failed on a database outage that outlasted its refund.
             log.info("recording %d: its attempt given back (the try before failed on a database outage)",
                      recording_id)
-            return chunk_one(store, engine, recording_id, params, run_id, pack, freed)
+            return chunk_one(store, engine, recording_id, params, run_id, pack, freed, freed_note)
         # This run's task was on it and never finished it: the task's process died here (a crash in
         # a native decoder, out of memory, the task's timeout). Not again in this run, or it would take
         # the rest of its group down on every try; the next run tries it once more (it may have been
@@ -124,7 +126,8 @@ def chunk_one(store: Store, engine: Engine, recording_id: int, params: ChunkingP
         return _chunk_attempted(store, engine, rec, params, run_id, pack, since)
     except _Unreadable:
         if freed is not None:
-            freed.extend(_free_copies(engine, recording_id, run_id))
+            got = _free_copies(engine, recording_id, run_id, store, freed_note, freed)
+            freed.extend((i, recording_id) for i in got)
         return None
     except KeyboardInterrupt:
         # Stopped by hand (`callscribe run` interrupted), not by the file: the same run id may run
@@ -228,13 +231,22 @@ class _Unreadable(Exception):
     """The recording's object could not be read, for its own sake (not an outage): marked failed."""
 
 
-def _free_copies(engine: Engine, recording_id: int, run_id: str | None) -> list[int]:
+def _free_copies(engine: Engine, recording_id: int, run_id: str | None, store: Store | None = None,
+                 note: str | None = None, earlier: list[tuple[int, int]] | None = None) -> list[int]:
     from callscribe.discovery import CLAIM_LEASE_S
 
     with engine.begin() as conn:
         conn.execute(db.q("discover_copy_lock"))
         ids = list(conn.execute(db.q("recording_copies_free"), {"id": recording_id, "run_id": run_id,
                                                                  "lease_s": CLAIM_LEASE_S}).scalars())
+        if ids and store is not None and note is not None:
+            # Before they are freed (the transaction commits after): a retry of the task, which
+            # finds them `pending` and no longer this recording's copies, chunks them from the note.
+            # A store that refuses the note fails the task with the copies still copies.
+            # Each with the recording it stands in for: a retry takes only those of its own group's.
+            every = sorted({(i, recording_id) for i in ids} | set(earlier or []))
+            store.put_bytes(note, json.dumps({"recordings": [{"recording_id": i, "freed_by": o}
+                                                             for i, o in every]}).encode(), "application/json")
     if ids:
         log.warning("recording %d could not be read: its %d copies (recordings %s) are chunked instead",
                     recording_id, len(ids), ", ".join(map(str, ids)))
@@ -331,13 +343,29 @@ def chunk_group(store: Store, engine: Engine, ids: list[int], run_id: str, group
     entries: list[RecordingEntry] = []
     refs: list[ChunkRef] = []
     todo = list(ids)
+    # Copies of unreadable recordings a try of this task before freed (and may not have chunked):
+    # they are no longer anyone's copies, so only this note tells the retry to chunk them.
+    note = _work_uri(store, "runs", run_key(run_id), "chunks", f"{group_index:05d}-freed.json")
+    freed: list[tuple[int, int]] = []
+    if store.exists(note):  # only those freed by this group's recordings (a whole run cleared may regroup)
+        noted = [(int(e["recording_id"]), int(e["freed_by"]))
+                 for e in json.loads(store.get_bytes(note)).get("recordings", []) if "freed_by" in e]
+        ours = set(ids)
+        grew = True
+        while grew:  # a copy freed by a copy this group freed is this group's too
+            grew = False
+            for copy, by in noted:
+                if by in ours and (copy, by) not in freed:
+                    freed.append((copy, by))
+                    ours.add(copy)
+                    grew = True
+    todo.extend(i for i, _ in freed if i not in todo)
     for rid in todo:  # grows by the copies of a recording that could not be read
-        freed: list[int] = []
-        out = chunk_one(store, engine, rid, params, run_id=run_id, pack=pack, freed=freed)
+        out = chunk_one(store, engine, rid, params, run_id=run_id, pack=pack, freed=freed, freed_note=note)
         if out is not None:
             entries.append(out[0])
             refs.extend(out[1])
-        todo.extend(i for i in freed if i not in todo)
+        todo.extend(i for i, _ in freed if i not in todo)
     uri = _work_uri(store, "runs", run_key(run_id), "chunks", f"{group_index:05d}.parquet")
     meta = {"recordings": [e.model_dump() for e in entries]}
     store.put_bytes(uri, to_parquet(chunks_frame(refs), meta))
