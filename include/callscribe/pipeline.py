@@ -662,8 +662,16 @@ def call_day(context) -> date:
     would cover.
 
     Every stage derives its day here, so a bad ``prefix`` fails here too (:class:`BadParam`),
-    before anything lists the bucket.
+    before anything lists the bucket, and so does a ``lookback_days`` reaching before the calendar.
     """
+    day = _call_day(context)
+    lookback = (context.get("params") or {}).get("lookback_days") or 0
+    if isinstance(lookback, int) and day.toordinal() <= lookback:
+        raise BadParam(f"date {day} with lookback_days {lookback} reaches before the year 1")
+    return day
+
+
+def _call_day(context) -> date:
     params = context.get("params") or {}
     if "prefix" in params:
         check_prefix(params["prefix"])

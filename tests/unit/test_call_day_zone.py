@@ -64,3 +64,11 @@ def test_a_scheduled_run_from_a_scheduler_in_another_zone_is_refused(monkeypatch
     ctx = _scheduled(datetime(2031, 3, 30, 22, 0, tzinfo=UTC))
     ctx["dag_run"]["run_type"] = "manual"
     assert call_day(ctx) == date(2031, 3, 30)
+
+
+def test_a_date_whose_lookback_reaches_before_the_calendar_is_refused_as_a_param():
+    """date=0001-01-01 with lookback_days failed in discovery with an OverflowError (retried like an
+    outage, then red with a traceback); it is a bad Param, refused before anything is listed."""
+    with pytest.raises(BadParam, match="lookback_days"):
+        call_day({"params": {"prefix": "calls/", "date": "0001-01-02", "lookback_days": 3}})
+    assert call_day({"params": {"prefix": "calls/", "date": "0001-01-04", "lookback_days": 3}}) == date(1, 1, 4)
