@@ -8,7 +8,6 @@ import hashlib
 import json
 import os
 import secrets
-import subprocess
 import sys
 import time
 import urllib.error
@@ -106,8 +105,8 @@ def guarded_server(stack, loaded, tmp_path_factory):
     log = stack.airflow_home / "page-test-logs" / "guarded-api-server.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        proc = subprocess.Popen([str(Path(sys.executable).parent / "airflow"), "api-server", "--port", str(port),
-                                 "--workers", "1"], env=env, stdout=out, stderr=out)
+        proc = services.start_component([str(Path(sys.executable).parent / "airflow"), "api-server", "--port",
+                                         str(port), "--workers", "1"], env=env, stdout=out, stderr=out)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:

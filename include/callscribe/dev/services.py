@@ -398,7 +398,32 @@ def airflow_command(p: Profile, *args: str, **popen) -> subprocess.Popen:
     """Start an Airflow component (``api-server``, ``scheduler``, ...) against this profile."""
     env = {**os.environ, **environment(p)}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return subprocess.Popen([str(Path(sys.executable).parent / "airflow"), *args], env=env, **popen)
+    return start_component([str(Path(sys.executable).parent / "airflow"), *args], env=env, **popen)
+
+
+def start_component(cmd: list[str], **popen) -> subprocess.Popen:
+    """A process in a group of its own, so :func:`airflow_down` stops what it starts too (a
+    scheduler's LocalExecutor workers outlived it otherwise)."""
+    return subprocess.Popen(cmd, start_new_session=True, **popen)
+
+
+def _leads_group(proc: subprocess.Popen) -> bool:
+    try:
+        return os.getpgid(proc.pid) == proc.pid
+    except ProcessLookupError:
+        return False
+
+
+def _signal(proc: subprocess.Popen, sig: int, group: bool) -> None:
+    """``sig`` to the group the process leads (:func:`start_component`), else to the process alone
+    (one started otherwise shares its group with its starter)."""
+    try:
+        if group:
+            os.killpg(proc.pid, sig)
+        elif proc.poll() is None:
+            proc.send_signal(sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 # Airflow's components, as `airflow standalone` runs them, but with the log servers off:
@@ -423,14 +448,18 @@ def airflow_up(p: Profile, logdir: Path | None = None) -> list[subprocess.Popen]
 
 
 def airflow_down(procs: list[subprocess.Popen], timeout: float = 30) -> None:
+    """Stop components, and for those started by :func:`start_component` whatever they started."""
+    groups = {proc.pid: _leads_group(proc) for proc in procs}
     for proc in procs:
-        proc.terminate()
+        _signal(proc, signal.SIGTERM, groups[proc.pid])
     for proc in procs:
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            _signal(proc, signal.SIGKILL, groups[proc.pid])
             proc.wait()
+        if groups[proc.pid]:
+            _signal(proc, signal.SIGKILL, True)  # its workers, still there once it is gone
 
 
 def airflow_db_ready(p: Profile) -> None:
