@@ -149,6 +149,19 @@ def run_through(s3, pg, day: date, run: str, before_chunk=None, close: bool = Tr
     return run_verdict(s3, pg, run, discovery.run_days(day, lookback_days), "calls/", started, is_live=is_live)
 
 
+def transcribe_and_close(s3, pg, manifests: list[str], run: str) -> None:
+    """What follows a run's chunk tasks (as run_through does): plan its jobs, run them on the local
+    worker, load them, close the run."""
+    from callscribe import loading
+
+    jobs = pipeline.plan_jobs(s3, manifests, run, "whisper-tiny")
+    for job in jobs:
+        pipeline.run_worker_local(job, s3_settings())
+    if jobs:
+        loading.load_jobs(s3, pg, jobs, run)
+    discovery.close_run(pg, run)
+
+
 def key_versions(pg, day: date, key: str) -> list[sa.Row]:
     """Every row of one object key of ``day``, oldest first, with how many segments each holds."""
     with pg.connect() as c:

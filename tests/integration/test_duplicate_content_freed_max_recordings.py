@@ -8,11 +8,11 @@ from datetime import UTC, date, datetime
 
 import pytest
 
-from callscribe import discovery, loading, pipeline
+from callscribe import discovery, pipeline
 from callscribe.audit import run_verdict
-from callscribe.config import s3_settings
 from callscribe.discovery import day_prefix
 from tests.integration.copies import call_bytes
+from tests.integration.helpers import transcribe_and_close
 from tests.integration.test_duplicate_content_prefixes import row, run_prefix
 
 pytestmark = pytest.mark.integration
@@ -34,14 +34,7 @@ def test_a_run_limited_by_max_recordings_answers_for_a_copy_it_freed_under_anoth
     run = "rvz-mr-3"
     started = datetime.now(UTC)
     ids = discovery.discover(s3, pg, DAY, "calls/", run, max_recordings=1, is_live=lambda r: False)
-    if ids:
-        manifest = pipeline.chunk_group(s3, pg, ids, run, 0)
-        jobs = pipeline.plan_jobs(s3, [manifest], run, "whisper-tiny")
-        for job in jobs:
-            pipeline.run_worker_local(job, s3_settings())
-        if jobs:
-            loading.load_jobs(s3, pg, jobs, run)
-    discovery.close_run(pg, run)
+    transcribe_and_close(s3, pg, [pipeline.chunk_group(s3, pg, ids, run, 0)] if ids else [], run)
     verdict = run_verdict(s3, pg, run, [DAY], "calls/", started, is_live=lambda r: False, only_claimed=True)
     b = row(pg, copy)
     assert b.status == "done" or not verdict.ok, (

@@ -11,10 +11,10 @@ from datetime import UTC, date, datetime
 import pytest
 from minio.error import S3Error
 
-from callscribe import discovery, loading, pipeline
+from callscribe import discovery, pipeline
 from callscribe.audit import run_verdict
-from callscribe.config import s3_settings
 from tests.integration import copies as cp
+from tests.integration.helpers import transcribe_and_close
 
 pytestmark = pytest.mark.integration
 
@@ -43,12 +43,7 @@ def test_a_retried_chunk_task_still_transcribes_the_copies_its_first_try_freed(s
     with pytest.raises(S3Error):
         pipeline.chunk_group(s3, pg, ids, run, 0)  # the outage fails the task...
     manifest = pipeline.chunk_group(s3, pg, ids, run, 0)  # ...and Airflow retries it
-    jobs = pipeline.plan_jobs(s3, [manifest], run, "whisper-tiny")
-    for job in jobs:
-        pipeline.run_worker_local(job, s3_settings())
-    if jobs:
-        loading.load_jobs(s3, pg, jobs, run)
-    discovery.close_run(pg, run)
+    transcribe_and_close(s3, pg, [manifest], run)
     verdict = run_verdict(s3, pg, run, [day], "calls/", started, is_live=lambda r: False)
     assert cp.transcribed_keys(pg, day) == ["b.wav"], (cp.table(pg, day), verdict.problems())
     assert verdict.ok, verdict.problems()

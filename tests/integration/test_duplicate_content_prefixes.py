@@ -11,11 +11,11 @@ from datetime import UTC, date, datetime
 import pytest
 import sqlalchemy as sa
 
-from callscribe import discovery, loading, pipeline
+from callscribe import discovery, pipeline
 from callscribe.audit import run_verdict
-from callscribe.config import s3_settings
 from callscribe.discovery import day_prefix
 from tests.integration.copies import call_bytes
+from tests.integration.helpers import transcribe_and_close
 
 pytestmark = pytest.mark.integration
 
@@ -25,14 +25,7 @@ def run_prefix(s3, pg, day: date, prefix: str, run: str, lookback_days: int = 0)
     which is for "calls/" only); returns its verdict."""
     started = datetime.now(UTC)
     ids = discovery.discover(s3, pg, day, prefix, run, is_live=lambda r: False, lookback_days=lookback_days)
-    if ids:
-        manifest = pipeline.chunk_group(s3, pg, ids, run, 0)
-        jobs = pipeline.plan_jobs(s3, [manifest], run, "whisper-tiny")
-        for job in jobs:
-            pipeline.run_worker_local(job, s3_settings())
-        if jobs:
-            loading.load_jobs(s3, pg, jobs, run)
-    discovery.close_run(pg, run)
+    transcribe_and_close(s3, pg, [pipeline.chunk_group(s3, pg, ids, run, 0)] if ids else [], run)
     return run_verdict(s3, pg, run, discovery.run_days(day, lookback_days), prefix, started,
                        is_live=lambda r: False)
 
