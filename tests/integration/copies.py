@@ -88,3 +88,17 @@ def put_in_parts(s3, day: date, object_name: str, data: bytes, parts: int = 1) -
              for i in range(parts)]
     client._complete_multipart_upload(bucket, key, upload, [Part(n + 1, e) for n, e in enumerate(etags)])
     return key
+
+
+def deny(s3, monkeypatch, key: str, code: str = "AccessDenied") -> None:
+    """GET of ``key`` refused, as a bucket policy (or an archive tier: InvalidObjectState) refuses it."""
+    from minio.error import S3Error
+
+    real = s3.get_bytes
+
+    def get_bytes(uri, *args, **kw):
+        if uri == s3.uri(key):
+            raise S3Error(None, code, "Access Denied", key, "req", "host", s3.bucket, key)
+        return real(uri, *args, **kw)
+
+    monkeypatch.setattr(s3, "get_bytes", get_bytes)

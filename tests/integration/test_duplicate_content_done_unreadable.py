@@ -9,7 +9,6 @@ from datetime import date
 
 import pytest
 import sqlalchemy as sa
-from minio.error import S3Error
 
 from tests.integration import copies as cp
 from tests.integration.helpers import run_through
@@ -26,13 +25,6 @@ def test_an_unreadable_done_key_keeps_its_copies(stack, s3, pg, monkeypatch):
     assert cp.transcribed_keys(pg, day) == ["a.wav"], cp.table(pg, day)
     with pg.begin() as c:  # transcribed before migration 0024: no bytes recorded
         c.execute(sa.text("UPDATE recordings SET content_sha256 = NULL WHERE call_date = :d"), {"d": day})
-    real = s3.get_bytes
-
-    def get_bytes(uri, *args, **kw):
-        if uri == s3.uri(bad):
-            raise S3Error(None, "AccessDenied", "Access Denied", bad, "req", "host", s3.bucket, bad)
-        return real(uri, *args, **kw)
-
-    monkeypatch.setattr(s3, "get_bytes", get_bytes)
+    cp.deny(s3, monkeypatch, bad)
     run_through(s3, pg, day, "manual__rvz-do-2", reprocess=True)  # red: a.wav kept its earlier transcript
     assert cp.transcribed_keys(pg, day) == ["a.wav"], cp.table(pg, day)

@@ -7,7 +7,6 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
-from minio.error import S3Error
 
 from tests.integration import copies as cp
 from tests.integration.helpers import run_through
@@ -21,14 +20,7 @@ def test_copies_freed_together_with_one_etag_are_not_said_to_have_another(stack,
     bad = cp.put(s3, day, "a.wav", data)
     cp.put(s3, day, "b.wav", data)
     cp.put(s3, day, "c.wav", data)
-    real = s3.get_bytes
-
-    def get_bytes(uri, *args, **kw):
-        if uri == s3.uri(bad):
-            raise S3Error(None, "AccessDenied", "Access Denied", bad, "req", "host", s3.bucket, bad)
-        return real(uri, *args, **kw)
-
-    monkeypatch.setattr(s3, "get_bytes", get_bytes)
+    cp.deny(s3, monkeypatch, bad)
     run_through(s3, pg, day, "scheduled__rvz-rs-1")
     rows = cp.newest(pg, day)
     assert cp.transcribed_keys(pg, day) == ["b.wav"], cp.table(pg, day)

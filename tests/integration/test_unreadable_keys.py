@@ -6,31 +6,18 @@ import time
 from datetime import date, timedelta
 
 import pytest
-from minio.error import S3Error
 
-from tests.integration.copies import call_bytes, newest, put, table
+from tests.integration.copies import call_bytes, deny, newest, put, table
 from tests.integration.helpers import run_through
 
 pytestmark = pytest.mark.integration
-
-
-def _deny(s3, monkeypatch, key: str, code: str = "AccessDenied") -> None:
-    """GET of ``key`` refused as a bucket policy (or an archive tier: InvalidObjectState) refuses it."""
-    real = s3.get_bytes
-
-    def get_bytes(uri, *args, **kw):
-        if uri == s3.uri(key):
-            raise S3Error(None, code, "Access Denied", key, "req", "host", s3.bucket, key)
-        return real(uri, *args, **kw)
-
-    monkeypatch.setattr(s3, "get_bytes", get_bytes)
 
 
 def test_an_unreadable_key_ends_failed_with_its_reason_and_does_not_hold_back_others(stack, s3, pg, monkeypatch):
     day = date(2037, 10, 1)
     bad = put(s3, day, "a.wav", call_bytes(10101))
     put(s3, day, "b.wav", call_bytes(10102))
-    _deny(s3, monkeypatch, bad)
+    deny(s3, monkeypatch, bad)
     verdict = run_through(s3, pg, day, "scheduled__rv-deny-1")
     assert verdict.ok, verdict.problems()
     rows = newest(pg, day)
@@ -48,7 +35,7 @@ def test_a_readable_copy_of_an_unreadable_original_is_transcribed_without_a_red_
     data = call_bytes(10501)
     bad = put(s3, day, "a.wav", data)
     put(s3, day, "b.wav", data)
-    _deny(s3, monkeypatch, bad)
+    deny(s3, monkeypatch, bad)
     time.sleep(1.1)  # stores stamp whole seconds: uploads in the first run's second would read as late
     first = run_through(s3, pg, day, "scheduled__rv-deny-2-0")
     assert first.ok, first.problems()
