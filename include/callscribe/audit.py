@@ -160,6 +160,13 @@ def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls
                 + (f" in run {r.original_holder}" if held else "; a run of that day and prefix transcribes it"))
         elif r.status == "done" and r.transcripts != max(r.channels or 1, 1):
             out.lost.append(f"{key}: done with {r.transcripts} transcripts for {r.channels} channels")
+        if r.status == "done" and r.redo_since is not None and r.attempts < MAX_ATTEMPTS:
+            # Its metadata was fixed since it was transcribed, and the fix renames its speakers
+            # (discovery.refresh_metadata): the transcript analysts see is out of date.
+            (out.in_progress if elsewhere else out.unfinished).append(
+                f"{key}: its metadata was fixed after it was transcribed (who speaks first); "
+                + (f"run {r.last_run_id} transcribes it again" if elsewhere
+                   else "the next run of its day transcribes it again"))
         if r.repeated_segments:
             out.duplicated.append(f"{key}: {r.repeated_segments} repeated segments")
         # Taken, but its load never came (the chunker or the worker failed on it): the earlier transcript stays.

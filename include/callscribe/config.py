@@ -460,6 +460,8 @@ def speaker_for(channel: int, n_channels: int, speakers: tuple[str, ...] | None 
 # the order they first speak; a two-party call whose upload metadata says who speaks first
 # (x-amz-meta-first-speaker: agent or customer) gets agent/customer instead.
 FIRST_SPEAKER_KEYS = ("first-speaker", "first_speaker")
+# What the chunker adds to a recording's metadata of its own, kept when the upload's is fixed.
+CHUNKER_METADATA = ("decode_warning",)
 SPEAKERS_KEYS = ("speakers",)  # x-amz-meta-speakers: how many voices to look for (default 2)
 DEFAULT_MONO_SPEAKERS = 2
 DIARIZE_DEFAULT = True
@@ -484,6 +486,11 @@ def speakers_hint(meta: dict | None = None) -> int:
     return int(raw) if raw.isdigit() and 1 <= int(raw) <= 8 else DEFAULT_MONO_SPEAKERS
 
 
+def first_speaker(meta: dict | None = None) -> str:
+    """Who the upload's metadata says speaks first on a mono call ("agent", "customer"), or ""."""
+    return _meta_value(meta, FIRST_SPEAKER_KEYS)
+
+
 def diarized_speaker(speaker: int, n_speakers: int, meta: dict | None = None,
                      hint: int = DEFAULT_MONO_SPEAKERS) -> str:
     """The label of a mono call's ``speaker`` (0 speaks first) among ``n_speakers`` found.
@@ -495,7 +502,7 @@ def diarized_speaker(speaker: int, n_speakers: int, meta: dict | None = None,
     """
     if n_speakers == 1 and hint > 1:
         return "mixed"
-    first = _meta_value(meta, FIRST_SPEAKER_KEYS)
+    first = first_speaker(meta)
     if n_speakers == 2 and first in DEFAULT_SPEAKERS:
         other = next(s for s in DEFAULT_SPEAKERS if s != first)
         return (first, other)[speaker]

@@ -12,11 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from sqlalchemy.engine import Engine
+from minio.error import S3Error
+from sqlalchemy.engine import Engine, Row
 
 from callscribe import db
 from callscribe.audio import AUDIO_EXTENSIONS
-from callscribe.config import copy_window_days, run_area
+from callscribe.config import CHUNKER_METADATA, copy_window_days, diarize_mono, first_speaker, run_area, speakers_hint
 from callscribe.storage import ObjectInfo, Store
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,11 @@ CLAIM_LEASE_S = float(os.environ.get("CALLSCRIBE_CLAIM_LEASE_S", 12 * 3600))
 # same as a mass deletion, and forgetting would drop a whole day's transcripts.
 DELETE_GUARD_SHARE = float(os.environ.get("CALLSCRIBE_DELETE_GUARD_SHARE", 0.5))
 DELETE_GUARD_MIN = 10
+
+
+# A HEAD of one listed key answered so: that key's matter (gone since, or a per-key policy), not
+# the store's; anything else fails the task, which reads the metadata again on its retry.
+_KEY_GONE_OR_REFUSED = frozenset({"NoSuchKey", "NotFound", "ResourceNotFound", "AccessDenied", "Forbidden"})
 
 
 class DeletionRefused(RuntimeError):
@@ -52,7 +58,7 @@ def listing_row(obj: ObjectInfo) -> tuple:
         status, error = "pending", None
     else:
         status, error = "quarantined", f"not a recording: extension {ext or '(none)'!r} is not audio"
-    return (obj.bucket, obj.key, obj.etag, obj.size, call_id_for(obj.key), status, error)
+    return (obj.bucket, obj.key, obj.etag, obj.size, call_id_for(obj.key), status, error, obj.last_modified)
 
 
 def deletion_refused(vanished: int, live: int, share: float = DELETE_GUARD_SHARE) -> bool:
@@ -79,20 +85,21 @@ def store_deletions(store: Store, prefix: str, **kw) -> Deletions:
 
 def register(engine: Engine, objects: list[ObjectInfo], day: date, run_id: str,
              deletions: Deletions | None = None, listed_at: datetime | None = None,
-             freed: list[tuple[int, date]] | None = None) -> int:
+             freed: list[tuple[int, date]] | None = None, stale: list[Row] | None = None) -> int:
     """Insert objects not yet in ``recordings``; returns how many were new.
 
     With ``deletions``, the listing is complete for its prefix: recordings under it whose
     object is gone leave search (``deleted``), and deleted ones that are back are to be
     transcribed again. ``listed_at`` (the database's time when the listing began, db_now.sql)
     keeps a listing older than another run's registration from reading as a restore. ``freed``
-    gathers the copies on other days that are calls to transcribe now (settle_copies).
+    gathers the copies on other days that are calls to transcribe now (settle_copies); ``stale``
+    the rows whose upload's metadata may have been fixed since it was read (refresh_metadata).
     """
     with engine.begin() as conn:
         conn.execute(db.q("discover_erasure_lock"))  # an erasure under way ends first
         conn.execute(db.q("discover_listing"))
         db.copy_rows(conn, "listing", ["bucket", "object_key", "etag", "size_bytes", "call_id", "status",
-                                       "last_error"], (listing_row(o) for o in objects))
+                                       "last_error", "last_modified"], (listing_row(o) for o in objects))
         conn.execute(db.q("discover_listing_index"))
         conn.execute(db.q("discover_copy_lock"))  # as does another day's settling of copies
         if deletions is not None:
@@ -104,7 +111,50 @@ def register(engine: Engine, objects: list[ObjectInfo], day: date, run_id: str,
             forget_vanished(conn, day, run_id, deletions)
             conn.execute(db.q("discover_revive"), {"call_date": day})
         (freed if freed is not None else []).extend(settle_copies(conn, day, run_id))
+        (stale if stale is not None else []).extend(conn.execute(db.q("discover_metadata_stale")).all())
         return new
+
+
+def relabels(old: dict | None, new: dict | None, channels: int | None) -> bool:
+    """Whether a fix of a transcribed call's metadata from ``old`` to ``new`` changes its speakers'
+    names: on a mono call (diarized), who speaks first and how many voices to look for."""
+    if channels != 1 or not diarize_mono():
+        return False
+    return (speakers_hint(old), first_speaker(old)) != (speakers_hint(new), first_speaker(new))
+
+
+def refresh_metadata(store: Store, engine: Engine, stale: list[Row]) -> int:
+    """Read again the metadata of uploads listed as modified since it was read, under the same
+    content (a copy onto the key itself with new x-amz-meta-*: the etag is the bytes'), and give
+    it to their calls. Returns how many changed. A key gone or re-uploaded since is the next
+    listing's; one the store refuses keeps what it has (its chunking says why, if it comes)."""
+    changed = 0
+    for r in stale:
+        try:
+            etag, meta = store.stat(r.bucket, r.object_key)
+        except S3Error as exc:
+            if exc.code not in _KEY_GONE_OR_REFUSED:
+                raise
+            log.warning("%s: metadata not read again (%s)", r.object_key, exc.code)
+            continue
+        if etag != r.etag:
+            continue
+        with engine.begin() as conn:
+            row = conn.execute(db.q("recording_metadata_lock"), {"id": r.id}).one_or_none()
+            if row is None:
+                continue
+            old = row.metadata or {}
+            # What the chunker adds of its own (a damaged file's note) is not the upload's to change.
+            meta = {**meta, **{k: old[k] for k in CHUNKER_METADATA if k in old}}
+            redo = row.status in ("done", "chunked") and relabels(old, meta, row.channels)
+            conn.execute(db.q("recording_metadata"), {
+                "id": r.id, "etag": r.etag, "modified": r.last_modified, "metadata": json.dumps(meta),
+                "agent_id": meta.get("agent-id"), "redo": redo})
+        if meta != old and row.status != "pending":  # a pending call's is read when it is chunked
+            changed += 1
+            log.info("%s: metadata fixed since it was read%s", r.object_key,
+                     "; its speakers are named anew, so it is transcribed again" if redo else "")
+    return changed
 
 
 def settle_copies(conn, day: date, run_id: str) -> list[tuple[int, date]]:
@@ -314,7 +364,9 @@ def discover(store: Store, engine: Engine, day: date, base_prefix: str, run_id: 
         objects = list(store.list(prefix))
         deletions = store_deletions(store, prefix, refuse=k == 0,
                                     **({"guard_share": 1.0} if accept_mass_deletion and k == 0 else {}))
-        new = register(engine, objects, d, run_id, deletions, listed_at, freed)
+        stale: list[Row] = []
+        new = register(engine, objects, d, run_id, deletions, listed_at, freed, stale)
+        refresh_metadata(store, engine, stale)  # before the claim: a call to transcribe again is taken
         if is_live is not None and release_dead(engine, d, run_id, is_live, store):
             with engine.begin() as conn:  # what the dead runs held or gave up on, settled again
                 conn.execute(db.q("discover_copy_lock"))

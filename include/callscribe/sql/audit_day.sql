@@ -4,7 +4,7 @@
 -- holds a transcript of the same content (etag and size, or the bytes the chunker read: copies are
 -- one call), and the run holding it, if any.
 SELECT r.id, r.object_key, r.etag, r.size_bytes, r.content_sha256, r.status, r.last_error, r.channels, r.loads, r.lease_until, r.last_run_id,
-       r.attempts, r.loaded_run_id,
+       r.attempts, r.loaded_run_id, r.redo_since,
        COALESCE(r.lease_until > now(), false)                          AS leased,
        (SELECT o.status FROM recordings o WHERE o.id = r.duplicate_of)  AS original_status,
        (SELECT o.attempts FROM recordings o WHERE o.id = r.duplicate_of) AS original_attempts,

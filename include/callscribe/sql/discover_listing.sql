@@ -6,5 +6,6 @@ CREATE TEMP TABLE listing (
     size_bytes bigint NOT NULL,
     call_id    text NOT NULL,
     status     text NOT NULL,
-    last_error text
+    last_error text,
+    last_modified timestamptz  -- the store's; whole seconds on most
 ) ON COMMIT DROP

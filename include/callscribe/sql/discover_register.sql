@@ -2,9 +2,10 @@
 -- erased on request (erasures, by a hash of the key) is registered again, whatever its content.
 -- A pending row belongs to no run until one claims it (a run limited by max_recordings leaves
 -- the rest to the next); one quarantined here is this run's to report.
-INSERT INTO recordings (bucket, object_key, etag, size_bytes, call_date, call_id, status, last_error, last_run_id)
+INSERT INTO recordings (bucket, object_key, etag, size_bytes, call_date, call_id, status, last_error, last_run_id,
+                        object_modified)
 SELECT l.bucket, l.object_key, l.etag, l.size_bytes, :call_date, l.call_id, l.status, l.last_error,
-       CASE WHEN l.status = 'pending' THEN NULL ELSE :run_id END
+       CASE WHEN l.status = 'pending' THEN NULL ELSE :run_id END, l.last_modified
 FROM listing AS l
 WHERE NOT EXISTS (
     SELECT 1 FROM recordings AS r

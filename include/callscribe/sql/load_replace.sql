@@ -6,5 +6,7 @@
 
 UPDATE recordings
 SET status = 'done', last_error = NULL, transcribed_at = now(), updated_at = now(),
-    loads = loads + 1, lease_until = NULL, loaded_run_id = :run_id
+    loads = loads + 1, lease_until = NULL, loaded_run_id = :run_id,
+    -- Transcribed from metadata read after the fix that asked for it: nothing more owed.
+    redo_since = CASE WHEN redo_since <= metadata_read_at THEN NULL ELSE redo_since END
 WHERE id = ANY(:ids)

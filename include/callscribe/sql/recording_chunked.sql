@@ -10,7 +10,9 @@ WITH chunked AS (
     SET status = CASE WHEN status = 'done' THEN 'done' ELSE 'chunked' END,
         last_error = NULL, duration_s = :duration_s,
         channels = :channels, sample_rate = :sample_rate, codec = :codec, agent_id = :agent_id,
-        metadata = CAST(:metadata AS jsonb), updated_at = now(), chunking_since = NULL
+        metadata = CAST(:metadata AS jsonb), updated_at = now(), chunking_since = NULL,
+        -- The attempt's mark, taken before the metadata was read: a fix after it is still owed.
+        metadata_read_at = COALESCE(chunking_since, now())
     WHERE id = :id AND status NOT IN ('superseded', 'quarantined', 'deleted', 'duplicate')
       AND (CAST(:run_id AS text) IS NULL OR last_run_id = :run_id)
     RETURNING id, call_date, status, agent_id
