@@ -11,12 +11,15 @@ variables, which Kubernetes fills from a secret.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+log = logging.getLogger(__name__)
 
 S3_CONN_ID = os.environ.get("CALLSCRIBE_S3_CONN_ID", "callscribe_s3")
 PG_CONN_ID = os.environ.get("CALLSCRIBE_PG_CONN_ID", "callscribe_postgres")
@@ -478,6 +481,22 @@ def _meta_value(meta: dict | None, keys: tuple[str, ...]) -> str:
         if meta and meta.get(k):
             return str(meta[k]).strip().lower()
     return ""
+
+
+# An agent-id longer than this is not an agent's id (a token or a blob an exporter put there): the
+# agent is indexed, and a B-tree entry holds 2,704 bytes at most, so Postgres would refuse the call.
+AGENT_ID_MAX_CHARS = 256
+
+
+def agent_id(meta: dict | None) -> str | None:
+    """The call's agent: the upload's ``agent-id`` metadata, unless too long to be one (None then;
+    the metadata keeps it as it came)."""
+    value = (meta or {}).get("agent-id")
+    if value is not None and len(value) > AGENT_ID_MAX_CHARS:
+        log.warning("agent-id metadata of %d characters is not taken as the call's agent (at most %d)",
+                    len(value), AGENT_ID_MAX_CHARS)
+        return None
+    return value
 
 
 def speakers_hint(meta: dict | None = None) -> int:

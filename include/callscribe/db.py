@@ -24,14 +24,18 @@ _MIGRATION_LOCK_ID = 0x63616C6C
 log = logging.getLogger(__name__)
 
 
-@lru_cache(maxsize=8)
 def unavailable(exc: BaseException) -> bool:
     """True when the database could not be reached or dropped the connection (a restart, a
-    failover): an outage, worth a retry of the task, never a recording's fault."""
+    failover): an outage, worth a retry of the task, never a recording's fault. Not a limit the
+    data exceeds (SQLSTATE class 54, which psycopg2 also raises as an OperationalError: an index
+    row too large), which would refuse the same row on every retry."""
+    if isinstance(exc, sa.exc.DBAPIError) and str(getattr(exc.orig, "pgcode", None) or "").startswith("54"):
+        return False
     return isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)) or (
         isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated)
 
 
+@lru_cache(maxsize=8)
 def engine_for(url: str, connect_args: tuple[tuple[str, str], ...] = ()) -> Engine:
     """One pooled engine per URL and driver options (libpq parameters such as sslmode and
     sslrootcert: passed to psycopg2.connect, kept out of the URL so none is ever rendered)."""

@@ -17,7 +17,15 @@ from sqlalchemy.engine import Engine, Row
 
 from callscribe import db
 from callscribe.audio import AUDIO_EXTENSIONS
-from callscribe.config import CHUNKER_METADATA, copy_window_days, diarize_mono, first_speaker, run_area, speakers_hint
+from callscribe.config import (
+    CHUNKER_METADATA,
+    agent_id,
+    copy_window_days,
+    diarize_mono,
+    first_speaker,
+    run_area,
+    speakers_hint,
+)
 from callscribe.storage import ObjectInfo, Store
 
 log = logging.getLogger(__name__)
@@ -149,7 +157,7 @@ def refresh_metadata(store: Store, engine: Engine, stale: list[Row]) -> int:
             redo = row.status in ("done", "chunked") and relabels(old, meta, row.channels)
             conn.execute(db.q("recording_metadata"), {
                 "id": r.id, "etag": r.etag, "modified": r.last_modified, "metadata": json.dumps(meta),
-                "agent_id": meta.get("agent-id"), "redo": redo})
+                "agent_id": agent_id(meta), "redo": redo})
         if meta != old and row.status != "pending":  # a pending call's is read when it is chunked
             changed += 1
             log.info("%s: metadata fixed since it was read%s", r.object_key,

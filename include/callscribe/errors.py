@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import re
 
 # "<_io.BytesIO object at 0x7f...>" and the like: an address tells nobody anything.
@@ -18,3 +19,13 @@ def describe(exc: BaseException) -> str:
     """'ErrorType: first line of the message', for a reason column or a log line."""
     msg = plain(str(exc))
     return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+
+
+# What a full or read-only local disk, or a process out of file handles, raises: the machine's state,
+# never its input's (a chunk, a recording). A retry elsewhere or later succeeds.
+MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EMFILE, errno.ENFILE})
+
+
+def machine_fault(exc: BaseException) -> bool:
+    """Whether ``exc`` is the machine's (MACHINE_ERRNOS), not what it was working on."""
+    return isinstance(exc, OSError) and exc.errno in MACHINE_ERRNOS

@@ -1,4 +1,5 @@
-"""Load transcript shards into Postgres: COPY straight into the tables, one transaction a shard.
+"""Load transcript shards into Postgres: COPY straight into the tables, one transaction a shard
+(of 500 recordings at most: LOAD_RECORDINGS_PER_TRANSACTION).
 
 Loads are fenced: a shard's rows go in only for recordings its run still owns, so a
 cleared task of an old run, or a run whose lease expired while it was slow, cannot put an
@@ -12,7 +13,7 @@ import json
 import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 
 import numpy as np
@@ -319,14 +320,39 @@ def _read_all(store: Store, uris: list[str], errors: list[str]) -> dict[str, tup
     return out
 
 
+# A shard's recordings go in transactions of at most this many. Each transaction locks every object
+# key it loads (load_lock_keys.sql), and Postgres keeps all sessions' locks in one shared table of
+# max_locks_per_transaction (64) x max_connections entries: a GPU job's shard of thousands of calls
+# overflowed it ("out of shared memory", for every session), an error that reads as an outage, so
+# every retry and every later run failed the same way. Each recording is still replaced in one
+# transaction, and loading a part again changes nothing (the fence).
+LOAD_RECORDINGS_PER_TRANSACTION = 500
+
+
+def shard_parts(df: pd.DataFrame, info: ShardInfo,
+                size: int = LOAD_RECORDINGS_PER_TRANSACTION) -> Iterator[tuple[pd.DataFrame, ShardInfo]]:
+    """A shard as parts of at most ``size`` recordings, each with its rows and failures (the batch
+    figures with the first): what one transaction loads."""
+    if len(info.recordings) <= size:
+        yield df, info
+        return
+    for at in range(0, len(info.recordings), size):
+        part = info.recordings[at:at + size]
+        ids = {r.recording_id for r in part}
+        yield df[df["recording_id"].isin(ids)], info.model_copy(update={
+            "recordings": part, "failures": [f for f in info.failures if f.recording_id in ids],
+            "batches": info.batches if at == 0 else []})
+
+
 def _load_read(engine: Engine, shards: dict[str, tuple[pd.DataFrame, ShardInfo]], errors: list[str],
                n: int) -> LoadResult:
-    """Load the read shards, ``config.load_parallel()`` at a time; the first exception (an
-    outage) is raised once the loads under way have ended, and no new one starts after it."""
+    """Load the read shards, ``config.load_parallel()`` transactions at a time; the first exception
+    (an outage) is raised once the loads under way have ended, and no new one starts after it."""
     total = LoadResult()
     partitions.ensure_for_recordings(engine, [r.recording_id for _, info in shards.values() for r in info.recordings])
     with ThreadPoolExecutor(max_workers=max(1, min(load_parallel(), len(shards)))) as pool:
-        futures = [pool.submit(load_shard, engine, uri, df, info) for uri, (df, info) in shards.items()]
+        futures = [pool.submit(load_shard, engine, uri, part, part_info) for uri, (df, info) in shards.items()
+                   for part, part_info in shard_parts(df, info)]
         try:
             for future in as_completed(futures):
                 total += future.result()
@@ -334,6 +360,7 @@ def _load_read(engine: Engine, shards: dict[str, tuple[pd.DataFrame, ShardInfo]]
             for future in futures:
                 future.cancel()
             raise
+    total = replace(total, shards=len(shards))  # a shard loaded in parts is one shard
     log.info("loaded %d shards: %d recordings done, %d failed, %d segments",
              total.shards, total.recordings, total.failed, total.segments)
     if errors:

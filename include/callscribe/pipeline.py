@@ -32,6 +32,7 @@ from callscribe.chunking import DEFAULT_CHUNKING, ChunkingParams, chunk_recordin
 from callscribe.config import (
     WORK_PREFIX,
     S3Settings,
+    agent_id,
     copy_window_days,
     day_zone,
     diarize_mono,
@@ -201,7 +202,7 @@ def _chunk_attempted(store: Store, engine: Engine, rec: Row, params: ChunkingPar
             conn.execute(db.q("recording_chunked"), {
                 "id": recording_id, "duration_s": decoded.duration_s, "channels": decoded.n_channels,
                 "sample_rate": decoded.source_rate, "codec": decoded.codec,
-                "agent_id": meta.get("agent-id"), "metadata": json.dumps(meta), "run_id": run_id,
+                "agent_id": agent_id(meta), "metadata": json.dumps(meta), "run_id": run_id,
             })
             gone = conn.execute(db.q("recording_get"), {"id": recording_id}).one_or_none() is None
     except Exception as exc:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email.errors
+import email.header
 import io
 import logging
 import os
@@ -67,6 +69,20 @@ def parse_uri(uri: str) -> tuple[str, str]:
 
 def make_uri(bucket: str, key: str) -> str:
     return f"s3://{bucket}/{key}"
+
+
+def header_text(value: str) -> str:
+    """A metadata value as text: S3 carries user metadata in US-ASCII headers, and AWS hands back a
+    non-ASCII value as RFC 2047 encoded words ("=?UTF-8?B?...?="); those are decoded, anything else
+    (or what does not decode to printable text) is returned as it is."""
+    if "=?" not in value:
+        return value
+    try:
+        text = str(email.header.make_header(email.header.decode_header(value)))
+    except (ValueError, LookupError, email.errors.HeaderParseError):
+        return value
+    # Not control characters a header could not carry (a NUL, which no Postgres text or jsonb holds).
+    return value if any(ord(c) < 32 or ord(c) == 127 for c in text) else text
 
 
 # Objects up to this size go up in one PUT (S3 takes up to 5 GiB); larger ones in parts of it.
@@ -245,7 +261,7 @@ class Store:
         for k, v in (st.metadata or {}).items():
             lk = k.lower()
             if lk.startswith("x-amz-meta-"):
-                meta[lk[len("x-amz-meta-"):]] = v
+                meta[lk[len("x-amz-meta-"):]] = header_text(v)
         return (st.etag or "").strip('"'), meta
 
     def exists(self, uri: str) -> bool:

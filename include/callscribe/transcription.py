@@ -31,7 +31,7 @@ from callscribe.chunking import (
 )
 from callscribe.config import speaker_for
 from callscribe.engines import Engine, EngineOutOfMemory, Segment, Word
-from callscribe.errors import describe
+from callscribe.errors import describe, machine_fault
 from callscribe.manifests import BatchMetric, Region
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,11 @@ def _run_splitting(engine: Engine, audios: Sequence[np.ndarray], idx: list[int],
 
 def _failed(exc: Exception, engine: Engine, audios: Sequence[np.ndarray], idx: list[int], results: list,
             splits: list[int], failures: dict[int, str] | None, before: BeforeBatch | None = None) -> None:
-    """What a batch whose run raised ``exc`` becomes: halves run again, or that chunk's failure."""
+    """What a batch whose run raised ``exc`` becomes: halves run again, or that chunk's failure. A
+    full local disk (an engine compiling kernels for a new shape into its cache) is the machine's: it
+    fails the job, for the task's retry, instead of failing the chunks of every new shape."""
+    if machine_fault(exc):
+        raise exc
     if isinstance(exc, EngineOutOfMemory):
         if len(idx) == 1:
             if failures is None:

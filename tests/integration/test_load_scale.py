@@ -1,0 +1,56 @@
+"""A shard of very many calls, as a day of short calls makes in the GPU pods' jobs (200 h of speech a
+job: thousands of calls; a day of hang-ups and IVR blips: tens of thousands in a few jobs).
+
+The load took one advisory lock per object key, all in the shard's one transaction. Postgres keeps
+every session's locks in one shared table of max_locks_per_transaction (64) x max_connections
+entries: a shard past it failed with "out of shared memory" (for every other session too, while it
+held them), which reads as a database outage, so the load was retried, and every later run
+transcribed the same calls again and failed the same way: red for ever, none of them searchable.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from callscribe.loading import load_shards
+from callscribe.manifests import CONFIDENCE, SEGMENT_COLUMNS, WORD_STARTS, RecordingEntry, ShardInfo, to_parquet
+
+pytestmark = pytest.mark.integration
+DAY = date(2038, 5, 1)
+CALLS = 80_000  # far past the embedded server's lock table (64 x 200 connections, and its slack)
+
+
+def test_a_shard_of_tens_of_thousands_of_calls_loads(stack, s3, pg):
+    run = "scheduled__rv2-huge-shard"
+    with pg.begin() as c:
+        ids = c.execute(sa.text(
+            "INSERT INTO recordings (bucket, object_key, etag, call_date, call_id, status, channels, duration_s, "
+            "last_run_id, attempts) "
+            "SELECT 'calls', :prefix || 'hangup-' || g || '.wav', md5(g::text), :d, 'hangup-' || g, 'chunked', 1, "
+            "0.2, :run, 1 FROM generate_series(1, :n) AS g RETURNING id"),
+            {"prefix": f"calls/{DAY:%Y/%m/%d}/", "d": DAY, "run": run, "n": CALLS}).scalars().all()
+    first = ids[0]  # one of them said something: its segment goes in with the rest
+    rows = pd.DataFrame([(first, 0, 0, "mixed", 0.0, 0.2, "hello", [0.0], 0.9)],
+                        columns=[*SEGMENT_COLUMNS, WORD_STARTS, CONFIDENCE])
+    info = ShardInfo(job_id="job-00000", run_id=run, engine="test", batches=[],
+                     recordings=[RecordingEntry(recording_id=i, n_channels=1) for i in ids])
+    uri = s3.uri("_callscribe/tests/huge-shard.parquet")
+    s3.put_bytes(uri, to_parquet(rows, info))
+    result = load_shards(s3, pg, [uri])
+    assert (result.shards, result.recordings, result.segments) == (1, CALLS, 1), result
+    with pg.connect() as c:
+        states = dict(c.execute(sa.text(
+            "SELECT status || '/' || loads, count(*) FROM recordings WHERE call_date = :d GROUP BY 1"),
+            {"d": DAY}).all())
+        transcripts = c.execute(sa.text(
+            "SELECT count(*) FROM transcripts t JOIN recordings r ON r.id = t.recording_id WHERE r.call_date = :d"),
+            {"d": DAY}).scalar_one()
+    assert states == {"done/1": CALLS}, states
+    assert transcripts == CALLS
+    # Loading the same shard again (a retried load task) changes nothing.
+    again = load_shards(s3, pg, [uri])
+    assert again.recordings == 0, again
