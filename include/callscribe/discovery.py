@@ -119,7 +119,8 @@ def register(engine: Engine, objects: list[ObjectInfo], day: date, run_id: str,
             forget_vanished(conn, day, run_id, deletions)
             conn.execute(db.q("discover_revive"), {"call_date": day})
         (freed if freed is not None else []).extend(settle_copies(conn, day, run_id))
-        (stale if stale is not None else []).extend(conn.execute(db.q("discover_metadata_stale")).all())
+        (stale if stale is not None else []).extend(
+            conn.execute(db.q("discover_metadata_stale"), {"call_date": day}).all())
         return new
 
 

@@ -203,6 +203,7 @@ def _chunk_attempted(store: Store, engine: Engine, rec: Row, params: ChunkingPar
                 "id": recording_id, "duration_s": decoded.duration_s, "channels": decoded.n_channels,
                 "sample_rate": decoded.source_rate, "codec": decoded.codec,
                 "agent_id": agent_id(meta), "metadata": json.dumps(meta), "run_id": run_id,
+                "seen_modified": rec.object_modified,
             })
             gone = conn.execute(db.q("recording_get"), {"id": recording_id}).one_or_none() is None
     except Exception as exc:

@@ -12,7 +12,11 @@ WITH chunked AS (
         channels = :channels, sample_rate = :sample_rate, codec = :codec, agent_id = :agent_id,
         metadata = CAST(:metadata AS jsonb), updated_at = now(), chunking_since = NULL,
         -- The attempt's mark, taken before the metadata was read: a fix after it is still owed.
-        metadata_read_at = COALESCE(chunking_since, now())
+        metadata_read_at = COALESCE(chunking_since, now()),
+        -- What the row answered for when the chunker began (:seen_modified): a fix another run's
+        -- discovery applied since (recording_metadata.sql) is overwritten above by what the
+        -- chunker read before it, so the next discovery reads that fix again.
+        object_modified = CAST(:seen_modified AS timestamptz)
     WHERE id = :id AND status NOT IN ('superseded', 'quarantined', 'deleted', 'duplicate')
       AND (CAST(:run_id AS text) IS NULL OR last_run_id = :run_id)
     RETURNING id, call_date, status, agent_id

@@ -8,7 +8,9 @@ WITH fixed AS (
     UPDATE recordings
     SET metadata = CAST(:metadata AS jsonb), agent_id = :agent_id, object_modified = :modified,
         redo_since = CASE WHEN CAST(:redo AS boolean) THEN clock_timestamp() ELSE redo_since END,
-        attempts = CASE WHEN CAST(:redo AS boolean) AND status = 'done' THEN 0 ELSE attempts END,
+        -- Attempts anew for the transcript owed, a chunked call's too: its attempt under way may be
+        -- its last, and its load, named from the old metadata, would leave the fix owed for good.
+        attempts = CASE WHEN CAST(:redo AS boolean) AND status IN ('done', 'chunked') THEN 0 ELSE attempts END,
         updated_at = now()
     WHERE id = :id AND etag = :etag AND object_modified < :modified
       AND status NOT IN ('superseded', 'deleted')
