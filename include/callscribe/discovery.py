@@ -9,6 +9,7 @@ import os
 import posixpath
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -132,38 +133,56 @@ def relabels(old: dict | None, new: dict | None, channels: int | None) -> bool:
     return (speakers_hint(old), first_speaker(old)) != (speakers_hint(new), first_speaker(new))
 
 
+# Metadata reads of one discovery at once: a bulk fix of a day (every call re-tagged) is one HEAD a
+# call, each mostly a round trip's wait.
+METADATA_READERS = 8
+
+
 def refresh_metadata(store: Store, engine: Engine, stale: list[Row]) -> int:
     """Read again the metadata of uploads listed as modified since it was read, under the same
     content (a copy onto the key itself with new x-amz-meta-*: the etag is the bytes'), and give
     it to their calls. Returns how many changed. A key gone or re-uploaded since is the next
     listing's; one the store refuses keeps what it has (its chunking says why, if it comes)."""
+    if not stale:
+        return 0
     changed = 0
-    for r in stale:
-        try:
-            etag, meta = store.stat(r.bucket, r.object_key)
-        except S3Error as exc:
-            if exc.code not in _KEY_GONE_OR_REFUSED:
-                raise
-            log.warning("%s: metadata not read again (%s)", r.object_key, exc.code)
-            continue
-        if etag != r.etag:
-            continue
-        with engine.begin() as conn:
-            row = conn.execute(db.q("recording_metadata_lock"), {"id": r.id}).one_or_none()
-            if row is None:
-                continue
-            old = row.metadata or {}
-            # What the chunker adds of its own (a damaged file's note) is not the upload's to change.
-            meta = {**meta, **{k: old[k] for k in CHUNKER_METADATA if k in old}}
-            redo = row.status in ("done", "chunked") and relabels(old, meta, row.channels)
-            conn.execute(db.q("recording_metadata"), {
-                "id": r.id, "etag": r.etag, "modified": r.last_modified, "metadata": json.dumps(meta),
-                "agent_id": agent_id(meta), "redo": redo})
-        if meta != old and row.status != "pending":  # a pending call's is read when it is chunked
-            changed += 1
-            log.info("%s: metadata fixed since it was read%s", r.object_key,
-                     "; its speakers are named anew, so it is transcribed again" if redo else "")
+    with ThreadPoolExecutor(max_workers=min(METADATA_READERS, len(stale))) as pool:
+        for r, read in zip(stale, pool.map(lambda r: _read_metadata(store, r), stale), strict=True):
+            if read is not None and _apply_metadata(engine, r, read):
+                changed += 1
     return changed
+
+
+def _read_metadata(store: Store, r: Row) -> dict[str, str] | None:
+    """The upload's metadata now, if the key still holds the content ``r`` was registered with."""
+    try:
+        etag, meta = store.stat(r.bucket, r.object_key)
+    except S3Error as exc:
+        if exc.code not in _KEY_GONE_OR_REFUSED:
+            raise
+        log.warning("%s: metadata not read again (%s)", r.object_key, exc.code)
+        return None
+    return meta if etag == r.etag else None
+
+
+def _apply_metadata(engine: Engine, r: Row, meta: dict[str, str]) -> bool:
+    """Give a call the metadata read of its upload; whether it changed a transcribed call's."""
+    with engine.begin() as conn:
+        row = conn.execute(db.q("recording_metadata_lock"), {"id": r.id}).one_or_none()
+        if row is None:
+            return False
+        old = row.metadata or {}
+        # What the chunker adds of its own (a damaged file's note) is not the upload's to change.
+        meta = {**meta, **{k: old[k] for k in CHUNKER_METADATA if k in old}}
+        redo = row.status in ("done", "chunked") and relabels(old, meta, row.channels)
+        conn.execute(db.q("recording_metadata"), {
+            "id": r.id, "etag": r.etag, "modified": r.last_modified, "metadata": json.dumps(meta),
+            "agent_id": agent_id(meta), "redo": redo})
+    if meta == old or row.status == "pending":  # a pending call's is read when it is chunked
+        return False
+    log.info("%s: metadata fixed since it was read%s", r.object_key,
+             "; its speakers are named anew, so it is transcribed again" if redo else "")
+    return True
 
 
 def settle_copies(conn, day: date, run_id: str) -> list[tuple[int, date]]:
