@@ -166,6 +166,24 @@ def test_a_copy_of_a_recording_that_failed_for_good_is_tried_on_its_own(stack, s
     assert (b.status, b.duplicate_of) == ("done", None), (b.status, b.last_error)
 
 
+def test_a_copy_of_a_recording_that_cannot_be_decoded_says_so(stack, s3, pg):
+    """a and b hold the same bytes, which are no audio: a is quarantined when chunked, and b, its
+    copy (the same bytes cannot decode under another name), said it was "transcribed there". It
+    now says its original was quarantined, and why."""
+    day = date(2043, 4, 2)
+    junk = b"RIFF....WAVEjunk" + bytes(range(256)) * 40
+    cp.put(s3, day, "a.wav", junk)
+    cp.put(s3, day, "b.wav", junk)
+    verdict = run_through(s3, pg, day, "scheduled__rv7-3")
+    assert verdict.ok, verdict.problems()
+    rows = cp.newest(pg, day)
+    assert rows["a.wav"].status == "quarantined", cp.table(pg, day)
+    b = rows["b.wav"]
+    assert b.status == "duplicate" and b.duplicate_of == rows["a.wav"].id, cp.table(pg, day)
+    assert "transcribed there" not in b.last_error and "quarantined" in b.last_error, b.last_error
+    assert rows["a.wav"].last_error in b.last_error, b.last_error
+
+
 # ------------------------------------------------------------------ sound already
 
 
