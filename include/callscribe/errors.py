@@ -27,5 +27,18 @@ MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EMFIL
 
 
 def machine_fault(exc: BaseException) -> bool:
-    """Whether ``exc`` is the machine's (MACHINE_ERRNOS), not what it was working on."""
-    return isinstance(exc, OSError) and exc.errno in MACHINE_ERRNOS
+    """Whether ``exc`` is the machine's (MACHINE_ERRNOS), not what it was working on: raised as such,
+    or from or while handling such an error (torch.compile raises its own InductorError for the
+    OSError of a full kernel cache, the OSError only its context and ``inner_exception``)."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen or len(seen) > 32:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in MACHINE_ERRNOS:
+            return True
+        inner = getattr(e, "inner_exception", None)
+        todo += [e.__cause__, e.__context__, inner if isinstance(inner, BaseException) else None]
+    return False

@@ -51,7 +51,7 @@ from callscribe import engines
 from callscribe.audio import TARGET_SR, decode_pack, resample
 from callscribe.config import s3_from_env
 from callscribe.engines import Segment
-from callscribe.errors import describe
+from callscribe.errors import describe, machine_fault
 from callscribe.manifests import (
     CONFIDENCE,
     JOB_VERSION,
@@ -461,6 +461,8 @@ def _check_engine(eng: engines.Engine, audio: np.ndarray, budget_s: float, when:
     try:
         run_batches(eng, [audio], budget_s)
     except Exception as exc:
+        if machine_fault(exc):  # a full disk or no file handles left: the machine's, not the engine broken
+            raise
         what = f"it fails on silence {when}" if when else "it fails now on a chunk it recognised before"
         raise RuntimeError(f"the engine broke during the job ({what}): {describe(exc)}") from exc
 
