@@ -57,7 +57,7 @@ def _mono_call() -> bytes:
 
 
 def test_a_corrected_agent_reaches_the_call_and_its_lines_without_transcribing_again(stack, s3, pg):
-    day = date(2037, 11, 2)
+    day = date(2039, 2, 2)
     key = _put(s3, day, "a.wav", call_bytes(11201), {"agent-id": "A-17", "queue": "billing"})
     assert run_through(s3, pg, day, "scheduled__meta-1-1").ok
     before = _call(pg, key)
@@ -75,7 +75,7 @@ def test_a_corrected_agent_reaches_the_call_and_its_lines_without_transcribing_a
 
 
 def test_a_fix_of_a_copy_or_a_failed_call_is_kept_for_analysts_too(stack, s3, pg):
-    day = date(2037, 11, 4)
+    day = date(2039, 2, 4)
     data = call_bytes(11401)
     _put(s3, day, "a.wav", data, {"agent-id": "A-1"})
     copy = _put(s3, day, "b.wav", data, {"agent-id": "A-1"})
@@ -95,7 +95,7 @@ def test_a_fix_of_a_copy_or_a_failed_call_is_kept_for_analysts_too(stack, s3, pg
 def test_who_speaks_first_corrected_on_a_mono_call_relabels_its_speakers(stack, s3, pg):
     """A mono call's two voices are named from ``first-speaker``: a fix of it changes every line's
     speaker, so the call is transcribed again (its old transcript searchable until the new loads)."""
-    day = date(2037, 11, 6)
+    day = date(2039, 2, 6)
     key = _put(s3, day, "m.wav", _mono_call(), {"agent-id": "A-5", "first-speaker": "agent"})
     assert run_through(s3, pg, day, "scheduled__meta-3-1").ok
     before = _call(pg, key)
@@ -112,7 +112,7 @@ def test_who_speaks_first_corrected_on_a_mono_call_relabels_its_speakers(stack, 
 
 
 def test_a_relabel_the_run_did_not_finish_leaves_it_red_until_one_does(stack, s3, pg):
-    day = date(2037, 11, 8)
+    day = date(2039, 2, 8)
     key = _put(s3, day, "m.wav", _mono_call(), {"first-speaker": "agent"})
     assert run_through(s3, pg, day, "scheduled__meta-4-1").ok
     _fix_metadata(s3, key, {"first-speaker": "customer"})
