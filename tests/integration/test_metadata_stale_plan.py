@@ -14,7 +14,7 @@ from callscribe import db
 pytestmark = pytest.mark.integration
 
 DAY = date(2038, 1, 1)
-N = 100_000
+N = 20_000
 
 
 def _nodes(plan: dict):
@@ -27,7 +27,7 @@ def test_the_stale_metadata_lookup_reads_only_its_days_rows(stack, pg):
     with pg.connect() as c:
         t = c.begin()
         try:
-            # A 100,000-call day among ten such days' rows, and its listing (rolled back after).
+            # A 20,000-call day among ten such days' rows, and its listing (rolled back after).
             c.execute(sa.text(
                 "INSERT INTO recordings (bucket, object_key, etag, size_bytes, call_date, call_id, status, "
                 "object_modified) SELECT 'calls', 'calls/plan/' || g || '.wav', md5('p' || g), 1000, "
