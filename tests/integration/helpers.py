@@ -333,3 +333,16 @@ def day_rows(pg, day: date) -> list[sa.Row]:
     with pg.connect() as c:
         return c.execute(sa.text("SELECT object_key, status, last_error, last_run_id, lease_until, loads, attempts "
                                  "FROM recordings WHERE call_date = :d ORDER BY object_key"), {"d": day}).all()
+
+
+def chunked_calls(pg, day: date, run: str, n: int, name: str = "c", duration_s: float = 1.0) -> list[int]:
+    """``n`` mono calls of ``day`` registered as chunked by ``run`` (an attempt each), as the chunk
+    stage leaves them before their load; returns their ids in key order of creation."""
+    with pg.begin() as c:
+        return c.execute(sa.text(
+            "INSERT INTO recordings (bucket, object_key, etag, call_date, call_id, status, channels, duration_s, "
+            "last_run_id, attempts) "
+            "SELECT 'calls', :prefix || :name || '-' || g || '.wav', md5(g::text), :d, :name || '-' || g, 'chunked', "
+            "1, :dur, :run, 1 FROM generate_series(1, :n) AS g RETURNING id"),
+            {"prefix": f"calls/{day:%Y/%m/%d}/", "name": name, "d": day, "run": run, "n": n,
+             "dur": duration_s}).scalars().all()

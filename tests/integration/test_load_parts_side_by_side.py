@@ -22,6 +22,7 @@ from callscribe.manifests import (
     ShardInfo,
     to_parquet,
 )
+from tests.integration.helpers import chunked_calls
 
 pytestmark = pytest.mark.integration
 DAY = date(2038, 7, 1)
@@ -72,13 +73,7 @@ def _states(pg) -> dict[str, int]:
 def test_two_loads_of_the_same_shards_in_parts_at_once(stack, s3, pg, monkeypatch):
     monkeypatch.setattr(loading.shard_parts, "__defaults__", (7,))
     run = "scheduled__rv4-parts"
-    with pg.begin() as c:
-        ids = c.execute(sa.text(
-            "INSERT INTO recordings (bucket, object_key, etag, call_date, call_id, status, channels, duration_s, "
-            "last_run_id, attempts) "
-            "SELECT 'calls', :prefix || 'c-' || g || '.wav', md5(g::text), :d, 'c-' || g, 'chunked', 1, "
-            "1.0, :run, 1 FROM generate_series(1, :n) AS g RETURNING id"),
-            {"prefix": f"calls/{DAY:%Y/%m/%d}/", "d": DAY, "run": run, "n": CALLS}).scalars().all()
+    ids = chunked_calls(pg, DAY, run, CALLS)
     failed = sum(1 for i in ids if i % 10 == 0)
     assert _side_by_side(s3, pg, _shards(s3, ids, run, "first")) == []
     assert _states(pg) == {"done/1": CALLS - failed, "failed/0": failed}

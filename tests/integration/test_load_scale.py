@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from callscribe.loading import load_shards
 from callscribe.manifests import CONFIDENCE, SEGMENT_COLUMNS, WORD_STARTS, RecordingEntry, ShardInfo, to_parquet
+from tests.integration.helpers import chunked_calls
 
 pytestmark = pytest.mark.integration
 DAY = date(2038, 5, 1)
@@ -26,13 +27,7 @@ CALLS = 80_000  # far past the embedded server's lock table (64 x 200 connection
 
 def test_a_shard_of_tens_of_thousands_of_calls_loads(stack, s3, pg):
     run = "scheduled__rv2-huge-shard"
-    with pg.begin() as c:
-        ids = c.execute(sa.text(
-            "INSERT INTO recordings (bucket, object_key, etag, call_date, call_id, status, channels, duration_s, "
-            "last_run_id, attempts) "
-            "SELECT 'calls', :prefix || 'hangup-' || g || '.wav', md5(g::text), :d, 'hangup-' || g, 'chunked', 1, "
-            "0.2, :run, 1 FROM generate_series(1, :n) AS g RETURNING id"),
-            {"prefix": f"calls/{DAY:%Y/%m/%d}/", "d": DAY, "run": run, "n": CALLS}).scalars().all()
+    ids = chunked_calls(pg, DAY, run, CALLS, name="hangup", duration_s=0.2)
     first = ids[0]  # one of them said something: its segment goes in with the rest
     rows = pd.DataFrame([(first, 0, 0, "mixed", 0.0, 0.2, "hello", [0.0], 0.9)],
                         columns=[*SEGMENT_COLUMNS, WORD_STARTS, CONFIDENCE])
