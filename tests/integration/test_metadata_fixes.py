@@ -111,20 +111,22 @@ def test_who_speaks_first_corrected_on_a_mono_call_relabels_its_speakers(stack, 
     assert _call(pg, key).loads == 2
 
 
-def test_a_relabel_the_run_did_not_finish_leaves_it_red_until_one_does(stack, s3, pg):
-    day = date(2039, 2, 8)
+@pytest.mark.parametrize(("stop", "day"), [("chunked", date(2039, 2, 8)), ("listed", date(2039, 2, 10))])
+def test_a_relabel_the_run_did_not_finish_leaves_it_red_until_one_does(stack, s3, pg, stop, day):
+    """The run dies after chunking, or its chunk task is marked success in the UI (nothing chunked):
+    no new transcript; the report closes the run."""
     key = _put(s3, day, "m.wav", _mono_call(), {"first-speaker": "agent"})
-    assert run_through(s3, pg, day, "scheduled__meta-4-1").ok
+    assert run_through(s3, pg, day, f"scheduled__meta-4-{stop}-1").ok
     _fix_metadata(s3, key, {"first-speaker": "customer"})
-    # The run dies after chunking: no new transcript; the report closes it.
-    run_through(s3, pg, day, "scheduled__meta-4-2", stop="chunked")
+    run = f"scheduled__meta-4-{stop}-2"
+    run_through(s3, pg, day, run, stop=stop)
     from callscribe import discovery
     from callscribe.audit import run_verdict
 
-    discovery.close_run(pg, "scheduled__meta-4-2")
-    verdict = run_verdict(s3, pg, "scheduled__meta-4-2", [day], "calls/", None, is_live=lambda r: False)
+    discovery.close_run(pg, run)
+    verdict = run_verdict(s3, pg, run, [day], "calls/", None, is_live=lambda r: False)
     assert not verdict.ok and any("m.wav" in p for p in verdict.problems()), verdict.problems()
     assert _call(pg, key).first == "agent"  # the earlier transcript, still searchable
-    later = run_through(s3, pg, day, "scheduled__meta-4-3")
+    later = run_through(s3, pg, day, f"scheduled__meta-4-{stop}-3")
     assert later.ok, later.problems()
     assert _call(pg, key).first == "customer"
