@@ -133,6 +133,32 @@ def whole_cpus(cpu: str) -> int:
     return max(1, int(value))
 
 
+def label_value(value: str) -> str:
+    """``value`` as a valid Kubernetes label value (at most 63 of [A-Za-z0-9_.-], alphanumeric at both
+    ends), as the provider makes its own labels (run ids of backfills, long ones): an Airflow pool's
+    name may be anything, and the API server refuses the whole pod for one invalid label."""
+    from airflow.providers.cncf.kubernetes.pod_generator import make_safe_label_value
+
+    return make_safe_label_value(value)
+
+
+def tolerations(raw: list[dict]) -> list:
+    """CALLSCRIBE_K8S_TOLERATIONS as client objects. The entries are written as in a manifest
+    (camelCase: ``tolerationSeconds``); the client's constructors take snake_case only. A key
+    neither knows is an error that names the setting."""
+    from kubernetes.client import models as k8s
+
+    attrs = k8s.V1Toleration.attribute_map  # snake_case -> camelCase
+    camel = {v: k for k, v in attrs.items()}
+    out = []
+    for t in raw:
+        unknown = sorted(k for k in t if k not in attrs and k not in camel)
+        if unknown:
+            raise ValueError(f"CALLSCRIBE_K8S_TOLERATIONS: unknown toleration field(s) {unknown} in {t}")
+        out.append(k8s.V1Toleration(**{camel.get(k, k): v for k, v in t.items()}))
+    return out
+
+
 def operator_kwargs(s: KubeSettings) -> dict:
     """Everything the operator needs except the task id and the per-job arguments."""
     from kubernetes.client import models as k8s
@@ -172,13 +198,13 @@ def operator_kwargs(s: KubeSettings) -> dict:
         env_from=[k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=s.s3_secret))],
         container_resources=k8s.V1ResourceRequirements(requests=resources_, limits=resources_),
         node_selector=s.node_selector,
-        tolerations=[k8s.V1Toleration(**t) for t in s.tolerations],
+        tolerations=tolerations(s.tolerations),
         volumes=volumes,
         volume_mounts=mounts,
         service_account_name=s.service_account,
         image_pull_secrets=[k8s.V1LocalObjectReference(name=n) for n in s.image_pull_secrets] or None,
         priority_class_name=s.priority_class,
-        labels={"app.kubernetes.io/name": "callscribe-worker", "callscribe/pool": s.pool},
+        labels={"app.kubernetes.io/name": "callscribe-worker", "callscribe/pool": label_value(s.pool)},
         # No sidecar (its image comes from Docker Hub without resource requests): the shard's
         # URI is fixed by the job manifest, and `load` reads the manifests, not this XCom.
         do_xcom_push=False,
@@ -190,6 +216,9 @@ def operator_kwargs(s: KubeSettings) -> dict:
         # the namespace's pod quota until someone deletes it by hand.
         on_finish_action="delete_pod",
         log_events_on_failure=True,
+        # Not the whole pod (spec, status, every env value) in the task's failure message: the events
+        # and container states above say why it failed, and the job's failure note carries the cause.
+        log_pod_spec_on_failure=False,
         # A worker killed before it writes its cause (OOM-killed, SIGKILL) shows its log's end instead.
         termination_message_policy="FallbackToLogsOnError",
         startup_timeout_seconds=s.startup_timeout_s,
@@ -203,17 +232,18 @@ def operator_kwargs(s: KubeSettings) -> dict:
 
 def transcribe_pod_operator(settings: KubeSettings | None = None):
     """A partial operator for the DAG, mapped over job arguments."""
-    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from callscribe.pod_task import TranscribePodOperator
 
-    return KubernetesPodOperator.partial(task_id="transcribe", **operator_kwargs(settings or settings_from_env()))
+    return TranscribePodOperator.partial(task_id="transcribe", **operator_kwargs(settings or settings_from_env()))
 
 
 def render_pod(job_uri: str, settings: KubeSettings | None = None) -> dict:
     """The pod manifest the operator would create for one job, as a Kubernetes dict (camelCase)."""
-    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
     from kubernetes.client import ApiClient
 
-    transcribe = KubernetesPodOperator(task_id="transcribe", arguments=["--job", job_uri],
+    from callscribe.pod_task import TranscribePodOperator
+
+    transcribe = TranscribePodOperator(task_id="transcribe", arguments=["--job", job_uri],
                                        **operator_kwargs(settings or settings_from_env()))
     pod = transcribe.build_pod_request_obj(dry_run=True)
     return ApiClient().sanitize_for_serialization(pod)

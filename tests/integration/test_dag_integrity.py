@@ -150,7 +150,7 @@ def test_the_shape_does_not_depend_on_the_parsing_environment():
         assert shape == shapes[0]
     dags = shapes[0]["dags"]
     assert dags["transcribe_calls"]["tasks"]["transcribe"][0] == "@task"
-    assert dags["transcribe_calls_k8s"]["tasks"]["transcribe"][0] == "KubernetesPodOperator"
+    assert dags["transcribe_calls_k8s"]["tasks"]["transcribe"][0] == "TranscribePodOperator"  # a KubernetesPodOperator
     # Same tasks and wiring in both; only where `transcribe` runs differs.
     wiring = {d: {t: v[1] for t, v in dags[d]["tasks"].items()} for d in DAG_IDS}
     assert wiring["transcribe_calls"] == wiring["transcribe_calls_k8s"]

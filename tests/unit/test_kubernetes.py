@@ -301,3 +301,43 @@ def test_the_workers_respawn_setting_reaches_pods_and_local_workers(monkeypatch)
     assert env["CALLSCRIBE_WORKER_RESPAWNS"] == "0"
     local = pipeline.worker_environment(S3Settings(endpoint="localhost:9000", access_key="a", secret_key="b"))
     assert local["CALLSCRIBE_WORKER_RESPAWNS"] == "0"
+
+
+LABEL_VALUE = r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?"  # Kubernetes: at most 63 characters
+
+
+def test_the_pool_label_is_a_valid_label_value_whatever_the_pools_name():
+    """An Airflow pool's name may be up to 256 characters of anything ("H100 GPUs (spot)"); the pod's
+    `callscribe/pool` label carried it as it was, and the API server refuses a pod with an invalid
+    label value (422): every try of every job would fail at its pod's creation."""
+    import re
+
+    for pool in ("callscribe_gpu", "H100 GPUs (spot)", "gpu/" + "x" * 80, "-edge-"):
+        labels = render_pod(JOB, KubeSettings(pool=pool))["metadata"]["labels"]
+        value = labels["callscribe/pool"]
+        assert len(value) <= 63 and re.fullmatch(LABEL_VALUE, value), (pool, value)
+    assert render_pod(JOB, KubeSettings())["metadata"]["labels"]["callscribe/pool"] == "callscribe_gpu"
+
+
+def test_tolerations_as_kubernetes_writes_them(monkeypatch):
+    """Tolerations are copied from Kubernetes manifests, camelCase (`tolerationSeconds`): the Python
+    client's constructor took only snake_case, and a TypeError at parse time took both DAGs of the
+    file away, the local one too."""
+    monkeypatch.setenv("CALLSCRIBE_K8S_TOLERATIONS", json.dumps([
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+        {"key": "cloud.google.com/gke-spot", "operator": "Equal", "value": "true", "effect": "NoExecute",
+         "tolerationSeconds": 30}]))
+    pod = render_pod(JOB, settings_from_env())
+    kubernetes_validate.validate(pod, K8S_VERSION, strict=True)
+    assert pod["spec"]["tolerations"][1]["tolerationSeconds"] == 30
+    monkeypatch.setenv("CALLSCRIBE_K8S_TOLERATIONS", json.dumps([{"key": "x", "bogus": 1}]))
+    with pytest.raises(ValueError, match="CALLSCRIBE_K8S_TOLERATIONS"):
+        operator_kwargs(settings_from_env())
+
+
+def test_a_failed_pod_does_not_dump_its_whole_spec_into_the_failure():
+    """The provider puts the whole pod (spec, status, every env value) into a failed task's exception
+    unless told not to: several KB in the failure message and the run's alert, and whatever a custom
+    pod template puts in env. The events and container states are logged; the cause goes to the job's
+    failure note (callscribe.pod_task)."""
+    assert operator_kwargs(KubeSettings())["log_pod_spec_on_failure"] is False

@@ -1,0 +1,160 @@
+"""The ``transcribe`` task of ``transcribe_calls_k8s``: the provider's KubernetesPodOperator, told
+what a pod's end means for its job.
+
+The provider judges a pod by its phase only. Two ends it cannot read:
+
+- A pod that succeeded without this job's shard: a worker image whose command does something
+  else, or, on a retry, a pod of an earlier plan of the run adopted by its labels (the operator
+  reattaches to any unchecked pod of the same dag, task, run and map index, and does not compare
+  its arguments). Local mode fails such a task (the worker's result file is missing) and Airflow
+  retries it; here the task was green and the job's recordings were left unfinished with the
+  load's generic "no shard". The task now looks for the shard the job manifest names, of the
+  job's plan, and fails (a retry) without it.
+- A pod the worker never spoke for: never scheduled (no free GPU, a quota), its image never
+  pulled, evicted, OOM-killed as a whole container, past its active deadline, deleted by hand.
+  The worker writes a failure note only when it fails on its own; without one the load told every
+  recording "the worker was killed, timed out or never started", and which, and why, was only in
+  one mapped try's task log. The task now writes what the cluster said as the job's failure note,
+  which the load turns into the recordings' reason.
+
+Each try starts from no note (an earlier try's cause must not stand for this one's), and a note the
+worker wrote is never replaced by the pod's plainer one.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.providers.common.compat.sdk import AirflowException
+from kubernetes.client import models as k8s
+
+from callscribe.errors import describe
+from callscribe.manifests import JobFailure, JobManifest, ShardInfo, failure_uri, from_parquet
+from callscribe.storage import Store, unavailable
+
+log = logging.getLogger(__name__)
+BASE_CONTAINER = "base"
+CAUSE_MAX = 2000  # the load keeps 2,000 characters of a reason
+
+
+def job_uri_of(arguments: list[str]) -> str:
+    """The job manifest's URI from the worker's arguments (``--job URI``)."""
+    return arguments[arguments.index("--job") + 1]
+
+
+def _job(store: Store, job_uri: str) -> JobManifest:
+    return JobManifest.model_validate_json(store.get_bytes(job_uri))
+
+
+def shard_problem(store: Store, job_uri: str) -> str | None:
+    """Why the job has no result of its own after its pod succeeded; None when its shard is there,
+    written for this job's plan (what the load will take)."""
+    job = _job(store, job_uri)
+    if not store.exists(job.shard_uri):
+        return (f"the worker pod exited 0 without writing the job's shard ({job.shard_uri}): "
+                "a worker image whose command does something else, or a pod of an earlier plan?")
+    info = ShardInfo(**from_parquet(store.get_bytes(job.shard_uri))[1])
+    if info.plan_id != job.plan_id:
+        return (f"the worker pod exited 0, but the shard at {job.shard_uri} is from an earlier plan "
+                f"({info.plan_id}, the job's is {job.plan_id}): a pod of an earlier plan of this run, "
+                "adopted by its labels?")
+    return None
+
+
+def forget_cause(store: Store, job_uri: str) -> None:
+    """Delete the job's failure note before a try: what an earlier try left is not this one's cause."""
+    store.delete(failure_uri(_job(store, job_uri).shard_uri))
+
+
+def leave_cause(store: Store, job_uri: str, cause: str) -> bool:
+    """Write ``cause`` as the job's failure note unless the worker left its own (it knows better);
+    returns whether it was written."""
+    job = _job(store, job_uri)
+    note = failure_uri(job.shard_uri)
+    if store.exists(note):
+        return False
+    failure = JobFailure(job_id=job.job_id, run_id=job.run_id, error=cause[:CAUSE_MAX])
+    store.put_bytes(note, failure.model_dump_json().encode(), "application/json")
+    return True
+
+
+def _said(reason: str | None, message: str | None) -> str:
+    return ": ".join(p.strip() for p in (reason, message) if p and p.strip())
+
+
+def pod_cause(pod: k8s.V1Pod | None, event: dict[str, Any], error: BaseException | None = None) -> str:
+    """What the cluster said about a pod that ended without the worker's word: the trigger's message,
+    the pod's phase and reason (Evicted, DeadlineExceeded), why it was not scheduled, and its worker
+    container's state (OOMKilled and its exit code, ImagePullBackOff)."""
+    name = pod.metadata.name if pod is not None and pod.metadata else event.get("name", "?")
+    parts = [f"the worker pod {name} ended without the job's shard"]
+    if event.get("message"):
+        parts.append(f"{event.get('status')}: {str(event['message']).strip()}")
+    if pod is None:
+        parts.append("the pod is gone (deleted by hand, or its node lost)")
+    elif pod.status is not None:
+        status = pod.status
+        said = _said(status.reason, status.message)
+        parts.append(f"pod {status.phase}" + (f" ({said})" if said else ""))
+        for cond in status.conditions or []:
+            if cond.type == "PodScheduled" and cond.status != "True":
+                parts.append("not scheduled" + (f" ({_said(cond.reason, cond.message)})"
+                                                 if _said(cond.reason, cond.message) else ""))
+        for cs in status.container_statuses or []:
+            if cs.name != BASE_CONTAINER or cs.state is None:
+                continue
+            if cs.state.terminated is not None:
+                t = cs.state.terminated
+                said = _said(t.reason, (t.message or "").strip().splitlines()[-1] if t.message else None)
+                parts.append(f"container {cs.name} exited {t.exit_code}" + (f" ({said})" if said else ""))
+            elif cs.state.waiting is not None:
+                w = cs.state.waiting
+                parts.append(f"container {cs.name} waiting ({_said(w.reason, w.message)})")
+    if error is not None and len(parts) < 3:  # nothing from the cluster beyond the name: the operator's error
+        parts.append(describe(error))
+    return "; ".join(parts)
+
+
+def _store() -> Store:
+    from callscribe.storage import store
+
+    return store()
+
+
+class TranscribePodOperator(KubernetesPodOperator):
+    """One job's GPU pod (callscribe.kubernetes builds its arguments), judged by the job's shard."""
+
+    def execute(self, context):
+        # Before the pod: a note an earlier try left must not stand for this try. The worker deletes
+        # it too, but only once it runs; a pod that is never scheduled never does.
+        forget_cause(_store(), job_uri_of(self.arguments))
+        return super().execute(context)
+
+    def trigger_reentry(self, context, event: dict[str, Any]) -> Any:
+        job_uri = job_uri_of(self.arguments)
+        try:
+            result = super().trigger_reentry(context, event)
+        except Exception as exc:  # the pod failed (TaskDeferred, a BaseException, passes: the wait goes on)
+            self._leave(job_uri, pod_cause(self.pod, event, exc))
+            raise
+        try:
+            problem = shard_problem(_store(), job_uri)
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
+            # The store is down: the pod's exit is believed, and the load (retried over outages) decides.
+            log.warning("could not look for job %s's shard (%s); the load will", job_uri, describe(exc))
+            return result
+        if problem:
+            self._leave(job_uri, problem)
+            raise AirflowException(problem)
+        return result
+
+    def _leave(self, job_uri: str, cause: str) -> None:
+        log.error("job %s: %s", job_uri, cause)
+        try:
+            leave_cause(_store(), job_uri, cause)
+        except Exception as exc:  # noqa: BLE001 - the task fails either way; the load's generic reason then
+            log.warning("could not write job %s's failure note: %s", job_uri, describe(exc))
