@@ -96,8 +96,8 @@ def transcribe_calls_dag(dag_id: str, transcribe_in: Literal["local", "kubernete
                                       "run without one the last whole day before it was triggered (days in "
                                       "CALLSCRIBE_TIMEZONE, UTC unless set)"),
             "prefix": Param("calls/", **PREFIX_SCHEMA,
-                            description="Bucket prefix above the YYYY/MM/DD/ folders, relative to the bucket; "
-                                        "not _callscribe/ (the pipeline's work area), no '..'"),
+                            description="Bucket prefix above the YYYY/MM/DD/ folders, relative to the bucket; not "
+                                        "_callscribe/ (the work area) nor _callscribe_erasures/, no '..'"),
             # A scheduled run takes the default: the engine the image that runs `transcribe` has.
             "engine": Param(pod_default_engine() if in_pods else DEFAULT_ENGINE, type="string", enum=available(),
                             description="ASR engine"),
@@ -120,7 +120,7 @@ def transcribe_calls_dag(dag_id: str, transcribe_in: Literal["local", "kubernete
         def discover() -> list[list[int]]:
             from airflow.sdk.exceptions import AirflowFailException
 
-            from callscribe import discovery, pipeline, reporting
+            from callscribe import discovery, erasure, pipeline, reporting
             from callscribe.db import checked_engine
             from callscribe.storage import store
 
@@ -137,6 +137,10 @@ def transcribe_calls_dag(dag_id: str, transcribe_in: Literal["local", "kubernete
                                      reporting.run_source(st.bucket, p["prefix"]))
             except reporting.ForeignRun as exc:  # another deployment's run id: a retry would not change it
                 raise AirflowFailException(str(exc)) from exc
+            # Erasures the database no longer remembers (restored to a point before them; the bucket
+            # keeps their notes), erased again before the run's days are registered: none is
+            # transcribed again, nor left searchable.
+            erasure.reapply(st, db, discovery.run_days(day, p["lookback_days"] or 0))
             ids = discovery.discover(
                 st, db, day, p["prefix"], ctx["run_id"],
                 reprocess=p["reprocess"], max_recordings=p["max_recordings"], lookback_days=p["lookback_days"],

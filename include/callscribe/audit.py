@@ -7,7 +7,6 @@ twice. Fault tests run it after every recovery; operators run ``callscribe audit
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,16 +15,11 @@ from datetime import date, datetime, timedelta
 from sqlalchemy.engine import Engine
 
 from callscribe import db
-from callscribe.config import copy_window_days
+from callscribe.config import copy_window_days, key_hash
 from callscribe.discovery import MAX_ATTEMPTS, day_prefix
 from callscribe.storage import Store
 
 FINAL = frozenset({"done", "failed", "quarantined", "duplicate"})
-
-
-def key_hash(key: str) -> str:
-    """How erasures name an object: the SHA-256 of its key, so the key itself is not kept."""
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 @dataclass

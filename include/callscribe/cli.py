@@ -281,10 +281,17 @@ def cmd_erase(args) -> int:
     import getpass
 
     from callscribe.db import checked_engine
-    from callscribe.erasure import ErasureBusy, NothingToErase, erase
+    from callscribe.erasure import ErasureBusy, NothingToErase, erase, reapply
     from callscribe.storage import store
 
     _use_services(args)
+    if args.reapply:
+        # The runbook's step after a database restore: every erasure the bucket's notes name that
+        # the database no longer remembers, erased again.
+        done = reapply(store(), checked_engine(), bucket=args.bucket,
+                       actor=args.actor or getpass.getuser())
+        print(f"{len(done)} erasures re-applied from their notes (the database had lost them)")
+        return 0
     try:
         done = erase(store(), checked_engine(), args.key, args.actor or getpass.getuser(), bucket=args.bucket,
                      delete_audio=args.delete_audio, dry_run=args.dry_run, force=args.force)
@@ -318,7 +325,15 @@ def cmd_sweep(args) -> int:
 
     _use_services(args)
     days = DEFAULT_RETENTION_DAYS if args.days is None else args.days
-    if days < MIN_RETENTION_DAYS:
+    if args.after_restore:
+        # The runbook's step after a database restore (every DAG paused, no run live): the work
+        # area's files name recording ids the restore hands out again, and hold text of calls an
+        # erasure made since cannot find by id. Everything no lease holds goes, whatever its age.
+        if args.days is not None:
+            print("--after-restore sweeps whatever its age: leave out --days", file=sys.stderr)
+            return 2
+        days = 0.0
+    elif days < MIN_RETENTION_DAYS:
         print(f"--days must be at least {MIN_RETENTION_DAYS} (the DAG's run timeout)", file=sys.stderr)
         return 2
     result = sweep(store(), checked_engine(), timedelta(days=days), dry_run=args.dry_run)
@@ -544,7 +559,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("erase", help="erase one recording's transcript, word times, packs and access log "
                                      "entries on request (a data subject's erasure)")
-    s.add_argument("--key", required=True, help="the recording's object key in the bucket")
+    what = s.add_mutually_exclusive_group(required=True)
+    what.add_argument("--key", help="the recording's object key in the bucket")
+    what.add_argument("--reapply", action="store_true",
+                      help="after a database restore: erase again every erasure the bucket's notes "
+                           "(_callscribe_erasures/) name that the database no longer remembers")
     s.add_argument("--bucket", help="default: the configured bucket")
     s.add_argument("--delete-audio", action="store_true", help="delete the recording from the bucket too")
     s.add_argument("--dry-run", action="store_true", help="say what would be erased, change nothing")
@@ -562,6 +581,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--days", type=float, default=None, help="retention in days (default: "
                                                             "CALLSCRIBE_WORK_RETENTION_DAYS or 14)")
     s.add_argument("--dry-run", action="store_true")
+    s.add_argument("--after-restore", action="store_true",
+                   help="after a database restore, with every DAG paused and no run live: delete every "
+                        "intermediate no lease holds, whatever its age (docs/deploy.md, After restoring the database)")
     s.set_defaults(func=cmd_sweep)
 
     s = sub.add_parser("search", help="full-text search over transcripts (websearch syntax)")

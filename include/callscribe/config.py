@@ -10,6 +10,7 @@ variables, which Kubernetes fills from a secret.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -27,6 +28,16 @@ PG_CONN_ID = os.environ.get("CALLSCRIBE_PG_CONN_ID", "callscribe_postgres")
 DEFAULT_SPEAKERS = ("agent", "customer")
 # The pipeline's own area of the bucket (packs, manifests, shards, notes).
 WORK_PREFIX = "_callscribe"
+# Where each erasure leaves a note of itself (the key's hash, never the key): outside the work
+# area, so neither the sweep nor a lifecycle rule on `_callscribe/` removes it. The bucket is not
+# restored with the database, so these notes outlive a restore that takes erasures back.
+ERASURE_NOTES_PREFIX = "_callscribe_erasures"
+
+
+def key_hash(key: str) -> str:
+    """How erasures name an object: the SHA-256 of its key, so the key itself is not kept. Here, not in
+    audit, so that erasure (which discovery calls) needs nothing that imports discovery."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 def run_key(run_id: str) -> str:

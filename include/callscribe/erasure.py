@@ -6,6 +6,12 @@ its rows inside the runs' shards and job manifests in the work area. The object 
 known only by a hash of its key in ``erasures``, so discovery does not transcribe the same
 upload again; the erasure itself is written to the access log, by that hash.
 
+Each erasure also leaves a note in the bucket (``_callscribe_erasures/``, the key's hash and day):
+a database restored to a point before the erasure has lost its ``erasures`` row (and may hold the
+call's transcript again), while the bucket keeps the note. Each discovery of a day re-applies the
+day's notes the database lacks before it registers anything (``reapply``); ``callscribe erase
+--reapply`` re-applies every note, the runbook's step after a restore.
+
 The audio in the bucket is the customer's: it is deleted only when asked (``delete_audio``).
 Airflow's own task logs may name the key; they age out with Airflow's log retention.
 """
@@ -22,8 +28,7 @@ from datetime import date, timedelta
 from sqlalchemy.engine import Connection, Engine
 
 from callscribe import db
-from callscribe.audit import key_hash
-from callscribe.config import copy_window_days, run_area
+from callscribe.config import ERASURE_NOTES_PREFIX, copy_window_days, key_hash, run_area
 from callscribe.manifests import from_parquet, to_parquet
 from callscribe.pipeline import pack_keys
 from callscribe.storage import Store, make_uri
@@ -226,6 +231,9 @@ def erase(store: Store, engine: Engine, key: str, actor: str, bucket: str | None
                 "detail": f"{len(rows)} version(s), {out.segments} segments"
                           + ("; finishing an earlier erasure" if prior is not None else ""),
             })
+    if not dry_run:
+        # Before the clean-up of the work area: an erasure cut short there still outlives a restore.
+        write_note(store, bucket, digest, day or _day_in(key))
     # Listed after the transaction: discoveries wait on the erasure's lock, not on a day's listing.
     out.copies = sorted(registered_copies | set(_copies_in_bucket(store, bucket, key, day or _day_in(key), rows)))
     ids = set(out.recording_ids)
@@ -241,3 +249,82 @@ def erase(store: Store, engine: Engine, key: str, actor: str, bucket: str | None
         # Logs outlive the erasure: the key is named by its hash there too.
         log.info("%s (by %s)", out.summary(f"the object with key sha256 {digest[:16]}", name_copies=False), actor)
     return out
+
+
+# ---------------------------------------------------------------- notes that outlive a restore
+
+# Who the access log names for an erasure a restore had undone and a note brought back.
+REAPPLIED_BY = "callscribe (an erasure the database had lost to a restore, re-applied from its note)"
+_UNDATED = "undated"
+
+
+def _notes_prefix(bucket: str, day: date | None = None) -> str:
+    base = f"{ERASURE_NOTES_PREFIX}/{bucket}/"
+    return base if day is None else f"{base}{day.isoformat()}/"
+
+
+def note_key(bucket: str, digest: str, day: date | None) -> str:
+    """Where the note of an erasure of ``bucket``'s key with hash ``digest`` lies (in the configured
+    bucket), by the key's day: a discovery reads only the notes of the days it lists."""
+    return f"{ERASURE_NOTES_PREFIX}/{bucket}/{day.isoformat() if day else _UNDATED}/{digest}.json"
+
+
+def write_note(store: Store, bucket: str, digest: str, day: date | None) -> None:
+    """The erasure's note: the key's hash and day, as ``erasures`` holds them (no key, no ids: ids
+    are handed out again after a restore)."""
+    body = {"bucket": bucket, "key_sha256": digest, "call_date": day.isoformat() if day else None}
+    store.put_bytes(store.uri(note_key(bucket, digest, day)), json.dumps(body).encode(), "application/json")
+
+
+def _notes(store: Store, bucket: str, days: list[date] | None) -> dict[str, date | None]:
+    """The notes' key hashes -> their day (None: undated), of ``days`` (with the undated ones), or all."""
+    prefixes = ([_notes_prefix(bucket)] if days is None
+                else [_notes_prefix(bucket, d) for d in days] + [f"{_notes_prefix(bucket)}{_UNDATED}/"])
+    out: dict[str, date | None] = {}
+    for prefix in prefixes:
+        for obj in store.list(prefix):
+            folder, _, name = obj.key.removeprefix(_notes_prefix(bucket)).rpartition("/")
+            if not name.endswith(".json"):
+                continue
+            try:
+                day = None if folder == _UNDATED else date.fromisoformat(folder)
+            except ValueError:
+                continue
+            out[name.removesuffix(".json")] = day
+    return out
+
+
+def reapply(store: Store, engine: Engine, days: list[date] | None = None, bucket: str | None = None,
+            actor: str = REAPPLIED_BY) -> list[str]:
+    """Erase again what the bucket's erasure notes (of ``days``, or all) say was erased and the
+    database does not remember: a restore to a point before those erasures. Returns the key hashes
+    re-applied. A key with rows is erased as on request (its transcript, packs, work files), also
+    under a live lease (the erasure must win; a late load loses the call, as under --force); one
+    without is remembered as erased, so no run registers it."""
+    bucket = bucket or store.bucket
+    notes = _notes(store, bucket, days)
+    if not notes:
+        return []
+    with engine.connect() as conn:
+        known = set(conn.execute(db.q("erase_noted_known"), {"bucket": bucket, "hashes": sorted(notes)}).scalars())
+    missing = sorted(h for h in notes if h not in known)
+    for digest in missing:
+        _reapply_one(store, engine, bucket, digest, notes[digest], actor)
+    if missing:
+        log.warning("%d erasures the database had lost (restored to an earlier point?) re-applied from their notes "
+                    "in %s", len(missing), _notes_prefix(bucket))
+    return missing
+
+
+def _reapply_one(store: Store, engine: Engine, bucket: str, digest: str, day: date | None, actor: str) -> None:
+    with engine.connect() as conn:
+        keys = conn.execute(db.q("erase_noted_keys"), {"bucket": bucket, "hash": digest, "call_date": day}).scalars()
+        keys = list(keys)
+    for key in keys:
+        erase(store, engine, key, actor, bucket=bucket, force=True)
+    if keys:
+        return
+    with engine.begin() as conn:
+        conn.execute(db.q("erase_lock"))
+        conn.execute(db.q("erase_noted_only"), {"bucket": bucket, "hash": digest, "call_date": day, "actor": actor,
+                                                "detail": "re-applied from its note after the database lost it"})

@@ -30,6 +30,7 @@ from callscribe.audio import PACK_FORMATS, TARGET_SR, DecodeError, decode, encod
 from callscribe.batching import JobSizing, balance_jobs, job_count
 from callscribe.chunking import DEFAULT_CHUNKING, ChunkingParams, chunk_recording, chunking_for, pack_rate
 from callscribe.config import (
+    ERASURE_NOTES_PREFIX,
     WORK_PREFIX,
     S3Settings,
     agent_id,
@@ -634,6 +635,8 @@ def check_prefix(prefix: str) -> str:
         raise BadParam(f"prefix {prefix!r} must not contain '..'")
     if prefix.split("/", 1)[0] == WORK_PREFIX:
         raise BadParam(f"prefix {prefix!r} points into the pipeline's work area {WORK_PREFIX}/")
+    if prefix.split("/", 1)[0] == ERASURE_NOTES_PREFIX:
+        raise BadParam(f"prefix {prefix!r} points into the erasures' notes {ERASURE_NOTES_PREFIX}/")
     return prefix
 
 
