@@ -23,15 +23,18 @@ worker wrote is never replaced by the pod's plainer one.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.providers.cncf.kubernetes.utils.pod_manager import PodNotFoundException
 from airflow.providers.common.compat.sdk import AirflowException
 from kubernetes.client import models as k8s
+from kubernetes.client.exceptions import ApiException
 
-from callscribe.errors import describe
-from callscribe.manifests import JobFailure, JobManifest, ShardInfo, failure_uri, from_parquet
+from callscribe.errors import describe, plain
+from callscribe.manifests import JobFailure, JobManifest, ShardInfo, failure_uri, parquet_meta
 from callscribe.storage import Store, unavailable
 
 log = logging.getLogger(__name__)
@@ -55,7 +58,9 @@ def shard_problem(store: Store, job_uri: str) -> str | None:
     if not store.exists(job.shard_uri):
         return (f"the worker pod exited 0 without writing the job's shard ({job.shard_uri}): "
                 "a worker image whose command does something else, or a pod of an earlier plan?")
-    info = ShardInfo(**from_parquet(store.get_bytes(job.shard_uri))[1])
+    # The footer's facts only: the rows are the load's to decode, not the Airflow worker's that resumes
+    # the task (a 200 h job's segments took over 100 MB of it in pandas, for one plan id).
+    info = ShardInfo(**parquet_meta(store.get_bytes(job.shard_uri)))
     if info.plan_id != job.plan_id:
         return (f"the worker pod exited 0, but the shard at {job.shard_uri} is from an earlier plan "
                 f"({info.plan_id}, the job's is {job.plan_id}): a pod of an earlier plan of this run, "
@@ -84,6 +89,39 @@ def _said(reason: str | None, message: str | None) -> str:
     return ": ".join(p.strip() for p in (reason, message) if p and p.strip())
 
 
+def _last_line(text: str | None) -> str | None:
+    """The last line that says something (a termination message, or a log's tail in its place); None
+    when it is only white space."""
+    lines = [ln for ln in (text or "").splitlines() if ln.strip()]
+    return lines[-1] if lines else None
+
+
+def api_said(exc: BaseException) -> str:
+    """An error as a cause: for the Kubernetes API's, its status and the API server's own message
+    (an ApiException's text is its status alone on the first line, then every response header
+    and the raw body)."""
+    if isinstance(exc, ApiException):
+        message = None
+        try:
+            body = json.loads(exc.body) if exc.body else None
+            message = body.get("message") if isinstance(body, dict) else None
+        except (TypeError, ValueError):
+            pass
+        said = _said(f"{exc.status} {exc.reason or ''}".strip() if exc.status else exc.reason, message)
+        return f"Kubernetes API: {plain(said)}" if said else describe(exc)
+    return describe(exc)
+
+
+def _not_found(exc: BaseException | None) -> bool:
+    """Whether ``exc`` says the pod is not there (not that the API could not be asked)."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, PodNotFoundException) or (isinstance(exc, ApiException) and exc.status == 404):
+            return True
+        exc, seen = exc.__cause__, seen + 1
+    return False
+
+
 def pod_cause(pod: k8s.V1Pod | None, event: dict[str, Any], error: BaseException | None = None) -> str:
     """What the cluster said about a pod that ended without the worker's word: the trigger's message,
     the pod's phase and reason (Evicted, DeadlineExceeded), why it was not scheduled, and its worker
@@ -93,7 +131,12 @@ def pod_cause(pod: k8s.V1Pod | None, event: dict[str, Any], error: BaseException
     if event.get("message"):
         parts.append(f"{event.get('status')}: {str(event['message']).strip()}")
     if pod is None:
-        parts.append("the pod is gone (deleted by hand, or its node lost)")
+        # Not read back: gone only when the API said so; an API error (a 500, throttling past the
+        # client's retries) leaves the pod where it was, and which it was is the cause.
+        if error is None or _not_found(error):
+            parts.append("the pod is gone (deleted by hand, or its node lost)")
+        else:
+            parts.append(f"its state could not be read ({api_said(error)})")
     elif pod.status is not None:
         status = pod.status
         said = _said(status.reason, status.message)
@@ -107,13 +150,15 @@ def pod_cause(pod: k8s.V1Pod | None, event: dict[str, Any], error: BaseException
                 continue
             if cs.state.terminated is not None:
                 t = cs.state.terminated
-                said = _said(t.reason, (t.message or "").strip().splitlines()[-1] if t.message else None)
+                # A message of white space only (an empty line written, a log tail of blank lines)
+                # has no last line: the reason and exit code still say it.
+                said = _said(t.reason, _last_line(t.message))
                 parts.append(f"container {cs.name} exited {t.exit_code}" + (f" ({said})" if said else ""))
             elif cs.state.waiting is not None:
                 w = cs.state.waiting
                 parts.append(f"container {cs.name} waiting ({_said(w.reason, w.message)})")
     if error is not None and len(parts) < 3:  # nothing from the cluster beyond the name: the operator's error
-        parts.append(describe(error))
+        parts.append(api_said(error))
     return "; ".join(parts)
 
 
@@ -127,10 +172,22 @@ class TranscribePodOperator(KubernetesPodOperator):
     """One job's GPU pod (callscribe.kubernetes builds its arguments), judged by the job's shard."""
 
     def execute(self, context):
+        job_uri = job_uri_of(self.arguments)
         # Before the pod: a note an earlier try left must not stand for this try. The worker deletes
         # it too, but only once it runs; a pod that is never scheduled never does.
-        forget_cause(_store(), job_uri_of(self.arguments))
-        return super().execute(context)
+        forget_cause(_store(), job_uri)
+        self._cause_left = False
+        try:
+            return super().execute(context)
+        except Exception as exc:  # TaskDeferred, a BaseException, passes: the pod was created
+            # No pod was made (the API server refused it: a quota, an admission webhook, a spec it
+            # finds invalid; or it could not be reached): the earlier try's note is gone, and without
+            # this the recordings were told the worker "was killed, timed out or never started".
+            # With a pod (a terminal one found on reattach, judged here by trigger_reentry), its
+            # own path has spoken, or it runs on and its worker will.
+            if self.pod is None and not self._cause_left:
+                self._leave(job_uri, f"the worker pod could not be created: {api_said(exc)}")
+            raise
 
     def trigger_reentry(self, context, event: dict[str, Any]) -> Any:
         job_uri = job_uri_of(self.arguments)
@@ -153,6 +210,7 @@ class TranscribePodOperator(KubernetesPodOperator):
         return result
 
     def _leave(self, job_uri: str, cause: str) -> None:
+        self._cause_left = True
         log.error("job %s: %s", job_uri, cause)
         try:
             leave_cause(_store(), job_uri, cause)
