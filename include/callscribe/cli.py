@@ -281,21 +281,28 @@ def cmd_erase(args) -> int:
     import getpass
 
     from callscribe.db import checked_engine
-    from callscribe.erasure import ErasureBusy, NothingToErase, erase, reapply
+    from callscribe.erasure import ErasureBusy, NoteUnwritten, NothingToErase, erase, reapply
     from callscribe.storage import store
 
     _use_services(args)
     if args.reapply:
+        if args.delete_audio or args.force:
+            # Neither has a meaning here: a re-applied erasure does what the note's erasure did.
+            print("--reapply takes neither --delete-audio nor --force", file=sys.stderr)
+            return 2
         # The runbook's step after a database restore: every erasure the bucket's notes name that
-        # the database no longer remembers, erased again.
-        done = reapply(store(), checked_engine(), bucket=args.bucket,
-                       actor=args.actor or getpass.getuser())
-        print(f"{len(done)} erasures re-applied from their notes (the database had lost them)")
+        # the database no longer remembers, erased again; without --bucket, those of every bucket an
+        # erasure named (`erase --bucket`), as the operator following the runbook cannot know them.
+        done = reapply(store(), checked_engine(), bucket=args.bucket, actor=args.actor or getpass.getuser(),
+                       every_bucket=args.bucket is None, dry_run=args.dry_run)
+        print(f"{len(done)} erasures would be re-applied from their notes (the database has lost them); "
+              f"nothing changed" if args.dry_run
+              else f"{len(done)} erasures re-applied from their notes (the database had lost them)")
         return 0
     try:
         done = erase(store(), checked_engine(), args.key, args.actor or getpass.getuser(), bucket=args.bucket,
                      delete_audio=args.delete_audio, dry_run=args.dry_run, force=args.force)
-    except (NothingToErase, ErasureBusy) as exc:
+    except (NothingToErase, ErasureBusy, NoteUnwritten) as exc:
         print(exc, file=sys.stderr)
         return 1
     print(done.summary())
@@ -563,7 +570,8 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--key", help="the recording's object key in the bucket")
     what.add_argument("--reapply", action="store_true",
                       help="after a database restore: erase again every erasure the bucket's notes "
-                           "(_callscribe_erasures/) name that the database no longer remembers")
+                           "(_callscribe_erasures/) name that the database no longer remembers (those of "
+                           "every bucket an erasure named, unless --bucket; --dry-run counts them)")
     s.add_argument("--bucket", help="default: the configured bucket")
     s.add_argument("--delete-audio", action="store_true", help="delete the recording from the bucket too")
     s.add_argument("--dry-run", action="store_true", help="say what would be erased, change nothing")

@@ -47,6 +47,11 @@ class ErasureBusy(RuntimeError):
     """A live run holds the recording: erasing now would race its load."""
 
 
+class NoteUnwritten(RuntimeError):
+    """The erasure is committed in the database, but the store refused its note (and so its clean-up
+    did not run): the same erase, run again, writes the note and finishes the clean-up."""
+
+
 @dataclass
 class Erasure:
     bucket: str
@@ -191,13 +196,14 @@ def scrub_late_files(store: Store, engine: Engine, files: dict[str, list[int]]) 
 
 
 def erase(store: Store, engine: Engine, key: str, actor: str, bucket: str | None = None,
-          delete_audio: bool = False, dry_run: bool = False, force: bool = False) -> Erasure:
+          delete_audio: bool = False, dry_run: bool = False, force: bool = False, noted: bool = False) -> Erasure:
     """Erase every version of ``key`` (see the module's description); returns what was removed.
 
     The rows go first, in one transaction, with the key's hash and the recording ids written
     to ``erasures``: the call leaves search at once and no run loads or registers it again.
     The work area is cleaned after; an erasure cut short there is finished by running it again.
     A key that was never registered (uploaded, not yet discovered) is blocked all the same.
+    ``noted``: the erasure's note is in the bucket already (``reapply``), not written again.
     """
     bucket = bucket or store.bucket
     digest = key_hash(key)
@@ -231,9 +237,19 @@ def erase(store: Store, engine: Engine, key: str, actor: str, bucket: str | None
                 "detail": f"{len(rows)} version(s), {out.segments} segments"
                           + ("; finishing an earlier erasure" if prior is not None else ""),
             })
-    if not dry_run:
+    if not dry_run and not noted:
         # Before the clean-up of the work area: an erasure cut short there still outlives a restore.
-        write_note(store, bucket, digest, day or _day_in(key))
+        note_day = day or _day_in(key)
+        try:
+            write_note(store, bucket, digest, note_day)
+        except Exception as exc:
+            # The database has committed: a bare store error would read as "nothing was erased",
+            # and the operator would not know the note, which alone outlives a restore, is missing.
+            raise NoteUnwritten(
+                f"{bucket}/{key} is erased in the database (out of search; no run registers it again), but "
+                f"the store refused its note {note_key(bucket, digest, note_day)} ({type(exc).__name__}: {exc}), "
+                f"so a database restore would undo this erasure, and its speech packs and work files are not "
+                f"cleaned yet: run the same erase again once the store answers") from exc
     # Listed after the transaction: discoveries wait on the erasure's lock, not on a day's listing.
     out.copies = sorted(registered_copies | set(_copies_in_bucket(store, bucket, key, day or _day_in(key), rows)))
     ids = set(out.recording_ids)
@@ -276,44 +292,58 @@ def write_note(store: Store, bucket: str, digest: str, day: date | None) -> None
     store.put_bytes(store.uri(note_key(bucket, digest, day)), json.dumps(body).encode(), "application/json")
 
 
-def _notes(store: Store, bucket: str, days: list[date] | None) -> dict[str, date | None]:
-    """The notes' key hashes -> their day (None: undated), of ``days`` (with the undated ones), or all."""
-    prefixes = ([_notes_prefix(bucket)] if days is None
-                else [_notes_prefix(bucket, d) for d in days] + [f"{_notes_prefix(bucket)}{_UNDATED}/"])
-    out: dict[str, date | None] = {}
+def _notes(store: Store, bucket: str | None, days: list[date] | None) -> dict[str, dict[str, date | None]]:
+    """Erased bucket -> the notes' key hashes -> their day (None: undated): ``bucket``'s notes of
+    ``days`` (with the undated ones), or all of them; ``bucket`` None (with ``days`` None): the notes
+    of every bucket an erasure named (``erase --bucket``)."""
+    if bucket is None:
+        if days is not None:
+            raise ValueError("the notes of given days are read for one bucket")
+        prefixes = [f"{ERASURE_NOTES_PREFIX}/"]
+    else:
+        prefixes = ([_notes_prefix(bucket)] if days is None
+                    else [_notes_prefix(bucket, d) for d in days] + [f"{_notes_prefix(bucket)}{_UNDATED}/"])
+    out: dict[str, dict[str, date | None]] = {}
     for prefix in prefixes:
         for obj in store.list(prefix):
-            folder, _, name = obj.key.removeprefix(_notes_prefix(bucket)).rpartition("/")
-            if not name.endswith(".json"):
+            parts = obj.key.removeprefix(f"{ERASURE_NOTES_PREFIX}/").split("/")
+            if len(parts) != 3 or not parts[2].endswith(".json") or (bucket is not None and parts[0] != bucket):
                 continue
+            noted_bucket, folder, name = parts
             try:
                 day = None if folder == _UNDATED else date.fromisoformat(folder)
             except ValueError:
                 continue
-            out[name.removesuffix(".json")] = day
+            out.setdefault(noted_bucket, {})[name.removesuffix(".json")] = day
     return out
 
 
 def reapply(store: Store, engine: Engine, days: list[date] | None = None, bucket: str | None = None,
-            actor: str = REAPPLIED_BY) -> list[str]:
+            actor: str = REAPPLIED_BY, every_bucket: bool = False, dry_run: bool = False) -> list[str]:
     """Erase again what the bucket's erasure notes (of ``days``, or all) say was erased and the
     database does not remember: a restore to a point before those erasures. Returns the key hashes
-    re-applied. A key with rows is erased as on request (its transcript, packs, work files), also
-    under a live lease (the erasure must win; a late load loses the call, as under --force); one
-    without is remembered as erased, so no run registers it."""
-    bucket = bucket or store.bucket
-    notes = _notes(store, bucket, days)
-    if not notes:
-        return []
-    with engine.connect() as conn:
-        known = set(conn.execute(db.q("erase_noted_known"), {"bucket": bucket, "hashes": sorted(notes)}).scalars())
-    missing = sorted(h for h in notes if h not in known)
-    for digest in missing:
-        _reapply_one(store, engine, bucket, digest, notes[digest], actor)
-    if missing:
+    re-applied (with ``dry_run``: that would be, nothing changed). A key with rows is erased as on
+    request (its transcript, packs, work files), also under a live lease (the erasure must win; a late
+    load loses the call, as under --force); one without is remembered as erased, so no run registers
+    it. ``every_bucket`` (with no ``bucket`` and no ``days``): the notes of every bucket an erasure
+    named, not only the configured one's (the runbook's step after a restore)."""
+    if every_bucket and (bucket is not None or days is not None):
+        raise ValueError("every_bucket reads every note: no bucket, no days")
+    noted = _notes(store, None if every_bucket else bucket or store.bucket, days)
+    out = []
+    for noted_bucket, notes in sorted(noted.items()):
+        with engine.connect() as conn:
+            known = set(conn.execute(db.q("erase_noted_known"),
+                                     {"bucket": noted_bucket, "hashes": sorted(notes)}).scalars())
+        missing = sorted(h for h in notes if h not in known)
+        out += missing
+        if dry_run or not missing:
+            continue
+        for digest in missing:
+            _reapply_one(store, engine, noted_bucket, digest, notes[digest], actor)
         log.warning("%d erasures the database had lost (restored to an earlier point?) re-applied from their notes "
-                    "in %s", len(missing), _notes_prefix(bucket))
-    return missing
+                    "in %s", len(missing), _notes_prefix(noted_bucket))
+    return out
 
 
 def _reapply_one(store: Store, engine: Engine, bucket: str, digest: str, day: date | None, actor: str) -> None:
@@ -321,7 +351,7 @@ def _reapply_one(store: Store, engine: Engine, bucket: str, digest: str, day: da
         keys = conn.execute(db.q("erase_noted_keys"), {"bucket": bucket, "hash": digest, "call_date": day}).scalars()
         keys = list(keys)
     for key in keys:
-        erase(store, engine, key, actor, bucket=bucket, force=True)
+        erase(store, engine, key, actor, bucket=bucket, force=True, noted=True)
     if keys:
         return
     with engine.begin() as conn:

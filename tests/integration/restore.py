@@ -3,6 +3,10 @@ with the real server's own pg_dump and pg_restore), while the bucket and Airflow
 
 A database of its own (not the session's): a restore brings back every table and the sequences
 as they were at the backup, which on the session's database would take back other tests' rows.
+A bucket of its own too (``bucket_of_its_own``): the runbook's `sweep --after-restore` deletes
+every work file the test's database holds no lease on, which in the session's bucket are every
+other test's (session fixtures' included), and the test's erasure notes would be re-applied by
+later runs of the session's database.
 """
 
 from __future__ import annotations
@@ -65,6 +69,26 @@ def _admin(port: int, password: str, *statements: str) -> None:
                 cur.execute(s)
     finally:
         conn.close()
+
+
+@contextmanager
+def bucket_of_its_own(s3, name: str) -> Iterator:
+    """A store on bucket ``name``, which the pipeline (dag.test() tasks, the CLI in a subprocess) uses
+    for the block as its configured bucket."""
+    from dataclasses import replace
+
+    from callscribe.storage import Store
+
+    own = Store(replace(s3.settings, bucket=name))
+    if not own.client.bucket_exists(name):
+        own.client.make_bucket(name)
+    conn = json.loads(os.environ["AIRFLOW_CONN_CALLSCRIBE_S3"])
+    with pytest.MonkeyPatch.context() as mp:
+        # The bucket is the connection's (an Airflow task, the CLI); the worker's environment is
+        # written from the settings the task read.
+        extra = {**conn.get("extra", {}), "bucket": name}
+        mp.setenv("AIRFLOW_CONN_CALLSCRIBE_S3", json.dumps({**conn, "extra": extra}))
+        yield own
 
 
 @contextmanager
