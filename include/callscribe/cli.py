@@ -665,11 +665,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except Exception as exc:
-        from callscribe.db import SchemaBehind
+        from callscribe.db import MigrationBlocked, SchemaBehind
 
         if isinstance(exc, SchemaBehind):  # an operator's step, not a bug: the message says which
             print(f"callscribe: {exc}", file=sys.stderr)
             return 3
+        if isinstance(exc, MigrationBlocked):  # other sessions' locks: the message names them; try again
+            print(f"callscribe: {exc}", file=sys.stderr)
+            return 4
         raise
 
 

@@ -21,6 +21,13 @@ MIGRATE_HOW = ("`callscribe migrate` (or python -c \"from callscribe import db; 
                "as a user allowed to create roles and extensions")
 # Serialises concurrent `migrate` calls (several tasks may start at once).
 _MIGRATION_LOCK_ID = 0x63616C6C
+# How long a migration waits for a lock before it gives up, the whole upgrade rolled back
+# (migrations/env.py sets it): a table a running load, or an analyst's open transaction, holds would
+# otherwise be waited for as long as that takes, with every later query on the table (the analysts'
+# search too) queued behind the migration's lock.
+MIGRATION_LOCK_TIMEOUT = "15s"
+# The sessions named when a migration gives up: enough to find the culprit, not a page of them.
+_HOLDERS_NAMED = 10
 log = logging.getLogger(__name__)
 
 
@@ -110,7 +117,9 @@ def analyst_revision(engine: Engine) -> str | None:
     0019: a login refused it reads a schema from before that (SchemaBehind)."""
     try:
         with engine.connect() as conn:
-            return conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+            # Qualified: a DBA may give the analysts' login a search_path without public (`analytics`,
+            # so that BI users write FROM calls), and the bare name then read as "never migrated".
+            return conn.execute(sa.text(f"SELECT version_num FROM public.{VERSION_TABLE}")).scalar()
     except sa.exc.ProgrammingError as exc:
         code = getattr(exc.orig, "pgcode", None)
         if code == "42P01":  # undefined_table: never migrated
@@ -169,16 +178,55 @@ def checked_engine() -> Engine:
     return require_schema(engine_from_env())
 
 
-def migrate(engine: Engine, revision: str = "head") -> None:
+class MigrationBlocked(RuntimeError):
+    """A migration gave up waiting for a lock that other sessions hold; nothing was changed."""
+
+
+def migrate(engine: Engine, revision: str = "head", lock_timeout: str | None = None) -> None:
+    """Upgrade to ``revision``; MigrationBlocked, with nothing changed, when a lock stays taken for
+    longer than ``lock_timeout`` (MIGRATION_LOCK_TIMEOUT)."""
     from alembic import command
 
-    with engine.begin() as conn:
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_ID})
-        cfg = alembic_config(engine)
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, revision)
+    wait = lock_timeout or MIGRATION_LOCK_TIMEOUT
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_ID})
+            cfg = alembic_config(engine)
+            cfg.attributes["connection"] = conn
+            cfg.attributes["lock_timeout"] = wait
+            command.upgrade(cfg, revision)
+    except sa.exc.OperationalError as exc:
+        if getattr(exc.orig, "pgcode", None) != "55P03":  # lock_not_available
+            raise
+        raise MigrationBlocked(_blocked_message(engine, wait)) from exc
     # Database-level settings from migrations apply to new sessions only.
     engine.dispose()
+
+
+def _blocked_message(engine: Engine, wait: str) -> str:
+    """What a migration that gave up on a lock tells the operator: the sessions holding callscribe's
+    tables (read just after: the one it waited for is among them unless it ended meanwhile). An
+    analyst's BI tool or notebook left ``idle in transaction`` is the usual one: nothing but its
+    end (or idle_in_transaction_session_timeout on its login, docs/deploy.md) lets a migration in."""
+    head = (f"the migration gave up after waiting {wait} for a lock (lock timeout); nothing was changed: "
+            f"run it again once the sessions holding callscribe's tables are done")
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(q("migrate_lock_holders"), {"n": _HOLDERS_NAMED + 1}).all()
+    except Exception as exc:  # the reason stands without the names
+        return f"{head} (they could not be listed: {type(exc).__name__})"
+    if not rows:
+        return f"{head} (none holds one now: run it again)"
+    named = "; ".join(
+        f"pid {r.pid} {r.usename or '?'}"
+        + (f" (application {r.application_name!r})" if r.application_name else "")
+        + (f", {r.state} since {r.xact_start:%Y-%m-%d %H:%M:%S %Z}" if r.state and r.xact_start
+           else ", state hidden (grant pg_read_all_stats to this login to see it)")
+        + f", on {r.tables}"
+        for r in rows[:_HOLDERS_NAMED])
+    more = " and more" if len(rows) > _HOLDERS_NAMED else ""
+    return (f"{head}: {named}{more}. Wait for them, or end one with SELECT pg_terminate_backend(pid) "
+            f"(an analyst's session left idle in transaction holds its tables until it ends)")
 
 
 def set_analyst_password(engine: Engine, password: str, user: str = "analyst") -> None:

@@ -23,6 +23,7 @@ from functools import cache
 from importlib import resources
 from typing import Annotated, Any
 
+import sqlalchemy as sa
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, Response
@@ -160,6 +161,27 @@ def analyst_engine() -> Engine:
     return engine
 
 
+# SQLSTATEs of a search the database gave up on, not an error in it: query_canceled (the login's
+# statement_timeout; a DBA's pg_cancel_backend too, told apart below) and lock_not_available (the
+# login's lock_timeout).
+CUT_SHORT = {"57014": "ran longer than the database allows the analysts' login (its statement_timeout)",
+             "55P03": "waited longer than the database allows the analysts' login for a table (its lock_timeout)"}
+
+
+def _cut_short(exc: sa.exc.OperationalError, actor: str) -> HTTPException | None:
+    """A 503 the page shows for a search the database cut short (None for another error). A DBA
+    sets such limits on analysts' logins against hours-long queries: a broad search can reach them."""
+    code = getattr(exc.orig, "pgcode", None) or ""
+    why = CUT_SHORT.get(code)
+    if why is None:
+        return None
+    if code == "57014" and "statement timeout" not in str(exc.orig):  # pg_cancel_backend, not the limit
+        why = "was cancelled in the database (by an administrator)"
+    log.warning("call search by %s cut short: it %s", actor, why)
+    return HTTPException(status_code=503, detail=f"the search {why}: narrow the dates, the speaker or the agent, "
+                                                 f"or search with fewer words, and try again")
+
+
 def _actor_name(user: Any) -> str:
     name = user.get_name() if hasattr(user, "get_name") else None
     return str(name or getattr(user, "username", None) or "unknown")
@@ -249,7 +271,12 @@ def create_app(require_login: bool = True) -> FastAPI:
                  "recent_days": None if window == DEFAULT_RECENT_DAYS else (ALL_DATES if window is None else window)}
         access.log_access(engine, actor, "search",
                           json.dumps({k: v for k, v in asked.items() if v is not None}, default=str))
-        hits = search(engine, q, limit=limit, filters=filters)
+        try:
+            hits = search(engine, q, limit=limit, filters=filters)
+        except sa.exc.OperationalError as exc:
+            if (cut := _cut_short(exc, actor)) is None:
+                raise
+            raise cut from None
         ids = access.recording_ids(engine, hits)
         return {"query": q, "hits": [hit_json(h, ids.get((h["bucket"], h["object_key"]))) for h in hits],
                 "note": note_for(hits, fuzzy)}

@@ -6,11 +6,11 @@ from callscribe import db
 
 config = context.config
 connection = config.attributes.get("connection")
-# How long a migration waits for a lock before it gives up, the whole upgrade rolled back. A table a
-# running load or chunk task holds would otherwise be waited for as long as that task takes, with
-# every later query on the table (the analysts' search too) queued behind the migration's lock.
-# Set after `db.migrate` holds its own lock: a second migrate waits for the first as long as it takes.
-LOCK_TIMEOUT = "15s"
+# How long a migration waits for a lock before it gives up, the whole upgrade rolled back
+# (db.MIGRATION_LOCK_TIMEOUT says why; db.migrate may pass a shorter one, and names the sessions
+# holding the lock when it gives up). Set after `db.migrate` holds its own lock: a second migrate
+# waits for the first as long as it takes.
+LOCK_TIMEOUT = config.attributes.get("lock_timeout") or db.MIGRATION_LOCK_TIMEOUT
 
 
 
