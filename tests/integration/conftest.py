@@ -1,5 +1,5 @@
 """Shared data for the analyst tests: three calls loaded through the real loader; the page
-tests' headless Chromium (Debian's, via Playwright)."""
+tests' headless Chromium (Debian's, via Playwright); a database a test can restore."""
 
 from __future__ import annotations
 
@@ -92,3 +92,13 @@ def airflow_ui(stack):
 
     with airflow_for_ui_actions(stack) as running:
         yield running
+
+
+@pytest.fixture
+def restorable(stack, tmp_path):
+    """A callscribe database of the test's own that it can back up and restore, the pipeline pointed
+    at it for the test (tests/integration/restore.py)."""
+    from tests.integration.restore import restorable_database
+
+    with restorable_database(stack, tmp_path) as r:
+        yield r

@@ -20,18 +20,12 @@ from callscribe.erasure import erase
 from callscribe.manifests import from_parquet
 from callscribe.pipeline import run_key
 from callscribe.samples import sample_dir
-from tests.integration.restore import bucket_of_its_own, restorable_database
+from tests.integration.restore import bucket_of_its_own
 
 pytestmark = pytest.mark.integration
 FILES = ("call-0002.mp3", "call-0003.wav")
 CLI = [sys.executable, "-m", "callscribe.cli"]
 OWN_BUCKET = "callsrestore"
-
-
-@pytest.fixture
-def restorable(stack, tmp_path):
-    with restorable_database(stack, tmp_path) as r:
-        yield r
 
 
 @pytest.fixture

@@ -18,17 +18,11 @@ from callscribe.discovery import day_prefix
 from callscribe.erasure import erase, note_key
 from callscribe.samples import sample_dir
 from callscribe.storage import Store
-from tests.integration.restore import bucket_of_its_own, restorable_database
+from tests.integration.restore import bucket_of_its_own
 
 pytestmark = pytest.mark.integration
 CLI = [sys.executable, "-m", "callscribe.cli"]
 OTHER = "callsnotes"  # a bucket of the same deployment other than the configured one
-
-
-@pytest.fixture
-def restorable(stack, tmp_path):
-    with restorable_database(stack, tmp_path) as r:
-        yield r
 
 
 @pytest.fixture
