@@ -37,8 +37,11 @@ def upgrade() -> None:
     trgm = op.get_bind().exec_driver_sql(
         "SELECT quote_ident(n.nspname) FROM pg_extension AS e JOIN pg_namespace AS n ON n.oid = e.extnamespace "
         "WHERE e.extname = 'pg_trgm'").scalar_one()
+    # public last: where the functions found the pipeline's tables through the callers' default path
+    # before; kept when pg_trgm lives elsewhere (an `extensions` schema on some managed services).
+    path = ", ".join(dict.fromkeys(("analytics", trgm, "public")))
     for signature in FUNCTIONS:
-        op.execute(f"ALTER FUNCTION {signature} SET search_path = analytics, {trgm}")
+        op.execute(f"ALTER FUNCTION {signature} SET search_path = {path}")
 
 
 def downgrade() -> None:
