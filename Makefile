@@ -42,7 +42,7 @@ demo: $(STAMP)
 
 test: $(STAMP) system-deps
 	$(BIN)/ruff check .
-	$(BIN)/pytest -q -m "not chaos"
+	$(BIN)/pytest -q -m "not chaos" -n 2
 
 # Bad input, injected faults, races and reruns, including the slow cases `make test` skips
 # (an 8-hour recording); prints how many recordings were lost or duplicated (must be 0)

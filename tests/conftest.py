@@ -21,7 +21,10 @@ REPO = Path(__file__).resolve().parents[1]
 # (from another clone). The CLI, run in subprocesses, finds it in CALLSCRIBE_PROFILE.
 PROFILE = services.profile(os.environ.get("CALLSCRIBE_TEST_PROFILE", "test"), root=REPO / ".callscribe")
 
-services.wipe(PROFILE)
+# Under pytest-xdist (`make test` runs the unit tests beside the integration tests) the controller
+# wipes, once, before its workers start; a worker wiping would stop the other's services.
+if "PYTEST_XDIST_WORKER" not in os.environ:
+    services.wipe(PROFILE)
 _ENV = services.apply_environment(PROFILE, repo_root=REPO)
 _BOUNCER = None
 if os.environ.get("CALLSCRIBE_TEST_PGBOUNCER", "").strip() not in ("", "0"):
@@ -80,6 +83,36 @@ def s3(stack):
     from callscribe.storage import store
 
     return store()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Under pytest-xdist (``make test``: ``-n 2``) every integration test goes to one worker, in
+    order, since they share one set of services and days; the other worker takes the unit tests,
+    a module at a time. (xdist's own ``--dist loadgroup`` needs a node id pytest 9 no longer lets
+    it rewrite.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class IntegrationOnOneWorker(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "tests/integration" if nodeid.startswith("tests/integration/") else nodeid.split("::")[0]
+
+    return IntegrationOnOneWorker(config, log)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # An xdist worker hands its fault ledger to the controller, which prints the summary.
+    if hasattr(session.config, "workeroutput"):
+        from tests import chaos
+
+        session.config.workeroutput["chaos_ledger"] = json.dumps(chaos.LEDGER, default=str)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    from tests import chaos
+
+    chaos.LEDGER.extend(json.loads(getattr(node, "workeroutput", {}).get("chaos_ledger", "[]")))
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
