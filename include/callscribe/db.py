@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
-from functools import cache, lru_cache
+from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -42,12 +44,40 @@ def unavailable(exc: BaseException) -> bool:
         isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated)
 
 
-@lru_cache(maxsize=8)
+# Engines kept, most recently used last. One pushed out is disposed: its pool's idle connections
+# would otherwise stay open on the server until the garbage collector freed the engine (never,
+# while a caller still held it). functools.lru_cache gives no hook on eviction.
+ENGINE_CACHE_SIZE = 8
+_EngineKey = tuple[str, tuple[tuple[str, str], ...]]
+_engines: OrderedDict[_EngineKey, Engine] = OrderedDict()
+_engines_lock = threading.Lock()
+
+
 def engine_for(url: str, connect_args: tuple[tuple[str, str], ...] = ()) -> Engine:
     """One pooled engine per URL and driver options (libpq parameters such as sslmode and
     sslrootcert: passed to psycopg2.connect, kept out of the URL so none is ever rendered)."""
-    return sa.create_engine(url, connect_args=dict(connect_args), pool_pre_ping=True, pool_size=2,
-                            max_overflow=4, future=True)
+    key = (url, connect_args)
+    with _engines_lock:
+        engine = _engines.get(key)
+        if engine is not None:
+            _engines.move_to_end(key)
+            return engine
+        engine = sa.create_engine(url, connect_args=dict(connect_args), pool_pre_ping=True, pool_size=2,
+                                  max_overflow=4, future=True)
+        _engines[key] = engine
+        evicted = [_engines.popitem(last=False)[1] for _ in range(len(_engines) - ENGINE_CACHE_SIZE)]
+    for old in evicted:
+        _dispose_evicted(old)
+    return engine
+
+
+def _dispose_evicted(engine: Engine) -> None:
+    """Close an evicted engine's idle connections now (what a holder has checked out stays open until
+    returned and its old pool is collected); a caller that keeps using the engine gets a fresh pool."""
+    try:
+        engine.dispose()
+    except Exception as exc:  # closing is a courtesy to the server: never the caller's failure
+        log.warning("an engine pushed out of the cache could not be disposed: %s", type(exc).__name__)
 
 
 def engine_from_settings(pg: PgSettings) -> Engine:

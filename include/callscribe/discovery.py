@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import posixpath
+import re
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +28,7 @@ from callscribe.config import (
     run_area,
     speakers_hint,
 )
-from callscribe.storage import ObjectInfo, Store
+from callscribe.storage import ObjectInfo, Store, refuses_client
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
@@ -43,7 +44,13 @@ DELETE_GUARD_MIN = 10
 
 # A HEAD of one listed key answered so: that key's matter (gone since, or a per-key policy), not
 # the store's; anything else fails the task, which reads the metadata again on its retry.
-_KEY_GONE_OR_REFUSED = frozenset({"NoSuchKey", "NotFound", "ResourceNotFound", "AccessDenied", "Forbidden"})
+_KEY_GONE = frozenset({"NoSuchKey", "NotFound", "ResourceNotFound"})
+_KEY_REFUSED = frozenset({"AccessDenied", "Forbidden"})
+# A refused read of a metadata fix is tried again after this long, doubled at each refusal in a row,
+# up to METADATA_RETRY_MAX_S (or at once when the object changes again): not one HEAD a listing for
+# ever, and a policy lifted without touching the object is still read within a week.
+METADATA_RETRY_S = float(os.environ.get("CALLSCRIBE_METADATA_RETRY_S", 3600))
+METADATA_RETRY_MAX_S = 7 * 24 * 3600.0
 
 
 class DeletionRefused(RuntimeError):
@@ -54,6 +61,27 @@ def day_prefix(base_prefix: str, day: date) -> str:
     """'calls/' + 2026-11-24 -> 'calls/2026/11/24/'."""
     base = base_prefix if not base_prefix or base_prefix.endswith("/") else base_prefix + "/"
     return f"{base}{day:%Y/%m/%d}/"
+
+
+def key_days(key: str) -> list[date]:
+    """The days a run could list ``key`` under, earliest folder first. The runs' prefix is a Param,
+    so each date folder in the key can be a run's: the key is that day's when it starts with
+    ``day_prefix(what comes before the folder, day)``, exactly what a run of that prefix lists. A
+    prefix that holds a date folder itself (``site/2081/01/01/calls/``) gives a key two days."""
+    days = []
+    for found in _DATE_FOLDER.finditer(key):
+        start = found.start(1)
+        try:
+            day = date(*map(int, found.group(1, 2, 3)))
+        except ValueError:
+            continue
+        if key.startswith(day_prefix(key[:start], day)) and day not in days:
+            days.append(day)
+    return days
+
+
+# A YYYY/MM/DD/ folder at a folder boundary with something under it (lookahead: folders may nest).
+_DATE_FOLDER = re.compile(r"(?:^|/)(?=(\d{4})/(\d{2})/(\d{2})/.)")
 
 
 def call_id_for(key: str) -> str:
@@ -138,34 +166,64 @@ def relabels(old: dict | None, new: dict | None, channels: int | None) -> bool:
 METADATA_READERS = 8
 
 
-def refresh_metadata(store: Store, engine: Engine, stale: list[Row]) -> int:
+def refresh_metadata(store: Store, engine: Engine, stale: list[Row], checked: datetime | None = None,
+                     run_id: str | None = None) -> int:
     """Read again the metadata of uploads listed as modified since it was read, under the same
     content (a copy onto the key itself with new x-amz-meta-*: the etag is the bytes'), and give
-    it to their calls. Returns how many changed. A key gone or re-uploaded since is the next
-    listing's; one the store refuses keeps what it has (its chunking says why, if it comes)."""
+    it to their calls. Returns how many changed. ``checked``: the database's time before the
+    reads began (the listing's); ``run_id`` names the work folder of a probe. A key gone or
+    re-uploaded since is the next listing's; one the store refuses keeps what it has, and is not
+    read again until its back-off is over or it changes (:func:`_refused`)."""
     if not stale:
         return 0
+    if checked is None:  # before the reads: a read is known to answer for what landed before it began
+        with engine.connect() as conn:
+            checked = conn.execute(db.q("db_now")).scalar_one()
     changed = 0
     with ThreadPoolExecutor(max_workers=min(METADATA_READERS, len(stale))) as pool:
-        for r, read in zip(stale, pool.map(lambda r: _read_metadata(store, r), stale), strict=True):
-            if read is not None and _apply_metadata(engine, r, read):
-                changed += 1
+        reads = list(zip(stale, pool.map(lambda r: _read_metadata(store, r), stale), strict=True))
+    refusals = [(r, read) for r, read in reads if isinstance(read, S3Error)]
+    # A HEAD's 403 reads as AccessDenied whatever its cause: one probe tells a refusal of this
+    # client (credentials, a bucket-wide policy: the task fails and its retry reads them all) from
+    # a policy on the keys, which alone holds their reads off.
+    if refusals and refuses_client(store, refusals[0][1], f"{run_area(run_id or 'no-run')}probe-metadata.txt"):
+        raise refusals[0][1]
+    for r, read in reads:
+        if isinstance(read, S3Error):
+            _refused(engine, r, read.code)
+        elif read is not None and _apply_metadata(engine, r, read, checked):
+            changed += 1
     return changed
 
 
-def _read_metadata(store: Store, r: Row) -> dict[str, str] | None:
-    """The upload's metadata now, if the key still holds the content ``r`` was registered with."""
+def _read_metadata(store: Store, r: Row) -> dict[str, str] | S3Error | None:
+    """The upload's metadata now, if the key still holds the content ``r`` was registered with;
+    the store's refusal of that key (a policy on it), or None when it is gone or changed."""
     try:
         etag, meta = store.stat(r.bucket, r.object_key)
     except S3Error as exc:
-        if exc.code not in _KEY_GONE_OR_REFUSED:
+        if exc.code in _KEY_REFUSED:
+            return exc
+        if exc.code not in _KEY_GONE:
             raise
         log.warning("%s: metadata not read again (%s)", r.object_key, exc.code)
         return None
     return meta if etag == r.etag else None
 
 
-def _apply_metadata(engine: Engine, r: Row, meta: dict[str, str]) -> bool:
+def _refused(engine: Engine, r: Row, code: str) -> None:
+    """Hold off the reads of a metadata fix the store refused (recording_metadata_refused.sql)."""
+    with engine.begin() as conn:
+        row = conn.execute(db.q("recording_metadata_refused"), {
+            "id": r.id, "etag": r.etag, "modified": r.last_modified, "code": code,
+            "base_s": METADATA_RETRY_S, "max_s": METADATA_RETRY_MAX_S}).one_or_none()
+    if row is not None:
+        log.warning("%s: its metadata fix is unread, the store refused the read (%s, %d time(s) in a row); "
+                    "read again after %s or when the object changes", r.object_key, code, row.metadata_refusals,
+                    f"{row.metadata_retry_at:%Y-%m-%d %H:%M %Z}")
+
+
+def _apply_metadata(engine: Engine, r: Row, meta: dict[str, str], checked: datetime | None = None) -> bool:
     """Give a call the metadata read of its upload; whether it changed a transcribed call's."""
     with engine.begin() as conn:
         row = conn.execute(db.q("recording_metadata_lock"), {"id": r.id}).one_or_none()
@@ -177,7 +235,7 @@ def _apply_metadata(engine: Engine, r: Row, meta: dict[str, str]) -> bool:
         redo = row.status in ("done", "chunked") and relabels(old, meta, row.channels)
         conn.execute(db.q("recording_metadata"), {
             "id": r.id, "etag": r.etag, "modified": r.last_modified, "metadata": json.dumps(meta),
-            "agent_id": agent_id(meta), "redo": redo})
+            "agent_id": agent_id(meta), "redo": redo, "checked": checked})
     if meta == old or row.status == "pending":  # a pending call's is read when it is chunked
         return False
     log.info("%s: metadata fixed since it was read%s", r.object_key,
@@ -394,7 +452,8 @@ def discover(store: Store, engine: Engine, day: date, base_prefix: str, run_id: 
                                     **({"guard_share": 1.0} if accept_mass_deletion and k == 0 else {}))
         stale: list[Row] = []
         new = register(engine, objects, d, run_id, deletions, listed_at, freed, stale)
-        refresh_metadata(store, engine, stale)  # before the claim: a call to transcribe again is taken
+        # Before the claim: a call to transcribe again is taken.
+        refresh_metadata(store, engine, stale, listed_at, run_id)
         if is_live is not None and release_dead(engine, d, run_id, is_live, store):
             with engine.begin() as conn:  # what the dead runs held or gave up on, settled again
                 conn.execute(db.q("discover_copy_lock"))

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import posixpath
-import re
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -29,6 +28,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from callscribe import db
 from callscribe.config import ERASURE_NOTES_PREFIX, copy_window_days, key_hash, run_area
+from callscribe.discovery import key_days
 from callscribe.manifests import from_parquet, to_parquet
 from callscribe.pipeline import pack_keys
 from callscribe.storage import Store, make_uri
@@ -84,13 +84,13 @@ def _versions(conn: Connection, bucket: str, key: str) -> list:
     return conn.execute(db.q("erase_versions"), {"bucket": bucket, "key": key}).all()
 
 
-def _day_in(key: str) -> date | None:
-    """The day a key's folders name (…/YYYY/MM/DD/…), for a key no run has registered yet."""
-    found = re.search(r"/(\d{4})/(\d{2})/(\d{2})/", "/" + key)
-    try:
-        return date(*map(int, found.groups())) if found else None
-    except ValueError:
-        return None
+def _note_days(key: str, day: date | None) -> list[date | None]:
+    """The days to file the erasure's note under: the registered day, else every day a run could
+    list the key under (the runs' prefix is theirs to choose: a prefix holding a date folder of its
+    own gives two), else undated (read by every discovery)."""
+    if day is not None:
+        return [day]
+    return list(key_days(key)) or [None]
 
 
 def _copies_in_bucket(store: Store, bucket: str, key: str, day: date | None, rows: list) -> list[str]:
@@ -239,9 +239,9 @@ def erase(store: Store, engine: Engine, key: str, actor: str, bucket: str | None
             })
     if not dry_run and not noted:
         # Before the clean-up of the work area: an erasure cut short there still outlives a restore.
-        note_day = day or _day_in(key)
         try:
-            write_note(store, bucket, digest, note_day)
+            for note_day in _note_days(key, day):
+                write_note(store, bucket, digest, note_day)
         except Exception as exc:
             # The database has committed: a bare store error would read as "nothing was erased",
             # and the operator would not know the note, which alone outlives a restore, is missing.
@@ -251,7 +251,8 @@ def erase(store: Store, engine: Engine, key: str, actor: str, bucket: str | None
                 f"so a database restore would undo this erasure, and its speech packs and work files are not "
                 f"cleaned yet: run the same erase again once the store answers") from exc
     # Listed after the transaction: discoveries wait on the erasure's lock, not on a day's listing.
-    out.copies = sorted(registered_copies | set(_copies_in_bucket(store, bucket, key, day or _day_in(key), rows)))
+    # The earliest date folder when unregistered: its folder holds the later ones' too.
+    out.copies = sorted(registered_copies | set(_copies_in_bucket(store, bucket, key, _note_days(key, day)[0], rows)))
     ids = set(out.recording_ids)
     out.rewritten = _scrub_work_area(store, run_ids, ids, dry_run)
     packs = [store.uri(k) for i in sorted(ids) for k in pack_keys(day, i)] if day else []
@@ -292,8 +293,9 @@ def write_note(store: Store, bucket: str, digest: str, day: date | None) -> None
     store.put_bytes(store.uri(note_key(bucket, digest, day)), json.dumps(body).encode(), "application/json")
 
 
-def _notes(store: Store, bucket: str | None, days: list[date] | None) -> dict[str, dict[str, date | None]]:
-    """Erased bucket -> the notes' key hashes -> their day (None: undated): ``bucket``'s notes of
+def _notes(store: Store, bucket: str | None, days: list[date] | None) -> dict[str, dict[str, list[date | None]]]:
+    """Erased bucket -> the notes' key hashes -> their days (None: undated; a key erased before any
+    run registered it may have a note under each day a run could list it under): ``bucket``'s notes of
     ``days`` (with the undated ones), or all of them; ``bucket`` None (with ``days`` None): the notes
     of every bucket an erasure named (``erase --bucket``)."""
     if bucket is None:
@@ -303,7 +305,7 @@ def _notes(store: Store, bucket: str | None, days: list[date] | None) -> dict[st
     else:
         prefixes = ([_notes_prefix(bucket)] if days is None
                     else [_notes_prefix(bucket, d) for d in days] + [f"{_notes_prefix(bucket)}{_UNDATED}/"])
-    out: dict[str, dict[str, date | None]] = {}
+    out: dict[str, dict[str, list[date | None]]] = {}
     for prefix in prefixes:
         for obj in store.list(prefix):
             parts = obj.key.removeprefix(f"{ERASURE_NOTES_PREFIX}/").split("/")
@@ -314,7 +316,9 @@ def _notes(store: Store, bucket: str | None, days: list[date] | None) -> dict[st
                 day = None if folder == _UNDATED else date.fromisoformat(folder)
             except ValueError:
                 continue
-            out.setdefault(noted_bucket, {})[name.removesuffix(".json")] = day
+            noted_days = out.setdefault(noted_bucket, {}).setdefault(name.removesuffix(".json"), [])
+            if day not in noted_days:
+                noted_days.append(day)
     return out
 
 
@@ -346,10 +350,15 @@ def reapply(store: Store, engine: Engine, days: list[date] | None = None, bucket
     return out
 
 
-def _reapply_one(store: Store, engine: Engine, bucket: str, digest: str, day: date | None, actor: str) -> None:
+def _reapply_one(store: Store, engine: Engine, bucket: str, digest: str, days: list[date | None],
+                 actor: str) -> None:
+    """One note's erasure again: its key's rows on any of its days (every day's when undated)."""
+    searched = [None] if None in days else days
     with engine.connect() as conn:
-        keys = conn.execute(db.q("erase_noted_keys"), {"bucket": bucket, "hash": digest, "call_date": day}).scalars()
-        keys = list(keys)
+        keys = sorted({k for d in searched for k in conn.execute(
+            db.q("erase_noted_keys"), {"bucket": bucket, "hash": digest, "call_date": d}).scalars()})
+    # The erasures row's day: the note's, unless the key had several (no run registered it).
+    day = days[0] if len(days) == 1 else None
     for key in keys:
         erase(store, engine, key, actor, bucket=bucket, force=True, noted=True)
     if keys:

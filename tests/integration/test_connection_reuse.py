@@ -41,3 +41,33 @@ def test_engines_are_pooled_once_per_database_not_once_per_use(stack, pg):
         if was_enabled:
             gc.enable()
     assert after - before <= 1, f"{after - before} connections left open by 30 uses of the same database"
+
+
+def _by_application(pg, name: str) -> int:
+    with pg.connect() as c:
+        return c.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :a"),
+                         {"a": name}).scalar_one()
+
+
+def test_an_engine_pushed_out_of_the_cache_closes_its_connections(stack, pg):
+    """The cache keeps 8 engines; a 9th URL pushes the oldest out. Its pool's idle connections stayed
+    open until the garbage collector happened to free the engine (never, while a caller held it)."""
+    base = pg.url.render_as_string(hide_password=False)
+    names = [f"brackenridge-evict-{i}" for i in range(9)]  # one more than the cache holds
+    held = []  # callers still holding every engine: only the eviction may close the pool
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for name in names:
+            engine = db.engine_for(f"{base}?application_name={name}")
+            with engine.connect() as c:  # one connection, back in the pool, open, after the block
+                c.execute(sa.text("SELECT 1"))
+            held.append(engine)
+        assert _by_application(pg, names[-1]) == 1
+        assert _by_application(pg, names[0]) == 0, "the engine pushed out of the cache left its connections open"
+        assert db.engine_for(f"{base}?application_name={names[-1]}") is held[-1]
+    finally:
+        if was_enabled:
+            gc.enable()
+        for engine in held:
+            engine.dispose()

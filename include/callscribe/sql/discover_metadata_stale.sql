@@ -17,6 +17,15 @@ FROM recordings AS r
 JOIN listing AS l ON r.bucket = l.bucket AND r.object_key = l.object_key AND r.etag = l.etag
 -- (The statement sees the rows as they were before its baseline.) The day's rows alone (its
 -- listing's keys are registered under it): the join never reads the whole table's.
-WHERE r.call_date = :call_date AND COALESCE(r.object_modified, r.discovered_at) < l.last_modified
+WHERE r.call_date = :call_date
   AND r.status NOT IN ('superseded', 'deleted')
+  AND (COALESCE(r.object_modified, r.discovered_at) < l.last_modified
+       -- LastModified has whole seconds: a fix later in the second the metadata was last read in
+       -- (by the chunker, or a discovery) leaves it where it was. Read once more when the last read
+       -- began before that second, and a second for the clocks of store and database, were over.
+       OR (r.object_modified = l.last_modified
+           AND GREATEST(r.metadata_read_at, r.metadata_checked_at) < l.last_modified + interval '2 seconds'))
+  -- A read the store refused for this LastModified waits for its back-off; a change is read at once.
+  AND (r.metadata_retry_at IS NULL OR r.metadata_retry_at <= now()
+       OR r.metadata_refused_modified IS DISTINCT FROM l.last_modified)
 ORDER BY r.id
