@@ -174,8 +174,8 @@ def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls
             holder = f"run {held_back[r.id]}" if held_back[r.id] else "another run"
             out.not_reprocessed.append(f"{key}: {r.status}, left to {holder}, which held it when "
                                        f"this run claimed; reprocess the day again once that run has ended")
-    pairs = {tuple(sorted(found)) for found in (*transcribed.values(), *same_bytes.values()) if len(found) > 1}
-    for found in sorted(pairs):  # copies are one call (discover_copy_retire.sql keeps one)
+    for found in copy_groups([*transcribed.values(), *same_bytes.values()]):
+        # copies are one call (discover_copy_retire.sql keeps one)
         keys = ", ".join(k for k, _ in found)
         if any(held for _, held in found):  # that run's to settle: the next discovery retires one
             out.in_progress.append(f"{keys}: the same audio transcribed {len(found)} times, one held by "
@@ -188,6 +188,31 @@ def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls
         for key in sorted(set(live) - set(listed)):
             out.unfinished.append(f"{key}: gone from the bucket; the next run of its day marks it deleted")
     return out
+
+
+def copy_groups(matches: list[list[tuple[str, bool]]]) -> list[list[tuple[str, bool]]]:
+    """Keys matched as one call (by etag and size, or by bytes), joined where matches share a key:
+    a.wav like c.wav by etag and like b.wav by bytes is one call with three transcripts, named once.
+    Each key comes with whether another live run holds it; groups of one key are no copies."""
+    parent: dict[str, str] = {}
+    held: dict[str, bool] = {}
+
+    def root(key: str) -> str:
+        while parent[key] != key:
+            parent[key] = parent[parent[key]]
+            key = parent[key]
+        return key
+
+    for found in matches:
+        for key, is_held in found:
+            parent.setdefault(key, key)
+            held[key] = held.get(key, False) or is_held
+        for key, _ in found[1:]:
+            parent[root(key)] = root(found[0][0])
+    groups: dict[str, list[str]] = {}
+    for key in parent:
+        groups.setdefault(root(key), []).append(key)
+    return sorted([(k, held[k]) for k in sorted(keys)] for keys in groups.values() if len(keys) > 1)
 
 
 @dataclass
