@@ -7,6 +7,10 @@ holds. Transcripts in Postgres are not touched. A task of a transcription run cl
 its intermediates are gone fails with the missing file named; clear the whole run instead.
 A bucket lifecycle rule on the ``_callscribe/`` prefix is the alternative (README).
 
+``keep_erasure_notes`` keeps erasures and their notes in the bucket in step: it re-applies an
+erasure a database restore undid (the runbook's ``callscribe erase --reapply``, for an operator who
+skipped it) and writes the note of an erasure that has none (the store refused it).
+
 ``make_months`` makes the current and next month's partitions of ``segments``, so the first
 load of a month needs no table change (which waits for analysts' long queries), and the months
 whose rows wait in ``segments_default`` (a load's making of them was held off).
@@ -64,8 +68,19 @@ def callscribe_maintenance():
         made = partitions.ensure_ahead(engine, datetime.now(UTC).date()) + partitions.ensure_waiting(engine)
         return [m.isoformat() for m in made]
 
+    @task(execution_timeout=timedelta(minutes=30))
+    def keep_erasure_notes() -> dict:
+        from callscribe.db import checked_engine
+        from callscribe.erasure import keep_notes
+        from callscribe.storage import store
+
+        # After a restore whose runbook step was skipped, the erased calls of days no run lists again
+        # stay searchable: this takes them out within a day, and notes each erasure that lacks one.
+        return keep_notes(store(), checked_engine(), dry_run=bool(get_current_context()["params"]["dry_run"])).as_dict()
+
     sweep_work_area()
     make_months()
+    keep_erasure_notes()
 
 
 callscribe_maintenance()

@@ -333,7 +333,12 @@ def reapply(store: Store, engine: Engine, days: list[date] | None = None, bucket
     named, not only the configured one's (the runbook's step after a restore)."""
     if every_bucket and (bucket is not None or days is not None):
         raise ValueError("every_bucket reads every note: no bucket, no days")
-    noted = _notes(store, None if every_bucket else bucket or store.bucket, days)
+    return _reapply_noted(store, engine, _notes(store, None if every_bucket else bucket or store.bucket, days),
+                          actor, dry_run)
+
+
+def _reapply_noted(store: Store, engine: Engine, noted: dict[str, dict[str, list[date | None]]], actor: str,
+                   dry_run: bool) -> list[str]:
     out = []
     for noted_bucket, notes in sorted(noted.items()):
         with engine.connect() as conn:
@@ -367,3 +372,41 @@ def _reapply_one(store: Store, engine: Engine, bucket: str, digest: str, days: l
         conn.execute(db.q("erase_lock"))
         conn.execute(db.q("erase_noted_only"), {"bucket": bucket, "hash": digest, "call_date": day, "actor": actor,
                                                 "detail": "re-applied from its note after the database lost it"})
+
+
+@dataclass
+class NotesKept:
+    """What the daily check of erasures against their notes did (or, dry, would do)."""
+
+    reapplied: list[str] = field(default_factory=list)  # key hashes erased again from their notes
+    written: list[str] = field(default_factory=list)  # key hashes whose missing note was written
+    dry_run: bool = False
+
+    def as_dict(self) -> dict:
+        return {"reapplied": len(self.reapplied), "notes_written": len(self.written), "dry_run": self.dry_run}
+
+
+def keep_notes(store: Store, engine: Engine, dry_run: bool = False) -> NotesKept:
+    """Erasures and their notes brought back in step (the maintenance DAG, daily), both ways.
+
+    A note whose erasure the database lacks is a restore's doing: it is re-applied, the runbook's
+    `erase --reapply`, for the days no run lists again (the call is searchable until then). An
+    erasure without a note (the store refused it and the erase was not run again, or the erasure
+    predates notes) gets its note, under its day (undated when it has none: every discovery reads
+    those), so the next restore cannot undo it."""
+    out = NotesKept(dry_run=dry_run)
+    noted = _notes(store, None, None)
+    out.reapplied = _reapply_noted(store, engine, noted, REAPPLIED_BY, dry_run)
+    with engine.connect() as conn:
+        erased = conn.execute(db.q("erase_all")).all()
+    for row in erased:
+        if row.key_sha256 in noted.get(row.bucket, {}):
+            continue
+        out.written.append(row.key_sha256)
+        if not dry_run:
+            write_note(store, row.bucket, row.key_sha256, row.call_date)
+    if out.written:
+        log.warning("%d erasures had no note in the bucket (a restore would have undone them): %s",
+                    len(out.written), "would be written" if dry_run else "written")
+    return out
+

@@ -42,7 +42,7 @@ def test_no_import_errors(dagbag):
 
 def test_maintenance_dag_sweeps_daily_with_a_retention_param(dagbag):
     dag = dagbag.get_dag(MAINTENANCE_DAG_ID)
-    assert sorted(t.task_id for t in dag.tasks) == ["make_months", "sweep_work_area"]
+    assert sorted(t.task_id for t in dag.tasks) == ["keep_erasure_notes", "make_months", "sweep_work_area"]
     assert dag.timetable.expression == "30 3 * * *" and not dag.catchup
     assert dag.params.get_param("retention_days").resolve() == 14
 
