@@ -45,7 +45,9 @@ DELETE_GUARD_MIN = 10
 # A HEAD of one listed key answered so: that key's matter (gone since, or a per-key policy), not
 # the store's; anything else fails the task, which reads the metadata again on its retry.
 _KEY_GONE = frozenset({"NoSuchKey", "NotFound", "ResourceNotFound"})
-_KEY_REFUSED = frozenset({"AccessDenied", "Forbidden"})
+# A 400 too (storage.REFUSED_CODES): a HEAD of an SSE-C object without its key; raised, it failed
+# every discovery of the day.
+_KEY_REFUSED = frozenset({"AccessDenied", "BadRequest", "Forbidden"})
 # A refused read of a metadata fix is tried again after this long, doubled at each refusal in a row,
 # up to METADATA_RETRY_MAX_S (or at once when the object changes again): not one HEAD a listing for
 # ever, and a policy lifted without touching the object is still read within a week.

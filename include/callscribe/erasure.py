@@ -85,12 +85,12 @@ def _versions(conn: Connection, bucket: str, key: str) -> list:
 
 
 def _note_days(key: str, day: date | None) -> list[date | None]:
-    """The days to file the erasure's note under: the registered day, else every day a run could
+    """The days to file the erasure's note under: the registered day first, and every day a run could
     list the key under (the runs' prefix is theirs to choose: a prefix holding a date folder of its
     own gives two), else undated (read by every discovery)."""
-    if day is not None:
-        return [day]
-    return list(key_days(key)) or [None]
+    days = [day] if day is not None else []
+    # Registered too: a run of another prefix lists the key under its other date folder.
+    return days + [d for d in key_days(key) if d not in days] or [None]
 
 
 def _copies_in_bucket(store: Store, bucket: str, key: str, day: date | None, rows: list) -> list[str]:
@@ -362,6 +362,9 @@ def _reapply_one(store: Store, engine: Engine, bucket: str, digest: str, days: l
     with engine.connect() as conn:
         keys = sorted({k for d in searched for k in conn.execute(
             db.q("erase_noted_keys"), {"bucket": bucket, "hash": digest, "call_date": d}).scalars()})
+        if not keys and None not in searched:  # a note of one of its days: its rows may be under another
+            keys = list(conn.execute(db.q("erase_noted_keys"),
+                                     {"bucket": bucket, "hash": digest, "call_date": None}).scalars())
     # The erasures row's day: the note's, unless the key had several (no run registered it).
     day = days[0] if len(days) == 1 else None
     for key in keys:
