@@ -53,6 +53,9 @@ _KEY_REFUSED = frozenset({"AccessDenied", "BadRequest", "Forbidden"})
 # ever, and a policy lifted without touching the object is still read within a week.
 METADATA_RETRY_S = float(os.environ.get("CALLSCRIBE_METADATA_RETRY_S", 3600))
 METADATA_RETRY_MAX_S = 7 * 24 * 3600.0
+# How far the store's clock (LastModified) and the database's (a metadata read's mark) may disagree:
+# a read marked less than this (and the second) after a fix's LastModified may have come before it.
+STORE_CLOCK_SKEW_S = float(os.environ.get("CALLSCRIBE_STORE_CLOCK_SKEW_S", 60))
 
 
 class DeletionRefused(RuntimeError):
@@ -151,7 +154,8 @@ def register(engine: Engine, objects: list[ObjectInfo], day: date, run_id: str,
             conn.execute(db.q("discover_revive"), {"call_date": day})
         (freed if freed is not None else []).extend(settle_copies(conn, day, run_id))
         (stale if stale is not None else []).extend(
-            conn.execute(db.q("discover_metadata_stale"), {"call_date": day}).all())
+            conn.execute(db.q("discover_metadata_stale"),
+                         {"call_date": day, "skew_s": STORE_CLOCK_SKEW_S}).all())
         return new
 
 

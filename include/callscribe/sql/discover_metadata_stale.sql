@@ -22,9 +22,10 @@ WHERE r.call_date = :call_date
   AND (COALESCE(r.object_modified, r.discovered_at) < l.last_modified
        -- LastModified has whole seconds: a fix later in the second the metadata was last read in
        -- (by the chunker, or a discovery) leaves it where it was. Read once more when the last read
-       -- began before that second, and a second for the clocks of store and database, were over.
+       -- began before that second, and the clocks' disagreement (skew_s), were over.
        OR (r.object_modified = l.last_modified
-           AND GREATEST(r.metadata_read_at, r.metadata_checked_at) < l.last_modified + interval '2 seconds'))
+           AND GREATEST(r.metadata_read_at, r.metadata_checked_at)
+               < l.last_modified + make_interval(secs => 1 + CAST(:skew_s AS double precision))))
   -- A read the store refused for this LastModified waits for its back-off; a change is read at once.
   AND (r.metadata_retry_at IS NULL OR r.metadata_retry_at <= now()
        OR r.metadata_refused_modified IS DISTINCT FROM l.last_modified)
