@@ -673,6 +673,10 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, MigrationBlocked):  # other sessions' locks: the message names them; try again
             print(f"callscribe: {exc}", file=sys.stderr)
             return 4
+        if type(exc).__name__ == "AirflowNotFoundException":  # a connection not set up: say which, and how
+            print(f"callscribe: {exc}. Set AIRFLOW_CONN_<ID> for it (or the CALLSCRIBE_S3_* / CALLSCRIBE_PG_* "
+                  "variables), or point a secrets backend at it: docs/connections.md", file=sys.stderr)
+            return 2
         raise
 
 

@@ -11,6 +11,18 @@ from callscribe.dev import services
 DEMO_QUERY = '"cancel my account"'
 
 
+def transcript_lines(engine, day: date) -> list[str]:
+    """A day's transcripts, a header and the wrapped text per channel."""
+    from callscribe import db
+
+    out = []
+    with engine.connect() as conn:
+        for r in conn.execute(db.q("transcripts_day"), {"call_date": day}):
+            out.append(f"  {r.object_key} [channel {r.channel}: {r.speakers or 'no speech'}, {r.n_segments} segments]")
+            out.append(textwrap.indent(textwrap.fill(r.text or "(no speech)", 96), "      "))
+    return out
+
+
 def run_demo(profile: services.Profile, day: date) -> int:
     from callscribe import db
     from callscribe.discovery import day_prefix
@@ -31,12 +43,9 @@ def run_demo(profile: services.Profile, day: date) -> int:
     dr = run_day(day)
     print(f"    run {dr.run_id}: {dr.state}")
     engine = db.engine_from_env()
-    print("4/4 transcripts in Postgres:")
-    with engine.connect() as conn:
-        for r in conn.execute(db.q("transcripts_day"), {"call_date": day}):
-            head = f"  {r.object_key} [channel {r.channel}, {r.speaker}, {r.n_segments} segments]"
-            print(head)
-            print(textwrap.indent(textwrap.fill(r.text or "(no speech)", 96), "      "))
+    print("4/4 transcripts in Postgres, as analysts see them (numbers masked):")
+    for line in transcript_lines(engine, day):
+        print(line)
     print(f"\nsearch {DEMO_QUERY}:")
     for h in search(engine, DEMO_QUERY, limit=5):
         print(f"  {h['object_key']} {h['speaker']} at {h['hit_s']:.2f} s ({h['start_s']:.2f}-{h['end_s']:.2f} s): "

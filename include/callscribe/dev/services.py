@@ -122,6 +122,13 @@ def _load_or_make_secrets(p: Profile) -> dict[str, str]:
     path = p.root / "secrets.json"
     if path.exists():
         return json.loads(path.read_text())
+    running = [port for port in (p.pg_port, p.s3_base_port) if _port_open(port)]
+    if running:
+        # Started from another folder (the checkout): new credentials here would be refused by them.
+        raise RuntimeError(
+            f"the {p.name} profile's services already run (127.0.0.1:{running[0]}), but their credentials are "
+            f"not in {p.root}: run callscribe from the folder that started them, or set CALLSCRIBE_HOME to "
+            f"its .callscribe folder")
     p.root.mkdir(parents=True, exist_ok=True)
     values = {
         "s3_access_key": "cs" + secrets.token_hex(8),
