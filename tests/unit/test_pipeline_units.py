@@ -46,10 +46,10 @@ def test_the_worker_gets_what_a_pod_gets_and_nothing_of_airflow():
 
 
 def test_reasons_are_for_people():
-    try:
+    with pytest.raises(DecodeError) as raised:  # garbage must be refused, not decoded to nothing
         decode(b"RIFF....WAVEfmt garbage" * 20, "calls/x.wav")
-    except DecodeError as exc:
-        assert "0x" not in str(exc) and "<_io" not in str(exc) and "cannot decode audio" in str(exc)
+    exc = raised.value
+    assert "0x" not in str(exc) and "<_io" not in str(exc) and "cannot decode audio" in str(exc)
     assert plain("Error opening <_io.BytesIO object at 0x7f15585379c0>: bad\nmore") == "Error opening the file: bad"
     assert describe(KeyError("k")) == "KeyError: 'k'" and describe(RuntimeError()) == "RuntimeError"
 
