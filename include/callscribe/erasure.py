@@ -348,23 +348,47 @@ def _reapply_noted(store: Store, engine: Engine, noted: dict[str, dict[str, list
         out += missing
         if dry_run or not missing:
             continue
+        keys = _noted_keys(engine, noted_bucket, {h: notes[h] for h in missing})
+        failed: list[Exception] = []
         for digest in missing:
-            _reapply_one(store, engine, noted_bucket, digest, notes[digest], actor)
+            try:
+                _reapply_one(store, engine, noted_bucket, digest, notes[digest], keys[digest], actor)
+            except Exception as exc:  # the others still get theirs; the first error is raised after
+                log.error("the erasure noted as %s... could not be re-applied: %s", digest[:16], exc)
+                failed.append(exc)
         log.warning("%d erasures the database had lost (restored to an earlier point?) re-applied from their notes "
-                    "in %s", len(missing), _notes_prefix(noted_bucket))
+                    "in %s", len(missing) - len(failed), _notes_prefix(noted_bucket))
+        if failed:
+            raise failed[0]
     return out
 
 
-def _reapply_one(store: Store, engine: Engine, bucket: str, digest: str, days: list[date | None],
-                 actor: str) -> None:
-    """One note's erasure again: its key's rows on any of its days (every day's when undated)."""
-    searched = [None] if None in days else days
+def _noted_keys(engine: Engine, bucket: str, notes: dict[str, list[date | None]]) -> dict[str, list[str]]:
+    """The keys registered under each noted hash: on its notes' days first (by the day index), then, for
+    the hashes found on none of them (undated, or registered under another day), on every day, in one
+    query for all: that one hashes every key of the bucket."""
+    found: dict[str, set[str]] = {}
+    by_day: dict[date, list[str]] = {}
+    for digest, days in notes.items():
+        if None not in days:
+            for d in days:
+                by_day.setdefault(d, []).append(digest)
     with engine.connect() as conn:
-        keys = sorted({k for d in searched for k in conn.execute(
-            db.q("erase_noted_keys"), {"bucket": bucket, "hash": digest, "call_date": d}).scalars()})
-        if not keys and None not in searched:  # a note of one of its days: its rows may be under another
-            keys = list(conn.execute(db.q("erase_noted_keys"),
-                                     {"bucket": bucket, "hash": digest, "call_date": None}).scalars())
+        def ask(day: date | None, hashes: list[str]) -> None:
+            for row in conn.execute(db.q("erase_noted_keys"),
+                                    {"bucket": bucket, "call_date": day, "hashes": sorted(hashes)}):
+                found.setdefault(row.key_sha256, set()).add(row.object_key)
+
+        for day, hashes in sorted(by_day.items()):
+            ask(day, hashes)
+        if rest := [h for h in notes if h not in found]:
+            ask(None, rest)
+    return {h: sorted(found.get(h, ())) for h in notes}
+
+
+def _reapply_one(store: Store, engine: Engine, bucket: str, digest: str, days: list[date | None],
+                 keys: list[str], actor: str) -> None:
+    """One note's erasure again: ``keys``, its key's rows (``_noted_keys``), or, with none, the hash alone."""
     # The erasures row's day: the note's, unless the key had several (no run registered it).
     day = days[0] if len(days) == 1 else None
     for key in keys:
@@ -399,15 +423,16 @@ def keep_notes(store: Store, engine: Engine, dry_run: bool = False) -> NotesKept
     those), so the next restore cannot undo it."""
     out = NotesKept(dry_run=dry_run)
     noted = _notes(store, None, None)
-    out.reapplied = _reapply_noted(store, engine, noted, REAPPLIED_BY, dry_run)
     with engine.connect() as conn:
         erased = conn.execute(db.q("erase_all")).all()
+    # The notes first: a re-apply that fails (and so fails the task) must not keep them unwritten.
     for row in erased:
         if row.key_sha256 in noted.get(row.bucket, {}):
             continue
         out.written.append(row.key_sha256)
         if not dry_run:
             write_note(store, row.bucket, row.key_sha256, row.call_date)
+    out.reapplied = _reapply_noted(store, engine, noted, REAPPLIED_BY, dry_run)
     if out.written:
         log.warning("%d erasures had no note in the bucket (a restore would have undone them): %s",
                     len(out.written), "would be written" if dry_run else "written")

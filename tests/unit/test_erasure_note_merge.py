@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import date
 from types import SimpleNamespace
 
+import pytest
+
 from callscribe import erasure
 from callscribe.config import ERASURE_NOTES_PREFIX
 
@@ -66,10 +68,11 @@ def test_a_registered_key_is_noted_under_every_day_a_run_could_list_it_under_too
 
 
 class _Rows:
-    """An engine whose recordings hold ``KEY`` under ``registered`` (erase_noted_keys answered by day)."""
+    """An engine whose recordings hold ``keys`` (hash -> (key, day)); erase_noted_keys answered by day,
+    or on every day when asked with none; no erasure known."""
 
-    def __init__(self, registered: date):
-        self.registered, self.asked, self.noted_only = registered, [], []
+    def __init__(self, keys: dict[str, tuple[str, date]]):
+        self.keys, self.asked, self.noted_only = keys, [], []
 
     def connect(self):
         return self
@@ -83,13 +86,12 @@ class _Rows:
         return False
 
     def execute(self, clause, params=None):
-        text = str(clause)
-        if "erase_noted_only" in text or "INSERT INTO erasures" in text:
+        if params and "actor" in params:
             self.noted_only.append(params)
-        if params and "call_date" in params and "hash" in params and "actor" not in params:
+        if params and "call_date" in params and "hashes" in params:
             self.asked.append(params["call_date"])
-            found = params["call_date"] in (None, self.registered)
-            return SimpleNamespace(scalars=lambda: [KEY] if found else [])
+            return [SimpleNamespace(key_sha256=h, object_key=k) for h, (k, d) in sorted(self.keys.items())
+                    if h in params["hashes"] and params["call_date"] in (None, d)]
         return SimpleNamespace(scalars=lambda: [])
 
 
@@ -100,7 +102,33 @@ def test_a_note_re_applied_from_one_of_its_days_erases_the_rows_under_another(mo
     searchable: no later re-apply looks at a hash the database now remembers."""
     erased = []
     monkeypatch.setattr(erasure, "erase", lambda store, engine, key, actor, **kw: erased.append(key))
-    engine = _Rows(registered=D1)
-    erasure._reapply_one(_NotesStore([]), engine, "calls", "h1", [D2], "actor")
+    engine = _Rows({"h1": (KEY, D1)})
+    assert erasure._reapply_noted(_NotesStore([]), engine, {"calls": {"h1": [D2]}}, "actor", False) == ["h1"]
     assert erased == [KEY], f"the row under {D1} was not erased (days searched: {engine.asked})"
     assert engine.noted_only == []
+
+
+def test_notes_without_rows_on_their_days_cost_one_search_of_every_day_not_one_each(monkeypatch):
+    """After a restore to before recent calls were registered, many notes have no rows anywhere: the
+    search of every day hashes every key of the bucket, so it is asked once for all of them (helper 87)."""
+    monkeypatch.setattr(erasure, "erase", lambda store, engine, key, actor, **kw: None)
+    engine = _Rows({"h7": (KEY, D1)})
+    notes = {f"h{i}": [D2] for i in range(50)}
+    erasure._reapply_noted(_NotesStore([]), engine, {"calls": notes}, "actor", False)
+    assert engine.asked.count(None) == 1, engine.asked
+    assert len(engine.noted_only) == 49  # each hash without rows remembered as erased; h7's row erased
+
+
+def test_one_note_that_cannot_be_re_applied_does_not_stop_the_others(monkeypatch):
+    erased = []
+
+    def erase(store, engine, key, actor, **kw):
+        if key == "calls/2085/05/06/bad.wav":
+            raise RuntimeError("store down for this one")
+        erased.append(key)
+
+    monkeypatch.setattr(erasure, "erase", erase)
+    engine = _Rows({"h1": ("calls/2085/05/06/bad.wav", D2), "h2": ("calls/2085/05/06/good.wav", D2)})
+    with pytest.raises(RuntimeError, match="store down"):
+        erasure._reapply_noted(_NotesStore([]), engine, {"calls": {"h1": [D2], "h2": [D2]}}, "actor", False)
+    assert erased == ["calls/2085/05/06/good.wav"]
