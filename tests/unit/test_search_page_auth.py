@@ -8,6 +8,7 @@ the names it is given, and recorders in place of the access-log and recording qu
 from __future__ import annotations
 
 import json
+import socket
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -257,7 +258,11 @@ def test_the_embedded_services_use_the_dev_auth_manager_and_an_analyst_connectio
     from callscribe.dev import services
 
     monkeypatch.delenv("CALLSCRIBE_DEV_LOGINS", raising=False)
-    p = services.profile("test", root=tmp_path)
+    # Ports nothing listens on: the suite's own test services may be up (no new secrets beside them).
+    with socket.socket() as a, socket.socket() as b:
+        a.bind(("127.0.0.1", 0))
+        b.bind(("127.0.0.1", 0))
+        p = services.Profile("test", tmp_path / "test", a.getsockname()[1], b.getsockname()[1], 1)
     env = services.environment(p, repo_root=tmp_path)
     assert env["AIRFLOW__CORE__AUTH_MANAGER"] == "callscribe.dev.auth_manager.CallscribeDevAuthManager"
     assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] == "True"  # the demo's and tests' default
