@@ -354,7 +354,8 @@ def _reapply_noted(store: Store, engine: Engine, noted: dict[str, dict[str, list
             try:
                 _reapply_one(store, engine, noted_bucket, digest, notes[digest], keys[digest], actor)
             except Exception as exc:  # the others still get theirs; the first error is raised after
-                log.error("the erasure noted as %s... could not be re-applied: %s", digest[:16], exc)
+                # The type only: a message may name the key, and logs outlive the erasure.
+                log.error("the erasure noted as %s... could not be re-applied: %s", digest[:16], type(exc).__name__)
                 failed.append(exc)
         log.warning("%d erasures the database had lost (restored to an earlier point?) re-applied from their notes "
                     "in %s", len(missing) - len(failed), _notes_prefix(noted_bucket))
@@ -437,4 +438,3 @@ def keep_notes(store: Store, engine: Engine, dry_run: bool = False) -> NotesKept
         log.warning("%d erasures had no note in the bucket (a restore would have undone them): %s",
                     len(out.written), "would be written" if dry_run else "written")
     return out
-

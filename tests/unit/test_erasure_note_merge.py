@@ -119,12 +119,12 @@ def test_notes_without_rows_on_their_days_cost_one_search_of_every_day_not_one_e
     assert len(engine.noted_only) == 49  # each hash without rows remembered as erased; h7's row erased
 
 
-def test_one_note_that_cannot_be_re_applied_does_not_stop_the_others(monkeypatch):
+def test_one_note_that_cannot_be_re_applied_does_not_stop_the_others(monkeypatch, caplog):
     erased = []
 
     def erase(store, engine, key, actor, **kw):
         if key == "calls/2085/05/06/bad.wav":
-            raise RuntimeError("store down for this one")
+            raise RuntimeError(f"store down for this one ({key})")
         erased.append(key)
 
     monkeypatch.setattr(erasure, "erase", erase)
@@ -132,3 +132,4 @@ def test_one_note_that_cannot_be_re_applied_does_not_stop_the_others(monkeypatch
     with pytest.raises(RuntimeError, match="store down"):
         erasure._reapply_noted(_NotesStore([]), engine, {"calls": {"h1": [D2], "h2": [D2]}}, "actor", False)
     assert erased == ["calls/2085/05/06/good.wav"]
+    assert "h1" in caplog.text and "bad.wav" not in caplog.text, caplog.text  # logs outlive the erasure
