@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from datetime import date
+from datetime import date, datetime
 
 from sqlalchemy.engine import Engine
 
 from callscribe import db
+from callscribe.config import run_area
 from callscribe.discovery import close_run
 from callscribe.storage import Store
 
@@ -85,19 +86,28 @@ def run_failures(engine: Engine, run_id: str) -> list[dict]:
 
 
 def run_listed(engine: Engine, run_id: str, dag_id: str, day: date, engine_name: str,
-               source: str | None = None) -> None:
+               source: str | None = None, store: Store | None = None) -> None:
     """Note that the run is about to list the bucket (its verdict's cut-off for late uploads), and
     what it lists (``source``, :func:`run_source`): a run id that listed another source is another
-    deployment's on this database (:class:`ForeignRun`)."""
+    deployment's on this database (:class:`ForeignRun`).
+
+    With ``store``, the time is read from the store's clock as well (a small object in the run's
+    work area): the objects' times are the store's, and the database's clock may be off from it
+    by more than the second the verdict allows."""
     with engine.begin() as conn:
         row = conn.execute(db.q("run_source"), {"run_id": run_id}).one_or_none()
         if source is not None and row is not None and row.source is not None and row.source != source:
             raise ForeignRun(_other_deployment(run_id, row.source, source))
         conn.execute(db.q("run_listed"), {"run_id": run_id, "dag_id": dag_id, "call_date": day,
                                           "engine": engine_name, "source": source})
+    if store is not None:
+        at = store.clock(run_area(run_id) + "listed")
+        with engine.begin() as conn:
+            conn.execute(db.q("run_listed_store"), {"run_id": run_id, "store_listed_at": at})
 
 
-def listed_at(engine: Engine, run_id: str):
+def listed_at(engine: Engine, run_id: str) -> datetime | None:
+    """When the run last listed the bucket: on the store's clock where it was read, else the database's."""
     with engine.connect() as conn:
         return conn.execute(db.q("run_listed_at"), {"run_id": run_id}).scalar()
 

@@ -254,6 +254,12 @@ class Store:
                                metadata=metadata, part_size=PUT_PART_BYTES)
         return uri
 
+    def clock(self, key: str) -> datetime:
+        """The store's own time now: ``key`` written empty, its Last-Modified read back from a
+        listing, the way the calls' times are read (whole seconds on some stores)."""
+        self.put_bytes(self.uri(key), b"")
+        return next(o.last_modified for o in self.list(key) if o.key == key)
+
     def stat(self, bucket: str, key: str) -> tuple[str, dict[str, str]]:
         """An object's etag and user metadata (x-amz-meta-*, keys lower-cased without the prefix)."""
         st = self.client.stat_object(bucket, key)

@@ -78,6 +78,31 @@ def test_an_upload_in_the_listings_own_second_is_late_not_lost(stack, s3, pg):
                          {"k": prefix + "late.wav"}).scalar_one() == 1
 
 
+@pytest.mark.parametrize("db_ahead_s", [30, -30], ids=["database-ahead", "store-ahead"])
+def test_the_verdict_compares_the_stores_times_with_the_stores_clock(stack, s3, pg, db_ahead_s):
+    """Postgres and the object store keep their own clocks, and NTP lets them drift apart. With the
+    database's clock ahead, a call uploaded just after the listing reads as uploaded before it (a
+    false red); with the store's ahead, a call the run lost reads as uploaded after it (a false
+    green). The run's cut-off is taken on the store's clock, where the objects' times are."""
+    day = date(2089, 1, 10 if db_ahead_s > 0 else 11)
+    prefix = day_prefix("calls/", day)
+    run = f"skewed-clocks-{db_ahead_s}"
+    s3.put_bytes(s3.uri(prefix + "seen.txt"), b"agent notes")  # quarantined at registration: final
+    _early_in_a_second_after(pg, _modified(s3, prefix + "seen.txt"))
+    reporting.run_listed(pg, run, "transcribe_calls", day, "whisper-tiny", store=s3)  # as `discover` does
+    discovery.discover(s3, pg, day, "calls/", run, is_live=lambda r: False)
+    s3.put_bytes(s3.uri(prefix + "late.wav"), b"RIFF arrived after the listing")
+    with pg.begin() as c:  # what the database recorded, had its clock been that far off the store's
+        c.execute(sa.text("UPDATE pipeline_runs SET listed_at = listed_at + make_interval(secs => :s) "
+                          "WHERE run_id = :r"), {"s": db_ahead_s, "r": run})
+        c.execute(sa.text("DELETE FROM recordings WHERE object_key = :k"), {"k": prefix + "seen.txt"})
+    discovery.close_run(pg, run)
+
+    audit = run_verdict(s3, pg, run, [day], "calls/", reporting.listed_at(pg, run)).audits[0]
+    assert audit.lost == [f"{prefix}seen.txt: not registered"], audit.as_dict()
+    assert audit.arrived_later == 1, audit.as_dict()
+
+
 # Keys a recorder or a person produces, each with the state its run must leave it in.
 ODD_DAY = date(2035, 3, 1)
 ODD_KEYS = {

@@ -155,6 +155,8 @@ def test_report_row(first_run, pg):
     assert (r.recordings_found, r.recordings_done, r.recordings_quarantined) == (5, 3, 2)
     assert r.audio_s == pytest.approx(sum(v["duration_s"] for v in labels().values()), rel=0.01)
     assert r.segments > 0 and r.jobs >= 1
+    # the listing's time read on the store's clock too (the verdict's cut-off; test_arrivals.py)
+    assert r.store_listed_at is not None and abs((r.store_listed_at - r.listed_at).total_seconds()) < 5
 
 
 def test_cli_status_and_search_json(first_run, stack):
