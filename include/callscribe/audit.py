@@ -48,9 +48,10 @@ class DayAudit:
 
 def written_after(modified: datetime | None, cut: datetime | None) -> bool:
     """Whether an object last modified at ``modified`` (the store's time) may have been written after
-    ``cut`` (the database's). Stores stamp whole seconds (AWS S3's and SeaweedFS's listings): an
-    upload after a listing that began at 12:00:00.300 reads 12:00:00, so such a time stands for its
-    whole second, or an upload the run could not have seen would count as lost and turn it red."""
+    ``cut`` (the run's listing, on the store's clock where it was read: reporting.listed_at).
+    Stores stamp whole seconds (AWS S3's and SeaweedFS's listings): an upload after a listing that
+    began at 12:00:00.300 reads 12:00:00, so such a time stands for its whole second, or an upload
+    the run could not have seen would count as lost and turn it red."""
     if modified is None or cut is None:
         return False
     return modified + timedelta(seconds=1) > cut if modified.microsecond == 0 else modified > cut

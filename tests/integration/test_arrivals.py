@@ -191,3 +191,16 @@ def test_a_call_deleted_between_listing_and_chunking_fails_with_a_reason_then_re
     with pg.connect() as c:
         assert c.execute(sa.text("SELECT status FROM recordings WHERE object_key = :k"),
                          {"k": prefix + "gone.wav"}).scalar_one() == "deleted"
+
+
+def test_a_listing_that_lags_its_writes_still_gives_the_stores_clock(stack, s3, pg, monkeypatch):
+    """A store whose listing does not show the object just written yet: its HEAD gives the time."""
+    day, run = date(2090, 3, 1), "clock-not-listed"
+    real = s3.list
+    monkeypatch.setattr(s3, "list", lambda prefix, *a, **kw: (o for o in real(prefix, *a, **kw)
+                                                              if not o.key.endswith("/listed")))
+    reporting.run_listed(pg, run, "transcribe_calls", day, "whisper-tiny", store=s3)
+    with pg.connect() as c:
+        row = c.execute(sa.text("SELECT listed_at, store_listed_at FROM pipeline_runs WHERE run_id = :r"),
+                        {"r": run}).one()
+    assert row.store_listed_at is not None and abs((row.store_listed_at - row.listed_at).total_seconds()) < 5
