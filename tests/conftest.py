@@ -19,12 +19,27 @@ from callscribe.dev import services
 REPO = Path(__file__).resolve().parents[1]
 # CALLSCRIBE_TEST_PROFILE picks another port set, so a second suite can run beside this one
 # (from another clone). The CLI, run in subprocesses, finds it in CALLSCRIBE_PROFILE.
-PROFILE = services.profile(os.environ.get("CALLSCRIBE_TEST_PROFILE", "test"), root=REPO / ".callscribe")
+BASE_PROFILE = os.environ.get("CALLSCRIBE_TEST_PROFILE", "test")
+# Under pytest-xdist (`make test`: -n 2) each worker has services of its own, so integration
+# modules run on both at once: the second worker takes the profile paired with the first's.
+# A profile without a pair keeps every integration test on one worker (the scheduler below).
+PAIRED = {"test": "test2"}
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 
-# Under pytest-xdist (`make test` runs the unit tests beside the integration tests) the controller
-# wipes, once, before its workers start; a worker wiping would stop the other's services.
-if "PYTEST_XDIST_WORKER" not in os.environ:
-    services.wipe(PROFILE)
+
+def _worker_group(worker_id: str) -> int:
+    """0 or 1: which of the pair a worker (gw0, gw1, a restarted gw2, ...) uses."""
+    return int(worker_id.removeprefix("gw") or 0) % 2
+
+
+PROFILE = services.profile(PAIRED[BASE_PROFILE] if _WORKER and _worker_group(_WORKER) and BASE_PROFILE in PAIRED
+                           else BASE_PROFILE, root=REPO / ".callscribe")
+
+# The controller wipes, once, before its workers start; a worker wiping would stop the other's services.
+if not _WORKER:
+    for _name in (BASE_PROFILE, PAIRED.get(BASE_PROFILE)):
+        if _name:
+            services.wipe(services.profile(_name, root=REPO / ".callscribe"))
 _ENV = services.apply_environment(PROFILE, repo_root=REPO)
 _BOUNCER = None
 if os.environ.get("CALLSCRIBE_TEST_PGBOUNCER", "").strip() not in ("", "0"):
@@ -87,17 +102,48 @@ def s3(stack):
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """Under pytest-xdist (``make test``: ``-n 2``) every integration test goes to one worker, in
-    order, since they share one set of services and days; the other worker takes the unit tests,
-    a module at a time. (xdist's own ``--dist loadgroup`` needs a node id pytest 9 no longer lets
-    it rewrite.)"""
+    """Under pytest-xdist (``make test``: ``-n 2``) a module at a time, since its tests share
+    module fixtures and days. Where the profile has a pair (above), each worker has services of its
+    own and takes a fixed half of the integration modules, in file order (the same run to run: the
+    order a test may have been written against), then unit modules while any are left. Otherwise
+    every integration test goes to one worker, in order, since they would share one set of services.
+    (xdist's own ``--dist loadgroup`` needs a node id pytest 9 no longer lets it rewrite.)"""
     from xdist.scheduler import LoadScopeScheduling
 
-    class IntegrationOnOneWorker(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            return "tests/integration" if nodeid.startswith("tests/integration/") else nodeid.split("::")[0]
+    paired = BASE_PROFILE in PAIRED and config.getoption("numprocesses") in (2, "2")
 
-    return IntegrationOnOneWorker(config, log)
+    def integration(scope: str) -> bool:
+        return scope.startswith("tests/integration/")
+
+    class ByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::")[0]
+            return "tests/integration" if not paired and integration(module) else module
+
+        def _next_scope(self, node) -> str | None:
+            order = list(dict.fromkeys(self._split_scope(n) for n in self.collection))
+            halves = {s: i % 2 for i, s in enumerate(s for s in order if integration(s))}
+            group = _worker_group(node.gateway.id)
+            for s in order:  # this worker's integration modules first, then any unit module
+                if s in self.workqueue and integration(s) and halves[s] == group:
+                    return s
+            return next((s for s in order if s in self.workqueue and not integration(s)), None)
+
+        def _assign_work_unit(self, node) -> None:
+            if not paired:
+                return super()._assign_work_unit(node)
+            scope = self._next_scope(node)
+            if scope is None:  # what is left is the other worker's
+                if not self._pending_of(self.assigned_work.get(node, {})):
+                    node.shutdown()
+                return None
+            work_unit = self.workqueue.pop(scope)
+            self.assigned_work.setdefault(node, {})[scope] = work_unit
+            collection = self.registered_collections[node]
+            node.send_runtest_some([collection.index(n) for n, done in work_unit.items() if not done])
+            return None
+
+    return ByModule(config, log)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -16,7 +16,7 @@ from callscribe.discovery import day_prefix
 from callscribe.samples import sample_dir
 from tests import chaos
 from tests.integration.helpers import airflow_api as _api
-from tests.integration.helpers import airflow_running
+from tests.integration.helpers import airflow_reparsed
 from tests.integration.helpers import wait_for as _wait
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -27,8 +27,10 @@ DAG_ID = "transcribe_calls"
 
 @pytest.fixture(scope="module")
 def airflow(stack):
-    with airflow_running(stack) as running:
-        yield running
+    # Parsed again here first: an earlier module's Airflow may have serialized the DAG in another
+    # zone (test_zoned_backfill), and a backfill made before would get that zone's midnights.
+    with airflow_reparsed(stack) as (_, logs):
+        yield stack, logs
 
 
 def test_three_day_backfill_transcribes_each_day_exactly_once(airflow, s3, pg):

@@ -161,14 +161,17 @@ def _work_area_ids(s3) -> set[int]:
     """Recording ids found in any shard or manifest of the work area."""
     found = set()
     for obj in s3.list("_callscribe/runs/"):
-        if obj.key.endswith(".parquet"):
-            df, meta = from_parquet(s3.get_bytes(s3.uri(obj.key)))
-            if "recording_id" in df.columns:
-                found |= set(df["recording_id"].astype(int))
-            found |= {e["recording_id"] for e in meta.get("recordings", [])}
-        elif obj.key.endswith(".json") and not obj.key.endswith(".failed.json"):
-            body = json.loads(s3.get_bytes(s3.uri(obj.key)))
-            found |= {e["recording_id"] for part in ("chunks", "recordings") for e in body.get(part, [])}
+        try:
+            if obj.key.endswith(".parquet"):
+                df, meta = from_parquet(s3.get_bytes(s3.uri(obj.key)))
+                if "recording_id" in df.columns:
+                    found |= set(df["recording_id"].astype(int))
+                found |= {e["recording_id"] for e in meta.get("recordings", [])}
+            elif obj.key.endswith(".json") and not obj.key.endswith(".failed.json"):
+                body = json.loads(s3.get_bytes(s3.uri(obj.key)))
+                found |= {e["recording_id"] for part in ("chunks", "recordings") for e in body.get(part, [])}
+        except ValueError:  # a file other tests damaged on purpose (test_reuploads): it names no call
+            continue
     return found
 
 

@@ -28,6 +28,8 @@ PROFILES = {
     # name: (postgres port, base port of the object store, Airflow API server port)
     "dev": (15432, 18330, 8080),
     "test": (15442, 18350, 18380),
+    # The suite's second xdist worker (`make test`): its integration tests on services of their own.
+    "test2": (15492, 18550, 18580),
     "bench": (15462, 18400, 18430),
     # Extra suites side by side on one machine (CALLSCRIBE_TEST_PROFILE), e.g. a review's
     # integration tests in its own clone while the main suite runs.
