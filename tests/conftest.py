@@ -121,27 +121,25 @@ def pytest_xdist_make_scheduler(config, log):
             return "tests/integration" if not paired and integration(module) else module
 
         def _next_scope(self, node) -> str | None:
-            order = list(dict.fromkeys(self._split_scope(n) for n in self.collection))
-            halves = {s: i % 2 for i, s in enumerate(s for s in order if integration(s))}
+            """This worker's next integration module in file order, else the next unit module."""
+            if not hasattr(self, "_order"):  # module -> its place in the collection, made once
+                self._order = {s: i for i, s in enumerate(dict.fromkeys(self._split_scope(n) for n in self.collection))}
+                wired = [s for s in self._order if integration(s)]
+                self._half = {s: i % 2 for i, s in enumerate(wired)}  # alternating: a fixed half each
             group = _worker_group(node.gateway.id)
-            for s in order:  # this worker's integration modules first, then any unit module
-                if s in self.workqueue and integration(s) and halves[s] == group:
-                    return s
-            return next((s for s in order if s in self.workqueue and not integration(s)), None)
+            mine = [s for s in self.workqueue if self._half.get(s) == group]
+            left = mine or [s for s in self.workqueue if not integration(s)]
+            return min(left, key=self._order.__getitem__, default=None)
 
         def _assign_work_unit(self, node) -> None:
-            if not paired:
-                return super()._assign_work_unit(node)
-            scope = self._next_scope(node)
-            if scope is None:  # what is left is the other worker's
-                if not self._pending_of(self.assigned_work.get(node, {})):
-                    node.shutdown()
-                return None
-            work_unit = self.workqueue.pop(scope)
-            self.assigned_work.setdefault(node, {})[scope] = work_unit
-            collection = self.registered_collections[node]
-            node.send_runtest_some([collection.index(n) for n, done in work_unit.items() if not done])
-            return None
+            if paired:
+                scope = self._next_scope(node)
+                if scope is None:  # what is left is the other worker's
+                    if not self._pending_of(self.assigned_work.get(node, {})):
+                        node.shutdown()
+                    return
+                self.workqueue.move_to_end(scope, last=False)  # xdist's own assignment takes the first
+            super()._assign_work_unit(node)
 
     return ByModule(config, log)
 

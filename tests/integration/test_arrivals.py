@@ -204,3 +204,29 @@ def test_a_listing_that_lags_its_writes_still_gives_the_stores_clock(stack, s3, 
         row = c.execute(sa.text("SELECT listed_at, store_listed_at FROM pipeline_runs WHERE run_id = :r"),
                         {"r": run}).one()
     assert row.store_listed_at is not None and abs((row.store_listed_at - row.listed_at).total_seconds()) < 5
+
+
+def test_a_discover_run_again_reads_the_stores_clock_again_or_falls_back(stack, s3, pg, monkeypatch):
+    """`discover` retried, or cleared in the UI: the new listing's time replaces the old one's; a try
+    whose read of the store's clock failed leaves the database's time, never the earlier try's."""
+    day, run = date(2090, 3, 2), "clock-listed-again"
+
+    def stored():
+        with pg.connect() as c:
+            return c.execute(sa.text("SELECT listed_at, store_listed_at FROM pipeline_runs WHERE run_id = :r"),
+                             {"r": run}).one()
+
+    reporting.run_listed(pg, run, "transcribe_calls", day, "whisper-tiny", store=s3)
+    first = stored().store_listed_at
+    _early_in_a_second_after(pg, first)
+    reporting.run_listed(pg, run, "transcribe_calls", day, "whisper-tiny", store=s3)
+    assert stored().store_listed_at > first and reporting.listed_at(pg, run) == stored().store_listed_at
+
+    def down(key):
+        raise ConnectionError("store down")
+
+    monkeypatch.setattr(s3, "clock", down)
+    with pytest.raises(ConnectionError):
+        reporting.run_listed(pg, run, "transcribe_calls", day, "whisper-tiny", store=s3)
+    row = stored()
+    assert row.store_listed_at is None and reporting.listed_at(pg, run) == row.listed_at
