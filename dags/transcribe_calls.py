@@ -132,15 +132,17 @@ def transcribe_calls_dag(dag_id: str, transcribe_in: Literal["local", "kubernete
                 raise AirflowFailException(str(exc)) from exc  # a retry would not change the Params
             refuse_twin_run(ctx)
             db, st = checked_engine(), store()
+            days = discovery.run_days(day, p["lookback_days"] or 0)
             try:
                 reporting.run_listed(db, ctx["run_id"], ctx["dag"].dag_id, day, p["engine"],
-                                     reporting.run_source(st.bucket, p["prefix"]), store=st)
+                                     reporting.run_source(st.bucket, p["prefix"]), store=st,
+                                     prefixes=[discovery.day_prefix(p["prefix"], d) for d in days])
             except reporting.ForeignRun as exc:  # another deployment's run id: a retry would not change it
                 raise AirflowFailException(str(exc)) from exc
             # Erasures the database no longer remembers (restored to a point before them; the bucket
             # keeps their notes), erased again before the run's days are registered: none is
             # transcribed again, nor left searchable.
-            erasure.reapply(st, db, discovery.run_days(day, p["lookback_days"] or 0))
+            erasure.reapply(st, db, days)
             ids = discovery.discover(
                 st, db, day, p["prefix"], ctx["run_id"],
                 reprocess=p["reprocess"], max_recordings=p["max_recordings"], lookback_days=p["lookback_days"],

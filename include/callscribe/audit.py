@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from callscribe import db
 from callscribe.config import copy_window_days, key_hash
 from callscribe.discovery import MAX_ATTEMPTS, day_prefix
+from callscribe.reporting import uploads_in_flight
 from callscribe.storage import Store
 
 FINAL = frozenset({"done", "failed", "quarantined", "duplicate"})
@@ -57,10 +58,21 @@ def written_after(modified: datetime | None, cut: datetime | None) -> bool:
     return modified + timedelta(seconds=1) > cut if modified.microsecond == 0 else modified > cut
 
 
+def begun_under_way(key: str, modified: datetime | None, in_flight: dict[str, list[datetime]] | None) -> bool:
+    """Whether an object is what a multipart upload under way at the run's listing became, on a
+    store that stamps such an object with the time its upload began (AWS S3): its Last-Modified is
+    that upload's start, to the second (whole seconds in listings, milliseconds in the upload list).
+    An upload abandoned long before leaves the key's later objects owed."""
+    if modified is None or not in_flight:
+        return False
+    return any(abs(modified - began) <= timedelta(seconds=1) for began in in_flight.get(key_hash(key), ()))
+
+
 def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls/",
               listed_before: datetime | None = None, run_id: str | None = None,
               is_live: Callable[[str], bool] | None = None, only_claimed: bool = False,
-              held_back: dict[int, str | None] | None = None, reprocess: bool = False) -> DayAudit:
+              held_back: dict[int, str | None] | None = None, reprocess: bool = False,
+              in_flight: dict[str, list[datetime]] | None = None) -> DayAudit:
     """Reconcile one day's prefix with its rows.
 
     For a run's verdict (``run_id``): objects modified after ``listed_before`` that the run
@@ -69,7 +81,9 @@ def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls
     ``only_claimed`` (a run limited by ``max_recordings``) only what the run took counts.
     ``held_back`` (recording id -> holder) are those a reprocess run left to other runs: owed
     until the run takes them (a later pass under its id). A ``reprocess`` run also owes what it
-    took and did not transcribe again (still `done` with the earlier transcript).
+    took and did not transcribe again (still `done` with the earlier transcript). ``in_flight``
+    (key hash -> start times): the multipart uploads under way at the run's listing
+    (reporting.uploads_in_flight); an object one of them became arrived after it, whatever its time.
     """
     prefix = day_prefix(base_prefix, day)
     objects = list(store.list(prefix))
@@ -84,7 +98,8 @@ def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls
     mine = {(r.object_key, r.etag) for r in rows if run_id and r.last_run_id == run_id}
     taken = {key for key, _ in mine}
     late = {o.key for o in objects if (o.key, o.etag) not in mine and (
-        o.key in taken or written_after(o.last_modified, listed_before))}
+        o.key in taken or written_after(o.last_modified, listed_before)
+        or begun_under_way(o.key, o.last_modified, in_flight))}
     if only_claimed:
         late |= {o.key for o in objects if (o.key, o.etag) not in mine}
     listed = {o.key: o.etag for o in objects if o.key not in late}
@@ -263,8 +278,10 @@ def run_verdict(store: Store, engine: Engine, run_id: str, days: list[date], bas
     held_back = {int(h["id"]): h["run_id"] for h in held or []}
     if reprocess is None:
         reprocess = held is not None
+    in_flight = uploads_in_flight(engine, run_id)
     audits = [audit_day(store, engine, d, base_prefix, listed_before=started_at, run_id=run_id, is_live=is_live,
-                        only_claimed=only_claimed, held_back=held_back, reprocess=reprocess and k == 0)
+                        only_claimed=only_claimed, held_back=held_back, reprocess=reprocess and k == 0,
+                        in_flight=in_flight)
               for k, d in enumerate(days)]
     # Copies the run freed and took on days or under prefixes it does not cover (discovery.discover):
     # what it took there is its to answer for, and no later run of its own may list them.

@@ -8,6 +8,7 @@ import io
 import logging
 import os
 import re
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -265,6 +266,36 @@ class Store:
             raise RuntimeError(f"the store gave no Last-Modified for {key}, just written: its clock could not be read")
         return at
 
+    def uploads_in_flight(self, prefix: str, page_size: int | None = None) -> list[tuple[str, datetime]] | None:
+        """The multipart uploads begun under ``prefix`` and not yet finished or aborted: (key, when
+        it began). None when the store will not say (no s3:ListBucketMultipartUploads permission, or
+        no such call): the caller goes on without it. Abandoned uploads stay listed until a
+        lifecycle rule aborts them."""
+        found: list[tuple[str, datetime]] = []
+        query = {"uploads": "", "prefix": prefix}
+        if page_size:
+            query["max-uploads"] = str(page_size)
+        while True:
+            try:
+                # minio's own call asks for URL-encoded keys, which some stores (SeaweedFS) claim and
+                # do not do, and it does not parse NextUploadIdMarker: plain XML-escaped keys instead.
+                page = ET.fromstring(self.client._execute("GET", self.bucket, query_params=query).data)
+            except S3Error as exc:
+                if exc.code in REFUSED_CODES or exc.code in UNSUPPORTED_CODES:
+                    log.warning("the object store will not list the uploads under way under %s (%s)", prefix, exc.code)
+                    return None
+                raise
+            for upload in page.iterfind("{*}Upload"):
+                began = upload.findtext("{*}Initiated")
+                if began:
+                    found.append((upload.findtext("{*}Key") or "", datetime.fromisoformat(began)))
+            markers = {"key-marker": page.findtext("{*}NextKeyMarker") or "",
+                       "upload-id-marker": page.findtext("{*}NextUploadIdMarker") or ""}
+            if (page.findtext("{*}IsTruncated") or "").lower() != "true" or not markers["key-marker"] or all(
+                    query.get(k) == v for k, v in markers.items()):
+                return found
+            query.update(markers)
+
     def stat(self, bucket: str, key: str) -> tuple[str, dict[str, str]]:
         """An object's etag and user metadata (x-amz-meta-*, keys lower-cased without the prefix)."""
         st = self.client.stat_object(bucket, key)
@@ -335,6 +366,8 @@ CLIENT_CODES = frozenset({"ExpiredToken", "ExpiredTokenException", "InvalidAcces
 # AccessDenied, and a 400 as BadRequest): the object's own policy or storage, or the client's
 # credentials; only a second request tells which (:func:`refuses_client`).
 REFUSED_CODES = frozenset({"AccessDenied", "BadRequest", "Forbidden"})
+# A call this store does not have (a minimal S3 gateway).
+UNSUPPORTED_CODES = frozenset({"NotImplemented", "MethodNotAllowed"})
 
 
 def unavailable(exc: BaseException) -> bool:

@@ -7,6 +7,7 @@ in the same second as its start, carries a time before it.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import unicodedata
 import urllib.request
@@ -17,6 +18,7 @@ import sqlalchemy as sa
 
 from callscribe import discovery, reporting
 from callscribe.audit import run_verdict
+from callscribe.config import key_hash
 from callscribe.discovery import day_prefix
 from callscribe.samples import distinct_copy
 
@@ -230,3 +232,112 @@ def test_a_discover_run_again_reads_the_stores_clock_again_or_falls_back(stack, 
         reporting.run_listed(pg, run, "transcribe_calls", day, "whisper-tiny", store=s3)
     row = stored()
     assert row.store_listed_at is None and reporting.listed_at(pg, run) == row.listed_at
+
+
+def _start_multipart(s3, key: str) -> tuple[str, object]:
+    """An upload begun and not finished, as a recorder's multipart upload of a long call is while it
+    runs: one part sent (the minimum part size), the upload id and the part's etag returned."""
+    upload_id = s3.client._create_multipart_upload(s3.bucket, key, {})
+    etag = s3.client._upload_part(s3.bucket, key, b"\0" * (5 * 1024 * 1024), None, upload_id, 1)
+    return upload_id, etag
+
+
+def _finish_multipart(s3, key: str, upload) -> None:
+    from minio.datatypes import Part
+
+    upload_id, etag = upload
+    s3.client._complete_multipart_upload(s3.bucket, key, upload_id, [Part(1, etag)])
+
+
+def _stamped_at_start(monkeypatch, s3, started: dict) -> None:
+    """Lists as AWS S3 does: an object made by a multipart upload carries the time the upload
+    began, not the time it was finished (SeaweedFS, here, stamps the finish)."""
+    real = s3.list
+
+    def listing(prefix, *a, **kw):
+        for o in real(prefix, *a, **kw):
+            yield dataclasses.replace(o, last_modified=started[o.key]) if o.key in started else o
+
+    monkeypatch.setattr(s3, "list", listing)
+
+
+def test_a_multipart_upload_the_listing_saw_under_way_is_late_even_stamped_at_its_start(
+        stack, s3, pg, monkeypatch):
+    """A long call uploaded in parts, begun before the run listed its day and finished after: the
+    listing could not show it, and a store that stamps such an object with the upload's start (AWS
+    S3) dates it before the listing. The run is not red for it; a call it did see and lost still is,
+    and so is one lost under a key where an older, abandoned upload lingers."""
+    day, run = date(2091, 1, 5), "multipart-under-way"
+    prefix = day_prefix("calls/", day)
+    abandoned = _start_multipart(s3, prefix + "seen.txt")  # a recorder's upload that died, weeks ago
+    time.sleep(2.1)
+    s3.put_bytes(s3.uri(prefix + "seen.txt"), b"agent notes")  # quarantined at registration: final
+    upload = _start_multipart(s3, prefix + "long.wav")
+    started = {u_key: at for u_key, at in s3.uploads_in_flight(prefix) if u_key == prefix + "long.wav"}
+    _early_in_a_second_after(pg, _modified(s3, prefix + "seen.txt"))
+    reporting.run_listed(pg, run, "transcribe_calls", day, "whisper-tiny", store=s3, prefixes=[prefix])
+    discovery.discover(s3, pg, day, "calls/", run, is_live=lambda r: False)
+    _finish_multipart(s3, prefix + "long.wav", upload)
+    _stamped_at_start(monkeypatch, s3, started)
+    assert _modified(s3, prefix + "long.wav") < reporting.listed_at(pg, run)
+    with pg.begin() as c:  # a registration that went missing: seen.txt was listed and is lost
+        c.execute(sa.text("DELETE FROM recordings WHERE object_key = :k"), {"k": prefix + "seen.txt"})
+    discovery.close_run(pg, run)
+
+    audit = run_verdict(s3, pg, run, [day], "calls/", reporting.listed_at(pg, run)).audits[0]
+    assert audit.lost == [f"{prefix}seen.txt: not registered"], audit.as_dict()
+    assert audit.arrived_later == 1, audit.as_dict()
+    s3.client._abort_multipart_upload(s3.bucket, prefix + "seen.txt", abandoned[0])
+
+    # Only the key's hash is kept (an erasure need not find keys in the runs' records).
+    with pg.connect() as c:
+        kept = c.execute(sa.text("SELECT uploads_in_flight::text FROM pipeline_runs WHERE run_id = :r"),
+                         {"r": run}).scalar_one()
+    assert "long.wav" not in kept and key_hash(prefix + "long.wav") in kept
+
+
+def test_a_store_that_will_not_list_uploads_under_way_leaves_the_verdict_as_it_was(stack, s3, pg, monkeypatch):
+    """No permission to list multipart uploads (s3:ListBucketMultipartUploads), or a store without
+    the call: the run lists as before, with nothing excused, and says so in its log."""
+    from minio.error import S3Error
+
+    day, run = date(2091, 1, 6), "multipart-refused"
+
+    real = s3.client._execute
+
+    def refused(method, bucket, *a, query_params=None, **kw):
+        if method == "GET" and "uploads" in (query_params or {}):  # the bucket's policy refuses only this
+            raise S3Error(None, "AccessDenied", "Access Denied.", "calls/", "req", "host", s3.bucket)
+        return real(method, bucket, *a, query_params=query_params, **kw)
+
+    monkeypatch.setattr(s3.client, "_execute", refused)
+    assert s3.uploads_in_flight(day_prefix("calls/", day)) is None
+    reporting.run_listed(pg, run, "transcribe_calls", day, "whisper-tiny", store=s3,
+                         prefixes=[day_prefix("calls/", day)])
+    assert reporting.uploads_in_flight(pg, run) is None
+    assert reporting.listed_at(pg, run) is not None
+
+
+def test_the_uploads_under_way_are_read_with_their_keys_as_written(stack, s3):
+    """Every upload under way under the prefix, odd keys and two under one key among them, none
+    beside it; each with the time it began."""
+    prefix = day_prefix("calls/", date(2091, 1, 7))
+    keys = [prefix + "a.wav", prefix + "a.wav", prefix + "b c+d%41.wav", prefix + "é & <x>.wav"]
+    uploads = [(k, _start_multipart(s3, k)) for k in keys]
+    beside = day_prefix("calls/", date(2091, 1, 8)) + "a.wav"
+    other = _start_multipart(s3, beside)
+    try:
+        found = s3.uploads_in_flight(prefix)
+        assert sorted(k for k, _ in found) == sorted(keys)
+        assert all(abs(began - _db_now_utc()) < timedelta(minutes=5) for _, began in found), found
+    finally:
+        for k, (upload_id, _) in uploads:
+            s3.client._abort_multipart_upload(s3.bucket, k, upload_id)
+        s3.client._abort_multipart_upload(s3.bucket, beside, other[0])
+    assert s3.uploads_in_flight(prefix) == []
+
+
+def _db_now_utc():
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc)

@@ -157,6 +157,8 @@ def test_report_row(first_run, pg):
     assert r.segments > 0 and r.jobs >= 1
     # the listing's time read on the store's clock too (the verdict's cut-off; test_arrivals.py)
     assert r.store_listed_at is not None and abs((r.store_listed_at - r.listed_at).total_seconds()) < 5
+    # and the store asked for the uploads under way under the day's prefix (none here; test_arrivals.py)
+    assert r.uploads_in_flight == []
 
 
 def test_cli_status_and_search_json(first_run, stack):

@@ -5,5 +5,6 @@
 -- The source (bucket/prefix) is the first listing's: another is refused before this (reporting.run_listed).
 INSERT INTO pipeline_runs (run_id, dag_id, call_date, engine, listed_at, source)
 VALUES (:run_id, :dag_id, :call_date, :engine, now(), :source)
-ON CONFLICT (run_id) DO UPDATE SET listed_at = now(), store_listed_at = NULL, held_back = NULL,
+ON CONFLICT (run_id) DO UPDATE SET listed_at = now(), store_listed_at = NULL, uploads_in_flight = NULL,
+    held_back = NULL,
     dag_id = EXCLUDED.dag_id, source = COALESCE(pipeline_runs.source, EXCLUDED.source)
