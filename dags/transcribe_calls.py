@@ -135,8 +135,7 @@ def transcribe_calls_dag(dag_id: str, transcribe_in: Literal["local", "kubernete
             days = discovery.run_days(day, p["lookback_days"] or 0)
             try:
                 reporting.run_listed(db, ctx["run_id"], ctx["dag"].dag_id, day, p["engine"],
-                                     reporting.run_source(st.bucket, p["prefix"]), store=st,
-                                     prefixes=[discovery.day_prefix(p["prefix"], d) for d in days])
+                                     reporting.run_source(st.bucket, p["prefix"]), store=st)
             except reporting.ForeignRun as exc:  # another deployment's run id: a retry would not change it
                 raise AirflowFailException(str(exc)) from exc
             # Erasures the database no longer remembers (restored to a point before them; the bucket

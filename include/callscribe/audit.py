@@ -7,6 +7,7 @@ twice. Fault tests run it after every recovery; operators run ``callscribe audit
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,12 +59,19 @@ def written_after(modified: datetime | None, cut: datetime | None) -> bool:
     return modified + timedelta(seconds=1) > cut if modified.microsecond == 0 else modified > cut
 
 
-def begun_under_way(key: str, modified: datetime | None, in_flight: dict[str, list[datetime]] | None) -> bool:
+# The ETag S3 gives an object made by a multipart upload: not an MD5, and the count of its parts.
+MULTIPART_ETAG = re.compile(r"[^-]+-[0-9]+")
+
+
+def begun_under_way(key: str, etag: str, modified: datetime | None,
+                    in_flight: dict[str, list[datetime]] | None) -> bool:
     """Whether an object is what a multipart upload under way at the run's listing became, on a
-    store that stamps such an object with the time its upload began (AWS S3): its Last-Modified is
-    that upload's start, to the second (whole seconds in listings, milliseconds in the upload list).
-    An upload abandoned long before leaves the key's later objects owed."""
-    if modified is None or not in_flight:
+    store that stamps such an object with the time its upload began (AWS S3): made by an upload in
+    parts (its ETag ends in their count), and its Last-Modified is that upload's start, to the
+    second (whole seconds in listings, milliseconds in the upload list). An upload abandoned long
+    before leaves the key's later objects owed, and so does an object sent whole (one PUT) in the
+    second an abandoned upload of its key began."""
+    if modified is None or not in_flight or not MULTIPART_ETAG.fullmatch(etag or ""):
         return False
     return any(abs(modified - began) <= timedelta(seconds=1) for began in in_flight.get(key_hash(key), ()))
 
@@ -82,7 +90,7 @@ def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls
     ``held_back`` (recording id -> holder) are those a reprocess run left to other runs: owed
     until the run takes them (a later pass under its id). A ``reprocess`` run also owes what it
     took and did not transcribe again (still `done` with the earlier transcript). ``in_flight``
-    (key hash -> start times): the multipart uploads under way at the run's listing
+    (key hash -> start times): the multipart uploads still under way just after the run's listing
     (reporting.uploads_in_flight); an object one of them became arrived after it, whatever its time.
     """
     prefix = day_prefix(base_prefix, day)
@@ -99,7 +107,7 @@ def audit_day(store: Store, engine: Engine, day: date, base_prefix: str = "calls
     taken = {key for key, _ in mine}
     late = {o.key for o in objects if (o.key, o.etag) not in mine and (
         o.key in taken or written_after(o.last_modified, listed_before)
-        or begun_under_way(o.key, o.last_modified, in_flight))}
+        or begun_under_way(o.key, o.etag, o.last_modified, in_flight))}
     if only_claimed:
         late |= {o.key for o in objects if (o.key, o.etag) not in mine}
     listed = {o.key: o.etag for o in objects if o.key not in late}

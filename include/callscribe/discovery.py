@@ -25,6 +25,7 @@ from callscribe.config import (
     copy_window_days,
     diarize_mono,
     first_speaker,
+    key_hash,
     run_area,
     speakers_hint,
 )
@@ -436,6 +437,23 @@ def run_days(day: date, lookback_days: int = 0) -> list[date]:
     return [day - timedelta(days=k) for k in range(lookback_days + 1)]
 
 
+def note_uploads_under_way(store: Store, engine: Engine, run_id: str, prefix: str) -> None:
+    """Just after the run listed ``prefix``: the multipart uploads still under way there, for its
+    verdict (pipeline_runs.uploads_in_flight, read by reporting.uploads_in_flight). AWS S3 stamps the
+    object such an upload makes with the time it began, so one begun before the run's listing time
+    and finished after its listing would read as listed and lost. Read after the listing, not
+    before it: an upload under way then was not in the listing, while one under way before it may
+    have finished before the listing reached its key, and been listed (its loss must not be excused).
+    Only the keys' SHA-256 are kept. A store that will not say adds nothing (the verdict excuses
+    nothing for the prefix)."""
+    found = store.uploads_in_flight(prefix)
+    if found is None:
+        return
+    with engine.begin() as conn:
+        conn.execute(db.q("run_uploads_in_flight"), {
+            "run_id": run_id, "uploads": json.dumps([[key_hash(key), began.isoformat()] for key, began in found])})
+
+
 def discover(store: Store, engine: Engine, day: date, base_prefix: str, run_id: str,
              reprocess: bool = False, max_recordings: int | None = None, lookback_days: int = 0,
              is_live: Callable[[str], bool] | None = None, accept_mass_deletion: bool = False) -> list[int]:
@@ -454,6 +472,7 @@ def discover(store: Store, engine: Engine, day: date, base_prefix: str, run_id: 
         with engine.connect() as conn:
             listed_at = conn.execute(db.q("db_now")).scalar_one()
         objects = list(store.list(prefix))
+        note_uploads_under_way(store, engine, run_id, prefix)
         deletions = store_deletions(store, prefix, refuse=k == 0,
                                     **({"guard_share": 1.0} if accept_mass_deletion and k == 0 else {}))
         stale: list[Row] = []

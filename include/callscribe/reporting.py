@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Sequence
 from datetime import date, datetime
 
 from sqlalchemy.engine import Engine
 
 from callscribe import db
-from callscribe.config import key_hash, run_area
+from callscribe.config import run_area
 from callscribe.discovery import close_run
 from callscribe.storage import Store
 
@@ -88,17 +86,15 @@ def run_failures(engine: Engine, run_id: str) -> list[dict]:
 
 
 def run_listed(engine: Engine, run_id: str, dag_id: str, day: date, engine_name: str,
-               source: str | None = None, store: Store | None = None, prefixes: Sequence[str] = ()) -> None:
+               source: str | None = None, store: Store | None = None) -> None:
     """Note that the run is about to list the bucket (its verdict's cut-off for late uploads), and
     what it lists (``source``, :func:`run_source`): a run id that listed another source is another
     deployment's on this database (:class:`ForeignRun`).
 
     With ``store``, the time is read from the store's clock as well (a small object in the run's
     work area): the objects' times are the store's, and the database's clock may be off from it
-    by more than the second the verdict allows. Then the multipart uploads under way under
-    ``prefixes`` (the key prefixes the run is about to list) are noted: an upload begun before
-    the clock was read and finished after the listing is not in it, yet a store that stamps it
-    with its start (AWS S3) dates it before the cut-off (:func:`uploads_in_flight`)."""
+    by more than the second the verdict allows. The multipart uploads still under way after
+    each day's listing are noted by the listing itself (discovery.note_uploads_under_way)."""
     with engine.begin() as conn:
         row = conn.execute(db.q("run_source"), {"run_id": run_id}).one_or_none()
         if source is not None and row is not None and row.source is not None and row.source != source:
@@ -109,17 +105,6 @@ def run_listed(engine: Engine, run_id: str, dag_id: str, day: date, engine_name:
         at = store.clock(run_area(run_id) + "listed")
         with engine.begin() as conn:
             conn.execute(db.q("run_listed_store"), {"run_id": run_id, "store_listed_at": at})
-        # After the clock and before the listing: an upload finished between the two is in the
-        # listing, and one begun before the clock and finished after the listing is noted here.
-        under_way: list[list[str]] = []
-        for prefix in prefixes:
-            found = store.uploads_in_flight(prefix)
-            if found is None:
-                return  # the store will not say: nothing is excused for it (uploads_in_flight stays NULL)
-            under_way += [[key_hash(key), began.isoformat()] for key, began in found]
-        if prefixes:
-            with engine.begin() as conn:
-                conn.execute(db.q("run_uploads_in_flight"), {"run_id": run_id, "uploads": json.dumps(under_way)})
 
 
 def listed_at(engine: Engine, run_id: str) -> datetime | None:
@@ -129,8 +114,9 @@ def listed_at(engine: Engine, run_id: str) -> datetime | None:
 
 
 def uploads_in_flight(engine: Engine, run_id: str) -> dict[str, list[datetime]] | None:
-    """The multipart uploads under way when the run listed (:func:`run_listed`): key hash -> when
-    each began. None when not known (an older run, or a store that would not say)."""
+    """The multipart uploads still under way when the run had listed its days
+    (discovery.note_uploads_under_way): key hash -> when each began. None when not known (an
+    older run, or a store that would not say)."""
     with engine.connect() as conn:
         rows = conn.execute(db.q("run_uploads_in_flight_get"), {"run_id": run_id}).scalar()
     if rows is None:

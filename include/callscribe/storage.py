@@ -11,7 +11,7 @@ import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 
 import certifi
@@ -279,16 +279,24 @@ class Store:
             try:
                 # minio's own call asks for URL-encoded keys, which some stores (SeaweedFS) claim and
                 # do not do, and it does not parse NextUploadIdMarker: plain XML-escaped keys instead.
-                page = ET.fromstring(self.client._execute("GET", self.bucket, query_params=query).data)
+                body = self.client._execute("GET", self.bucket, query_params=query).data
             except S3Error as exc:
                 if exc.code in REFUSED_CODES or exc.code in UNSUPPORTED_CODES:
                     log.warning("the object store will not list the uploads under way under %s (%s)", prefix, exc.code)
                     return None
                 raise
-            for upload in page.iterfind("{*}Upload"):
-                began = upload.findtext("{*}Initiated")
-                if began:
-                    found.append((upload.findtext("{*}Key") or "", datetime.fromisoformat(began)))
+            try:
+                page = ET.fromstring(body)
+                for upload in page.iterfind("{*}Upload"):
+                    began = upload.findtext("{*}Initiated")
+                    if began:
+                        at = datetime.fromisoformat(began)  # S3's times are UTC, a zone written or not
+                        found.append((upload.findtext("{*}Key") or "",
+                                      at if at.tzinfo else at.replace(tzinfo=UTC)))
+            except (ET.ParseError, ValueError) as exc:  # no answer the run can use: strict, not stopped
+                log.warning("the object store's list of the uploads under way under %s could not be read (%s)",
+                            prefix, type(exc).__name__)
+                return None
             markers = {"key-marker": page.findtext("{*}NextKeyMarker") or "",
                        "upload-id-marker": page.findtext("{*}NextUploadIdMarker") or ""}
             if (page.findtext("{*}IsTruncated") or "").lower() != "true" or not markers["key-marker"] or all(

@@ -11,7 +11,7 @@ import dataclasses
 import time
 import unicodedata
 import urllib.request
-from datetime import date, timedelta
+from datetime import UTC, date, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -275,8 +275,8 @@ def test_a_multipart_upload_the_listing_saw_under_way_is_late_even_stamped_at_it
     upload = _start_multipart(s3, prefix + "long.wav")
     started = {u_key: at for u_key, at in s3.uploads_in_flight(prefix) if u_key == prefix + "long.wav"}
     _early_in_a_second_after(pg, _modified(s3, prefix + "seen.txt"))
-    reporting.run_listed(pg, run, "transcribe_calls", day, "whisper-tiny", store=s3, prefixes=[prefix])
-    discovery.discover(s3, pg, day, "calls/", run, is_live=lambda r: False)
+    reporting.run_listed(pg, run, "transcribe_calls", day, "whisper-tiny", store=s3)
+    discovery.discover(s3, pg, day, "calls/", run, is_live=lambda r: False)  # notes the uploads under way
     _finish_multipart(s3, prefix + "long.wav", upload)
     _stamped_at_start(monkeypatch, s3, started)
     assert _modified(s3, prefix + "long.wav") < reporting.listed_at(pg, run)
@@ -312,8 +312,8 @@ def test_a_store_that_will_not_list_uploads_under_way_leaves_the_verdict_as_it_w
 
     monkeypatch.setattr(s3.client, "_execute", refused)
     assert s3.uploads_in_flight(day_prefix("calls/", day)) is None
-    reporting.run_listed(pg, run, "transcribe_calls", day, "whisper-tiny", store=s3,
-                         prefixes=[day_prefix("calls/", day)])
+    reporting.run_listed(pg, run, "transcribe_calls", day, "whisper-tiny", store=s3)
+    discovery.discover(s3, pg, day, "calls/", run, is_live=lambda r: False)
     assert reporting.uploads_in_flight(pg, run) is None
     assert reporting.listed_at(pg, run) is not None
 
@@ -338,6 +338,61 @@ def test_the_uploads_under_way_are_read_with_their_keys_as_written(stack, s3):
 
 
 def _db_now_utc():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
+
+
+def test_an_upload_under_way_at_the_clock_and_finished_before_the_listing_is_owed(stack, s3, pg, monkeypatch):
+    """A multipart upload under way when the run read the store's clock, finished before the run's
+    listing reached its day (the listing of the lookback days, erasure.reapply and the registration
+    of earlier days come between): the listing shows it, the run takes it, and a run that then loses
+    it is red, though a store that stamps it with its start (AWS S3) dates it before the clock."""
+    day, run = date(2092, 1, 5), "multipart-finished-before-listing"
+    prefix = day_prefix("calls/", day)
+    upload = _start_multipart(s3, prefix + "long.wav")
+    started = {k: at.replace(microsecond=0)  # whole seconds, as AWS S3 lists them
+               for k, at in s3.uploads_in_flight(prefix) if k == prefix + "long.wav"}
+    time.sleep(2.1)  # the clock read is seconds after the upload began
+    reporting.run_listed(pg, run, "transcribe_calls", day, "whisper-tiny", store=s3)
+    _finish_multipart(s3, prefix + "long.wav", upload)  # before the listing
+    _stamped_at_start(monkeypatch, s3, started)
+    discovery.discover(s3, pg, day, "calls/", run, is_live=lambda r: False)
+    with pg.connect() as c:
+        assert c.execute(sa.text("SELECT count(*) FROM recordings WHERE object_key = :k AND last_run_id = :r"),
+                         {"k": prefix + "long.wav", "r": run}).scalar_one() == 1  # the listing showed it
+    with pg.begin() as c:  # a registration that went missing: long.wav was listed and is lost
+        c.execute(sa.text("DELETE FROM recordings WHERE object_key = :k"), {"k": prefix + "long.wav"})
+    discovery.close_run(pg, run)
+
+    audit = run_verdict(s3, pg, run, [day], "calls/", reporting.listed_at(pg, run)).audits[0]
+    assert audit.lost == [f"{prefix}long.wav: not registered"], audit.as_dict()
+    assert audit.arrived_later == 0, audit.as_dict()
+
+
+def test_a_call_put_whole_in_the_second_an_abandoned_upload_of_its_key_began_is_owed(stack, s3, pg):
+    """A recorder whose multipart upload died and that sent the call again at once, in one PUT (no
+    parts): the abandoned upload lingers, under way, begun in the second the object is stamped with.
+    The object is no upload's: the run listed it, and a run that loses it is red."""
+    day, run = date(2092, 1, 6), "multipart-abandoned-then-put"
+    prefix = day_prefix("calls/", day)
+    for _ in range(5):
+        abandoned = _start_multipart(s3, prefix + "call.wav")
+        s3.put_bytes(s3.uri(prefix + "call.wav"), b"RIFF sent again whole")
+        began = next(at for k, at in s3.uploads_in_flight(prefix) if k == prefix + "call.wav")
+        if abs(_modified(s3, prefix + "call.wav") - began) <= timedelta(seconds=1):
+            break
+        s3.client._abort_multipart_upload(s3.bucket, prefix + "call.wav", abandoned[0])
+    else:
+        pytest.fail("could not begin an upload and put the key within a second in 5 tries")
+    try:
+        time.sleep(2.1)  # the run lists seconds later
+        reporting.run_listed(pg, run, "transcribe_calls", day, "whisper-tiny", store=s3)
+        discovery.discover(s3, pg, day, "calls/", run, is_live=lambda r: False)
+        with pg.begin() as c:  # a registration that went missing: call.wav was listed and is lost
+            c.execute(sa.text("DELETE FROM recordings WHERE object_key = :k"), {"k": prefix + "call.wav"})
+        discovery.close_run(pg, run)
+        audit = run_verdict(s3, pg, run, [day], "calls/", reporting.listed_at(pg, run)).audits[0]
+        assert audit.lost == [f"{prefix}call.wav: not registered"], audit.as_dict()
+    finally:
+        s3.client._abort_multipart_upload(s3.bucket, prefix + "call.wav", abandoned[0])

@@ -82,3 +82,33 @@ def test_other_errors_fail_the_reading():
 
     with pytest.raises(S3Error):
         _store(SimpleNamespace(_execute=down)).uploads_in_flight("calls/")
+
+
+def _answering(body: bytes) -> Store:
+    return _store(SimpleNamespace(_execute=lambda *a, **kw: SimpleNamespace(data=body)))
+
+
+def test_a_start_written_without_a_zone_is_utc_and_excuses_its_object():
+    """A store that writes Initiated without a zone (S3's times are UTC): the verdict compares it with
+    the listing's times, which carry one; not a TypeError in `verify`."""
+    from callscribe.audit import begun_under_way
+    from callscribe.config import key_hash
+
+    key = "calls/2092/01/05/a.wav"
+    found = _answering(_page([(key, "id-0", "2092-01-05T00:00:00.100")], truncated=False)).uploads_in_flight(
+        "calls/2092/01/05/")
+    # as the verdict reads them back (pipeline_runs.uploads_in_flight, a JSON list)
+    in_flight = {key_hash(k): [datetime.fromisoformat(t.isoformat())] for k, t in found}
+    assert begun_under_way(key, "9b2cf535f27731c974343645a3985328-3", datetime(2092, 1, 5, tzinfo=UTC), in_flight)
+    assert found == [(key, datetime(2092, 1, 5, 0, 0, 0, 100_000, tzinfo=UTC))]
+
+
+@pytest.mark.parametrize("body", [
+    _page([("calls/2092/01/05/a.wav", "id-0", "Wed, 05 Jan 2092 00:00:00 GMT")], truncated=False),
+    b"<html><body>upstream said no</body>",
+])
+def test_an_answer_that_cannot_be_read_is_no_answer(body, caplog):
+    """An upload list the run cannot read (another time format, a proxy's page): the run goes on
+    without it, as with a store that will not say, rather than failing `discover` every night."""
+    assert _answering(body).uploads_in_flight("calls/2092/01/05/") is None
+    assert "could not be read" in caplog.text

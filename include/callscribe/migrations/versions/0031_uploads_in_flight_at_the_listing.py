@@ -3,9 +3,9 @@
 An upload in parts begun before a run's listing and finished after it is not in the listing, and
 a store that stamps such an object with the time the upload began (AWS S3) dates it before the
 listing: the verdict counted it lost, a false red on a night when a long call was still uploading.
-``uploads_in_flight`` holds what the store said was under way just after the run read its clock:
-a JSON list of [SHA-256 of the key, the time the upload began] (hashes, as erasures name objects,
-so no key is kept here). NULL for runs from before this revision, or where the store would not
+``uploads_in_flight`` holds what the store said was still under way just after the run listed
+each of its days: a JSON list of [SHA-256 of the key, the time the upload began] (hashes, as
+erasures name objects, so no key is kept here). NULL for runs from before this revision, or where the store would not
 say: the verdict then excuses nothing for it.
 
 Revision ID: 0031
