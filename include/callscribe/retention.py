@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 
 from callscribe import db
 from callscribe.pipeline import WORK_PREFIX, pack_keys, run_key
-from callscribe.storage import ObjectInfo, Store
+from callscribe.storage import REFUSED_CODES, ObjectInfo, S3Error, Store, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,15 @@ class Sweep:
     def as_dict(self) -> dict:
         return {"deleted": self.deleted, "deleted_bytes": self.deleted_bytes, "kept_recent": self.kept_recent,
                 "kept_live": self.kept_live, "dry_run": self.dry_run}
+
+
+class SweepRefused(RuntimeError):
+    """The store refused to delete some expired objects (S3 Object Lock keeps a version until its
+    retention ends: 403 AccessDenied); the rest was swept. ``sweep`` says what was done."""
+
+    def __init__(self, message: str, sweep: Sweep):
+        super().__init__(message)
+        self.sweep = sweep
 
 
 @dataclass(frozen=True)
@@ -81,6 +90,7 @@ def sweep(store: Store, engine: Engine, retention: timedelta, now: datetime | No
     cutoff = (now or datetime.now(UTC)) - retention
     live = held(engine)  # read before listing: a run that starts later writes newer objects
     out = Sweep(dry_run=dry_run)
+    refused: list[str] = []
     # Deleted objects on a versioned bucket too (a task retry deletes the earlier try's shard and
     # failure note): their older versions keep their bytes behind the delete marker.
     for obj in itertools.chain(store.list(under), store.hidden(under)):
@@ -95,10 +105,24 @@ def sweep(store: Store, engine: Engine, retention: timedelta, now: datetime | No
         else:
             # Every version (a versioned bucket keeps them otherwise) written before the cut-off:
             # not one a run wrote since the listing (it claimed the recording after `held`).
-            if store.purge_older(store.uri(obj.key), cutoff):
+            try:
+                purged = store.purge_older(store.uri(obj.key), cutoff)
+            except S3Error as exc:
+                # One object's refusal (a version under Object Lock retention, a policy on its key) is
+                # that object's: the others are still swept, and the sweep fails at its end naming it.
+                if unavailable(exc) or exc.code not in REFUSED_CODES:
+                    raise
+                refused.append(f"{obj.key} ({exc.code})")
+                continue
+            if purged:
                 out.deleted += 1
                 out.deleted_bytes += obj.size
             else:
                 out.kept_recent += 1
     log.info("work area sweep (older than %s): %s", retention, out.as_dict())
+    if refused:
+        raise SweepRefused(
+            f"the object store refused to delete {len(refused)} expired work-area object(s) (an Object Lock "
+            f"retention or a policy on them; the rest was swept): {', '.join(refused[:10])}"
+            + (" ..." if len(refused) > 10 else ""), out)
     return out

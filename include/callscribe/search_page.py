@@ -46,14 +46,17 @@ def _presigner():
     from dataclasses import replace
 
     from callscribe.config import s3_settings
-    from callscribe.storage import minio_client
+    from callscribe.storage import minio_client, store
 
     s = s3_settings()
     public = os.environ.get("CALLSCRIBE_S3_PUBLIC_ENDPOINT")
     endpoint, secure = (public.split("://", 1)[-1], public.startswith("https://")) if public else (s.endpoint,
                                                                                                  s.secure)
-    # A region given up front: presigning then needs no request to the store.
-    return minio_client(replace(s, region=s.region or "us-east-1"), endpoint, secure)
+    # A region given up front: presigning then needs no request to the public endpoint (which this server
+    # may not reach). Without one in the connection, the bucket's own, as the pipeline's client asks it
+    # (GetBucketLocation, once): AWS refuses a link signed for us-east-1 to a bucket of another region.
+    region = s.region or store(s).client._get_region(s.bucket)
+    return minio_client(replace(s, region=region), endpoint, secure)
 
 
 def audio_url(bucket: str, key: str, start_s: float) -> str:

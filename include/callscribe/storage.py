@@ -8,6 +8,7 @@ import io
 import logging
 import os
 import re
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -88,11 +89,17 @@ def header_text(value: str) -> str:
 
 # Objects up to this size go up in one PUT (S3 takes up to 5 GiB); larger ones in parts of it.
 PUT_PART_BYTES = 64 * 1024 * 1024
+# How long a bucket that refused to list its versions, and said it keeps none, is taken at its word.
+UNVERSIONED_TTL_S = 300.0
 # What a conditional read (If-Match) answers when the object's content is no longer that one.
 CHANGED = "PreconditionFailed"
 
 
 # ---------------------------------------------------------------- credentials and trust
+
+
+class VersionsRefused(PermissionError):
+    """The store will not list the versions of a bucket that keeps them (s3:ListBucketVersions)."""
 
 
 class CredentialsUnavailable(ConnectionError):
@@ -209,6 +216,8 @@ class Store:
         self.settings = settings
         self.bucket = settings.bucket
         self.client = minio_client(settings)
+        self._unversioned: dict[str, float] = {}  # bucket -> when it would not list versions, and kept none
+        self._versioning_unknown: dict[str, float] = {}  # ... and would not say whether it kept any
 
     def list(self, prefix: str, bucket: str | None = None) -> Iterator[ObjectInfo]:
         b = bucket or self.bucket
@@ -217,11 +226,64 @@ class Store:
                 continue
             yield ObjectInfo(b, obj.object_name, (obj.etag or "").strip('"'), obj.size or 0, obj.last_modified)
 
+    def _version_listing(self, bucket: str, prefix: str, recursive: bool = True,
+                         unknown_unversioned: bool = False) -> Iterator[object]:
+        """ListObjectVersions under ``prefix``. AWS S3 (and MinIO with policies) allow it only with
+        s3:ListBucketVersions, an action s3:ListBucket does not give. Refused, a bucket whose
+        versioning was never turned on is answered by its plain listing (each object its only
+        version, no delete markers); one with versioning raises :class:`VersionsRefused` naming
+        what to grant (its older versions keep bytes). A bucket that will not say whether it keeps
+        versions either (s3:GetBucketVersioning) raises too, unless ``unknown_unversioned``: the
+        work-area sweep takes its current objects with a warning; an erasure must not claim a
+        call's bytes gone while older versions may hold them."""
+        try:
+            listed = self.client.list_objects(bucket, prefix=prefix, recursive=recursive, include_version=True)
+            first = next(listed, None)
+        except S3Error as exc:
+            if exc.code not in REFUSED_CODES:
+                raise
+            self._versions_refused(bucket, exc, unknown_unversioned)
+            yield from self.client.list_objects(bucket, prefix=prefix, recursive=recursive)
+            return
+        if first is not None:
+            yield first
+            yield from listed
+
+    def _versions_refused(self, bucket: str, exc: S3Error, unknown_unversioned: bool) -> None:
+        def recent(seen: dict[str, float]) -> bool:
+            return time.monotonic() - seen.get(bucket, -UNVERSIONED_TTL_S) < UNVERSIONED_TTL_S
+
+        # The bucket said a moment ago that it keeps no versions, or (for the sweep) would not say and
+        # was warned of: the sweep lists key by key.
+        if recent(self._unversioned) or (unknown_unversioned and recent(self._versioning_unknown)):
+            return
+        try:
+            status = self.client.get_bucket_versioning(bucket).status  # None: versioning never turned on
+        except S3Error as refused:
+            if refused.code not in REFUSED_CODES:
+                raise
+            status = "unknown"
+        grant = "grant s3:ListBucketVersions, s3:GetBucketVersioning and s3:DeleteObjectVersion (docs/connections.md)"
+        if status in ("Enabled", "Suspended"):
+            raise VersionsRefused(
+                f"the object store refuses to list the versions in bucket {bucket} ({exc.code}), which keeps "
+                f"versions (versioning {status}): {grant}; without them older versions keep their bytes") from exc
+        if status == "unknown":
+            if not unknown_unversioned:
+                raise VersionsRefused(
+                    f"the object store refuses to list the versions in bucket {bucket} ({exc.code}) and to say "
+                    f"whether it keeps any: {grant}; older versions may keep the bytes") from exc
+            log.warning("the object store refuses to list the versions in bucket %s (%s) and will not say "
+                        "whether it keeps any: only current objects are seen; %s", bucket, exc.code, grant)
+            self._versioning_unknown[bucket] = time.monotonic()
+            return
+        self._unversioned[bucket] = time.monotonic()
+
     def versions(self, prefix: str) -> Iterator[ObjectVersion]:
         """Every version of the objects under ``prefix``, delete markers left out: on a versioned
         bucket a deleted or overwritten object keeps its bytes in them (one version each, the
         latest, on a bucket without versioning)."""
-        for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True, include_version=True):
+        for obj in self._version_listing(self.bucket, prefix):
             if obj.is_dir or obj.is_delete_marker:
                 continue
             yield ObjectVersion(obj.object_name, _version(obj.version_id), _latest(obj.is_latest))
@@ -230,7 +292,7 @@ class Store:
         """The keys under ``prefix`` whose current version is a delete marker (a deleted object on a
         versioned bucket: its older versions keep their bytes), dated by that marker; a listing of
         current objects (``list``) leaves them out. None on a bucket without versioning."""
-        for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True, include_version=True):
+        for obj in self._version_listing(self.bucket, prefix, unknown_unversioned=True):
             if obj.is_delete_marker and _latest(obj.is_latest):
                 yield ObjectInfo(self.bucket, obj.object_name, "", 0, obj.last_modified)
 
@@ -334,7 +396,7 @@ class Store:
         returns how many were removed."""
         bucket, key = parse_uri(uri)
         removed = 0
-        for obj in self.client.list_objects(bucket, prefix=key, include_version=True):
+        for obj in list(self._version_listing(bucket, key, recursive=False)):
             if obj.object_name != key or (keep_latest and _latest(obj.is_latest)):
                 continue
             self.client.remove_object(bucket, key, version_id=_version(obj.version_id))
@@ -347,7 +409,7 @@ class Store:
         many were removed."""
         bucket, key = parse_uri(uri)
         removed = 0
-        for obj in self.client.list_objects(bucket, prefix=key, include_version=True):
+        for obj in list(self._version_listing(bucket, key, recursive=False, unknown_unversioned=True)):
             if obj.object_name != key or obj.last_modified is None or obj.last_modified >= before:
                 continue
             self.client.remove_object(bucket, key, version_id=_version(obj.version_id))
