@@ -62,6 +62,7 @@ PREFIX_SCHEMA = {"type": "string", "not": {"anyOf": [
     {"pattern": "^[A-Za-z][A-Za-z0-9+.-]*://"},  # a URI, not a key prefix
     {"pattern": r"\.\."},
     {"pattern": "^_callscribe(/|$)"},  # the pipeline's work area: its speech packs look like calls
+    {"pattern": "^_callscribe_erasures(/|$)"},  # the erasures' notes (check_prefix refuses them too)
 ]}}
 
 
@@ -132,6 +133,10 @@ def transcribe_calls_dag(dag_id: str, transcribe_in: Literal["local", "kubernete
                 raise AirflowFailException(str(exc)) from exc  # a retry would not change the Params
             refuse_twin_run(ctx)
             db, st = checked_engine(), store()
+            # The days this run lists, for its verdict: a scheduled run has no conf, so each task takes
+            # the lookback's default from the DAG file as its worker parses it, which a deploy (or
+            # workers set apart) can change between this task and verify.
+            ctx["ti"].xcom_push(key="lookback_days", value=p["lookback_days"] or 0)
             days = discovery.run_days(day, p["lookback_days"] or 0)
             try:
                 reporting.run_listed(db, ctx["run_id"], ctx["dag"].dag_id, day, p["engine"],
@@ -218,7 +223,7 @@ def transcribe_calls_dag(dag_id: str, transcribe_in: Literal["local", "kubernete
                     checked_engine(), ctx["run_id"], ctx["dag"].dag_id, pipeline.call_day(ctx),
                     ctx["params"]["engine"], store=st, source=reporting.run_source(st.bucket, ctx["params"]["prefix"]),
                 )
-            except reporting.ForeignRun as exc:
+            except (reporting.ForeignRun, pipeline.BadParam) as exc:  # a retry would not change either
                 raise AirflowFailException(str(exc)) from exc
             return {k: v for k, v in figures.items() if k != "failures"} | {"failures": len(figures["failures"])}
 
@@ -235,9 +240,11 @@ def transcribe_calls_dag(dag_id: str, transcribe_in: Literal["local", "kubernete
             states = ctx["ti"].get_task_states(dag_id=ctx["dag"].dag_id, run_ids=[ctx["run_id"]])
             try:
                 return pipeline.verify_run(store(), checked_engine(), ctx, states.get(ctx["run_id"], {}),
-                                           run_is_live(ctx))
-            except pipeline.RunIncomplete as exc:
-                # A verdict is not retried (an outage while checking is: any other error).
+                                           run_is_live(ctx),
+                                           lookback_days=ctx["ti"].xcom_pull(task_ids="discover", key="lookback_days"))
+            except (pipeline.RunIncomplete, pipeline.BadParam) as exc:
+                # A verdict is not retried (an outage while checking is: any other error), nor is a
+                # run's day its Params or logical date cannot give (discover failed on it already).
                 raise AirflowFailException(str(exc)) from exc
 
         loaded = load(jobs)

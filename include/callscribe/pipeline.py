@@ -574,12 +574,13 @@ def max_map_length() -> int:
 
 
 def verify_run(store: Store, engine: Engine, context, task_states: dict[str, str],
-               is_live: Callable[[str], bool] | None = None) -> dict:
+               is_live: Callable[[str], bool] | None = None, lookback_days: int | None = None) -> dict:
     """The run's verdict: raises :class:`RunIncomplete` (a red run) unless every recording of
     its days is done, quarantined or failed with a reason, and none of its tasks failed.
 
     Objects uploaded after the run listed the bucket, and recordings another live run is
-    working on, are not this run's to answer for.
+    working on, are not this run's to answer for. ``lookback_days``: the lookback the run's
+    ``discover`` listed with (None: the Param's, as this task sees it).
     """
     from callscribe.audit import run_verdict
     from callscribe.discovery import run_days
@@ -593,7 +594,8 @@ def verify_run(store: Store, engine: Engine, context, task_states: dict[str, str
         raise RunIncomplete(str(exc)) from None
     failed = sorted(t for t, state in task_states.items()
                     if str(state) in ("failed", "upstream_failed") and not t.startswith("verify"))
-    days = run_days(call_day(context), int(params.get("lookback_days") or 0))
+    lookback = params.get("lookback_days") if lookback_days is None else lookback_days
+    days = run_days(call_day(context), int(lookback or 0))
     verdict = run_verdict(store, engine, run_id, days, params["prefix"], listed_at(engine, run_id), failed,
                           is_live, only_claimed=bool(params.get("max_recordings")),
                           reprocess=bool(params.get("reprocess")))

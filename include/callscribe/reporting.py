@@ -8,7 +8,7 @@ from datetime import date, datetime
 from sqlalchemy.engine import Engine
 
 from callscribe import db
-from callscribe.config import run_area
+from callscribe.config import run_area, run_key
 from callscribe.discovery import close_run
 from callscribe.storage import Store
 
@@ -99,6 +99,12 @@ def run_listed(engine: Engine, run_id: str, dag_id: str, day: date, engine_name:
         row = conn.execute(db.q("run_source"), {"run_id": run_id}).one_or_none()
         if source is not None and row is not None and row.source is not None and row.source != source:
             raise ForeignRun(_other_deployment(run_id, row.source, source))
+        conn.execute(db.q("run_key_lock"), {"run_key": run_key(run_id)})
+        other = conn.execute(db.q("run_key_taken"), {"run_id": run_id, "run_key": run_key(run_id)}).scalar()
+        if other is not None:
+            raise ForeignRun(f"run {run_id} would share its work area {run_area(run_id)} with run {other} (run ids "
+                             f"that differ only in '~', ':' or '+' are one folder there): trigger the run again "
+                             f"with another run id")
         conn.execute(db.q("run_listed"), {"run_id": run_id, "dag_id": dag_id, "call_date": day,
                                           "engine": engine_name, "source": source})
     if store is not None:

@@ -8,7 +8,9 @@ from callscribe.pipeline import BadParam, call_day, check_date, check_prefix
 
 GOOD_PREFIXES = ["calls/", "calls", "", "site-a/calls/", "recordings/2026/", "calls_callscribe/", "x/_callscribe/"]
 BAD_PREFIXES = ["_callscribe/", "_callscribe", "_callscribe/runs/", "/calls/", "../calls/", "calls/../_callscribe/",
-                "calls/..", "s3://calls/calls/", "file:///etc/"]
+                "calls/..", "s3://calls/calls/", "file:///etc/",
+                # The erasures' notes: the Trigger form took them, discover refused them (review 2)
+                "_callscribe_erasures/", "_callscribe_erasures", "_callscribe_erasures/calls/"]
 
 
 def test_scheduled_run_covers_its_logical_date():

@@ -27,7 +27,9 @@ WHERE id IN (
       AND NOT EXISTS (SELECT 1 FROM recordings AS n
                       WHERE n.bucket = recordings.bucket AND n.object_key = recordings.object_key
                         AND n.id > recordings.id AND n.status <> 'superseded')
-    ORDER BY id
+    -- A reprocess with a limit takes the calls loaded fewest times first (new ones, then those the
+    -- slices before it did not redo): runs in a row work through the day, not the same first calls.
+    ORDER BY CASE WHEN CAST(:reprocess AS boolean) THEN loads END, id
     LIMIT :max_recordings
     FOR UPDATE SKIP LOCKED
 )
