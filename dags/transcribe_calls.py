@@ -34,7 +34,7 @@ from airflow.sdk import CronDataIntervalTimetable, Param, TriggerRule, dag, get_
 
 from callscribe.alerts import deadline_alert, run_failed, task_timeout
 from callscribe.config import day_zone
-from callscribe.engines import DEFAULT_ENGINE, available, pod_default_engine
+from callscribe.engines import DEFAULT_ENGINE, POD_ENGINES, available, pod_default_engine
 
 # The two DAGs: where `transcribe` runs is the only difference between them.
 LOCAL_DAG_ID = "transcribe_calls"
@@ -100,8 +100,9 @@ def transcribe_calls_dag(dag_id: str, transcribe_in: Literal["local", "kubernete
                             description="Bucket prefix above the YYYY/MM/DD/ folders, relative to the bucket; not "
                                         "_callscribe/ (the work area) nor _callscribe_erasures/, no '..'"),
             # A scheduled run takes the default: the engine the image that runs `transcribe` has.
-            "engine": Param(pod_default_engine() if in_pods else DEFAULT_ENGINE, type="string", enum=available(),
-                            description="ASR engine"),
+            "engine": Param(pod_default_engine() if in_pods else DEFAULT_ENGINE, type="string",
+                            enum=list(POD_ENGINES) if in_pods else available(),
+                            description="ASR engine" + (" (those the GPU worker image has)" if in_pods else "")),
             "max_recordings": Param(None, type=["null", "integer"], minimum=1,
                                     description="Process at most this many recordings (empty: all)"),
             "reprocess": Param(False, type="boolean",

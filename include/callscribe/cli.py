@@ -281,7 +281,7 @@ def cmd_erase(args) -> int:
     import getpass
 
     from callscribe.db import checked_engine
-    from callscribe.erasure import ErasureBusy, NoteUnwritten, NothingToErase, erase, reapply
+    from callscribe.erasure import CleanupUnfinished, ErasureBusy, NoteUnwritten, NothingToErase, erase, reapply
     from callscribe.storage import store
 
     _use_services(args)
@@ -302,7 +302,7 @@ def cmd_erase(args) -> int:
     try:
         done = erase(store(), checked_engine(), args.key, args.actor or getpass.getuser(), bucket=args.bucket,
                      delete_audio=args.delete_audio, dry_run=args.dry_run, force=args.force)
-    except (NothingToErase, ErasureBusy, NoteUnwritten) as exc:
+    except (NothingToErase, ErasureBusy, NoteUnwritten, CleanupUnfinished) as exc:
         print(exc, file=sys.stderr)
         return 1
     print(done.summary())

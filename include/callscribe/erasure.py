@@ -52,6 +52,12 @@ class NoteUnwritten(RuntimeError):
     did not run): the same erase, run again, writes the note and finishes the clean-up."""
 
 
+class CleanupUnfinished(RuntimeError):
+    """The erasure is committed in the database (and noted), but the store stopped the clean-up of the
+    work area or the audio (a refused delete: an Object Lock retention, a missing permission; an
+    outage): the same erase, run again, finishes what is left."""
+
+
 @dataclass
 class Erasure:
     bucket: str
@@ -250,19 +256,37 @@ def erase(store: Store, engine: Engine, key: str, actor: str, bucket: str | None
                 f"the store refused its note {note_key(bucket, digest, note_day)} ({type(exc).__name__}: {exc}), "
                 f"so a database restore would undo this erasure, and its speech packs and work files are not "
                 f"cleaned yet: run the same erase again once the store answers") from exc
-    # Listed after the transaction: discoveries wait on the erasure's lock, not on a day's listing.
-    # The earliest date folder when unregistered: its folder holds the later ones' too.
-    out.copies = sorted(registered_copies | set(_copies_in_bucket(store, bucket, key, _note_days(key, day)[0], rows)))
-    ids = set(out.recording_ids)
-    out.rewritten = _scrub_work_area(store, run_ids, ids, dry_run)
-    packs = [store.uri(k) for i in sorted(ids) for k in pack_keys(day, i)] if day else []
-    out.packs = [u for u in packs if store.exists(u)]
-    out.audio_deleted = delete_audio and store.exists(audio)
+    step = "listing the copies in the bucket"
+    try:
+        # Listed after the transaction: discoveries wait on the erasure's lock, not on a day's listing.
+        # The earliest date folder when unregistered: its folder holds the later ones' too.
+        out.copies = sorted(registered_copies
+                            | set(_copies_in_bucket(store, bucket, key, _note_days(key, day)[0], rows)))
+        ids = set(out.recording_ids)
+        step = "the runs' work files"
+        out.rewritten = _scrub_work_area(store, run_ids, ids, dry_run)
+        packs = [store.uri(k) for i in sorted(ids) for k in pack_keys(day, i)] if day else []
+        out.packs = [u for u in packs if store.exists(u)]
+        out.audio_deleted = delete_audio and store.exists(audio)
+        if not dry_run:
+            for uri in packs:
+                step = f"the speech pack {uri}"  # a work-area key: the call's key is not in it
+                store.purge(uri)
+            if delete_audio:
+                step = "the call's audio"
+                store.purge(audio)
+    except Exception as exc:
+        if dry_run:
+            raise
+        # The database has committed and the note is written: a bare store error would read as
+        # "nothing was erased". The message names no call key (it reaches the task's log on reapply).
+        raise CleanupUnfinished(
+            f"the erasure is committed in the database (out of search; no run registers it again) and noted, "
+            f"but the object store stopped its clean-up at {step} ({type(exc).__name__}: "
+            f"{getattr(exc, 'code', None) or exc}): run the same erase again once the store allows it (an "
+            f"Object Lock retention keeps a version until it ends; docs/connections.md lists the actions to "
+            f"grant)") from exc
     if not dry_run:
-        for uri in packs:
-            store.purge(uri)
-        if delete_audio:
-            store.purge(audio)
         # Logs outlive the erasure: the key is named by its hash there too.
         log.info("%s (by %s)", out.summary(f"the object with key sha256 {digest[:16]}", name_copies=False), actor)
     return out

@@ -70,8 +70,9 @@ def test_transcribe_calls_shape(dagbag, dag_id):
     assert verify.trigger_rule == "all_done"
     assert set(verify.get_flat_relative_ids(upstream=True)) == {t.task_id for t in dag.tasks} - {"verify"}
     assert dag.get_task("load").trigger_rule == "all_done"  # every shard that exists is loaded
-    # The benchmark-only engines must never be selectable from the UI.
-    assert set(dag.params.get_param("engine").schema["enum"]) == {"whisper-tiny", "granite-nar", "granite-nar-native"}
+    # The benchmark-only engines must never be selectable from the UI, nor in pods one the GPU image lacks.
+    offered = {"granite-nar", "granite-nar-native"} | (set() if dag_id.endswith("_k8s") else {"whisper-tiny"})
+    assert set(dag.params.get_param("engine").schema["enum"]) == offered
 
 
 @pytest.mark.parametrize("dag_id", DAG_IDS)
@@ -264,3 +265,21 @@ def test_a_deployment_picks_the_pod_dags_engine_without_a_code_change(stack, mon
     assert pod_engine_default(None) == (engines.POD_DEFAULT_ENGINE, engines.DEFAULT_ENGINE)
     assert pod_engine_default("granite-nar") == ("granite-nar", engines.DEFAULT_ENGINE)
     assert "CALLSCRIBE_POD_ENGINE" in pod_engine_default("granite-nar-fast")
+    # Whisper is an engine, but not one the GPU worker image has: refused at the parse too.
+    assert "GPU worker image" in pod_engine_default("whisper-tiny")
+
+
+def test_the_pod_dags_form_offers_only_the_engines_its_image_has(stack):
+    """A run triggered with whisper-tiny in pods failed every job (the GPU image has no Whisper) and
+    spent an attempt of each call: the form refuses it, as the Param's schema is checked at trigger."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    from callscribe import engines
+
+    bag = DagBag(dag_folder=str(REPO / "dags"))
+    pods = bag.get_dag("transcribe_calls_k8s").params.get_param("engine")
+    local = bag.get_dag("transcribe_calls").params.get_param("engine")
+    assert sorted(pods.schema["enum"]) == sorted(engines.POD_ENGINES)
+    assert "whisper-tiny" in local.schema["enum"]
+    with pytest.raises(Exception, match="whisper-tiny"):
+        pods.resolve("whisper-tiny")

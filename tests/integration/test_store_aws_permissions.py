@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from minio.error import S3Error
 
 from callscribe import reporting, retention
-from callscribe.erasure import erase
+from callscribe.erasure import CleanupUnfinished, erase
 from callscribe.pipeline import pack_key
 from callscribe.storage import VersionsRefused
 from tests.integration.copies import call_bytes, newest, put
@@ -72,8 +72,10 @@ def test_an_erasure_on_aws_with_the_documented_policy_removes_the_packs_and_work
     # Without s3:GetBucketVersioning either, whether older versions keep the call's bytes is unknown:
     # a clear error naming the grants (before: a bare AccessDenied), the database's erasure done.
     refused = _documented_policy(monkeypatch, s3)
-    with pytest.raises(VersionsRefused, match="s3:ListBucketVersions, s3:GetBucketVersioning"):
+    with pytest.raises(CleanupUnfinished, match="s3:ListBucketVersions, s3:GetBucketVersioning") as stopped:
         erase(s3, pg, key, actor="dpo@example.com")
+    assert isinstance(stopped.value.__cause__, VersionsRefused)
+    assert "committed in the database" in str(stopped.value)
     assert refused, "the erasure never asked for versions: the test no longer reproduces the gap"
     with pg.connect() as c:
         assert c.execute(sa.text("SELECT count(*) FROM recordings WHERE object_key = :k"), {"k": key}).scalar_one() == 0
@@ -144,3 +146,38 @@ def test_a_version_the_store_will_not_delete_does_not_stop_the_sweep(stack, s3, 
     assert [o.key for o in s3.list(area)] == [locked]
     monkeypatch.undo()
     assert retention.sweep(s3, pg, timedelta(0), now=datetime.now(UTC) + timedelta(minutes=5), under=area).deleted == 1
+
+
+def test_an_erasure_whose_pack_the_store_will_not_delete_says_what_is_left(stack, s3, pg, monkeypatch):
+    """A speech pack under an Object Lock retention (a bucket default retention reaches the work area):
+    its DELETE is refused (403 AccessDenied). Before: the erase failed with the store's bare error
+    after the database had committed, reading as "nothing was erased", the pack left unnamed. Now it
+    says the erasure stands and what is left, without the call's key; run again once the lock is
+    gone, the same erase removes the pack."""
+    day = date(2094, 3, 5)
+    key = put(s3, day, "locked-pack.wav", call_bytes(49405))
+    reporting.run_listed(pg, "manual__rv3-erase-locked", "transcribe_calls", day, "whisper-tiny")
+    verdict = run_through(s3, pg, day, "manual__rv3-erase-locked")
+    assert verdict.ok, verdict.problems()
+    pack = s3.uri(pack_key(day, newest(pg, day)["locked-pack.wav"].id, "wav"))
+    assert s3.exists(pack)
+    real = s3.client.remove_object
+
+    def remove_object(bucket, name, *a, **kw):
+        if s3.uri(name) == pack:
+            raise S3Error(None, "AccessDenied", "Access Denied because object protected by object lock.",
+                          f"/{bucket}/{name}", "req", "host", bucket, name)
+        return real(bucket, name, *a, **kw)
+
+    monkeypatch.setattr(s3.client, "remove_object", remove_object)
+    with pytest.raises(CleanupUnfinished, match="committed in the database") as stopped:
+        erase(s3, pg, key, actor="dpo@example.com")
+    assert pack in str(stopped.value) and "AccessDenied" in str(stopped.value)
+    assert "locked-pack" not in str(stopped.value)  # the message reaches logs, which outlive the erasure
+    assert s3.exists(pack)
+    with pg.connect() as c:
+        assert c.execute(sa.text("SELECT count(*) FROM recordings WHERE object_key = :k"), {"k": key}).scalar_one() == 0
+
+    monkeypatch.undo()  # the retention is over
+    done = erase(s3, pg, key, actor="dpo@example.com")
+    assert done.finished_earlier and done.packs == [pack] and not s3.exists(pack)
