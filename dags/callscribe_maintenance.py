@@ -9,7 +9,8 @@ A bucket lifecycle rule on the ``_callscribe/`` prefix is the alternative (READM
 
 ``keep_erasure_notes`` keeps erasures and their notes in the bucket in step: it re-applies an
 erasure a database restore undid (the runbook's ``callscribe erase --reapply``, for an operator who
-skipped it) and writes the note of an erasure that has none (the store refused it).
+skipped it), writes the note of an erasure that has none (the store refused it), and finishes the
+clean-up of a recent erasure whose speech packs the store kept.
 
 ``make_months`` makes the current and next month's partitions of ``segments``, so the first
 load of a month needs no table change (which waits for analysts' long queries), and the months

@@ -27,7 +27,7 @@ from datetime import date, timedelta
 from sqlalchemy.engine import Connection, Engine
 
 from callscribe import db
-from callscribe.config import ERASURE_NOTES_PREFIX, copy_window_days, key_hash, run_area
+from callscribe.config import DEFAULT_RETENTION_DAYS, ERASURE_NOTES_PREFIX, copy_window_days, key_hash, run_area
 from callscribe.discovery import key_days
 from callscribe.manifests import from_parquet, to_parquet
 from callscribe.pipeline import pack_keys
@@ -432,10 +432,43 @@ class NotesKept:
 
     reapplied: list[str] = field(default_factory=list)  # key hashes erased again from their notes
     written: list[str] = field(default_factory=list)  # key hashes whose missing note was written
+    finished: list[str] = field(default_factory=list)  # key hashes whose clean-up was finished
     dry_run: bool = False
 
     def as_dict(self) -> dict:
-        return {"reapplied": len(self.reapplied), "notes_written": len(self.written), "dry_run": self.dry_run}
+        return {"reapplied": len(self.reapplied), "notes_written": len(self.written),
+                "cleanups_finished": len(self.finished), "dry_run": self.dry_run}
+
+
+def finish_cleanups(store: Store, engine: Engine, within: timedelta, dry_run: bool = False) -> list[str]:
+    """Erasures of the last ``within`` (the work area's retention: older packs are swept anyway) whose
+    speech packs are still in the work area: a clean-up the store stopped (CleanupUnfinished). The
+    erase run again finishes it, but an erasure re-applied from its note has no key to run it with,
+    and the retry of the discovery that re-applied it skips it (the database knows it now). Done
+    again from the erasure's rows (its recording ids and day), as :func:`erase` does after its
+    transaction: the runs' work files first, then the packs, so a pack left means both are owed.
+    Returns the key hashes finished (with ``dry_run``: that would be)."""
+    with engine.connect() as conn:
+        recent = conn.execute(db.q("erase_recent"), {"within_s": within.total_seconds()}).all()
+    finished = []
+    for row in recent:
+        ids = set(row.recording_ids)
+        packs = [store.uri(k) for i in sorted(ids) for k in pack_keys(row.call_date, i)]
+        left = [u for u in packs if store.exists(u)]
+        if not left:
+            continue
+        finished.append(row.key_sha256)
+        if dry_run:
+            continue
+        with engine.connect() as conn:
+            run_ids = _run_ids(conn, [], row.call_date)
+        _scrub_work_area(store, run_ids, ids, dry_run=False)
+        for uri in left:
+            store.purge(uri)
+    if finished:
+        log.warning("%d erasures had speech packs left in the work area (their clean-up was stopped): %s",
+                    len(finished), "would be finished" if dry_run else "finished")
+    return finished
 
 
 def keep_notes(store: Store, engine: Engine, dry_run: bool = False) -> NotesKept:
@@ -458,6 +491,8 @@ def keep_notes(store: Store, engine: Engine, dry_run: bool = False) -> NotesKept
         if not dry_run:
             write_note(store, row.bucket, row.key_sha256, row.call_date)
     out.reapplied = _reapply_noted(store, engine, noted, REAPPLIED_BY, dry_run)
+    # At least a month: a sweep run with a longer retention than the default keeps packs that long.
+    out.finished = finish_cleanups(store, engine, timedelta(days=max(DEFAULT_RETENTION_DAYS, 31)), dry_run)
     if out.written:
         log.warning("%d erasures had no note in the bucket (a restore would have undone them): %s",
                     len(out.written), "would be written" if dry_run else "written")

@@ -60,7 +60,9 @@ def report_run(engine: Engine, run_id: str, dag_id: str, day: date, engine_name:
     run, or another deployment's (``source``: what this run lists), holds (:class:`ForeignRun`).
     """
     check_owner(engine, run_id, dag_id, source)
-    released = close_run(engine, run_id, store)
+    # A run refused at discover for sharing a listed run's work area has nothing there: the refunds
+    # in that folder are the listed run's (pay_refunds would delete them, paying none).
+    released = close_run(engine, run_id, None if area_of_another(engine, run_id) else store)
     if released:
         log.warning("run %s released %d recordings it did not finish", run_id, released)
     with engine.begin() as conn:
@@ -77,6 +79,15 @@ def report_run(engine: Engine, run_id: str, dag_id: str, day: date, engine_name:
     for f in failures:
         log.warning("%s %s: %s", f["status"], f["object_key"], f["last_error"])
     return figures
+
+
+def area_of_another(engine: Engine, run_id: str) -> str | None:
+    """The listed run whose work area is this run's, when this one never listed (refused at
+    discover by :func:`run_listed`: run ids that differ only in '~', ':' or '+'); else None."""
+    with engine.connect() as conn:
+        if conn.execute(db.q("run_listed_at"), {"run_id": run_id}).scalar() is not None:
+            return None
+        return conn.execute(db.q("run_key_taken"), {"run_id": run_id, "run_key": run_key(run_id)}).scalar()
 
 
 def run_failures(engine: Engine, run_id: str) -> list[dict]:
