@@ -233,16 +233,22 @@ def _refused(engine: Engine, r: Row, code: str) -> None:
 def _apply_metadata(engine: Engine, r: Row, meta: dict[str, str], checked: datetime | None = None) -> bool:
     """Give a call the metadata read of its upload; whether it changed a transcribed call's."""
     with engine.begin() as conn:
-        row = conn.execute(db.q("recording_metadata_lock"), {"id": r.id}).one_or_none()
-        if row is None:
-            return False
-        old = row.metadata or {}
-        # What the chunker adds of its own (a damaged file's note) is not the upload's to change.
-        meta = {**meta, **{k: old[k] for k in CHUNKER_METADATA if k in old}}
-        redo = row.status in ("done", "chunked") and relabels(old, meta, row.channels)
-        conn.execute(db.q("recording_metadata"), {
-            "id": r.id, "etag": r.etag, "modified": r.last_modified, "metadata": json.dumps(meta),
-            "agent_id": agent_id(meta), "redo": redo, "checked": checked})
+        return apply_metadata(conn, r, meta, checked)
+
+
+def apply_metadata(conn, r, meta: dict[str, str], checked: datetime | None = None) -> bool:
+    """_apply_metadata in the caller's transaction; ``r``: the row's id and ``etag``, and the
+    upload's ``last_modified`` the metadata answers for."""
+    row = conn.execute(db.q("recording_metadata_lock"), {"id": r.id}).one_or_none()
+    if row is None:
+        return False
+    old = row.metadata or {}
+    # What the chunker adds of its own (a damaged file's note) is not the upload's to change.
+    meta = {**meta, **{k: old[k] for k in CHUNKER_METADATA if k in old}}
+    redo = row.status in ("done", "chunked") and relabels(old, meta, row.channels)
+    conn.execute(db.q("recording_metadata"), {
+        "id": r.id, "etag": r.etag, "modified": r.last_modified, "metadata": json.dumps(meta),
+        "agent_id": agent_id(meta), "redo": redo, "checked": checked})
     if meta == old or row.status == "pending":  # a pending call's is read when it is chunked
         return False
     log.info("%s: metadata fixed since it was read%s", r.object_key,

@@ -21,6 +21,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
+from types import SimpleNamespace
 
 import numpy as np
 from sqlalchemy.engine import Engine, Row
@@ -159,7 +160,7 @@ def _chunk_attempted(store: Store, engine: Engine, rec: Row, params: ChunkingPar
     except Exception as exc:
         _read_failed(store, engine, recording_id, run_id, since, exc)
         raise _Unreadable from None
-    if _copy_by_bytes(store, engine, rec, data, run_id, since):
+    if _copy_by_bytes(store, engine, rec, data, run_id, since, meta):
         return None
     try:
         decoded = decode(data, rec.object_key)
@@ -272,20 +273,28 @@ def _read_failed(store: Store, engine: Engine, recording_id: int, run_id: str | 
 
 
 def _copy_by_bytes(store: Store, engine: Engine, rec: Row, data: bytes, run_id: str | None,
-                   since: datetime | None) -> bool:
+                   since: datetime | None, meta: dict[str, str] | None = None) -> bool:
     """Record the recording's bytes (SHA-256); True when another key of the copy window holds them,
-    transcribed or on its way, and this one is now its `duplicate` (recording_bytes.sql), or the run
-    no longer owns it: nothing to chunk either way."""
+    transcribed or on its way, and this one is now its `duplicate` (recording_bytes.sql), or the key's
+    transcribed version holds them (_same_call), or the run no longer owns it: nothing to chunk."""
     params = {"id": rec.id, "run_id": run_id, "sha256": hashlib.sha256(data).digest(),
               "window": copy_window_days()}
     try:
         with engine.begin() as conn:
             conn.execute(db.q("discover_copy_lock"))
             row = conn.execute(db.q("recording_bytes"), params).one_or_none()
+            # Another key's call first: a copy of this key's call freed when the new upload was listed
+            # (discover_copy_revive.sql) may be on its way already, and takes the call then.
+            prior = (_same_call(conn, rec, len(data), meta, since, params)
+                     if row is not None and row.original_id is None else None)
     except Exception as exc:
         if db.unavailable(exc):
             _refund(store, engine, rec.id, run_id, since)
         raise
+    if prior is not None:
+        log.info("recording %d: the same bytes as recording %d of its key, whose metadata a copy with a new "
+                 "etag fixed; that call takes the new etag and metadata and keeps its transcript", rec.id, prior)
+        return True
     if row is None:
         log.info("recording %d is no longer its run's to chunk; left alone", rec.id)
         return True
@@ -293,6 +302,33 @@ def _copy_by_bytes(store: Store, engine: Engine, rec: Row, data: bytes, run_id: 
         log.info("recording %d: %s", rec.id, row.last_error)
         return True
     return False
+
+
+def _same_call(conn, rec: Row, size: int, meta: dict[str, str] | None, since: datetime | None,
+               params: dict) -> int | None:
+    """A new upload of a key with the bytes of its transcribed version is that call, its metadata
+    fixed by a copy onto the key that changed the etag (AWS S3: a multipart, SSE-KMS or SSE-C
+    object): the done row takes the new etag and the metadata (as discovery.refresh_metadata gives a
+    fix that kept the etag), and the new row ends `superseded` untranscribed, in the caller's
+    transaction. A fix that renames a mono call's speakers (discovery.relabels) is not taken: the new
+    upload is transcribed as a new version, and replaces the old transcript when it loads. Returns
+    the done row's id when taken."""
+    from callscribe.discovery import apply_metadata, relabels
+
+    if meta is None:
+        return None
+    prior = conn.execute(db.q("recording_same_call"), params).one_or_none()
+    if prior is None or relabels(prior.metadata or {}, meta, prior.channels):
+        return None
+    if conn.execute(db.q("recording_same_call_retire"), {**params, "prior_id": prior.id}).one_or_none() is None:
+        return None
+    conn.execute(db.q("recording_same_call_take"), {"prior_id": prior.id, "etag": rec.etag, "size_bytes": size,
+                                                    "run_id": params["run_id"]})
+    if since is None:
+        since = conn.execute(db.q("db_now")).scalar_one()
+    fix = SimpleNamespace(id=prior.id, etag=rec.etag, last_modified=rec.object_modified, object_key=rec.object_key)
+    apply_metadata(conn, fix, meta, since)
+    return prior.id
 
 
 # The store refusing a pack for the recording's own sake (its size): failed with that reason, not

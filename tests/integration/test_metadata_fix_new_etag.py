@@ -17,9 +17,11 @@ import pytest
 import sqlalchemy as sa
 from minio.datatypes import Part
 
+from callscribe.audit import audit_day
 from callscribe.discovery import day_prefix
 from tests.integration.copies import call_bytes, table
 from tests.integration.helpers import run_through
+from tests.integration.test_metadata_fixes import _mono_call
 
 pytestmark = pytest.mark.integration
 
@@ -48,9 +50,6 @@ def _rows(pg, key: str) -> list[sa.Row]:
             "FROM recordings r WHERE r.object_key = :k ORDER BY r.id"), {"k": key}).all()
 
 
-@pytest.mark.xfail(strict=True, reason="a metadata fix that changes the ETag (AWS: a multipart or SSE-KMS/SSE-C "
-                   "object copied onto itself) registers a new version and transcribes the call again; the "
-                   "fix (same bytes as the key's done version: take its transcript over) is not made yet")
 def test_a_metadata_fix_of_a_call_uploaded_in_parts_is_not_a_new_call_to_transcribe(stack, s3, pg):
     day = date(2094, 3, 10)
     key = day_prefix("calls/", day) + "long.wav"
@@ -70,3 +69,55 @@ def test_a_metadata_fix_of_a_call_uploaded_in_parts_is_not_a_new_call_to_transcr
     assert len(done) == 1 and done[0].agent_id == "A-42", table(pg, day)
     # The fix names the agent; the words are the same: not transcribed (nor loaded) a second time.
     assert done[0].id == before.id and done[0].loads == 1, rows
+
+
+def test_the_call_that_took_the_new_etag_stays_as_it_is_at_the_next_runs(stack, s3, pg):
+    """After the fix the done row answers for the bucket's upload (its etag, the new agent on its
+    lines); the new version's row is superseded under an etag no listing matches: later runs
+    register nothing, transcribe nothing, and the day audits clean."""
+    day = date(2096, 5, 3)
+    key = day_prefix("calls/", day) + "parts.wav"
+    data = call_bytes(49411)
+    first = _put_in_parts(s3, key, data, {"agent-id": "A-17"})
+    assert run_through(s3, pg, day, "scheduled__rv5-meta-parts-1").ok
+    fixed = _fix_metadata_as_aws_does(s3, key, data, {"agent-id": "A-42"})
+    assert fixed != first
+    verdict = run_through(s3, pg, day, "scheduled__rv5-meta-parts-2")
+    assert verdict.ok, verdict.problems()
+    [done, new] = _rows(pg, key)
+    assert (done.status, done.etag, done.agent_id, done.loads, done.transcripts) == ("done", fixed, "A-42", 1, 1), done
+    assert done.last_run_id == "scheduled__rv5-meta-parts-2"  # the run that took the upload answers for it
+    assert (new.status, new.etag, new.transcripts) == ("superseded", f"{fixed}#{new.id}", 0), new
+    with pg.connect() as c:
+        agents = c.execute(sa.text("SELECT DISTINCT agent_id FROM segments WHERE recording_id = :i"),
+                           {"i": done.id}).scalars().all()
+        err = c.execute(sa.text("SELECT last_error FROM recordings WHERE id = :i"), {"i": new.id}).scalar_one()
+    assert agents == ["A-42"], agents
+    assert f"recording {done.id}" in err, err
+    for n in (3, 4):
+        verdict = run_through(s3, pg, day, f"scheduled__rv5-meta-parts-{n}")
+        assert verdict.ok, verdict.problems()
+        assert [(r.id, r.status, r.etag, r.agent_id, r.loads, r.transcripts) for r in _rows(pg, key)] == [
+            (done.id, "done", fixed, "A-42", 1, 1), (new.id, "superseded", new.etag, new.agent_id, 0, 0)]
+    assert audit_day(s3, pg, day).clean
+
+
+def test_a_new_etag_fix_that_renames_a_mono_calls_speakers_has_it_transcribed_again(stack, s3, pg):
+    """Who speaks first names every line of a mono call: that fix is no mere tag, so the new upload is
+    transcribed as a new version (in the same run), and its transcript replaces the old one."""
+    day = date(2096, 5, 5)
+    key = day_prefix("calls/", day) + "mono.wav"
+    data = _mono_call()
+    first = _put_in_parts(s3, key, data, {"agent-id": "A-5", "first-speaker": "agent"})
+    assert run_through(s3, pg, day, "scheduled__rv5-meta-mono-1").ok
+    fixed = _fix_metadata_as_aws_does(s3, key, data, {"agent-id": "A-5", "first-speaker": "customer"})
+    assert fixed != first
+    verdict = run_through(s3, pg, day, "scheduled__rv5-meta-mono-2")
+    assert verdict.ok, verdict.problems()
+    [old, new] = _rows(pg, key)
+    assert (old.status, old.transcripts) == ("superseded", 0), old
+    assert (new.status, new.etag, new.loads) == ("done", fixed, 1), new
+    with pg.connect() as c:
+        first_speaker = c.execute(sa.text("SELECT speaker FROM segments WHERE recording_id = :i ORDER BY start_s "
+                                          "LIMIT 1"), {"i": new.id}).scalar_one()
+    assert first_speaker == "customer"
