@@ -102,3 +102,19 @@ def deny(s3, monkeypatch, key: str, code: str = "AccessDenied") -> None:
         return real(uri, *args, **kw)
 
     monkeypatch.setattr(s3, "get_bytes", get_bytes)
+
+
+def locked(s3, monkeypatch, uri: str) -> None:
+    """DELETE of the object at ``uri`` refused, as S3 Object Lock refuses a version under retention
+    (403 AccessDenied; SeaweedFS has no Object Lock). ``monkeypatch.undo()`` lifts it."""
+    from minio.error import S3Error
+
+    real = s3.client.remove_object
+
+    def remove_object(bucket, name, *a, **kw):
+        if s3.uri(name) == uri:
+            raise S3Error(None, "AccessDenied", "Access Denied because object protected by object lock.",
+                          f"/{bucket}/{name}", "req", "host", bucket, name)
+        return real(bucket, name, *a, **kw)
+
+    monkeypatch.setattr(s3.client, "remove_object", remove_object)

@@ -7,12 +7,11 @@ from datetime import date
 
 import pytest
 import sqlalchemy as sa
-from minio.error import S3Error
 
 from callscribe import discovery, erasure, reporting
 from callscribe.config import key_hash, run_key
 from callscribe.pipeline import pack_key
-from tests.integration.copies import call_bytes, newest, put
+from tests.integration.copies import call_bytes, locked, newest, put
 from tests.integration.helpers import run_through
 
 pytestmark = pytest.mark.integration
@@ -70,15 +69,7 @@ def test_a_reapplied_erasure_whose_clean_up_stopped_is_finished_by_the_daily_che
     assert s3.exists(pack)
     # What a restore leaves: the erasure's note in the bucket, the database without the erasure.
     erasure.write_note(s3, s3.bucket, key_hash(key), day)
-    real = s3.client.remove_object
-
-    def remove_object(bucket, name, *a, **kw):
-        if s3.uri(name) == pack:
-            raise S3Error(None, "AccessDenied", "Access Denied because object protected by object lock.",
-                          f"/{bucket}/{name}", "req", "host", bucket, name)
-        return real(bucket, name, *a, **kw)
-
-    monkeypatch.setattr(s3.client, "remove_object", remove_object)
+    locked(s3, monkeypatch, pack)  # an Object Lock retention on the pack
     with pytest.raises(erasure.CleanupUnfinished):
         erasure.reapply(s3, pg, [day])  # discover's first try
     monkeypatch.undo()  # the store allows it now

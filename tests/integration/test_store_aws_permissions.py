@@ -19,7 +19,7 @@ from callscribe import reporting, retention
 from callscribe.erasure import CleanupUnfinished, erase
 from callscribe.pipeline import pack_key
 from callscribe.storage import VersionsRefused
-from tests.integration.copies import call_bytes, newest, put
+from tests.integration.copies import call_bytes, locked, newest, put
 from tests.integration.helpers import run_through
 
 pytestmark = pytest.mark.integration
@@ -161,15 +161,7 @@ def test_an_erasure_whose_pack_the_store_will_not_delete_says_what_is_left(stack
     assert verdict.ok, verdict.problems()
     pack = s3.uri(pack_key(day, newest(pg, day)["locked-pack.wav"].id, "wav"))
     assert s3.exists(pack)
-    real = s3.client.remove_object
-
-    def remove_object(bucket, name, *a, **kw):
-        if s3.uri(name) == pack:
-            raise S3Error(None, "AccessDenied", "Access Denied because object protected by object lock.",
-                          f"/{bucket}/{name}", "req", "host", bucket, name)
-        return real(bucket, name, *a, **kw)
-
-    monkeypatch.setattr(s3.client, "remove_object", remove_object)
+    locked(s3, monkeypatch, pack)  # an Object Lock retention on the pack
     with pytest.raises(CleanupUnfinished, match="committed in the database") as stopped:
         erase(s3, pg, key, actor="dpo@example.com")
     assert pack in str(stopped.value) and "AccessDenied" in str(stopped.value)
