@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from callscribe import discovery, pipeline
 from callscribe.audit import audit_day
-from callscribe.config import s3_settings
+from callscribe.config import day_zone, s3_settings
 from callscribe.discovery import day_prefix
 from callscribe.loading import load_shards
 from callscribe.manifests import CONFIDENCE, SEGMENT_COLUMNS, WORD_STARTS, RecordingEntry, ShardInfo, to_parquet
@@ -253,6 +253,29 @@ def airflow_running(stack) -> Iterator[tuple[object, Callable[[], str]]]:
         services.airflow_down(procs)
 
 
+def serialize_dags_here() -> None:
+    """Parse the DAG folder in this process and serialize its DAGs as they are here (``dag.test()``
+    does the same): what an earlier test's Airflow, in another environment, leaves behind."""
+    from airflow.configuration import conf
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+
+    DagBundlesManager().sync_bundles_to_db()
+    sync_bag_to_db(DagBag(conf.get("core", "dags_folder")), "dags-folder", None)
+
+
+def serialized_zone(dag_id: str = "transcribe_calls") -> str | None:
+    """The time zone of the DAG's timetable in its latest serialization, the one a backfill and the
+    scheduler read; None before the first. (The DAG's next run, shown by the API, is updated at each
+    parse, and may be a newer parse's than this.)"""
+    from airflow.models.serialized_dag import SerializedDagModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        latest = session.scalar(SerializedDagModel.latest_item_select_object(dag_id))
+        return None if latest is None else latest.dag.timetable.serialize().get("timezone")
+
+
 # ---------------------------------------------------------------- a live Airflow, driven as the UI does
 
 
@@ -269,7 +292,8 @@ def airflow_reparsed(stack) -> Iterator[tuple[int, Callable[[], str]]]:
 
         def parsed() -> bool:
             last = airflow_api(port, "GET", "/dags/transcribe_calls").get("last_parsed_time")
-            return bool(last) and datetime.fromisoformat(last) > since
+            return (bool(last) and datetime.fromisoformat(last) > since
+                    and serialized_zone() == day_zone().key)
 
         wait_for("the DAG to be parsed again", parsed, 300, logs)
         airflow_api(port, "PATCH", "/dags/transcribe_calls", {"is_paused": False})
@@ -285,6 +309,14 @@ def airflow_for_ui_actions(stack) -> Iterator[tuple[int, Callable[[], str]]]:
         mp.delenv("CALLSCRIBE_DEADLINE_HOURS", raising=False)
         with airflow_reparsed(stack) as running:
             yield running
+
+
+def airflow_cancel_open_backfills(port: int, dag_id: str = "transcribe_calls") -> None:
+    """Cancel a backfill an earlier module left open (its scheduler stopped before marking it
+    complete): Airflow refuses a second active backfill of a DAG (409)."""
+    for b in airflow_api(port, "GET", f"/backfills?dag_id={dag_id}")["backfills"]:
+        if b.get("completed_at") is None:
+            airflow_api(port, "PUT", f"/backfills/{b['id']}/cancel")
 
 
 def airflow_trigger(port: int, day: date, at_midnight: bool = False) -> str:

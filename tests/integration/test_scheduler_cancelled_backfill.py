@@ -19,24 +19,18 @@ import pytest
 
 from callscribe.samples import sample_dir
 from tests.integration.helpers import airflow_api as _api
+from tests.integration.helpers import airflow_cancel_open_backfills, upload_day
 from tests.integration.helpers import airflow_finished as _finished
 from tests.integration.helpers import airflow_trigger as _trigger
 from tests.integration.helpers import day_rows as _rows
-from tests.integration.helpers import upload_day
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.chaos]
 DAG = "/dags/transcribe_calls"
 FILES = [sample_dir() / "call-0001.wav"]
 
 
-def _cancel_open_backfills(port: int) -> None:
-    for b in _api(port, "GET", "/backfills?dag_id=transcribe_calls")["backfills"]:
-        if b.get("completed_at") is None:
-            _api(port, "PUT", f"/backfills/{b['id']}/cancel")
-
-
 def _backfill(port: int, first: date, last: date, behaviour: str, max_active_runs: int = 3) -> dict:
-    _cancel_open_backfills(port)
+    airflow_cancel_open_backfills(port)
     return _api(port, "POST", "/backfills", {
         "dag_id": "transcribe_calls", "from_date": f"{first}T00:00:00Z", "to_date": f"{last}T00:00:00Z",
         "max_active_runs": max_active_runs, "reprocess_behavior": behaviour, "dag_run_conf": {"lookback_days": 0}})

@@ -14,12 +14,12 @@ import pytest
 
 from callscribe.samples import sample_dir
 from tests.integration.helpers import airflow_api as _api
+from tests.integration.helpers import airflow_cancel_open_backfills, record_clean, upload_day
 from tests.integration.helpers import airflow_finished as _finished
 from tests.integration.helpers import airflow_task_running as _running
 from tests.integration.helpers import airflow_task_states as _states
 from tests.integration.helpers import airflow_trigger as _trigger
 from tests.integration.helpers import day_rows as _rows
-from tests.integration.helpers import record_clean, upload_day
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.chaos]
 DAG = "/dags/transcribe_calls"
@@ -81,9 +81,7 @@ def test_a_backfill_of_failed_days_runs_a_red_run_again_whole(airflow_ui, s3, pg
     _running(port, red, "transcribe", logs)
     _api(port, "PATCH", f"{DAG}/dagRuns/{red}/taskInstances/transcribe/0", {"new_state": "failed"})
     assert _finished(port, red, logs) == "failed"
-    for b in _api(port, "GET", "/backfills?dag_id=transcribe_calls")["backfills"]:
-        if b.get("completed_at") is None:
-            _api(port, "PUT", f"/backfills/{b['id']}/cancel")
+    airflow_cancel_open_backfills(port)
     _api(port, "POST", "/backfills", {
         "dag_id": "transcribe_calls", "from_date": f"{day}T00:00:00Z", "to_date": f"{day}T00:00:00Z",
         "reprocess_behavior": "failed", "dag_run_conf": {"lookback_days": 0}})

@@ -18,12 +18,12 @@ import sqlalchemy as sa
 
 from callscribe.samples import sample_dir
 from tests.integration.helpers import airflow_api as _api
+from tests.integration.helpers import airflow_cancel_open_backfills, record_clean, upload_day
 from tests.integration.helpers import airflow_finished as _finished
 from tests.integration.helpers import airflow_task_running as _running
 from tests.integration.helpers import airflow_task_states as _states
 from tests.integration.helpers import airflow_trigger as _trigger
 from tests.integration.helpers import day_rows as _rows
-from tests.integration.helpers import record_clean, upload_day
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.chaos]
 DAG = "/dags/transcribe_calls"
@@ -32,9 +32,7 @@ FILES = [sample_dir() / "call-0001.wav", sample_dir() / "call-0003.wav"]
 
 def _backfill(port: int, first: date, last: date, behaviour: str) -> dict:
     """The UI's Backfill dialog (one open backfill per DAG: one an earlier test left is cancelled)."""
-    for b in _api(port, "GET", "/backfills?dag_id=transcribe_calls")["backfills"]:
-        if b.get("completed_at") is None:
-            _api(port, "PUT", f"/backfills/{b['id']}/cancel")
+    airflow_cancel_open_backfills(port)
     return _api(port, "POST", "/backfills", {
         "dag_id": "transcribe_calls", "from_date": f"{first}T00:00:00Z", "to_date": f"{last}T00:00:00Z",
         "max_active_runs": 3, "reprocess_behavior": behaviour, "dag_run_conf": {"lookback_days": 0}})

@@ -358,6 +358,11 @@ def environment(p: Profile, repo_root: Path | None = None) -> dict[str, str]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "4",
+        # Serialize a changed DAG at its next parse. Airflow's default (30 s) skips the write when the
+        # last one is younger, yet updates the DAG's next run at once: a DAG just edited, or parsed
+        # again in another CALLSCRIBE_TIMEZONE, then shows the new schedule while a backfill made
+        # from the UI reads the old serialization (its runs land on the old zone's midnights).
+        "AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL": "0",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": (
             f"postgresql+psycopg2://callscribe:{pw}@127.0.0.1:{p.pg_port}/{AIRFLOW_DB}"
         ),
