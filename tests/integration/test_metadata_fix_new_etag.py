@@ -164,24 +164,27 @@ def test_reprocess_run_over_the_new_etag_reprocesses_the_call(stack, s3, pg):
     assert [r.loaded_run_id for r in loaded] == ["manual__rv6-reproc-2"], (rows, loaded)
 
 
-@pytest.mark.xfail(strict=True, reason="the take moves the done row onto the run (so its verdict answers for "
-                                        "the key): the report counts the call found twice and the first run's "
-                                        "audio and segments as this run's")
 def test_report_counts_of_the_take_run(stack, s3, pg):
     day = date(2097, 1, 7)
     key = day_prefix("calls/", day) + "counts.wav"
     data = call_bytes(49711)
     _put_in_parts(s3, key, data, {"agent-id": "A-17"})
     assert run_through(s3, pg, day, "scheduled__rv6-counts-1").ok
+    from callscribe import db
+    with pg.connect() as c:
+        first = c.execute(db.q("report_run"), {"run_id": "scheduled__rv6-counts-1"}).one()
     _fix_metadata_as_aws_does(s3, key, data, {"agent-id": "A-42"})
     assert run_through(s3, pg, day, "scheduled__rv6-counts-2").ok
-    from callscribe import db
     with pg.connect() as c:
         rep = c.execute(db.q("report_run"), {"run_id": "scheduled__rv6-counts-2"}).one()
     assert rep.recordings_found == (rep.recordings_done + rep.recordings_failed + rep.recordings_quarantined
                                     + rep.recordings_duplicate + rep.recordings_unfinished), rep
-    # Run 2 transcribed nothing: no segments or audio are its.
+    # One call, found and done (the new etag's row is not a call of its own); run 2 transcribed
+    # nothing: no segments or audio are its.
+    assert (rep.recordings_found, rep.recordings_done) == (1, 1), rep
     assert rep.segments == 0 and rep.audio_s == 0, rep
+    # As run 1 closed, the call's audio and segments were its (the figures above are not zero for nothing).
+    assert first.segments > 0 and first.audio_s > 0 and first.recordings_found == 1, first
 
 
 def test_erasure_after_the_take_removes_both_rows(stack, s3, pg):
