@@ -36,6 +36,15 @@ def _put_in_parts(s3, key: str, data: bytes, meta: dict[str, str]) -> str:
     return next(o.etag for o in s3.list(key) if o.key == key)
 
 
+def _done_in_parts(s3, pg, day: date, name: str, seed: int, run_id: str) -> tuple[str, bytes, str]:
+    """A call uploaded in parts (agent A-17) and transcribed by run ``run_id``: its key, bytes and etag."""
+    key = day_prefix("calls/", day) + name
+    data = call_bytes(seed)
+    etag = _put_in_parts(s3, key, data, {"agent-id": "A-17"})
+    assert run_through(s3, pg, day, run_id).ok
+    return key, data, etag
+
+
 def _fix_metadata_as_aws_does(s3, key: str, data: bytes, meta: dict[str, str]) -> str:
     """AWS's copy of a multipart object onto itself: the same bytes, a new (MD5) ETag, new metadata."""
     time.sleep(1.1)
@@ -77,10 +86,7 @@ def test_the_call_that_took_the_new_etag_stays_as_it_is_at_the_next_runs(stack, 
     lines); the new version's row is superseded under an etag no listing matches: later runs
     register nothing, transcribe nothing, and the day audits clean."""
     day = date(2096, 5, 3)
-    key = day_prefix("calls/", day) + "parts.wav"
-    data = call_bytes(49411)
-    first = _put_in_parts(s3, key, data, {"agent-id": "A-17"})
-    assert run_through(s3, pg, day, "scheduled__rv5-meta-parts-1").ok
+    key, data, first = _done_in_parts(s3, pg, day, "parts.wav", 49411, "scheduled__rv5-meta-parts-1")
     fixed = _fix_metadata_as_aws_does(s3, key, data, {"agent-id": "A-42"})
     assert fixed != first
     verdict = run_through(s3, pg, day, "scheduled__rv5-meta-parts-2")
@@ -127,10 +133,7 @@ def test_a_new_etag_fix_that_renames_a_mono_calls_speakers_has_it_transcribed_ag
 # What comes after a take-over: a restore, a reprocess, the report, an erasure (call days in 2097).
 def test_restore_of_the_old_multipart_version_after_the_take(stack, s3, pg):
     day = date(2097, 1, 3)
-    key = day_prefix("calls/", day) + "restore.wav"
-    data = call_bytes(49511)
-    first = _put_in_parts(s3, key, data, {"agent-id": "A-17"})
-    assert run_through(s3, pg, day, "scheduled__rv6-restore-1").ok
+    key, data, first = _done_in_parts(s3, pg, day, "restore.wav", 49511, "scheduled__rv6-restore-1")
     fixed = _fix_metadata_as_aws_does(s3, key, data, {"agent-id": "A-42"})
     assert fixed != first and run_through(s3, pg, day, "scheduled__rv6-restore-2").ok
     time.sleep(1.1)
@@ -147,10 +150,7 @@ def test_restore_of_the_old_multipart_version_after_the_take(stack, s3, pg):
 
 def test_reprocess_run_over_the_new_etag_reprocesses_the_call(stack, s3, pg):
     day = date(2097, 1, 5)
-    key = day_prefix("calls/", day) + "reproc.wav"
-    data = call_bytes(49611)
-    _put_in_parts(s3, key, data, {"agent-id": "A-17"})
-    assert run_through(s3, pg, day, "scheduled__rv6-reproc-1").ok
+    key, data, _ = _done_in_parts(s3, pg, day, "reproc.wav", 49611, "scheduled__rv6-reproc-1")
     _fix_metadata_as_aws_does(s3, key, data, {"agent-id": "A-42"})
     reporting.run_listed(pg, "manual__rv6-reproc-2", "transcribe_calls", day, "whisper-tiny")  # as discover does
     verdict = run_through(s3, pg, day, "manual__rv6-reproc-2", reprocess=True)
@@ -166,10 +166,7 @@ def test_reprocess_run_over_the_new_etag_reprocesses_the_call(stack, s3, pg):
 
 def test_report_counts_of_the_take_run(stack, s3, pg):
     day = date(2097, 1, 7)
-    key = day_prefix("calls/", day) + "counts.wav"
-    data = call_bytes(49711)
-    _put_in_parts(s3, key, data, {"agent-id": "A-17"})
-    assert run_through(s3, pg, day, "scheduled__rv6-counts-1").ok
+    key, data, _ = _done_in_parts(s3, pg, day, "counts.wav", 49711, "scheduled__rv6-counts-1")
     from callscribe import db
     with pg.connect() as c:
         first = c.execute(db.q("report_run"), {"run_id": "scheduled__rv6-counts-1"}).one()
@@ -190,10 +187,7 @@ def test_report_counts_of_the_take_run(stack, s3, pg):
 def test_erasure_after_the_take_removes_both_rows(stack, s3, pg):
     from callscribe.erasure import erase
     day = date(2097, 1, 9)
-    key = day_prefix("calls/", day) + "erase.wav"
-    data = call_bytes(49811)
-    _put_in_parts(s3, key, data, {"agent-id": "A-17"})
-    assert run_through(s3, pg, day, "scheduled__rv6-erase-1").ok
+    key, data, _ = _done_in_parts(s3, pg, day, "erase.wav", 49811, "scheduled__rv6-erase-1")
     _fix_metadata_as_aws_does(s3, key, data, {"agent-id": "A-42"})
     assert run_through(s3, pg, day, "scheduled__rv6-erase-2").ok
     erase(s3, pg, key, "reviewer", delete_audio=True)
