@@ -416,6 +416,7 @@ def load_jobs(store: Store, engine: Engine, job_uris: list[str], run_id: str) ->
     erased = erased_ids(engine, {r.recording_id for j in jobs for r in j.recordings})
     unfinished: list[str] = []
     for job in jobs:
+        deployment = False  # the deployment's fault, not the recordings': their attempt is given back
         got = shards.get(job.shard_uri)
         # A worker copies the job's plan id into its shard; a job planned before plan ids (a run in
         # flight across the upgrade) has none, and neither has its shard.
@@ -433,18 +434,21 @@ def load_jobs(store: Store, engine: Engine, job_uris: list[str], run_id: str) ->
                 cause = (f"its shard has no plan id (the job's is {job.plan_id}): the worker image is older "
                          "than callscribe on the Airflow side; upgrade the worker image "
                          "(CALLSCRIBE_WORKER_IMAGE) and clear the transcribe task")
+                deployment = True
             else:
                 # Left by an earlier plan of the same run id (a cleared plan_jobs, a cleared run, the
                 # day run again), even of the same recordings: not this job's result.
                 cause = "its shard is from an earlier plan of this run"
         elif store.exists(failure_uri(job.shard_uri)):
-            cause = JobFailure.model_validate_json(store.get_bytes(failure_uri(job.shard_uri))).error
+            note = JobFailure.model_validate_json(store.get_bytes(failure_uri(job.shard_uri)))
+            cause, deployment = note.error, note.deployment
         else:
             cause = "no shard (the worker was killed, timed out or never started)"
         reason = f"transcription job {job.job_id} did not finish: {cause}"
         log.error("run %s: %s", run_id, reason)
         with engine.begin() as conn:
             conn.execute(db.q("job_unfinished"), {"ids": [r.recording_id for r in job.recordings],
-                                                  "run_id": run_id, "reason": reason[:2000]})
+                                                  "run_id": run_id, "reason": reason[:2000],
+                                                  "deployment": deployment})
         unfinished.append(job.job_id)
     return _load_read(engine, shards, errors, len(job_uris)) + LoadResult(unfinished_jobs=unfinished)

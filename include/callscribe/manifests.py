@@ -133,6 +133,10 @@ class JobFailure(BaseModel):
     job_id: str
     run_id: str
     error: str
+    # The deployment's fault, not the recordings' (a worker image too old for the job, a pod never
+    # scheduled or its image never pulled): the load gives their attempt back, so nights of it do
+    # not leave every call `failed` for good. False in notes of images from before the field.
+    deployment: bool = False
 
 
 def failure_uri(shard_uri: str) -> str:

@@ -73,14 +73,14 @@ def forget_cause(store: Store, job_uri: str) -> None:
     store.delete(failure_uri(_job(store, job_uri).shard_uri))
 
 
-def leave_cause(store: Store, job_uri: str, cause: str) -> bool:
+def leave_cause(store: Store, job_uri: str, cause: str, deployment: bool = False) -> bool:
     """Write ``cause`` as the job's failure note unless the worker left its own (it knows better);
-    returns whether it was written."""
+    returns whether it was written. ``deployment``: the pod never ran the worker (JobFailure)."""
     job = _job(store, job_uri)
     note = failure_uri(job.shard_uri)
     if store.exists(note):
         return False
-    failure = JobFailure(job_id=job.job_id, run_id=job.run_id, error=cause[:CAUSE_MAX])
+    failure = JobFailure(job_id=job.job_id, run_id=job.run_id, error=cause[:CAUSE_MAX], deployment=deployment)
     store.put_bytes(note, failure.model_dump_json().encode(), "application/json")
     return True
 
@@ -120,6 +120,27 @@ def _not_found(exc: BaseException | None) -> bool:
             return True
         exc, seen = exc.__cause__, seen + 1
     return False
+
+
+# Why a worker container never started: its image (not pulled, not found, not allowed) or its spec
+# (a missing secret or config map). Nothing of the job ran.
+NEVER_STARTED = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
+                           "CreateContainerConfigError", "CreateContainerError"})
+
+
+def never_ran(pod: k8s.V1Pod | None) -> bool:
+    """Whether the pod ended without ever running the worker: never scheduled (no free GPU, a quota)
+    or its container never started (NEVER_STARTED). The deployment's fault, not the job's calls': a
+    pod the cluster ended while the worker ran (OOM-killed, evicted, past its deadline) may have
+    been ended by a call, and an unknown end (the pod gone) is not taken for either."""
+    if pod is None or pod.status is None:
+        return False
+    status = pod.status
+    if any(c.type == "PodScheduled" and c.status != "True" for c in status.conditions or []):
+        return True
+    worker = [cs for cs in status.container_statuses or [] if cs.name == BASE_CONTAINER]
+    return any(cs.state is not None and cs.state.waiting is not None and cs.state.terminated is None
+               and cs.state.waiting.reason in NEVER_STARTED and not cs.restart_count for cs in worker)
 
 
 def pod_cause(pod: k8s.V1Pod | None, event: dict[str, Any], error: BaseException | None = None) -> str:
@@ -186,7 +207,7 @@ class TranscribePodOperator(KubernetesPodOperator):
             # With a pod (a terminal one found on reattach, judged here by trigger_reentry), its
             # own path has spoken, or it runs on and its worker will.
             if self.pod is None and not self._cause_left:
-                self._leave(job_uri, f"the worker pod could not be created: {api_said(exc)}")
+                self._leave(job_uri, f"the worker pod could not be created: {api_said(exc)}", deployment=True)
             raise
 
     def trigger_reentry(self, context, event: dict[str, Any]) -> Any:
@@ -194,7 +215,7 @@ class TranscribePodOperator(KubernetesPodOperator):
         try:
             result = super().trigger_reentry(context, event)
         except Exception as exc:  # the pod failed (TaskDeferred, a BaseException, passes: the wait goes on)
-            self._leave(job_uri, pod_cause(self.pod, event, exc))
+            self._leave(job_uri, pod_cause(self.pod, event, exc), deployment=never_ran(self.pod))
             raise
         try:
             problem = shard_problem(_store(), job_uri)
@@ -209,10 +230,10 @@ class TranscribePodOperator(KubernetesPodOperator):
             raise AirflowException(problem)
         return result
 
-    def _leave(self, job_uri: str, cause: str) -> None:
+    def _leave(self, job_uri: str, cause: str, deployment: bool = False) -> None:
         self._cause_left = True
         log.error("job %s: %s", job_uri, cause)
         try:
-            leave_cause(_store(), job_uri, cause)
+            leave_cause(_store(), job_uri, cause, deployment)
         except Exception as exc:  # noqa: BLE001 - the task fails either way; the load's generic reason then
             log.warning("could not write job %s's failure note: %s", job_uri, describe(exc))

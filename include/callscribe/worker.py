@@ -215,10 +215,15 @@ def in_background(fn: Callable[[], T], name: str) -> Future[T]:
     return future
 
 
+class ImageTooOld(RuntimeError):
+    """The job manifest is newer than this worker image reads: the deployment's fault, not the job's
+    recordings' (JobFailure.deployment)."""
+
+
 def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None) -> str:
     if job.version > JOB_VERSION:
         # Written by a newer Airflow side: what this worker would ignore in it may change the job.
-        raise RuntimeError(f"the job manifest is version {job.version}, this worker reads version {JOB_VERSION} "
+        raise ImageTooOld(f"the job manifest is version {job.version}, this worker reads version {JOB_VERSION} "
                            "at most: upgrade the worker image (CALLSCRIBE_WORKER_IMAGE) to the Airflow side's version")
     t0 = time.perf_counter()
     failures: dict[int, str] = {}  # recording id -> reason (the fetch's thread adds to it too)
@@ -473,7 +478,8 @@ def write_xcom(path: str, value: object) -> None:
     p.write_text(json.dumps(value))
 
 
-def _report_failure(args: argparse.Namespace, store: Store | None, job: JobManifest | None, cause: str) -> None:
+def _report_failure(args: argparse.Namespace, store: Store | None, job: JobManifest | None, cause: str,
+                    deployment: bool = False) -> None:
     """Leave the cause where the task and the load look for it (both best effort)."""
     try:
         Path(args.error_path).write_text(cause + "\n")
@@ -481,7 +487,7 @@ def _report_failure(args: argparse.Namespace, store: Store | None, job: JobManif
         pass
     if store is not None and job is not None:
         try:
-            note = JobFailure(job_id=job.job_id, run_id=job.run_id, error=cause)
+            note = JobFailure(job_id=job.job_id, run_id=job.run_id, error=cause, deployment=deployment)
             store.put_bytes(failure_uri(job.shard_uri), note.model_dump_json().encode(), "application/json")
         except Exception as exc:  # noqa: BLE001 - the store may be the very thing that failed
             log.warning("could not write the failure note: %s", describe(exc))
@@ -565,7 +571,7 @@ def run_once(args: argparse.Namespace) -> int:
         cause = describe(exc)
         log.exception("job %s failed: %s", job.job_id if job else args.job, cause)
         # Reported either way: it stands unless a new process goes on (the next one deletes it).
-        _report_failure(args, store, job, cause)
+        _report_failure(args, store, job, cause, deployment=isinstance(exc, ImageTooOld))
         return ENGINE_BROKE if isinstance(exc, EngineBroke) else 1
     write_xcom(args.xcom_path, shard)
     return 0

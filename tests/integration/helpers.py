@@ -373,8 +373,8 @@ def chunked_calls(pg, day: date, run: str, n: int, name: str = "c", duration_s: 
     with pg.begin() as c:
         return c.execute(sa.text(
             "INSERT INTO recordings (bucket, object_key, etag, call_date, call_id, status, channels, duration_s, "
-            "last_run_id, attempts) "
+            "last_run_id, attempts, attempted_run_id) "
             "SELECT 'calls', :prefix || :name || '-' || g || '.wav', md5(g::text), :d, :name || '-' || g, 'chunked', "
-            "1, :dur, :run, 1 FROM generate_series(1, :n) AS g RETURNING id"),
+            "1, :dur, :run, 1, :run FROM generate_series(1, :n) AS g RETURNING id"),
             {"prefix": f"calls/{day:%Y/%m/%d}/", "name": name, "d": day, "run": run, "n": n,
              "dur": duration_s}).scalars().all()

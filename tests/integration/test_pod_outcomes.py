@@ -102,6 +102,11 @@ def _resume(job_uri: str, pod: k8s.V1Pod, event: dict):
     return op, op.trigger_reentry(context, {"name": pod.metadata.name, "namespace": "callscribe", **event})
 
 
+def _attempts(pg, ids: list[int]) -> set[int]:
+    with pg.connect() as c:
+        return set(c.execute(sa.text("SELECT attempts FROM recordings WHERE id = ANY(:ids)"), {"ids": ids}).scalars())
+
+
 def _reasons(pg, ids: list[int]) -> dict[int, tuple[str, str | None]]:
     with pg.connect() as c:
         return {r.id: (r.status, r.last_error) for r in c.execute(sa.text(
@@ -174,6 +179,10 @@ def test_a_pod_the_worker_never_spoke_for_leaves_the_clusters_cause(stack, s3, p
         _resume(job_uri, pod, event)
     reasons = _loaded_reasons(s3, pg, job_uri, run, ids)
     assert all(wanted in r for r in reasons), reasons
+    # A pod that never ran the worker (no GPU free, its image not pulled) is the deployment's fault:
+    # the calls get their attempt back (nights of it left them all `failed` for good). A pod the
+    # cluster ended while the worker ran may have been ended by a call (its memory, its length).
+    assert _attempts(pg, ids) == ({0} if case in ("unschedulable", "image") else {1}), case
     discovery.release(pg, run)
 
 

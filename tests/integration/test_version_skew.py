@@ -54,7 +54,7 @@ def _pod(job_uri: str, tmp_path, old: bool) -> subprocess.CompletedProcess:
 def _rows(pg, ids):
     with pg.connect() as c:
         return {r.id: r for r in c.execute(sa.text(
-            "SELECT r.id, r.status, r.last_error, r.loads, "
+            "SELECT r.id, r.status, r.last_error, r.loads, r.attempts, "
             "(SELECT string_agg(DISTINCT s.text, '|') FROM segments s WHERE s.recording_id = r.id) AS texts "
             "FROM recordings r WHERE r.id = ANY(:ids)"), {"ids": ids})}
 
@@ -85,6 +85,11 @@ def test_a_shard_from_a_worker_image_older_than_plan_ids_is_not_loaded_for_a_pla
     assert {r.status for r in rows.values()} == {"chunked"}, rows
     assert all("worker image" in r.last_error and "older" in r.last_error for r in rows.values()), rows
     assert not any(r.texts for r in rows.values()), rows
+    # The image's fault, not the calls': their attempt is given back. (Spent, three nights of pods
+    # pinned to the old tag left every call `failed` for good, to be recovered only by a reprocess.)
+    assert {r.attempts for r in rows.values()} == {0}, rows
+    assert loading.load_jobs(s3, pg, jobs, run).recordings == 0  # the task's retry: given back once
+    assert {r.attempts for r in _rows(pg, ids).values()} == {0}
 
     # The image upgraded, the task cleared: the job's own shard loads, each call once.
     assert _pod(jobs[0], tmp_path, old=False).returncode == 0
@@ -131,4 +136,5 @@ def test_a_worker_refuses_a_job_manifest_newer_than_it_knows(stack, s3, pg, tmp_
     assert result.recordings == 0 and result.unfinished_jobs == ["job-00000"], (result, rows)
     assert {r.status for r in rows.values()} == {"chunked"}, rows
     assert all(f"version {body['version']}" in r.last_error for r in rows.values()), rows
+    assert {r.attempts for r in rows.values()} == {0}, rows  # the image's fault: the attempt is given back
     discovery.release(pg, run)

@@ -341,3 +341,33 @@ def test_a_failed_pod_does_not_dump_its_whole_spec_into_the_failure():
     pod template puts in env. The events and container states are logged; the cause goes to the job's
     failure note (callscribe.pod_task)."""
     assert operator_kwargs(KubeSettings())["log_pod_spec_on_failure"] is False
+
+
+def _pod_that(waiting: str | None = None, terminated: str | None = None, scheduled: bool = True,
+              restarts: int = 0):
+    from kubernetes.client import models as k8s
+
+    state = k8s.V1ContainerState(
+        waiting=k8s.V1ContainerStateWaiting(reason=waiting) if waiting else None,
+        terminated=k8s.V1ContainerStateTerminated(exit_code=1, reason=terminated) if terminated else None)
+    return k8s.V1Pod(status=k8s.V1PodStatus(
+        phase="Pending" if waiting or not scheduled else "Failed",
+        conditions=[k8s.V1PodCondition(type="PodScheduled", status="True" if scheduled else "False")],
+        container_statuses=[k8s.V1ContainerStatus(name="base", image="img", image_id="", ready=False,
+                                                  restart_count=restarts, state=state)]))
+
+
+@pytest.mark.parametrize(("pod", "never"), [
+    (dict(scheduled=False), True),  # no free GPU, a quota
+    (dict(waiting="ImagePullBackOff"), True),
+    (dict(waiting="CreateContainerConfigError"), True),  # a missing secret
+    (dict(waiting="CrashLoopBackOff", restarts=3), False),  # the worker ran, and crashed
+    (dict(waiting="ImagePullBackOff", restarts=1), False),  # it ran once before the pull failed
+    (dict(terminated="OOMKilled"), False),  # a call's memory may have done it
+    (dict(terminated="Error"), False),
+], ids=["unscheduled", "image", "config", "crash-loop", "ran-before", "oom", "error"])
+def test_a_pod_that_never_ran_the_worker_is_the_deployments_fault(pod, never):
+    from callscribe.pod_task import never_ran
+
+    assert never_ran(_pod_that(**pod)) is never
+    assert never_ran(None) is False  # gone: not known either way
