@@ -16,6 +16,9 @@ help:
 	@echo "make bench  - benchmark every stage, write docs/benchmarks.md"
 	@echo "make ui     - Airflow UI (its components on the embedded services) on http://127.0.0.1:8080"
 	@echo "make up | down | status - the embedded services"
+	@echo "make test-fast - the suite without the slow and chaos tests"
+	@echo "make heldout - pipeline WER against the model decoding whole channels (fetches data once)"
+	@echo "make constraints | clean - re-resolve the pins | remove the virtualenv and service data"
 
 # The virtualenv, rebuilt when the pins or the package metadata change.
 $(STAMP): requirements.txt constraints.txt pyproject.toml

@@ -160,6 +160,13 @@ def _split_endpoint(url: str) -> tuple[str, bool]:
     return host, secure
 
 
+def _host_url(host: str, port: int | None) -> str:
+    """The connection's host and port as an endpoint URL: plain HTTP unless the host names its
+    scheme (the URI form ``aws://https%3A%2F%2Fhost`` gives one); no port, none added."""
+    url = host if "://" in host else f"http://{host}"
+    return f"{url}:{port}" if port else url
+
+
 def _verify_extra(value: Any) -> tuple[bool, str | None]:
     """The Amazon provider's ``verify`` extra: a boolean, or the path of a CA bundle.
 
@@ -192,7 +199,7 @@ def s3_from_connection(conn: Any) -> S3Settings:
     services = extra.get("service_config") or {}
     s3_service, sts_service = services.get("s3") or {}, services.get("sts") or {}
     endpoint_url = (s3_service.get("endpoint_url") or extra.get("endpoint_url")
-                    or (f"http://{conn.host}:{conn.port}" if conn.host else None))
+                    or (_host_url(conn.host, conn.port) if conn.host else None))
     endpoint, secure = _split_endpoint(endpoint_url) if endpoint_url else (AWS_S3_ENDPOINT, True)
     # Keys from login/password, else from the extra (the provider's order); none: the chain.
     if conn.login or conn.password:

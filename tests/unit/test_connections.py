@@ -246,6 +246,19 @@ def test_a_connection_without_keys_uses_the_default_chain(bare_aws_env):
     assert "AWS_SECRET_ACCESS_KEY" not in s3.to_env() and "CALLSCRIBE_S3_SECRET_KEY" not in s3.to_env()
 
 
+@pytest.mark.parametrize(("conn", "endpoint", "secure"), [
+    ({"host": "minio.internal", "port": 9000}, "minio.internal:9000", False),
+    # No port: the host alone (it was "minio.internal:None"), as the docs' "host and port" reads.
+    ({"host": "minio.internal"}, "minio.internal", False),
+    # A host that names its scheme (the Host field, or the URI form's aws://https%3A%2F%2F...).
+    ({"host": "https://minio.internal:9000"}, "minio.internal:9000", True),
+])
+def test_the_connections_host_is_the_endpoint_without_endpoint_url(conn, endpoint, secure, bare_aws_env):
+    s3 = config.s3_from_connection(config.connection_from_json("callscribe_s3", json.dumps({
+        "conn_type": "aws", "login": "AKIAEXAMPLE", "password": S3_SECRET, **conn})))
+    assert (s3.endpoint, s3.secure) == (endpoint, secure)
+
+
 def test_half_a_key_pair_is_refused(bare_aws_env):
     with pytest.raises(ValueError, match="without its secret key"):
         config.s3_from_connection(_s3_conn("AKIAEXAMPLE", None, endpoint_url="http://m:9000"))
