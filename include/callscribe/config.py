@@ -438,6 +438,8 @@ def pg_settings() -> PgSettings:
     """The database settings; TLS and other libpq options come from the connection's extras
     (or, with the CALLSCRIBE_PG_* form, from libpq's own PGSSLMODE, PGSSLROOTCERT, ...)."""
     if os.environ.get("CALLSCRIBE_PG_HOST"):
+        if not os.environ.get("CALLSCRIBE_PG_USER"):
+            raise RuntimeError("database settings incomplete: CALLSCRIBE_PG_HOST is set, CALLSCRIBE_PG_USER is not")
         return PgSettings(
             host=os.environ["CALLSCRIBE_PG_HOST"],
             port=int(os.environ.get("CALLSCRIBE_PG_PORT", "5432")),

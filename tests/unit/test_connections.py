@@ -480,3 +480,13 @@ def test_the_commands_use_a_renamed_postgres_connection_not_the_embedded_service
     monkeypatch.setattr(cli, "_embedded", lambda: Services)
     cli._use_services(type("Args", (), {"profile": "dev"})())
     assert applied == []
+
+
+def test_pg_host_without_a_user_says_what_is_missing(monkeypatch):
+    """CALLSCRIBE_PG_HOST alone gave a bare KeyError('CALLSCRIBE_PG_USER')."""
+    from callscribe.config import pg_settings
+
+    monkeypatch.setenv("CALLSCRIBE_PG_HOST", "db.example")
+    monkeypatch.delenv("CALLSCRIBE_PG_USER", raising=False)
+    with pytest.raises(RuntimeError, match="CALLSCRIBE_PG_USER is not"):
+        pg_settings()
