@@ -114,3 +114,17 @@ def test_an_erasure_names_a_copy_with_other_bytes_etag(stack, s3, pg):
     copy = cp.put_in_parts(s3, day, "b.wav", _call(5))
     assert run_through(s3, pg, day, "scheduled__xcb5").ok
     assert erasure.erase(s3, pg, original, "test", dry_run=True).copies == [copy], cp.table(pg, day)
+
+
+def test_an_erasure_names_a_copy_no_run_has_listed_under_another_etag(stack, s3, pg):
+    """A copy uploaded since the day's last run, in parts (or under SSE-KMS): no row, and an etag that
+    is not the erased call's. Matched on etag and size only, the erasure did not name it, and the
+    audio it holds stayed with no word of it."""
+    from callscribe import erasure
+
+    day = date(2065, 5, 9)
+    original = cp.put(s3, day, "a.wav", _call(9))
+    cp.put(s3, day, "c.wav", _call(10))  # another call: not named
+    assert run_through(s3, pg, day, "scheduled__xcb9").ok
+    copy = cp.put_in_parts(s3, day, "b.wav", _call(9))
+    assert erasure.erase(s3, pg, original, "test", dry_run=True).copies == [copy], cp.table(pg, day)
