@@ -122,13 +122,15 @@ def _copies_in_bucket(store: Store, bucket: str, key: str, day: date | None, row
     sizes = {size for _, size in wanted}
     others = [o for o in listed if o.key != key and o.size and o.size in sizes and o.key not in found]
     if len(others) > MAX_COPY_READS:
-        log.warning("%d objects in %s have the erased call's size; the bytes of the first %d are compared",
-                    len(others), folder, MAX_COPY_READS)
+        log.warning("%d objects in the call's folder have its size; the bytes of the first %d are compared",
+                    len(others), MAX_COPY_READS)
     for o in others[:MAX_COPY_READS] if hashes else []:
         try:
             data = store.get_bytes(make_uri(bucket, o.key))
         except Exception as exc:  # noqa: BLE001 - a hint of the erasure's, not a step of it
-            log.warning("could not read %s to compare it with the erased call: %s", o.key, exc)
+            # No key named: the erasure's log keeps the call's folder out of it too.
+            log.warning("an object of the erased call's size could not be read to compare it (%s)",
+                        type(exc).__name__)
             continue
         if hashlib.sha256(data).digest() in hashes:
             found.append(o.key)
