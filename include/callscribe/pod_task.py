@@ -122,15 +122,11 @@ def _not_found(exc: BaseException | None) -> bool:
     return False
 
 
-# Why a worker container never started: its image (not pulled, not found, not allowed) or its spec
-# (a missing secret or config map). Nothing of the job ran.
-NEVER_STARTED = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
-                           "CreateContainerConfigError", "CreateContainerError"})
-
-
 def never_ran(pod: k8s.V1Pod | None) -> bool:
     """Whether the pod ended without ever running the worker: never scheduled (no free GPU, a quota)
-    or its container never started (NEVER_STARTED). The deployment's fault, not the job's calls': a
+    or its container never started: waiting, never run (restartPolicy Never: one that ran is terminated),
+    for its image (ImagePullBackOff), its spec (a missing secret), or still ContainerCreating past the
+    startup timeout (a volume never attached, a pull slower than it). The deployment's fault, not the job's calls': a
     pod the cluster ended while the worker ran (OOM-killed, evicted, past its deadline) may have
     been ended by a call, and an unknown end (the pod gone) is not taken for either."""
     if pod is None or pod.status is None:
@@ -140,7 +136,8 @@ def never_ran(pod: k8s.V1Pod | None) -> bool:
         return True
     worker = [cs for cs in status.container_statuses or [] if cs.name == BASE_CONTAINER]
     return any(cs.state is not None and cs.state.waiting is not None and cs.state.terminated is None
-               and cs.state.waiting.reason in NEVER_STARTED and not cs.restart_count for cs in worker)
+               and not cs.restart_count and (cs.last_state is None or cs.last_state.terminated is None)
+               for cs in worker)
 
 
 def pod_cause(pod: k8s.V1Pod | None, event: dict[str, Any], error: BaseException | None = None) -> str:

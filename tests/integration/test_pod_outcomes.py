@@ -216,3 +216,28 @@ def test_a_new_try_does_not_inherit_the_last_tries_cause(stack, s3, pg):
         op.execute(context)
     assert not s3.exists(failure_uri(job.shard_uri))
     discovery.release(pg, run)
+
+
+def test_a_pod_that_never_ran_gives_back_the_attempt_of_a_transcript_owed_again(stack, s3, pg):
+    """A transcribed call a metadata fix owes a new transcript (a mono call's speakers renamed:
+    redo_since) is claimed while `done`, with attempts anew, and counts one a run. A pod that never
+    ran its job (no free GPU, its image not pulled) is the deployment's fault for it as for a call
+    never transcribed: its attempt is given back. Spent, three such nights left the fix owed for good
+    (the claim takes a `done` call's redo only under max_attempts) with the old speakers' transcript."""
+    run = "review4-pod-redo-never-ran"
+    job_uri, job, ids = _job(s3, pg, date(2099, 5, 9), run)
+    with pg.begin() as c:  # as the claim and chunking leave a redo: `done`, its old transcript kept
+        c.execute(sa.text("UPDATE recordings SET status = 'done', redo_since = now(), loaded_run_id = NULL, "
+                          "loads = 1 WHERE id = ANY(:ids)"), {"ids": ids})
+    with pytest.raises(AirflowException):
+        _resume(job_uri, _pod("Pending", scheduled=False),
+                {"status": "timeout", "message": "Pod took too long to be scheduled on the cluster, giving up."})
+    assert loading.load_jobs(s3, pg, [job_uri], run).recordings == 0
+    assert _attempts(pg, ids) == {0}
+    assert loading.load_jobs(s3, pg, [job_uri], run).recordings == 0  # the load's retry: given back once
+    assert _attempts(pg, ids) == {0}
+    with pg.connect() as c:
+        rows = c.execute(sa.text("SELECT status, redo_since FROM recordings WHERE id = ANY(:ids)"),
+                         {"ids": ids}).all()
+    assert all(r.status == "done" and r.redo_since is not None for r in rows), rows  # still owed, still shown
+    discovery.release(pg, run)

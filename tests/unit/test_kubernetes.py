@@ -361,11 +361,15 @@ def _pod_that(waiting: str | None = None, terminated: str | None = None, schedul
     (dict(scheduled=False), True),  # no free GPU, a quota
     (dict(waiting="ImagePullBackOff"), True),
     (dict(waiting="CreateContainerConfigError"), True),  # a missing secret
+    # Past the startup timeout still creating its container: a volume that never attached (the model
+    # PVC's Multi-Attach), an image pull slower than the timeout. Nothing of the job ran either.
+    (dict(waiting="ContainerCreating"), True),
+    (dict(waiting="PodInitializing"), True),  # an init container of the pod template never finished
     (dict(waiting="CrashLoopBackOff", restarts=3), False),  # the worker ran, and crashed
     (dict(waiting="ImagePullBackOff", restarts=1), False),  # it ran once before the pull failed
     (dict(terminated="OOMKilled"), False),  # a call's memory may have done it
     (dict(terminated="Error"), False),
-], ids=["unscheduled", "image", "config", "crash-loop", "ran-before", "oom", "error"])
+], ids=["unscheduled", "image", "config", "creating", "initializing", "crash-loop", "ran-before", "oom", "error"])
 def test_a_pod_that_never_ran_the_worker_is_the_deployments_fault(pod, never):
     from callscribe.pod_task import never_ran
 
