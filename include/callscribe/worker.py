@@ -215,9 +215,13 @@ def in_background(fn: Callable[[], T], name: str) -> Future[T]:
     return future
 
 
-class ImageTooOld(RuntimeError):
-    """The job manifest is newer than this worker image reads: the deployment's fault, not the job's
-    recordings' (JobFailure.deployment)."""
+class DeploymentFault(RuntimeError):
+    """The job failed before any of its speech reached the engine, for a reason of the deployment's,
+    not the job's recordings' (JobFailure.deployment): their attempt is given back."""
+
+
+class ImageTooOld(DeploymentFault):
+    """The job manifest is newer than this worker image reads."""
 
 
 def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None) -> str:
@@ -247,11 +251,14 @@ def run_job(job: JobManifest, store: Store, engine: engines.Engine | None = None
     fetching = in_background(fetch, "fetch")
     try:
         eng = engine or (engines.create(job.engine) if job.chunks else None)
-    except BaseException:
+    except BaseException as exc:
         # The engine's error is the job's; the fetch is left to end with the process, not waited for.
         abandon.set()
         if fetching.done() and fetching.exception() is not None:
             log.error("job %s: fetching its speech failed too: %s", job.job_id, describe(fetching.exception()))
+        if isinstance(exc, Exception):  # a stop (SIGTERM) passes as it is
+            # No speech has reached it: a model missing, a wrong setting, no GPU driver.
+            raise DeploymentFault(f"the {job.engine} engine could not be loaded: {describe(exc)}") from exc
         raise
     log.info("job %s: engine ready after %.1f s", job.job_id, time.perf_counter() - t0)
     fetched = arrivals.audio  # grows while the fetch runs
@@ -571,7 +578,7 @@ def run_once(args: argparse.Namespace) -> int:
         cause = describe(exc)
         log.exception("job %s failed: %s", job.job_id if job else args.job, cause)
         # Reported either way: it stands unless a new process goes on (the next one deletes it).
-        _report_failure(args, store, job, cause, deployment=isinstance(exc, ImageTooOld))
+        _report_failure(args, store, job, cause, deployment=isinstance(exc, DeploymentFault))
         return ENGINE_BROKE if isinstance(exc, EngineBroke) else 1
     write_xcom(args.xcom_path, shard)
     return 0

@@ -138,3 +138,23 @@ def test_a_worker_refuses_a_job_manifest_newer_than_it_knows(stack, s3, pg, tmp_
     assert all(f"version {body['version']}" in r.last_error for r in rows.values()), rows
     assert {r.attempts for r in rows.values()} == {0}, rows  # the image's fault: the attempt is given back
     discovery.release(pg, run)
+
+
+def test_a_worker_whose_engine_cannot_load_gives_the_attempts_back(stack, s3, pg, tmp_path):
+    """The image lacks the engine's model (a volume not mounted, a wrong CALLSCRIBE_*_MODEL_DIR, no GPU
+    driver): the worker fails before it reads any speech. Not the calls' fault: each night of it spent
+    an attempt of every call, and three left them all `failed` for good."""
+    run = "zz-skew-no-model"
+    ids, jobs = _planned(s3, pg, date(2031, 5, 15), run)
+    script = IMAGE.replace("OLD", "False").replace(
+        'engines._FACTORIES["whisper-tiny"] = lambda **kw: Image()',
+        'engines._FACTORIES["whisper-tiny"] = lambda **kw: (_ for _ in ()).throw('
+        'FileNotFoundError("no model in /models/whisper-tiny"))')
+    out = run_pod(script, jobs[0], tmp_path)
+    assert out.returncode == 1, out.stdout[-3000:]
+    result = loading.load_jobs(s3, pg, jobs, run)
+    rows = _rows(pg, ids)
+    assert result.recordings == 0 and {r.status for r in rows.values()} == {"chunked"}, rows
+    assert all("no model in /models/whisper-tiny" in r.last_error for r in rows.values()), rows
+    assert {r.attempts for r in rows.values()} == {0}, rows
+    discovery.release(pg, run)

@@ -198,8 +198,9 @@ def test_an_engine_that_fails_leaves_the_rest_of_the_fetch_unasked(monkeypatch):
 
     monkeypatch.setenv("CALLSCRIBE_FETCH_THREADS", "1")
     monkeypatch.setattr(worker.engines, "create", create)
-    with pytest.raises(NoEngine):
+    with pytest.raises(worker.DeploymentFault, match="no gpu") as failed:
         worker.run_job(job, held)
+    assert isinstance(failed.value.__cause__, NoEngine)  # the deployment's fault: the calls' attempt back
     held.release.set()
     time.sleep(0.5)
     assert len(held.gets) <= 1, held.gets
