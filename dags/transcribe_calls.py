@@ -135,15 +135,20 @@ def transcribe_calls_dag(dag_id: str, transcribe_in: Literal["local", "kubernete
             refuse_twin_run(ctx)
             db, st = checked_engine(), store()
             # The days this run lists, for its verdict: a scheduled run has no conf, so each task takes
-            # the lookback's default from the DAG file as its worker parses it, which a deploy (or
-            # workers set apart) can change between this task and verify.
+            # the lookback's default from the DAG file as its worker parses it, and reads its day in
+            # CALLSCRIBE_TIMEZONE, either of which a deploy (or workers set apart) can change between
+            # this task and verify.
             ctx["ti"].xcom_push(key="lookback_days", value=p["lookback_days"] or 0)
+            ctx["ti"].xcom_push(key="day", value=day.isoformat())
             days = discovery.run_days(day, p["lookback_days"] or 0)
+            source = reporting.run_source(st.bucket, p["prefix"])
             try:
-                reporting.run_listed(db, ctx["run_id"], ctx["dag"].dag_id, day, p["engine"],
-                                     reporting.run_source(st.bucket, p["prefix"]), store=st)
+                reporting.run_listed(db, ctx["run_id"], ctx["dag"].dag_id, day, p["engine"], source, store=st)
             except reporting.ForeignRun as exc:  # another deployment's run id: a retry would not change it
                 raise AirflowFailException(str(exc)) from exc
+            # What this run listed: a later task of it that reads another bucket (the S3 connection edited
+            # meanwhile) is this run still, not another deployment's.
+            ctx["ti"].xcom_push(key="source", value=source)
             # Erasures the database no longer remembers (restored to a point before them; the bucket
             # keeps their notes), erased again before the run's days are registered: none is
             # transcribed again, nor left searchable.
@@ -219,11 +224,16 @@ def transcribe_calls_dag(dag_id: str, transcribe_in: Literal["local", "kubernete
 
             ctx = get_current_context()
             st = store()
+            source = reporting.run_source(st.bucket, ctx["params"]["prefix"])
+            listed_day = ctx["ti"].xcom_pull(task_ids="discover", key="day")
+            listed = ctx["ti"].xcom_pull(task_ids="discover", key="source")
             try:
+                # Closed as its discover listed it (its leases are its own), then red if the bucket changed since.
                 figures = reporting.report_run(
-                    checked_engine(), ctx["run_id"], ctx["dag"].dag_id, pipeline.call_day(ctx),
-                    ctx["params"]["engine"], store=st, source=reporting.run_source(st.bucket, ctx["params"]["prefix"]),
+                    checked_engine(), ctx["run_id"], ctx["dag"].dag_id, pipeline.call_day(ctx, listed_day),
+                    ctx["params"]["engine"], store=st, source=listed or source,
                 )
+                reporting.check_source(ctx["run_id"], listed, source)
             except (reporting.ForeignRun, pipeline.BadParam) as exc:  # a retry would not change either
                 raise AirflowFailException(str(exc)) from exc
             return {k: v for k, v in figures.items() if k != "failures"} | {"failures": len(figures["failures"])}
@@ -242,7 +252,9 @@ def transcribe_calls_dag(dag_id: str, transcribe_in: Literal["local", "kubernete
             try:
                 return pipeline.verify_run(store(), checked_engine(), ctx, states.get(ctx["run_id"], {}),
                                            run_is_live(ctx),
-                                           lookback_days=ctx["ti"].xcom_pull(task_ids="discover", key="lookback_days"))
+                                           lookback_days=ctx["ti"].xcom_pull(task_ids="discover", key="lookback_days"),
+                                           listed_source=ctx["ti"].xcom_pull(task_ids="discover", key="source"),
+                                           listed_day=ctx["ti"].xcom_pull(task_ids="discover", key="day"))
             except (pipeline.RunIncomplete, pipeline.BadParam) as exc:
                 # A verdict is not retried (an outage while checking is: any other error), nor is a
                 # run's day its Params or logical date cannot give (discover failed on it already).

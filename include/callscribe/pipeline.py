@@ -149,7 +149,8 @@ def _chunk_attempted(store: Store, engine: Engine, rec: Row, params: ChunkingPar
         if etag != rec.etag:
             # Re-uploaded since discovery: this version's content is gone; the next run
             # registers the new one and supersedes this row.
-            _mark(engine, recording_id, "failed", f"object changed since discovery (etag {etag})", run_id)
+            _mark_attempted(store, engine, recording_id, "failed", f"object changed since discovery (etag {etag})",
+                            run_id, since)
             raise _Unreadable
         # Read only that content (If-Match): an upload landing between the check above and this read
         # would otherwise be transcribed as the version discovery registered (and, put back after it,
@@ -158,6 +159,8 @@ def _chunk_attempted(store: Store, engine: Engine, rec: Row, params: ChunkingPar
     except _Unreadable:
         raise
     except Exception as exc:
+        if db.unavailable(exc):  # marking it (above), its attempt given back there
+            raise
         _read_failed(store, engine, recording_id, run_id, since, exc)
         raise _Unreadable from None
     if _copy_by_bytes(store, engine, rec, data, run_id, since, meta):
@@ -165,7 +168,7 @@ def _chunk_attempted(store: Store, engine: Engine, rec: Row, params: ChunkingPar
     try:
         decoded = decode(data, rec.object_key)
     except DecodeError as exc:
-        _mark(engine, recording_id, "quarantined", str(exc), run_id)
+        _mark_attempted(store, engine, recording_id, "quarantined", str(exc), run_id, since)
         return None
     except Exception as exc:
         _read_failed(store, engine, recording_id, run_id, since, exc)
@@ -217,7 +220,7 @@ def _chunk_attempted(store: Store, engine: Engine, rec: Row, params: ChunkingPar
             raise
         # Decoded, then something in chunking it failed: this recording's error, not its group's.
         log.exception("recording %d: chunking failed", recording_id)
-        _mark(engine, recording_id, "failed", f"chunking failed: {describe(exc)}", run_id)
+        _mark_attempted(store, engine, recording_id, "failed", f"chunking failed: {describe(exc)}", run_id, since)
         return None
     if gone:
         # Erased while it was decoded (a task with no lease: cleared after its run reported): the
@@ -261,7 +264,8 @@ def _read_failed(store: Store, engine: Engine, recording_id: int, run_id: str | 
                  exc: Exception) -> None:
     """Reading or decoding a recording failed: its own failure (marked), or an outage (raised again)."""
     if isinstance(exc, S3Error) and exc.code == CHANGED:
-        _mark(engine, recording_id, "failed", "object changed since discovery (while it was read)", run_id)
+        _mark_attempted(store, engine, recording_id, "failed", "object changed since discovery (while it was read)",
+                        run_id, since)
         return
     if refuses_client(store, exc, f"{run_area(run_id or 'no-run')}probe-{recording_id}.txt"):
         # An outage, not this recording's fault: fail the task so Airflow retries it, without
@@ -269,7 +273,7 @@ def _read_failed(store: Store, engine: Engine, recording_id: int, run_id: str | 
         # it reads (credentials expired or rotated, a key grant withdrawn).
         _refund(store, engine, recording_id, run_id, since)
         raise exc
-    _mark(engine, recording_id, "failed", describe(exc), run_id)
+    _mark_attempted(store, engine, recording_id, "failed", describe(exc), run_id, since)
 
 
 def _copy_by_bytes(store: Store, engine: Engine, rec: Row, data: bytes, run_id: str | None,
@@ -371,6 +375,18 @@ def _mark(engine: Engine, recording_id: int, status: str, error: str, run_id: st
     with engine.begin() as conn:
         conn.execute(db.q("recording_error"), {"id": recording_id, "status": status, "error": error[:2000],
                                                "run_id": run_id})
+
+
+def _mark_attempted(store: Store, engine: Engine, recording_id: int, status: str, error: str,
+                    run_id: str | None, since: datetime | None) -> None:
+    """_mark a recording this try counted an attempt of: a database outage while marking it gives the
+    attempt back (_refund) before the task fails, or the retry would read the mark as a crash on it."""
+    try:
+        _mark(engine, recording_id, status, error, run_id)
+    except Exception as exc:
+        if db.unavailable(exc):
+            _refund(store, engine, recording_id, run_id, since)
+        raise
 
 
 def chunk_group(store: Store, engine: Engine, ids: list[int], run_id: str, group_index: int,
@@ -610,28 +626,32 @@ def max_map_length() -> int:
 
 
 def verify_run(store: Store, engine: Engine, context, task_states: dict[str, str],
-               is_live: Callable[[str], bool] | None = None, lookback_days: int | None = None) -> dict:
+               is_live: Callable[[str], bool] | None = None, lookback_days: int | None = None,
+               listed_source: str | None = None, listed_day: str | None = None) -> dict:
     """The run's verdict: raises :class:`RunIncomplete` (a red run) unless every recording of
     its days is done, quarantined or failed with a reason, and none of its tasks failed.
 
     Objects uploaded after the run listed the bucket, and recordings another live run is
     working on, are not this run's to answer for. ``lookback_days``: the lookback the run's
-    ``discover`` listed with (None: the Param's, as this task sees it).
+    ``discover`` listed with (None: the Param's, as this task sees it); ``listed_source``: the bucket
+    and prefix it listed (reporting.run_source; None: not known); ``listed_day``: the day it listed
+    (YYYY-MM-DD; None: the run's day as this task reads it).
     """
     from callscribe.audit import run_verdict
     from callscribe.discovery import run_days
-    from callscribe.reporting import ForeignRun, check_owner, listed_at, run_source
+    from callscribe.reporting import ForeignRun, check_owner, check_source, listed_at, run_source
 
     params = context["params"]
     run_id = context["run_id"]
     try:
+        check_source(run_id, listed_source, run_source(store.bucket, params["prefix"]))
         check_owner(engine, run_id, context["dag"].dag_id, run_source(store.bucket, params["prefix"]))
     except ForeignRun as exc:
         raise RunIncomplete(str(exc)) from None
     failed = sorted(t for t, state in task_states.items()
                     if str(state) in ("failed", "upstream_failed") and not t.startswith("verify"))
     lookback = params.get("lookback_days") if lookback_days is None else lookback_days
-    days = run_days(call_day(context), int(lookback or 0))
+    days = run_days(call_day(context, listed_day), int(lookback or 0))
     verdict = run_verdict(store, engine, run_id, days, params["prefix"], listed_at(engine, run_id), failed,
                           is_live, only_claimed=bool(params.get("max_recordings")),
                           reprocess=bool(params.get("reprocess")))
@@ -693,7 +713,7 @@ def _field(obj, name: str):
     return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
 
 
-def call_day(context) -> date:
+def call_day(context, listed: str | None = None) -> date:
     """The calendar day a DAG run covers, in the call days' time zone (:func:`day_zone`, UTC
     unless set); checks the run's ``date`` and ``prefix`` Params.
 
@@ -706,8 +726,12 @@ def call_day(context) -> date:
 
     Every stage derives its day here, so a bad ``prefix`` fails here too (:class:`BadParam`),
     before anything lists the bucket, and so does a ``lookback_days`` reaching before the calendar.
+
+    ``listed``: the day the run's ``discover`` listed (YYYY-MM-DD, from XCom; it checked the Params),
+    which the later stages take over their own reading: CALLSCRIBE_TIMEZONE may have changed on their
+    worker since.
     """
-    day = _call_day(context)
+    day = date.fromisoformat(listed) if listed else _call_day(context)
     lookback = (context.get("params") or {}).get("lookback_days") or 0
     if isinstance(lookback, int) and day.toordinal() <= lookback:
         raise BadParam(f"date {day} with lookback_days {lookback} reaches before the year 1")

@@ -20,6 +20,21 @@ class ForeignRun(RuntimeError):
     (another bucket or prefix on the same database). This run never listed the bucket."""
 
 
+class SourceChanged(ForeignRun):
+    """A task of a run reads another bucket or prefix than the run's own ``discover`` listed: the S3
+    connection was changed while the run was in flight (not another deployment's run)."""
+
+
+def check_source(run_id: str, listed: str | None, source: str) -> None:
+    """Raise :class:`SourceChanged` when the run's ``discover`` listed (``listed``, None when it did
+    not) another source than this task reads."""
+    if listed is not None and listed != source:
+        raise SourceChanged(
+            f"run {run_id} listed {listed}, but this task reads {source}: the S3 connection (its bucket) was "
+            f"changed while the run was in flight. The run's report closed it as listed; its calls of {listed} "
+            f"are not judged here. Trigger a new run of the day for the new bucket")
+
+
 def run_source(bucket: str, prefix: str) -> str:
     """What a run lists, as pipeline_runs.source records it."""
     return f"{bucket}/{prefix}"

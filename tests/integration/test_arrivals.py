@@ -396,3 +396,41 @@ def test_a_call_put_whole_in_the_second_an_abandoned_upload_of_its_key_began_is_
         assert audit.lost == [f"{prefix}call.wav: not registered"], audit.as_dict()
     finally:
         s3.client._abort_multipart_upload(s3.bucket, prefix + "call.wav", abandoned[0])
+
+
+def test_a_backfill_listing_after_an_upload_the_live_run_saw_under_way_takes_it_once(stack, s3, pg, monkeypatch):
+    """A live run and a backfill of the same day: a multipart upload under way at the live run's listing,
+    stamped with its start (AWS S3), finishes before the backfill lists. The live run's excuse is its own:
+    the backfill takes the call, transcribes it once, and both runs are green; a call the backfill
+    listed and lost is still red in its verdict, though the live run's excuse names its key."""
+    from callscribe import loading
+    from tests.integration.copies import call_bytes
+    from tests.integration.helpers import chunk_to_shards, loads, record_clean
+
+    day, live, backfill = date(2098, 7, 1), "multipart-live", "backfill__multipart"
+    prefix = day_prefix("calls/", day)
+    s3.put_bytes(s3.uri(prefix + "short.wav"), call_bytes(951))
+    upload_id = s3.client._create_multipart_upload(s3.bucket, prefix + "long.wav", {})
+    part = s3.client._upload_part(s3.bucket, prefix + "long.wav", call_bytes(952), None, upload_id, 1)
+    started = {k: at.replace(microsecond=0) for k, at in s3.uploads_in_flight(prefix) if k == prefix + "long.wav"}
+    time.sleep(2.1)
+    reporting.run_listed(pg, live, "transcribe_calls", day, "whisper-tiny", store=s3)
+    mine = discovery.discover(s3, pg, day, "calls/", live, is_live=lambda r: False)
+    _finish_multipart(s3, prefix + "long.wav", (upload_id, part))
+    _stamped_at_start(monkeypatch, s3, started)
+    reporting.run_listed(pg, backfill, "transcribe_calls", day, "whisper-tiny", store=s3)
+    theirs = discovery.discover(s3, pg, day, "calls/", backfill, is_live=lambda r: r == live)
+    assert len(mine) == 1 and len(theirs) == 1 and set(mine) != set(theirs), (mine, theirs)
+    for run, ids in ((backfill, theirs), (live, mine)):
+        _, jobs, _ = chunk_to_shards(s3, pg, ids, run)
+        loading.load_jobs(s3, pg, jobs, run)
+        discovery.close_run(pg, run)
+    for run in (live, backfill):
+        verdict = run_verdict(s3, pg, run, [day], "calls/", reporting.listed_at(pg, run), is_live=lambda r: False)
+        assert verdict.ok, (run, verdict.as_dict())
+    assert loads(pg, day) == {"short.wav": 1, "long.wav": 1}
+    record_clean("a multipart upload seen under way by a live run, taken by a backfill", s3, pg, day, 2, 0)
+    with pg.begin() as c:  # the backfill's registration gone missing: its listing had long.wav
+        c.execute(sa.text("DELETE FROM recordings WHERE object_key = :k"), {"k": prefix + "long.wav"})
+    audit = run_verdict(s3, pg, backfill, [day], "calls/", reporting.listed_at(pg, backfill)).audits[0]
+    assert audit.lost == [f"{prefix}long.wav: not registered"], audit.as_dict()

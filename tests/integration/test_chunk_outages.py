@@ -8,6 +8,8 @@ the pipeline. Each test is an order of events that did so (found in review):
    it asked which of their calls were erased) scrubs the job's shard of the erased call but not
    the job manifest the load already holds: the two no longer match, and the whole job's shard
    is thrown away as "from an earlier plan", its healthy calls left unfinished.
+3. A database outage while a recording is marked quarantined or failed left its attempt spent and
+   its chunking mark for the retry to read as "the chunk task died on it".
 """
 
 from __future__ import annotations
@@ -117,6 +119,27 @@ def test_a_database_down_longer_than_the_refund_waits_is_not_taken_for_a_crash_e
     assert pipeline.chunk_one(s3, pg, rid, run_id=run2) is None
     row = _status(pg, rid)
     assert row.status == "failed" and "chunk task died" in row.last_error, row
+
+
+def test_a_database_blip_while_a_recording_is_quarantined_gives_its_attempt_back(stack, s3, pg, monkeypatch):
+    """The database drops the connection as a file that cannot be decoded is marked quarantined (or
+    failed): the task fails on the outage, and its retry must quarantine the file, not read the mark
+    left for "the chunk task died on it", nor count a second attempt."""
+    run = "review-db-blip-quarantine"
+    day = date(2098, 4, 1)
+    key = day_prefix("calls/", day) + "not audio.wav"
+    s3.put_bytes(s3.uri(key), b"Dear customer, your invoice is attached." * 50)
+    (rid,) = discovery.discover(s3, pg, day, "calls/", run, is_live=lambda r: False)
+    _database_blip_on(monkeypatch, "recording_error")
+    with pytest.raises(OperationalError):
+        pipeline.chunk_one(s3, pg, rid, run_id=run)
+    monkeypatch.undo()
+    row = _status(pg, rid)
+    assert row.status == "pending" and row.chunking_since is None and row.attempts == 0, row
+    assert pipeline.chunk_one(s3, pg, rid, run_id=run) is None  # the task's retry
+    row = _status(pg, rid)
+    assert row.status == "quarantined" and row.attempts == 1 and "died" not in row.last_error, row
+    discovery.close_run(pg, run)
 
 
 def test_an_erasure_during_a_load_does_not_throw_away_its_jobs_other_calls(stack, s3, pg):

@@ -84,3 +84,44 @@ def test_a_deployment_running_the_other_dag_is_refused_with_the_reason(stack, pg
     with pytest.raises(reporting.ForeignRun, match="one callscribe database serves one deployment"):
         reporting.check_owner(pg, run, "transcribe_calls_k8s", source_b)
     reporting.check_owner(pg, run, "transcribe_calls", reporting.run_source(s3.bucket, "calls/"))
+
+
+def test_a_bucket_switched_mid_run_is_named_as_such_and_the_run_still_closes(stack, pg, s3, monkeypatch, capfd, caplog):
+    """The S3 connection edited to another bucket while a run is in flight (an operator moving the
+    deployment): its report and verify read another source than its discover listed, which reads as
+    "another deployment". The run is red, it says what happened, and its report still closes it: the
+    run listed and holds these calls, and no other deployment does."""
+    import json
+    import os
+
+    from callscribe import local_run
+
+    day = date(2098, 6, 3)
+    s3.put_bytes(s3.uri(f"calls/{day:%Y/%m/%d}/a1.wav"), call_bytes(931))
+    other_store(s3)
+    real = discovery.discover
+
+    def discover_then_switch(*a, **kw):
+        out = real(*a, **kw)
+        conn = json.loads(os.environ["AIRFLOW_CONN_CALLSCRIBE_S3"])
+        conn["extra"]["bucket"] = OTHER_BUCKET
+        monkeypatch.setenv("AIRFLOW_CONN_CALLSCRIBE_S3", json.dumps(conn))
+        return out
+
+    monkeypatch.setattr(discovery, "discover", discover_then_switch)
+    monkeypatch.setenv("CALLSCRIBE_RETRY_DELAY_S", "1")
+    dr = local_run.run_day(day)
+    assert str(dr.state).rsplit(".", 1)[-1].lower() == "failed"
+    with pg.connect() as c:
+        left = c.execute(sa.text(
+            "SELECT object_key, status, last_error, COALESCE(lease_until > now(), false) AS leased "
+            "FROM recordings WHERE call_date = :d"), {"d": day}).all()
+    assert left and all(not r.leased and (r.status == "done" or r.last_error) for r in left), left
+    with pg.connect() as c:  # its report's figures, as the run listed them
+        found = c.execute(sa.text("SELECT recordings_found FROM pipeline_runs WHERE run_id = :r"),
+                          {"r": dr.run_id}).scalar_one()
+    assert found == 1
+    said = "".join(capfd.readouterr()) + caplog.text  # where the log goes depends on the tests before
+    assert "CALLSCRIBE ALERT run failed" in said  # the run's own log was read
+    assert "one callscribe database serves one deployment" not in said, said[-3000:]
+    assert "S3 connection (its bucket) was changed while the run was in flight" in said, said[-3000:]

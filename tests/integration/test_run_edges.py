@@ -1,8 +1,9 @@
 """Runs at their edges: keys at the store's length limit, Params a run cannot use, the days a verdict
-judges, a day reprocessed in slices, run ids that share a work area (call days in 2093 only)."""
+judges, a day reprocessed in slices, run ids that share a work area (call days in 2093 and 2098 only)."""
 
 from __future__ import annotations
 
+import time
 from datetime import date
 
 import pytest
@@ -184,3 +185,32 @@ def test_two_runs_whose_ids_differ_only_in_replaced_characters_keep_their_work_a
                          source=reporting.run_source(s3.bucket, "calls/"))
     reporting.run_listed(pg, a, "transcribe_calls", date(2093, 3, 20), "whisper-tiny",
                          reporting.run_source(s3.bucket, "calls/"))
+
+
+def test_the_verdict_judges_the_day_its_discover_listed_not_one_read_in_a_zone_changed_since(
+        stack, s3, pg, monkeypatch):
+    """A run's day is its logical date read in CALLSCRIBE_TIMEZONE by each task. A deploy that changes the
+    zone while a manual run is in flight (or workers set apart) gives verify the day before: a call of the
+    day discover listed and lost was not judged, and the run was green."""
+    from callscribe import discovery, local_run
+
+    day = date(2098, 2, 10)
+    wav = next(f for f in sample_files() if f.suffix == ".wav")
+    key = day_prefix("calls/", day) + "own.wav"
+    s3.put_bytes(s3.uri(key), distinct_copy(wav.read_bytes(), wav.suffix, 211))
+    time.sleep(1.1)  # listed in a later second than its upload (one in the listing's own second is late)
+    real = discovery.discover
+
+    def discover_then_rezone(*a, **kw):
+        out = real(*a, **kw)
+        with pg.begin() as c:  # a registration that went missing: the verdict must see it
+            c.execute(sa.text("DELETE FROM recordings WHERE object_key = :k"), {"k": key})
+        monkeypatch.setenv("CALLSCRIBE_TIMEZONE", "America/New_York")  # what later tasks' workers read
+        return out
+
+    monkeypatch.setattr(discovery, "discover", discover_then_rezone)
+    monkeypatch.setenv("CALLSCRIBE_RETRY_DELAY_S", "1")
+    dr = local_run.run_day(day)
+    tries = _tries(dr)
+    assert str(dr.state).rsplit(".", 1)[-1].lower() == "failed", tries
+    assert tries["verify"] == ("failed", 1), tries
