@@ -7,7 +7,7 @@ FLAC) with the text the engine heard there. The output folder is laid out for Hu
 manifests beside it::
 
     OUT/train/metadata.jsonl           file_name, text, speaker, duration, recording
-    OUT/train/<16 hex>/<ch>-<ms>.flac  one folder per recording (a hash of its key), one file per example
+    OUT/train/<16 hex>/<ch>-<ms>.flac  one folder per recording (a hash of bucket and key), one file per example
     OUT/validation/..., OUT/test/...   the folder names audiofolder maps to its three splits
     OUT/train_manifest.jsonl ...       NeMo: audio_filepath (relative to OUT), duration, text, speaker, recording
     OUT/summary.json                   what was written and what was left out, and why
@@ -57,6 +57,7 @@ from sqlalchemy.engine import Engine
 
 from callscribe import db
 from callscribe.audio import TARGET_SR, Decoded, DecodeError, decode, resample
+from callscribe.config import key_hash
 from callscribe.discovery import call_id_for
 from callscribe.storage import CHANGED, Store, make_uri, unavailable
 
@@ -106,6 +107,7 @@ class Example:
     end: float
     text: str
     segments: int = 1
+    bucket: str = ""  # with ``recording``, the call: one key may hold another call in each bucket
 
 
 @dataclass
@@ -207,7 +209,7 @@ def left_out_because(seg: Seg, min_confidence: float | None, max_chunk_s: float,
     return None
 
 
-def _example(key: str, group: list[Seg], before: float, after: float, max_chunk_s: float,
+def _example(rec: Recording, group: list[Seg], before: float, after: float, max_chunk_s: float,
              barriers: list[tuple[float, float]] = ()) -> Example:
     """The group's example, padded by up to PAD_S into the free time around it (``before`` is where
     the channel's previous segment ends, ``after`` where its next one starts), never into a
@@ -221,8 +223,8 @@ def _example(key: str, group: list[Seg], before: float, after: float, max_chunk_
             lo = max(lo, min(b, start))
         if a < hi and b > end:
             hi = min(hi, max(a, end))
-    return Example(key, group[0].channel, group[0].speaker, round(lo, 3), round(hi, 3),
-                   " ".join(_words(s.text) for s in group), len(group))
+    return Example(rec.key, group[0].channel, group[0].speaker, round(lo, 3), round(hi, 3),
+                   " ".join(_words(s.text) for s in group), len(group), rec.bucket)
 
 
 def examples_of(rec: Recording, min_confidence: float | None = None,
@@ -251,7 +253,7 @@ def examples_of(rec: Recording, min_confidence: float | None = None,
                 and s.start - group[-1].end <= MAX_GAP_S and s.end - group[0].start <= max_chunk_s \
                 and not any(a < s.start and b > group[-1].end for a, b in barriers)
             if group and not joins:
-                out.append(_example(rec.key, group, before, s.start, max_chunk_s, barriers))
+                out.append(_example(rec, group, before, s.start, max_chunk_s, barriers))
                 group = []
             if why is None:
                 if not group:
@@ -259,7 +261,7 @@ def examples_of(rec: Recording, min_confidence: float | None = None,
                 group.append(s)
             last_end = max(last_end, s.end)
         if group:
-            out.append(_example(rec.key, group, before, float("inf"), max_chunk_s, barriers))
+            out.append(_example(rec, group, before, float("inf"), max_chunk_s, barriers))
     return sorted(out, key=lambda e: (e.start, e.channel)), left
 
 
@@ -276,15 +278,17 @@ def cut(decoded: Decoded, channel: int, start: float, end: float) -> np.ndarray:
     return resample(decoded.channels[channel][a:b], rate)
 
 
-def recording_folder(key: str) -> str:
-    """A recording's folder: hex digits of its key's hash only. A name made from the key could hold
-    "test" or "dev" between separators, and audiofolder would then put its files in that split too."""
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
+def recording_folder(key: str, bucket: str = "") -> str:
+    """A recording's folder: hex digits of a hash of its bucket and key only. A name made from the key
+    could hold "test" or "dev" between separators, and audiofolder would then put its files in that
+    split too; the bucket is in it as one key may hold another call in each bucket, and their examples
+    (the same times on the same channel) would be written over each other."""
+    return hashlib.sha256(f"{bucket}/{key}".encode()).hexdigest()[:16]
 
 
 def example_path(ex: Example) -> str:
     """Where an example goes, relative to its split's folder."""
-    return f"{recording_folder(ex.recording)}/{ex.channel}-{round(ex.start * 1000):08d}.flac"
+    return f"{recording_folder(ex.recording, ex.bucket)}/{ex.channel}-{round(ex.start * 1000):08d}.flac"
 
 
 def write_flac(path: Path, samples: np.ndarray) -> None:
@@ -330,17 +334,19 @@ def still_transcribed(engine: Engine, rec: Recording) -> bool:
 def write_recording(store: Store, rec: Recording, out: Path, min_confidence: float | None,
                     max_chunk_s: float, still: Callable[[Recording], bool] | None = None) -> Written:
     """Cut and write one recording's examples into its split's folder; ``still`` says, once its audio
-    is fetched and before anything is written, whether it may still be used."""
+    is fetched (or refused) and before anything is written, whether it may still be used."""
     examples, left = examples_of(rec, min_confidence, max_chunk_s)
     done = Written(rec.key, split_of(rec.key), left_out=left)
     if not examples:
         return done
     decoded = fetch(store, rec)
+    # Asked also when the audio could not be had: an erasure may have deleted it.
+    if still is not None and not still(rec):
+        # Perhaps erased: named as erasures name an object, by its key's hash (summary.json, the log).
+        done.key, done.skipped = f"key sha256 {key_hash(rec.key)[:16]}", NO_LONGER_DONE
+        return done
     if isinstance(decoded, str):
         done.skipped = decoded
-        return done
-    if still is not None and not still(rec):
-        done.skipped = NO_LONGER_DONE
         return done
     for ex in examples:
         samples = cut(decoded, ex.channel, ex.start, ex.end)
@@ -363,6 +369,13 @@ def _in_order(pool: ThreadPoolExecutor, recs: Iterable[Recording], work, ahead: 
             yield pending.popleft().result()
     while pending:
         yield pending.popleft().result()
+
+
+def _unfinished(path: Path) -> Path:
+    """Where ``path`` is written until the build ends: a build cut short (an outage, a kill) leaves
+    FLAC files and these, no metadata.jsonl or manifest that audiofolder or NeMo would load as if
+    it were the whole range's data set."""
+    return path.with_name(f".{path.name}.unfinished")
 
 
 def build(engine: Engine, store: Store, first: date, last: date, out: Path, min_confidence: float | None = None,
@@ -392,8 +405,8 @@ def build(engine: Engine, store: Store, first: date, last: date, out: Path, min_
             if not w.rows:
                 continue
             if w.split not in opened:
-                opened[w.split] = (files.enter_context(open(out / w.split / "metadata.jsonl", "w", encoding="utf-8")),
-                                   files.enter_context(open(out / f"{w.split}_manifest.jsonl", "w", encoding="utf-8")))
+                opened[w.split] = tuple(files.enter_context(open(_unfinished(p), "w", encoding="utf-8"))
+                                        for p in (out / w.split / "metadata.jsonl", out / f"{w.split}_manifest.jsonl"))
             meta, nemo = opened[w.split]
             for row in w.rows:
                 meta.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -403,6 +416,9 @@ def build(engine: Engine, store: Store, first: date, last: date, out: Path, min_
             summary.examples[w.split] += len(w.rows)
             summary.seconds[w.split] += sum(r["duration"] for r in w.rows)
             summary.recordings[w.split] += 1
+    for split in opened:  # every recording written: the files take their names, summary.json last
+        for path in (out / split / "metadata.jsonl", out / f"{split}_manifest.jsonl"):
+            _unfinished(path).replace(path)
     (out / "summary.json").write_text(json.dumps(
         {**summary.as_dict(), "from": first.isoformat(), "to": last.isoformat(), "min_confidence": min_confidence,
          "max_chunk_s": max_chunk_s}, indent=2) + "\n")

@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import TextIO
 
 from sqlalchemy.engine import Engine
 
@@ -43,14 +45,37 @@ class Call:
     recording_id: int | None = None
 
 
+# Calls read per statement. Each page is a query of its own: a long range is never held in memory
+# at once (nor one transaction open while files are written), and a call erased while an export
+# runs is not written after its erasure unless its page was read before it.
+PAGE = 100
+
+
 def calls_between(engine: Engine, first: date, last: date, key: str | None = None,
                   recording_id: int | None = None) -> Iterator[Call]:
     """The calls of [first, last] (or the one ``key``, or the one recording) with their redacted
     segments, in time order; a key transcribed in two buckets is two calls."""
+    after: Call | None = None
+    while True:
+        page = list(_page(engine, first, last, key, recording_id, after))
+        again = after is not None and bool(page) and (page[0].bucket, page[0].key) == (after.bucket, after.key)
+        # Again: the last call written, uploaded again and transcribed since (its newer recording id
+        # sorts after it): written already, as it was when its page was read; not a second call.
+        yield from page[1:] if again else page
+        if len(page) < PAGE:
+            return
+        after = page[-1]
+
+
+def _page(engine: Engine, first: date, last: date, key: str | None, recording_id: int | None,
+          after: Call | None) -> Iterator[Call]:
+    """Up to PAGE calls after ``after`` (in the export's order), read in one statement."""
     current: Call | None = None
     with engine.connect() as conn:
-        rows = conn.execute(db.q("export_segments"), {"first": first, "last": last, "key": key,
-                                                      "rid": recording_id})
+        rows = conn.execute(db.q("export_segments"), {
+            "first": first, "last": last, "key": key, "rid": recording_id, "page": PAGE,
+            "after_date": after and after.call_date, "after_key": after and after.key,
+            "after_id": after and after.recording_id})
         for r in rows:
             if current is None or current.recording_id != r.recording_id:
                 if current is not None:
@@ -97,8 +122,9 @@ def to_vtt(call: Call) -> str:
 
 
 def to_txt(call: Call) -> str:
-    head = f"{call.key} ({call.call_date}, agent {call.agent_id or '-'})\n\n"
-    return head + "".join(f"[{_clock(line.start, '.')[:-4]}] {line.speaker}: {_one_line(line.text)}\n"
+    # The key and agent too: an object key may hold a line break, and a line must not pass for another.
+    head = f"{_one_line(call.key)} ({call.call_date}, agent {_one_line(call.agent_id or '-')})\n\n"
+    return head + "".join(f"[{_clock(line.start, '.')[:-4]}] {_one_line(line.speaker)}: {_one_line(line.text)}\n"
                           for line in call.lines)
 
 
@@ -119,6 +145,19 @@ def file_name(key: str, fmt: str) -> str:
     return f"{stem}-{hashlib.sha256(key.encode()).hexdigest()[:8]}.{fmt}"
 
 
+def _write_whole(path: Path, write: Callable[[TextIO], None]) -> None:
+    """``write`` into a file beside ``path`` that replaces it once complete: a run cut short leaves
+    no file that looks whole (nor spoils the one an earlier run wrote); the process id keeps two
+    exports into one folder out of each other's unfinished file."""
+    part = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        with part.open("w", encoding="utf-8") as f:
+            write(f)
+        part.replace(path)
+    finally:
+        part.unlink(missing_ok=True)
+
+
 def export(calls: Iterable[Call], fmt: str, out: Path) -> list[Path]:
     """Write the calls to ``out``: one JSON-lines file for them all, or one file per call."""
     if fmt not in RENDER:
@@ -126,15 +165,16 @@ def export(calls: Iterable[Call], fmt: str, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     if fmt == "jsonl":
         path = out / "transcripts.jsonl"
-        with path.open("w", encoding="utf-8") as f:
-            for call in calls:
-                f.write(to_json(call) + "\n")
+        _write_whole(path, lambda f: f.writelines(to_json(call) + "\n" for call in calls))
         return [path]
-    written = []
+    written: list[Path] = []
+    taken: set[Path] = set()  # a set: a day of many thousand calls checks each name in constant time
     for call in calls:
         path = out / file_name(call.key, fmt)
-        if path in written:  # the key's call in another bucket: named by bucket and key
+        if path in taken:  # the key's call in another bucket: named by bucket and key
             path = out / file_name(f"{call.bucket}/{call.key}", fmt)
-        path.write_text(RENDER[fmt](call), encoding="utf-8")
+        text = RENDER[fmt](call)
+        _write_whole(path, lambda f, text=text: f.write(text))
         written.append(path)
+        taken.add(path)
     return written

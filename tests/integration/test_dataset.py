@@ -175,3 +175,49 @@ def test_a_call_replaced_between_the_check_and_the_download_is_not_taken(stack, 
 
     got = fetch(Replacing(s3), Recording(1, s3.bucket, key, etag))
     assert isinstance(got, str) and "changed" in got, got
+
+
+ERASED_DAY = date(2100, 1, 6)
+
+
+@pytest.mark.parametrize("delete_audio", [False, True], ids=["audio-kept", "audio-deleted"])
+def test_a_call_erased_while_the_data_set_is_built_is_not_written(stack, pg, s3, tmp_path, delete_audio):
+    """The build reads its calls at its start; a call erased after that, before its audio is cut,
+    goes into no file: neither its FLAC nor its text, nor its key (summary.json named it, as a
+    recording not readable in the bucket, when the erasure deleted its audio)."""
+    import uuid
+
+    from callscribe.config import key_hash
+    from callscribe.dataset import NO_LONGER_DONE, build
+    from callscribe.erasure import erase
+
+    audio = (sample_dir() / "call-0001.wav").read_bytes()
+    run = uuid.uuid4().hex[:8]
+    keys = [f"calls/2100/01/06/erased-mid-build-{run}-{n}.wav" for n in "abc"]
+    for key in keys:
+        s3.put_bytes(s3.uri(key), audio)
+        load_call(pg, s3, key, ERASED_DAY, HAND)
+        _real_etag(pg, s3, key)
+
+    class ErasingOnFirstRead:
+        """The store, with the last call erased once the first one's audio is read."""
+
+        def __init__(self, store):
+            self.store, self.erased = store, False
+
+        def __getattr__(self, name):
+            return getattr(self.store, name)
+
+        def get_bytes(self, uri, *args, **kwargs):
+            if not self.erased:
+                self.erased = True
+                erase(self.store, pg, keys[-1], actor="dpo@example.com", delete_audio=delete_audio)
+            return self.store.get_bytes(uri, *args, **kwargs)
+
+    out = tmp_path / "ds"
+    summary = build(pg, ErasingOnFirstRead(s3), ERASED_DAY, ERASED_DAY, out, threads=1)
+    rows = [r for split_rows in _rows(out).values() for r in split_rows]
+    assert {r["recording"] for r in rows if run in r["recording"]} == set(keys[:2])
+    # Named as erasures name objects, by its key's hash: the key of an erased call is not written either.
+    assert summary.recordings_skipped.get(f"key sha256 {key_hash(keys[-1])[:16]}") == NO_LONGER_DONE
+    assert keys[-1] not in (out / "summary.json").read_text()

@@ -48,3 +48,11 @@ def test_an_export_of_one_key_in_two_buckets_writes_two_files(stack, pg, tmp_pat
     written = export(calls_between(pg, DAY, DAY), "srt", tmp_path)
     mine = [p for p in written if "two-buckets" in p.name]
     assert len(mine) == 2 and len(set(mine)) == 2, written
+
+
+def test_a_day_read_a_page_at_a_time_is_the_same_calls_in_the_same_order(stack, pg, monkeypatch):
+    from callscribe import exporting
+
+    whole = [(c.recording_id, c.lines) for c in calls_between(pg, DAY, DAY)]
+    monkeypatch.setattr(exporting, "PAGE", 1)  # a page ends between the key's two buckets
+    assert [(c.recording_id, c.lines) for c in calls_between(pg, DAY, DAY)] == whole and len(whole) >= 2

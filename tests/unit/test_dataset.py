@@ -293,3 +293,59 @@ def test_the_folder_must_be_new_or_empty(tmp_path):
     (tmp_path / "x").write_text("")
     with pytest.raises(FileExistsError):
         dataset.build(None, FakeStore({}), date(2026, 12, 1), date(2026, 12, 1), tmp_path)
+
+
+def _tone_wav(seconds: float, hz: float, rate: int = 8000) -> bytes:
+    t = np.arange(int(seconds * rate)) / rate
+    x = np.stack([0.3 * np.sin(2 * np.pi * hz * t)] * 2, axis=1)
+    buf = io.BytesIO()
+    sf.write(buf, x, rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+class BucketStore(FakeStore):
+    """Objects by bucket and key: one key may hold another call in each bucket."""
+
+    def get_bytes(self, uri: str, version_id: str | None = None, etag: str | None = None) -> bytes:
+        return self.objects[tuple(uri.split("/", 3)[2:])]
+
+
+def test_one_key_in_two_buckets_keeps_each_calls_own_audio(tmp_path, monkeypatch):
+    """Two calls under one key in two buckets (a deployment that moved bucket keeps the old one's
+    rows, and the export treats them as two calls) with the same segment times: each example's
+    file must hold its own call's audio, not the other bucket's written over it."""
+    recs = [Recording(1, "calls-archive", KEY, "etag-1", [seg(0, 1.0, 3.0, "the old bucket")]),
+            Recording(2, "calls", KEY, "etag-1", [seg(0, 1.0, 3.0, "the new bucket")])]
+    monkeypatch.setattr(dataset, "recordings_between", lambda engine, first, last: iter(recs))
+    store = BucketStore({("calls-archive", KEY): _tone_wav(5.0, 440), ("calls", KEY): _tone_wav(5.0, 880)})
+    out = tmp_path / "ds"
+    dataset.build(None, store, date(2026, 12, 1), date(2026, 12, 1), out, threads=2)
+    split = split_of(KEY)
+    rows = [json.loads(line) for line in (out / split / "metadata.jsonl").read_text().splitlines()]
+    assert [r["text"] for r in rows] == ["the old bucket", "the new bucket"]
+    assert len({r["file_name"] for r in rows}) == 2, f"both calls' examples in one file: {rows}"
+    for r, hz in zip(rows, (440, 880), strict=True):
+        audio, rate = sf.read(out / split / r["file_name"])
+        assert np.argmax(np.abs(np.fft.rfft(audio))) * rate / len(audio) == pytest.approx(hz, abs=2), r["text"]
+
+
+def test_a_build_cut_short_leaves_no_metadata_that_looks_like_a_whole_data_set(tmp_path, monkeypatch):
+    """The store goes away after some recordings (or the build is killed): the examples written so far
+    must not load as the data set of the range (audiofolder reads whatever metadata.jsonl holds)."""
+    keys = [f"calls/2026/12/01/cut-short-{i}.wav" for i in range(12)]
+    recs = [rec(seg(0, 1.0, 3.0, "good morning"), key=k) for k in keys]
+    monkeypatch.setattr(dataset, "recordings_between", lambda engine, first, last: iter(recs))
+
+    class GoingAway(FakeStore):
+        def get_bytes(self, uri: str, version_id: str | None = None, etag: str | None = None) -> bytes:
+            if uri.endswith(keys[-1]):
+                raise ConnectionError("the store went away")
+            return super().get_bytes(uri, version_id, etag)
+
+    out = tmp_path / "ds"
+    with pytest.raises(ConnectionError):
+        dataset.build(None, GoingAway({k: _two_channel_wav(5.0) for k in keys}), date(2026, 12, 1),
+                      date(2026, 12, 1), out, threads=1)
+    assert list(out.rglob("*.flac")), "the recordings before the outage were written"
+    left = [p.relative_to(out) for p in out.rglob("*.jsonl")] + [p.relative_to(out) for p in out.glob("summary.json")]
+    assert not left, f"an unfinished build looks whole: {left}"

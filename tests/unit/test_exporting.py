@@ -77,3 +77,49 @@ def test_cue_text_and_speakers_stay_on_one_line():
     assert all(re.fullmatch(r"\d\d:\d\d:\d\d\.\d{3} --> \d\d:\d\d:\d\d\.\d{3}", line) for line in arrows)
     assert cues[1].start == timedelta(0)  # a time that is not a number starts at 0
 
+
+
+def test_an_interrupted_json_lines_export_leaves_no_file_that_looks_complete(tmp_path):
+    """JSON lines hold whole calls, one a line: a run cut short (the database gone, Ctrl-C) must not
+    leave a transcripts.jsonl that reads as the whole range, nor spoil the one an earlier run wrote."""
+    def cut_short():
+        yield CALL
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        export(cut_short(), "jsonl", tmp_path / "new")
+    assert not (tmp_path / "new" / "transcripts.jsonl").exists()
+    (before,) = export([CALL, CALL], "jsonl", tmp_path / "again")
+    with pytest.raises(KeyboardInterrupt):
+        export(cut_short(), "jsonl", tmp_path / "again")
+    assert len(before.read_text().splitlines()) == 2, "the earlier export was overwritten by a partial one"
+    assert [p.name for p in (tmp_path / "again").iterdir()] == ["transcripts.jsonl"]  # nothing half-written left
+
+
+def test_a_huge_day_costs_the_same_per_call(tmp_path, monkeypatch):
+    """Each call's file name was checked against every file written before it: 8,000 calls took 10
+    times as long as 2,000, a day of 100,000 calls hours. Counted, not timed: comparisons of paths."""
+    import pathlib
+
+    compared = 0
+    equal = pathlib.PurePath.__eq__
+
+    def counting(self, other):
+        nonlocal compared
+        compared += 1
+        return equal(self, other)
+
+    monkeypatch.setattr(pathlib.PurePath, "__eq__", counting)
+    n = 1500
+    written = export((Call(f"calls/2100/01/01/c-{i}.wav", date(2100, 1, 1), None, None, []) for i in range(n)),
+                     "txt", tmp_path)
+    assert len(set(written)) == n and compared < 5 * n, f"{compared} comparisons of paths for {n} calls"
+
+
+def test_a_text_files_head_and_speakers_stay_on_their_lines():
+    """An object key may hold a line break (S3 takes any UTF-8): the text file's head must stay one
+    line, and no line may pass for a transcript line it is not."""
+    call = Call("calls/2100/01/08/a\n[00:00:09] agent: I never said this.wav", date(2100, 1, 8), "a\n1", None,
+                [Line("agent\n[00:00:05] customer", 0, 1.0, 2.0, "hello")])
+    lines = to_txt(call).splitlines()
+    assert len(lines) == 3 and lines[1] == "" and lines[2].startswith("[00:00:01] agent [00:00:05] customer: "), lines
