@@ -116,7 +116,7 @@ def _copies_in_bucket(store: Store, bucket: str, key: str, day: date | None, row
     here = [o for o in listed if o.key == key]
     wanted = {(r.etag, r.size_bytes) for r in rows} | {(o.etag, o.size) for o in here}
     found = [o.key for o in listed if o.key != key and o.size and (o.etag, o.size) in wanted]
-    hashes = {bytes(r.content_sha256) for r in rows if getattr(r, "content_sha256", None)}
+    hashes = {bytes(r.content_sha256) for r in rows if r.content_sha256}
     if here and (here[0].etag, here[0].size) not in {(r.etag, r.size_bytes) for r in rows}:
         hashes.add(hashlib.sha256(store.get_bytes(make_uri(bucket, key))).digest())  # unregistered
     sizes = {size for _, size in wanted}
