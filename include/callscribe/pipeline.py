@@ -46,6 +46,7 @@ from callscribe.config import (
     speakers_hint,
 )
 from callscribe.errors import describe
+from callscribe.job_notes import forget_cause, leave_cause
 from callscribe.manifests import (
     ChunkRef,
     JobManifest,
@@ -576,12 +577,19 @@ def run_worker_local(job_uri: str, s3: S3Settings) -> str:
     it; a worker whose parent dies is killed by the kernel (the worker asks for that).
     """
     job_id = job_uri.rsplit("/", 1)[-1].removesuffix(".json")
+    store = Store(s3)
+    forget_cause(store, job_uri)  # an earlier try's note is not this try's cause (the worker may never run)
     with tempfile.TemporaryDirectory(prefix="callscribe-worker-") as tmp:
         xcom, error = os.path.join(tmp, "return.json"), os.path.join(tmp, "error.txt")
         cmd = [sys.executable, *worker_command(job_uri)[1:], "--xcom-path", xcom, "--error-path", error,
                "--parent-pid", str(os.getpid())]
-        proc = subprocess.Popen(cmd, env=worker_environment(s3), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        try:
+            proc = subprocess.Popen(cmd, env=worker_environment(s3), stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        except OSError as exc:
+            cause = f"{job_id}: the worker process could not be started: {describe(exc)}"
+            _leave_cause(store, job_uri, cause, deployment=True)
+            raise WorkerFailed(cause) from None
         tail: deque[str] = deque(maxlen=20)
         try:
             assert proc.stdout is not None
@@ -593,9 +601,23 @@ def run_worker_local(job_uri: str, s3: S3Settings) -> str:
         finally:
             _stop_group(proc)  # also reaps anything the worker started, on every way out
         if rc != 0:
-            raise WorkerFailed(f"{job_id}: {_worker_cause(rc, error, tail)}")
+            cause = f"{job_id}: {_worker_cause(rc, error, tail)}"
+            # A worker that read its job leaves its own note for any failure of it (this one then stands):
+            # one that exited on its own without a note failed before the job (a module its environment
+            # lacks, a setting it refuses, the store out of reach), the deployment's fault, as for a pod
+            # that never ran (pod_task). A kill (rc < 0; 128 + a signal's number from the supervisor) may
+            # have been a call's doing.
+            _leave_cause(store, job_uri, cause, deployment=0 < rc < 128)
+            raise WorkerFailed(cause)
         with open(xcom) as f:
             return json.load(f)
+
+
+def _leave_cause(store: Store, job_uri: str, cause: str, deployment: bool) -> None:
+    try:
+        leave_cause(store, job_uri, cause, deployment)
+    except Exception as exc:  # noqa: BLE001 - the task fails either way; the load's generic reason then
+        log.warning("could not write the failure note of %s: %s", job_uri, describe(exc))
 
 
 def _worker_cause(rc: int, error_path: str, tail: deque[str]) -> str:

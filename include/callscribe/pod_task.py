@@ -34,12 +34,12 @@ from kubernetes.client import models as k8s
 from kubernetes.client.exceptions import ApiException
 
 from callscribe.errors import describe, plain
-from callscribe.manifests import JobFailure, JobManifest, ShardInfo, failure_uri, parquet_meta
+from callscribe.job_notes import forget_cause, job_of, leave_cause
+from callscribe.manifests import ShardInfo, parquet_meta
 from callscribe.storage import Store, unavailable
 
 log = logging.getLogger(__name__)
 BASE_CONTAINER = "base"
-CAUSE_MAX = 2000  # the load keeps 2,000 characters of a reason
 
 
 def job_uri_of(arguments: list[str]) -> str:
@@ -47,14 +47,10 @@ def job_uri_of(arguments: list[str]) -> str:
     return arguments[arguments.index("--job") + 1]
 
 
-def _job(store: Store, job_uri: str) -> JobManifest:
-    return JobManifest.model_validate_json(store.get_bytes(job_uri))
-
-
 def shard_problem(store: Store, job_uri: str) -> str | None:
     """Why the job has no result of its own after its pod succeeded; None when its shard is there,
     written for this job's plan (what the load will take)."""
-    job = _job(store, job_uri)
+    job = job_of(store, job_uri)
     if not store.exists(job.shard_uri):
         return (f"the worker pod exited 0 without writing the job's shard ({job.shard_uri}): "
                 "a worker image whose command does something else, or a pod of an earlier plan?")
@@ -66,23 +62,6 @@ def shard_problem(store: Store, job_uri: str) -> str | None:
                 f"({info.plan_id}, the job's is {job.plan_id}): a pod of an earlier plan of this run, "
                 "adopted by its labels?")
     return None
-
-
-def forget_cause(store: Store, job_uri: str) -> None:
-    """Delete the job's failure note before a try: what an earlier try left is not this one's cause."""
-    store.delete(failure_uri(_job(store, job_uri).shard_uri))
-
-
-def leave_cause(store: Store, job_uri: str, cause: str, deployment: bool = False) -> bool:
-    """Write ``cause`` as the job's failure note unless the worker left its own (it knows better);
-    returns whether it was written. ``deployment``: the pod never ran the worker (JobFailure)."""
-    job = _job(store, job_uri)
-    note = failure_uri(job.shard_uri)
-    if store.exists(note):
-        return False
-    failure = JobFailure(job_id=job.job_id, run_id=job.run_id, error=cause[:CAUSE_MAX], deployment=deployment)
-    store.put_bytes(note, failure.model_dump_json().encode(), "application/json")
-    return True
 
 
 def _said(reason: str | None, message: str | None) -> str:
@@ -138,6 +117,28 @@ def never_ran(pod: k8s.V1Pod | None) -> bool:
     return any(cs.state is not None and cs.state.waiting is not None and cs.state.terminated is None
                and not cs.restart_count and (cs.last_state is None or cs.last_state.terminated is None)
                for cs in worker)
+
+
+# Exit statuses of the worker's own making (1: it failed, 2: its arguments; 126/127: the shell could not
+# run its command); 128 + a signal's number is a kill. A container whose command could not be started
+# at all ends with one of these reasons (and 128, say the runtimes).
+_OWN_EXIT = range(1, 128)
+_COULD_NOT_RUN = ("StartError", "ContainerCannotRun")
+
+
+def exited_before_the_job(pod: k8s.V1Pod | None) -> bool:
+    """Whether the pod's worker exited with a status of its own, not a kill's. Asked only where the
+    worker left no failure note (leave_cause writes only then): a worker that read its job leaves
+    one for any failure of it, so such a worker failed before the job (a module its image lacks, a
+    setting it refuses, a command the container cannot run, the store out of reach): the deployment's
+    fault. A kill (OOMKilled, a crash's signal, SIGTERM) may have been a call's doing."""
+    if pod is None or pod.status is None:
+        return False
+    for cs in pod.status.container_statuses or []:
+        t = cs.state.terminated if cs.name == BASE_CONTAINER and cs.state is not None else None
+        if t is not None and (t.reason in _COULD_NOT_RUN or t.exit_code in _OWN_EXIT):
+            return True
+    return False
 
 
 def pod_cause(pod: k8s.V1Pod | None, event: dict[str, Any], error: BaseException | None = None) -> str:
@@ -212,7 +213,8 @@ class TranscribePodOperator(KubernetesPodOperator):
         try:
             result = super().trigger_reentry(context, event)
         except Exception as exc:  # the pod failed (TaskDeferred, a BaseException, passes: the wait goes on)
-            self._leave(job_uri, pod_cause(self.pod, event, exc), deployment=never_ran(self.pod))
+            self._leave(job_uri, pod_cause(self.pod, event, exc),
+                        deployment=never_ran(self.pod) or exited_before_the_job(self.pod))
             raise
         try:
             problem = shard_problem(_store(), job_uri)

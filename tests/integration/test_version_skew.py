@@ -10,6 +10,7 @@ default), so its shard has no plan id; the wrapper makes the real worker read th
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import textwrap
 from datetime import date
@@ -18,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from callscribe import discovery, loading, pipeline
+from callscribe.config import s3_settings
 from callscribe.manifests import JobManifest
 from tests.integration.helpers import run_pod, upload_day
 
@@ -156,5 +158,33 @@ def test_a_worker_whose_engine_cannot_load_gives_the_attempts_back(stack, s3, pg
     rows = _rows(pg, ids)
     assert result.recordings == 0 and {r.status for r in rows.values()} == {"chunked"}, rows
     assert all("no model in /models/whisper-tiny" in r.last_error for r in rows.values()), rows
+    assert {r.attempts for r in rows.values()} == {0}, rows
+    discovery.release(pg, run)
+
+
+@pytest.mark.parametrize("how", ["setting", "module"])
+def test_a_local_worker_that_cannot_start_its_job_gives_the_attempts_back(stack, s3, pg, tmp_path, monkeypatch, how):
+    """A local worker (LocalExecutor, `callscribe run`) whose process fails before it reads its job: a
+    setting it refuses, or a module its environment lacks. It can leave no note of its own; none of the
+    job's speech reached it, so the calls get their attempt back, with the worker's own words as reason
+    (before: "no shard (the worker was killed, timed out or never started)", and the attempt spent)."""
+    run = f"zz-skew-local-{how}"
+    ids, jobs = _planned(s3, pg, date(2121, 1, 1 + (how == "module")), run)
+    if how == "setting":
+        monkeypatch.setenv("CALLSCRIBE_WORKER_RESPAWNS", "many")
+        said = "CALLSCRIBE_WORKER_RESPAWNS must be a whole number"
+    else:  # an installation without one of the engine's modules, as the worker's import meets it
+        shadow = tmp_path / "shadow" / "callscribe"
+        shadow.mkdir(parents=True)
+        (shadow / "__init__.py").write_text('raise ImportError("No module named ctranslate2_missing")\n')
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(shadow.parent), os.environ.get("PYTHONPATH", "")]))
+        said = "ctranslate2_missing"
+    with pytest.raises(pipeline.WorkerFailed, match=said):
+        pipeline.run_worker_local(jobs[0], s3_settings())
+    result = loading.load_jobs(s3, pg, jobs, run)
+    rows = _rows(pg, ids)
+    assert result.recordings == 0 and result.unfinished_jobs == ["job-00000"], (result, rows)
+    assert {r.status for r in rows.values()} == {"chunked"}, rows
+    assert all(said in r.last_error for r in rows.values()), rows
     assert {r.attempts for r in rows.values()} == {0}, rows
     discovery.release(pg, run)

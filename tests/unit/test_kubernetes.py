@@ -344,12 +344,12 @@ def test_a_failed_pod_does_not_dump_its_whole_spec_into_the_failure():
 
 
 def _pod_that(waiting: str | None = None, terminated: str | None = None, scheduled: bool = True,
-              restarts: int = 0):
+              restarts: int = 0, exit_code: int = 1):
     from kubernetes.client import models as k8s
 
     state = k8s.V1ContainerState(
         waiting=k8s.V1ContainerStateWaiting(reason=waiting) if waiting else None,
-        terminated=k8s.V1ContainerStateTerminated(exit_code=1, reason=terminated) if terminated else None)
+        terminated=k8s.V1ContainerStateTerminated(exit_code=exit_code, reason=terminated) if terminated else None)
     return k8s.V1Pod(status=k8s.V1PodStatus(
         phase="Pending" if waiting or not scheduled else "Failed",
         conditions=[k8s.V1PodCondition(type="PodScheduled", status="True" if scheduled else "False")],
@@ -375,3 +375,28 @@ def test_a_pod_that_never_ran_the_worker_is_the_deployments_fault(pod, never):
 
     assert never_ran(_pod_that(**pod)) is never
     assert never_ran(None) is False  # gone: not known either way
+
+
+@pytest.mark.parametrize(("pod", "before"), [
+    # The worker's own failures: a module the image lacks, a setting it refuses, arguments it does not
+    # know (2), the store out of reach for the job's manifest. With a job read, it writes its own note.
+    (dict(terminated="Error", exit_code=1), True),
+    (dict(terminated="Error", exit_code=2), True),
+    # The container's command could not be run at all (no python in the image, a wrong entry point).
+    (dict(terminated="StartError", exit_code=128), True),
+    (dict(terminated="ContainerCannotRun", exit_code=127), True),
+    # Killed: a call may have done it (its memory, a crash in a decoder), or stopped from outside.
+    (dict(terminated="OOMKilled", exit_code=137), False),
+    (dict(terminated="Error", exit_code=139), False),
+    (dict(terminated="Error", exit_code=143), False),
+    (dict(terminated="Completed", exit_code=0), False),
+    (dict(waiting="ImagePullBackOff"), False),  # never ran: never_ran's, not this
+], ids=["failed", "arguments", "start-error", "cannot-run", "oom", "segfault", "sigterm", "completed", "waiting"])
+def test_a_worker_that_exited_on_its_own_before_its_job_is_the_deployments_fault(pod, before):
+    """A pod whose worker exited with a status of its own (not a signal's) and left no failure note
+    (job_notes.leave_cause writes one only then) never reached the job: every failure of a job it read
+    leaves the worker's own note. So its calls get their attempt back, as for a pod never scheduled."""
+    from callscribe.pod_task import exited_before_the_job
+
+    assert exited_before_the_job(_pod_that(**pod)) is before
+    assert exited_before_the_job(None) is False
