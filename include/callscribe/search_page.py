@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import re
+import time
 from datetime import date
 from functools import cache
 from importlib import resources
@@ -169,18 +170,40 @@ def analyst_engine() -> Engine:
 # login's lock_timeout).
 CUT_SHORT = {"57014": "ran longer than the database allows the analysts' login (its statement_timeout)",
              "55P03": "waited longer than the database allows the analysts' login for a table (its lock_timeout)"}
+CANCELLED = "was cancelled in the database (by an administrator)"
 
 
-def _cut_short(exc: sa.exc.OperationalError, actor: str) -> HTTPException | None:
+def _pgcode(exc: sa.exc.OperationalError) -> str:
+    return getattr(exc.orig, "pgcode", None) or ""
+
+
+def _time_limit_ms(engine: Engine) -> int | None:
+    """The analysts' login's statement_timeout in milliseconds (0: none); None when it cannot be read."""
+    from callscribe import db
+
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(db.q("search_time_limit")).scalar_one())
+    except Exception as exc:  # noqa: BLE001 - the search's own error is what the analyst is told about
+        log.warning("could not read the analysts' login's statement_timeout: %s", type(exc).__name__)
+        return None
+
+
+def _cut_short(exc: sa.exc.OperationalError, actor: str, ran_s: float, limit_ms: int | None) -> HTTPException | None:
     """A 503 the page shows for a search the database cut short (None for another error). A DBA
-    sets such limits on analysts' logins against hours-long queries: a broad search can reach them."""
-    code = getattr(exc.orig, "pgcode", None) or ""
+    sets such limits on analysts' logins against hours-long queries: a broad search can reach them.
+    A cancel (pg_cancel_backend) has the limit's SQLSTATE: the search ran short of the limit then
+    (``ran_s`` against ``limit_ms``; the server's words, in whatever lc_messages it has, only
+    where the limit is not known)."""
+    code = _pgcode(exc)
     why = CUT_SHORT.get(code)
     if why is None:
         return None
-    if code == "57014" and "statement timeout" not in str(exc.orig):  # pg_cancel_backend, not the limit
-        why = "was cancelled in the database (by an administrator)"
-    log.warning("call search by %s cut short: it %s", actor, why)
+    if code == "57014":
+        timed_out = ("statement timeout" in str(exc.orig) if limit_ms is None
+                     else limit_ms > 0 and ran_s * 1000 >= 0.9 * limit_ms)
+        why = why if timed_out else CANCELLED
+    log.warning("call search by %s cut short after %.1f s: it %s", actor, ran_s, why)
     return HTTPException(status_code=503, detail=f"the search {why}: narrow the dates, the speaker or the agent, "
                                                  f"or search with fewer words, and try again")
 
@@ -274,10 +297,13 @@ def create_app(require_login: bool = True) -> FastAPI:
                  "recent_days": None if window == DEFAULT_RECENT_DAYS else (ALL_DATES if window is None else window)}
         access.log_access(engine, actor, "search",
                           json.dumps({k: v for k, v in asked.items() if v is not None}, default=str))
+        started = time.monotonic()
         try:
             hits = search(engine, q, limit=limit, filters=filters)
         except sa.exc.OperationalError as exc:
-            if (cut := _cut_short(exc, actor)) is None:
+            ran_s = time.monotonic() - started
+            limit_ms = _time_limit_ms(engine) if _pgcode(exc) == "57014" else None
+            if (cut := _cut_short(exc, actor, ran_s, limit_ms)) is None:
                 raise
             raise cut from None
         ids = access.recording_ids(engine, hits)

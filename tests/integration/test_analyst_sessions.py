@@ -9,6 +9,8 @@ for its test, so the settings apply to its first server connection (through PgBo
 from __future__ import annotations
 
 import secrets
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -117,6 +119,43 @@ def test_a_search_the_logins_time_limit_cancels_says_so(pg, call, monkeypatch, l
         assert limit in got.json()["detail"] and "narrow" in got.json()["detail"]
         assert client.get("/api/search", params={"q": "kettle", "from": DAY.isoformat(),
                                                  "to": DAY.isoformat()}).status_code == 200
+
+
+def test_a_search_an_administrator_cancels_is_told_apart_from_the_logins_time_limit(pg, call, monkeypatch):
+    """A DBA cancels a runaway search (pg_cancel_backend) long before the login's statement_timeout:
+    the same SQLSTATE as the limit (57014). The page must not tell the analyst the search ran past the
+    limit, and it must tell them apart by the time the search ran, not by the server's English text
+    (lc_messages set to another language changes it)."""
+    month = f"segments_y{DAY:%Y}m{DAY:%m}"
+    with page_login(pg, monkeypatch, "review4_cancelled", {"statement_timeout": "'60s'"}) as login:
+        client = TestClient(create_app(require_login=False), raise_server_exceptions=False)
+        with pg.connect() as holder:
+            holder.begin()
+            holder.exec_driver_sql(f"LOCK TABLE {month} IN ACCESS EXCLUSIVE MODE")
+            stop = threading.Event()
+
+            def cancel() -> None:
+                # As the login itself (a role may cancel its own sessions; pg_locks shows every session's).
+                with login.connect() as dba:
+                    while not stop.is_set():
+                        pids = dba.execute(sa.text("SELECT pid FROM pg_locks WHERE NOT granted AND "
+                                                   "relation = to_regclass(:m)"), {"m": month}).scalars().all()
+                        if pids:
+                            dba.execute(sa.text("SELECT pg_cancel_backend(:p)"), {"p": pids[0]})
+                            return
+                        time.sleep(0.05)
+
+            canceller = threading.Thread(target=cancel)
+            canceller.start()
+            try:
+                got = client.get("/api/search", params={"q": "kettle", "from": DAY.isoformat(), "to": DAY.isoformat()})
+            finally:
+                stop.set()
+                canceller.join()
+                holder.rollback()
+        assert got.status_code == 503, got.text
+        detail = got.json()["detail"]
+        assert "cancelled in the database" in detail and "statement_timeout" not in detail, detail
 
 
 def test_a_migration_held_off_by_an_analysts_idle_transaction_names_the_session_and_changes_nothing(pg, monkeypatch):
