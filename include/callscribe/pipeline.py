@@ -292,6 +292,9 @@ def _copy_by_bytes(store: Store, engine: Engine, rec: Row, data: bytes, run_id: 
             # (discover_copy_revive.sql) may be on its way already, and takes the call then.
             prior = (_same_call(conn, rec, len(data), meta, since, params)
                      if row is not None and row.original_id is None else None)
+            if row is not None and row.original_id is not None:  # its own copies follow it to the call
+                conn.execute(db.q("recording_same_call_copies"), {"prior_id": row.original_id, "id": rec.id,
+                                                                  "window": params["window"]})
     except Exception as exc:
         if db.unavailable(exc):
             _refund(store, engine, rec.id, run_id, since)
@@ -329,6 +332,8 @@ def _same_call(conn, rec: Row, size: int, meta: dict[str, str] | None, since: da
         return None
     conn.execute(db.q("recording_same_call_take"), {"prior_id": prior.id, "etag": rec.etag, "size_bytes": size,
                                                     "run_id": params["run_id"]})
+    conn.execute(db.q("recording_same_call_copies"), {"prior_id": prior.id, "id": rec.id,
+                                                      "window": params["window"]})
     if since is None:
         since = conn.execute(db.q("db_now")).scalar_one()
     fix = SimpleNamespace(id=prior.id, etag=rec.etag, last_modified=rec.object_modified, object_key=rec.object_key)

@@ -140,3 +140,58 @@ def test_erasing_a_call_names_its_copy_on_another_day(stack, s3, pg, window):
     # Left alone, the copy is a call of its own again: its day's next run transcribes it.
     assert run_through(s3, pg, next_day, "scheduled__xd7-3").ok
     assert _done(pg, next_day) == ["b.wav"]
+
+
+def test_the_copy_of_a_key_that_became_another_days_copy_follows_it_to_the_transcript(stack, s3, pg, window):
+    """Two keys of one call on a day: a run takes the first and dies after chunking it (the second is
+    marked its copy), and its lease runs out. The day before gets the same call, and its run transcribes
+    it there. The next run of the day makes the first key a copy of the day before's (a run died on it):
+    the second, its copy, stands on the call's transcript too (before, it stood on the first key for good,
+    its reason "one call, transcribed there" naming a key that holds no transcript)."""
+    import sqlalchemy as sa
+
+    before, day = date(2119, 5, 10), date(2119, 5, 11)
+    data = cp.call_bytes(49921)
+    cp.put(s3, day, "a.wav", data)
+    cp.put(s3, day, "b.wav", data)
+    died = "scheduled__rev1-chain-1"
+    run_through(s3, pg, day, died, close=False, stop="chunked")
+    with pg.begin() as c:
+        c.execute(sa.text("UPDATE recordings SET lease_until = now() - interval '1 hour' "
+                          "WHERE last_run_id = :r AND lease_until IS NOT NULL"), {"r": died})
+    assert cp.newest(pg, day)["b.wav"].status == "duplicate", cp.table(pg, day)
+    cp.put(s3, before, "c.wav", data)
+    assert run_through(s3, pg, before, "scheduled__rev1-chain-2").ok
+    verdict = run_through(s3, pg, day, "scheduled__rev1-chain-3")
+    assert verdict.ok, verdict.problems()
+    original, rows = cp.newest(pg, before)["c.wav"], cp.newest(pg, day)
+    assert (original.status, original.transcripts, original.loads) == ("done", 1, 1), cp.table(pg, before)
+    assert [(rows[n].status, rows[n].duplicate_of) for n in ("a.wav", "b.wav")] == [("duplicate", original.id)] * 2, \
+        cp.table(pg, day)
+    assert "c.wav" in rows["b.wav"].last_error, rows["b.wav"].last_error
+    assert audit_day(s3, pg, before).clean and audit_day(s3, pg, day).clean
+
+
+def test_a_copy_left_standing_on_a_copy_is_settled_onto_the_transcript_by_the_next_discovery(stack, s3, pg, window):
+    """A copy whose original is a copy itself (as the chunker left it before it moved a key's copies along,
+    or one further than the window from the call) is freed by the next discovery of its day and marked
+    again, onto the key that holds the transcript."""
+    import sqlalchemy as sa
+
+    before, day = date(2119, 5, 20), date(2119, 5, 21)
+    data = cp.call_bytes(49931)
+    cp.put(s3, before, "c.wav", data)
+    assert run_through(s3, pg, before, "scheduled__rev1-chained-1").ok
+    cp.put(s3, day, "a.wav", data)
+    cp.put(s3, day, "b.wav", data)
+    assert run_through(s3, pg, day, "scheduled__rev1-chained-2").ok
+    original, rows = cp.newest(pg, before)["c.wav"], cp.newest(pg, day)
+    assert {rows[n].duplicate_of for n in ("a.wav", "b.wav")} == {original.id}, cp.table(pg, day)
+    with pg.begin() as c:
+        c.execute(sa.text("UPDATE recordings SET duplicate_of = :a WHERE id = :b"),
+                  {"a": rows["a.wav"].id, "b": rows["b.wav"].id})
+    assert run_through(s3, pg, day, "scheduled__rev1-chained-3").ok
+    rows = cp.newest(pg, day)
+    assert [(rows[n].status, rows[n].duplicate_of, rows[n].loads) for n in ("a.wav", "b.wav")] == [
+        ("duplicate", original.id, 0)] * 2, cp.table(pg, day)
+    assert original.loads == 1 and cp.newest(pg, before)["c.wav"].loads == 1
