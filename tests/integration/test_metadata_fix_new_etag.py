@@ -224,9 +224,6 @@ def test_a_copy_listed_with_the_fix_stands_on_the_call_that_takes_the_new_etag(s
     assert audit_day(s3, pg, day).clean
 
 
-@pytest.mark.xfail(strict=True, reason="a copy chunked before the fixed key's new version is read does not see the "
-                                       "key's transcribed version (a newer row of the key is pending), so the call "
-                                       "is transcribed again under the copy and the key's transcript is retired")
 def test_a_copy_named_before_the_fixed_key_stands_on_the_call_already_transcribed(stack, s3, pg):
     """As above, with the copy first by name: its row is chunked before the fix's, while the transcribed
     version is no longer its key's newest row. README ("Copies are one call"): one already transcribed

@@ -6,7 +6,9 @@
 -- transcribed or on its way (a reprocess would transcribe the call twice). The original is the current
 -- version of its key and on its way to a transcript: one done first, else one a run has taken
 -- (attempted, or leased by another run), else, on the same day, the oldest untaken one, so two
--- untaken copies never mark each other. On another day an original must be done or held by a
+-- untaken copies never mark each other; but first an untaken upload of a key with a transcribed
+-- version: most likely that call again (a metadata fix that changed the etag), which its key's
+-- transcript then takes over without a second transcription (recording_same_call_take.sql). On another day an original must be done or held by a
 -- run now (this one's lease counts): anything else waits for a run of its own day, which may
 -- never come, and the copy would stand on nothing. A row that failed with attempts left (or
 -- a run died on) is a copy too once another key of the call is transcribed or held by a run
@@ -41,11 +43,19 @@ WHERE d.call_date = :call_date AND d.size_bytes > 0
                  AND (c.status = 'chunked'
                       OR (c.status = 'failed' AND c.attempts < :max_attempts)
                       OR (c.status = 'pending'
-                          AND (c.attempts > 0 OR c.id < d.id
+                          AND (c.attempts > 0
+                               OR (NOT EXISTS (SELECT 1 FROM recordings AS p
+                                               WHERE p.bucket = c.bucket AND p.object_key = c.object_key
+                                                 AND p.id < c.id AND p.status = 'done'), c.id)
+                                  < (NOT EXISTS (SELECT 1 FROM recordings AS p
+                                                 WHERE p.bucket = d.bucket AND p.object_key = d.object_key
+                                                   AND p.id < d.id AND p.status = 'done'), d.id)
                                OR (c.lease_until > now() AND c.last_run_id IS DISTINCT FROM :run_id))))))
         AND NOT EXISTS (SELECT 1 FROM recordings AS n
                         WHERE n.bucket = c.bucket AND n.object_key = c.object_key AND n.id > c.id
                           AND n.status <> 'superseded')
-      ORDER BY c.status = 'done' DESC, c.attempts > 0 DESC, c.id
+      ORDER BY c.status = 'done' DESC, c.attempts > 0 DESC,
+               EXISTS (SELECT 1 FROM recordings AS p WHERE p.bucket = c.bucket AND p.object_key = c.object_key
+                         AND p.id < c.id AND p.status = 'done') DESC, c.id
       LIMIT 1
   )
