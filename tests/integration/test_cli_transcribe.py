@@ -42,7 +42,7 @@ def test_bad_file_gives_a_clear_error_and_exit_code(tmp_path):
     assert "bad.wav" in out.stderr and "cannot decode" in out.stderr
 
 
-def test_bench_reports_speed_accuracy_and_batches():
+def test_bench_reports_speed_accuracy_and_batches(tmp_path):
     out = _run("bench", "--json", "--batch-audio-s", "60")
     assert out.returncode == 0, out.stderr
     r = json.loads(out.stdout)
@@ -53,8 +53,14 @@ def test_bench_reports_speed_accuracy_and_batches():
     assert r["batches"] >= 2 and 0 < r["batch_fill"] <= 1  # 60 s budget: several batches
     assert r["peak_mem_bytes"] > 0
     assert {f["file"] for f in r["per_file"]} == set(labels())
-    table = _run("bench", "--batch-audio-s", "60")
+    # The table of the same figures, from a labelled folder of one of the samples (--dir): the engine's
+    # speed and accuracy on all of them are the JSON's, checked above.
+    (tmp_path / "call-0003.wav").write_bytes((sample_dir() / "call-0003.wav").read_bytes())
+    (tmp_path / "labels.json").write_text(json.dumps({"call-0003.wav": labels()["call-0003.wav"]}))
+    table = _run("bench", "--batch-audio-s", "60", "--dir", str(tmp_path))
+    assert table.returncode == 0, table.stderr
     assert "RTFx end to end" in table.stdout and "WER" in table.stdout
+    assert next(line for line in table.stdout.splitlines() if line.startswith("WER")).endswith("%")  # labels read
 
 
 def test_each_turn_of_the_stereo_call_starts_its_own_segment_on_time():

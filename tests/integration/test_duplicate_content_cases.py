@@ -91,7 +91,7 @@ def test_a_copys_key_overwritten_then_put_back_is_transcribed_when_the_original_
     assert run_through(s3, pg, day, "manual__rv6-2").ok
     cp.put(s3, day, "b.wav", cp.CALL)  # the wrong export fixed: b holds the call again
     assert run_through(s3, pg, day, "manual__rv6-3").ok
-    time.sleep(2)  # runs are a day apart: no upload of this test reads as racing the next run's listing
+    time.sleep(1.1)  # runs are a day apart: no upload of this test reads as racing the next run's listing
     s3.purge(s3.uri(a))
     verdict = run_through(s3, pg, day, "manual__rv6-4")
     b_rows = [(r.status, r.transcripts) for r in cp.rows(pg, day) if cp.name(r) == "b.wav"]
@@ -229,9 +229,9 @@ def test_a_copy_of_a_recording_in_another_live_runs_lease(stack, s3, pg):
     day = date(2043, 1, 16)
     cp.put(s3, day, "a.wav", cp.CALL)
     assert run_through(s3, pg, day, "scheduled__rvp4-1", stop="listed") is None  # holds a's lease
-    time.sleep(2)
+    time.sleep(1.1)  # object times are whole seconds: b's upload in a later second than that listing
     cp.put(s3, day, "b.wav", cp.CALL)
-    time.sleep(2)
+    time.sleep(1.1)  # object times are whole seconds: later than the upload's second
     verdict = run_through(s3, pg, day, "backfill__rvp4-2", is_live=lambda r: r == "scheduled__rvp4-1")
     assert verdict.ok, verdict.problems()
     rows = cp.newest(pg, day)

@@ -54,7 +54,7 @@ def test_an_original_kept_by_the_dpo_is_transcribed_again_once_restored(stack, s
     s3.purge(s3.uri(a))
     assert run_through(s3, pg, day, "manual__z2-2").ok
     cp.put(s3, day, "a.wav", cp.CALL)
-    time.sleep(2)
+    time.sleep(1.1)  # object times are whole seconds: later than the upload's second
     verdict = run_through(s3, pg, day, "manual__z2-3")
     after = cp.newest(pg, day)["a.wav"]
     assert cp.transcribed_keys(pg, day) == ["a.wav"], (
@@ -111,12 +111,12 @@ def test_a_key_put_back_while_another_run_holds_its_copy_is_the_copy(stack, s3, 
     assert run_through(s3, pg, day, "scheduled__z5-1").ok
     s3.purge(s3.uri(b))
     cp.put(s3, day, "a.wav", cp.CALL)
-    time.sleep(2)
+    time.sleep(1.1)  # object times are whole seconds: later than the upload's second
     seen = {}
 
     def restore_and_run_s():
         cp.put(s3, day, "b.wav", cp.CALL)
-        time.sleep(2)
+        time.sleep(1.1)  # object times are whole seconds: later than the upload's second
         seen["s"] = run_through(s3, pg, day, "manual__z5-S", is_live=lambda r: r == "manual__z5-R")
         seen["rows"] = cp.table(pg, day)
 
@@ -141,15 +141,15 @@ def test_a_pair_of_transcripts_another_live_run_holds_is_in_progress(stack, s3, 
     cp.put(s3, day, "a.wav", cp.CALL)
     assert run_through(s3, pg, day, "scheduled__z6-1").ok
     cp.put(s3, day, "a.wav", cp.OTHER)
-    time.sleep(2)
+    time.sleep(1.1)  # object times are whole seconds: later than the upload's second
     assert run_through(s3, pg, day, "manual__z6-X", stop="listed") is None
     cp.put(s3, day, "b.wav", cp.CALL)
-    time.sleep(2)
+    time.sleep(1.1)  # object times are whole seconds: later than the upload's second
     run_through(s3, pg, day, "manual__z6-2", is_live=lambda r: r in live)
     assert "b.wav" in cp.transcribed_keys(pg, day), cp.table(pg, day)
     assert run_through(s3, pg, day, "manual__z6-R", reprocess=True, stop="listed", is_live=lambda r: r in live) is None
     cp.put(s3, day, "a.wav", cp.CALL)  # put back
-    time.sleep(2)
+    time.sleep(1.1)  # object times are whole seconds: later than the upload's second
     verdict = run_through(s3, pg, day, "manual__z6-S", is_live=lambda r: r in live)
     table = cp.table(pg, day)
     assert verdict.ok, (f"expected S green (b is in live reprocess run R's hands); actual red: "
@@ -236,14 +236,14 @@ def test_a_pair_of_transcripts_a_dead_run_held_is_settled_once_that_run_is_close
     cp.put(s3, day, "a.wav", cp.CALL)
     assert run_through(s3, pg, day, "scheduled__z7-1").ok
     cp.put(s3, day, "a.wav", cp.OTHER)
-    time.sleep(2)
+    time.sleep(1.1)  # object times are whole seconds: later than the upload's second
     assert run_through(s3, pg, day, "manual__z7-X", stop="listed") is None
     cp.put(s3, day, "b.wav", cp.CALL)
-    time.sleep(2)
+    time.sleep(1.1)  # object times are whole seconds: later than the upload's second
     run_through(s3, pg, day, "manual__z7-2", is_live=lambda r: r in live)
     assert run_through(s3, pg, day, "manual__z7-R", reprocess=True, stop="listed", is_live=lambda r: r in live) is None
     cp.put(s3, day, "a.wav", cp.CALL)  # put back
-    time.sleep(2)
+    time.sleep(1.1)  # object times are whole seconds: later than the upload's second
     verdict = run_through(s3, pg, day, "manual__z7-S", is_live=lambda r: r in live)  # R is over
     transcribed = cp.transcribed_keys(pg, day)
     assert verdict.ok and len(transcribed) == 1, (

@@ -72,7 +72,9 @@ def _task_states(dr) -> dict[str, set[str]]:
 def test_a_run_whose_job_fails_is_red_and_says_why(stack, s3, pg, tmp_path, quick_retries, monkeypatch):
     """A broken engine (no model files) fails every job: the run is red, the cause is everywhere."""
     day = date(2026, 10, 10)
-    n = upload_day(s3, day)
+    # Two calls in the one job (each must get the job's cause), not the long stereo sample: the rerun
+    # at the end transcribes them.
+    n = upload_day(s3, day, files=[sample_dir() / "call-0002.mp3", sample_dir() / "call-0003.wav"])
     env = {**os.environ, "CALLSCRIBE_GRANITE_MODEL_DIR": str(tmp_path / "no-model")}
     out = subprocess.run([sys.executable, "-m", "callscribe.cli", "run", "--date", str(day),
                           "--engine", "granite-nar"], capture_output=True, text=True, env=env, timeout=900)

@@ -318,12 +318,29 @@ def s3_down(p: Profile) -> None:
     try:
         os.killpg(pid, signal.SIGTERM)
         for _ in range(50):
-            os.kill(pid, 0)
+            if _exited(pid):
+                break
             time.sleep(0.1)
-        os.killpg(pid, signal.SIGKILL)
+        else:
+            os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     pidfile.unlink(missing_ok=True)
+
+
+def _exited(pid: int) -> bool:
+    """Whether the process has ended. One this process started (s3_up here) stays a zombie, which
+    signal 0 still reaches, until it is reaped: it is reaped here."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return True
+    except ChildProcessError:  # not this process's child: its parent reaps it
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
 
 
 # ---------------------------------------------------------------- environment
