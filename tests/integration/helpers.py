@@ -125,10 +125,12 @@ def run_through(s3, pg, day: date, run: str, before_chunk=None, close: bool = Tr
     ``is_live`` says they are live; ``lookback_days`` as the DAG's Param."""
     from datetime import UTC, datetime
 
-    from callscribe import loading
+    from callscribe import loading, reporting
     from callscribe.audit import run_verdict
 
     started = datetime.now(UTC)
+    # As `discover` does first: the run's row, which its claim then records what a reprocess held back in.
+    reporting.run_listed(pg, run, "transcribe_calls", day, "whisper-tiny", store=s3)
     ids = discovery.discover(s3, pg, day, "calls/", run, reprocess=reprocess, is_live=is_live or (lambda r: False),
                              lookback_days=lookback_days)
     if before_chunk:
