@@ -17,15 +17,22 @@
 -- its own. Not a row another run holds now.
 UPDATE recordings AS d
 SET status = 'duplicate', duplicate_of = o.id, last_run_id = :run_id, updated_at = now(),
-    last_error = 'same content as ' || o.object_key || ' of ' || CAST(o.call_date AS text)
-                 || ' (recording ' || o.id || '): one call, transcribed there'
+    last_error = callscribe_copy_reason(o.object_key, o.call_date, o.id, true)
 FROM recordings AS o
 WHERE d.call_date = :call_date AND d.size_bytes > 0
   AND ((d.status = 'pending' AND d.attempts = 0) OR (d.status = 'failed' AND d.attempts >= :max_attempts)
        OR (d.status IN ('pending', 'failed') AND d.attempts BETWEEN 1 AND :max_attempts - 1))
   AND (d.lease_until IS NULL OR d.lease_until < now() OR d.last_run_id = :run_id)
   AND o.id = (
-      SELECT c.id FROM recordings AS c
+      SELECT c.id
+      FROM recordings AS c
+      -- Whether the key of the candidate (ck) and of the copy (dk) has a transcribed version.
+      CROSS JOIN LATERAL (SELECT EXISTS (SELECT 1 FROM recordings AS p
+                                         WHERE p.bucket = c.bucket AND p.object_key = c.object_key
+                                           AND p.id < c.id AND p.status = 'done') AS key_done) AS ck
+      CROSS JOIN LATERAL (SELECT EXISTS (SELECT 1 FROM recordings AS p
+                                         WHERE p.bucket = d.bucket AND p.object_key = d.object_key
+                                           AND p.id < d.id AND p.status = 'done') AS key_done) AS dk
       WHERE c.bucket = d.bucket AND c.etag = d.etag AND c.size_bytes = d.size_bytes
         AND c.object_key <> d.object_key
         AND c.call_date BETWEEN d.call_date - CAST(:window AS integer) AND d.call_date + CAST(:window AS integer)
@@ -44,18 +51,11 @@ WHERE d.call_date = :call_date AND d.size_bytes > 0
                       OR (c.status = 'failed' AND c.attempts < :max_attempts)
                       OR (c.status = 'pending'
                           AND (c.attempts > 0
-                               OR (NOT EXISTS (SELECT 1 FROM recordings AS p
-                                               WHERE p.bucket = c.bucket AND p.object_key = c.object_key
-                                                 AND p.id < c.id AND p.status = 'done'), c.id)
-                                  < (NOT EXISTS (SELECT 1 FROM recordings AS p
-                                                 WHERE p.bucket = d.bucket AND p.object_key = d.object_key
-                                                   AND p.id < d.id AND p.status = 'done'), d.id)
+                               OR (NOT ck.key_done, c.id) < (NOT dk.key_done, d.id)
                                OR (c.lease_until > now() AND c.last_run_id IS DISTINCT FROM :run_id))))))
         AND NOT EXISTS (SELECT 1 FROM recordings AS n
                         WHERE n.bucket = c.bucket AND n.object_key = c.object_key AND n.id > c.id
                           AND n.status <> 'superseded')
-      ORDER BY c.status = 'done' DESC, c.attempts > 0 DESC,
-               EXISTS (SELECT 1 FROM recordings AS p WHERE p.bucket = c.bucket AND p.object_key = c.object_key
-                         AND p.id < c.id AND p.status = 'done') DESC, c.id
+      ORDER BY c.status = 'done' DESC, c.attempts > 0 DESC, ck.key_done DESC, c.id
       LIMIT 1
   )

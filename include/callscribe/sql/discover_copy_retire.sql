@@ -50,8 +50,7 @@ WITH mine AS (
 )
 UPDATE recordings AS r
 SET status = 'duplicate', duplicate_of = retired.original, last_run_id = :run_id, updated_at = now(),
-    last_error = 'same content as ' || retired.object_key || ' of ' || CAST(retired.call_date AS text)
-                 || ' (recording ' || retired.original || '): one call, transcribed there; this key''s '
-                 || 'second transcript was removed'
+    last_error = callscribe_copy_reason(retired.object_key, retired.call_date, retired.original, true)
+                 || '; this key''s second transcript was removed'
 FROM retired
 WHERE r.id = retired.id

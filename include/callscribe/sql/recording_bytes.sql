@@ -36,12 +36,7 @@ SET content_sha256 = :sha256, updated_at = now(),
     duplicate_of = CASE WHEN o.id IS NULL THEN r.duplicate_of ELSE o.id END,
     chunking_since = CASE WHEN o.id IS NULL THEN r.chunking_since END,
     last_error = CASE WHEN o.id IS NULL THEN r.last_error
-                      WHEN o.same_etag
-                      THEN 'same content as ' || o.object_key || ' of ' || CAST(o.call_date AS text)
-                           || ' (recording ' || o.id || '): one call, transcribed there'
-                      ELSE 'same bytes as ' || o.object_key || ' of ' || CAST(o.call_date AS text)
-                           || ' (recording ' || o.id || ', uploaded with another etag): one call, '
-                           || 'transcribed there' END
+                      ELSE callscribe_copy_reason(o.object_key, o.call_date, o.id, o.same_etag) END
 FROM me LEFT JOIN original AS o ON true
 WHERE r.id = me.id
 RETURNING r.id, o.id AS original_id, r.last_error

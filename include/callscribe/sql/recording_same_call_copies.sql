@@ -7,12 +7,8 @@
 -- or its (discover_copy_revive.sql).
 UPDATE recordings AS d
 SET duplicate_of = o.id, updated_at = now(),
-    last_error = CASE WHEN d.etag = o.etag AND d.size_bytes = o.size_bytes
-                      THEN 'same content as ' || o.object_key || ' of ' || CAST(o.call_date AS text)
-                           || ' (recording ' || o.id || '): one call, transcribed there'
-                      ELSE 'same bytes as ' || o.object_key || ' of ' || CAST(o.call_date AS text)
-                           || ' (recording ' || o.id || ', uploaded with another etag): one call, '
-                           || 'transcribed there' END
+    last_error = callscribe_copy_reason(o.object_key, o.call_date, o.id,
+                                        d.etag = o.etag AND d.size_bytes = o.size_bytes)
 FROM recordings AS o
 WHERE o.id = :prior_id AND d.duplicate_of = :id AND d.status = 'duplicate'
   AND d.call_date BETWEEN o.call_date - CAST(:window AS integer) AND o.call_date + CAST(:window AS integer)
