@@ -29,7 +29,7 @@ from callscribe.config import (
     run_area,
     speakers_hint,
 )
-from callscribe.storage import ObjectInfo, Store, refuses_client
+from callscribe.storage import TRANSIENT_CODES, ObjectInfo, Store, make_uri, refuses_client
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
@@ -387,14 +387,40 @@ def release_dead(engine: Engine, day: date, run_id: str, is_live: Callable[[str]
     return dead
 
 
-def refund_uri(store: Store, run_id: str, recording_id: int) -> str:
+def refund_uri(store: Store, run_id: str, recording_id: int, bucket: str | None = None) -> str:
     """Where a chunk task that could not give back a recording's attempt (the database down)
-    leaves that refund owed (pipeline._refund)."""
-    return store.uri(f"{_refunds_prefix(run_id)}{recording_id}.json")
+    leaves that refund owed (pipeline._refund): the work area of the store's bucket as that task
+    saw it (``bucket``: another's, :func:`refund_buckets`)."""
+    return make_uri(bucket or store.bucket, f"{_refunds_prefix(run_id)}{recording_id}.json")
 
 
 def _refunds_prefix(run_id: str) -> str:
     return f"{run_area(run_id)}refunds/"
+
+
+def refund_buckets(store: Store, listed: str | None) -> list[str]:
+    """The buckets whose work areas may hold a run's refund notes: the one its discover listed
+    (``listed``), where its chunk tasks wrote them until the S3 connection was switched to another
+    bucket mid-run, then the store's own (those written since)."""
+    return list(dict.fromkeys(b for b in (listed, store.bucket) if b))
+
+
+def listed_bucket(engine: Engine, run_id: str) -> str | None:
+    """The bucket the run's discover listed (pipeline_runs.source, reporting.run_source's
+    'bucket/prefix'); None for a run that never listed."""
+    with engine.connect() as conn:
+        row = conn.execute(db.q("run_owner"), {"run_id": run_id}).one_or_none()
+    return row.source.partition("/")[0] if row is not None and row.source else None
+
+
+def _gone_elsewhere(store: Store, bucket: str, exc: Exception) -> bool:
+    """Whether ``exc`` is the refusal of a bucket other than the store's own (the deployment moved
+    to another store, the old bucket removed): its notes cannot be paid from here, and that must
+    not keep the run from closing. An outage of it raises as the store's own would."""
+    if bucket == store.bucket or not isinstance(exc, S3Error) or exc.code in TRANSIENT_CODES:
+        return False
+    log.warning("refund notes in bucket %s cannot be read (%s): the attempts they owe stay spent", bucket, exc.code)
+    return True
 
 
 def write_refund_note(store: Store, run_id: str, recording_id: int, since: datetime | None) -> None:
@@ -403,13 +429,20 @@ def write_refund_note(store: Store, run_id: str, recording_id: int, since: datet
     store.put_bytes(refund_uri(store, run_id, recording_id), json.dumps(body).encode(), "application/json")
 
 
-def pay_refund(store: Store, engine: Engine, run_id: str, recording_id: int) -> bool | None:
-    """Pay a refund owed (``write_refund_note``): None when none is; else whether it was, which
-    it is only while the recording still has the mark of the try that wrote it (not a later
-    try's, which may be a crash on the file). The note is removed either way."""
-    uri = refund_uri(store, run_id, recording_id)
-    if not store.exists(uri):  # an unreachable store raises: the task fails and is retried
-        return None
+def pay_refund(store: Store, engine: Engine, run_id: str, recording_id: int,
+               bucket: str | None = None) -> bool | None:
+    """Pay a refund owed (``write_refund_note``) from ``bucket``'s work area (the store's when not
+    given): None when none is; else whether it was, which it is only while the recording still has
+    the mark of the try that wrote it (not a later try's, which may be a crash on the file). The
+    note is removed either way."""
+    uri = refund_uri(store, run_id, recording_id, bucket)
+    try:
+        if not store.exists(uri):  # an unreachable store raises: the task fails and is retried
+            return None
+    except Exception as exc:
+        if _gone_elsewhere(store, bucket or store.bucket, exc):
+            return None
+        raise
     try:
         since = json.loads(store.get_bytes(uri)).get("chunking_since")
     except ValueError:  # not written whole: the mark it was for is unknown, so none is paid
@@ -427,12 +460,19 @@ def pay_refunds(store: Store, engine: Engine, run_id: str) -> int:
     paid them are over (the database down for all of them, the run ended or marked failed),
     and the attempts were not the recordings' to spend. Returns how many were paid."""
     paid = 0
-    for obj in store.list(_refunds_prefix(run_id)):
-        name = posixpath.basename(obj.key)
-        if name.endswith(".json") and name[:-5].isdigit() and pay_refund(store, engine, run_id, int(name[:-5])):
-            log.warning("run %s: recording %s's attempt given back (its chunk task failed on a database "
-                        "outage and no retry gave it back)", run_id, name[:-5])
-            paid += 1
+    for bucket in refund_buckets(store, listed_bucket(engine, run_id)):
+        try:
+            names = [posixpath.basename(o.key) for o in store.list(_refunds_prefix(run_id), bucket)]
+        except Exception as exc:
+            if _gone_elsewhere(store, bucket, exc):
+                continue
+            raise
+        for name in names:
+            if name.endswith(".json") and name[:-5].isdigit() and pay_refund(store, engine, run_id, int(name[:-5]),
+                                                                             bucket):
+                log.warning("run %s: recording %s's attempt given back (its chunk task failed on a database "
+                            "outage and no retry gave it back)", run_id, name[:-5])
+                paid += 1
     return paid
 
 

@@ -109,9 +109,11 @@ def chunk_one(store: Store, engine: Engine, recording_id: int, params: ChunkingP
         log.info("recording %d is %s and owned by run %s now; left alone", recording_id, rec.status, rec.last_run_id)
         return None
     if run_id is not None and rec.attempted_run_id == run_id and rec.chunking_since is not None:
-        from callscribe.discovery import pay_refund
+        from callscribe.discovery import pay_refund, refund_buckets
 
-        if pay_refund(store, engine, run_id, recording_id):
+        # The note may be in the bucket the run listed (its recordings'), written before the S3
+        # connection was switched to another bucket mid-run, or in the store's own.
+        if any(pay_refund(store, engine, run_id, recording_id, b) for b in refund_buckets(store, rec.bucket)):
             # Not a death: the try before failed on a database outage that outlasted its refund.
             log.info("recording %d: its attempt given back (the try before failed on a database outage)",
                      recording_id)

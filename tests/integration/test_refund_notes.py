@@ -7,10 +7,14 @@
 2. A note outlives the try it was written for (its payment's delete failed): a later death of
    the task on that file in the same run is taken for that old outage, and the file is chunked
    again, killing the group's task once more.
+3. The S3 connection is switched to another bucket while the run is live: the run's close and
+   its chunk task's retry looked for the notes in the new bucket's work area, so the notes the
+   run wrote in the bucket it listed stayed unpaid, and the outage spent those calls' attempts.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 
 import pytest
@@ -19,11 +23,13 @@ import sqlalchemy as sa
 from callscribe import db, discovery, pipeline, reporting
 from callscribe.discovery import MAX_ATTEMPTS, day_prefix
 from callscribe.samples import sample_dir
+from callscribe.storage import Store
 
 pytestmark = pytest.mark.integration
 
 CALL = sample_dir() / "call-0003.wav"
 KILL = "SELECT pg_terminate_backend(pg_backend_pid())"
+SWITCHED_TO = "calls-switched-mid-run"
 
 
 class Died(BaseException):
@@ -105,3 +111,47 @@ def test_a_refund_note_left_over_does_not_excuse_a_later_death_on_the_file(stack
     assert row.status == "failed" and "chunk task died" in row.last_error, row
     assert row.attempts == 1, row
     discovery.close_run(pg, run)
+
+
+def _switched(s3) -> Store:
+    """The store as the run's later tasks see it once the operator edits the bucket in the S3 connection."""
+    store = Store(replace(s3.settings, bucket=SWITCHED_TO))
+    if not store.client.bucket_exists(SWITCHED_TO):
+        store.client.make_bucket(SWITCHED_TO)
+    return store
+
+
+@pytest.mark.parametrize("paid_by", ["report", "chunk retry"])
+def test_a_refund_note_is_paid_from_the_bucket_the_run_listed_after_a_bucket_switch(stack, s3, pg, monkeypatch,
+                                                                                     paid_by):
+    day = date(2126, 3, 1) if paid_by == "report" else date(2126, 3, 2)
+    run = f"review1-switched-{paid_by.replace(' ', '-')}"
+    source = reporting.run_source(s3.bucket, "calls/")
+    reporting.run_listed(pg, run, "transcribe_calls", day, "whisper-tiny", source)
+    rid = _claimed(s3, pg, day, run, attempts=MAX_ATTEMPTS - 1)  # its last attempt
+    _outage_outlasting_the_refund(s3, pg, rid, run, monkeypatch)  # the note, in the listed bucket
+    new = _switched(s3)
+    if paid_by == "report":
+        # The report task as the DAG runs it: the new bucket's store, the source its discover listed.
+        reporting.report_run(pg, run, "transcribe_calls", day, "whisper-tiny", store=new, source=source)
+        row = _row(pg, rid)
+        assert row.status == "pending" and row.attempts == MAX_ATTEMPTS - 1 and row.chunking_since is None, row
+    else:
+        # The chunk task's retry, on the new bucket's store: the outage, not a death on the file.
+        assert pipeline.chunk_one(new, pg, rid, run_id=run) is not None, _row(pg, rid)
+        row = _row(pg, rid)
+        assert row.status == "chunked" and row.attempts == MAX_ATTEMPTS, row
+        discovery.release(pg, run)
+    assert not s3.exists(discovery.refund_uri(s3, run, rid))
+
+
+def test_a_run_whose_listed_bucket_is_gone_still_closes(stack, s3, pg, caplog):
+    """The deployment moved to another store and the old bucket removed: its notes cannot be paid,
+    which must not keep the report from closing the run (its leases) as before."""
+    day, run = date(2126, 3, 3), "review1-listed-bucket-gone"
+    source = reporting.run_source("calls-removed-since", "calls/")
+    reporting.run_listed(pg, run, "transcribe_calls", day, "whisper-tiny", source)
+    assert not s3.client.bucket_exists("calls-removed-since")
+    figures = reporting.report_run(pg, run, "transcribe_calls", day, "whisper-tiny", store=s3, source=source)
+    assert figures["recordings_found"] == 0
+    assert "refund notes in bucket calls-removed-since cannot be read" in caplog.text
