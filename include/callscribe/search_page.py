@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -63,7 +64,14 @@ def _presigner():
 def audio_url(bucket: str, key: str, start_s: float) -> str:
     """A short-lived link to the recording that starts playing at ``start_s``."""
     url = _presigner().presigned_get_object(bucket, key, expires=access.play_url_ttl())
-    return f"{url}#t={max(0.0, start_s):.1f}"
+    return f"{url}#t={play_from(start_s):.1f}"
+
+
+def play_from(start_s: float) -> float:
+    """The time a link's fragment (in tenths) plays from: ``start_s`` down to its tenth, so a play never
+    starts after the word it was asked for (rounding to the nearest could skip up to 50 ms of it)."""
+    # Tenths counted with a little rounding first: 4.3 s (4.2999... as a float) stays 4.3.
+    return max(0.0, math.floor(round(start_s * 10, 6)) / 10)
 
 
 def audio_unchanged(bucket: str, key: str, etag: str) -> bool:

@@ -355,13 +355,40 @@ def _placed(channel: int, region: Region, start: float, end: float, text: str,
 def word_starts(region: Region, text: str, words: Sequence[Word], lo: float, hi: float) -> tuple[float, ...]:
     """Recording time of each whitespace-separated word of ``text``, from the engine's words (a
     word that prints as two pieces gives both its start), inside [lo, hi] and never going back;
-    empty when the pieces do not line up one to one with the text's."""
-    starts, floor = [], lo
+    when the text prints several pieces as one word ("20" and "%" as "20%") the word takes its first
+    piece's; empty when the pieces spell other words than the text's."""
+    starts: list[float] = []
+    pieces: list[str] = []
+    floor = lo
     for w in words:
         t = min(max(round(float(_to_recording(region, max(0.0, w.start))), 3), floor), hi)
-        starts += [t] * len(w.text.split())
+        split = w.text.split()
+        starts += [t] * len(split)
+        pieces += split
         floor = t
-    return tuple(starts) if starts and len(starts) == len(text.split()) else ()
+    n = len(text.split())
+    if starts and len(starts) == n:
+        return tuple(starts)
+    joined = _joined_starts(text.split(), pieces, starts) if len(starts) > n else None
+    return joined or ()
+
+
+def _joined_starts(text_words: list[str], pieces: list[str], starts: list[float]) -> tuple[float, ...] | None:
+    """Each text word's start when it is spelled by consecutive pieces (Whisper prints "20%" as
+    "20" and "%", punctuation it does not attach to a word): its first piece's; None unless the
+    pieces spell exactly the text's words, so a text that differs gets no times, not wrong ones."""
+    out, j = [], 0
+    for word in text_words:
+        if j >= len(pieces):
+            return None
+        out.append(starts[j])
+        spelled = ""
+        while len(spelled) < len(word) and j < len(pieces):
+            spelled += pieces[j]
+            j += 1
+        if spelled != word:
+            return None
+    return tuple(out) if j == len(pieces) else None
 
 
 def order_segments(segs: list[PlacedSegment]) -> list[PlacedSegment]:

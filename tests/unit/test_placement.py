@@ -152,3 +152,17 @@ def test_whisper_confidence_is_the_segments_mean_token_probability():
     assert confidence(math.log(0.8)) == 0.8
     assert confidence(0.0) == 1.0 and confidence(-50.0) == 0.0
     assert confidence(None) is None and confidence(float("nan")) is None
+
+
+def test_words_the_text_prints_joined_keep_the_first_ones_start():
+    # Whisper times "20%" as the words "20" and "%" (punctuation it does not attach; "24/7" would come as
+    # "24" and "/7"): the text has fewer words than the engine, and each keeps its first piece's start.
+    words = (Word(0.1, 0.3, "of"), Word(0.3, 0.6, "20"), Word(0.6, 0.9, "%"), Word(1.0, 1.4, "instead"))
+    (s,) = place_with_words(REGIONS, 0, [Segment(0.1, 1.4, "of 20% instead", words)])
+    assert s.word_starts == (10.1, 10.3, 11.0)
+    words = (Word(0.1, 0.4, "24"), Word(0.4, 0.7, "/7"), Word(0.8, 1.2, "support"))
+    (s,) = place_with_words(REGIONS, 0, [Segment(0.1, 1.2, "24/7 support", words)])
+    assert s.word_starts == (10.1, 10.8)
+    # Pieces that do not spell the text's words: no word times, not wrong ones.
+    words = (Word(0.1, 0.3, "of"), Word(0.3, 0.6, "20"), Word(0.6, 0.9, "%"))
+    assert place_with_words(REGIONS, 0, [Segment(0.1, 0.9, "of twenty%", words)])[0].word_starts == ()

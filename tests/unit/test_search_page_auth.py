@@ -301,3 +301,12 @@ def test_the_note_says_when_only_similar_matches_were_found():
     assert note_for([similar], True) is None  # similar matches asked for: nothing to explain
     assert note_for([], None) == "no matches, exact or similar"
     assert note_for([], False) == "no exact matches"
+
+
+def test_a_play_link_starts_at_or_just_before_its_time(monkeypatch):
+    # The link's fragment is in tenths: rounded to the nearest, a hit at 10.29 s played from 10.3 s,
+    # after its word began. Down to the tenth (a time given in tenths stays as it is).
+    presigner = FakePresigner()
+    monkeypatch.setattr(search_page, "_presigner", lambda: presigner)
+    fragments = [search_page.audio_url("calls", "k.wav", t).rsplit("#", 1)[1] for t in (10.29, 10.25, 4.3, 0.06, -1.0)]
+    assert fragments == ["t=10.2", "t=10.2", "t=4.3", "t=0.0", "t=0.0"]
