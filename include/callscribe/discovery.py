@@ -348,6 +348,7 @@ def close_run(engine: Engine, run_id: str, store: Store | None = None) -> int:
     chunk tasks left owed are paid first (``pay_refunds``)."""
     if store is not None:
         pay_refunds(store, engine, run_id)
+        pay_unheard_jobs(store, engine, run_id)
     with engine.begin() as conn:
         conn.execute(db.q("report_unfinished"), {"run_id": run_id, "max_attempts": MAX_ATTEMPTS})
     retire_replaced(engine, run_id)
@@ -474,6 +475,55 @@ def pay_refunds(store: Store, engine: Engine, run_id: str) -> int:
                             "outage and no retry gave it back)", run_id, name[:-5])
                 paid += 1
     return paid
+
+
+def pay_unheard_jobs(store: Store, engine: Engine, run_id: str) -> int:
+    """What a run's load would have given back had it read the jobs (loading.load_jobs): the calls of
+    each job of its last plan (job-00000's, which every plan rewrites) left with the deployment's note
+    and no shard: no try of its task reached the store (credentials rotated after the chunk tasks, the
+    load and the report refused too), its pod never ran, or the task never did. None of their speech
+    was heard, so the attempt the run counted is not theirs to spend; given back once (job_unheard.sql).
+    One listing when no job left a note. Returns how many jobs' calls were told."""
+    from callscribe.manifests import JobFailure, JobManifest
+
+    area = run_area(run_id)
+    names = {posixpath.basename(o.key) for o in store.list(f"{area}shards/")}
+    unheard = sorted(n.removesuffix(".failed.json") for n in names
+                     if n.endswith(".failed.json") and n.replace(".failed.json", ".parquet") not in names)
+    if not unheard:
+        return 0
+    try:
+        latest = JobManifest.model_validate_json(store.get_bytes(store.uri(f"{area}jobs/job-00000.json"))).plan_id
+    except S3Error as exc:
+        if exc.code != "NoSuchKey":
+            raise
+        return 0  # no plan: nothing was heard or not
+    except ValueError:
+        return 0
+    told = 0
+    for job_id in unheard:
+        uri = store.uri(f"{area}jobs/{job_id}.json")
+        try:
+            failure = JobFailure.model_validate_json(store.get_bytes(store.uri(f"{area}shards/{job_id}.failed.json")))
+            job = JobManifest.model_validate_json(store.get_bytes(uri)) if failure.deployment else None
+        except S3Error as exc:
+            if exc.code != "NoSuchKey":
+                raise
+            continue  # deleted meanwhile (a sweep, a retry of the task): nothing to tell
+        except ValueError:  # not a note or a manifest as this version writes them: the call's reason says
+            continue
+        if job is None or job.plan_id != latest:  # a job of an earlier plan: its calls are in the last one's
+            continue
+        with engine.begin() as conn:
+            paid = conn.execute(db.q("job_unheard"), {
+                "ids": [r.recording_id for r in job.recordings], "run_id": run_id,
+                "reason": f"transcription job {job_id} did not finish: {failure.error}"[:2000]}).rowcount
+        if not paid:  # its load gave the attempts back already
+            continue
+        log.warning("run %s: job %s was never heard (%s); its calls keep their attempt", run_id, job_id,
+                    failure.error)
+        told += 1
+    return told
 
 
 def run_days(day: date, lookback_days: int = 0) -> list[date]:

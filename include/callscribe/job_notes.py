@@ -18,6 +18,20 @@ def job_of(store: Store, job_uri: str) -> JobManifest:
     return JobManifest.model_validate_json(store.get_bytes(job_uri))
 
 
+# The note each job is planned with (plan_jobs): every try of the job's task deletes it first
+# (forget_cause), and the worker once it has read the job. One still there when the load looks is from a
+# job no try of which reached the store (its credentials rotated, the store down for all its tries) or
+# that never ran: none of its speech was heard, so its calls get their attempt back.
+UNTRIED = ("no try of the transcribe task reached the object store (its credentials refused, or the store "
+           "down, on every try) or the task never ran: the worker never read the job")
+
+
+def plan_note(job: JobManifest) -> tuple[str, bytes]:
+    """Where a job's planned note goes and what it says (:data:`UNTRIED`, the deployment's fault)."""
+    note = JobFailure(job_id=job.job_id, run_id=job.run_id, error=UNTRIED, deployment=True)
+    return failure_uri(job.shard_uri), note.model_dump_json().encode()
+
+
 def forget_cause(store: Store, job_uri: str) -> None:
     """Delete the job's failure note before a try: what an earlier try left is not this one's cause."""
     store.delete(failure_uri(job_of(store, job_uri).shard_uri))

@@ -46,7 +46,7 @@ from callscribe.config import (
     speakers_hint,
 )
 from callscribe.errors import describe
-from callscribe.job_notes import forget_cause, leave_cause
+from callscribe.job_notes import forget_cause, leave_cause, plan_note
 from callscribe.manifests import (
     ChunkRef,
     JobManifest,
@@ -498,6 +498,9 @@ def plan_jobs(store: Store, manifest_uris: list[str], run_id: str, engine_name: 
             chunks=[c for r in recs for c in by_rec.get(r.recording_id, [])],
         )
         uri = _work_uri(store, "runs", key, "jobs", f"{job_id}.json")
+        # Before the manifest: a job whose task never reaches the store (credentials rotated since the
+        # chunk tasks) can leave no note of its own, and its calls, never heard, would spend an attempt.
+        store.put_bytes(*plan_note(job), "application/json")
         store.put_bytes(uri, job.model_dump_json().encode(), "application/json")
         uris.append(uri)
     log.info("%d recordings, %.0f s of speech, in %d jobs", len(entries), sum(speech), len(uris))
