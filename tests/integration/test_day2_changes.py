@@ -85,25 +85,32 @@ def _rotated():
     return replace(s3_settings(), secret_key="rotated-away-" + "x" * 28)
 
 
-def test_store_credentials_rotated_after_chunking_fail_transcribe_and_load_as_outages_and_a_clear_finishes(
-        stack, s3, pg):
-    """The key rotated between the chunk tasks and transcribe: every try of transcribe and of the load is
-    refused by the store (an outage, retried), nothing is marked; the connection fixed and the failed
-    tasks cleared with downstream, the run finishes green with one attempt each."""
-    day = date(2127, 1, 6)
+def _transcribe_refused(s3, pg, day: date, run: str) -> tuple[datetime, list[str], int]:
+    """A run of ``day`` listed and chunked, then every try of each job's transcribe task (the task and
+    its two retries) refused by the store: the key rotated after the chunk tasks. Returns the listing's
+    start, the jobs and how many calls."""
     n = upload_day(s3, day)
-    run = "scheduled__2127-01-06-s3-rotated-clear"
     started, ids = _listed(s3, pg, day, run)
     manifest = pipeline.chunk_group(s3, pg, ids, run, 0)
     jobs = pipeline.plan_jobs(s3, [manifest], run, "whisper-tiny")
     rotated = _rotated()
     for job in jobs:
-        for _try in range(3):  # the task and its two retries
+        for _try in range(3):
             with pytest.raises(S3Error) as refused:
                 pipeline.run_worker_local(job, rotated)
             assert unavailable(refused.value), refused.value.code
+    return started, jobs, n
+
+
+def test_store_credentials_rotated_after_chunking_fail_transcribe_and_load_as_outages_and_a_clear_finishes(
+        stack, s3, pg):
+    """The key rotated between the chunk tasks and transcribe: every try of transcribe and of the load is
+    refused by the store (an outage, retried), nothing is marked; the connection fixed and the failed
+    tasks cleared with downstream, the run finishes green with one attempt each."""
+    day, run = date(2127, 1, 6), "scheduled__2127-01-06-s3-rotated-clear"
+    started, jobs, n = _transcribe_refused(s3, pg, day, run)
     with pytest.raises(S3Error) as refused:
-        loading.load_jobs(Store(rotated), pg, jobs, run)
+        loading.load_jobs(Store(_rotated()), pg, jobs, run)
     assert unavailable(refused.value)
     assert _states(pg, day) == [("chunked", 1, 0)] * n
     for job in jobs:  # fixed; transcribe cleared with downstream
@@ -122,17 +129,8 @@ def test_store_credentials_rotated_under_transcribe_spend_no_attempt_when_the_fi
     were never heard, so their attempt is given back, as for a worker that exited before it read its
     job (README, "The deployment's faults do not spend the calls' attempts either"); the run is red, and
     the next run finishes the day with the calls' attempts as if the outage had not been."""
-    day = date(2127, 1, 7)
-    n = upload_day(s3, day)
-    run = "scheduled__2127-01-07-s3-rotated-load"
-    started, ids = _listed(s3, pg, day, run)
-    manifest = pipeline.chunk_group(s3, pg, ids, run, 0)
-    jobs = pipeline.plan_jobs(s3, [manifest], run, "whisper-tiny")
-    rotated = _rotated()
-    for job in jobs:
-        for _try in range(3):
-            with pytest.raises(S3Error):
-                pipeline.run_worker_local(job, rotated)
+    day, run = date(2127, 1, 7), "scheduled__2127-01-07-s3-rotated-load"
+    started, jobs, n = _transcribe_refused(s3, pg, day, run)
     result = loading.load_jobs(s3, pg, jobs, run)  # the connection fixed meanwhile
     assert result.unfinished_jobs == [j.rsplit("/", 1)[1].removesuffix(".json") for j in jobs]
     discovery.close_run(pg, run, s3)  # the report
@@ -151,17 +149,9 @@ def test_store_credentials_rotated_for_the_rest_of_a_run_spend_no_attempt_once_t
     the load and of the report is refused (the run red, its leases held). The next run of the day, with the
     connection fixed, closes the dead run: its calls were never heard, so their attempt is given back
     there, and that run finishes the day with one attempt each (before: two, an outage's)."""
-    day = date(2127, 1, 10)
-    n = upload_day(s3, day)
-    run = "scheduled__2127-01-10-s3-rotated-night"
-    _, ids = _listed(s3, pg, day, run)
-    manifest = pipeline.chunk_group(s3, pg, ids, run, 0)
-    jobs = pipeline.plan_jobs(s3, [manifest], run, "whisper-tiny")
+    day, run = date(2127, 1, 10), "scheduled__2127-01-10-s3-rotated-night"
+    _, jobs, n = _transcribe_refused(s3, pg, day, run)
     rotated = _rotated()
-    for job in jobs:
-        for _try in range(3):
-            with pytest.raises(S3Error):
-                pipeline.run_worker_local(job, rotated)
     with pytest.raises(S3Error):
         loading.load_jobs(Store(rotated), pg, jobs, run)
     with pytest.raises(S3Error):  # the report: its close pays what the run owes from the store first
