@@ -29,10 +29,14 @@ def check_source(run_id: str, listed: str | None, source: str) -> None:
     """Raise :class:`SourceChanged` when the run's ``discover`` listed (``listed``, None when it did
     not) another source than this task reads."""
     if listed is not None and listed != source:
+        # A bucket is a source's first part (run_source); the prefix comes from the run's Params, whose
+        # default a deploy may change under a live run.
+        what = ("the S3 connection (its bucket)" if listed.partition("/")[0] != source.partition("/")[0]
+                else "the run's prefix (a deploy that changed the prefix Param's default)")
         raise SourceChanged(
-            f"run {run_id} listed {listed}, but this task reads {source}: the S3 connection (its bucket) was "
+            f"run {run_id} listed {listed}, but this task reads {source}: {what} was "
             f"changed while the run was in flight. The run's report closed it as listed; its calls of {listed} "
-            f"are not judged here. Trigger a new run of the day for the new bucket")
+            f"are not judged here. Trigger a new run of the day for the new source")
 
 
 def run_source(bucket: str, prefix: str) -> str:

@@ -93,3 +93,14 @@ def test_every_engine_setting_reaches_a_local_worker():
     env = pipeline.worker_environment(S3Settings(endpoint="s3.local:9000", access_key="AK", secret_key="SK",
                                                  bucket="calls"), base)
     assert {k: env.get(k) for k in read} == dict.fromkeys(read, "1")
+
+
+def test_a_source_changed_mid_run_names_what_changed():
+    from callscribe.reporting import SourceChanged, check_source
+
+    check_source("r", "calls/calls/", "calls/calls/")  # as listed
+    check_source("r", None, "calls/calls/")  # a run that never listed: nothing to compare
+    with pytest.raises(SourceChanged, match=r"the S3 connection \(its bucket\) was changed"):
+        check_source("r", "calls/calls/", "archive/calls/")
+    with pytest.raises(SourceChanged, match="the run's prefix .* was changed"):
+        check_source("r", "calls/calls/", "calls/imports/")
