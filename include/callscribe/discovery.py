@@ -29,7 +29,7 @@ from callscribe.config import (
     run_area,
     speakers_hint,
 )
-from callscribe.storage import TRANSIENT_CODES, ObjectInfo, Store, make_uri, refuses_client
+from callscribe.storage import ObjectInfo, Store, make_uri, refuses_client, store_down
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
@@ -417,8 +417,9 @@ def listed_bucket(engine: Engine, run_id: str) -> str | None:
 def _gone_elsewhere(store: Store, bucket: str, exc: Exception) -> bool:
     """Whether ``exc`` is the refusal of a bucket other than the store's own (the deployment moved
     to another store, the old bucket removed): its notes cannot be paid from here, and that must
-    not keep the run from closing. An outage of it raises as the store's own would."""
-    if bucket == store.bucket or not isinstance(exc, S3Error) or exc.code in TRANSIENT_CODES:
+    not keep the run from closing. An outage of it (:func:`storage.store_down`) raises as the store's
+    own would."""
+    if bucket == store.bucket or not isinstance(exc, S3Error) or store_down(exc):
         return False
     log.warning("refund notes in bucket %s cannot be read (%s): the attempts they owe stay spent", bucket, exc.code)
     return True

@@ -440,12 +440,20 @@ REFUSED_CODES = frozenset({"AccessDenied", "BadRequest", "Forbidden"})
 UNSUPPORTED_CODES = frozenset({"NotImplemented", "MethodNotAllowed"})
 
 
+def store_down(exc: S3Error) -> bool:
+    """True when the store answered that it is in trouble: a transient code, or any 5xx whatever it
+    names it (MinIO's XMinioReadQuorum, SlowDownRead, XMinioStorageFull: codes of its own), but for
+    a call it does not have (501 NotImplemented)."""
+    status = getattr(exc.response, "status", None) or 0
+    return exc.code in TRANSIENT_CODES or (status >= 500 and exc.code not in UNSUPPORTED_CODES)
+
+
 def unavailable(exc: BaseException) -> bool:
-    """True when the store could not be reached, asked us to back off, or refuses this client
-    whatever the object (CLIENT_CODES): an outage, worth a retry of the whole task, never a reason
-    to fail or quarantine a recording."""
+    """True when the store could not be reached, is down or asked us to back off (:func:`store_down`),
+    or refuses this client whatever the object (CLIENT_CODES): an outage, worth a retry of the whole
+    task, never a reason to fail or quarantine a recording."""
     if isinstance(exc, S3Error):
-        return exc.code in TRANSIENT_CODES or exc.code in CLIENT_CODES
+        return store_down(exc) or exc.code in CLIENT_CODES
     return isinstance(exc, (urllib3.exceptions.HTTPError, ServerError, ConnectionError, TimeoutError))
 
 

@@ -155,3 +155,38 @@ def test_a_run_whose_listed_bucket_is_gone_still_closes(stack, s3, pg, caplog):
     figures = reporting.report_run(pg, run, "transcribe_calls", day, "whisper-tiny", store=s3, source=source)
     assert figures["recordings_found"] == 0
     assert "refund notes in bucket calls-removed-since cannot be read" in caplog.text
+
+
+def test_an_outage_of_the_listed_bucket_fails_the_report_and_leaves_its_notes_owed(stack, s3, pg, monkeypatch):
+    """The bucket the run listed answers its listing with a 5xx under an S3 code of the store's own
+    (MinIO's read quorum lost, or its SlowDownRead): an outage, as that status says, not a bucket gone.
+    The report must fail (its retry pays the note), not close the run with the attempt spent."""
+    from types import SimpleNamespace
+
+    from minio.error import S3Error
+
+    from callscribe.storage import Store as RealStore
+
+    day, run = date(2129, 3, 4), "review1-listed-bucket-down"
+    source = reporting.run_source(s3.bucket, "calls/")
+    reporting.run_listed(pg, run, "transcribe_calls", day, "whisper-tiny", source)
+    rid = _claimed(s3, pg, day, run, attempts=MAX_ATTEMPTS - 1)
+    _outage_outlasting_the_refund(s3, pg, rid, run, monkeypatch)
+    new, old = _switched(s3), s3.bucket
+    real_list = RealStore.list
+
+    def down(self, prefix, bucket=None):
+        if (bucket or self.bucket) == old:
+            raise S3Error(SimpleNamespace(status=503), "XMinioReadQuorum", "Multiple disk failures, unable to "
+                          "reconstruct data.", prefix, "req", "host", old)
+        return real_list(self, prefix, bucket)
+
+    monkeypatch.setattr(RealStore, "list", down)
+    with pytest.raises(S3Error):
+        reporting.report_run(pg, run, "transcribe_calls", day, "whisper-tiny", store=new, source=source)
+    assert s3.exists(discovery.refund_uri(s3, run, rid))
+    # The store back: the report's retry pays it.
+    monkeypatch.setattr(RealStore, "list", real_list)
+    reporting.report_run(pg, run, "transcribe_calls", day, "whisper-tiny", store=new, source=source)
+    row = _row(pg, rid)
+    assert row.attempts == MAX_ATTEMPTS - 1 and row.chunking_since is None, row

@@ -8,6 +8,7 @@ from datetime import date
 
 import pytest
 from minio.error import S3Error
+from urllib3 import HTTPResponse
 
 from callscribe import discovery, pipeline
 from tests.integration.copies import call_bytes, newest, put, table
@@ -16,8 +17,10 @@ from tests.integration.helpers import run_through
 pytestmark = pytest.mark.integration
 
 
-def _refuse(s3, m, code: str, prefix: str = "", methods=("stat", "get_bytes", "put_bytes")) -> None:
-    """Requests under ``prefix`` refused with ``code`` (as a store with XML bodies says it)."""
+def _refuse(s3, m, code: str, prefix: str = "", methods=("stat", "get_bytes", "put_bytes"),
+            status: int | None = None) -> None:
+    """Requests under ``prefix`` refused with ``code`` (as a store with XML bodies says it), with the
+    HTTP ``status`` where given."""
     keys = {"stat": lambda bucket, key, *a: key, "get_bytes": lambda uri, *a: uri.split("/", 3)[3],
             "put_bytes": lambda uri, *a: uri.split("/", 3)[3]}
 
@@ -25,7 +28,8 @@ def _refuse(s3, m, code: str, prefix: str = "", methods=("stat", "get_bytes", "p
         def refused(*args, **kw):
             key = key_of(*args)
             if key.startswith(prefix):
-                raise S3Error(None, code, "refused", key, "req", "host", s3.bucket, key)
+                raise S3Error(HTTPResponse(status=status) if status else None, code, "refused", key, "req", "host",
+                              s3.bucket, key)
             return real(*args, **kw)
         return refused
 
@@ -79,3 +83,29 @@ def test_every_read_of_a_group_denied_is_an_outage_not_each_calls_fault(stack, s
         m.undo()
     rows = newest(pg, day)
     assert {(r.status, r.attempts) for r in rows.values()} == {("pending", 0)}, table(pg, day)
+
+
+# MinIO's own names for its outages: a distributed MinIO that lost a node's disks cannot assemble objects.
+@pytest.mark.parametrize("code", ["XMinioReadQuorum", "SlowDownRead"])
+def test_a_store_down_under_a_code_of_its_own_charges_no_recording(stack, s3, pg, monkeypatch, code):
+    """The store answers the chunk stage's reads 503 under a code of its own: an outage, as its status
+    says. Before: every recording read then was `failed` with an attempt spent (the code was not one
+    the pipeline knew), and three such nights left the day's calls failed for good."""
+    day = date(2131, 1, 1 + ["XMinioReadQuorum", "SlowDownRead"].index(code))
+    put(s3, day, "a.wav", call_bytes(12001 + day.day))
+    put(s3, day, "b.wav", call_bytes(12011 + day.day))
+    run = f"scheduled__store-down-{code}"
+    ids = discovery.discover(s3, pg, day, "calls/", run, is_live=lambda r: False)
+    assert len(ids) == 2
+    down = pytest.MonkeyPatch()
+    _refuse(s3, down, code, prefix="calls/", methods=("get_bytes",), status=503)  # the recordings' reads
+    try:
+        with pytest.raises(S3Error):  # the task fails, and Airflow retries it
+            pipeline.chunk_group(s3, pg, ids, run, 0)
+    finally:
+        down.undo()
+    rows = newest(pg, day)
+    assert [(r.status, r.attempts) for r in rows.values()] == [("pending", 0), ("pending", 0)], table(pg, day)
+    discovery.close_run(pg, run)
+    verdict = run_through(s3, pg, day, f"manual__store-down-{code}-again")  # the store back
+    assert verdict.ok, verdict.problems()
