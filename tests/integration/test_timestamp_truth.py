@@ -135,10 +135,11 @@ def truth_run(stack, s3, pg) -> tuple[dict[str, sa.Row], list[sa.Row]]:
 # A segment (or word) may reach into the context kept around a region (pad_s), give or take the
 # VAD's frame its edge was found in.
 EDGE_S = DEFAULT_CHUNKING.pad_s + FRAME_MS / 1000
-# A hit plays from at most a second before its word, and not after the engine's own time for the word
-# in its piece alone by more than five of Whisper's 20 ms alignment steps (another context moves it a
-# step or two); the play link then starts at or just before the hit (search_page.play_from).
-HIT_EARLY_S, HIT_LATE_S = 1.0, 0.1
+# A hit starts within five of Whisper's 20 ms alignment steps after the engine's own time for the word in
+# its piece alone (another context moves it a step or two), and at most 0.3 s before it: a hit that fell
+# back to its segment's start (no word times) lands further back, every word here being at least 0.5 s
+# into its turn ("sorry"). The play link then starts at or just before the hit (search_page.play_from).
+HIT_EARLY_S, HIT_LATE_S = 0.3, 0.1
 
 
 def speech(call: Call) -> dict[int, list[tuple[float, float]]]:
