@@ -500,7 +500,11 @@ def plan_jobs(store: Store, manifest_uris: list[str], run_id: str, engine_name: 
         uri = _work_uri(store, "runs", key, "jobs", f"{job_id}.json")
         # Before the manifest: a job whose task never reaches the store (credentials rotated since the
         # chunk tasks) can leave no note of its own, and its calls, never heard, would spend an attempt.
-        store.put_bytes(*plan_note(job), "application/json")
+        # Not where an earlier plan of this run put a job of that id (plan_jobs cleared, alone or with its
+        # downstream): what its tries left there (a kill's note, none) stands until a try of this plan
+        # deletes it; a note saying none ran would give back the attempt of calls a try heard.
+        if not store.exists(uri):
+            store.put_bytes(*plan_note(job), "application/json")
         store.put_bytes(uri, job.model_dump_json().encode(), "application/json")
         uris.append(uri)
     log.info("%d recordings, %.0f s of speech, in %d jobs", len(entries), sum(speech), len(uris))

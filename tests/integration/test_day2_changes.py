@@ -17,8 +17,11 @@ from minio.error import S3Error
 from callscribe import db, discovery, loading, pipeline, reporting
 from callscribe.audit import run_verdict
 from callscribe.config import s3_settings
+from callscribe.job_notes import UNTRIED, forget_cause, leave_cause
+from callscribe.manifests import JobManifest
 from callscribe.storage import Store, unavailable
-from tests.integration.helpers import day_rows, run_through, upload_day
+from tests.integration.helpers import day_rows, run_pod, run_through, upload_day
+from tests.integration.test_worker_deaths import KILLING_ENGINE
 
 pytestmark = pytest.mark.integration
 
@@ -268,3 +271,53 @@ def test_a_load_task_running_twice_at_once_loads_each_call_once(stack, s3, pg):
             "SELECT count(*) FROM (SELECT recording_id, channel, seq FROM segments WHERE call_date = :d "
             "GROUP BY 1, 2, 3 HAVING count(*) > 1) AS x"), {"d": day}).scalar_one()
     assert doubled == 0
+
+
+# ---------------------------------------------------------------- e. plan_jobs cleared alone after its jobs ran
+
+
+def _heard(pg, ids: set[int]) -> dict[int, tuple[str, int, str | None]]:
+    with pg.connect() as c:
+        return {r.id: (r.status, r.attempts, r.last_error) for r in c.execute(sa.text(
+            "SELECT id, status, attempts, last_error FROM recordings WHERE id = ANY(:ids)"), {"ids": sorted(ids)})}
+
+
+@pytest.mark.parametrize("noted", [True, False], ids=["kill-noted", "no-note"])
+def test_plan_jobs_cleared_alone_after_a_call_killed_its_worker_gives_no_attempt_back(stack, s3, pg, tmp_path,
+                                                                                     noted):
+    """A call that kills the worker (OOM) on every try of its job's task: its attempt is spent, with the kill
+    as its reason (or the load's "no shard" where no try could leave a note). plan_jobs is then cleared
+    without transcribe (a re-plan no try of which runs): its calls were heard all the same, so neither the
+    load nor the run's close may give that attempt back, nor tell them "the task never ran" (the re-plan's
+    note did both)."""
+    day = date(2130, 1, 3 if noted else 4)
+    upload_day(s3, day)
+    run = f"scheduled__{day}-replanned-alone"
+    _, ids = _listed(s3, pg, day, run)
+    manifest = pipeline.chunk_group(s3, pg, ids, run, 0)
+    jobs = pipeline.plan_jobs(s3, [manifest], run, "whisper-tiny")
+    killer = JobManifest.model_validate_json(s3.get_bytes(jobs[0])).recordings[0].recording_id
+    wrapper = KILLING_ENGINE.replace("KILLERS", repr({killer})).replace("SIGNAL", "SIGKILL")
+    # Its task's tries (two: a third would leave the killer out), as the pod task runs them: the earlier try's
+    # note gone, the pod OOM-killed, what the cluster said left as the note (or nothing: the note not written).
+    for _try in range(2):
+        forget_cause(s3, jobs[0])
+        assert run_pod(wrapper, jobs[0], tmp_path, env={"CALLSCRIBE_WORKER_RESPAWNS": "0"}).returncode == -9
+        if noted:
+            leave_cause(s3, jobs[0], "pod Failed; container base exited 137 (OOMKilled)")
+    for job in jobs[1:]:
+        pipeline.run_worker_local(job, s3_settings())
+    loading.load_jobs(s3, pg, jobs, run)
+    discovery.close_run(pg, run, s3)  # the report
+    heard = {r.recording_id for r in JobManifest.model_validate_json(s3.get_bytes(jobs[0])).recordings}
+    before = _heard(pg, heard)
+    assert all(a == 1 for _, a, _ in before.values()), before
+
+    # plan_jobs cleared without transcribe (alone, or with the load): no try of the new plan runs.
+    replanned = pipeline.plan_jobs(s3, [manifest], run, "whisper-tiny")
+    loading.load_jobs(s3, pg, replanned, run)
+    discovery.close_run(pg, run, s3)  # the report again, or the next run of the day's close (release_dead)
+    after = _heard(pg, heard)
+    assert after == before, after
+    assert not any(UNTRIED in (e or "") for _, _, e in after.values()), after
+    discovery.release(pg, run)

@@ -119,6 +119,9 @@ def test_plan_jobs_takes_a_recording_in_two_chunk_manifests_once():
         def put_bytes(self, uri: str, data: bytes, *_) -> None:
             self.objects[uri] = data
 
+        def exists(self, uri: str) -> bool:
+            return uri in self.objects
+
     store = Store()
     entry = RecordingEntry(recording_id=7, n_channels=2, pack_uri="s3://b/p.wav", audio_s=5.0).model_dump()
     other = RecordingEntry(recording_id=9, n_channels=2, pack_uri="s3://b/q.wav", audio_s=1.0).model_dump()
