@@ -41,7 +41,7 @@ VOICED = 0.45  # normalised autocorrelation peak above which a frame is voiced
 class DiarizationParams:
     max_speakers: int = 2  # the hint: a call has two parties
     unit_s: float = 1.5  # longest unit of speech given one label
-    join_s: float = 0.3  # speech runs closer than this form one stretch of unbroken speech
+    join_s: float = 0.3  # speech runs at most this far apart form one stretch of unbroken speech
     block: int = 12  # the loudest frame of each this many speech frames is analysed (one per 0.36 s)
     min_speaker_s: float = 1.5  # a voice with less speech than this is not a speaker
     min_distance: float = 5.0  # cluster centres at least this far apart (pooled spread) to count as two voices

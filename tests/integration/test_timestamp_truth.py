@@ -1,7 +1,8 @@
 """Timestamp truth, end to end: calls spliced from the sample call's turns at known offsets (8 kHz
 mu-law, 16 kHz PCM, 44.1 kHz, a 48 kHz MP3, an hour-long call) go through a real run (the chunker's
 packs, whisper-tiny, the worker's placing, the load, the search SQL). Every loaded segment and word
-start must lie in its own channel's speech, and a hit must play from just before its word.
+start must lie in its own channel's speech, and a hit must play from just before its word. A mono call
+of both parties' turns (diarized at chunking) must also keep each segment to its speaker.
 
 A regression test for the whole timing path; it found that a segment whose text prints two of
 Whisper's words as one ("20" and "%" as "20%") lost all its word times, so a hit in it played from
@@ -22,6 +23,7 @@ import sqlalchemy as sa
 
 from callscribe.audio import decode
 from callscribe.chunking import DEFAULT_CHUNKING, FRAME_MS, chunk_recording, chunking_for
+from callscribe.diarization import DEFAULT_DIARIZATION
 from callscribe.discovery import day_prefix
 from callscribe.samples import labels, sample_dir
 from callscribe.search import SearchFilters, search
@@ -204,4 +206,76 @@ def test_a_hit_plays_from_just_before_its_word(truth_run, pg):
                 if h["object_key"].endswith("/" + call.name)]
             if not (len(hits) == 1 and hits[0][0] == ch and want - HIT_EARLY_S <= hits[0][1] <= want + HIT_LATE_S):
                 bad.append((call.name, word, ch, round(want, 2), hits))
+    assert not bad
+
+
+# ---------------------------------------------------------------- a diarized mono call
+
+MONO_DAY = date(2132, 3, 7)
+# Both parties' turns on one channel, alternately (the agent first, so speaker_1 is the agent), with a
+# conversation's pauses: 0.3-0.5 s ones (the VAD's hangover can close them below the diarizer's join_s,
+# so the change falls inside a stretch of "unbroken" speech) and 0.8-2 s ones.
+MONO = Call("mono-diarized-8k.wav", 8000, 1, ("WAV", "ULAW"), 48.0,
+            _chain(0, 1.0, [(0, 0), (1, 0.3), (2, 1.2), (3, 0.5), (4, 2.0), (5, 0.8), (6, 0.4), (7, 1.5)]))
+PARTY = {0: "speaker_1", 1: "speaker_2"}  # the sample's channel (0 agent, 1 customer) -> its label here
+# A change of speaker that the VAD sees inside unbroken speech lies inside one of the diarizer's units
+# (at most unit_s), which takes one label: the unit's minority, at most half a unit, is heard as the
+# other voice. That much of the other voice in a segment is the error the design accepts; beyond it
+# a turn was mislabelled. Over the call, the other voice's share stays within the worst per-file DER
+# docs/benchmarks.md measures on calls rearranged from these turns (7.1 %).
+OTHER_VOICE_S = DEFAULT_DIARIZATION.unit_s / 2
+OTHER_VOICE_SHARE = 0.071
+
+
+def _voices(call: Call) -> dict[str, list[tuple[float, float]]]:
+    """Per label: where that party speaks in the mono call (its turns, as labelled)."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    for _, turn, at in call.places:
+        ch, a, b = TURNS[turn]
+        out.setdefault(PARTY[ch], []).append((at + MARGIN_S, at + MARGIN_S + (b - a)))
+    return out
+
+
+def _overlap(a: float, b: float, spans: list[tuple[float, float]]) -> float:
+    return sum(max(0.0, min(b, y) - max(a, x)) for x, y in spans)
+
+
+def test_a_diarized_mono_call_keeps_its_times_and_speakers(stack, s3, pg):
+    """The mono call end to end: diarized at chunking (each chunk one voice), whisper-tiny, placed, loaded.
+
+    Every segment and word start lies in the call's speech and a hit plays from just before its
+    word, as above. Each segment's label is the true speaker of most of its time, except where the
+    other voice in it is within OTHER_VOICE_S (measured: the agent's first 0.16 s after a 0.4 s pause,
+    heard as "No," and labelled speaker_2; 0.39 s of the other voice in 29.9 s of segments, 1.3 %)."""
+    s3.put_bytes(s3.uri(f"{day_prefix('calls/', MONO_DAY)}{MONO.name}"), build(MONO))
+    run_through(s3, pg, MONO_DAY, "truth-mono-2132")
+    with pg.connect() as c:
+        rec = c.execute(sa.text("SELECT id, status FROM recordings WHERE call_date = :d"), {"d": MONO_DAY}).one()
+        segs = c.execute(sa.text("SELECT speaker, start_s, end_s, text, word_starts FROM segments "
+                                 "WHERE recording_id = :r ORDER BY start_s"), {"r": rec.id}).all()
+    assert rec.status == "done" and {s.speaker for s in segs} == set(PARTY.values())
+    voices, spans = _voices(MONO), speech(MONO)[0]
+    bad, other_s, total_s = [], 0.0, 0.0
+    for s in segs:
+        if not any(a - EDGE_S <= s.start_s and s.end_s <= b + EDGE_S for a, b in spans):
+            bad.append(("outside", s.start_s, s.end_s, s.text))
+        bad += [("word", w, s.text) for w in s.word_starts or []
+                if not any(a - EDGE_S <= w <= b + EDGE_S for a, b in spans)]
+        heard = {v: _overlap(s.start_s, s.end_s, t) for v, t in voices.items()}
+        other = sum(t for v, t in heard.items() if v != s.speaker)
+        if other > OTHER_VOICE_S:  # a segment mostly of the other voice passes only while that is this short
+            bad.append(("speaker", s.speaker, s.start_s, s.end_s, {v: round(t, 2) for v, t in heard.items()}, s.text))
+        total_s += sum(heard.values())
+        other_s += other
+    if other_s > OTHER_VOICE_SHARE * total_s:
+        bad.append(("other voice", round(other_s, 2), "of", round(total_s, 2)))
+    for _, turn, at in MONO.places:
+        if turn in WORDS:
+            word, offset = WORDS[turn]
+            want = at + offset
+            hits = [(h["speaker"], round(h["hit_s"], 2)) for h in search(
+                pg, word, limit=100, filters=SearchFilters(from_date=MONO_DAY, to_date=MONO_DAY, fuzzy=False))]
+            if not (len(hits) == 1 and hits[0][0] == PARTY[TURNS[turn][0]]
+                    and want - HIT_EARLY_S <= hits[0][1] <= want + HIT_LATE_S):
+                bad.append(("hit", word, round(want, 2), hits))
     assert not bad
