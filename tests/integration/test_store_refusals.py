@@ -45,22 +45,30 @@ def test_credentials_that_stop_working_mid_run_charge_no_recording(stack, s3, pg
     the run green; three such nights and the day's calls are failed for good."""
     codes = ["ExpiredToken", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"]
     day = date(2037, 11, 1 + codes.index(code))
-    put(s3, day, "a.wav", call_bytes(11001 + day.day))
-    put(s3, day, "b.wav", call_bytes(11011 + day.day))
-    run = f"scheduled__rv-creds-{code}"
+    _chunk_stage_refused(s3, pg, day, f"rv-creds-{code}", 11000,
+                         lambda m: _refuse(s3, m, code))  # every request: the credentials, not an object
+
+
+def _chunk_stage_refused(s3, pg, day: date, name: str, seed: int, refuse) -> None:
+    """Two calls of ``day`` listed, then their chunk task run while ``refuse`` (given a MonkeyPatch) has
+    the store refuse it: the task must fail (Airflow retries it) with neither call charged, and once
+    the store serves again the next run finishes the day green."""
+    put(s3, day, "a.wav", call_bytes(seed + 1 + day.day))
+    put(s3, day, "b.wav", call_bytes(seed + 11 + day.day))
+    run = f"scheduled__{name}"
     ids = discovery.discover(s3, pg, day, "calls/", run, is_live=lambda r: False)
     assert len(ids) == 2
-    monkeypatch_ctx = pytest.MonkeyPatch()
-    _refuse(s3, monkeypatch_ctx, code)  # every request: the credentials, not an object
+    refused = pytest.MonkeyPatch()
+    refuse(refused)
     try:
         with pytest.raises(S3Error):  # the task fails, and Airflow retries it
             pipeline.chunk_group(s3, pg, ids, run, 0)
     finally:
-        monkeypatch_ctx.undo()
+        refused.undo()
     rows = newest(pg, day)
     assert [(r.status, r.attempts) for r in rows.values()] == [("pending", 0), ("pending", 0)], table(pg, day)
     discovery.close_run(pg, run)
-    verdict = run_through(s3, pg, day, f"manual__rv-creds-{code}-again")  # credentials fixed
+    verdict = run_through(s3, pg, day, f"manual__{name}-again")  # the store serves again
     assert verdict.ok, verdict.problems()
     assert {r.status for r in newest(pg, day).values()} == {"done"}, table(pg, day)
 
@@ -92,20 +100,5 @@ def test_a_store_down_under_a_code_of_its_own_charges_no_recording(stack, s3, pg
     says. Before: every recording read then was `failed` with an attempt spent (the code was not one
     the pipeline knew), and three such nights left the day's calls failed for good."""
     day = date(2131, 1, 1 + ["XMinioReadQuorum", "SlowDownRead"].index(code))
-    put(s3, day, "a.wav", call_bytes(12001 + day.day))
-    put(s3, day, "b.wav", call_bytes(12011 + day.day))
-    run = f"scheduled__store-down-{code}"
-    ids = discovery.discover(s3, pg, day, "calls/", run, is_live=lambda r: False)
-    assert len(ids) == 2
-    down = pytest.MonkeyPatch()
-    _refuse(s3, down, code, prefix="calls/", methods=("get_bytes",), status=503)  # the recordings' reads
-    try:
-        with pytest.raises(S3Error):  # the task fails, and Airflow retries it
-            pipeline.chunk_group(s3, pg, ids, run, 0)
-    finally:
-        down.undo()
-    rows = newest(pg, day)
-    assert [(r.status, r.attempts) for r in rows.values()] == [("pending", 0), ("pending", 0)], table(pg, day)
-    discovery.close_run(pg, run)
-    verdict = run_through(s3, pg, day, f"manual__store-down-{code}-again")  # the store back
-    assert verdict.ok, verdict.problems()
+    _chunk_stage_refused(s3, pg, day, f"store-down-{code}", 12000,  # the recordings' reads
+                         lambda m: _refuse(s3, m, code, prefix="calls/", methods=("get_bytes",), status=503))
