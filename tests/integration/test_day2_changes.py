@@ -37,6 +37,15 @@ def _states(pg, day: date) -> list[tuple[str, int, int]]:
     return [(r.status, r.attempts, r.loads) for r in day_rows(pg, day)]
 
 
+def _planned(s3, pg, day: date, run: str) -> tuple[datetime, list[str], int]:
+    """A run of ``day`` listed, chunked in one group and its jobs planned, as its tasks do it. Returns the
+    listing's start, the jobs and how many calls."""
+    n = upload_day(s3, day)
+    started, ids = _listed(s3, pg, day, run)
+    manifest = pipeline.chunk_group(s3, pg, ids, run, 0)
+    return started, pipeline.plan_jobs(s3, [manifest], run, "whisper-tiny"), n
+
+
 # ---------------------------------------------------------------- a. the database password rotated
 
 
@@ -46,11 +55,8 @@ def test_a_database_password_rotated_between_chunk_and_load_is_an_outage_then_th
     holds the old one): the load task, a new process, cannot log in. It must fail as an outage (retried),
     touching nothing; once the connection is fixed the cleared load loads each call once, green."""
     day = date(2127, 1, 5)
-    n = upload_day(s3, day)
     run = "scheduled__2127-01-05-pg-rotated"
-    started, ids = _listed(s3, pg, day, run)
-    manifest = pipeline.chunk_group(s3, pg, ids, run, 0)
-    jobs = pipeline.plan_jobs(s3, [manifest], run, "whisper-tiny")
+    started, jobs, n = _planned(s3, pg, day, run)
     shards = [pipeline.run_worker_local(j, s3_settings()) for j in jobs]
     assert shards
     old = pg.url
@@ -92,10 +98,7 @@ def _transcribe_refused(s3, pg, day: date, run: str) -> tuple[datetime, list[str
     """A run of ``day`` listed and chunked, then every try of each job's transcribe task (the task and
     its two retries) refused by the store: the key rotated after the chunk tasks. Returns the listing's
     start, the jobs and how many calls."""
-    n = upload_day(s3, day)
-    started, ids = _listed(s3, pg, day, run)
-    manifest = pipeline.chunk_group(s3, pg, ids, run, 0)
-    jobs = pipeline.plan_jobs(s3, [manifest], run, "whisper-tiny")
+    started, jobs, n = _planned(s3, pg, day, run)
     rotated = _rotated()
     for job in jobs:
         for _try in range(3):
@@ -252,11 +255,8 @@ def test_a_load_task_running_twice_at_once_loads_each_call_once(stack, s3, pg):
     """The load's next try started while the zombie try still loaded the same shards: each call is
     loaded once, its segments once, and the run is green."""
     day = date(2127, 1, 9)
-    n = upload_day(s3, day)
     run = "scheduled__2127-01-09-load-twice"
-    started, ids = _listed(s3, pg, day, run)
-    manifest = pipeline.chunk_group(s3, pg, ids, run, 0)
-    jobs = pipeline.plan_jobs(s3, [manifest], run, "whisper-tiny")
+    started, jobs, n = _planned(s3, pg, day, run)
     for job in jobs:
         pipeline.run_worker_local(job, s3_settings())
     out = _twice(loading.load_jobs, s3, pg, jobs, run)
@@ -321,3 +321,19 @@ def test_plan_jobs_cleared_alone_after_a_call_killed_its_worker_gives_no_attempt
     assert after == before, after
     assert not any(UNTRIED in (e or "") for _, _, e in after.values()), after
     discovery.release(pg, run)
+
+
+def test_transcribe_marked_success_in_the_ui_without_running_is_red_and_spends_no_attempt(stack, s3, pg):
+    """Each mapped transcribe marked success in the UI before it ran: the load finds no shard, only the
+    note each job was planned with. The run must be red, the calls unheard: their attempt given back,
+    their reason saying no try ran, and the next run finishes the day with one attempt each."""
+    day, run = date(2132, 5, 1), "scheduled__2132-05-01-transcribe-marked"
+    started, jobs, n = _planned(s3, pg, day, run)
+    result = loading.load_jobs(s3, pg, jobs, run)  # downstream of the marked tasks
+    assert result.recordings == 0 and len(result.unfinished_jobs) == len(jobs)
+    discovery.close_run(pg, run, s3)  # the report
+    assert not run_verdict(s3, pg, run, [day], "calls/", started).ok
+    rows = day_rows(pg, day)
+    assert all(r.attempts == 0 and UNTRIED in (r.last_error or "") for r in rows), rows
+    assert run_through(s3, pg, day, "manual__2132-05-01-transcribe-marked-again").ok
+    assert _states(pg, day) == [("done", 1, 1)] * n
